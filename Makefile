@@ -1,0 +1,111 @@
+# presence: a distributed presence service in C (h2o + ZeroMQ + LMDB + msgpack).
+#
+# Non-recursive make: every module contributes a `module.mk` fragment that appends to the
+# variables below and declares its own binaries. Everything is built into $(BUILD)/.
+#
+#   make deps     install the Debian packages the build needs (apt-get, as root), if missing
+#   make          build every binary into build/
+#   make run      build, then start a complete center node on localhost:$(SERVICE_PORT)
+#   make token    print a development JWT:  make token SUB=alice [SCOPE=presence:admin]
+#   make test     unit tests, integration tests (normal and ASan/UBSan builds), deploy checks
+#   make asan     build everything with AddressSanitizer + UBSan into build-asan/
+#   make bench    benchmarks (not part of `make test`); see BENCHMARKS.md
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+BUILD ?= build
+B := $(BUILD)
+
+# Debian packages the build and tests need. `make deps` installs the missing ones.
+DEB_PACKAGES := build-essential pkg-config libh2o-evloop-dev libssl-dev libzmq3-dev libmsgpack-dev \
+                liblmdb-dev libjwt-dev libjansson-dev check curl zlib1g-dev iproute2 procps
+DEB_STAMP := $(B)/.deps-ok
+
+PKGS := libh2o-evloop libzmq msgpack lmdb libjwt jansson zlib
+OPT ?= -O2 -g
+WARN ?= -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
+SAN ?=
+ifeq ($(SAN),1)
+  SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  OPT := -O1 -g
+endif
+# h2o.h falls back to libuv without a backend macro; Debian ships the evloop flavour.
+DEFS := -D_GNU_SOURCE -DH2O_USE_LIBUV=0
+INCS := -I. -Icommon -Iproto -Isync -Icache-node -Istore-node -Igateway
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS := -std=gnu11 $(OPT) $(WARN) $(DEFS) $(INCS) $(SANFLAGS) -pthread -MMD -MP
+LDFLAGS := $(SANFLAGS) -pthread
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+
+# Library archives, named here so any module's rules can depend on any of them (make expands
+# prerequisites when it reads a rule).
+COMMON_LIB := $(B)/libcommon.a
+PROTO_LIB := $(B)/libproto.a
+SYNC_LIB := $(B)/libsync.a
+STORE_LIB := $(B)/libstore.a
+CACHE_LIB := $(B)/libcache.a
+GW_LIB := $(B)/libgw.a
+
+# Filled in by the module fragments.
+BINS :=
+TEST_BINS :=
+UNIT_TESTS :=
+INTEG_TESTS :=
+
+.PHONY: all deps run token test test-unit test-integ test-integ-asan asan bench clean fmt deploy-check
+
+include common/module.mk
+include proto/module.mk
+include store-node/module.mk
+include cache-node/module.mk
+include sync/module.mk
+include gateway/module.mk
+include launcher/module.mk
+include tests/module.mk
+
+all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
+
+# --- dependencies ---------------------------------------------------------------------------
+deps: $(DEB_STAMP)
+$(DEB_STAMP): Makefile
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "deps: need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+	@mkdir -p $(B) && touch $@
+
+# Every object depends on the deps stamp (order-only) so a fresh machine installs first.
+$(B)/%.o: %.c | $(DEB_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+# --- running ---------------------------------------------------------------------------------
+SERVICE_PORT ?= 8080
+DATA_DIR ?= ./data
+export SERVICE_PORT DATA_DIR
+
+run: all
+	exec $(B)/presenced
+
+token: $(B)/bin/presence-token
+	@$(B)/bin/presence-token "$(SUB)" "$(SCOPE)"
+
+# --- sanitizer build -------------------------------------------------------------------------
+asan:
+	$(MAKE) BUILD=build-asan SAN=1 all
+
+clean:
+	rm -rf build build-asan
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

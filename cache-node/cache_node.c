@@ -1,0 +1,1027 @@
+/* cache_node.c -- the cache-node process: a W-TinyLFU cache tier kept coherent with the store.
+ *
+ * One thread, one zmq_poll loop over four sockets:
+ *   ROUTER  (CACHE_ENDPOINT, bound)     requests from gateways: GET, MGET, PUT, TOUCH, DEL, APPLY,
+ *                                       PING, STATS -- many in flight per gateway socket
+ *   DEALER  (STORE_CMD_ENDPOINT)        commands to the store-node (or the region's sync relay)
+ *   SUB + DEALER of the sync client     the change stream and its catch-ups (sync/)
+ * The stream is always drained before gateway requests, so a change already delivered is applied
+ * before the next read is answered.
+ *
+ * Coherence rules (ARCHITECTURE.md invariants 2 and 3):
+ *   - every entry carries the store version it shows; it never moves to an older one (cache.c);
+ *   - a miss asks the store once per key however many readers wait (single flight: a `fetch` per
+ *     key); while a fetch is out, every change to that key seen on the stream or in a write reply
+ *     is remembered (max_seen, and the newest whole record when there is one). When the answer
+ *     (current as of the store's sequence `as_of`) comes back it is cached only if nothing newer
+ *     was seen meanwhile; otherwise the newest known record is cached, or -- if that cannot be
+ *     rebuilt -- nothing is cached and the waiters get the answer they asked for;
+ *   - "not found" is cached as a negative entry at version as_of, replaced by any later change;
+ *   - writes go to the store; the acknowledged record updates the cache before the reply;
+ *   - a gap or a silent stream makes the state untrusted (sync client): while the store answers,
+ *     reads go to the store; while it does not, cached entries are served marked stale.
+ */
+#include "cache.h"
+#include "cfg.h"
+#include "log.h"
+#include "proto.h"
+#include "stats.h"
+#include "sync_client.h"
+#include "util.h"
+#include "zutil.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_IDENT 255
+#define PING_INTERVAL_MS 500
+#define STATS_INTERVAL_MS 1000
+
+/* ==== data structures ======================================================================== */
+
+typedef struct greq greq_t;
+typedef struct fetch fetch_t;
+
+typedef struct waiter {
+    struct waiter *next;
+    greq_t *g;
+    uint32_t slot;
+} waiter_t;
+
+/* A gateway read waiting for one or more fetches. */
+struct greq {
+    uint8_t ident[MAX_IDENT];
+    uint8_t ident_len;
+    uint8_t type; /* PROTO_GET or PROTO_MGET */
+    uint64_t rid;
+    uint32_t nkeys, outstanding;
+    uint8_t status; /* first error seen, else PROTO_OK */
+    bool stale;
+    proto_buf_t *vals; /* per key: encoded record, len 0 = not found */
+};
+
+struct fetch {
+    fetch_t *hnext;
+    uint64_t hash;
+    uint8_t klen;
+    char key[PROTO_USER_ID_MAX];
+    waiter_t *waiters;
+    uint64_t max_seen;        /* highest change seq seen for this key while pending */
+    bool have_latest;         /* latest holds the record at max_seen (or latest_gone) */
+    bool latest_gone;         /* the change at max_seen deleted the key */
+    proto_record_t latest;
+};
+
+enum preq_kind { PK_FORWARD = 1, PK_FETCH, PK_PING, PK_STATS };
+
+/* A request to the store we wait for. */
+typedef struct preq {
+    struct preq *hnext;
+    struct preq *tnext, *tprev; /* deadline order (all store requests share one timeout) */
+    uint64_t rid, deadline, sent_us;
+    uint8_t kind;
+    /* PK_FORWARD */
+    uint8_t type;
+    uint8_t ident[MAX_IDENT];
+    uint8_t ident_len;
+    uint8_t klen; /* DEL: the key */
+    char key[PROTO_USER_ID_MAX];
+    uint64_t client_rid;
+    /* PK_FETCH */
+    fetch_t **fetches;
+    uint32_t nfetch;
+} preq_t;
+
+static struct {
+    /* config */
+    char data_dir[400], id[64];
+    char endpoint[512], store_cmd[512], store_pub[512];
+    uint64_t max_cost, counters, store_timeout_ms, hb_limit_ms, store_down_ms;
+    int policy;
+
+    void *zctx, *router, *store;
+    sync_client_t *sync;
+    cache_t *cache;
+
+    /* pending store requests by rid */
+    preq_t **ptab;
+    size_t ptab_size, ptab_count;
+    preq_t *t_head, *t_tail;
+    uint64_t next_rid;
+
+    /* fetches by key */
+    fetch_t **ftab;
+    size_t ftab_size, ftab_count;
+
+    /* store health */
+    uint64_t last_store_ok_ms, next_ping_ms, next_stats_ms, store_rtt_us;
+    uint64_t store_epoch, store_seq;
+    stats_list_t store_stats;
+    bool ping_out, stats_out;
+
+    proto_buf_t buf, rec;
+    uint64_t requests_total, reads_total, writes_total, fetches_total, fetch_keys_total, coalesced_total;
+    uint64_t store_timeouts, store_unavailable, malformed_total, stale_served, bypass_reads, fills_dropped;
+    stats_hist_t store_rtt_hist;
+} C;
+
+static volatile sig_atomic_t s_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+/* ==== small hash tables ====================================================================== */
+
+static void s_ptab_grow(void)
+{
+    size_t nsize = C.ptab_size ? C.ptab_size * 2 : 1024;
+    preq_t **nt = xcalloc(nsize, sizeof *nt);
+    for (size_t i = 0; i < C.ptab_size; i++) {
+        for (preq_t *p = C.ptab[i], *next; p; p = next) {
+            next = p->hnext;
+            size_t b = util_mix64(p->rid) & (nsize - 1);
+            p->hnext = nt[b];
+            nt[b] = p;
+        }
+    }
+    free(C.ptab);
+    C.ptab = nt;
+    C.ptab_size = nsize;
+}
+
+static void s_preq_add(preq_t *p)
+{
+    if (C.ptab_count + 1 > C.ptab_size / 2)
+        s_ptab_grow();
+    size_t b = util_mix64(p->rid) & (C.ptab_size - 1);
+    p->hnext = C.ptab[b];
+    C.ptab[b] = p;
+    C.ptab_count++;
+    p->tprev = C.t_tail;
+    p->tnext = NULL;
+    if (C.t_tail)
+        C.t_tail->tnext = p;
+    else
+        C.t_head = p;
+    C.t_tail = p;
+}
+
+/* Remove from both the table and the deadline list; returns the request or NULL. */
+static preq_t *s_preq_take(uint64_t rid)
+{
+    if (!C.ptab_size)
+        return NULL;
+    size_t b = util_mix64(rid) & (C.ptab_size - 1);
+    for (preq_t **pp = &C.ptab[b]; *pp; pp = &(*pp)->hnext) {
+        preq_t *p = *pp;
+        if (p->rid != rid)
+            continue;
+        *pp = p->hnext;
+        C.ptab_count--;
+        if (p->tprev)
+            p->tprev->tnext = p->tnext;
+        else
+            C.t_head = p->tnext;
+        if (p->tnext)
+            p->tnext->tprev = p->tprev;
+        else
+            C.t_tail = p->tprev;
+        return p;
+    }
+    return NULL;
+}
+
+static fetch_t *s_fetch_find(const char *key, size_t klen, uint64_t hash)
+{
+    if (!C.ftab_size)
+        return NULL;
+    for (fetch_t *f = C.ftab[hash & (C.ftab_size - 1)]; f; f = f->hnext)
+        if (f->hash == hash && f->klen == klen && memcmp(f->key, key, klen) == 0)
+            return f;
+    return NULL;
+}
+
+static void s_fetch_add(fetch_t *f)
+{
+    if (C.ftab_count + 1 > C.ftab_size / 2) {
+        size_t nsize = C.ftab_size ? C.ftab_size * 2 : 1024;
+        fetch_t **nt = xcalloc(nsize, sizeof *nt);
+        for (size_t i = 0; i < C.ftab_size; i++) {
+            for (fetch_t *x = C.ftab[i], *next; x; x = next) {
+                next = x->hnext;
+                x->hnext = nt[x->hash & (nsize - 1)];
+                nt[x->hash & (nsize - 1)] = x;
+            }
+        }
+        free(C.ftab);
+        C.ftab = nt;
+        C.ftab_size = nsize;
+    }
+    f->hnext = C.ftab[f->hash & (C.ftab_size - 1)];
+    C.ftab[f->hash & (C.ftab_size - 1)] = f;
+    C.ftab_count++;
+}
+
+static void s_fetch_remove(fetch_t *f)
+{
+    for (fetch_t **pp = &C.ftab[f->hash & (C.ftab_size - 1)]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == f) {
+            *pp = f->hnext;
+            C.ftab_count--;
+            return;
+        }
+    }
+}
+
+static uint64_t s_hash(const char *k, size_t len)
+{
+    return util_hash64(k, len, 0x5eed);
+}
+
+/* ==== replies to gateways ==================================================================== */
+
+static void s_send_to(const uint8_t *ident, size_t ident_len, proto_buf_t *b)
+{
+    size_t len;
+    char *data = proto_buf_steal(b, &len);
+    if (zu_send_owned(C.router, ident, ident_len, data, len) < 0)
+        LOG_RATELIMITED(LOG_WARN, 1000, "reply to gateway dropped: %s", zmq_strerror(errno));
+}
+
+static void s_reply_status(const uint8_t *ident, size_t ident_len, uint64_t rid, uint8_t status, const char *msg)
+{
+    proto_buf_reset(&C.buf);
+    proto_enc_reply(&C.buf, rid, status, 0, NULL, 0, msg, 0);
+    s_send_to(ident, ident_len, &C.buf);
+}
+
+static bool s_store_up(void)
+{
+    return util_mono_ms() - C.last_store_ok_ms < C.store_down_ms;
+}
+
+static void s_greq_finish(greq_t *g)
+{
+    proto_enc_t e;
+    proto_buf_reset(&C.buf);
+    proto_enc_init(&e, &C.buf);
+    uint32_t flags = g->stale ? PROTO_REPLY_F_STALE : 0;
+    if (g->status != PROTO_OK) {
+        proto_enc_reply_raw_begin(&e, g->rid, g->status, 0, 0);
+        proto_enc_reply_raw_end(&e, g->status == PROTO_ETIMEOUT ? "store timed out" : "store unavailable", flags);
+    } else {
+        uint32_t found = 0;
+        for (uint32_t i = 0; i < g->nkeys; i++)
+            found += g->vals[i].len > 0;
+        uint8_t st = (g->type == PROTO_GET && !found) ? PROTO_NOTFOUND : PROTO_OK;
+        proto_enc_reply_raw_begin(&e, g->rid, st, 0, found);
+        for (uint32_t i = 0; i < g->nkeys; i++)
+            if (g->vals[i].len)
+                proto_enc_raw(&e, g->vals[i].data, g->vals[i].len);
+        proto_enc_reply_raw_end(&e, NULL, flags);
+    }
+    s_send_to(g->ident, g->ident_len, &C.buf);
+    for (uint32_t i = 0; i < g->nkeys; i++)
+        proto_buf_fini(&g->vals[i]);
+    free(g->vals);
+    free(g);
+}
+
+/* ==== store requests ========================================================================= */
+
+static preq_t *s_preq_new(uint8_t kind)
+{
+    preq_t *p = xcalloc(1, sizeof *p);
+    p->kind = kind;
+    p->rid = C.next_rid++;
+    p->deadline = util_mono_ms() + C.store_timeout_ms;
+    p->sent_us = util_mono_us();
+    return p;
+}
+
+/* Send b to the store; on failure (not connected, HWM) returns -1 and the caller answers. */
+static int s_store_send(proto_buf_t *b)
+{
+    if (zu_send(C.store, NULL, 0, b->data, b->len) < 0)
+        return -1;
+    return 0;
+}
+
+static void s_fetch_fail(fetch_t *f, uint8_t status)
+{
+    for (waiter_t *w = f->waiters, *wn; w; w = wn) {
+        wn = w->next;
+        greq_t *g = w->g;
+        if (g->status == PROTO_OK)
+            g->status = status;
+        if (--g->outstanding == 0)
+            s_greq_finish(g);
+        free(w);
+    }
+    free(f);
+}
+
+static void s_preq_fail(preq_t *p, uint8_t status)
+{
+    if (p->kind == PK_FORWARD) {
+        s_reply_status(p->ident, p->ident_len, p->client_rid, status,
+                       status == PROTO_ETIMEOUT ? "store timed out" : "store unavailable");
+    } else if (p->kind == PK_FETCH) {
+        for (uint32_t i = 0; i < p->nfetch; i++) {
+            s_fetch_remove(p->fetches[i]);
+            s_fetch_fail(p->fetches[i], status);
+        }
+    } else if (p->kind == PK_PING) {
+        C.ping_out = false;
+    } else if (p->kind == PK_STATS) {
+        C.stats_out = false;
+    }
+    free(p->fetches);
+    free(p);
+}
+
+/* ==== the cache and its versions ============================================================= */
+
+/* Put a whole record into the cache (owner fill: admission decides). */
+static void s_cache_record(const proto_record_t *r, unsigned flags)
+{
+    proto_buf_reset(&C.rec);
+    proto_record_encode(&C.rec, r);
+    cache_put(C.cache, r->user_id, r->uid_len, r->version, C.rec.data, C.rec.len, flags);
+}
+
+/* Remember a change to `key` for a fetch in flight. `r` is the whole record after the change (NULL
+ * when unknown); `gone` means the change deleted the key. */
+static void s_fetch_note(const char *key, size_t klen, uint64_t seq, const proto_record_t *r, bool gone)
+{
+    if (!C.ftab_count)
+        return;
+    fetch_t *f = s_fetch_find(key, klen, s_hash(key, klen));
+    if (!f || seq <= f->max_seen)
+        return;
+    f->max_seen = seq;
+    if (gone) {
+        f->have_latest = true;
+        f->latest_gone = true;
+    } else if (r) {
+        f->have_latest = true;
+        f->latest_gone = false;
+        f->latest = *r;
+    } else {
+        f->have_latest = false;
+    }
+}
+
+/* Apply a change from the stream. Keys that are not resident are not inserted (the stream would
+ * otherwise flood the cache with keys nobody reads here); a fetch in flight still learns of it. */
+static void on_change(void *ctx, const proto_change_t *c)
+{
+    (void)ctx;
+    const proto_record_t *r = &c->rec;
+    cache_view_t v;
+    bool present = cache_peek(C.cache, r->user_id, r->uid_len, &v) && v.version < r->version;
+    switch (c->kind) {
+    case PROTO_CH_SET:
+        s_fetch_note(r->user_id, r->uid_len, r->version, r, false);
+        if (present)
+            s_cache_record(r, CACHE_PUT_IF_PRESENT);
+        break;
+    case PROTO_CH_DEL:
+        s_fetch_note(r->user_id, r->uid_len, r->version, NULL, true);
+        if (present)
+            cache_put(C.cache, r->user_id, r->uid_len, r->version, "", 0, CACHE_PUT_NEGATIVE | CACHE_PUT_IF_PRESENT);
+        break;
+    case PROTO_CH_TOUCH: {
+        /* A compact heartbeat change: rebuild the whole record from what we hold. */
+        proto_record_t full;
+        bool have = false;
+        if (present && !v.negative && proto_record_decode(v.value, v.value_len, &full) == 0)
+            have = true;
+        fetch_t *f = C.ftab_count ? s_fetch_find(r->user_id, r->uid_len, s_hash(r->user_id, r->uid_len)) : NULL;
+        if (!have && f && f->have_latest && !f->latest_gone) {
+            full = f->latest;
+            have = true;
+        }
+        if (have) {
+            full.last_seen_us = r->last_seen_us;
+            full.expires_at_us = r->expires_at_us;
+            full.ttl_s = r->ttl_s;
+            proto_record_set_node(&full, r->node_id, r->node_len);
+            full.version = r->version;
+        }
+        s_fetch_note(r->user_id, r->uid_len, r->version, have ? &full : NULL, false);
+        if (present) {
+            if (have)
+                s_cache_record(&full, CACHE_PUT_IF_PRESENT);
+            else
+                cache_del(C.cache, r->user_id, r->uid_len); /* cannot rebuild: drop rather than keep stale */
+        }
+        break;
+    }
+    }
+}
+
+static void on_reset(void *ctx)
+{
+    (void)ctx;
+    cache_clear(C.cache);
+    /* Fetches in flight may carry answers from a database we no longer follow: never cache them. */
+    for (size_t i = 0; i < C.ftab_size; i++)
+        for (fetch_t *f = C.ftab[i]; f; f = f->hnext) {
+            f->max_seen = UINT64_MAX;
+            f->have_latest = false;
+        }
+}
+
+static void on_sync_state(void *ctx, int state)
+{
+    (void)ctx;
+    LOG(state == SYNC_LIVE ? LOG_INFO : LOG_NOTICE, "sync state: %s", sync_state_name(state));
+}
+
+/* ==== gateway reads ========================================================================== */
+
+static void s_waiter_add(fetch_t *f, greq_t *g, uint32_t slot)
+{
+    waiter_t *w = xmalloc(sizeof *w);
+    w->g = g;
+    w->slot = slot;
+    w->next = f->waiters;
+    f->waiters = w;
+}
+
+static void s_handle_read(const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    C.reads_total++;
+    uint32_t n = m->type == PROTO_GET ? 1 : m->n;
+    const proto_str_t *keys = m->type == PROTO_GET ? &m->key : m->keys;
+    bool live = sync_client_state(C.sync) == SYNC_LIVE;
+    bool store_up = s_store_up();
+    /* Untrusted stream but a reachable store: read through. Unreachable store: serve what we
+     * have, marked stale. */
+    bool use_cache = live || !store_up;
+    if (!use_cache)
+        C.bypass_reads++;
+
+    greq_t *g = xcalloc(1, sizeof *g);
+    memcpy(g->ident, ident, ident_len);
+    g->ident_len = (uint8_t)ident_len;
+    g->type = m->type;
+    g->rid = m->rid;
+    g->nkeys = n;
+    g->vals = xcalloc(n ? n : 1, sizeof *g->vals);
+    g->outstanding = 1; /* held until the loop below is done */
+
+    fetch_t **newf = NULL;
+    uint32_t nnew = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k = keys[i].p;
+        size_t kl = keys[i].len;
+        cache_view_t v;
+        if (use_cache && cache_get(C.cache, k, kl, &v)) {
+            if (!v.negative)
+                proto_buf_append(&g->vals[i], v.value, v.value_len);
+            if (!live) {
+                g->stale = true;
+                C.stale_served++;
+            }
+            continue;
+        }
+        if (!store_up) {
+            /* Miss while the store is unreachable: 503 quickly instead of waiting a timeout. */
+            g->status = PROTO_EUNAVAIL;
+            continue;
+        }
+        uint64_t h = s_hash(k, kl);
+        fetch_t *f = s_fetch_find(k, kl, h);
+        if (f) {
+            C.coalesced_total++;
+        } else {
+            f = xcalloc(1, sizeof *f);
+            f->hash = h;
+            f->klen = (uint8_t)kl;
+            memcpy(f->key, k, kl);
+            s_fetch_add(f);
+            if (!newf)
+                newf = xmalloc(n * sizeof *newf);
+            newf[nnew++] = f;
+        }
+        s_waiter_add(f, g, i);
+        g->outstanding++;
+    }
+    if (nnew) {
+        /* One store request for every key this read could not answer. */
+        preq_t *p = s_preq_new(PK_FETCH);
+        p->fetches = newf;
+        p->nfetch = nnew;
+        proto_str_t *ks = xmalloc(nnew * sizeof *ks);
+        for (uint32_t i = 0; i < nnew; i++) {
+            ks[i].p = newf[i]->key;
+            ks[i].len = newf[i]->klen;
+        }
+        proto_buf_reset(&C.buf);
+        proto_enc_keys(&C.buf, p->rid, ks, nnew);
+        free(ks);
+        C.fetches_total++;
+        C.fetch_keys_total += nnew;
+        if (s_store_send(&C.buf) < 0) {
+            C.store_unavailable++;
+            s_preq_fail(p, PROTO_EUNAVAIL);
+        } else {
+            s_preq_add(p);
+        }
+    }
+    if (--g->outstanding == 0)
+        s_greq_finish(g);
+}
+
+/* Resolve a fetch with the store's answer: `r` (NULL = not found) as of sequence as_of. */
+static void s_fetch_resolve(fetch_t *f, const proto_record_t *r, uint64_t as_of)
+{
+    const proto_record_t *best = r;
+    bool gone = r == NULL;
+    uint64_t ver = r ? r->version : as_of;
+    bool cacheable = true;
+    if (f->max_seen > ver) {
+        /* Something newer happened while the answer was on its way. */
+        if (f->have_latest) {
+            best = f->latest_gone ? NULL : &f->latest;
+            gone = f->latest_gone;
+            ver = f->max_seen;
+        } else {
+            cacheable = false;
+            C.fills_dropped++;
+        }
+    }
+    if (cacheable && f->max_seen != UINT64_MAX) {
+        if (gone)
+            cache_put(C.cache, f->key, f->klen, ver, "", 0, CACHE_PUT_NEGATIVE);
+        else
+            s_cache_record(best, 0);
+    }
+    proto_buf_reset(&C.rec);
+    if (!gone)
+        proto_record_encode(&C.rec, best);
+    for (waiter_t *w = f->waiters, *wn; w; w = wn) {
+        wn = w->next;
+        greq_t *g = w->g;
+        if (!gone)
+            proto_buf_append(&g->vals[w->slot], C.rec.data, C.rec.len);
+        if (--g->outstanding == 0)
+            s_greq_finish(g);
+        free(w);
+    }
+    free(f);
+}
+
+static void s_on_fetch_reply(preq_t *p, const proto_msg_t *m)
+{
+    if (m->status != PROTO_OK) {
+        for (uint32_t i = 0; i < p->nfetch; i++) {
+            s_fetch_remove(p->fetches[i]);
+            s_fetch_fail(p->fetches[i], m->status == PROTO_EOVERLOAD ? PROTO_EOVERLOAD : PROTO_EUNAVAIL);
+        }
+        return;
+    }
+    /* The store answers found records in request order: merge. */
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < p->nfetch; i++) {
+        fetch_t *f = p->fetches[i];
+        s_fetch_remove(f);
+        const proto_record_t *r = NULL;
+        if (j < m->n && m->recs[j].uid_len == f->klen && memcmp(m->recs[j].user_id, f->key, f->klen) == 0)
+            r = &m->recs[j++];
+        s_fetch_resolve(f, r, m->seq);
+    }
+}
+
+/* ==== gateway writes ========================================================================= */
+
+static void s_handle_write(const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    C.writes_total++;
+    if (!s_store_up()) {
+        C.store_unavailable++;
+        s_reply_status(ident, ident_len, m->rid, PROTO_EUNAVAIL, "store unavailable");
+        return;
+    }
+    preq_t *p = s_preq_new(PK_FORWARD);
+    p->type = m->type;
+    memcpy(p->ident, ident, ident_len);
+    p->ident_len = (uint8_t)ident_len;
+    p->client_rid = m->rid;
+    if (m->type == PROTO_DEL) {
+        memcpy(p->key, m->key.p, m->key.len);
+        p->klen = (uint8_t)m->key.len;
+    }
+    proto_buf_reset(&C.buf);
+    if (m->type == PROTO_DEL)
+        proto_enc_get(&C.buf, PROTO_DEL, p->rid, m->key.p, m->key.len);
+    else
+        proto_enc_records_cmd(&C.buf, m->type, p->rid, m->recs, m->n);
+    if (s_store_send(&C.buf) < 0) {
+        C.store_unavailable++;
+        s_preq_fail(p, PROTO_EUNAVAIL);
+        return;
+    }
+    s_preq_add(p);
+}
+
+static void s_on_forward_reply(preq_t *p, const proto_msg_t *m)
+{
+    if (p->type == PROTO_DEL && (m->status == PROTO_OK || m->status == PROTO_NOTFOUND) && m->seq) {
+        /* Known absent as of the tombstone (or, for a miss, of the store's sequence). */
+        s_fetch_note(p->key, p->klen, m->seq, NULL, true);
+        cache_put(C.cache, p->key, p->klen, m->seq, "", 0, CACHE_PUT_NEGATIVE);
+    } else if (m->status == PROTO_OK) {
+        for (uint32_t i = 0; i < m->n; i++) {
+            s_fetch_note(m->recs[i].user_id, m->recs[i].uid_len, m->recs[i].version, &m->recs[i], false);
+            s_cache_record(&m->recs[i], 0);
+        }
+    }
+    char errmsg[PROTO_ERRMSG_MAX + 1];
+    memcpy(errmsg, m->key.p ? m->key.p : "", m->key.len);
+    errmsg[m->key.len] = '\0';
+    proto_buf_reset(&C.buf);
+    proto_enc_reply(&C.buf, p->client_rid, m->status, m->seq, m->recs, m->n, errmsg, 0);
+    s_send_to(p->ident, p->ident_len, &C.buf);
+}
+
+/* ==== stats and health ======================================================================= */
+
+static void s_collect_stats(stats_list_t *l, bool full)
+{
+    cache_metrics_t cm;
+    cache_get_metrics(C.cache, &cm);
+    sync_stats_t ss;
+    sync_client_get_stats(C.sync, &ss);
+    const char *id = C.id;
+    stats_addf(l, ss.state, "cache_sync_state{node=\"%s\"}", id);
+    stats_addf(l, ss.seq, "sync_sequence{node=\"%s\"}", id);
+    stats_addf(l, ss.epoch, "sync_epoch{node=\"%s\"}", id);
+    stats_addf(l, ss.lag_ms * 1000, "sync_lag_seconds{node=\"%s\"}:us", id);
+    stats_addf(l, s_store_up(), "cache_store_up{node=\"%s\"}", id);
+    stats_addf(l, C.store_rtt_us, "cache_store_rtt_seconds{node=\"%s\"}:us", id);
+    stats_addf(l, C.store_seq, "cache_store_sequence{node=\"%s\"}", id);
+    stats_addf(l, cm.items, "cache_items{node=\"%s\"}", id);
+    if (!full)
+        return;
+    stats_addf(l, ss.gaps, "sync_gaps_total{node=\"%s\"}", id);
+    stats_addf(l, ss.resyncs, "sync_resyncs_total{node=\"%s\"}", id);
+    stats_addf(l, ss.snapshots, "sync_snapshots_total{node=\"%s\"}", id);
+    stats_addf(l, ss.silences, "sync_silences_total{node=\"%s\"}", id);
+    stats_addf(l, ss.changes_applied, "sync_changes_applied_total{node=\"%s\"}", id);
+    stats_addf(l, ss.malformed + C.malformed_total, "cache_malformed_total{node=\"%s\"}", id);
+    stats_addf(l, cm.hits, "cache_hits_total{node=\"%s\"}", id);
+    stats_addf(l, cm.misses, "cache_misses_total{node=\"%s\"}", id);
+    stats_addf(l, cm.keys_added, "cache_keys_added_total{node=\"%s\"}", id);
+    stats_addf(l, cm.keys_updated, "cache_keys_updated_total{node=\"%s\"}", id);
+    stats_addf(l, cm.keys_evicted, "cache_evictions_total{node=\"%s\"}", id);
+    stats_addf(l, cm.cost_added, "cache_cost_added_total{node=\"%s\"}", id);
+    stats_addf(l, cm.cost_evicted, "cache_cost_evicted_total{node=\"%s\"}", id);
+    stats_addf(l, cm.rejections, "cache_rejections_total{node=\"%s\"}", id);
+    stats_addf(l, cm.stale_refused, "cache_stale_refused_total{node=\"%s\"}", id);
+    stats_addf(l, cm.cost, "cache_cost_bytes{node=\"%s\"}", id);
+    stats_addf(l, cm.max_cost, "cache_max_cost_bytes{node=\"%s\"}", id);
+    stats_addf(l, cm.window_max_cost, "cache_window_cost_bytes{node=\"%s\"}", id);
+    stats_addf(l, C.requests_total, "cache_requests_total{node=\"%s\"}", id);
+    stats_addf(l, C.fetches_total, "cache_store_fetches_total{node=\"%s\"}", id);
+    stats_addf(l, C.fetch_keys_total, "cache_store_fetch_keys_total{node=\"%s\"}", id);
+    stats_addf(l, C.coalesced_total, "cache_coalesced_misses_total{node=\"%s\"}", id);
+    stats_addf(l, C.store_timeouts, "cache_store_timeouts_total{node=\"%s\"}", id);
+    stats_addf(l, C.store_unavailable, "cache_store_unavailable_total{node=\"%s\"}", id);
+    stats_addf(l, C.stale_served, "cache_stale_served_total{node=\"%s\"}", id);
+    stats_addf(l, C.bypass_reads, "cache_bypass_reads_total{node=\"%s\"}", id);
+    stats_addf(l, C.fills_dropped, "cache_fills_dropped_total{node=\"%s\"}", id);
+    stats_addf(l, C.ptab_count, "cache_store_inflight{node=\"%s\"}", id);
+    /* The store's own numbers, as last polled (the gateway keeps one copy). */
+    for (uint32_t i = 0; i < C.store_stats.n; i++) {
+        char name[PROTO_STAT_NAME_MAX + 1];
+        memcpy(name, C.store_stats.v[i].name.p, C.store_stats.v[i].name.len);
+        name[C.store_stats.v[i].name.len] = '\0';
+        stats_add(l, name, C.store_stats.v[i].value);
+    }
+}
+
+static void s_handle_stats(const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    stats_list_t l;
+    stats_list_init(&l);
+    s_collect_stats(&l, m->type == PROTO_STATS);
+    proto_buf_reset(&C.buf);
+    proto_enc_stats(&C.buf, m->type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m->rid, PROTO_OK, l.v, l.n);
+    stats_list_fini(&l);
+    s_send_to(ident, ident_len, &C.buf);
+}
+
+static void s_poll_store(uint64_t now)
+{
+    if (now >= C.next_ping_ms && !C.ping_out) {
+        preq_t *p = s_preq_new(PK_PING);
+        proto_buf_reset(&C.buf);
+        proto_enc_simple(&C.buf, PROTO_PING, p->rid);
+        if (s_store_send(&C.buf) == 0) {
+            C.ping_out = true;
+            s_preq_add(p);
+        } else {
+            free(p);
+        }
+        C.next_ping_ms = now + PING_INTERVAL_MS;
+    }
+    if (now >= C.next_stats_ms && !C.stats_out) {
+        preq_t *p = s_preq_new(PK_STATS);
+        proto_buf_reset(&C.buf);
+        proto_enc_simple(&C.buf, PROTO_STATS, p->rid);
+        if (s_store_send(&C.buf) == 0) {
+            C.stats_out = true;
+            s_preq_add(p);
+        } else {
+            free(p);
+        }
+        C.next_stats_ms = now + STATS_INTERVAL_MS;
+    }
+}
+
+/* ==== dispatch =============================================================================== */
+
+static void s_on_gateway(zmq_msg_t *frames, int n)
+{
+    if (n != 2 || zmq_msg_size(&frames[0]) == 0 || zmq_msg_size(&frames[0]) > MAX_IDENT) {
+        C.malformed_total++;
+        return;
+    }
+    const uint8_t *ident = zmq_msg_data(&frames[0]);
+    size_t ident_len = zmq_msg_size(&frames[0]);
+    proto_msg_t m;
+    if (proto_decode(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &m) != PROTO_DEC_OK) {
+        C.malformed_total++;
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed request from a gateway: %s", m.err);
+        uint8_t type;
+        uint64_t rid;
+        if (proto_peek_header(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &type, &rid) == 0)
+            s_reply_status(ident, ident_len, rid, PROTO_EBADREQ, m.err);
+        proto_msg_fini(&m);
+        return;
+    }
+    C.requests_total++;
+    switch (m.type) {
+    case PROTO_GET:
+    case PROTO_MGET:
+        s_handle_read(ident, ident_len, &m);
+        break;
+    case PROTO_PUT:
+    case PROTO_TOUCH:
+    case PROTO_DEL:
+        s_handle_write(ident, ident_len, &m);
+        break;
+    case PROTO_APPLY:
+        for (uint32_t i = 0; i < m.n; i++) {
+            s_fetch_note(m.recs[i].user_id, m.recs[i].uid_len, m.recs[i].version, &m.recs[i], false);
+            s_cache_record(&m.recs[i], 0);
+        }
+        s_reply_status(ident, ident_len, m.rid, PROTO_OK, NULL);
+        break;
+    case PROTO_PING:
+    case PROTO_STATS:
+        s_handle_stats(ident, ident_len, &m);
+        break;
+    default:
+        C.malformed_total++;
+        s_reply_status(ident, ident_len, m.rid, PROTO_EBADREQ, "unexpected message type");
+        break;
+    }
+    proto_msg_fini(&m);
+}
+
+static void s_on_store(zmq_msg_t *frames, int n)
+{
+    proto_msg_t m;
+    if (n != 1 || proto_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &m) != PROTO_DEC_OK) {
+        C.malformed_total++;
+        if (n == 1)
+            proto_msg_fini(&m);
+        return;
+    }
+    preq_t *p = s_preq_take(m.rid);
+    if (!p) {
+        proto_msg_fini(&m); /* an answer after its deadline: already answered as a timeout */
+        return;
+    }
+    uint64_t now = util_mono_ms();
+    C.last_store_ok_ms = now;
+    uint64_t rtt = util_mono_us() - p->sent_us;
+    C.store_rtt_us = rtt;
+    stats_hist_observe(&C.store_rtt_hist, rtt);
+    switch (p->kind) {
+    case PK_FORWARD:
+        if (m.type == PROTO_REPLY)
+            s_on_forward_reply(p, &m);
+        else
+            s_reply_status(p->ident, p->ident_len, p->client_rid, PROTO_EINTERNAL, "unexpected store reply");
+        break;
+    case PK_FETCH:
+        if (m.type == PROTO_REPLY)
+            s_on_fetch_reply(p, &m);
+        else
+            for (uint32_t i = 0; i < p->nfetch; i++) {
+                s_fetch_remove(p->fetches[i]);
+                s_fetch_fail(p->fetches[i], PROTO_EINTERNAL);
+            }
+        break;
+    case PK_PING:
+        C.ping_out = false;
+        if (m.type == PROTO_PONG) {
+            stats_find(m.stats, m.n, "store_epoch", &C.store_epoch);
+            stats_find(m.stats, m.n, "store_sequence", &C.store_seq);
+        }
+        break;
+    case PK_STATS:
+        C.stats_out = false;
+        if (m.type == PROTO_STATS_REPLY) {
+            stats_list_reset(&C.store_stats);
+            for (uint32_t i = 0; i < m.n; i++) {
+                char name[PROTO_STAT_NAME_MAX + 1];
+                memcpy(name, m.stats[i].name.p, m.stats[i].name.len);
+                name[m.stats[i].name.len] = '\0';
+                if (strncmp(name, "store_", 6) == 0 || strncmp(name, "relay_", 6) == 0)
+                    stats_add(&C.store_stats, name, m.stats[i].value);
+            }
+        }
+        break;
+    }
+    free(p->fetches);
+    free(p);
+    proto_msg_fini(&m);
+}
+
+static void s_expire(uint64_t now)
+{
+    while (C.t_head && C.t_head->deadline <= now) {
+        preq_t *p = s_preq_take(C.t_head->rid);
+        if (p->kind == PK_FORWARD || p->kind == PK_FETCH)
+            C.store_timeouts++;
+        s_preq_fail(p, PROTO_ETIMEOUT);
+    }
+}
+
+/* ==== startup ================================================================================ */
+
+static int s_config(char *err)
+{
+    static const char *const policies[] = {"wtinylfu", "lru", NULL};
+    snprintf(C.data_dir, sizeof C.data_dir, "./data");
+    snprintf(C.id, sizeof C.id, "cache-%d", (int)getpid());
+    C.max_cost = 256ull << 20;
+    uint64_t req_timeout = 2000;
+    C.hb_limit_ms = 3000;
+    C.store_down_ms = 2000;
+    if (cfg_str("DATA_DIR", C.data_dir, sizeof C.data_dir, err) < 0 || cfg_str("CACHE_ID", C.id, sizeof C.id, err) < 0 ||
+        cfg_u64("CACHE_MAX_COST", 4096, 1ull << 40, &C.max_cost, err) < 0 ||
+        cfg_u64("CACHE_NUM_COUNTERS", 0, 1ull << 32, &C.counters, err) < 0 ||
+        cfg_enum("CACHE_POLICY", policies, &C.policy, err) < 0 ||
+        cfg_u64("REQUEST_TIMEOUT_MS", 50, 600000, &req_timeout, err) < 0 ||
+        cfg_u64("SYNC_HEARTBEAT_LIMIT_MS", 100, 600000, &C.hb_limit_ms, err) < 0 ||
+        cfg_u64("STORE_DOWN_MS", 100, 600000, &C.store_down_ms, err) < 0)
+        return -1;
+    if (!util_valid_node_id(C.id, strlen(C.id))) {
+        snprintf(err, CFG_ERR_LEN, "CACHE_ID: invalid value '%s'", C.id);
+        return -1;
+    }
+    /* Answer the gateway before its own deadline so it can say 504 rather than guess. */
+    C.store_timeout_ms = req_timeout > 400 ? req_timeout - 250 : req_timeout * 3 / 4;
+    snprintf(C.endpoint, sizeof C.endpoint, "ipc://%s/run/cache-1.sock", C.data_dir);
+    snprintf(C.store_cmd, sizeof C.store_cmd, "ipc://%s/run/store-cmd.sock", C.data_dir);
+    snprintf(C.store_pub, sizeof C.store_pub, "ipc://%s/run/store-pub.sock", C.data_dir);
+    if (cfg_str("CACHE_ENDPOINT", C.endpoint, sizeof C.endpoint, err) < 0 ||
+        cfg_str("STORE_CMD_ENDPOINT", C.store_cmd, sizeof C.store_cmd, err) < 0 ||
+        cfg_str("STORE_PUB_ENDPOINT", C.store_pub, sizeof C.store_pub, err) < 0)
+        return -1;
+    return 0;
+}
+
+int main(void)
+{
+    char err[CFG_ERR_LEN] = "";
+    if (log_init("cache", err, sizeof err) < 0 || s_config(err) < 0) {
+        fprintf(stderr, "cache-node: %s\n", err);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    cache_config_t cc = {.max_cost = C.max_cost, .num_counters = C.counters, .policy = C.policy};
+    C.cache = cache_new(&cc);
+    if (!C.cache) {
+        LOG(LOG_ERROR, "invalid cache configuration");
+        return 2;
+    }
+    proto_buf_init(&C.buf);
+    proto_buf_init(&C.rec);
+    stats_list_init(&C.store_stats);
+    stats_hist_init_latency(&C.store_rtt_hist);
+    C.next_rid = 1;
+    C.last_store_ok_ms = util_mono_ms(); /* optimistic until the first ping says otherwise */
+
+    C.zctx = zmq_ctx_new();
+    C.router = zu_socket(C.zctx, ZMQ_ROUTER, 200000, 200000);
+    C.store = zu_socket(C.zctx, ZMQ_DEALER, 200000, 200000);
+    int one = 1, ivl_max = 1000;
+    zmq_setsockopt(C.router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(C.store, ZMQ_IMMEDIATE, &one, sizeof one);
+    zmq_setsockopt(C.store, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (zmq_bind(C.router, C.endpoint) < 0) {
+        LOG(LOG_ERROR, "bind %s: %s", C.endpoint, zmq_strerror(errno));
+        return 1;
+    }
+    if (zmq_connect(C.store, C.store_cmd) < 0) {
+        LOG(LOG_ERROR, "connect %s: %s", C.store_cmd, zmq_strerror(errno));
+        return 1;
+    }
+    sync_config_t scfg = {.pub_ep = C.store_pub, .cmd_ep = C.store_cmd, .heartbeat_limit_ms = C.hb_limit_ms,
+                          .request_timeout_ms = C.store_timeout_ms};
+    sync_handler_t sh = {.ctx = NULL, .apply = on_change, .reset = on_reset, .state = on_sync_state};
+    C.sync = sync_client_new(C.zctx, &scfg, &sh, err);
+    if (!C.sync) {
+        LOG(LOG_ERROR, "%s", err);
+        return 1;
+    }
+    LOG(LOG_NOTICE, "ready id=%s endpoint=%s store=%s max_cost=%llu policy=%s", C.id, C.endpoint, C.store_cmd,
+        (unsigned long long)C.max_cost, C.policy == CACHE_POLICY_LRU ? "lru" : "wtinylfu");
+    char ready[700];
+    snprintf(ready, sizeof ready, "cache id=%s endpoint=%s", C.id, C.endpoint);
+    zu_signal_ready(ready);
+
+    zmq_pollitem_t items[4];
+    while (!s_stop) {
+        uint64_t now = util_mono_ms();
+        uint64_t next = sync_client_tick(C.sync, now);
+        s_expire(now);
+        s_poll_store(now);
+        next = MIN(next, C.next_ping_ms);
+        next = MIN(next, C.next_stats_ms);
+        if (C.t_head)
+            next = MIN(next, C.t_head->deadline);
+        sync_client_poll_items(C.sync, items);
+        items[2] = (zmq_pollitem_t){.socket = C.store, .events = ZMQ_POLLIN};
+        items[3] = (zmq_pollitem_t){.socket = C.router, .events = ZMQ_POLLIN};
+        long timeout = next > now ? (long)(next - now) : 0;
+        if (zmq_poll(items, 4, timeout) < 0 && errno != EINTR) {
+            LOG(LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
+            break;
+        }
+        /* Stream first: changes already delivered are applied before reads are answered. */
+        sync_client_handle(C.sync);
+        for (int k = 0; k < 4096; k++) {
+            zmq_msg_t frames[ZU_FRAMES_MAX];
+            int nf;
+            if (zu_recv(C.store, frames, ZU_FRAMES_MAX, &nf) < 0) {
+                if (errno == EPROTO)
+                    continue;
+                break;
+            }
+            s_on_store(frames, nf);
+            zu_close_frames(frames, nf);
+        }
+        for (int k = 0; k < 4096 && !s_stop; k++) {
+            zmq_msg_t frames[ZU_FRAMES_MAX];
+            int nf;
+            if (zu_recv(C.router, frames, ZU_FRAMES_MAX, &nf) < 0) {
+                if (errno == EPROTO) {
+                    C.malformed_total++;
+                    continue;
+                }
+                break;
+            }
+            s_on_gateway(frames, nf);
+            zu_close_frames(frames, nf);
+        }
+    }
+    LOG(LOG_NOTICE, "stopping");
+    /* Answer what is still pending so gateways are not left waiting for a deadline. */
+    while (C.t_head) {
+        preq_t *p = s_preq_take(C.t_head->rid);
+        s_preq_fail(p, PROTO_EUNAVAIL);
+    }
+    sync_client_destroy(&C.sync);
+    zmq_close(C.router);
+    zmq_close(C.store);
+    zmq_ctx_term(C.zctx);
+    cache_destroy(&C.cache);
+    free(C.ptab);
+    free(C.ftab);
+    stats_list_fini(&C.store_stats);
+    proto_buf_fini(&C.buf);
+    proto_buf_fini(&C.rec);
+    LOG(LOG_NOTICE, "stopped");
+    return 0;
+}

@@ -1,0 +1,179 @@
+/* gw.h -- the gateway process: shared configuration, per-thread state, upstream calls.
+ *
+ * Threads: GATEWAY_THREADS event-loop threads, each with its own h2o evloop and context, its own
+ * SO_REUSEPORT listener, and its own ZeroMQ DEALER to every cache-node (sockets are never shared
+ * between threads). Global state after startup is read-only (gw_config_t) except the rate
+ * limiters (thread-safe) and the metrics (relaxed atomics).
+ *
+ * Upstream calls: gw_call_send() registers a call (request id -> callback) in the thread's table,
+ * sends the command on the chosen node's DEALER, and arms the REQUEST_TIMEOUT_MS deadline. The
+ * callback runs exactly once: with the reply, or with m == NULL and a status (PROTO_ETIMEOUT,
+ * PROTO_EUNAVAIL). The HTTP request may have gone away meanwhile: call->req is then NULL and the
+ * callback must not touch anything allocated from that request's pool.
+ */
+#ifndef PRESENCE_GW_H
+#define PRESENCE_GW_H
+
+#include <h2o.h>
+#include <stdatomic.h>
+
+#include "gw_lib.h"
+#include "proto.h"
+#include "stats.h"
+
+#define GW_MAX_NODES 16
+#define GW_MAX_THREADS 64
+
+/* Routes (gw_http.c documents the table). */
+enum gw_route {
+    GW_R_NOTFOUND = 0,
+    GW_R_PRESENCE_USER,
+    GW_R_PRESENCE_HEARTBEAT,
+    GW_R_PRESENCE_MULTI,
+    GW_R_PRESENCE_BATCH,
+    GW_R_PRESENCE_WATCH,
+    GW_R_HEALTH,
+    GW_R_LIVENESS,
+    GW_R_READINESS,
+    GW_R_HEALTH_STORE,
+    GW_R_HEALTH_CACHE,
+    GW_R_METRICS,
+    GW_R_CACHE_METRICS,
+    GW_R_COUNT
+};
+
+enum gw_method { GW_M_GET = 0, GW_M_HEAD, GW_M_PUT, GW_M_POST, GW_M_DELETE, GW_M_OPTIONS, GW_M_OTHER, GW_M_COUNT };
+
+/* Status codes we count separately; anything else is "other". */
+#define GW_CODES 14
+extern const int gw_codes[GW_CODES];
+
+typedef struct gw_config {
+    char addr[64];
+    uint64_t port;
+    uint64_t threads;
+    char node_id[PROTO_NODE_ID_MAX + 1];
+    char node_type[16];
+    char endpoints[GW_MAX_NODES][512];
+    int nnodes;
+    uint64_t node_seeds[GW_MAX_NODES];
+    uint64_t request_timeout_ms;
+    uint64_t default_ttl;
+    uint64_t max_batch;
+    bool auth_reads;
+    gw_auth_t auth;
+    gw_cors_t cors;
+    gw_ratelimit_t *rl_writes, *rl_reads;
+    double write_rate, write_burst, read_rate, read_burst;
+    bool trust_proxy;
+    uint64_t max_connections;
+    uint64_t shutdown_grace_ms;
+    uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max;
+} gw_config_t;
+
+extern gw_config_t gw_cfg;
+
+typedef struct gw_thread gw_thread_t;
+typedef struct gw_call gw_call_t;
+typedef void (*gw_call_cb)(gw_call_t *call, const proto_msg_t *m, int status);
+
+struct gw_call {
+    gw_call_t *hnext;
+    uint64_t rid;
+    gw_thread_t *t;
+    int node;
+    uint8_t type;            /* command type (reads may be re-sent to another node) */
+    h2o_req_t *req;          /* NULL once the HTTP request was disposed */
+    gw_call_t **token;       /* pool-owned back pointer (see gw_upstream.c) */
+    h2o_timeout_entry_t te;
+    gw_call_cb cb;
+    void *arg;
+    char *msg;               /* encoded command, kept for re-sending reads */
+    size_t msg_len;
+    uint64_t start_us;
+};
+
+typedef struct gw_node_conn {
+    gw_thread_t *t;
+    int idx;
+    void *sock, *mon;
+    h2o_socket_t *hsock, *hmon;
+    bool up;
+    bool seen; /* has answered at least once */
+    uint64_t last_ok_ms;
+    bool ping_out;
+    h2o_timeout_entry_t drain;
+    bool drain_scheduled;
+} gw_node_conn_t;
+
+typedef struct gw_metrics {
+    _Atomic uint64_t requests[GW_R_COUNT][GW_M_COUNT][GW_CODES + 1];
+    stats_hist_t duration[GW_R_COUNT];
+    _Atomic int64_t inflight;
+    _Atomic uint64_t upstream_timeouts, upstream_unavailable, upstream_retries, node_failovers;
+    _Atomic int64_t sse_clients;
+    _Atomic uint64_t sse_events, sse_dropped;
+} gw_metrics_t;
+
+extern gw_metrics_t gw_metrics;
+extern atomic_int gw_threads_with_nodes; /* threads that have seen a cache-node answer */
+
+struct gw_thread {
+    int idx;
+    pthread_t tid;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    gw_node_conn_t nodes[GW_MAX_NODES];
+    gw_call_t **ctab;
+    size_t csize, ccount;
+    uint64_t next_rid;
+    h2o_timeout_t req_timeout;
+    h2o_timeout_t ping_timeout; /* deadline of a ping */
+    h2o_timeout_t ping_tick;    /* how often every node is pinged */
+    h2o_timeout_entry_t ping_timer;
+    gw_buf_t out;
+    proto_buf_t pb;
+    void *watch; /* SSE hub (gw_watch.c) */
+    bool stopping;
+    bool reported_up; /* told main that a cache-node answered */
+};
+
+/* Per-request context, allocated from the request's pool. */
+typedef struct gw_rctx {
+    gw_thread_t *t;
+    int route, method;
+    uint64_t start_us;
+    const char *allow_origin;
+    size_t allow_origin_len;
+    bool counted;
+} gw_rctx_t;
+
+/* ---- gw_upstream.c -------------------------------------------------------------------------- */
+int gw_upstream_init(gw_thread_t *t, void *zctx, char *err);
+void gw_upstream_fini(gw_thread_t *t);
+uint64_t gw_next_rid(gw_thread_t *t);
+/* Choose the node for a key (rendezvous over the nodes that are up), -1 if none is up. */
+int gw_route_key(gw_thread_t *t, const char *key, size_t klen);
+/* Any node that is up, preferring `avoid` not to be chosen; -1 if none. */
+int gw_any_node(gw_thread_t *t, int avoid);
+/* Send an encoded command (its rid from gw_next_rid) to a node and register the call. The buffer
+ * is copied. Returns the call, or NULL when the node cannot take it (then nothing was registered
+ * and the node is marked down; the caller may pick another node). */
+gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
+                        gw_call_cb cb, void *arg);
+int gw_nodes_up(gw_thread_t *t);
+
+/* ---- gw_http.c ------------------------------------------------------------------------------ */
+int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req);
+void gw_respond(h2o_req_t *req, gw_rctx_t *rc, int status, const char *body, size_t len);
+void gw_respond_json_error(h2o_req_t *req, gw_rctx_t *rc, int status, const char *msg);
+void gw_count(gw_rctx_t *rc, int status);
+void gw_add_cors_headers(h2o_req_t *req, gw_rctx_t *rc);
+
+/* ---- gw_watch.c (SSE) ----------------------------------------------------------------------- */
+int gw_watch_init(gw_thread_t *t, void *zctx, char *err);
+void gw_watch_fini(gw_thread_t *t);
+void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint32_t n, uint64_t since);
+
+#endif

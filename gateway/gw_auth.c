@@ -1,0 +1,181 @@
+/* gw_auth.c -- JWT verification and signing with libjwt 1.10 (see gw_lib.h).
+ *
+ * libjwt 1.10 only checks the signature, and it takes the algorithm from the token's header, so
+ * this file adds what the library does not (TECH-NOTES 5.1):
+ *   - the secret is never empty (an empty key turns verification off in libjwt; the gateway
+ *     refuses to start without one, and we check again here);
+ *   - the header's alg must be the configured one: "none" is rejected by libjwt when a key is
+ *     given, and HS384/HS512 tokens signed with our secret are rejected here;
+ *   - the claims are read from the decoded JSON with strict types: exp is required and must be a
+ *     number, nbf is checked when present, iss must match, sub must be a non-empty string;
+ *   - tokens are bounded in size before libjwt sees them.
+ */
+#include "gw_lib.h"
+#include "util.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <jwt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define TOKEN_MAX 8192
+
+static int s_number(json_t *v, int64_t *out)
+{
+    if (json_is_integer(v)) {
+        *out = (int64_t)json_integer_value(v);
+        return 0;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (!(d > -9.2e18 && d < 9.2e18))
+            return -1;
+        *out = (int64_t)d;
+        return 0;
+    }
+    return -1;
+}
+
+static bool s_scope_has(const char *scope, size_t len, const char *want)
+{
+    size_t wl = strlen(want), i = 0;
+    while (i < len) {
+        while (i < len && scope[i] == ' ')
+            i++;
+        size_t j = i;
+        while (j < len && scope[j] != ' ')
+            j++;
+        if (j - i == wl && memcmp(scope + i, want, wl) == 0)
+            return true;
+        i = j;
+    }
+    return false;
+}
+
+int gw_auth_verify(const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t now_s, gw_claims_t *c,
+                   const char **err)
+{
+    memset(c, 0, sizeof *c);
+    if (!hdr || hdrlen == 0) {
+        *err = "missing authorization header";
+        return -1;
+    }
+    if (hdrlen < 7 || strncasecmp(hdr, "Bearer ", 7) != 0) {
+        *err = "invalid authorization header format";
+        return -1;
+    }
+    const char *tok = hdr + 7;
+    size_t tlen = hdrlen - 7;
+    while (tlen && *tok == ' ') {
+        tok++;
+        tlen--;
+    }
+    while (tlen && tok[tlen - 1] == ' ')
+        tlen--;
+    if (tlen == 0) {
+        *err = "missing token";
+        return -1;
+    }
+    if (tlen > TOKEN_MAX || !a->secret || a->secret_len == 0) {
+        *err = "invalid token";
+        return -1;
+    }
+    for (size_t i = 0; i < tlen; i++) {
+        char ch = tok[i];
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                  ch == '_' || ch == '.' || ch == '=';
+        if (!ok) {
+            *err = "invalid token";
+            return -1;
+        }
+    }
+    char buf[TOKEN_MAX + 1];
+    memcpy(buf, tok, tlen);
+    buf[tlen] = '\0';
+    jwt_t *jwt = NULL;
+    char *grants = NULL;
+    json_t *claims = NULL;
+    int rc = -1;
+    if (jwt_decode(&jwt, buf, a->secret, (int)a->secret_len) != 0 || !jwt) {
+        *err = "invalid token";
+        goto out;
+    }
+    if ((int)jwt_get_alg(jwt) != a->alg) {
+        *err = "invalid token algorithm";
+        goto out;
+    }
+    grants = jwt_get_grants_json(jwt, NULL);
+    json_error_t je;
+    if (!grants || !(claims = json_loads(grants, 0, &je)) || !json_is_object(claims)) {
+        *err = "invalid token claims";
+        goto out;
+    }
+    json_t *v = json_object_get(claims, "exp");
+    int64_t exp, nbf;
+    if (!v || s_number(v, &exp) < 0 || exp <= 0) {
+        *err = "invalid token: exp required";
+        goto out;
+    }
+    if (now_s > exp + a->leeway_s) {
+        *err = "token expired";
+        goto out;
+    }
+    if ((v = json_object_get(claims, "nbf")) != NULL) {
+        if (s_number(v, &nbf) < 0) {
+            *err = "invalid token claims";
+            goto out;
+        }
+        if (now_s + a->leeway_s < nbf) {
+            *err = "token not yet valid";
+            goto out;
+        }
+    }
+    v = json_object_get(claims, "iss");
+    if (a->issuer[0] && (!v || !json_is_string(v) || strcmp(json_string_value(v), a->issuer) != 0)) {
+        *err = "invalid token issuer";
+        goto out;
+    }
+    v = json_object_get(claims, "sub");
+    if (!v || !json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) >= sizeof c->sub) {
+        *err = "missing or invalid user ID in token";
+        goto out;
+    }
+    c->sub_len = json_string_length(v);
+    memcpy(c->sub, json_string_value(v), c->sub_len);
+    c->sub[c->sub_len] = '\0';
+    c->exp = exp;
+    v = json_object_get(claims, "scope");
+    if (v && json_is_string(v))
+        c->admin = s_scope_has(json_string_value(v), json_string_length(v), "presence:admin");
+    rc = 0;
+out:
+    if (claims)
+        json_decref(claims);
+    free(grants);
+    if (jwt)
+        jwt_free(jwt);
+    return rc;
+}
+
+char *gw_auth_sign(const unsigned char *secret, size_t secret_len, int alg, const char *issuer, const char *sub,
+                   const char *scope, int64_t iat, int64_t exp)
+{
+    jwt_t *jwt = NULL;
+    char *out = NULL;
+    if (!secret || secret_len == 0 || jwt_new(&jwt) != 0)
+        return NULL;
+    if (jwt_add_grant(jwt, "iss", issuer) != 0 || jwt_add_grant(jwt, "sub", sub) != 0 ||
+        jwt_add_grant_int(jwt, "iat", (long)iat) != 0 || jwt_add_grant_int(jwt, "exp", (long)exp) != 0)
+        goto out;
+    if (scope && *scope && jwt_add_grant(jwt, "scope", scope) != 0)
+        goto out;
+    if (jwt_set_alg(jwt, (jwt_alg_t)alg, secret, (int)secret_len) != 0)
+        goto out;
+    out = jwt_encode_str(jwt);
+out:
+    jwt_free(jwt);
+    return out;
+}

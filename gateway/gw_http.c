@@ -1,0 +1,1077 @@
+/* gw_http.c -- the HTTP API: routing, auth, limits and the presence handlers (API.md).
+ *
+ * Route table (method set, auth, metric label):
+ *
+ *   path                                 methods                      auth        label
+ *   /api/v2/presence/{user_id}           GET | PUT POST DELETE        reads* | write  presence.user
+ *   /api/v2/presence/{user_id}/heartbeat POST                         write       presence.heartbeat
+ *   /api/v2/presence?users=a,b           GET                          reads*      presence.multi
+ *   /api/v2/presence/batch               POST                         reads* or write presence.batch
+ *   /api/v2/presence/watch?users=a,b     GET (SSE)                    reads*      presence.watch
+ *   /health, /health/liveness            GET HEAD                     none        health, health.liveness
+ *   /health/readiness                    GET HEAD                     none        health.readiness
+ *   /health/store, /health/cache         GET HEAD                     none        health.store, health.cache
+ *   /metrics                             GET HEAD                     none        metrics
+ *   /api/v2/cache/metrics                GET                          token       cache.metrics
+ *   (reads* = public unless AUTH_READS=required; OPTIONS is accepted everywhere for CORS)
+ *
+ * `batch` and `watch` are therefore reserved words, not user ids. Ids in paths are
+ * percent-decoded exactly once, then validated. Every response, errors included, is JSON with
+ * Content-Type application/json (the SSE stream excepted), and carries the CORS headers when the
+ * request's Origin is allowed.
+ */
+#include "gw.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const int gw_codes[GW_CODES] = {200, 201, 204, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503, 504};
+
+#define M(x) (1u << (x))
+
+static const struct gw_route_def {
+    const char *label;
+    unsigned methods;
+    const char *allow;
+} s_routes[GW_R_COUNT] = {
+    [GW_R_NOTFOUND] = {"notfound", 0, ""},
+    [GW_R_PRESENCE_USER] = {"presence.user", M(GW_M_GET) | M(GW_M_HEAD) | M(GW_M_PUT) | M(GW_M_POST) | M(GW_M_DELETE),
+                            "GET, HEAD, PUT, POST, DELETE, OPTIONS"},
+    [GW_R_PRESENCE_HEARTBEAT] = {"presence.heartbeat", M(GW_M_POST), "POST, OPTIONS"},
+    [GW_R_PRESENCE_MULTI] = {"presence.multi", M(GW_M_GET) | M(GW_M_HEAD), "GET, HEAD, OPTIONS"},
+    [GW_R_PRESENCE_BATCH] = {"presence.batch", M(GW_M_POST), "POST, OPTIONS"},
+    [GW_R_PRESENCE_WATCH] = {"presence.watch", M(GW_M_GET), "GET, OPTIONS"},
+    [GW_R_HEALTH] = {"health", M(GW_M_GET) | M(GW_M_HEAD), "GET, HEAD, OPTIONS"},
+    [GW_R_LIVENESS] = {"health.liveness", M(GW_M_GET) | M(GW_M_HEAD), "GET, HEAD, OPTIONS"},
+    [GW_R_READINESS] = {"health.readiness", M(GW_M_GET) | M(GW_M_HEAD), "GET, HEAD, OPTIONS"},
+    [GW_R_HEALTH_STORE] = {"health.store", M(GW_M_GET) | M(GW_M_HEAD), "GET, HEAD, OPTIONS"},
+    [GW_R_HEALTH_CACHE] = {"health.cache", M(GW_M_GET) | M(GW_M_HEAD), "GET, HEAD, OPTIONS"},
+    [GW_R_METRICS] = {"metrics", M(GW_M_GET) | M(GW_M_HEAD), "GET, HEAD, OPTIONS"},
+    [GW_R_CACHE_METRICS] = {"cache.metrics", M(GW_M_GET), "GET, OPTIONS"},
+};
+
+const char *gw_route_label(int r);
+const char *gw_route_label(int r)
+{
+    return s_routes[r].label;
+}
+
+/* ==== responses ============================================================================== */
+
+static const char *s_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+void gw_count(gw_rctx_t *rc, int status)
+{
+    if (rc->counted)
+        return;
+    rc->counted = true;
+    int ci = GW_CODES;
+    for (int i = 0; i < GW_CODES; i++)
+        if (gw_codes[i] == status)
+            ci = i;
+    atomic_fetch_add_explicit(&gw_metrics.requests[rc->route][rc->method][ci], 1, memory_order_relaxed);
+    stats_hist_observe(&gw_metrics.duration[rc->route], util_mono_us() - rc->start_us);
+    atomic_fetch_sub_explicit(&gw_metrics.inflight, 1, memory_order_relaxed);
+}
+
+void gw_add_cors_headers(h2o_req_t *req, gw_rctx_t *rc)
+{
+    if (!rc->allow_origin)
+        return;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, rc->allow_origin,
+                   rc->allow_origin_len);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
+    if (gw_cfg.cors.credentials)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-credentials"), 0, NULL,
+                              H2O_STRLIT("true"));
+}
+
+static void s_respond_ct(h2o_req_t *req, gw_rctx_t *rc, int status, const char *ctype, size_t ctlen, const char *body,
+                         size_t len)
+{
+    req->res.status = status;
+    req->res.reason = s_reason(status);
+    if (ctype)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, ctlen);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    gw_add_cors_headers(req, rc);
+    gw_count(rc, status);
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
+void gw_respond(h2o_req_t *req, gw_rctx_t *rc, int status, const char *body, size_t len)
+{
+    if (status == 204)
+        s_respond_ct(req, rc, status, NULL, 0, "", 0);
+    else
+        s_respond_ct(req, rc, status, H2O_STRLIT("application/json"), body, len);
+}
+
+void gw_respond_json_error(h2o_req_t *req, gw_rctx_t *rc, int status, const char *msg)
+{
+    gw_buf_t *b = &rc->t->out;
+    gw_buf_reset(b);
+    gw_json_error(b, msg);
+    gw_respond(req, rc, status, b->p, b->len);
+}
+
+static void s_unauthorized(h2o_req_t *req, gw_rctx_t *rc, const char *why)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                   H2O_STRLIT("Bearer realm=\"presence\", error=\"invalid_token\""));
+    gw_respond_json_error(req, rc, 401, why);
+}
+
+static void s_too_many(h2o_req_t *req, gw_rctx_t *rc, unsigned wait)
+{
+    char v[16];
+    int n = snprintf(v, sizeof v, "%u", wait);
+    h2o_iovec_t dup = h2o_strdup(&req->pool, v, (size_t)n);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, dup.base, dup.len);
+    gw_respond_json_error(req, rc, 429, "rate limit exceeded");
+}
+
+/* Map an upstream failure to HTTP. */
+static void s_upstream_error(h2o_req_t *req, gw_rctx_t *rc, int status)
+{
+    switch (status) {
+    case PROTO_ETIMEOUT:
+        gw_respond_json_error(req, rc, 504, "upstream timed out");
+        break;
+    case PROTO_EOVERLOAD:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        gw_respond_json_error(req, rc, 503, "store overloaded, retry later");
+        break;
+    case PROTO_EBADREQ:
+        gw_respond_json_error(req, rc, 400, "bad request");
+        break;
+    case PROTO_EINTERNAL:
+        gw_respond_json_error(req, rc, 500, "storage error");
+        break;
+    default:
+        gw_respond_json_error(req, rc, 503, "store unavailable");
+        break;
+    }
+}
+
+static void s_mark_stale(h2o_req_t *req, uint32_t flags)
+{
+    if (flags & PROTO_REPLY_F_STALE)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-presence-stale"), 0, NULL,
+                              H2O_STRLIT("true"));
+}
+
+/* ==== request helpers ======================================================================== */
+
+static ssize_t s_header(h2o_req_t *req, const char *name, size_t len, const char **v, size_t *vlen)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, len, -1);
+    if (i < 0)
+        return -1;
+    *v = req->headers.entries[i].value.base;
+    *vlen = req->headers.entries[i].value.len;
+    return i;
+}
+
+/* The rate-limit key of an anonymous client: its address (or X-Forwarded-For's first hop when
+ * TRUST_PROXY is on). */
+static size_t s_client_key(h2o_req_t *req, char *out, size_t outlen)
+{
+    if (gw_cfg.trust_proxy) {
+        ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1);
+        if (i >= 0) {
+            h2o_iovec_t v = req->headers.entries[i].value;
+            size_t n = 0;
+            while (n < v.len && v.base[n] != ',' && n < outlen - 4)
+                n++;
+            memcpy(out, "ip:", 3);
+            memcpy(out + 3, v.base, n);
+            return n + 3;
+        }
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    memcpy(out, "ip:", 3);
+    if (sl && ss.ss_family == AF_INET &&
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out + 3, (socklen_t)(outlen - 3)))
+        return strlen(out);
+    if (sl && ss.ss_family == AF_INET6 &&
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out + 3, (socklen_t)(outlen - 3)))
+        return strlen(out);
+    memcpy(out + 3, "?", 2);
+    return 4;
+}
+
+/* Authenticate if a token is needed (or present). Returns 0, or -1 after answering 401. */
+static int s_auth(h2o_req_t *req, gw_rctx_t *rc, bool required, gw_claims_t *claims, bool *have)
+{
+    const char *v = NULL;
+    size_t vlen = 0;
+    *have = false;
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i >= 0) {
+        v = req->headers.entries[i].value.base;
+        vlen = req->headers.entries[i].value.len;
+    }
+    if (!v && !required)
+        return 0;
+    const char *err;
+    if (gw_auth_verify(&gw_cfg.auth, v, vlen, (int64_t)(util_now_us() / 1000000u), claims, &err) < 0) {
+        if (!required && !v)
+            return 0;
+        s_unauthorized(req, rc, err);
+        return -1;
+    }
+    *have = true;
+    return 0;
+}
+
+static bool s_may_write(const gw_claims_t *c, const char *uid, size_t len)
+{
+    return c->admin || (c->sub_len == len && memcmp(c->sub, uid, len) == 0);
+}
+
+/* Rate limit: writes per token subject; reads per subject when authenticated, else per client. */
+static int s_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, const gw_claims_t *c, bool have, double cost)
+{
+    gw_ratelimit_t *rl = write ? gw_cfg.rl_writes : gw_cfg.rl_reads;
+    if (!rl)
+        return 0;
+    char key[300];
+    size_t klen;
+    if (have) {
+        klen = (size_t)snprintf(key, sizeof key, "sub:%s", c->sub);
+    } else {
+        klen = s_client_key(req, key, sizeof key);
+    }
+    unsigned wait = gw_ratelimit_take(rl, key, klen, cost, util_mono_us());
+    if (wait) {
+        s_too_many(req, rc, wait);
+        return -1;
+    }
+    return 0;
+}
+
+/* ==== single-key operations ================================================================== */
+
+typedef struct op_single {
+    gw_rctx_t *rc;
+    uint8_t type;
+    char uid[PROTO_USER_ID_MAX + 1];
+    size_t uid_len;
+} op_single_t;
+
+static void on_single_reply(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    h2o_req_t *req = c->req;
+    if (!req)
+        return;
+    op_single_t *op = c->arg;
+    gw_rctx_t *rc = op->rc;
+    if (!m) {
+        s_upstream_error(req, rc, status);
+        return;
+    }
+    s_mark_stale(req, m->flags);
+    if (m->status == PROTO_NOTFOUND && (op->type == PROTO_GET || op->type == PROTO_DEL)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "presence not found for user %s", op->uid);
+        gw_respond_json_error(req, rc, 404, msg);
+        return;
+    }
+    if (m->status != PROTO_OK) {
+        s_upstream_error(req, rc, m->status);
+        return;
+    }
+    gw_buf_t *b = &rc->t->out;
+    gw_buf_reset(b);
+    if (op->type == PROTO_DEL)
+        gw_buf_adds(b, "{\"success\":true}");
+    else
+        gw_json_envelope(b, m->recs, m->n, util_now_us());
+    gw_respond(req, rc, 200, b->p, b->len);
+}
+
+static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const char *uid, size_t len,
+                          const proto_record_t *rec)
+{
+    gw_thread_t *t = rc->t;
+    op_single_t *op = h2o_mem_alloc_pool(&req->pool, sizeof *op);
+    op->rc = rc;
+    op->type = type;
+    memcpy(op->uid, uid, len);
+    op->uid[len] = '\0';
+    op->uid_len = len;
+    for (int attempt = 0; attempt < gw_cfg.nnodes; attempt++) {
+        int node = gw_route_key(t, uid, len);
+        if (node < 0)
+            break;
+        uint64_t rid = gw_next_rid(t);
+        proto_buf_reset(&t->pb);
+        if (type == PROTO_GET || type == PROTO_DEL)
+            proto_enc_get(&t->pb, type, rid, uid, len);
+        else
+            proto_enc_records_cmd(&t->pb, type, rid, rec, 1);
+        if (gw_call_send(t, req, node, rid, type, &t->pb, on_single_reply, op))
+            return;
+        /* That node could not take it (now marked down): the hash picks the next one. */
+    }
+    atomic_fetch_add(&gw_metrics.upstream_unavailable, 1);
+    gw_respond_json_error(req, rc, 503, "cache tier unavailable");
+}
+
+/* ==== multi-key reads ======================================================================== */
+
+typedef struct op_multi {
+    gw_rctx_t *rc;
+    h2o_req_t *req;
+    int outstanding;
+    int error;        /* first upstream failure, PROTO_OK if none */
+    uint32_t flags;
+    bool req_gone;
+    gw_buf_t data;    /* "id":{...} fragments */
+    uint32_t found;
+} op_multi_t;
+
+static void s_multi_finish(op_multi_t *op)
+{
+    if (!op->req_gone) {
+        h2o_req_t *req = op->req;
+        gw_rctx_t *rc = op->rc;
+        if (op->error != PROTO_OK) {
+            s_upstream_error(req, rc, op->error);
+        } else {
+            s_mark_stale(req, op->flags);
+            gw_buf_t *b = &rc->t->out;
+            gw_buf_reset(b);
+            gw_buf_add(b, "{\"success\":true,\"data\":{", 24);
+            gw_buf_add(b, op->data.p, op->data.len);
+            gw_buf_add(b, "}}", 2);
+            gw_respond(req, rc, 200, b->p, b->len);
+        }
+    }
+    gw_buf_free(&op->data);
+    free(op);
+}
+
+static void on_multi_reply(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    op_multi_t *op = c->arg;
+    if (!c->req)
+        op->req_gone = true;
+    if (!op->req_gone) {
+        if (!m) {
+            if (op->error == PROTO_OK)
+                op->error = status;
+        } else if (m->status != PROTO_OK && m->status != PROTO_NOTFOUND) {
+            if (op->error == PROTO_OK)
+                op->error = m->status;
+        } else {
+            op->flags |= m->flags;
+            uint64_t now = util_now_us();
+            for (uint32_t i = 0; i < m->n; i++) {
+                if (op->found++)
+                    gw_buf_add(&op->data, ",", 1);
+                gw_buf_add_jstr(&op->data, m->recs[i].user_id, m->recs[i].uid_len);
+                gw_buf_add(&op->data, ":", 1);
+                gw_json_record(&op->data, &m->recs[i], now);
+            }
+        }
+    }
+    if (--op->outstanding == 0)
+        s_multi_finish(op);
+}
+
+static void s_multi_read(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint32_t n)
+{
+    gw_thread_t *t = rc->t;
+    /* Group ids by owner node: one MGET per node. */
+    int *owner = xmalloc(n * sizeof *owner);
+    proto_str_t *group = xmalloc(n * sizeof *group);
+    for (uint32_t i = 0; i < n; i++)
+        owner[i] = gw_route_key(t, ids[i].p, ids[i].len);
+    op_multi_t *op = xcalloc(1, sizeof *op);
+    op->rc = rc;
+    op->req = req;
+    op->error = PROTO_OK;
+    gw_buf_init(&op->data);
+    op->outstanding = 1;
+    bool failed = false;
+    for (int node = 0; node < gw_cfg.nnodes && !failed; node++) {
+        uint32_t g = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (owner[i] == node)
+                group[g++] = ids[i];
+        if (!g)
+            continue;
+        int target = node;
+        for (int attempt = 0; attempt < gw_cfg.nnodes; attempt++) {
+            uint64_t rid = gw_next_rid(t);
+            proto_buf_reset(&t->pb);
+            proto_enc_keys(&t->pb, rid, group, g);
+            if (gw_call_send(t, req, target, rid, PROTO_MGET, &t->pb, on_multi_reply, op)) {
+                op->outstanding++;
+                break;
+            }
+            target = gw_any_node(t, target);
+            if (target < 0)
+                break;
+        }
+        if (target < 0)
+            failed = true;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (owner[i] < 0)
+            failed = true;
+    free(owner);
+    free(group);
+    if (failed && op->error == PROTO_OK)
+        op->error = PROTO_EUNAVAIL;
+    if (--op->outstanding == 0)
+        s_multi_finish(op);
+}
+
+/* ==== batch writes =========================================================================== */
+
+typedef struct op_bwrite {
+    gw_rctx_t *rc;
+    h2o_req_t *req;
+    bool req_gone;
+    int outstanding;
+    gw_buf_t body;
+} op_bwrite_t;
+
+static void s_bwrite_finish(op_bwrite_t *op)
+{
+    if (!op->req_gone)
+        gw_respond(op->req, op->rc, 200, op->body.p, op->body.len);
+    gw_buf_free(&op->body);
+    free(op);
+}
+
+static void on_apply_reply(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    op_bwrite_t *op = c->arg;
+    if (!c->req)
+        op->req_gone = true;
+    /* A failed APPLY only delays visibility at that node until the stream delivers: the write is
+     * already durable, so the client still gets its 200. */
+    if (--op->outstanding == 0)
+        s_bwrite_finish(op);
+}
+
+static void on_bwrite_reply(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    op_bwrite_t *op = c->arg;
+    h2o_req_t *req = c->req;
+    if (!req) {
+        gw_buf_free(&op->body);
+        free(op);
+        return;
+    }
+    gw_rctx_t *rc = op->rc;
+    if (!m || m->status != PROTO_OK) {
+        s_upstream_error(req, rc, m ? m->status : status);
+        gw_buf_free(&op->body);
+        free(op);
+        return;
+    }
+    gw_json_envelope(&op->body, m->recs, m->n, util_now_us());
+    /* Read-your-writes: give every other owner node its records before answering. */
+    gw_thread_t *t = rc->t;
+    proto_record_t *grp = xmalloc((m->n ? m->n : 1) * sizeof *grp);
+    op->outstanding = 1;
+    for (int node = 0; node < gw_cfg.nnodes; node++) {
+        if (node == c->node)
+            continue;
+        uint32_t g = 0;
+        for (uint32_t i = 0; i < m->n; i++)
+            if (gw_route_key(t, m->recs[i].user_id, m->recs[i].uid_len) == node)
+                grp[g++] = m->recs[i];
+        if (!g)
+            continue;
+        uint64_t rid = gw_next_rid(t);
+        proto_buf_reset(&t->pb);
+        proto_enc_records_cmd(&t->pb, PROTO_APPLY, rid, grp, g);
+        if (gw_call_send(t, req, node, rid, PROTO_APPLY, &t->pb, on_apply_reply, op))
+            op->outstanding++;
+    }
+    free(grp);
+    if (--op->outstanding == 0)
+        s_bwrite_finish(op);
+}
+
+static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, const proto_record_t *recs, uint32_t n)
+{
+    gw_thread_t *t = rc->t;
+    op_bwrite_t *op = xcalloc(1, sizeof *op);
+    op->rc = rc;
+    op->req = req;
+    gw_buf_init(&op->body);
+    /* One store command for the whole batch: all-or-nothing in one transaction. */
+    for (int attempt = 0; attempt < gw_cfg.nnodes; attempt++) {
+        int node = gw_route_key(t, recs[0].user_id, recs[0].uid_len);
+        if (node < 0)
+            break;
+        uint64_t rid = gw_next_rid(t);
+        proto_buf_reset(&t->pb);
+        proto_enc_records_cmd(&t->pb, PROTO_PUT, rid, recs, n);
+        if (gw_call_send(t, req, node, rid, PROTO_PUT, &t->pb, on_bwrite_reply, op))
+            return;
+    }
+    gw_buf_free(&op->body);
+    free(op);
+    gw_respond_json_error(req, rc, 503, "cache tier unavailable");
+}
+
+/* ==== fan-out to every node (health, metrics) ================================================ */
+
+typedef struct node_answer {
+    bool ok;
+    uint64_t rtt_us;
+    stats_list_t stats;
+} node_answer_t;
+
+typedef struct op_all op_all_t;
+typedef void (*all_done_cb)(op_all_t *op, h2o_req_t *req);
+
+struct op_all {
+    gw_rctx_t *rc;
+    h2o_req_t *req;
+    bool req_gone;
+    int outstanding;
+    all_done_cb done;
+    node_answer_t ans[GW_MAX_NODES];
+};
+
+static void s_all_finish(op_all_t *op)
+{
+    if (!op->req_gone)
+        op->done(op, op->req);
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        stats_list_fini(&op->ans[i].stats);
+    free(op);
+}
+
+static void on_all_reply(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    op_all_t *op = c->arg;
+    if (!c->req)
+        op->req_gone = true;
+    if (m && m->status == PROTO_OK && (m->type == PROTO_PONG || m->type == PROTO_STATS_REPLY)) {
+        node_answer_t *a = &op->ans[c->node];
+        a->ok = true;
+        a->rtt_us = util_mono_us() - c->start_us;
+        for (uint32_t i = 0; i < m->n; i++) {
+            char name[PROTO_STAT_NAME_MAX + 1];
+            memcpy(name, m->stats[i].name.p, m->stats[i].name.len);
+            name[m->stats[i].name.len] = '\0';
+            stats_add(&a->stats, name, m->stats[i].value);
+        }
+    }
+    if (--op->outstanding == 0)
+        s_all_finish(op);
+}
+
+static void s_ask_all(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, all_done_cb done)
+{
+    gw_thread_t *t = rc->t;
+    op_all_t *op = xcalloc(1, sizeof *op);
+    op->rc = rc;
+    op->req = req;
+    op->done = done;
+    op->outstanding = 1;
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        stats_list_init(&op->ans[i].stats);
+        uint64_t rid = gw_next_rid(t);
+        proto_buf_reset(&t->pb);
+        proto_enc_simple(&t->pb, type, rid);
+        /* Asked even when marked down: health must tell the truth, not the routing table's guess. */
+        if (gw_call_send(t, req, i, rid, type == PROTO_PING ? PROTO_PING : type, &t->pb, on_all_reply, op))
+            op->outstanding++;
+    }
+    if (--op->outstanding == 0)
+        s_all_finish(op);
+}
+
+static uint64_t s_stat(const node_answer_t *a, const char *prefix)
+{
+    /* Find the first stat whose name starts with prefix (labels follow). */
+    size_t pl = strlen(prefix);
+    for (uint32_t i = 0; i < a->stats.n; i++)
+        if (a->stats.v[i].name.len >= pl && memcmp(a->stats.v[i].name.p, prefix, pl) == 0 &&
+            (a->stats.v[i].name.len == pl || a->stats.v[i].name.p[pl] == '{'))
+            return a->stats.v[i].value;
+    return 0;
+}
+
+static void s_ts(gw_buf_t *b)
+{
+    char ts[UTIL_TIME_LEN];
+    util_fmt_time(util_now_us(), ts);
+    gw_buf_addf(b, "\"ts\":\"%s\"", ts);
+}
+
+static void on_readiness(op_all_t *op, h2o_req_t *req)
+{
+    gw_buf_t *b = &op->rc->t->out;
+    gw_buf_reset(b);
+    int answered = 0, store_ok = 0;
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        if (!op->ans[i].ok)
+            continue;
+        answered++;
+        if (s_stat(&op->ans[i], "cache_store_up"))
+            store_ok++;
+    }
+    if (answered && store_ok) {
+        gw_buf_adds(b, "{\"status\":\"ready\",");
+        s_ts(b);
+        gw_buf_addf(b, ",\"node_id\":\"%s\",\"cache_nodes\":%d,\"cache_nodes_ready\":%d}", gw_cfg.node_id,
+                    gw_cfg.nnodes, store_ok);
+        gw_respond(req, op->rc, 200, b->p, b->len);
+    } else {
+        gw_buf_adds(b, "{\"status\":\"unready\",\"error\":");
+        const char *e = answered ? (strcmp(gw_cfg.node_type, "leaf") == 0 ? "link to the center unreachable"
+                                                                           : "store unreachable")
+                                 : "no cache-node answered";
+        gw_buf_add_jstr(b, e, strlen(e));
+        gw_buf_add(b, ",", 1);
+        s_ts(b);
+        gw_buf_add(b, "}", 1);
+        gw_respond(req, op->rc, 503, b->p, b->len);
+    }
+}
+
+static const char *s_sync_state_name(uint64_t s)
+{
+    return s == 1 ? "live" : s == 2 ? "silent" : "catching_up";
+}
+
+static void on_health_store(op_all_t *op, h2o_req_t *req)
+{
+    gw_buf_t *b = &op->rc->t->out;
+    gw_buf_reset(b);
+    /* The store as seen through the freshest cache-node that answered. */
+    int best = -1;
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        if (op->ans[i].ok && (best < 0 || s_stat(&op->ans[i], "cache_store_up") > s_stat(&op->ans[best], "cache_store_up")))
+            best = i;
+    bool up = best >= 0 && s_stat(&op->ans[best], "cache_store_up");
+    gw_buf_addf(b, "{\"status\":\"%s\",\"reachable\":%s,\"writable\":%s,\"node_type\":\"%s\",", up ? "up" : "down",
+                up ? "true" : "false", up ? "true" : "false", gw_cfg.node_type);
+    if (best >= 0) {
+        const node_answer_t *a = &op->ans[best];
+        gw_buf_addf(b,
+                    "\"latency_ms\":%.3f,\"sequence\":%llu,\"applied_sequence\":%llu,\"lag_seconds\":%.3f,"
+                    "\"sync_state\":\"%s\",",
+                    (double)s_stat(a, "cache_store_rtt_seconds") / 1000.0,
+                    (unsigned long long)s_stat(a, "cache_store_sequence"), (unsigned long long)s_stat(a, "sync_sequence"),
+                    (double)s_stat(a, "sync_lag_seconds") / 1e6, s_sync_state_name(s_stat(a, "cache_sync_state")));
+    }
+    s_ts(b);
+    gw_buf_add(b, "}", 1);
+    gw_respond(req, op->rc, up ? 200 : 503, b->p, b->len);
+}
+
+static void on_health_cache(op_all_t *op, h2o_req_t *req)
+{
+    gw_buf_t *b = &op->rc->t->out;
+    gw_buf_reset(b);
+    int up = 0;
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        up += op->ans[i].ok;
+    gw_buf_addf(b, "{\"status\":\"%s\",\"nodes_up\":%d,\"nodes\":[", up == gw_cfg.nnodes ? "ok" : up ? "degraded" : "down",
+                up);
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        const node_answer_t *a = &op->ans[i];
+        if (i)
+            gw_buf_add(b, ",", 1);
+        gw_buf_add(b, "{\"endpoint\":", 12);
+        gw_buf_add_jstr(b, gw_cfg.endpoints[i], strlen(gw_cfg.endpoints[i]));
+        if (a->ok)
+            gw_buf_addf(b,
+                        ",\"reachable\":true,\"latency_ms\":%.3f,\"items\":%llu,\"sync_state\":\"%s\","
+                        "\"sequence\":%llu,\"lag_seconds\":%.3f,\"store_reachable\":%s}",
+                        (double)a->rtt_us / 1000.0, (unsigned long long)s_stat(a, "cache_items"),
+                        s_sync_state_name(s_stat(a, "cache_sync_state")), (unsigned long long)s_stat(a, "sync_sequence"),
+                        (double)s_stat(a, "sync_lag_seconds") / 1e6, s_stat(a, "cache_store_up") ? "true" : "false");
+        else
+            gw_buf_adds(b, ",\"reachable\":false}");
+    }
+    gw_buf_add(b, "],", 2);
+    s_ts(b);
+    gw_buf_add(b, "}", 1);
+    gw_respond(req, op->rc, up ? 200 : 503, b->p, b->len);
+}
+
+void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes);
+
+static void on_metrics(op_all_t *op, h2o_req_t *req)
+{
+    const stats_list_t *lists[GW_MAX_NODES];
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        lists[i] = &op->ans[i].stats;
+    gw_buf_t b;
+    gw_buf_init(&b);
+    gw_metrics_render(&b, lists, gw_cfg.nnodes);
+    s_respond_ct(req, op->rc, 200, H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"), b.p, b.len);
+    gw_buf_free(&b);
+}
+
+static void on_cache_metrics(op_all_t *op, h2o_req_t *req)
+{
+    static const char *const keys[] = {"hits", "misses", "keys_added", "keys_evicted", "cost_added", "cost_evicted"};
+    static const char *const names[] = {"cache_hits_total",       "cache_misses_total",       "cache_keys_added_total",
+                                        "cache_evictions_total", "cache_cost_added_total", "cache_cost_evicted_total"};
+    uint64_t sum[6] = {0};
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        for (int k = 0; k < 6; k++)
+            sum[k] += s_stat(&op->ans[i], names[k]);
+    gw_buf_t *b = &op->rc->t->out;
+    gw_buf_reset(b);
+    gw_buf_add(b, "{", 1);
+    for (int k = 0; k < 6; k++)
+        gw_buf_addf(b, "\"%s\":%llu,", keys[k], (unsigned long long)sum[k]);
+    double ratio = sum[0] + sum[1] ? (double)sum[0] / (double)(sum[0] + sum[1]) : 0.0;
+    gw_buf_addf(b, "\"hit_ratio\":%.6f,\"nodes\":{", ratio);
+    bool first = true;
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        if (!op->ans[i].ok)
+            continue;
+        if (!first)
+            gw_buf_add(b, ",", 1);
+        first = false;
+        gw_buf_add_jstr(b, gw_cfg.endpoints[i], strlen(gw_cfg.endpoints[i]));
+        gw_buf_add(b, ":{", 2);
+        uint64_t h = s_stat(&op->ans[i], names[0]), mi = s_stat(&op->ans[i], names[1]);
+        for (int k = 0; k < 6; k++)
+            gw_buf_addf(b, "\"%s\":%llu,", keys[k], (unsigned long long)s_stat(&op->ans[i], names[k]));
+        gw_buf_addf(b, "\"items\":%llu,\"cost_bytes\":%llu,\"hit_ratio\":%.6f}",
+                    (unsigned long long)s_stat(&op->ans[i], "cache_items"),
+                    (unsigned long long)s_stat(&op->ans[i], "cache_cost_bytes"),
+                    h + mi ? (double)h / (double)(h + mi) : 0.0);
+    }
+    gw_buf_add(b, "}}", 2);
+    gw_respond(req, op->rc, 200, b->p, b->len);
+}
+
+/* ==== routing ================================================================================ */
+
+static int s_method(h2o_iovec_t m)
+{
+    static const struct {
+        const char *s;
+        int m;
+    } tab[] = {{"GET", GW_M_GET}, {"HEAD", GW_M_HEAD}, {"PUT", GW_M_PUT}, {"POST", GW_M_POST},
+               {"DELETE", GW_M_DELETE}, {"OPTIONS", GW_M_OPTIONS}};
+    for (size_t i = 0; i < ARRAY_LEN(tab); i++)
+        if (h2o_memis(m.base, m.len, tab[i].s, strlen(tab[i].s)))
+            return tab[i].m;
+    return GW_M_OTHER;
+}
+
+#define PREFIX "/api/v2/presence"
+
+/* Match the path (without query). For the user routes seg and seglen give the raw {user_id}. */
+static int s_route(const char *p, size_t len, const char **seg, size_t *seglen)
+{
+    static const struct {
+        const char *path;
+        int route;
+    } fixed[] = {{"/health", GW_R_HEALTH},
+                 {"/health/liveness", GW_R_LIVENESS},
+                 {"/health/readiness", GW_R_READINESS},
+                 {"/health/store", GW_R_HEALTH_STORE},
+                 {"/health/cache", GW_R_HEALTH_CACHE},
+                 {"/metrics", GW_R_METRICS},
+                 {"/api/v2/cache/metrics", GW_R_CACHE_METRICS},
+                 {PREFIX, GW_R_PRESENCE_MULTI},
+                 {PREFIX "/batch", GW_R_PRESENCE_BATCH},
+                 {PREFIX "/watch", GW_R_PRESENCE_WATCH}};
+    for (size_t i = 0; i < ARRAY_LEN(fixed); i++)
+        if (h2o_memis(p, len, fixed[i].path, strlen(fixed[i].path)))
+            return fixed[i].route;
+    size_t pl = sizeof(PREFIX "/") - 1;
+    if (len <= pl || memcmp(p, PREFIX "/", pl) != 0)
+        return GW_R_NOTFOUND;
+    const char *s = p + pl;
+    size_t rest = len - pl;
+    const char *slash = memchr(s, '/', rest);
+    if (!slash) {
+        *seg = s;
+        *seglen = rest;
+        return GW_R_PRESENCE_USER;
+    }
+    if (slash == s)
+        return GW_R_NOTFOUND;
+    if ((size_t)(s + rest - slash) == sizeof("/heartbeat") - 1 && memcmp(slash, "/heartbeat", 10) == 0) {
+        *seg = s;
+        *seglen = (size_t)(slash - s);
+        return GW_R_PRESENCE_HEARTBEAT;
+    }
+    return GW_R_NOTFOUND;
+}
+
+static void s_preflight(h2o_req_t *req, gw_rctx_t *rc, const char *allow)
+{
+    if (rc->allow_origin) {
+        h2o_iovec_t m = h2o_strdup(&req->pool, gw_cfg.cors.methods, SIZE_MAX);
+        h2o_iovec_t hd = h2o_strdup(&req->pool, gw_cfg.cors.headers, SIZE_MAX);
+        char age[24];
+        int n = snprintf(age, sizeof age, "%ld", gw_cfg.cors.max_age);
+        h2o_iovec_t a = h2o_strdup(&req->pool, age, (size_t)n);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-methods"), 0, NULL, m.base,
+                              m.len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
+                              hd.base, hd.len);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-max-age"), 0, NULL, a.base,
+                              a.len);
+    }
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
+    gw_respond(req, rc, 204, NULL, 0);
+}
+
+static void s_liveness(h2o_req_t *req, gw_rctx_t *rc)
+{
+    gw_buf_t *b = &rc->t->out;
+    gw_buf_reset(b);
+    gw_buf_adds(b, "{\"status\":\"ok\",");
+    s_ts(b);
+    gw_buf_add(b, "}", 1);
+    gw_respond(req, rc, 200, b->p, b->len);
+}
+
+int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, ctx, req->conn->ctx);
+    gw_rctx_t *rc = h2o_mem_alloc_pool(&req->pool, sizeof *rc);
+    memset(rc, 0, sizeof *rc);
+    rc->t = t;
+    rc->start_us = util_mono_us();
+    rc->method = s_method(req->method);
+    atomic_fetch_add_explicit(&gw_metrics.inflight, 1, memory_order_relaxed);
+
+    size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    const char *query = req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "";
+    size_t qlen = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
+    const char *seg = NULL;
+    size_t seglen = 0;
+    rc->route = s_route(req->path.base, plen, &seg, &seglen);
+
+    /* CORS first: a forbidden origin gets 403 on every route. */
+    const char *origin = NULL;
+    size_t olen = 0;
+    s_header(req, H2O_STRLIT("origin"), &origin, &olen);
+    int verdict = gw_cors_check(&gw_cfg.cors, origin, olen, &rc->allow_origin, &rc->allow_origin_len);
+    if (verdict == GW_CORS_FORBID) {
+        gw_respond_json_error(req, rc, 403, "origin not allowed");
+        return 0;
+    }
+    if (rc->route == GW_R_NOTFOUND || (rc->route == GW_R_PRESENCE_WATCH && !t->watch)) {
+        gw_respond_json_error(req, rc, 404, "not found");
+        return 0;
+    }
+    const struct gw_route_def *rd = &s_routes[rc->route];
+    if (rc->method == GW_M_OPTIONS) {
+        s_preflight(req, rc, rd->allow);
+        return 0;
+    }
+    if (!(rd->methods & M(rc->method))) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, rd->allow, strlen(rd->allow));
+        gw_respond_json_error(req, rc, 405, "method not allowed");
+        return 0;
+    }
+
+    gw_claims_t claims;
+    bool have = false;
+    switch (rc->route) {
+    case GW_R_HEALTH:
+    case GW_R_LIVENESS:
+        s_liveness(req, rc);
+        return 0;
+    case GW_R_READINESS:
+        s_ask_all(req, rc, PROTO_PING, on_readiness);
+        return 0;
+    case GW_R_HEALTH_STORE:
+        s_ask_all(req, rc, PROTO_PING, on_health_store);
+        return 0;
+    case GW_R_HEALTH_CACHE:
+        s_ask_all(req, rc, PROTO_PING, on_health_cache);
+        return 0;
+    case GW_R_METRICS:
+        s_ask_all(req, rc, PROTO_STATS, on_metrics);
+        return 0;
+    case GW_R_CACHE_METRICS:
+        if (s_auth(req, rc, true, &claims, &have) < 0)
+            return 0;
+        s_ask_all(req, rc, PROTO_STATS, on_cache_metrics);
+        return 0;
+    default:
+        break;
+    }
+
+    /* Presence routes. */
+    char uid[PROTO_USER_ID_MAX * 3 + 1];
+    ssize_t uid_len = 0;
+    if (rc->route == GW_R_PRESENCE_USER || rc->route == GW_R_PRESENCE_HEARTBEAT) {
+        if (seglen > PROTO_USER_ID_MAX * 3 || (uid_len = gw_pct_decode(seg, seglen, uid)) < 0 ||
+            !util_valid_user_id(uid, (size_t)uid_len)) {
+            gw_respond_json_error(req, rc, 400, "invalid user_id");
+            return 0;
+        }
+    }
+    bool is_write = rc->method == GW_M_PUT || rc->method == GW_M_POST || rc->method == GW_M_DELETE;
+    if (rc->route == GW_R_PRESENCE_BATCH)
+        is_write = false; /* decided by the body below */
+    if (s_auth(req, rc, is_write || gw_cfg.auth_reads, &claims, &have) < 0)
+        return 0;
+    if (req->entity.len > GW_BODY_MAX) {
+        gw_respond_json_error(req, rc, 413, "request body too large");
+        return 0;
+    }
+
+    if (rc->route == GW_R_PRESENCE_USER || rc->route == GW_R_PRESENCE_HEARTBEAT) {
+        if (is_write && !s_may_write(&claims, uid, (size_t)uid_len)) {
+            gw_respond_json_error(req, rc, 403, "forbidden");
+            return 0;
+        }
+        if (s_limit(req, rc, is_write, &claims, have, 1) < 0)
+            return 0;
+        if (!is_write) {
+            s_send_single(req, rc, PROTO_GET, uid, (size_t)uid_len, NULL);
+            return 0;
+        }
+        if (rc->method == GW_M_DELETE) {
+            s_send_single(req, rc, PROTO_DEL, uid, (size_t)uid_len, NULL);
+            return 0;
+        }
+        proto_record_t rec;
+        memset(&rec, 0, offsetof(proto_record_t, user_id));
+        proto_record_set_uid(&rec, uid, (size_t)uid_len);
+        proto_record_set_node(&rec, gw_cfg.node_id, strlen(gw_cfg.node_id));
+        const char *err;
+        if (rc->route == GW_R_PRESENCE_HEARTBEAT) {
+            proto_record_set_msg(&rec, "", 0);
+            if (gw_parse_heartbeat_body(req->entity.base, req->entity.len, &rec.ttl_s, &err) < 0) {
+                gw_respond_json_error(req, rc, 400, err);
+                return 0;
+            }
+            s_send_single(req, rc, PROTO_TOUCH, uid, (size_t)uid_len, &rec);
+            return 0;
+        }
+        if (gw_parse_set_body(req->entity.base, req->entity.len, (uint32_t)gw_cfg.default_ttl, &rec, &err) < 0) {
+            gw_respond_json_error(req, rc, 400, err);
+            return 0;
+        }
+        s_send_single(req, rc, PROTO_PUT, uid, (size_t)uid_len, &rec);
+        return 0;
+    }
+
+    char errbuf[200];
+    uint32_t max = (uint32_t)gw_cfg.max_batch;
+    if (rc->route == GW_R_PRESENCE_MULTI || rc->route == GW_R_PRESENCE_WATCH) {
+        proto_str_t *ids = h2o_mem_alloc_pool(&req->pool, max * sizeof *ids);
+        char *store = h2o_mem_alloc_pool(&req->pool, qlen + 1);
+        int n = gw_parse_users(query, qlen, max, ids, store, errbuf, sizeof errbuf);
+        if (n < 0) {
+            gw_respond_json_error(req, rc, 400, errbuf);
+            return 0;
+        }
+        if (s_limit(req, rc, false, &claims, have, 1) < 0)
+            return 0;
+        if (rc->route == GW_R_PRESENCE_WATCH) {
+            uint64_t since = 0;
+            const char *v;
+            size_t vl;
+            if (s_header(req, H2O_STRLIT("last-event-id"), &v, &vl) >= 0 ||
+                gw_query_param(query, qlen, "since", &v, &vl)) {
+                char tmp[24];
+                if (vl == 0 || vl >= sizeof tmp) {
+                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID");
+                    return 0;
+                }
+                memcpy(tmp, v, vl);
+                tmp[vl] = '\0';
+                char *end;
+                since = strtoull(tmp, &end, 10);
+                if (*end || tmp[0] < '0' || tmp[0] > '9') {
+                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID");
+                    return 0;
+                }
+            }
+            gw_watch_handle(req, rc, ids, (uint32_t)n, since);
+            return 0;
+        }
+        s_multi_read(req, rc, ids, (uint32_t)n);
+        return 0;
+    }
+
+    /* POST /api/v2/presence/batch: a read (user_ids) or a write (presences). */
+    proto_str_t *ids = h2o_mem_alloc_pool(&req->pool, max * sizeof *ids);
+    char *store = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
+    proto_record_t *recs = xmalloc(max * sizeof *recs);
+    uint32_t n = 0;
+    int kind = gw_parse_batch_body(req->entity.base, req->entity.len, max, (uint32_t)gw_cfg.default_ttl, ids, store,
+                                   recs, &n, errbuf, sizeof errbuf);
+    if (kind < 0) {
+        free(recs);
+        gw_respond_json_error(req, rc, 400, errbuf);
+        return 0;
+    }
+    if (kind == GW_BATCH_READ) {
+        free(recs);
+        if (s_limit(req, rc, false, &claims, have, 1) < 0)
+            return 0;
+        s_multi_read(req, rc, ids, n);
+        return 0;
+    }
+    /* A batch write needs a token: admin scope, or every entry is the caller's own id. */
+    if (!have && s_auth(req, rc, true, &claims, &have) < 0) {
+        free(recs);
+        return 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!s_may_write(&claims, recs[i].user_id, recs[i].uid_len)) {
+            free(recs);
+            gw_respond_json_error(req, rc, 403, "forbidden");
+            return 0;
+        }
+        proto_record_set_node(&recs[i], gw_cfg.node_id, strlen(gw_cfg.node_id));
+    }
+    /* One request for an admin backend; a user's own batch costs what it writes (capped at the
+     * burst, so a legal batch is delayed, never refused forever). */
+    double cost = claims.admin ? 1.0 : MIN((double)n, gw_cfg.write_burst);
+    if (s_limit(req, rc, true, &claims, have, cost) < 0) {
+        free(recs);
+        return 0;
+    }
+    s_batch_write(req, rc, recs, n);
+    free(recs);
+    return 0;
+}

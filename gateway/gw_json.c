@@ -1,0 +1,497 @@
+/* gw_json.c -- JSON in and out for the HTTP API (see gw_lib.h).
+ *
+ * Output is written by hand: the shapes are fixed, the strings we emit are validated on the way in
+ * (user and node ids are from a safe alphabet, messages are valid UTF-8 without control
+ * characters), and this is the hot path of every response.
+ *
+ * Input bodies are parsed with jansson (already a dependency of libjwt). jansson bounds nesting
+ * depth and rejects numbers that do not fit, so hostile bodies are errors, not crashes; the body
+ * size is bounded by the caller before we get here.
+ */
+#include "gw_lib.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ==== buffer ================================================================================= */
+
+void gw_buf_init(gw_buf_t *b)
+{
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+void gw_buf_free(gw_buf_t *b)
+{
+    free(b->p);
+    gw_buf_init(b);
+}
+
+void gw_buf_reset(gw_buf_t *b)
+{
+    b->len = 0;
+}
+
+static void s_reserve(gw_buf_t *b, size_t n)
+{
+    if (b->len + n <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 512;
+    while (cap < b->len + n)
+        cap *= 2;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+void gw_buf_add(gw_buf_t *b, const void *s, size_t n)
+{
+    s_reserve(b, n);
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+void gw_buf_adds(gw_buf_t *b, const char *s)
+{
+    gw_buf_add(b, s, strlen(s));
+}
+
+void gw_buf_addf(gw_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    s_reserve(b, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void gw_buf_add_u64(gw_buf_t *b, uint64_t v)
+{
+    char tmp[24];
+    int i = 24;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    gw_buf_add(b, tmp + i, (size_t)(24 - i));
+}
+
+void gw_buf_add_jstr(gw_buf_t *b, const char *s, size_t n)
+{
+    s_reserve(b, n * 6 + 2);
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            o += sprintf(o, "\\u%04x", c);
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+}
+
+/* ==== records ================================================================================ */
+
+static void s_time(gw_buf_t *b, uint64_t us)
+{
+    char t[UTIL_TIME_LEN];
+    size_t n = util_fmt_time(us, t);
+    s_reserve(b, n + 2);
+    b->p[b->len++] = '"';
+    memcpy(b->p + b->len, t, n);
+    b->len += n;
+    b->p[b->len++] = '"';
+}
+
+void gw_json_record(gw_buf_t *b, const proto_record_t *r, uint64_t now_us)
+{
+    bool expired = r->status != PRESENCE_OFFLINE && now_us >= r->expires_at_us;
+    int status = expired ? PRESENCE_OFFLINE : r->status;
+    gw_buf_add(b, "{\"user_id\":", 11);
+    gw_buf_add_jstr(b, r->user_id, r->uid_len);
+    gw_buf_add(b, ",\"status\":\"", 11);
+    gw_buf_adds(b, proto_presence_name(status));
+    gw_buf_add(b, "\"", 1);
+    if (r->msg_len && !expired) {
+        gw_buf_add(b, ",\"message\":", 11);
+        gw_buf_add_jstr(b, r->message, r->msg_len);
+    }
+    gw_buf_add(b, ",\"last_seen\":", 13);
+    s_time(b, r->last_seen_us);
+    gw_buf_add(b, ",\"updated_at\":", 14);
+    s_time(b, expired ? r->expires_at_us : r->updated_at_us);
+    gw_buf_add(b, ",\"expires_at\":", 14);
+    s_time(b, r->expires_at_us);
+    gw_buf_add(b, ",\"node_id\":", 11);
+    gw_buf_add_jstr(b, r->node_id, r->node_len);
+    gw_buf_add(b, ",\"ttl\":", 7);
+    gw_buf_add_u64(b, r->ttl_s);
+    gw_buf_add(b, ",\"version\":", 11);
+    gw_buf_add_u64(b, r->version);
+    gw_buf_add(b, "}", 1);
+}
+
+void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us)
+{
+    gw_buf_add(b, "{\"success\":true,\"data\":{", 24);
+    for (uint32_t i = 0; i < n; i++) {
+        if (i)
+            gw_buf_add(b, ",", 1);
+        gw_buf_add_jstr(b, recs[i].user_id, recs[i].uid_len);
+        gw_buf_add(b, ":", 1);
+        gw_json_record(b, &recs[i], now_us);
+    }
+    gw_buf_add(b, "}}", 2);
+}
+
+void gw_json_error(gw_buf_t *b, const char *msg)
+{
+    gw_buf_add(b, "{\"success\":false,\"error\":", 25);
+    gw_buf_add_jstr(b, msg, strlen(msg));
+    gw_buf_add(b, "}", 1);
+}
+
+/* ==== input ================================================================================== */
+
+static int s_hex(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+ssize_t gw_pct_decode(const char *s, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%') {
+            if (i + 2 >= len)
+                return -1;
+            int hi = s_hex((unsigned char)s[i + 1]), lo = s_hex((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return (ssize_t)o;
+}
+
+static json_t *s_load_object(const char *body, size_t len)
+{
+    if (!body || len == 0)
+        return NULL;
+    json_error_t e;
+    /* DISABLE_EOF_CHECK off: trailing garbage after the object is invalid JSON. */
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+    if (root && !json_is_object(root)) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* ttl: integer seconds 1..604800. A JSON real with no fractional part (3600.0) is accepted. */
+static int s_ttl(json_t *v, uint32_t *out)
+{
+    double d;
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i < 1 || i > (json_int_t)PROTO_TTL_MAX)
+            return -1;
+        *out = (uint32_t)i;
+        return 0;
+    }
+    if (json_is_real(v)) {
+        d = json_real_value(v);
+        if (!(d >= 1 && d <= PROTO_TTL_MAX) || floor(d) != d)
+            return -1;
+        *out = (uint32_t)d;
+        return 0;
+    }
+    return -1;
+}
+
+/* Fill status/message/ttl of `out` from a JSON object; user_id is the caller's. */
+static int s_set_fields(json_t *o, uint32_t default_ttl, proto_record_t *out, const char **err)
+{
+    json_t *st = json_object_get(o, "status");
+    if (!st || !json_is_string(st)) {
+        *err = "invalid status";
+        return -1;
+    }
+    int status = proto_presence_parse(json_string_value(st), json_string_length(st));
+    if (status < 0) {
+        *err = "invalid status";
+        return -1;
+    }
+    out->status = (uint8_t)status;
+    json_t *msg = json_object_get(o, "message");
+    if (msg && !json_is_null(msg)) {
+        if (!json_is_string(msg) || json_string_length(msg) > PROTO_MESSAGE_MAX ||
+            !util_valid_message(json_string_value(msg), json_string_length(msg))) {
+            *err = "invalid message";
+            return -1;
+        }
+        proto_record_set_msg(out, json_string_value(msg), json_string_length(msg));
+    } else {
+        proto_record_set_msg(out, "", 0);
+    }
+    json_t *ttl = json_object_get(o, "ttl");
+    out->ttl_s = default_ttl;
+    if (ttl && !json_is_null(ttl) && s_ttl(ttl, &out->ttl_s) < 0) {
+        *err = "invalid ttl";
+        return -1;
+    }
+    return 0;
+}
+
+int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_record_t *out, const char **err)
+{
+    json_t *o = s_load_object(body, len);
+    if (!o) {
+        *err = "invalid JSON";
+        return -1;
+    }
+    int rc = s_set_fields(o, default_ttl, out, err);
+    json_decref(o);
+    return rc;
+}
+
+int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const char **err)
+{
+    *ttl = 0;
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        i++;
+    if (i == len)
+        return 0; /* no body: keep the record's ttl */
+    json_t *o = s_load_object(body, len);
+    if (!o) {
+        *err = "invalid JSON";
+        return -1;
+    }
+    json_t *t = json_object_get(o, "ttl");
+    int rc = 0;
+    if (t && !json_is_null(t) && s_ttl(t, ttl) < 0) {
+        *err = "invalid ttl";
+        rc = -1;
+    }
+    json_decref(o);
+    return rc;
+}
+
+static bool s_seen(const proto_str_t *ids, uint32_t n, const char *s, size_t len)
+{
+    /* Small lists are the common case; a linear scan beats hashing below a few hundred ids. For
+     * the 1000-id maximum this is at most 500k short compares, well under a millisecond. */
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i].len == len && memcmp(ids[i].p, s, len) == 0)
+            return true;
+    return false;
+}
+
+int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t default_ttl, proto_str_t *ids,
+                        char *idstore, proto_record_t *recs, uint32_t *n, char *errbuf, size_t errlen)
+{
+    *n = 0;
+    json_t *o = s_load_object(body, len);
+    if (!o) {
+        snprintf(errbuf, errlen, "invalid JSON");
+        return -1;
+    }
+    int rc = -1;
+    json_t *uids = json_object_get(o, "user_ids"), *pres = json_object_get(o, "presences");
+    if (uids && pres) {
+        snprintf(errbuf, errlen, "give either user_ids or presences, not both");
+        goto out;
+    }
+    if (pres) {
+        if (!json_is_array(pres) || json_array_size(pres) == 0) {
+            snprintf(errbuf, errlen, "presences is required");
+            goto out;
+        }
+        if (json_array_size(pres) > max) {
+            snprintf(errbuf, errlen, "too many presences (at most %u)", max);
+            goto out;
+        }
+        for (size_t i = 0; i < json_array_size(pres); i++) {
+            json_t *e = json_array_get(pres, i), *u;
+            if (!json_is_object(e) || !(u = json_object_get(e, "user_id")) || !json_is_string(u)) {
+                snprintf(errbuf, errlen, "invalid user_id in presences[%zu]", i);
+                goto out;
+            }
+            const char *id = json_string_value(u);
+            size_t il = json_string_length(u);
+            if (!util_valid_user_id(id, il)) {
+                snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
+                goto out;
+            }
+            proto_record_t *r = &recs[*n];
+            memset(r, 0, sizeof *r);
+            proto_record_set_uid(r, id, il);
+            const char *ferr;
+            if (s_set_fields(e, default_ttl, r, &ferr) < 0) {
+                snprintf(errbuf, errlen, "%s for user %.*s", ferr, (int)il, id);
+                goto out;
+            }
+            (*n)++;
+        }
+        rc = GW_BATCH_WRITE;
+        goto out;
+    }
+    if (!uids || json_is_null(uids)) {
+        snprintf(errbuf, errlen, "user_ids is required");
+        goto out;
+    }
+    if (!json_is_array(uids)) {
+        snprintf(errbuf, errlen, "invalid JSON");
+        goto out;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < json_array_size(uids); i++) {
+        json_t *u = json_array_get(uids, i);
+        if (!json_is_string(u)) {
+            snprintf(errbuf, errlen, "invalid user_id in user_ids[%zu]", i);
+            goto out;
+        }
+        const char *id = json_string_value(u);
+        size_t il = json_string_length(u);
+        if (il == 0)
+            continue; /* empty items are skipped */
+        if (!util_valid_user_id(id, il)) {
+            snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
+            goto out;
+        }
+        if (s_seen(ids, *n, id, il))
+            continue;
+        if (*n >= max) {
+            snprintf(errbuf, errlen, "too many user ids (at most %u)", max);
+            goto out;
+        }
+        memcpy(idstore + off, id, il);
+        ids[*n].p = idstore + off;
+        ids[*n].len = (uint32_t)il;
+        off += il;
+        (*n)++;
+    }
+    if (*n == 0) {
+        snprintf(errbuf, errlen, "user_ids is required");
+        goto out;
+    }
+    rc = GW_BATCH_READ;
+out:
+    json_decref(o);
+    return rc;
+}
+
+bool gw_query_param(const char *q, size_t qlen, const char *name, const char **v, size_t *vlen)
+{
+    size_t nlen = strlen(name), i = 0;
+    while (i < qlen) {
+        size_t end = i;
+        while (end < qlen && q[end] != '&')
+            end++;
+        if (end - i >= nlen && memcmp(q + i, name, nlen) == 0 && (end - i == nlen || q[i + nlen] == '=')) {
+            *v = end - i == nlen ? q + end : q + i + nlen + 1;
+            *vlen = end - i == nlen ? 0 : end - (i + nlen + 1);
+            return true;
+        }
+        i = end + 1;
+    }
+    return false;
+}
+
+int gw_parse_users(const char *q, size_t qlen, uint32_t max, proto_str_t *ids, char *idstore, char *errbuf,
+                   size_t errlen)
+{
+    const char *v;
+    size_t vlen;
+    if (!gw_query_param(q, qlen, "users", &v, &vlen) || vlen == 0) {
+        snprintf(errbuf, errlen, "users parameter is required");
+        return -1;
+    }
+    uint32_t n = 0;
+    size_t off = 0, i = 0;
+    while (i <= vlen) {
+        size_t end = i;
+        /* Split on ',' and its encoding %2C (items are decoded once after splitting). */
+        while (end < vlen && v[end] != ',' && !(v[end] == '%' && end + 2 < vlen && v[end + 1] == '2' &&
+                                               (v[end + 2] == 'C' || v[end + 2] == 'c')))
+            end++;
+        char *dst = idstore + off;
+        /* '+' is a space in query strings; spaces are trimmed, so a '+' inside an id is invalid
+         * unless sent as %2B, which is what form encoders produce. */
+        size_t k = 0;
+        for (size_t j = i; j < end; j++) {
+            if (v[j] == '%') {
+                if (j + 2 >= end) {
+                    snprintf(errbuf, errlen, "invalid user_id: bad escape");
+                    return -1;
+                }
+                int hi = s_hex((unsigned char)v[j + 1]), lo = s_hex((unsigned char)v[j + 2]);
+                if (hi < 0 || lo < 0) {
+                    snprintf(errbuf, errlen, "invalid user_id: bad escape");
+                    return -1;
+                }
+                dst[k++] = (char)(hi * 16 + lo);
+                j += 2;
+            } else {
+                dst[k++] = v[j] == '+' ? ' ' : v[j];
+            }
+        }
+        size_t a = 0, z = k;
+        while (a < z && (dst[a] == ' ' || dst[a] == '\t'))
+            a++;
+        while (z > a && (dst[z - 1] == ' ' || dst[z - 1] == '\t'))
+            z--;
+        if (z > a) {
+            if (!util_valid_user_id(dst + a, z - a)) {
+                snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(z - a, 128), dst + a);
+                return -1;
+            }
+            if (!s_seen(ids, n, dst + a, z - a)) {
+                if (n >= max) {
+                    snprintf(errbuf, errlen, "too many user ids (at most %u)", max);
+                    return -1;
+                }
+                memmove(dst, dst + a, z - a);
+                ids[n].p = dst;
+                ids[n].len = (uint32_t)(z - a);
+                off += z - a;
+                n++;
+            }
+        }
+        if (end < vlen && v[end] == '%')
+            end += 2;
+        i = end + 1;
+    }
+    if (n == 0) {
+        snprintf(errbuf, errlen, "users parameter is required");
+        return -1;
+    }
+    return (int)n;
+}

@@ -1,0 +1,145 @@
+/* gw_lib.h -- the gateway's pure logic, kept apart from h2o so unit tests call it directly:
+ * JSON rendering of records and envelopes, request-body parsing and validation, JWT checks,
+ * CORS decisions, rate limiting, path parsing.
+ *
+ * Nothing here does I/O. The rate limiter is thread-safe (striped locks); everything else works
+ * on caller-owned data and is reentrant.
+ */
+#ifndef PRESENCE_GW_LIB_H
+#define PRESENCE_GW_LIB_H
+
+#include "proto.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ==== a growable output buffer ============================================================== */
+
+typedef struct gw_buf {
+    char *p;
+    size_t len, cap;
+} gw_buf_t;
+
+void gw_buf_init(gw_buf_t *b);
+void gw_buf_free(gw_buf_t *b);
+void gw_buf_reset(gw_buf_t *b);
+void gw_buf_add(gw_buf_t *b, const void *s, size_t n);
+void gw_buf_adds(gw_buf_t *b, const char *s);
+void gw_buf_addf(gw_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gw_buf_add_u64(gw_buf_t *b, uint64_t v);
+/* A JSON string literal with quotes; the input must be valid UTF-8 (we validate on the way in). */
+void gw_buf_add_jstr(gw_buf_t *b, const char *s, size_t n);
+
+/* ==== JSON output =========================================================================== */
+
+/* One record as API.md orders it. A record whose status is not offline but whose expires_at has
+ * passed at `now_us` is shown offline without a message (the store will make that durable). */
+void gw_json_record(gw_buf_t *b, const proto_record_t *r, uint64_t now_us);
+/* {"success":true,"data":{"<id>":<record>,...}} */
+void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us);
+/* {"success":false,"error":"<msg>"} */
+void gw_json_error(gw_buf_t *b, const char *msg);
+
+/* ==== input validation ====================================================================== */
+
+#define GW_BODY_MAX (64u << 10)
+
+/* Decode %XX once into out (size >= len+1). Returns the decoded length, or -1 on a bad escape. */
+ssize_t gw_pct_decode(const char *s, size_t len, char *out);
+
+/* A PUT/POST body for one record: {status, message?, ttl?}. default_ttl applies when ttl is absent.
+ * Returns 0, or -1 with *err set to the API's error text ("invalid JSON", "invalid status", ...). */
+int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_record_t *out, const char **err);
+
+/* A heartbeat body: empty, or {ttl?}. *ttl = 0 when absent (keep the record's). */
+int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const char **err);
+
+/* A batch body. Exactly one of user_ids (a read) or presences (a write) must be present.
+ * For a read, ids[] are filled (duplicates and empty items dropped) into caller storage of `max`.
+ * For a write, recs[] are filled (validated; user_id from each entry).
+ * Returns 1 for a read, 2 for a write, -1 with *err (a message naming a bad id where relevant,
+ * written to errbuf) on error. */
+#define GW_BATCH_READ 1
+#define GW_BATCH_WRITE 2
+int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t default_ttl, proto_str_t *ids,
+                        char *idstore, proto_record_t *recs, uint32_t *n, char *errbuf, size_t errlen);
+
+/* The users= list of a query string: split on ',', trim spaces, skip empty items, collapse
+ * duplicates, percent-decode each item once. idstore must hold len bytes. Returns the count,
+ * or -1 with errbuf set ("too many user ids", "invalid user_id: <id>", "users parameter is
+ * required"). */
+int gw_parse_users(const char *query, size_t qlen, uint32_t max, proto_str_t *ids, char *idstore, char *errbuf,
+                   size_t errlen);
+
+/* Find a query parameter's raw value. Returns true and sets *v / *vlen. */
+bool gw_query_param(const char *query, size_t qlen, const char *name, const char **v, size_t *vlen);
+
+/* ==== JWT =================================================================================== */
+
+typedef struct gw_auth {
+    unsigned char *secret;
+    size_t secret_len;
+    char issuer[128];
+    int alg;           /* jwt_alg_t of the configured algorithm (HS256 by default) */
+    int64_t leeway_s;  /* 60 */
+} gw_auth_t;
+
+typedef struct gw_claims {
+    char sub[256];
+    size_t sub_len;
+    bool admin; /* scope contains presence:admin */
+    int64_t exp;
+} gw_claims_t;
+
+/* Verify an Authorization header value ("Bearer <token>"). Returns 0 and fills *c, or -1 with
+ * *err set to a short reason for the 401 body. A NULL/empty header gives "missing authorization
+ * header". Never accepts alg none or an algorithm other than a->alg; exp is required. */
+int gw_auth_verify(const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t now_s, gw_claims_t *c,
+                   const char **err);
+/* Sign a token (make token, tests). Caller frees the result with free(). NULL on error. */
+char *gw_auth_sign(const unsigned char *secret, size_t secret_len, int alg, const char *issuer, const char *sub,
+                   const char *scope, int64_t iat, int64_t exp);
+
+/* ==== CORS ================================================================================== */
+
+typedef struct gw_cors {
+    bool enabled;
+    bool wildcard; /* the origin list is exactly "*" */
+    bool credentials;
+    char **origins;
+    size_t norigins;
+    char methods[256], headers[256];
+    long max_age;
+} gw_cors_t;
+
+enum gw_cors_verdict { GW_CORS_NONE = 0, GW_CORS_ALLOW, GW_CORS_FORBID };
+
+/* Parse the CORS_* environment. Returns 0 or -1 with err (names the variable). */
+int gw_cors_config(gw_cors_t *c, char *err);
+void gw_cors_free(gw_cors_t *c);
+/* Decide for a request with this Origin (NULL = none). With ALLOW, *allow_origin is what to echo
+ * ("*" or the origin). */
+int gw_cors_check(const gw_cors_t *c, const char *origin, size_t olen, const char **allow_origin,
+                  size_t *allow_len);
+
+/* ==== rate limiting ========================================================================= */
+
+typedef struct gw_ratelimit gw_ratelimit_t;
+
+/* A token-bucket table: `rate` tokens per second, at most `burst`, for keys hashed into a bounded
+ * table (`slots`, rounded up to a power of two; an idle key's bucket is recycled when the table
+ * is full). rate == 0 disables limiting. */
+gw_ratelimit_t *gw_ratelimit_new(double rate, double burst, size_t slots);
+void gw_ratelimit_free(gw_ratelimit_t *rl);
+/* Take `cost` tokens for key at monotonic time now_us. Returns 0 when allowed, else the number of
+ * whole seconds to wait (>= 1) for Retry-After. */
+unsigned gw_ratelimit_take(gw_ratelimit_t *rl, const void *key, size_t klen, double cost, uint64_t now_us);
+
+/* ==== routing =============================================================================== */
+
+/* Rendezvous (highest random weight) choice among nodes with up[i] true. Returns -1 if none. */
+int gw_rendezvous(const char *key, size_t klen, const uint64_t *node_seeds, const bool *up, int n);
+
+#endif

@@ -1,0 +1,327 @@
+/* gw_main.c -- the gateway process: configuration, listeners, event-loop threads, shutdown.
+ *
+ * Startup: read and validate the whole environment (an invalid value names its variable and
+ * stops the process), bind one SO_REUSEPORT listener per thread (the first one picks the port
+ * when SERVICE_PORT=0), start the threads, and print the ready line once every thread is serving.
+ *
+ * Signals are blocked in every thread; the main thread waits for SIGTERM/SIGINT with sigwait and
+ * then asks the threads to stop: each closes its listener, asks h2o to shut its connections down
+ * gracefully (HTTP/2 GOAWAY, HTTP/1 close after the response), keeps serving until the requests in
+ * flight are answered or SHUTDOWN_GRACE_MS passes, then tears its sockets down.
+ */
+#include "cfg.h"
+#include "gw.h"
+#include "log.h"
+#include "util.h"
+#include "zutil.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jwt.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+gw_config_t gw_cfg;
+gw_metrics_t gw_metrics;
+atomic_int gw_threads_with_nodes;
+
+static h2o_globalconf_t s_conf;
+static gw_thread_t *s_threads;
+static int s_listen_fds[GW_MAX_THREADS];
+static void *s_zctx;
+static atomic_int s_stop;
+static pthread_barrier_t s_started;
+static uint64_t s_http_timeout_ms = 10000;
+
+/* ==== configuration ========================================================================== */
+
+static int s_split_endpoints(const char *list, char *err)
+{
+    gw_cfg.nnodes = 0;
+    const char *p = list;
+    while (*p) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        size_t n = (size_t)(e - p);
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (gw_cfg.nnodes == GW_MAX_NODES || n == 0 || n >= sizeof gw_cfg.endpoints[0]) {
+            snprintf(err, CFG_ERR_LEN, "CACHE_ENDPOINTS: at most %d endpoints of < 512 bytes", GW_MAX_NODES);
+            return -1;
+        }
+        memcpy(gw_cfg.endpoints[gw_cfg.nnodes], p, n);
+        gw_cfg.endpoints[gw_cfg.nnodes][n] = '\0';
+        /* The node's rendezvous seed comes from its endpoint, so every gateway (and every thread)
+         * agrees on the owner of a key without coordination. */
+        gw_cfg.node_seeds[gw_cfg.nnodes] = util_hash64(p, n, 0x5eed5);
+        gw_cfg.nnodes++;
+        p = e;
+    }
+    if (!gw_cfg.nnodes) {
+        snprintf(err, CFG_ERR_LEN, "CACHE_ENDPOINTS: no endpoint given");
+        return -1;
+    }
+    return 0;
+}
+
+static int s_config(char *err)
+{
+    static const char *const reads[] = {"public", "required", NULL};
+    static const char *const types[] = {"center", "leaf", NULL};
+    static const char *const algs[] = {"HS256", "HS384", "HS512", NULL};
+    char data_dir[400] = "./data";
+    snprintf(gw_cfg.addr, sizeof gw_cfg.addr, "0.0.0.0");
+    gw_cfg.port = 8080;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    gw_cfg.threads = ncpu > 0 ? (uint64_t)ncpu : 1;
+    snprintf(gw_cfg.node_id, sizeof gw_cfg.node_id, "node-1");
+    gw_cfg.request_timeout_ms = 2000;
+    gw_cfg.default_ttl = 3600;
+    gw_cfg.max_batch = 1000;
+    gw_cfg.shutdown_grace_ms = 10000;
+    gw_cfg.sse_max_streams = 10000;
+    gw_cfg.sse_max_ids = 1000;
+    gw_cfg.sse_ping_ms = 15000;
+    gw_cfg.sse_queue_max = 256 << 10;
+    uint64_t wr = 20, wb = 40, rr = 0, rb = 0, leeway = 60;
+    int auth_reads = 0, node_type = 0, alg = 0;
+    bool weak = false;
+    char secret[1024] = "";
+    if (cfg_str("DATA_DIR", data_dir, sizeof data_dir, err) < 0 ||
+        cfg_str("SERVICE_ADDR", gw_cfg.addr, sizeof gw_cfg.addr, err) < 0 ||
+        cfg_u64("SERVICE_PORT", 0, 65535, &gw_cfg.port, err) < 0 ||
+        cfg_u64("GATEWAY_THREADS", 1, GW_MAX_THREADS, &gw_cfg.threads, err) < 0 ||
+        cfg_str("NODE_ID", gw_cfg.node_id, sizeof gw_cfg.node_id, err) < 0 ||
+        cfg_enum("NODE_TYPE", types, &node_type, err) < 0 ||
+        cfg_u64("REQUEST_TIMEOUT_MS", 50, 600000, &gw_cfg.request_timeout_ms, err) < 0 ||
+        cfg_u64("PRESENCE_TTL", 1, PROTO_TTL_MAX, &gw_cfg.default_ttl, err) < 0 ||
+        cfg_u64("MAX_BATCH", 1, 10000, &gw_cfg.max_batch, err) < 0 ||
+        cfg_enum("AUTH_READS", reads, &auth_reads, err) < 0 ||
+        cfg_str("JWT_SECRET", secret, sizeof secret, err) < 0 ||
+        cfg_bool("JWT_ALLOW_WEAK_SECRET", &weak, err) < 0 ||
+        cfg_str("JWT_ISSUER", gw_cfg.auth.issuer, sizeof gw_cfg.auth.issuer, err) < 0 ||
+        cfg_enum("JWT_ALGORITHM", algs, &alg, err) < 0 || cfg_u64("JWT_LEEWAY_S", 0, 3600, &leeway, err) < 0 ||
+        cfg_u64("RATE_LIMIT_WRITES", 0, 1000000, &wr, err) < 0 ||
+        cfg_u64("RATE_LIMIT_WRITE_BURST", 0, 10000000, &wb, err) < 0 ||
+        cfg_u64("RATE_LIMIT_READS", 0, 10000000, &rr, err) < 0 ||
+        cfg_u64("RATE_LIMIT_READ_BURST", 0, 100000000, &rb, err) < 0 ||
+        cfg_bool("TRUST_PROXY", &gw_cfg.trust_proxy, err) < 0 ||
+        cfg_u64("SHUTDOWN_GRACE_MS", 0, 600000, &gw_cfg.shutdown_grace_ms, err) < 0 ||
+        cfg_u64("HTTP_REQUEST_TIMEOUT_MS", 100, 600000, &s_http_timeout_ms, err) < 0 ||
+        cfg_u64("SSE_MAX_STREAMS", 0, 1000000, &gw_cfg.sse_max_streams, err) < 0 ||
+        cfg_u64("SSE_MAX_IDS", 1, 100000, &gw_cfg.sse_max_ids, err) < 0 ||
+        cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
+        cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0)
+        return -1;
+    if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
+        snprintf(err, CFG_ERR_LEN, "NODE_ID: invalid value '%s' (1-64 of [A-Za-z0-9._~@:=+-])", gw_cfg.node_id);
+        return -1;
+    }
+    snprintf(gw_cfg.node_type, sizeof gw_cfg.node_type, "%s", types[node_type]);
+    gw_cfg.auth_reads = auth_reads == 1;
+    if (!secret[0]) {
+        snprintf(err, CFG_ERR_LEN, "JWT_SECRET: required (the gateway refuses to start without it)");
+        return -1;
+    }
+    if (strlen(secret) < 32 && !weak) {
+        snprintf(err, CFG_ERR_LEN,
+                 "JWT_SECRET: %zu bytes is too short (at least 32; set JWT_ALLOW_WEAK_SECRET=true to override)",
+                 strlen(secret));
+        return -1;
+    }
+    gw_cfg.auth.secret_len = strlen(secret);
+    gw_cfg.auth.secret = (unsigned char *)xstrdup(secret);
+    memset(secret, 0, sizeof secret);
+    if (!gw_cfg.auth.issuer[0])
+        snprintf(gw_cfg.auth.issuer, sizeof gw_cfg.auth.issuer, "presence-service");
+    gw_cfg.auth.alg = alg == 0 ? JWT_ALG_HS256 : alg == 1 ? JWT_ALG_HS384 : JWT_ALG_HS512;
+    gw_cfg.auth.leeway_s = (int64_t)leeway;
+    if (gw_cors_config(&gw_cfg.cors, err) < 0)
+        return -1;
+    gw_cfg.write_rate = (double)wr;
+    gw_cfg.write_burst = wb ? (double)wb : (double)wr * 2;
+    gw_cfg.read_rate = (double)rr;
+    gw_cfg.read_burst = rb ? (double)rb : (double)rr * 2;
+    if (wr)
+        gw_cfg.rl_writes = gw_ratelimit_new(gw_cfg.write_rate, gw_cfg.write_burst, 1 << 18);
+    if (rr)
+        gw_cfg.rl_reads = gw_ratelimit_new(gw_cfg.read_rate, gw_cfg.read_burst, 1 << 18);
+
+    char eps[GW_MAX_NODES * 520];
+    snprintf(eps, sizeof eps, "ipc://%s/run/cache-1.sock,ipc://%s/run/cache-2.sock", data_dir, data_dir);
+    if (cfg_str("CACHE_ENDPOINTS", eps, sizeof eps, err) < 0 || s_split_endpoints(eps, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* ==== listeners and threads ================================================================== */
+
+static int s_listen(int port_in, int *port_out, char *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    if (strchr(gw_cfg.addr, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port_in);
+        if (inet_pton(AF_INET6, gw_cfg.addr, &a->sin6_addr) != 1)
+            goto bad_addr;
+        sl = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port_in);
+        if (inet_pton(AF_INET, gw_cfg.addr, &a->sin_addr) != 1)
+            goto bad_addr;
+        sl = sizeof *a;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
+        listen(fd, 4096) < 0) {
+        snprintf(err, CFG_ERR_LEN, "listen on %s:%d: %s", gw_cfg.addr, port_in, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *port_out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+bad_addr:
+    snprintf(err, CFG_ERR_LEN, "SERVICE_ADDR: invalid address '%s'", gw_cfg.addr);
+    return -1;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    gw_thread_t *t = listener->data;
+    if (err)
+        return;
+    /* Accept a bounded number per wake-up so one busy listener cannot starve the loop. */
+    for (int i = 0; i < 64; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (!sock)
+            return;
+        h2o_accept(&t->accept_ctx, sock);
+    }
+}
+
+static void *s_thread_main(void *arg)
+{
+    gw_thread_t *t = arg;
+    char err[CFG_ERR_LEN];
+    h2o_context_init(&t->ctx, h2o_evloop_create(), &s_conf);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = s_conf.hosts;
+    gw_buf_init(&t->out);
+    proto_buf_init(&t->pb);
+    if (gw_upstream_init(t, s_zctx, err) < 0 || gw_watch_init(t, s_zctx, err) < 0) {
+        LOG(LOG_ERROR, "thread %d: %s", t->idx, err);
+        exit(1);
+    }
+    t->listener = h2o_evloop_socket_create(t->ctx.loop, s_listen_fds[t->idx], H2O_SOCKET_FLAG_DONT_READ);
+    t->listener->data = t;
+    h2o_socket_read_start(t->listener, on_accept);
+    pthread_barrier_wait(&s_started);
+
+    while (!atomic_load(&s_stop))
+        h2o_evloop_run(t->ctx.loop, 100);
+
+    /* Graceful stop. */
+    t->stopping = true;
+    h2o_socket_read_stop(t->listener);
+    h2o_socket_close(t->listener);
+    t->listener = NULL;
+    h2o_context_request_shutdown(&t->ctx);
+    gw_watch_fini(t);
+    uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
+    while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
+        h2o_evloop_run(t->ctx.loop, 50);
+    gw_upstream_fini(t);
+    for (int i = 0; i < 5; i++)
+        h2o_evloop_run(t->ctx.loop, 1);
+    return NULL;
+}
+
+int main(void)
+{
+    char err[CFG_ERR_LEN] = "";
+    if (log_init("gw", err, sizeof err) < 0 || s_config(err) < 0) {
+        fprintf(stderr, "gateway: %s\n", err);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    for (int r = 0; r < GW_R_COUNT; r++)
+        stats_hist_init_latency(&gw_metrics.duration[r]);
+
+    h2o_config_init(&s_conf);
+    s_conf.server_name = h2o_iovec_init(H2O_STRLIT("presence"));
+    s_conf.max_request_entity_size = 4 * GW_BODY_MAX; /* h2o answers above this; we answer 413 above GW_BODY_MAX */
+    s_conf.http1.req_timeout = s_http_timeout_ms;
+    s_conf.http2.idle_timeout = s_http_timeout_ms;
+    h2o_hostconf_t *host = h2o_config_register_host(&s_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *h = h2o_create_handler(path, sizeof *h);
+    h->on_req = gw_http_on_req;
+
+    int port = (int)gw_cfg.port, bound = 0;
+    for (uint64_t i = 0; i < gw_cfg.threads; i++) {
+        s_listen_fds[i] = s_listen(i == 0 ? port : bound, &bound, err);
+        if (s_listen_fds[i] < 0) {
+            LOG(LOG_ERROR, "%s", err);
+            return 1;
+        }
+    }
+    s_zctx = zmq_ctx_new();
+    s_threads = xcalloc(gw_cfg.threads, sizeof *s_threads);
+    pthread_barrier_init(&s_started, NULL, (unsigned)gw_cfg.threads + 1);
+    for (uint64_t i = 0; i < gw_cfg.threads; i++) {
+        s_threads[i].idx = (int)i;
+        pthread_create(&s_threads[i].tid, NULL, s_thread_main, &s_threads[i]);
+    }
+    pthread_barrier_wait(&s_started); /* every thread is serving */
+    /* Say ready once every thread has heard from a cache-node (bounded: with the cache tier down
+     * the gateway still starts, and readiness reports it). */
+    uint64_t until = util_mono_ms() + 5000;
+    while (atomic_load(&gw_threads_with_nodes) < (int)gw_cfg.threads && util_mono_ms() < until) {
+        struct timespec ts = {0, 2 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    LOG(LOG_NOTICE, "ready http=%s:%d threads=%llu cache_nodes=%d node_id=%s auth_reads=%s", gw_cfg.addr, bound,
+        (unsigned long long)gw_cfg.threads, gw_cfg.nnodes, gw_cfg.node_id, gw_cfg.auth_reads ? "required" : "public");
+    char ready[128];
+    snprintf(ready, sizeof ready, "gateway http=%s:%d", gw_cfg.addr, bound);
+    zu_signal_ready(ready);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    LOG(LOG_NOTICE, "signal %d: stopping (grace %llu ms)", sig, (unsigned long long)gw_cfg.shutdown_grace_ms);
+    atomic_store(&s_stop, 1);
+    for (uint64_t i = 0; i < gw_cfg.threads; i++)
+        pthread_join(s_threads[i].tid, NULL);
+    zmq_ctx_term(s_zctx);
+    LOG(LOG_NOTICE, "stopped");
+    return 0;
+}

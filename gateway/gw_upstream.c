@@ -1,0 +1,433 @@
+/* gw_upstream.c -- ZeroMQ DEALERs to the cache-nodes, inside each thread's h2o event loop.
+ *
+ * The ZMQ_FD recipe (TECH-NOTES 1.4 and pitfall 1): each DEALER's ZMQ_FD is dup()ed and wrapped
+ * in an h2o socket with H2O_SOCKET_FLAG_DONT_READ (h2o must never read libzmq's signaler); on
+ * readiness, and after every send (scheduled on the context's zero timeout), we drain the socket
+ * while ZMQ_EVENTS says POLLIN, at most DRAIN_MAX messages per turn, rescheduling ourselves when
+ * there is more. Nothing here blocks: sends use ZMQ_DONTWAIT, and with ZMQ_IMMEDIATE a send to a
+ * node with no live connection fails at once (the node is marked down and the key goes to the
+ * next node by the hash).
+ *
+ * Deferred replies: the HTTP request may be disposed (client gone, HTTP/2 RST) while a call is
+ * out. Each call allocates a pointer-sized token from the request's pool with a dispose callback;
+ * when the pool is cleared the token clears call->req. The call clears the token when it ends
+ * first. (A refcounted call object would not work: h2o only runs dispose at refcount zero.)
+ *
+ * Node health: a node is down when a send to it fails, when a call to it misses its deadline, or
+ * when the socket monitor reports its connection gone; it is up again when any reply from it
+ * arrives. Every thread pings every node every PING_MS. Reads in flight to a node that
+ * disconnects are re-sent to another node; writes are answered 503 (they may or may not have
+ * reached the store -- the client retries, and PUT is idempotent in its outcome).
+ */
+#include "gw.h"
+#include "log.h"
+#include "util.h"
+#include "zutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DRAIN_MAX 1024
+#define PING_MS 250
+
+static void s_drain(gw_node_conn_t *nc);
+
+/* ==== call table ============================================================================= */
+
+static void s_ctab_insert(gw_thread_t *t, gw_call_t *c)
+{
+    if (t->ccount + 1 > t->csize / 2) {
+        size_t nsize = t->csize ? t->csize * 2 : 1024;
+        gw_call_t **nt = xcalloc(nsize, sizeof *nt);
+        for (size_t i = 0; i < t->csize; i++)
+            for (gw_call_t *x = t->ctab[i], *next; x; x = next) {
+                next = x->hnext;
+                size_t b = util_mix64(x->rid) & (nsize - 1);
+                x->hnext = nt[b];
+                nt[b] = x;
+            }
+        free(t->ctab);
+        t->ctab = nt;
+        t->csize = nsize;
+    }
+    size_t b = util_mix64(c->rid) & (t->csize - 1);
+    c->hnext = t->ctab[b];
+    t->ctab[b] = c;
+    t->ccount++;
+}
+
+static gw_call_t *s_ctab_remove(gw_thread_t *t, uint64_t rid)
+{
+    if (!t->csize)
+        return NULL;
+    for (gw_call_t **pp = &t->ctab[util_mix64(rid) & (t->csize - 1)]; *pp; pp = &(*pp)->hnext) {
+        if ((*pp)->rid == rid) {
+            gw_call_t *c = *pp;
+            *pp = c->hnext;
+            t->ccount--;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+uint64_t gw_next_rid(gw_thread_t *t)
+{
+    return ++t->next_rid;
+}
+
+static void on_token_dispose(void *p)
+{
+    gw_call_t **tok = p;
+    if (*tok) {
+        (*tok)->req = NULL;
+        (*tok)->token = NULL;
+    }
+}
+
+static void s_complete(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    if (h2o_timeout_is_linked(&c->te))
+        h2o_timeout_unlink(&c->te);
+    if (c->token)
+        *c->token = NULL;
+    c->token = NULL;
+    c->cb(c, m, status);
+    free(c->msg);
+    free(c);
+}
+
+/* ==== node state ============================================================================= */
+
+static void s_node_down(gw_node_conn_t *nc, const char *why)
+{
+    if (nc->up) {
+        nc->up = false;
+        if (!nc->seen)
+            return; /* still connecting at startup: nothing to report */
+        atomic_fetch_add(&gw_metrics.node_failovers, 1);
+        LOG_RATELIMITED(LOG_WARN, 1000, "cache-node %d (%s) marked down: %s", nc->idx, gw_cfg.endpoints[nc->idx], why);
+    }
+}
+
+int gw_nodes_up(gw_thread_t *t)
+{
+    int n = 0;
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        n += t->nodes[i].up;
+    return n;
+}
+
+int gw_route_key(gw_thread_t *t, const char *key, size_t klen)
+{
+    bool up[GW_MAX_NODES];
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        up[i] = t->nodes[i].up;
+    return gw_rendezvous(key, klen, gw_cfg.node_seeds, up, gw_cfg.nnodes);
+}
+
+int gw_any_node(gw_thread_t *t, int avoid)
+{
+    int fallback = -1;
+    for (int k = 0; k < gw_cfg.nnodes; k++) {
+        int i = (int)((t->next_rid + (uint64_t)k) % (uint64_t)gw_cfg.nnodes);
+        if (!t->nodes[i].up)
+            continue;
+        if (i != avoid)
+            return i;
+        fallback = i;
+    }
+    return fallback;
+}
+
+static void s_schedule_drain(gw_node_conn_t *nc)
+{
+    if (!h2o_timeout_is_linked(&nc->drain))
+        h2o_timeout_link(nc->t->ctx.loop, &nc->t->ctx.zero_timeout, &nc->drain);
+}
+
+/* ==== calls ================================================================================== */
+
+static void on_call_timeout(h2o_timeout_entry_t *e)
+{
+    gw_call_t *c = H2O_STRUCT_FROM_MEMBER(gw_call_t, te, e);
+    gw_thread_t *t = c->t;
+    s_ctab_remove(t, c->rid);
+    s_node_down(&t->nodes[c->node], "missed its deadline");
+    if (c->type != PROTO_PING)
+        atomic_fetch_add(&gw_metrics.upstream_timeouts, 1);
+    s_complete(c, NULL, PROTO_ETIMEOUT);
+}
+
+static bool s_is_read(uint8_t type)
+{
+    return type == PROTO_GET || type == PROTO_MGET || type == PROTO_STATS;
+}
+
+gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
+                        gw_call_cb cb, void *arg)
+{
+    if (node < 0 || node >= gw_cfg.nnodes)
+        return NULL;
+    gw_node_conn_t *nc = &t->nodes[node];
+    if (zu_send(nc->sock, NULL, 0, b->data, b->len) < 0) {
+        s_node_down(nc, errno == EAGAIN ? "not connected" : zmq_strerror(errno));
+        return NULL;
+    }
+    gw_call_t *c = xcalloc(1, sizeof *c);
+    c->rid = rid;
+    c->t = t;
+    c->node = node;
+    c->type = type;
+    c->cb = cb;
+    c->arg = arg;
+    c->start_us = util_mono_us();
+    c->te.cb = on_call_timeout;
+    if (req) {
+        c->req = req;
+        c->token = h2o_mem_alloc_shared(&req->pool, sizeof(gw_call_t *), on_token_dispose);
+        *c->token = c;
+    }
+    if (s_is_read(type)) {
+        c->msg = xmalloc(b->len);
+        memcpy(c->msg, b->data, b->len);
+        c->msg_len = b->len;
+    }
+    s_ctab_insert(t, c);
+    h2o_timeout_link(t->ctx.loop, type == PROTO_PING ? &t->ping_timeout : &t->req_timeout, &c->te);
+    s_schedule_drain(nc);
+    return c;
+}
+
+/* A node went away: re-send its reads elsewhere, fail its writes. */
+static void s_fail_node_calls(gw_thread_t *t, int node)
+{
+    gw_call_t *moved = NULL;
+    for (size_t i = 0; i < t->csize; i++) {
+        for (gw_call_t **pp = &t->ctab[i]; *pp;) {
+            gw_call_t *c = *pp;
+            if (c->node != node) {
+                pp = &c->hnext;
+                continue;
+            }
+            *pp = c->hnext;
+            t->ccount--;
+            c->hnext = moved;
+            moved = c;
+        }
+    }
+    while (moved) {
+        gw_call_t *c = moved;
+        moved = c->hnext;
+        int other = c->msg ? gw_any_node(t, node) : -1;
+        if (other >= 0 && other != node &&
+            zu_send(t->nodes[other].sock, NULL, 0, c->msg, c->msg_len) == 0) {
+            atomic_fetch_add(&gw_metrics.upstream_retries, 1);
+            c->node = other;
+            s_ctab_insert(t, c);
+            s_schedule_drain(&t->nodes[other]);
+            continue;
+        }
+        if (c->type != PROTO_PING)
+            atomic_fetch_add(&gw_metrics.upstream_unavailable, 1);
+        s_complete(c, NULL, PROTO_EUNAVAIL);
+    }
+}
+
+/* ==== receiving ============================================================================== */
+
+static void on_drain_timer(h2o_timeout_entry_t *e)
+{
+    gw_node_conn_t *nc = H2O_STRUCT_FROM_MEMBER(gw_node_conn_t, drain, e);
+    s_drain(nc);
+}
+
+static void s_drain(gw_node_conn_t *nc)
+{
+    gw_thread_t *t = nc->t;
+    for (int k = 0; k < DRAIN_MAX; k++) {
+        if (!zu_readable(nc->sock))
+            return;
+        zmq_msg_t frames[ZU_FRAMES_MAX];
+        int n;
+        if (zu_recv(nc->sock, frames, ZU_FRAMES_MAX, &n) < 0) {
+            if (errno == EPROTO)
+                continue;
+            return;
+        }
+        proto_msg_t m;
+        if (n != 1 || proto_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &m) != PROTO_DEC_OK) {
+            LOG_RATELIMITED(LOG_WARN, 1000, "malformed reply from cache-node %d dropped", nc->idx);
+            if (n == 1)
+                proto_msg_fini(&m);
+            zu_close_frames(frames, n);
+            continue;
+        }
+        if (!nc->up && nc->seen)
+            LOG(LOG_INFO, "cache-node %d (%s) is up again", nc->idx, gw_cfg.endpoints[nc->idx]);
+        nc->up = true;
+        nc->seen = true;
+        if (!t->reported_up) {
+            t->reported_up = true;
+            atomic_fetch_add(&gw_threads_with_nodes, 1);
+        }
+        nc->last_ok_ms = util_mono_ms();
+        gw_call_t *c = s_ctab_remove(t, m.rid);
+        if (c)
+            s_complete(c, &m, m.status);
+        proto_msg_fini(&m);
+        zu_close_frames(frames, n);
+    }
+    /* More may be waiting: continue on the next loop turn so other sockets get their share. */
+    s_schedule_drain(nc);
+}
+
+static void on_zmq_ready(h2o_socket_t *sock, const char *err)
+{
+    gw_node_conn_t *nc = sock->data;
+    s_drain(nc);
+}
+
+static void on_monitor_ready(h2o_socket_t *sock, const char *err)
+{
+    gw_node_conn_t *nc = sock->data;
+    for (int k = 0; k < 64; k++) {
+        int ev = 0;
+        size_t len = sizeof ev;
+        if (zmq_getsockopt(nc->mon, ZMQ_EVENTS, &ev, &len) < 0 || !(ev & ZMQ_POLLIN))
+            return;
+        zmq_msg_t frames[ZU_FRAMES_MAX];
+        int n;
+        if (zu_recv(nc->mon, frames, ZU_FRAMES_MAX, &n) < 0)
+            return;
+        if (n >= 1 && zmq_msg_size(&frames[0]) >= 2) {
+            uint16_t event;
+            memcpy(&event, zmq_msg_data(&frames[0]), 2);
+            if (event == ZMQ_EVENT_DISCONNECTED) {
+                s_node_down(nc, "disconnected");
+                s_fail_node_calls(nc->t, nc->idx);
+            }
+        }
+        zu_close_frames(frames, n);
+    }
+}
+
+/* ==== pings ================================================================================== */
+
+static void on_pong(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    gw_node_conn_t *nc = &c->t->nodes[c->node];
+    nc->ping_out = false;
+}
+
+static void on_ping_timer(h2o_timeout_entry_t *e)
+{
+    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, ping_timer, e);
+    if (t->stopping)
+        return;
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        gw_node_conn_t *nc = &t->nodes[i];
+        if (nc->ping_out)
+            continue;
+        uint64_t rid = gw_next_rid(t);
+        proto_buf_reset(&t->pb);
+        proto_enc_simple(&t->pb, PROTO_PING, rid);
+        /* A down node is probed the same way; its first answer brings it back. */
+        if (zu_send(nc->sock, NULL, 0, t->pb.data, t->pb.len) == 0) {
+            gw_call_t *c = xcalloc(1, sizeof *c);
+            c->rid = rid;
+            c->t = t;
+            c->node = i;
+            c->type = PROTO_PING;
+            c->cb = on_pong;
+            c->te.cb = on_call_timeout;
+            s_ctab_insert(t, c);
+            h2o_timeout_link(t->ctx.loop, &t->ping_timeout, &c->te);
+            nc->ping_out = true;
+            s_schedule_drain(nc);
+        } else {
+            s_node_down(nc, "not connected");
+        }
+    }
+    h2o_timeout_link(t->ctx.loop, &t->ping_tick, &t->ping_timer);
+}
+
+/* ==== setup ================================================================================== */
+
+int gw_upstream_init(gw_thread_t *t, void *zctx, char *err)
+{
+    h2o_timeout_init(t->ctx.loop, &t->req_timeout, gw_cfg.request_timeout_ms);
+    h2o_timeout_init(t->ctx.loop, &t->ping_timeout, MIN(gw_cfg.request_timeout_ms, 1000));
+    h2o_timeout_init(t->ctx.loop, &t->ping_tick, PING_MS);
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        gw_node_conn_t *nc = &t->nodes[i];
+        nc->t = t;
+        nc->idx = i;
+        nc->up = true; /* optimistic: the first send tells (ZMQ_IMMEDIATE) */
+        nc->drain.cb = on_drain_timer;
+        nc->sock = zu_socket(zctx, ZMQ_DEALER, 100000, 100000);
+        int one = 1, ivl_max = 500;
+        zmq_setsockopt(nc->sock, ZMQ_IMMEDIATE, &one, sizeof one);
+        zmq_setsockopt(nc->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+        char mon_ep[96];
+        snprintf(mon_ep, sizeof mon_ep, "inproc://gw-mon-%d-%d", t->idx, i);
+        if (zmq_socket_monitor(nc->sock, mon_ep, ZMQ_EVENT_DISCONNECTED) < 0) {
+            snprintf(err, 256, "zmq_socket_monitor: %s", zmq_strerror(errno));
+            return -1;
+        }
+        nc->mon = zu_socket(zctx, ZMQ_PAIR, 0, 0);
+        if (zmq_connect(nc->mon, mon_ep) < 0 || zmq_connect(nc->sock, gw_cfg.endpoints[i]) < 0) {
+            snprintf(err, 256, "connect %s: %s", gw_cfg.endpoints[i], zmq_strerror(errno));
+            return -1;
+        }
+        int fd;
+        size_t len = sizeof fd;
+        zmq_getsockopt(nc->sock, ZMQ_FD, &fd, &len);
+        nc->hsock = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
+        nc->hsock->data = nc;
+        h2o_socket_read_start(nc->hsock, on_zmq_ready);
+        zmq_getsockopt(nc->mon, ZMQ_FD, &fd, &len);
+        nc->hmon = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
+        nc->hmon->data = nc;
+        h2o_socket_read_start(nc->hmon, on_monitor_ready);
+    }
+    t->ping_timer.cb = on_ping_timer;
+    h2o_timeout_link(t->ctx.loop, &t->ctx.zero_timeout, &t->ping_timer);
+    return 0;
+}
+
+void gw_upstream_fini(gw_thread_t *t)
+{
+    if (h2o_timeout_is_linked(&t->ping_timer))
+        h2o_timeout_unlink(&t->ping_timer);
+    /* Answer whatever is still out so no request waits on a closed socket. */
+    for (size_t i = 0; i < t->csize; i++)
+        while (t->ctab[i]) {
+            gw_call_t *c = t->ctab[i];
+            t->ctab[i] = c->hnext;
+            t->ccount--;
+            s_complete(c, NULL, PROTO_EUNAVAIL);
+        }
+    h2o_timeout_dispose(t->ctx.loop, &t->ping_tick);
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        gw_node_conn_t *nc = &t->nodes[i];
+        if (h2o_timeout_is_linked(&nc->drain))
+            h2o_timeout_unlink(&nc->drain);
+        if (nc->hsock) {
+            h2o_socket_read_stop(nc->hsock);
+            h2o_socket_close(nc->hsock);
+        }
+        if (nc->hmon) {
+            h2o_socket_read_stop(nc->hmon);
+            h2o_socket_close(nc->hmon);
+        }
+        zmq_socket_monitor(nc->sock, NULL, 0);
+        zmq_close(nc->mon);
+        zmq_close(nc->sock);
+    }
+    free(t->ctab);
+    t->ctab = NULL;
+}

@@ -1,0 +1,16 @@
+# gateway/: the HTTP gateway. libgw.a holds the pure logic (unit tested); the binary adds h2o glue.
+GW_LIB := $(B)/libgw.a
+GW_LIB_OBJS := $(B)/gateway/gw_json.o $(B)/gateway/gw_auth.o $(B)/gateway/gw_cors.o $(B)/gateway/gw_ratelimit.o
+$(GW_LIB): $(GW_LIB_OBJS)
+	$(AR) rcs $@ $^
+
+GW_OBJS := $(B)/gateway/gw_main.o $(B)/gateway/gw_http.o $(B)/gateway/gw_upstream.o $(B)/gateway/gw_metrics.o \
+           $(B)/gateway/gw_watch.o
+BINS += $(B)/bin/gateway $(B)/bin/presence-token
+$(B)/bin/gateway: $(GW_OBJS) $(GW_LIB) $(SYNC_LIB) $(PROTO_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lssl -lcrypto -lm
+
+$(B)/bin/presence-token: $(B)/gateway/presence_token.o $(GW_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm

@@ -1,0 +1,239 @@
+/* proto.h -- the msgpack wire format shared by every process (see proto/PROTOCOL.md).
+ *
+ * Every message is one ZeroMQ frame holding one msgpack array whose first three elements are
+ * [protocol version, message type, request id]. Commands travel DEALER -> ROUTER (gateway ->
+ * cache-node -> store-node or sync relay) and are answered with a reply carrying the same request
+ * id. The change stream (store-node PUB -> cache-nodes and relays) sends two frames: a one-byte
+ * topic ("C" changes, "H" heartbeat) and the message.
+ *
+ * Decoding is strict: the frame size, every container count (checked against the bytes left
+ * before msgpack-c allocates anything), the nesting depth, every type, every string length and
+ * every enum value are validated; a malformed frame yields PROTO_MALFORMED with a reason, never a
+ * crash. Strings in a decoded message that are not copied into records (keys, error text) point
+ * into the frame: keep the frame alive while using them.
+ *
+ * No I/O, no logging, no global state: thread-safe.
+ */
+#ifndef PRESENCE_PROTO_H
+#define PRESENCE_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION 1
+#define PROTO_FRAME_MAX (16u << 20) /* hard cap on any frame we decode */
+#define PROTO_ITEMS_MAX 20000u      /* keys / records / changes in one message */
+#define PROTO_ERRMSG_MAX 256u
+#define PROTO_STATS_MAX 512u        /* name/value pairs in a stats reply */
+#define PROTO_STAT_NAME_MAX 128u
+
+#define PROTO_TOPIC_CHANGES 'C'
+#define PROTO_TOPIC_HUGZ 'H'
+
+enum proto_type {
+    /* commands */
+    PROTO_GET = 1,     /* [V,T,rid, key]                                   -> REPLY */
+    PROTO_MGET = 2,    /* [V,T,rid, [key...]]                              -> REPLY (found only) */
+    PROTO_PUT = 3,     /* [V,T,rid, [[uid,status,msg,ttl,node]...]]        -> REPLY (stored records) */
+    PROTO_TOUCH = 4,   /* [V,T,rid, [[uid,ttl,node]...]]  ttl 0 = keep      -> REPLY (records) */
+    PROTO_DEL = 5,     /* [V,T,rid, key]                                   -> REPLY (as_of = tombstone seq) */
+    PROTO_STATS = 6,   /* [V,T,rid]                                        -> STATS_REPLY */
+    PROTO_CATCHUP = 7, /* [V,T,rid, epoch, after_seq, max_items, flags, snap_start] -> CATCHUP_REPLY */
+    PROTO_PING = 8,    /* [V,T,rid]                                        -> PONG */
+    PROTO_APPLY = 9,   /* [V,T,rid, [record...]]  cache fill after a write -> REPLY */
+    /* replies */
+    PROTO_REPLY = 32,         /* [V,T,rid, status, as_of, [record...], errmsg, flags] */
+    PROTO_CATCHUP_REPLY = 33, /* [V,T,rid, status, epoch, mode, through_seq, done, [change...]] */
+    PROTO_PONG = 34,          /* [V,T,rid, status, [[name,value]...]] */
+    PROTO_STATS_REPLY = 35,   /* [V,T,rid, status, [[name,value]...]] */
+    /* change stream */
+    PROTO_CHANGES = 64, /* [V,T,0, epoch, first_seq, last_seq, [change...]] */
+    PROTO_HUGZ = 65,    /* [V,T,0, epoch, seq, now_us] */
+};
+
+/* Reply status codes (PROTO_REPLY and friends). */
+enum proto_status {
+    PROTO_OK = 0,
+    PROTO_NOTFOUND = 1,  /* GET/DEL of an unknown key */
+    PROTO_EBADREQ = 2,   /* malformed or invalid command */
+    PROTO_EOVERLOAD = 3, /* a bounded queue is full: retry later */
+    PROTO_EUNAVAIL = 4,  /* the store (or the link to the center) is unreachable */
+    PROTO_EINTERNAL = 5, /* storage error */
+    PROTO_ETIMEOUT = 6,  /* an upstream hop missed its deadline */
+    PROTO_STATUS_MAX_ = 6
+};
+
+/* REPLY flags */
+#define PROTO_REPLY_F_STALE 0x1u /* served from a cache whose change stream is not live (center unreachable) */
+
+/* Presence statuses, in wire order. */
+enum presence_status { PRESENCE_ONLINE = 0, PRESENCE_AWAY = 1, PRESENCE_BUSY = 2, PRESENCE_OFFLINE = 3 };
+#define PRESENCE_STATUS_COUNT 4
+
+/* Change kinds on the stream and in catch-up replies. */
+enum proto_change_kind {
+    PROTO_CH_SET = 1,   /* payload: a whole record */
+    PROTO_CH_DEL = 2,   /* payload: user id (erased or purged) */
+    PROTO_CH_TOUCH = 3, /* payload: [uid, last_seen, expires_at, node_id, ttl] (heartbeat, status unchanged) */
+};
+
+/* Catch-up reply modes. */
+enum proto_catchup_mode {
+    PROTO_CATCHUP_INCREMENTAL = 0, /* changes after the requested sequence follow */
+    PROTO_CATCHUP_SNAPSHOT = 1,    /* the requested sequence is too old (or another epoch): drop
+                                      everything, then apply what follows (all live records) */
+};
+#define PROTO_CATCHUP_F_NO_DATA 0x1u   /* snapshot mode: send no records, just the through_seq */
+#define PROTO_CATCHUP_F_SNAP_CONT 0x2u /* continuing a snapshot begun at snap_start: no restart while
+                                          no tombstone after snap_start has been pruned */
+
+#define PROTO_USER_ID_MAX 128
+#define PROTO_NODE_ID_MAX 64
+#define PROTO_MESSAGE_MAX 256
+#define PROTO_TTL_MAX 604800u
+
+/* A presence record. Strings are NUL-terminated copies (fixed buffers: decoding never mallocs
+ * per record). Times are microseconds since the Unix epoch, UTC. */
+typedef struct proto_record {
+    uint64_t version;
+    uint64_t last_seen_us, updated_at_us, expires_at_us;
+    uint32_t ttl_s;
+    uint8_t status; /* enum presence_status */
+    uint8_t uid_len, node_len;
+    uint16_t msg_len;
+    char user_id[PROTO_USER_ID_MAX + 1];
+    char node_id[PROTO_NODE_ID_MAX + 1];
+    char message[PROTO_MESSAGE_MAX + 1];
+} proto_record_t;
+
+/* A change (stream and catch-up). For DEL only rec.user_id/uid_len are set; for TOUCH user_id,
+ * last_seen_us, expires_at_us, node_id and ttl_s are set. rec.version is always the change's seq. */
+typedef struct proto_change {
+    uint8_t kind; /* enum proto_change_kind */
+    proto_record_t rec;
+} proto_change_t;
+
+typedef struct proto_str {
+    const char *p; /* borrowed: points into the frame */
+    uint32_t len;
+} proto_str_t;
+
+typedef struct proto_stat {
+    proto_str_t name; /* borrowed */
+    uint64_t value;
+} proto_stat_t;
+
+/* A decoded message. Which fields are meaningful depends on `type` (see enum proto_type):
+ *   GET, DEL:           key
+ *   MGET:               keys[n]
+ *   PUT:                recs[n] with user_id, status, message, ttl_s, node_id
+ *   TOUCH:              recs[n] with user_id, ttl_s (0 = keep), node_id
+ *   APPLY:              recs[n] (whole records)
+ *   CATCHUP:            epoch, seq (after_seq), max_items, flags, first_seq (snap_start)
+ *   REPLY:              status, seq (as_of), recs[n], key (error text; may be empty), flags
+ *   CATCHUP_REPLY:      status, epoch, mode, seq (through_seq), done, changes[n]
+ *   PONG, STATS_REPLY:  status, stats[n]
+ *   CHANGES:            epoch, first_seq, seq (last_seq), changes[n]
+ *   HUGZ:               epoch, seq, now_us
+ * Allocated arrays are owned by the message: release with proto_msg_fini(). */
+typedef struct proto_msg {
+    uint8_t type;
+    uint64_t rid;
+    uint8_t status;
+    uint8_t mode;
+    bool done;
+    uint32_t flags;
+    uint64_t epoch, seq, first_seq, now_us, max_items;
+    proto_str_t key;
+    uint32_t n;
+    proto_str_t *keys;
+    proto_record_t *recs;
+    proto_change_t *changes;
+    proto_stat_t *stats;
+    char err[96]; /* why decoding failed */
+} proto_msg_t;
+
+enum proto_dec_result { PROTO_DEC_OK = 0, PROTO_MALFORMED = -1, PROTO_EVERSION = -2 };
+
+/* Decode one frame into *m (which is initialised here; call proto_msg_fini even on failure).
+ * Returns PROTO_DEC_OK, PROTO_MALFORMED (m->err says why) or PROTO_EVERSION (another protocol
+ * version; m->rid and m->type are filled when readable, so the caller may answer with an error). */
+int proto_decode(const void *data, size_t len, proto_msg_t *m);
+void proto_msg_fini(proto_msg_t *m);
+
+/* Reads only the [version, type, rid] header of a frame without allocating. Returns 0 or -1. */
+int proto_peek_header(const void *data, size_t len, uint8_t *type, uint64_t *rid);
+
+/* ---- encoding ------------------------------------------------------------------------------
+ * A proto_buf_t is a growable byte buffer. Encoders append one whole message. The buffer may be
+ * reused (proto_buf_reset) or handed to ZeroMQ without a copy (proto_buf_steal + free()). */
+typedef struct proto_buf {
+    char *data;
+    size_t len, cap;
+} proto_buf_t;
+
+void proto_buf_init(proto_buf_t *b);
+void proto_buf_reset(proto_buf_t *b);
+void proto_buf_fini(proto_buf_t *b);
+/* Take ownership of the bytes (free with free()); the buffer becomes empty. */
+char *proto_buf_steal(proto_buf_t *b, size_t *len);
+void proto_buf_append(proto_buf_t *b, const void *p, size_t n);
+
+/* A streaming encoder for messages whose item count is known up front. */
+typedef struct proto_enc {
+    proto_buf_t *b;
+} proto_enc_t;
+
+void proto_enc_init(proto_enc_t *e, proto_buf_t *b);
+/* Header: array of `nfields` total elements, then V, type, rid. */
+void proto_enc_header(proto_enc_t *e, uint32_t nfields, uint8_t type, uint64_t rid);
+void proto_enc_array(proto_enc_t *e, uint32_t n);
+void proto_enc_u64(proto_enc_t *e, uint64_t v);
+void proto_enc_bool(proto_enc_t *e, bool v);
+void proto_enc_str(proto_enc_t *e, const char *s, size_t len);
+void proto_enc_record(proto_enc_t *e, const proto_record_t *r);
+void proto_enc_change(proto_enc_t *e, const proto_change_t *c);
+/* Append already-encoded msgpack bytes (e.g. a cached record) as one element. */
+void proto_enc_raw(proto_enc_t *e, const void *p, size_t n);
+
+/* Whole-message helpers. */
+void proto_enc_get(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen); /* GET or DEL */
+void proto_enc_keys(proto_buf_t *b, uint64_t rid, const proto_str_t *keys, uint32_t n);    /* MGET */
+/* PUT / TOUCH / APPLY: the fields each type carries are taken from recs. */
+void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n);
+void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid);                          /* STATS, PING */
+void proto_enc_catchup(proto_buf_t *b, uint64_t rid, uint64_t epoch, uint64_t after_seq, uint64_t max_items,
+                       uint32_t flags, uint64_t snap_start);
+/* CATCHUP_REPLY: header and fixed fields, then the caller appends n changes (proto_enc_change). */
+void proto_enc_catchup_reply_begin(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t epoch, uint8_t mode,
+                                   uint64_t through_seq, bool done, uint32_t n);
+/* CHANGES: header and range, then the caller appends n changes. */
+void proto_enc_changes_begin(proto_enc_t *e, uint64_t epoch, uint64_t first_seq, uint64_t last_seq, uint32_t n);
+/* REPLY with n records. err may be NULL. */
+void proto_enc_reply(proto_buf_t *b, uint64_t rid, uint8_t status, uint64_t as_of, const proto_record_t *recs,
+                     uint32_t n, const char *err, uint32_t flags);
+/* REPLY whose records are raw msgpack record encodings (from the cache). */
+void proto_enc_reply_raw_begin(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t as_of, uint32_t n);
+void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags);
+/* PONG / STATS_REPLY. */
+void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status, const proto_stat_t *stats,
+                     uint32_t n);
+void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us);
+
+/* The encoded record alone (what the store keeps in LMDB and the cache keeps in memory). */
+void proto_record_encode(proto_buf_t *b, const proto_record_t *r);
+/* Decode one record encoding (a whole buffer). Returns 0 or -1. */
+int proto_record_decode(const void *data, size_t len, proto_record_t *r);
+
+/* Fill the string fields of a record (copies; lengths must be within the limits). */
+void proto_record_set_uid(proto_record_t *r, const char *s, size_t len);
+void proto_record_set_node(proto_record_t *r, const char *s, size_t len);
+void proto_record_set_msg(proto_record_t *r, const char *s, size_t len);
+
+const char *proto_status_name(int status);        /* "ok", "notfound", ... */
+const char *proto_presence_name(int presence);    /* "online", ... or NULL */
+int proto_presence_parse(const char *s, size_t len); /* enum presence_status, or -1 */
+const char *proto_type_name(int type);
+
+#endif

@@ -1,0 +1,139 @@
+/* store.h -- the durable presence store: LMDB records, expiry index, sequence, tombstones.
+ *
+ * The engine does no I/O besides LMDB and never logs. One thread (the store-node's writer) calls
+ * the write functions; any thread may call the read functions concurrently with it (LMDB MVCC,
+ * MDB_NOTLS). Map growth needs every read transaction of this process closed: reads therefore
+ * hold `resize_lock` for reading while their transaction is open and growth takes it for writing.
+ *
+ * Every change gets the next global sequence number, which is also the record's version. A
+ * record, its index entries and the last sequence number commit in one transaction.
+ *
+ * Errors: functions return STORE_OK, STORE_NOTFOUND (reads), or STORE_ERROR with a message in
+ * the caller's err buffer (STORE_ERR_LEN bytes).
+ */
+#ifndef PRESENCE_STORE_H
+#define PRESENCE_STORE_H
+
+#include "proto.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ERR_LEN 256
+
+enum store_result { STORE_OK = 0, STORE_NOTFOUND = 1, STORE_ERROR = -1 };
+
+enum store_sync_mode {
+    STORE_SYNC_FULL = 0,   /* fsync data and meta at every commit: nothing acknowledged is ever lost */
+    STORE_SYNC_NOMETA = 1, /* MDB_NOMETASYNC: a power loss may undo the last commit(s); a process crash loses nothing */
+    STORE_SYNC_NONE = 2,   /* MDB_NOSYNC + periodic store_flush(): power loss may undo the last flush interval;
+                              a process crash (kill -9) loses nothing, the OS page cache holds the writes */
+};
+
+typedef struct store_config {
+    const char *path;        /* directory holding data.mdb (created if missing) */
+    int sync_mode;           /* enum store_sync_mode */
+    uint64_t map_size;       /* initial map size in bytes (grows on MDB_MAP_FULL) */
+    uint64_t map_size_max;   /* never grow beyond this */
+    uint64_t retention_us;   /* offline records are purged this long after last_seen */
+    uint64_t default_ttl_s;  /* TTL for a TOUCH that creates a record with ttl 0 */
+    uint64_t tombstones_max; /* keep at most this many tombstones (older ones move the floor) */
+} store_config_t;
+
+typedef struct store store_t;
+
+/* A write operation inside a group commit. */
+typedef struct store_op {
+    uint8_t type;              /* PROTO_PUT, PROTO_TOUCH or PROTO_DEL */
+    uint32_t n;                /* items (DEL: 1) */
+    const proto_record_t *in;  /* borrowed input items (DEL: in[0].user_id) */
+    proto_record_t *out;       /* caller-provided, n entries: the stored records (PUT, TOUCH) */
+    uint8_t status;            /* out: PROTO_OK, PROTO_NOTFOUND (DEL), PROTO_EINTERNAL */
+    uint64_t as_of;            /* out: the op's last sequence number (DEL: the tombstone's) */
+} store_op_t;
+
+/* A growable list of changes produced by writes and sweeps, in sequence order. */
+typedef struct store_changes {
+    proto_change_t *v;
+    size_t n, cap;
+} store_changes_t;
+
+void store_changes_init(store_changes_t *c);
+void store_changes_reset(store_changes_t *c);
+void store_changes_fini(store_changes_t *c);
+
+typedef struct store_info {
+    uint64_t epoch;        /* random id of this database, fixed at creation */
+    uint64_t last_seq;     /* last committed sequence */
+    uint64_t tomb_floor;   /* catch-up after a sequence below this needs a snapshot */
+    uint64_t records;      /* live records */
+    uint64_t tombstones;
+    uint64_t map_size;     /* current map size in bytes */
+    uint64_t map_used;     /* bytes of the map in use (last page number x page size) */
+    uint64_t map_grows;    /* times the map grew since open */
+    uint64_t readers_cleared; /* stale reader slots cleared since open */
+} store_info_t;
+
+/* Open (creating if needed) the store at cfg->path. Returns 0 and *out, or -1 with err. */
+int store_open(const store_config_t *cfg, store_t **out, char *err);
+/* Close and free; sets *s to NULL. Accepts NULL. No other thread may use the store. */
+void store_close(store_t **s);
+
+/* ---- writer-thread API ---------------------------------------------------------------------- */
+
+/* Apply `nops` operations in one transaction and commit it (group commit). Each op gets its own
+ * status; changes are appended to `changes` in sequence order (only once the commit succeeded).
+ * MDB_MAP_FULL grows the map and re-runs the whole group; MDB_TXN_FULL splits it. Returns 0 when
+ * the commit succeeded (individual ops may still be NOTFOUND), -1 on a storage error (no op was
+ * applied, every op's status is PROTO_EINTERNAL). */
+int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, store_changes_t *changes, char *err);
+
+/* Expire and purge: records whose expires_at <= now turn offline (message cleared, last_seen kept,
+ * new version); offline records whose last_seen + retention <= now are purged (tombstone); the
+ * oldest tombstones beyond tombstones_max are pruned. At most `max` actions per call, one
+ * transaction. Returns the number of actions (changes appended), or -1. *next_due_us is set to
+ * the earliest remaining due time (UINT64_MAX if none). *expired and *purged count actions. */
+int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *changes, uint64_t *next_due_us,
+                uint64_t *expired, uint64_t *purged, char *err);
+
+/* SYNC_MODE=none: force buffered commits to disk. Returns 0 or -1. */
+int store_flush(store_t *s, char *err);
+
+/* Clear stale reader slots (dead processes). Returns the number cleared, or -1. */
+int store_reader_check(store_t *s);
+
+/* ---- read API (any thread) ------------------------------------------------------------------ */
+
+typedef struct store_read store_read_t;
+
+/* Begin a read snapshot. Returns NULL on error (err set). Keep it short: it pins old pages and
+ * blocks map growth. */
+store_read_t *store_read_begin(store_t *s, char *err);
+void store_read_end(store_read_t **r);
+/* The last sequence committed as of this snapshot, and the tombstone floor. */
+uint64_t store_read_seq(const store_read_t *r);
+uint64_t store_read_floor(const store_read_t *r);
+/* Look up one record: STORE_OK (copied into *out), STORE_NOTFOUND, or STORE_ERROR. */
+int store_read_get(store_read_t *r, const char *uid, size_t len, proto_record_t *out);
+/* The raw encoded record (borrowed until store_read_end): STORE_OK / STORE_NOTFOUND / STORE_ERROR. */
+int store_read_get_raw(store_read_t *r, const char *uid, size_t len, const void **data, size_t *dlen);
+
+/* Catch-up: the changes after `after_seq` in sequence order -- every live record whose version is
+ * greater (as SET) and every tombstone whose seq is greater (as DEL) -- at most max_items.
+ * *done tells whether the scan reached the end; *through_seq is the sequence up to which the
+ * client is now complete (the snapshot's last_seq when done, else the last change's seq).
+ * With `records_only` tombstones are skipped (a snapshot of live records). */
+int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, bool records_only,
+                       store_changes_t *out, uint64_t *through_seq, bool *done);
+
+void store_get_info(store_t *s, store_info_t *info);
+uint64_t store_epoch(const store_t *s);
+
+/* The due time of a record in the expiry index: expires_at while it shows a live status,
+ * last_seen + retention once offline. */
+uint64_t store_due_us(const store_t *s, const proto_record_t *r);
+
+const char *store_sync_mode_name(int mode);
+
+#endif

@@ -1,0 +1,786 @@
+/* store_node.c -- the center's store-node process: the only writer of durable state.
+ *
+ * Threads:
+ *   main    owns every ZeroMQ socket: the command ROUTER(s) (cache-nodes, sync relays), the change
+ *           stream PUB(s). It decodes and validates commands, answers reads, catch-ups, pings and
+ *           stats from LMDB read snapshots, queues writes for the writer, and -- when the writer
+ *           reports a committed group -- publishes the group's changes in sequence order and then
+ *           sends the acknowledgements. It also publishes a HUGZ heartbeat carrying the last
+ *           published sequence every STORE_HUGZ_MS.
+ *   writer  the only thread that opens LMDB write transactions: it takes every queued write (up
+ *           to STORE_BATCH_MAX items) and commits them in one transaction (group commit), runs the
+ *           TTL sweeper when the expiry index says something is due, and in SYNC_MODE=none flushes
+ *           every SYNC_FLUSH_MS.
+ *
+ *   main --(job queue: mutex + condvar, bounded by STORE_QUEUE_MAX items)--> writer
+ *   writer --(completion queue: mutex + eventfd polled by zmq_poll)--> main
+ *
+ * Lock order: queue_lock and done_lock are never held together; LMDB's resize_lock is taken
+ * inside store.c only, never while holding either queue lock.
+ *
+ * A write is acknowledged only after its group's commit returned, and its change is published
+ * before the acknowledgement goes out. Overload (queue full) is answered EOVERLOAD at once.
+ */
+#include "cfg.h"
+#include "log.h"
+#include "proto.h"
+#include "stats.h"
+#include "store.h"
+#include "util.h"
+#include "zutil.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_IDENT 255
+#define CHANGES_PER_MSG 512
+#define CATCHUP_MAX_ITEMS 2000
+
+typedef struct job {
+    struct job *next;
+    void *router; /* which ROUTER the command came from (answers go back there) */
+    uint8_t ident[MAX_IDENT];
+    uint8_t ident_len;
+    uint8_t type;
+    uint64_t rid;
+    store_op_t op;
+    proto_record_t *in, *out;
+    uint64_t t_recv_us;
+} job_t;
+
+typedef struct completion {
+    struct completion *next;
+    job_t *jobs;
+    store_changes_t changes;
+} completion_t;
+
+static struct {
+    /* config */
+    char data_dir[400];
+    char cmd_ep[512], pub_ep[512];
+    uint64_t center_port;
+    int sync_mode;
+    uint64_t flush_ms, hugz_ms, batch_max, queue_max, sweep_max;
+    store_config_t scfg;
+    char store_path[512];
+
+    store_t *store;
+    void *zctx;
+    void *routers[2], *pubs[2];
+    int nrouters, npubs;
+    int efd;
+
+    /* job queue (main -> writer) */
+    pthread_mutex_t queue_lock;
+    pthread_cond_t queue_cond;
+    job_t *q_head, *q_tail;
+    uint64_t q_items; /* items queued or being written */
+    bool stopping;
+
+    /* completions (writer -> main) */
+    pthread_mutex_t done_lock;
+    completion_t *d_head, *d_tail;
+
+    /* main thread state */
+    uint64_t pub_seq;
+    proto_buf_t buf;
+
+    /* metrics */
+    _Atomic uint64_t writes_total, write_ops_total, commits_total, commit_errors, expirations_total, purges_total;
+    _Atomic uint64_t overload_total, malformed_total, reads_total, catchups_total, snapshots_total;
+    _Atomic uint64_t pub_msgs_total, pub_drops_total, flushes_total, sweeps_total;
+    stats_hist_t commit_hist, group_hist, ack_hist;
+} S;
+
+static volatile sig_atomic_t s_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+/* ==== configuration ========================================================================== */
+
+static int s_config(char *err)
+{
+    static const char *const modes[] = {"full", "nometa", "none", NULL};
+    snprintf(S.data_dir, sizeof S.data_dir, "./data");
+    S.sync_mode = STORE_SYNC_FULL;
+    S.flush_ms = 200;
+    S.hugz_ms = 1000;
+    S.batch_max = 4096;
+    S.queue_max = 65536;
+    S.sweep_max = 1000;
+    uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, tombs = 1000000;
+    if (cfg_str("DATA_DIR", S.data_dir, sizeof S.data_dir, err) < 0 || cfg_enum("SYNC_MODE", modes, &S.sync_mode, err) < 0 ||
+        cfg_u64("SYNC_FLUSH_MS", 1, 60000, &S.flush_ms, err) < 0 ||
+        cfg_u64("STORE_HUGZ_MS", 10, 60000, &S.hugz_ms, err) < 0 ||
+        cfg_u64("STORE_BATCH_MAX", 1, 100000, &S.batch_max, err) < 0 ||
+        cfg_u64("STORE_QUEUE_MAX", 1, 10000000, &S.queue_max, err) < 0 ||
+        cfg_u64("STORE_SWEEP_MAX", 1, 100000, &S.sweep_max, err) < 0 ||
+        cfg_u64("STORE_MAP_SIZE_MB", 1, 1u << 24, &map_mb, err) < 0 ||
+        cfg_u64("STORE_MAP_MAX_MB", 1, 1u << 24, &map_max_mb, err) < 0 ||
+        cfg_duration_ms("RETENTION", 1000, 1, 3650ull * 86400000, &retention_ms, err) < 0 ||
+        cfg_u64("PRESENCE_TTL", 1, PROTO_TTL_MAX, &ttl, err) < 0 ||
+        cfg_u64("STORE_TOMBSTONES_MAX", 1, 1000000000, &tombs, err) < 0 ||
+        cfg_u64("CENTER_PORT", 1, 65534, &S.center_port, err) < 0)
+        return -1;
+    snprintf(S.cmd_ep, sizeof S.cmd_ep, "ipc://%s/run/store-cmd.sock", S.data_dir);
+    snprintf(S.pub_ep, sizeof S.pub_ep, "ipc://%s/run/store-pub.sock", S.data_dir);
+    if (cfg_str("STORE_CMD_ENDPOINT", S.cmd_ep, sizeof S.cmd_ep, err) < 0 ||
+        cfg_str("STORE_PUB_ENDPOINT", S.pub_ep, sizeof S.pub_ep, err) < 0)
+        return -1;
+    snprintf(S.store_path, sizeof S.store_path, "%s/store", S.data_dir);
+    S.scfg.path = S.store_path;
+    S.scfg.sync_mode = S.sync_mode;
+    S.scfg.map_size = map_mb << 20;
+    S.scfg.map_size_max = MAX(map_max_mb, map_mb) << 20;
+    S.scfg.retention_us = retention_ms * 1000;
+    S.scfg.default_ttl_s = ttl;
+    S.scfg.tombstones_max = tombs;
+    return 0;
+}
+
+/* ==== writer thread ========================================================================== */
+
+static void s_push_completion(completion_t *c)
+{
+    pthread_mutex_lock(&S.done_lock);
+    if (S.d_tail)
+        S.d_tail->next = c;
+    else
+        S.d_head = c;
+    S.d_tail = c;
+    pthread_mutex_unlock(&S.done_lock);
+    uint64_t one = 1;
+    if (write(S.efd, &one, sizeof one) < 0 && errno != EAGAIN)
+        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd write: %s", strerror(errno));
+}
+
+static void s_write_group(job_t *jobs, size_t njobs)
+{
+    char err[STORE_ERR_LEN];
+    store_op_t *ops = xmalloc(njobs * sizeof *ops);
+    size_t i = 0, items = 0;
+    for (job_t *j = jobs; j; j = j->next, i++) {
+        ops[i] = j->op;
+        items += j->op.n;
+    }
+    completion_t *c = xcalloc(1, sizeof *c);
+    store_changes_init(&c->changes);
+    uint64_t t0 = util_mono_us();
+    int rc = store_apply(S.store, ops, njobs, util_now_us(), &c->changes, err);
+    uint64_t dt = util_mono_us() - t0;
+    if (rc < 0) {
+        atomic_fetch_add(&S.commit_errors, 1);
+        LOG_RATELIMITED(LOG_ERROR, 1000, "group commit of %zu ops failed: %s", njobs, err);
+    } else {
+        atomic_fetch_add(&S.commits_total, 1);
+        atomic_fetch_add(&S.writes_total, items);
+        atomic_fetch_add(&S.write_ops_total, njobs);
+        stats_hist_observe(&S.commit_hist, dt);
+        stats_hist_observe(&S.group_hist, items);
+    }
+    i = 0;
+    for (job_t *j = jobs; j; j = j->next, i++)
+        j->op = ops[i];
+    free(ops);
+    c->jobs = jobs;
+    s_push_completion(c);
+}
+
+static void *s_writer_main(void *arg)
+{
+    (void)arg;
+    uint64_t next_sweep = 0, next_flush = util_mono_ms() + S.flush_ms, next_rcheck = util_mono_ms() + 10000;
+    char err[STORE_ERR_LEN];
+    for (;;) {
+        pthread_mutex_lock(&S.queue_lock);
+        for (;;) {
+            if (S.q_head || S.stopping)
+                break;
+            uint64_t now_wall = util_now_us(), now = util_mono_ms();
+            uint64_t wake_ms = next_rcheck;
+            if (next_sweep != UINT64_MAX) {
+                if (next_sweep <= now_wall)
+                    break;
+                uint64_t in_ms = (next_sweep - now_wall) / 1000 + 1;
+                wake_ms = MIN(wake_ms, now + in_ms);
+            }
+            if (S.sync_mode == STORE_SYNC_NONE)
+                wake_ms = MIN(wake_ms, next_flush);
+            if (wake_ms <= now)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t d = MIN(wake_ms - now, 1000); /* never sleep blind for long */
+            ts.tv_sec += (time_t)(d / 1000);
+            ts.tv_nsec += (long)(d % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&S.queue_cond, &S.queue_lock, &ts);
+        }
+        /* Take queued jobs up to batch_max items: these commit together. */
+        job_t *head = NULL, *tail = NULL;
+        size_t njobs = 0, items = 0;
+        while (S.q_head && (njobs == 0 || items + S.q_head->op.n <= S.batch_max)) {
+            job_t *j = S.q_head;
+            S.q_head = j->next;
+            if (!S.q_head)
+                S.q_tail = NULL;
+            j->next = NULL;
+            if (tail)
+                tail->next = j;
+            else
+                head = j;
+            tail = j;
+            njobs++;
+            items += j->op.n;
+        }
+        bool stopping = S.stopping && !S.q_head && !head;
+        pthread_mutex_unlock(&S.queue_lock);
+        if (stopping)
+            break;
+        if (head)
+            s_write_group(head, njobs);
+
+        uint64_t now_wall = util_now_us();
+        if (next_sweep <= now_wall) {
+            completion_t *c = xcalloc(1, sizeof *c);
+            store_changes_init(&c->changes);
+            uint64_t next_due = UINT64_MAX, exp = 0, pur = 0;
+            int n = store_sweep(S.store, now_wall, (uint32_t)S.sweep_max, &c->changes, &next_due, &exp, &pur, err);
+            atomic_fetch_add(&S.sweeps_total, 1);
+            if (n < 0)
+                LOG_RATELIMITED(LOG_ERROR, 1000, "sweep failed: %s", err);
+            atomic_fetch_add(&S.expirations_total, exp);
+            atomic_fetch_add(&S.purges_total, pur);
+            if (c->changes.n) {
+                s_push_completion(c);
+            } else {
+                store_changes_fini(&c->changes);
+                free(c);
+            }
+            /* Sweep again when the next record is due, at least every second (tombstone pruning),
+             * at once if this pass hit its cap. */
+            if (n >= (int)S.sweep_max)
+                next_sweep = now_wall;
+            else
+                next_sweep = MIN(next_due, now_wall + 1000000);
+        }
+        uint64_t now = util_mono_ms();
+        if (S.sync_mode == STORE_SYNC_NONE && now >= next_flush) {
+            if (store_flush(S.store, err) < 0)
+                LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
+            atomic_fetch_add(&S.flushes_total, 1);
+            next_flush = now + S.flush_ms;
+        }
+        if (now >= next_rcheck) {
+            int dead = store_reader_check(S.store);
+            if (dead > 0)
+                LOG(LOG_NOTICE, "cleared %d stale LMDB reader slots", dead);
+            next_rcheck = now + 10000;
+        }
+    }
+    return NULL;
+}
+
+/* ==== main thread: replies and publishing ==================================================== */
+
+static void s_reply(void *router, const uint8_t *ident, size_t ident_len, proto_buf_t *b)
+{
+    size_t len;
+    char *data = proto_buf_steal(b, &len);
+    if (zu_send_owned(router, ident, ident_len, data, len) < 0)
+        LOG_RATELIMITED(LOG_WARN, 1000, "reply dropped: %s", zmq_strerror(errno));
+}
+
+static void s_reply_status(void *router, const uint8_t *ident, size_t ident_len, uint64_t rid, uint8_t status,
+                           const char *msg)
+{
+    proto_buf_reset(&S.buf);
+    proto_enc_reply(&S.buf, rid, status, 0, NULL, 0, msg, 0);
+    s_reply(router, ident, ident_len, &S.buf);
+}
+
+static void s_publish_frames(char topic, proto_buf_t *b)
+{
+    for (int i = 0; i < S.npubs; i++) {
+        if (zmq_send(S.pubs[i], &topic, 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+            zmq_send(S.pubs[i], b->data, b->len, ZMQ_DONTWAIT) < 0) {
+            /* PUB drops at the HWM; subscribers see the gap in the sequence and resync. */
+            atomic_fetch_add(&S.pub_drops_total, 1);
+        } else {
+            atomic_fetch_add(&S.pub_msgs_total, 1);
+        }
+    }
+}
+
+static void s_publish_changes(const store_changes_t *ch)
+{
+    for (size_t off = 0; off < ch->n; off += CHANGES_PER_MSG) {
+        size_t n = MIN(CHANGES_PER_MSG, ch->n - off);
+        proto_enc_t e;
+        proto_buf_reset(&S.buf);
+        proto_enc_init(&e, &S.buf);
+        /* The range starts right after what was published before, so a subscriber can tell a gap
+         * from sequence numbers that were consumed by no change (there are none today, but the
+         * contract does not depend on it). */
+        uint64_t first = S.pub_seq + 1, last = ch->v[off + n - 1].rec.version;
+        proto_enc_changes_begin(&e, store_epoch(S.store), first, last, (uint32_t)n);
+        for (size_t i = 0; i < n; i++)
+            proto_enc_change(&e, &ch->v[off + i]);
+        s_publish_frames(PROTO_TOPIC_CHANGES, &S.buf);
+        S.pub_seq = last;
+    }
+}
+
+static void s_publish_hugz(void)
+{
+    proto_buf_reset(&S.buf);
+    proto_enc_hugz(&S.buf, store_epoch(S.store), S.pub_seq, util_now_us());
+    s_publish_frames(PROTO_TOPIC_HUGZ, &S.buf);
+}
+
+static void s_finish_job(job_t *j)
+{
+    proto_buf_reset(&S.buf);
+    if (j->op.status == PROTO_OK && j->type != PROTO_DEL)
+        proto_enc_reply(&S.buf, j->rid, PROTO_OK, j->op.as_of, j->out, j->op.n, NULL, 0);
+    else
+        proto_enc_reply(&S.buf, j->rid, j->op.status, j->op.as_of, NULL, 0,
+                        j->op.status == PROTO_EINTERNAL ? "storage error" : NULL, 0);
+    s_reply(j->router, j->ident, j->ident_len, &S.buf);
+    stats_hist_observe(&S.ack_hist, util_mono_us() - j->t_recv_us);
+    free(j->in);
+    free(j->out);
+    free(j);
+}
+
+static void s_drain_completions(void)
+{
+    uint64_t v;
+    if (read(S.efd, &v, sizeof v) < 0 && errno != EAGAIN)
+        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd read: %s", strerror(errno));
+    pthread_mutex_lock(&S.done_lock);
+    completion_t *c = S.d_head;
+    S.d_head = S.d_tail = NULL;
+    pthread_mutex_unlock(&S.done_lock);
+    while (c) {
+        completion_t *next = c->next;
+        if (c->changes.n)
+            s_publish_changes(&c->changes);
+        uint64_t items = 0;
+        for (job_t *j = c->jobs, *jn; j; j = jn) {
+            jn = j->next;
+            items += j->op.n;
+            s_finish_job(j);
+        }
+        if (items) {
+            pthread_mutex_lock(&S.queue_lock);
+            S.q_items -= items;
+            pthread_mutex_unlock(&S.queue_lock);
+        }
+        store_changes_fini(&c->changes);
+        free(c);
+        c = next;
+    }
+}
+
+/* ==== main thread: commands ================================================================== */
+
+static void s_enqueue(void *router, const uint8_t *ident, size_t ident_len, proto_msg_t *m)
+{
+    uint32_t n = m->type == PROTO_DEL ? 1 : m->n;
+    if (n == 0) {
+        proto_buf_reset(&S.buf);
+        proto_enc_reply(&S.buf, m->rid, PROTO_OK, S.pub_seq, NULL, 0, NULL, 0);
+        s_reply(router, ident, ident_len, &S.buf);
+        return;
+    }
+    pthread_mutex_lock(&S.queue_lock);
+    bool full = S.q_items + n > S.queue_max && S.q_items > 0;
+    if (!full)
+        S.q_items += n;
+    pthread_mutex_unlock(&S.queue_lock);
+    if (full) {
+        atomic_fetch_add(&S.overload_total, 1);
+        s_reply_status(router, ident, ident_len, m->rid, PROTO_EOVERLOAD, "store write queue full");
+        return;
+    }
+    job_t *j = xcalloc(1, sizeof *j);
+    j->router = router;
+    memcpy(j->ident, ident, ident_len);
+    j->ident_len = (uint8_t)ident_len;
+    j->type = m->type;
+    j->rid = m->rid;
+    j->t_recv_us = util_mono_us();
+    if (m->type == PROTO_DEL) {
+        j->in = xcalloc(1, sizeof *j->in);
+        proto_record_set_uid(j->in, m->key.p, m->key.len);
+    } else {
+        j->in = m->recs; /* take ownership */
+        m->recs = NULL;
+        j->out = xmalloc(n * sizeof *j->out);
+    }
+    j->op.type = m->type;
+    j->op.n = n;
+    j->op.in = j->in;
+    j->op.out = j->out;
+    pthread_mutex_lock(&S.queue_lock);
+    if (S.q_tail)
+        S.q_tail->next = j;
+    else
+        S.q_head = j;
+    S.q_tail = j;
+    pthread_cond_signal(&S.queue_cond);
+    pthread_mutex_unlock(&S.queue_lock);
+}
+
+static void s_handle_read(void *router, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    char err[STORE_ERR_LEN];
+    store_read_t *r = store_read_begin(S.store, err);
+    if (!r) {
+        LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
+        s_reply_status(router, ident, ident_len, m->rid, PROTO_EINTERNAL, "storage error");
+        return;
+    }
+    atomic_fetch_add(&S.reads_total, 1);
+    proto_enc_t e;
+    proto_buf_reset(&S.buf);
+    proto_enc_init(&e, &S.buf);
+    uint64_t as_of = store_read_seq(r);
+    if (m->type == PROTO_GET) {
+        const void *d;
+        size_t dl;
+        int rc = store_read_get_raw(r, m->key.p, m->key.len, &d, &dl);
+        if (rc == STORE_OK) {
+            proto_enc_reply_raw_begin(&e, m->rid, PROTO_OK, as_of, 1);
+            proto_enc_raw(&e, d, dl);
+            proto_enc_reply_raw_end(&e, NULL, 0);
+        } else {
+            proto_enc_reply_raw_begin(&e, m->rid, rc == STORE_NOTFOUND ? PROTO_NOTFOUND : PROTO_EINTERNAL, as_of, 0);
+            proto_enc_reply_raw_end(&e, rc == STORE_NOTFOUND ? NULL : "storage error", 0);
+        }
+    } else {
+        /* MGET: found records only. Count first so the array header is exact. */
+        const void **ds = xmalloc((m->n ? m->n : 1) * sizeof *ds);
+        size_t *ls = xmalloc((m->n ? m->n : 1) * sizeof *ls);
+        uint32_t found = 0;
+        for (uint32_t i = 0; i < m->n; i++)
+            if (store_read_get_raw(r, m->keys[i].p, m->keys[i].len, &ds[found], &ls[found]) == STORE_OK)
+                found++;
+        proto_enc_reply_raw_begin(&e, m->rid, PROTO_OK, as_of, found);
+        for (uint32_t i = 0; i < found; i++)
+            proto_enc_raw(&e, ds[i], ls[i]);
+        proto_enc_reply_raw_end(&e, NULL, 0);
+        free(ds);
+        free(ls);
+    }
+    store_read_end(&r);
+    s_reply(router, ident, ident_len, &S.buf);
+}
+
+static void s_handle_catchup(void *router, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    char err[STORE_ERR_LEN];
+    store_read_t *r = store_read_begin(S.store, err);
+    if (!r) {
+        s_reply_status(router, ident, ident_len, m->rid, PROTO_EINTERNAL, "storage error");
+        return;
+    }
+    atomic_fetch_add(&S.catchups_total, 1);
+    uint64_t epoch = store_epoch(S.store), snap_seq = store_read_seq(r), floor = store_read_floor(r);
+    /* A snapshot is needed when the client knows another database (epoch), is ahead of this one
+     * (a store restored from an older copy), or asks from below the tombstone floor -- unless it is
+     * continuing a snapshot begun after every pruned tombstone. */
+    bool cont = (m->flags & PROTO_CATCHUP_F_SNAP_CONT) != 0;
+    bool snapshot = m->epoch != epoch || m->seq > snap_seq || (!cont && m->seq < floor) ||
+                    (cont && floor > m->first_seq);
+    uint32_t max = (uint32_t)MIN(MAX(m->max_items, 1), CATCHUP_MAX_ITEMS);
+    store_changes_t ch;
+    store_changes_init(&ch);
+    uint64_t through = snap_seq;
+    bool done = true;
+    int rc = STORE_OK;
+    if (snapshot) {
+        atomic_fetch_add(&S.snapshots_total, 1);
+        if (!(m->flags & PROTO_CATCHUP_F_NO_DATA))
+            rc = store_read_changes(r, 0, max, true, &ch, &through, &done);
+    } else {
+        rc = store_read_changes(r, m->seq, max, false, &ch, &through, &done);
+    }
+    store_read_end(&r);
+    proto_buf_reset(&S.buf);
+    if (rc != STORE_OK) {
+        proto_enc_t e;
+        proto_enc_init(&e, &S.buf);
+        proto_enc_catchup_reply_begin(&e, m->rid, PROTO_EINTERNAL, epoch, 0, 0, true, 0);
+    } else {
+        proto_enc_t e;
+        proto_enc_init(&e, &S.buf);
+        proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, epoch,
+                                      snapshot ? PROTO_CATCHUP_SNAPSHOT : PROTO_CATCHUP_INCREMENTAL, through, done,
+                                      (uint32_t)ch.n);
+        for (size_t i = 0; i < ch.n; i++)
+            proto_enc_change(&e, &ch.v[i]);
+    }
+    store_changes_fini(&ch);
+    s_reply(router, ident, ident_len, &S.buf);
+}
+
+static void s_collect_stats(stats_list_t *l)
+{
+    store_info_t info;
+    store_get_info(S.store, &info);
+    uint64_t qi;
+    pthread_mutex_lock(&S.queue_lock);
+    qi = S.q_items;
+    pthread_mutex_unlock(&S.queue_lock);
+    stats_add(l, "store_epoch", info.epoch);
+    stats_add(l, "store_sequence", S.pub_seq);
+    stats_add(l, "store_committed_sequence", info.last_seq);
+    stats_add(l, "store_records", info.records);
+    stats_add(l, "store_tombstones", info.tombstones);
+    stats_add(l, "store_tombstone_floor", info.tomb_floor);
+    stats_add(l, "store_map_size_bytes", info.map_size);
+    stats_add(l, "store_map_used_bytes", info.map_used);
+    stats_add(l, "store_map_grows_total", info.map_grows);
+    stats_add(l, "store_queue_items", qi);
+    stats_add(l, "store_queue_max", S.queue_max);
+    stats_add(l, "store_writes_total", atomic_load(&S.writes_total));
+    stats_add(l, "store_write_commands_total", atomic_load(&S.write_ops_total));
+    stats_add(l, "store_commits_total", atomic_load(&S.commits_total));
+    stats_add(l, "store_commit_errors_total", atomic_load(&S.commit_errors));
+    stats_add(l, "store_expirations_total", atomic_load(&S.expirations_total));
+    stats_add(l, "store_purges_total", atomic_load(&S.purges_total));
+    stats_add(l, "store_overload_total", atomic_load(&S.overload_total));
+    stats_add(l, "store_malformed_total", atomic_load(&S.malformed_total));
+    stats_add(l, "store_reads_total", atomic_load(&S.reads_total));
+    stats_add(l, "store_catchups_total", atomic_load(&S.catchups_total));
+    stats_add(l, "store_snapshots_total", atomic_load(&S.snapshots_total));
+    stats_add(l, "store_published_messages_total", atomic_load(&S.pub_msgs_total));
+    stats_add(l, "store_publish_drops_total", atomic_load(&S.pub_drops_total));
+    stats_add(l, "store_sweeps_total", atomic_load(&S.sweeps_total));
+    stats_add(l, "store_now_us", util_now_us());
+    stats_add_hist(l, "store_commit_seconds", NULL, &S.commit_hist);
+    stats_add_hist(l, "store_group_size", NULL, &S.group_hist);
+    stats_add_hist(l, "store_ack_seconds", NULL, &S.ack_hist);
+}
+
+static void s_handle(void *router, zmq_msg_t *frames, int n)
+{
+    if (n != 2 || zmq_msg_size(&frames[0]) == 0 || zmq_msg_size(&frames[0]) > MAX_IDENT) {
+        atomic_fetch_add(&S.malformed_total, 1);
+        return;
+    }
+    const uint8_t *ident = zmq_msg_data(&frames[0]);
+    size_t ident_len = zmq_msg_size(&frames[0]);
+    proto_msg_t m;
+    int rc = proto_decode(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &m);
+    if (rc != PROTO_DEC_OK) {
+        atomic_fetch_add(&S.malformed_total, 1);
+        uint8_t type;
+        uint64_t rid;
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed command dropped: %s", m.err);
+        if (proto_peek_header(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &type, &rid) == 0)
+            s_reply_status(router, ident, ident_len, rid, PROTO_EBADREQ, m.err);
+        proto_msg_fini(&m);
+        return;
+    }
+    switch (m.type) {
+    case PROTO_GET:
+    case PROTO_MGET:
+        s_handle_read(router, ident, ident_len, &m);
+        break;
+    case PROTO_PUT:
+    case PROTO_TOUCH:
+    case PROTO_DEL:
+        s_enqueue(router, ident, ident_len, &m);
+        break;
+    case PROTO_CATCHUP:
+        s_handle_catchup(router, ident, ident_len, &m);
+        break;
+    case PROTO_PING:
+    case PROTO_STATS: {
+        stats_list_t l;
+        stats_list_init(&l);
+        if (m.type == PROTO_STATS) {
+            s_collect_stats(&l);
+        } else {
+            stats_add(&l, "store_epoch", store_epoch(S.store));
+            stats_add(&l, "store_sequence", S.pub_seq);
+            stats_add(&l, "store_now_us", util_now_us());
+        }
+        proto_buf_reset(&S.buf);
+        proto_enc_stats(&S.buf, m.type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m.rid, PROTO_OK, l.v, l.n);
+        stats_list_fini(&l);
+        s_reply(router, ident, ident_len, &S.buf);
+        break;
+    }
+    default:
+        atomic_fetch_add(&S.malformed_total, 1);
+        s_reply_status(router, ident, ident_len, m.rid, PROTO_EBADREQ, "unexpected message type");
+        break;
+    }
+    proto_msg_fini(&m);
+}
+
+/* ==== startup ================================================================================ */
+
+static int s_bind(int type, const char *ep, void **out, char *err)
+{
+    void *s = zu_socket(S.zctx, type, 200000, 200000);
+    if (!s) {
+        snprintf(err, CFG_ERR_LEN, "zmq_socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    if (type == ZMQ_ROUTER) {
+        int one = 1;
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    }
+    if (zmq_bind(s, ep) < 0) {
+        snprintf(err, CFG_ERR_LEN, "bind %s: %s", ep, zmq_strerror(errno));
+        zmq_close(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+int main(void)
+{
+    char err[CFG_ERR_LEN] = "";
+    if (log_init("store", err, sizeof err) < 0 || s_config(err) < 0) {
+        fprintf(stderr, "store-node: %s\n", err);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    char serr[STORE_ERR_LEN];
+    if (store_open(&S.scfg, &S.store, serr) < 0) {
+        LOG(LOG_ERROR, "cannot open store: %s", serr);
+        return 1;
+    }
+    store_info_t info;
+    store_get_info(S.store, &info);
+    S.pub_seq = info.last_seq;
+    stats_hist_init_latency(&S.commit_hist);
+    stats_hist_init_latency(&S.ack_hist);
+    stats_hist_init_pow2(&S.group_hist, 14);
+    proto_buf_init(&S.buf);
+    pthread_mutex_init(&S.queue_lock, NULL);
+    pthread_mutex_init(&S.done_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&S.queue_cond, &ca);
+    S.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+    char rundir[600];
+    snprintf(rundir, sizeof rundir, "%s/run", S.data_dir);
+    mkdir(rundir, 0750);
+    S.zctx = zmq_ctx_new();
+    if (s_bind(ZMQ_ROUTER, S.cmd_ep, &S.routers[S.nrouters++], err) < 0 ||
+        s_bind(ZMQ_PUB, S.pub_ep, &S.pubs[S.npubs++], err) < 0) {
+        LOG(LOG_ERROR, "%s", err);
+        return 1;
+    }
+    char center[128] = "";
+    if (S.center_port) {
+        char ep[64];
+        snprintf(ep, sizeof ep, "tcp://*:%llu", (unsigned long long)S.center_port);
+        if (s_bind(ZMQ_ROUTER, ep, &S.routers[S.nrouters++], err) < 0)
+            goto bind_fail;
+        snprintf(ep, sizeof ep, "tcp://*:%llu", (unsigned long long)S.center_port + 1);
+        if (s_bind(ZMQ_PUB, ep, &S.pubs[S.npubs++], err) < 0)
+            goto bind_fail;
+        snprintf(center, sizeof center, " center=tcp://*:%llu", (unsigned long long)S.center_port);
+    }
+
+    pthread_t writer;
+    pthread_create(&writer, NULL, s_writer_main, NULL);
+    LOG(LOG_NOTICE, "ready cmd=%s pub=%s%s sync=%s epoch=%llu seq=%llu records=%llu", S.cmd_ep, S.pub_ep, center,
+        store_sync_mode_name(S.sync_mode), (unsigned long long)info.epoch, (unsigned long long)info.last_seq,
+        (unsigned long long)info.records);
+    char ready[800];
+    snprintf(ready, sizeof ready, "store cmd=%s pub=%s", S.cmd_ep, S.pub_ep);
+    zu_signal_ready(ready);
+
+    zmq_pollitem_t items[3];
+    uint64_t next_hugz = util_mono_ms();
+    while (!s_stop) {
+        int ni = 0;
+        for (int i = 0; i < S.nrouters; i++)
+            items[ni++] = (zmq_pollitem_t){.socket = S.routers[i], .events = ZMQ_POLLIN};
+        items[ni++] = (zmq_pollitem_t){.fd = S.efd, .events = ZMQ_POLLIN};
+        uint64_t now = util_mono_ms();
+        long timeout = next_hugz > now ? (long)(next_hugz - now) : 0;
+        int rc = zmq_poll(items, ni, timeout);
+        if (rc < 0 && errno != EINTR) {
+            LOG(LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
+            break;
+        }
+        if (items[ni - 1].revents & ZMQ_POLLIN)
+            s_drain_completions();
+        for (int i = 0; i < S.nrouters; i++) {
+            /* Bounded drain so completions and heartbeats are never starved. */
+            for (int k = 0; k < 4096 && !s_stop; k++) {
+                zmq_msg_t frames[ZU_FRAMES_MAX];
+                int nf;
+                if (zu_recv(S.routers[i], frames, ZU_FRAMES_MAX, &nf) < 0) {
+                    if (errno == EPROTO) {
+                        atomic_fetch_add(&S.malformed_total, 1);
+                        continue;
+                    }
+                    break;
+                }
+                s_handle(S.routers[i], frames, nf);
+                zu_close_frames(frames, nf);
+            }
+        }
+        now = util_mono_ms();
+        if (now >= next_hugz) {
+            s_publish_hugz();
+            next_hugz = now + S.hugz_ms;
+        }
+    }
+
+    /* Graceful stop: no new commands; let the writer finish what is queued, then ack and publish it. */
+    LOG(LOG_NOTICE, "stopping: draining the write queue");
+    pthread_mutex_lock(&S.queue_lock);
+    S.stopping = true;
+    pthread_cond_signal(&S.queue_cond);
+    pthread_mutex_unlock(&S.queue_lock);
+    pthread_join(writer, NULL);
+    s_drain_completions();
+    s_publish_hugz();
+    for (int i = 0; i < S.nrouters; i++)
+        zmq_close(S.routers[i]);
+    for (int i = 0; i < S.npubs; i++)
+        zmq_close(S.pubs[i]);
+    zmq_ctx_term(S.zctx);
+    store_close(&S.store);
+    close(S.efd);
+    proto_buf_fini(&S.buf);
+    LOG(LOG_NOTICE, "stopped");
+    return 0;
+bind_fail:
+    LOG(LOG_ERROR, "%s", err);
+    return 1;
+}

@@ -55,6 +55,7 @@ TEST_BINS :=
 UNIT_TESTS :=
 INTEG_TESTS :=
 
+.SECONDARY:
 .PHONY: all deps run token test test-unit test-integ test-integ-asan asan bench clean fmt deploy-check
 
 include common/module.mk

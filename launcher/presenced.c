@@ -21,6 +21,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "util.h"
+#include "zutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -104,6 +106,8 @@ static int s_start(child_t *c, bool wait_ready, char *ready_line, size_t ready_l
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);
+        /* Die with the launcher: a SIGKILLed supervisor must not leave orphans holding the ports. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* The child keeps the write end across exec (dup clears CLOEXEC). */
         int wfd = dup(pfd[1]);
         char fdbuf[16];
@@ -224,6 +228,9 @@ static int s_dev_secret(const char *data_dir)
 int main(void)
 {
     char err[CFG_ERR_LEN] = "";
+    const char *rfd = getenv("READY_FD");
+    if (rfd && *rfd)
+        fcntl(atoi(rfd), F_SETFD, FD_CLOEXEC); /* our own ready pipe is not the children's */
     if (log_init("launcher", err, sizeof err) < 0) {
         fprintf(stderr, "presenced: %s\n", err);
         return 2;
@@ -328,9 +335,12 @@ int main(void)
         if (colon)
             gw_port = atoi(colon + 1);
     }
-    printf("ready http=127.0.0.1:%d node_id=%s node_type=%s data_dir=%s\n", gw_port, node_id, types[node_type],
-           abs_dir);
+    char line[700];
+    snprintf(line, sizeof line, "http=127.0.0.1:%d node_id=%s node_type=%s data_dir=%s", gw_port, node_id,
+             types[node_type], abs_dir);
+    printf("ready %s\n", line);
     fflush(stdout);
+    zu_signal_ready(line); /* for supervisors and tests that start the launcher itself */
 
     while (!s_stop) {
         struct timespec ts = {0, 100 * 1000000L};

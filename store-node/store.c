@@ -556,7 +556,7 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    uint64_t seq = s->last_seq, nexp = 0, npur = 0;
+    uint64_t seq = s->last_seq, nexp = 0, npur = 0, floor = s->tomb_floor;
     due_item_t *items = xmalloc((size_t)max * sizeof *items);
     uint32_t n = 0;
     MDB_val k, v;
@@ -630,7 +630,6 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
     MDB_stat st;
     if ((rc = mdb_stat(txn, s->tomb, &st)) != 0)
         goto out;
-    uint64_t floor = s->tomb_floor;
     if (st.ms_entries > s->cfg.tombstones_max) {
         size_t extra = st.ms_entries - s->cfg.tombstones_max;
         if (extra > max)

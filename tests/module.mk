@@ -6,7 +6,9 @@ INTEG_SRCS := $(wildcard tests/integ/integ_*.c)
 INTEG_TESTS := $(INTEG_SRCS:%.c=$(B)/%)
 INTEG_HARNESS_SRCS := $(filter-out tests/integ/integ_%.c,$(wildcard tests/integ/*.c))
 INTEG_HARNESS_OBJS := $(INTEG_HARNESS_SRCS:%.c=$(B)/%.o)
-TEST_BINS += $(UNIT_TESTS) $(INTEG_TESTS)
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOLS := $(TOOL_SRCS:tests/tools/%.c=$(B)/bin/%)
+TEST_BINS += $(UNIT_TESTS) $(INTEG_TESTS) $(TOOLS)
 
 # Every library, users before what they use (static link order).
 ALL_LIBS = $(GW_LIB) $(STORE_LIB) $(SYNC_LIB) $(CACHE_LIB) $(PROTO_LIB) $(COMMON_LIB)
@@ -17,9 +19,35 @@ $(B)/tests/unit/check_%: $(B)/tests/unit/check_%.o $(ALL_LIBS)
 $(B)/tests/integ/integ_%: $(B)/tests/integ/integ_%.o $(INTEG_HARNESS_OBJS) $(ALL_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_HARNESS_OBJS) $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lm
 
+$(B)/bin/%: $(B)/tests/tools/%.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) -lm
+
 # TRACES_DIR: the cache traces (shared/traces beside the checkout, as CI provides them).
 TRACES_DIR ?= $(abspath ../shared/traces)
 export TRACES_DIR
 
+# Integration tests find the binaries through PRESENCE_BIN (the build they should exercise).
 test-unit: all
 	@tests/run-tests.sh unit $(UNIT_TESTS)
+
+test-integ: all
+	@PRESENCE_BIN=$(abspath $(B))/bin tests/run-tests.sh integ $(INTEG_TESTS)
+
+test-integ-asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all
+	@PRESENCE_BIN=$(abspath build-asan)/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1 CK_TIMEOUT_MULTIPLIER=3 \
+	  tests/run-tests.sh integ-asan $(patsubst $(B)/%,build-asan/%,$(INTEG_TESTS))
+
+test: all
+	@set -o pipefail; status=0; : > $(B)/test-summary.log; \
+	for t in test-unit test-integ test-integ-asan; do \
+	  $(MAKE) --no-print-directory $$t 2>&1 | tee $(B)/$$t.log || status=1; \
+	  tail -n 1 $(B)/$$t.log >> $(B)/test-summary.log; \
+	done; \
+	echo "=== summary"; cat $(B)/test-summary.log; \
+	awk '/ passed, [0-9]+ failed/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
+	     END { printf "%d passed, %d failed\n", p, f }' $(B)/test-summary.log; \
+	exit $$status

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# run-tests.sh KIND BINARY... -- run Check test binaries one after another, show their output,
+# and end with one plain summary line:   KIND: N passed, N failed
+# Each binary prints Check's "NN%: Checks: N, Failures: N, Errors: N" line; a binary that crashes
+# or prints no summary counts as one failure. Exit status is non-zero when anything failed.
+set -u
+kind=$1
+shift
+passed=0
+failed=0
+for bin in "$@"; do
+    name=$(basename "$bin")
+    echo "=== $kind: $name"
+    out=$("$bin" 2>&1)
+    rc=$?
+    printf '%s\n' "$out" | grep -v '^Running suite' | grep -E '%: Checks:|:[EF]:' || true
+    line=$(printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' | tail -n 1)
+    if [ -z "$line" ]; then
+        echo "$name: no Check summary (exit status $rc)"
+        printf '%s\n' "$out" | tail -n 20
+        failed=$((failed + 1))
+        continue
+    fi
+    checks=$(sed -E 's/.*Checks: ([0-9]+).*/\1/' <<<"$line")
+    fails=$(sed -E 's/.*Failures: ([0-9]+).*/\1/' <<<"$line")
+    errs=$(sed -E 's/.*Errors: ([0-9]+).*/\1/' <<<"$line")
+    bad=$((fails + errs))
+    passed=$((passed + checks - bad))
+    failed=$((failed + bad))
+    if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+        echo "$name: exit status $rc"
+        failed=$((failed + 1))
+    fi
+done
+echo "$kind: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

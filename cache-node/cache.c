@@ -30,12 +30,10 @@
 #define CACHE_INDEX_SHARE 16u             /* bucket-array bytes per entry at the worst load factor (1/2) */
 #define CACHE_MIN_BUCKETS 64u
 
-#define CACHE_SKETCH_WIDTH_PER_ENTRY 4u   /* counters per row per expected entry ... */
-#define CACHE_SKETCH_MIN_WIDTH 64u
-#define CACHE_SKETCH_MAX_WIDTH (1u << 22) /* ... at most 4 rows x 2 MiB */
+#define CACHE_SKETCH_WORDS_PER_ENTRY 1u /* 16 counters (8 bytes) per expected entry, as Caffeine ... */
+#define CACHE_SKETCH_MAX_WORDS (1u << 20) /* ... at most 8 MiB */
 #define CACHE_DOOR_BITS_PER_ENTRY 8u      /* doorkeeper bits per expected entry ... */
-#define CACHE_DOOR_MIN_BITS 512u
-#define CACHE_DOOR_MAX_BITS (1u << 25)    /* ... at most 4 MiB */
+#define CACHE_DOOR_MAX_WORDS (1u << 19)   /* ... at most 4 MiB */
 #define CACHE_SAMPLE_PER_ENTRY 10u        /* halve the sketch after 10 x entries recorded accesses ... */
 #define CACHE_SAMPLE_MIN 8000u            /* ... but not sooner: small caches still need to see loops */
 
@@ -115,13 +113,16 @@ uint64_t cache_entry_cost(size_t klen, size_t vlen)
  * The cache
  * ------------------------------------------------------------------------------------------------- */
 
-/* Count-min sketch of 4 rows of 4-bit counters, with a doorkeeper bit set in front of it. */
+/* Count-min sketch of 4-bit counters with a doorkeeper bit set in front of it. Both are blocked for
+ * cache locality (as Caffeine's FrequencySketch): a key's four counters live in one 64-byte block,
+ * one in each quarter of it, and its two doorkeeper bits in one 64-bit word. */
 typedef struct sketch {
-    uint64_t *rows;      /* 4 rows of row_words words, 16 counters per word */
-    uint64_t row_words;
-    uint64_t width_mask; /* counters per row - 1 */
+    uint64_t *table;     /* blocks of 8 words, 16 counters per word; 64-byte aligned */
+    void *table_mem;     /* what to free */
+    uint64_t words;
+    uint64_t block_mask; /* blocks - 1 */
     uint64_t *door;
-    uint64_t door_mask;  /* doorkeeper bits - 1 */
+    uint64_t door_mask;  /* doorkeeper words - 1 */
     uint64_t additions;  /* accesses recorded since the last halving (halved with it) */
     uint64_t sample;     /* halving period */
 } sketch_t;
@@ -202,20 +203,21 @@ static inline uint64_t s_rand(cache_t *c)
 
 static void s_sketch_init(sketch_t *sk, uint64_t entries)
 {
-    uint64_t width = entries > CACHE_SKETCH_MAX_WIDTH ? CACHE_SKETCH_MAX_WIDTH : entries * CACHE_SKETCH_WIDTH_PER_ENTRY;
-    width = s_pow2_at_least(width < CACHE_SKETCH_MIN_WIDTH ? CACHE_SKETCH_MIN_WIDTH : width);
-    if (width > CACHE_SKETCH_MAX_WIDTH)
-        width = CACHE_SKETCH_MAX_WIDTH;
-    sk->row_words = width / 16;
-    sk->width_mask = width - 1;
-    sk->rows = xcalloc(4 * sk->row_words, sizeof(uint64_t));
+    uint64_t words = entries > CACHE_SKETCH_MAX_WORDS ? CACHE_SKETCH_MAX_WORDS : entries * CACHE_SKETCH_WORDS_PER_ENTRY;
+    words = s_pow2_at_least(words < 8 ? 8 : words);
+    if (words > CACHE_SKETCH_MAX_WORDS)
+        words = CACHE_SKETCH_MAX_WORDS;
+    sk->table_mem = xcalloc(words + 8, sizeof(uint64_t));
+    sk->table = (uint64_t *)(((uintptr_t)sk->table_mem + 63) & ~(uintptr_t)63);
+    sk->words = words;
+    sk->block_mask = words / 8 - 1;
 
-    uint64_t bits = entries > CACHE_DOOR_MAX_BITS ? CACHE_DOOR_MAX_BITS : entries * CACHE_DOOR_BITS_PER_ENTRY;
-    bits = s_pow2_at_least(bits < CACHE_DOOR_MIN_BITS ? CACHE_DOOR_MIN_BITS : bits);
-    if (bits > CACHE_DOOR_MAX_BITS)
-        bits = CACHE_DOOR_MAX_BITS;
-    sk->door_mask = bits - 1;
-    sk->door = xcalloc(bits / 64, sizeof(uint64_t));
+    uint64_t dwords = entries > CACHE_DOOR_MAX_WORDS * 8 ? CACHE_DOOR_MAX_WORDS : entries * CACHE_DOOR_BITS_PER_ENTRY / 64;
+    dwords = s_pow2_at_least(dwords < 8 ? 8 : dwords);
+    if (dwords > CACHE_DOOR_MAX_WORDS)
+        dwords = CACHE_DOOR_MAX_WORDS;
+    sk->door_mask = dwords - 1;
+    sk->door = xcalloc(dwords, sizeof(uint64_t));
 
     sk->sample = entries * CACHE_SAMPLE_PER_ENTRY;
     if (sk->sample < CACHE_SAMPLE_MIN)
@@ -225,7 +227,7 @@ static void s_sketch_init(sketch_t *sk, uint64_t entries)
 
 static void s_sketch_fini(sketch_t *sk)
 {
-    free(sk->rows);
+    free(sk->table_mem);
     free(sk->door);
     memset(sk, 0, sizeof(*sk));
 }
@@ -237,51 +239,50 @@ static inline uint64_t s_spread(const cache_t *c, uint32_t h)
     return util_mix64(((uint64_t)h << 32 | h) ^ c->seed);
 }
 
-/* One counter per row, by double hashing; returned as absolute counter numbers. */
+/* The key's four counters, as absolute counter numbers (word * 16 + nibble): the low bits of spread
+ * pick the block, each byte of the high half picks one of the 32 counters of its quarter. */
 static inline void s_sketch_index(const sketch_t *sk, uint64_t spread, uint64_t idx[4])
 {
-    uint64_t a = spread & 0xffffffffu, b = (spread >> 32) | 1u;
-    for (uint64_t i = 0; i < 4; i++)
-        idx[i] = ((a + i * b) & sk->width_mask) + i * sk->row_words * 16;
+    uint64_t base = (spread & sk->block_mask) * 8, hi = spread >> 32;
+    for (unsigned i = 0; i < 4; i++) {
+        uint64_t sel = hi >> (i * 8);
+        idx[i] = (base + i * 2 + (sel & 1)) * 16 + ((sel >> 1) & 15);
+    }
 }
 
 static inline unsigned s_counter(const sketch_t *sk, uint64_t i)
 {
-    return (unsigned)(sk->rows[i >> 4] >> ((i & 15) << 2)) & 15u;
+    return (unsigned)(sk->table[i >> 4] >> ((i & 15) << 2)) & 15u;
 }
 
-static inline void s_door_bits(const sketch_t *sk, uint64_t spread, uint64_t *b1, uint64_t *b2)
+static inline uint64_t s_door_word(const sketch_t *sk, uint64_t spread, uint64_t *mask)
 {
     uint64_t d = util_mix64(spread + 0x9e3779b97f4a7c15ULL);
-    *b1 = d & sk->door_mask;
-    *b2 = (d >> 32) & sk->door_mask;
+    *mask = (1ULL << ((d >> 40) & 63)) | (1ULL << ((d >> 52) & 63));
+    return d & sk->door_mask;
 }
 
 static inline bool s_door_has(const sketch_t *sk, uint64_t spread)
 {
-    uint64_t b1, b2;
-    s_door_bits(sk, spread, &b1, &b2);
-    return (sk->door[b1 >> 6] >> (b1 & 63) & 1u) && (sk->door[b2 >> 6] >> (b2 & 63) & 1u);
+    uint64_t mask, w = s_door_word(sk, spread, &mask);
+    return (sk->door[w] & mask) == mask;
 }
 
 /* Sets the key's doorkeeper bits; returns whether they were all set already. */
 static inline bool s_door_add(sketch_t *sk, uint64_t spread)
 {
-    uint64_t b1, b2;
-    s_door_bits(sk, spread, &b1, &b2);
-    uint64_t m1 = 1ULL << (b1 & 63), m2 = 1ULL << (b2 & 63);
-    bool had = (sk->door[b1 >> 6] & m1) && (sk->door[b2 >> 6] & m2);
-    sk->door[b1 >> 6] |= m1;
-    sk->door[b2 >> 6] |= m2;
+    uint64_t mask, w = s_door_word(sk, spread, &mask);
+    bool had = (sk->door[w] & mask) == mask;
+    sk->door[w] |= mask;
     return had;
 }
 
 /* Ageing: halve every counter and forget the doorkeeper. */
 static void s_sketch_reset(sketch_t *sk)
 {
-    for (uint64_t i = 0; i < 4 * sk->row_words; i++)
-        sk->rows[i] = (sk->rows[i] >> 1) & 0x7777777777777777ULL;
-    memset(sk->door, 0, (sk->door_mask + 1) / 8);
+    for (uint64_t i = 0; i < sk->words; i++)
+        sk->table[i] = (sk->table[i] >> 1) & 0x7777777777777777ULL;
+    memset(sk->door, 0, (sk->door_mask + 1) * sizeof(uint64_t));
     sk->additions /= 2;
 }
 
@@ -302,20 +303,32 @@ static unsigned s_estimate(const cache_t *c, uint32_t h)
 
 /* Record one access: the first sighting in a sample period only sets the doorkeeper (one-hit wonders
  * never reach the counters); later ones raise the key's four counters, saturating at 15. */
-static void s_record(cache_t *c, uint32_t h)
+static void s_record_spread(sketch_t *sk, uint64_t spread)
 {
-    sketch_t *sk = &c->sk;
-    uint64_t spread = s_spread(c, h);
     if (s_door_add(sk, spread)) {
         uint64_t idx[4];
         s_sketch_index(sk, spread, idx);
         for (int i = 0; i < 4; i++) {
             if (s_counter(sk, idx[i]) < 15)
-                sk->rows[idx[i] >> 4] += 1ULL << ((idx[i] & 15) << 2);
+                sk->table[idx[i] >> 4] += 1ULL << ((idx[i] & 15) << 2);
         }
     }
     if (++sk->additions >= sk->sample)
         s_sketch_reset(sk);
+}
+
+static void s_record(cache_t *c, uint32_t h)
+{
+    s_record_spread(&c->sk, s_spread(c, h));
+}
+
+/* Start loading the key's sketch block and doorkeeper word while the index lookup runs. */
+static inline uint64_t s_sketch_prefetch(const cache_t *c, uint32_t h)
+{
+    uint64_t spread = s_spread(c, h), mask;
+    __builtin_prefetch(&c->sk.table[(spread & c->sk.block_mask) * 8], 1);
+    __builtin_prefetch(&c->sk.door[s_door_word(&c->sk, spread, &mask)], 1);
+    return spread;
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -602,9 +615,11 @@ bool cache_get(cache_t *c, const void *key, size_t klen, cache_view_t *out)
     }
     uint64_t h64 = s_hash(c, key, klen);
     uint32_t h = (uint32_t)h64;
+    bool tinylfu = c->policy == CACHE_POLICY_WTINYLFU;
+    uint64_t spread = tinylfu ? s_sketch_prefetch(c, h) : 0;
     entry_t *e = *s_find(c, key, klen, h);
-    if (c->policy == CACHE_POLICY_WTINYLFU) {
-        s_record(c, h);
+    if (tinylfu) {
+        s_record_spread(&c->sk, spread);
         if (e) {
             c->climb_hits++;
             if (s_region(e) == R_WINDOW) {

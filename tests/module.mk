@@ -45,7 +45,8 @@ test: all
 	@set -o pipefail; status=0; : > $(B)/test-summary.log; \
 	for t in test-unit test-integ test-integ-asan; do \
 	  $(MAKE) --no-print-directory $$t 2>&1 | tee $(B)/$$t.log || status=1; \
-	  tail -n 1 $(B)/$$t.log >> $(B)/test-summary.log; \
+	  line=$$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' $(B)/$$t.log | tail -n 1); \
+	  echo "$${line:-$$t: 0 passed, 1 failed (no summary: see $(B)/$$t.log)}" >> $(B)/test-summary.log; \
 	done; \
 	echo "=== summary"; cat $(B)/test-summary.log; \
 	awk '/ passed, [0-9]+ failed/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \

@@ -1,0 +1,165 @@
+/* integ_store.c -- no acknowledged write is lost when the store-node is SIGKILLed mid-stream.
+ *
+ * WRITERS threads keep PUTs flowing through the HTTP API (keep-alive connections, each thread its
+ * own users). Every 200 answer is an acknowledgement: we record, per user, the highest acknowledged
+ * version and its message. After a first batch of acknowledgements the store-node is SIGKILLed
+ * while writes are in flight, then restarted on the same data dir; the writers continue (503s and
+ * 504s during the outage are not acknowledgements) until a second batch is acknowledged. Then
+ * every user's record must have at least its highest acknowledged version (and the acknowledged
+ * message when the versions are equal), and a write after all this gets a higher version than any
+ * acknowledged before.
+ */
+#include "harness.h"
+
+#include <check.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WRITERS 32
+#define USERS_PER_WRITER 40
+#define PHASE1 2000
+#define PHASE2 2000
+
+typedef struct acked {
+    long version;
+    char message[32];
+} acked_t;
+
+static int s_port;
+static atomic_long s_acked, s_errors;
+static atomic_int s_stop;
+static acked_t s_acks[WRITERS][USERS_PER_WRITER];
+static char s_admin[2048];
+
+static void *s_writer(void *arg)
+{
+    int w = (int)(intptr_t)arg;
+    th_conn_t c;
+    c.fd = -1;
+    c.port = s_port;
+    long n = 0;
+    while (!atomic_load(&s_stop)) {
+        int u = (int)(n % USERS_PER_WRITER);
+        char path[64], body[128], msg[32];
+        snprintf(path, sizeof path, "/api/v2/presence/w%d-u%d", w, u);
+        snprintf(msg, sizeof msg, "m%ld", n);
+        int bl = snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"%s\"}", msg);
+        n++;
+        th_resp_t r;
+        if (th_conn_request(&c, "PUT", path, s_admin, body, (size_t)bl, &r, 10000) < 0) {
+            atomic_fetch_add(&s_errors, 1);
+            continue;
+        }
+        if (r.status == 200) {
+            json_error_t e;
+            json_t *j = json_loadb(r.body, r.body_len, 0, &e);
+            char uid[32];
+            snprintf(uid, sizeof uid, "w%d-u%d", w, u);
+            json_t *rec = j ? json_object_get(json_object_get(j, "data"), uid) : NULL;
+            long v = rec ? (long)json_integer_value(json_object_get(rec, "version")) : 0;
+            if (v > s_acks[w][u].version) {
+                s_acks[w][u].version = v;
+                snprintf(s_acks[w][u].message, sizeof s_acks[w][u].message, "%s", msg);
+            }
+            if (j)
+                json_decref(j);
+            atomic_fetch_add(&s_acked, 1);
+        } else {
+            atomic_fetch_add(&s_errors, 1);
+        }
+        th_resp_free(&r);
+    }
+    th_conn_close(&c);
+    return NULL;
+}
+
+static bool s_acked_at_least(void *arg)
+{
+    return atomic_load(&s_acked) >= *(long *)arg;
+}
+
+START_TEST(test_kill_store_mid_stream)
+{
+    th_node_t n;
+    const char *env[] = {"RATE_LIMIT_WRITES=0", NULL};
+    ck_assert_int_eq(th_node_start(&n, 2, env), 0);
+    s_port = n.port;
+    th_auth_header(s_admin, sizeof s_admin, "loadtest", "presence:admin");
+    pthread_t th[WRITERS];
+    for (int i = 0; i < WRITERS; i++)
+        pthread_create(&th[i], NULL, s_writer, (void *)(intptr_t)i);
+
+    long want = PHASE1;
+    ck_assert_msg(th_wait_for(s_acked_at_least, &want, 60000), "only %ld writes acknowledged", atomic_load(&s_acked));
+    th_kill(n.store); /* SIGKILL with writes in flight */
+    long at_kill = atomic_load(&s_acked);
+    ck_assert_int_eq(th_restart(n.store, 30000), 0);
+    want = at_kill + PHASE2;
+    ck_assert_msg(th_wait_for(s_acked_at_least, &want, 60000), "writes did not resume after the restart (%ld acked)",
+                  atomic_load(&s_acked));
+    atomic_store(&s_stop, 1);
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(th[i], NULL);
+
+    long max_acked = 0;
+    int checked = 0;
+    for (int w = 0; w < WRITERS; w++) {
+        for (int u = 0; u < USERS_PER_WRITER; u++) {
+            if (!s_acks[w][u].version)
+                continue;
+            char path[64], uid[32];
+            snprintf(uid, sizeof uid, "w%d-u%d", w, u);
+            snprintf(path, sizeof path, "/api/v2/presence/%s", uid);
+            th_resp_t r;
+            ck_assert_int_eq(th_http(n.port, "GET", path, NULL, NULL, 0, &r, 10000), 0);
+            ck_assert_int_eq(r.status, 200);
+            json_error_t e;
+            json_t *j = json_loadb(r.body, r.body_len, 0, &e);
+            json_t *rec = json_object_get(json_object_get(j, "data"), uid);
+            long v = (long)json_integer_value(json_object_get(rec, "version"));
+            ck_assert_msg(v >= s_acks[w][u].version, "%s: version %ld < acknowledged %ld", uid, v, s_acks[w][u].version);
+            if (v == s_acks[w][u].version)
+                ck_assert_str_eq(json_string_value(json_object_get(rec, "message")), s_acks[w][u].message);
+            if (s_acks[w][u].version > max_acked)
+                max_acked = s_acks[w][u].version;
+            json_decref(j);
+            th_resp_free(&r);
+            checked++;
+        }
+    }
+    ck_assert_int_gt(checked, WRITERS * USERS_PER_WRITER / 2);
+    th_resp_t r;
+    const char *body = "{\"status\":\"away\"}";
+    ck_assert_int_eq(th_http(n.port, "PUT", "/api/v2/presence/w0-u0", s_admin, body, strlen(body), &r, 10000), 0);
+    ck_assert_int_eq(r.status, 200);
+    json_error_t e;
+    json_t *j = json_loadb(r.body, r.body_len, 0, &e);
+    long v = (long)json_integer_value(json_object_get(json_object_get(json_object_get(j, "data"), "w0-u0"), "version"));
+    ck_assert_int_gt(v, max_acked);
+    json_decref(j);
+    th_resp_free(&r);
+    fprintf(stderr, "integ_store: %ld writes acknowledged (%ld at the kill), %ld errors during the outage, %d users checked\n",
+            atomic_load(&s_acked), at_kill, atomic_load(&s_errors), checked);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("integ_store");
+    TCase *tc = tcase_create("durability");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_kill_store_mid_stream);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    th_cleanup_all();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -101,7 +101,7 @@ static struct {
     /* config */
     char data_dir[400], id[64];
     char endpoint[512], store_cmd[512], store_pub[512];
-    uint64_t max_cost, counters, store_timeout_ms, hb_limit_ms, store_down_ms;
+    uint64_t max_cost, counters, store_timeout_ms, hb_limit_ms, store_down_ms, sub_hwm;
     int policy;
 
     void *zctx, *router, *store;
@@ -889,7 +889,8 @@ static int s_config(char *err)
         cfg_enum("CACHE_POLICY", policies, &C.policy, err) < 0 ||
         cfg_u64("REQUEST_TIMEOUT_MS", 50, 600000, &req_timeout, err) < 0 ||
         cfg_u64("SYNC_HEARTBEAT_LIMIT_MS", 100, 600000, &C.hb_limit_ms, err) < 0 ||
-        cfg_u64("STORE_DOWN_MS", 100, 600000, &C.store_down_ms, err) < 0)
+        cfg_u64("STORE_DOWN_MS", 100, 600000, &C.store_down_ms, err) < 0 ||
+        cfg_u64("SYNC_SUB_HWM", 1, 10000000, &C.sub_hwm, err) < 0)
         return -1;
     if (!util_valid_node_id(C.id, strlen(C.id))) {
         snprintf(err, CFG_ERR_LEN, "CACHE_ID: invalid value '%s'", C.id);
@@ -948,7 +949,7 @@ int main(void)
         return 1;
     }
     sync_config_t scfg = {.pub_ep = C.store_pub, .cmd_ep = C.store_cmd, .heartbeat_limit_ms = C.hb_limit_ms,
-                          .request_timeout_ms = C.store_timeout_ms};
+                          .request_timeout_ms = C.store_timeout_ms, .sub_hwm = (uint32_t)C.sub_hwm};
     sync_handler_t sh = {.ctx = NULL, .apply = on_change, .reset = on_reset, .state = on_sync_state};
     C.sync = sync_client_new(C.zctx, &scfg, &sh, err);
     if (!C.sync) {

@@ -68,7 +68,7 @@ static struct {
     char cmd_ep[512], pub_ep[512];
     uint64_t center_port;
     int sync_mode;
-    uint64_t flush_ms, hugz_ms, batch_max, queue_max, sweep_max;
+    uint64_t flush_ms, hugz_ms, batch_max, queue_max, sweep_max, pub_hwm;
     store_config_t scfg;
     char store_path[512];
 
@@ -120,6 +120,7 @@ static int s_config(char *err)
     S.batch_max = 4096;
     S.queue_max = 65536;
     S.sweep_max = 1000;
+    S.pub_hwm = 100000;
     uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, tombs = 1000000;
     if (cfg_str("DATA_DIR", S.data_dir, sizeof S.data_dir, err) < 0 || cfg_enum("SYNC_MODE", modes, &S.sync_mode, err) < 0 ||
         cfg_u64("SYNC_FLUSH_MS", 1, 60000, &S.flush_ms, err) < 0 ||
@@ -127,6 +128,7 @@ static int s_config(char *err)
         cfg_u64("STORE_BATCH_MAX", 1, 100000, &S.batch_max, err) < 0 ||
         cfg_u64("STORE_QUEUE_MAX", 1, 10000000, &S.queue_max, err) < 0 ||
         cfg_u64("STORE_SWEEP_MAX", 1, 100000, &S.sweep_max, err) < 0 ||
+        cfg_u64("STORE_PUB_HWM", 1, 10000000, &S.pub_hwm, err) < 0 ||
         cfg_u64("STORE_MAP_SIZE_MB", 1, 1u << 24, &map_mb, err) < 0 ||
         cfg_u64("STORE_MAP_MAX_MB", 1, 1u << 24, &map_max_mb, err) < 0 ||
         cfg_duration_ms("RETENTION", 1000, 1, 3650ull * 86400000, &retention_ms, err) < 0 ||
@@ -642,7 +644,10 @@ static void s_handle(void *router, zmq_msg_t *frames, int n)
 
 static int s_bind(int type, const char *ep, void **out, char *err)
 {
-    void *s = zu_socket(S.zctx, type, 200000, 200000);
+    /* PUB: messages beyond the HWM for a slow subscriber are dropped -- it sees the gap and
+     * resyncs; the bound keeps a stuck subscriber from costing unbounded memory here. */
+    int hwm = type == ZMQ_PUB ? (int)S.pub_hwm : 200000;
+    void *s = zu_socket(S.zctx, type, hwm, 200000);
     if (!s) {
         snprintf(err, CFG_ERR_LEN, "zmq_socket: %s", zmq_strerror(errno));
         return -1;

@@ -115,7 +115,7 @@ sync_client_t *sync_client_new(void *zctx, const sync_config_t *cfg, const sync_
     sc->next_rid = 1;
     sc->cu_backoff = RETRY_MIN_MS;
 
-    sc->sub = zu_socket(zctx, ZMQ_SUB, 0, 500000);
+    sc->sub = zu_socket(zctx, ZMQ_SUB, 0, sc->cfg.sub_hwm ? (int)sc->cfg.sub_hwm : 500000);
     sc->dealer = zu_socket(zctx, ZMQ_DEALER, 1000, 100000);
     if (!sc->sub || !sc->dealer) {
         snprintf(err, CFG_ERR_LEN, "zmq_socket: %s", zmq_strerror(errno));

@@ -52,6 +52,7 @@ typedef struct sync_config {
     uint64_t request_timeout_ms;  /* catch-up request deadline (default 2000) */
     uint32_t chunk_items;         /* catch-up chunk size (default 1000) */
     uint32_t buffer_max;          /* changes buffered during a catch-up (default 200000) */
+    uint32_t sub_hwm;             /* SUB receive high-water mark in messages (default 500000) */
     bool want_snapshot_data;      /* on a snapshot, receive every live record (else just a reset) */
     /* CurveZMQ (all three set, or none): the server's public key and our key pair, Z85 text. */
     const char *curve_server_key, *curve_public_key, *curve_secret_key;

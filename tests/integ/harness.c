@@ -631,3 +631,117 @@ bool th_wait_for(bool (*cond)(void *), void *arg, int timeout_ms)
         nanosleep(&ts, NULL); /* polling interval of a condition with a deadline, not a synchronisation */
     }
 }
+
+/* ==== ZeroMQ client ========================================================================== */
+
+#include "zutil.h"
+
+int th_zc_open(th_zc_t *z, const char *endpoint)
+{
+    z->ctx = zmq_ctx_new();
+    z->sock = zu_socket(z->ctx, ZMQ_DEALER, 10000, 10000);
+    z->rid = 1000;
+    return zmq_connect(z->sock, endpoint);
+}
+
+void th_zc_close(th_zc_t *z)
+{
+    zmq_close(z->sock);
+    zmq_ctx_term(z->ctx);
+}
+
+int th_zc_call(th_zc_t *z, const proto_buf_t *b, uint64_t rid, proto_msg_t *m, int timeout_ms)
+{
+    uint64_t deadline = th_now_ms() + (uint64_t)timeout_ms;
+    zmq_pollitem_t pi = {.socket = z->sock, .events = ZMQ_POLLOUT};
+    if (zmq_poll(&pi, 1, timeout_ms) <= 0 || zu_send(z->sock, NULL, 0, b->data, b->len) < 0)
+        return -1;
+    for (;;) {
+        uint64_t now = th_now_ms();
+        if (now >= deadline)
+            return -1;
+        pi.events = ZMQ_POLLIN;
+        if (zmq_poll(&pi, 1, (long)(deadline - now)) <= 0)
+            continue;
+        zmq_msg_t f[ZU_FRAMES_MAX];
+        int n;
+        if (zu_recv(z->sock, f, ZU_FRAMES_MAX, &n) < 0)
+            continue;
+        int rc = n == 1 ? proto_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), m) : PROTO_MALFORMED;
+        zu_close_frames(f, n);
+        if (rc == PROTO_DEC_OK && m->rid == rid)
+            return 0;
+        if (rc == PROTO_DEC_OK)
+            proto_msg_fini(m); /* an answer to an earlier, abandoned request */
+    }
+}
+
+int th_zc_get(th_zc_t *z, const char *uid, proto_record_t *out, uint32_t *flags)
+{
+    proto_buf_t b;
+    proto_buf_init(&b);
+    uint64_t rid = ++z->rid;
+    proto_enc_get(&b, PROTO_GET, rid, uid, strlen(uid));
+    proto_msg_t m;
+    int rc = th_zc_call(z, &b, rid, &m, 5000);
+    proto_buf_fini(&b);
+    if (rc < 0)
+        return -1;
+    rc = m.status;
+    if (flags)
+        *flags = m.flags;
+    if (rc == PROTO_OK && m.n == 1)
+        *out = m.recs[0];
+    proto_msg_fini(&m);
+    return rc;
+}
+
+int th_zc_put(th_zc_t *z, const char *uid, int status, const char *msg, proto_record_t *out)
+{
+    proto_record_t r;
+    memset(&r, 0, sizeof r);
+    proto_record_set_uid(&r, uid, strlen(uid));
+    proto_record_set_msg(&r, msg, strlen(msg));
+    proto_record_set_node(&r, "test", 4);
+    r.status = (uint8_t)status;
+    r.ttl_s = 3600;
+    proto_buf_t b;
+    proto_buf_init(&b);
+    uint64_t rid = ++z->rid;
+    proto_enc_records_cmd(&b, PROTO_PUT, rid, &r, 1);
+    proto_msg_t m;
+    int rc = th_zc_call(z, &b, rid, &m, 5000);
+    proto_buf_fini(&b);
+    if (rc < 0)
+        return -1;
+    rc = m.status;
+    if (rc == PROTO_OK && m.n == 1 && out)
+        *out = m.recs[0];
+    proto_msg_fini(&m);
+    return rc;
+}
+
+int th_zc_stat(th_zc_t *z, const char *name, uint64_t *v)
+{
+    proto_buf_t b;
+    proto_buf_init(&b);
+    uint64_t rid = ++z->rid;
+    proto_enc_simple(&b, PROTO_STATS, rid);
+    proto_msg_t m;
+    int rc = th_zc_call(z, &b, rid, &m, 5000);
+    proto_buf_fini(&b);
+    if (rc < 0)
+        return -1;
+    rc = -1;
+    size_t nl = strlen(name);
+    for (uint32_t i = 0; i < m.n; i++) {
+        if (m.stats[i].name.len >= nl && memcmp(m.stats[i].name.p, name, nl) == 0 &&
+            (m.stats[i].name.len == nl || m.stats[i].name.p[nl] == '{')) {
+            *v = m.stats[i].value;
+            rc = 0;
+            break;
+        }
+    }
+    proto_msg_fini(&m);
+    return rc;
+}

@@ -111,6 +111,27 @@ char *th_token(const char *sub, const char *scope);
 /* "Authorization: Bearer <token>\r\n" for sub (static buffer per call site is the caller's). */
 void th_auth_header(char *out, size_t len, const char *sub, const char *scope);
 
+/* ---- ZeroMQ: talk to a cache-node or store-node directly (as a gateway would) ------------- */
+
+#include "proto.h"
+
+typedef struct th_zc {
+    void *ctx, *sock;
+    uint64_t rid;
+} th_zc_t;
+
+int th_zc_open(th_zc_t *z, const char *endpoint);
+void th_zc_close(th_zc_t *z);
+/* Send b (encoded with request id rid) and wait for the reply with that rid; *m must be
+ * released with proto_msg_fini. Returns 0 or -1 (timeout / transport). */
+int th_zc_call(th_zc_t *z, const proto_buf_t *b, uint64_t rid, proto_msg_t *m, int timeout_ms);
+/* GET: returns the reply status (PROTO_OK, PROTO_NOTFOUND, ...) or -1; *out filled on OK. */
+int th_zc_get(th_zc_t *z, const char *uid, proto_record_t *out, uint32_t *flags);
+/* PUT one record (status, message, ttl 3600, node "test"): reply status or -1; *out on OK. */
+int th_zc_put(th_zc_t *z, const char *uid, int status, const char *msg, proto_record_t *out);
+/* STATS: the value of the first stat whose name starts with `name` (labels follow). */
+int th_zc_stat(th_zc_t *z, const char *name, uint64_t *v);
+
 /* Poll `cond` every few ms until true or timeout_ms; returns true if it became true. */
 bool th_wait_for(bool (*cond)(void *), void *arg, int timeout_ms);
 uint64_t th_now_ms(void);

@@ -125,6 +125,13 @@ static struct {
     bool ping_out, stats_out;
 
     proto_buf_t buf, rec;
+    /* While a BATCH from one gateway socket is processed, its immediate replies are collected
+     * here and leave as one BATCH frame. */
+    bool in_batch;
+    const uint8_t *batch_ident;
+    size_t batch_ident_len;
+    proto_batch_t out_batch;
+    proto_buf_t out_frame;
     uint64_t requests_total, reads_total, writes_total, fetches_total, fetch_keys_total, coalesced_total;
     uint64_t store_timeouts, store_unavailable, malformed_total, stale_served, bypass_reads, fills_dropped;
     stats_hist_t store_rtt_hist;
@@ -250,6 +257,11 @@ static uint64_t s_hash(const char *k, size_t len)
 
 static void s_send_to(const uint8_t *ident, size_t ident_len, proto_buf_t *b)
 {
+    if (C.in_batch && ident_len == C.batch_ident_len && memcmp(ident, C.batch_ident, ident_len) == 0) {
+        proto_batch_add(&C.out_batch, b->data, b->len);
+        proto_buf_reset(b);
+        return;
+    }
     size_t len;
     char *data = proto_buf_steal(b, &len);
     if (zu_send_owned(C.router, ident, ident_len, data, len) < 0)
@@ -752,22 +764,45 @@ static void s_poll_store(uint64_t now)
 
 /* ==== dispatch =============================================================================== */
 
+static void s_on_request(const uint8_t *ident, size_t ident_len, const void *data, size_t len, bool nested);
+
 static void s_on_gateway(zmq_msg_t *frames, int n)
 {
     if (n != 2 || zmq_msg_size(&frames[0]) == 0 || zmq_msg_size(&frames[0]) > MAX_IDENT) {
         C.malformed_total++;
         return;
     }
-    const uint8_t *ident = zmq_msg_data(&frames[0]);
-    size_t ident_len = zmq_msg_size(&frames[0]);
+    s_on_request(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), zmq_msg_data(&frames[1]),
+                 zmq_msg_size(&frames[1]), false);
+}
+
+static void s_on_request(const uint8_t *ident, size_t ident_len, const void *data, size_t len, bool nested)
+{
     proto_msg_t m;
-    if (proto_decode(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &m) != PROTO_DEC_OK) {
+    if (proto_decode(data, len, &m) != PROTO_DEC_OK || (nested && m.type == PROTO_BATCH)) {
         C.malformed_total++;
-        LOG_RATELIMITED(LOG_WARN, 1000, "malformed request from a gateway: %s", m.err);
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed request from a gateway: %s", nested ? "nested batch" : m.err);
         uint8_t type;
         uint64_t rid;
-        if (proto_peek_header(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &type, &rid) == 0)
+        if (proto_peek_header(data, len, &type, &rid) == 0 && type != PROTO_BATCH)
             s_reply_status(ident, ident_len, rid, PROTO_EBADREQ, m.err);
+        proto_msg_fini(&m);
+        return;
+    }
+    if (m.type == PROTO_BATCH) {
+        /* Answer what can be answered now in one frame; deferred answers (misses, writes) leave
+         * on their own when they are ready. */
+        C.in_batch = true;
+        C.batch_ident = ident;
+        C.batch_ident_len = ident_len;
+        proto_batch_reset(&C.out_batch);
+        for (uint32_t i = 0; i < m.n; i++)
+            s_on_request(ident, ident_len, m.parts[i].p, m.parts[i].len, true);
+        C.in_batch = false;
+        if (C.out_batch.n) {
+            proto_batch_encode(&C.out_batch, &C.out_frame);
+            s_send_to(ident, ident_len, &C.out_frame);
+        }
         proto_msg_fini(&m);
         return;
     }
@@ -928,6 +963,8 @@ int main(void)
     }
     proto_buf_init(&C.buf);
     proto_buf_init(&C.rec);
+    proto_batch_init(&C.out_batch);
+    proto_buf_init(&C.out_frame);
     stats_list_init(&C.store_stats);
     stats_hist_init_latency(&C.store_rtt_hist);
     C.next_rid = 1;
@@ -1023,6 +1060,8 @@ int main(void)
     stats_list_fini(&C.store_stats);
     proto_buf_fini(&C.buf);
     proto_buf_fini(&C.rec);
+    proto_batch_fini(&C.out_batch);
+    proto_buf_fini(&C.out_frame);
     LOG(LOG_NOTICE, "stopped");
     return 0;
 }

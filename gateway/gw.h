@@ -88,8 +88,9 @@ struct gw_call {
     h2o_timeout_entry_t te;
     gw_call_cb cb;
     void *arg;
-    char *msg;               /* encoded command, kept for re-sending reads */
+    char *msg;               /* encoded command, kept for re-sending */
     size_t msg_len;
+    bool sent;               /* left this process (else it is in the node's pending batch) */
     uint64_t start_us;
 };
 
@@ -103,7 +104,11 @@ typedef struct gw_node_conn {
     uint64_t last_ok_ms;
     bool ping_out;
     h2o_timeout_entry_t drain;
-    bool drain_scheduled;
+    h2o_timeout_entry_t flush;  /* sends the pending batch at the end of the loop turn */
+    proto_batch_t batch;        /* commands queued for this node during this turn */
+    uint64_t *batch_rids;       /* their calls */
+    uint32_t batch_cap;
+    proto_buf_t frame;
 } gw_node_conn_t;
 
 typedef struct gw_metrics {
@@ -157,9 +162,11 @@ uint64_t gw_next_rid(gw_thread_t *t);
 int gw_route_key(gw_thread_t *t, const char *key, size_t klen);
 /* Any node that is up, preferring `avoid` not to be chosen; -1 if none. */
 int gw_any_node(gw_thread_t *t, int avoid);
-/* Send an encoded command (its rid from gw_next_rid) to a node and register the call. The buffer
- * is copied. Returns the call, or NULL when the node cannot take it (then nothing was registered
- * and the node is marked down; the caller may pick another node). */
+/* Queue an encoded command (its rid from gw_next_rid) for a node and register the call. The buffer
+ * is copied. Commands queued during one event-loop turn leave together in one BATCH frame at the
+ * end of the turn; if that send fails the node is marked down and its unsent calls go to another
+ * node (or fail with PROTO_EUNAVAIL when none is up). Returns the call (never NULL for a valid
+ * node index). */
 gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
                         gw_call_cb cb, void *arg);
 int gw_nodes_up(gw_thread_t *t);

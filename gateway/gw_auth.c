@@ -119,7 +119,7 @@ int gw_auth_verify(const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t n
         *err = "invalid token: exp required";
         goto out;
     }
-    if (now_s > exp + a->leeway_s) {
+    if (now_s - a->leeway_s > exp) { /* not exp + leeway: a huge exp would overflow */
         *err = "token expired";
         goto out;
     }

@@ -34,6 +34,7 @@
 #define PING_MS 250
 
 static void s_drain(gw_node_conn_t *nc);
+static void s_queue(gw_node_conn_t *nc, gw_call_t *c);
 
 /* ==== call table ============================================================================= */
 
@@ -164,7 +165,7 @@ static void on_call_timeout(h2o_timeout_entry_t *e)
 
 static bool s_is_read(uint8_t type)
 {
-    return type == PROTO_GET || type == PROTO_MGET || type == PROTO_STATS;
+    return type == PROTO_GET || type == PROTO_MGET || type == PROTO_STATS || type == PROTO_PING;
 }
 
 gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
@@ -173,10 +174,6 @@ gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, 
     if (node < 0 || node >= gw_cfg.nnodes)
         return NULL;
     gw_node_conn_t *nc = &t->nodes[node];
-    if (zu_send(nc->sock, NULL, 0, b->data, b->len) < 0) {
-        s_node_down(nc, errno == EAGAIN ? "not connected" : zmq_strerror(errno));
-        return NULL;
-    }
     gw_call_t *c = xcalloc(1, sizeof *c);
     c->rid = rid;
     c->t = t;
@@ -191,15 +188,81 @@ gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, 
         c->token = h2o_mem_alloc_shared(&req->pool, sizeof(gw_call_t *), on_token_dispose);
         *c->token = c;
     }
-    if (s_is_read(type)) {
-        c->msg = xmalloc(b->len);
-        memcpy(c->msg, b->data, b->len);
-        c->msg_len = b->len;
-    }
+    c->msg = xmalloc(b->len);
+    memcpy(c->msg, b->data, b->len);
+    c->msg_len = b->len;
     s_ctab_insert(t, c);
     h2o_timeout_link(t->ctx.loop, type == PROTO_PING ? &t->ping_timeout : &t->req_timeout, &c->te);
-    s_schedule_drain(nc);
+    s_queue(nc, c);
     return c;
+}
+
+/* ==== batching =============================================================================== */
+
+static void s_queue(gw_node_conn_t *nc, gw_call_t *c)
+{
+    c->node = nc->idx;
+    c->sent = false;
+    if (nc->batch.n == nc->batch_cap) {
+        nc->batch_cap = nc->batch_cap ? nc->batch_cap * 2 : 64;
+        nc->batch_rids = xrealloc(nc->batch_rids, nc->batch_cap * sizeof *nc->batch_rids);
+    }
+    nc->batch_rids[nc->batch.n] = c->rid;
+    proto_batch_add(&nc->batch, c->msg, c->msg_len);
+    if (!h2o_timeout_is_linked(&nc->flush))
+        h2o_timeout_link(nc->t->ctx.loop, &nc->t->ctx.zero_timeout, &nc->flush);
+}
+
+/* Re-route a call that could not be sent, or whose node went away. Reads may always move;
+ * commands that never left this process may move too (nobody saw them). */
+static void s_reroute(gw_thread_t *t, gw_call_t *c, int from)
+{
+    /* Pings and stats are about one node; they are never moved. */
+    bool movable = c->type != PROTO_PING && c->type != PROTO_STATS && (s_is_read(c->type) || !c->sent);
+    int other = movable ? gw_any_node(t, from) : -1;
+    if (other >= 0 && other != from) {
+        atomic_fetch_add(&gw_metrics.upstream_retries, 1);
+        s_ctab_insert(t, c);
+        s_queue(&t->nodes[other], c);
+        return;
+    }
+    if (c->type != PROTO_PING)
+        atomic_fetch_add(&gw_metrics.upstream_unavailable, 1);
+    s_complete(c, NULL, PROTO_EUNAVAIL);
+}
+
+static void on_flush_timer(h2o_timeout_entry_t *e)
+{
+    gw_node_conn_t *nc = H2O_STRUCT_FROM_MEMBER(gw_node_conn_t, flush, e);
+    gw_thread_t *t = nc->t;
+    if (!nc->batch.n)
+        return;
+    proto_batch_encode(&nc->batch, &nc->frame);
+    uint32_t n = nc->batch.n;
+    proto_batch_reset(&nc->batch);
+    if (zu_send(nc->sock, NULL, 0, nc->frame.data, nc->frame.len) == 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            gw_call_t *c = NULL;
+            /* Mark sent without unlinking: look the call up in place. */
+            for (c = t->ctab[util_mix64(nc->batch_rids[i]) & (t->csize - 1)]; c && c->rid != nc->batch_rids[i];
+                 c = c->hnext)
+                ;
+            if (c)
+                c->sent = true;
+        }
+        s_schedule_drain(nc); /* the post-send drain (ZMQ_FD contract) */
+        return;
+    }
+    s_node_down(nc, errno == EAGAIN ? "not connected" : zmq_strerror(errno));
+    /* Copy the rids: re-routing may queue onto this same node's (now empty) batch. */
+    uint64_t *rids = xmalloc(n * sizeof *rids);
+    memcpy(rids, nc->batch_rids, n * sizeof *rids);
+    for (uint32_t i = 0; i < n; i++) {
+        gw_call_t *c = s_ctab_remove(t, rids[i]);
+        if (c)
+            s_reroute(t, c, nc->idx);
+    }
+    free(rids);
 }
 
 /* A node went away: re-send its reads elsewhere, fail its writes. */
@@ -219,21 +282,12 @@ static void s_fail_node_calls(gw_thread_t *t, int node)
             moved = c;
         }
     }
+    /* Calls still in the node's unsent batch are among them: drop the batch first. */
+    proto_batch_reset(&t->nodes[node].batch);
     while (moved) {
         gw_call_t *c = moved;
         moved = c->hnext;
-        int other = c->msg ? gw_any_node(t, node) : -1;
-        if (other >= 0 && other != node &&
-            zu_send(t->nodes[other].sock, NULL, 0, c->msg, c->msg_len) == 0) {
-            atomic_fetch_add(&gw_metrics.upstream_retries, 1);
-            c->node = other;
-            s_ctab_insert(t, c);
-            s_schedule_drain(&t->nodes[other]);
-            continue;
-        }
-        if (c->type != PROTO_PING)
-            atomic_fetch_add(&gw_metrics.upstream_unavailable, 1);
-        s_complete(c, NULL, PROTO_EUNAVAIL);
+        s_reroute(t, c, node);
     }
 }
 
@@ -243,6 +297,20 @@ static void on_drain_timer(h2o_timeout_entry_t *e)
 {
     gw_node_conn_t *nc = H2O_STRUCT_FROM_MEMBER(gw_node_conn_t, drain, e);
     s_drain(nc);
+}
+
+static void s_mark_up(gw_node_conn_t *nc)
+{
+    gw_thread_t *t = nc->t;
+    if (!nc->up && nc->seen)
+        LOG(LOG_INFO, "cache-node %d (%s) is up again", nc->idx, gw_cfg.endpoints[nc->idx]);
+    nc->up = true;
+    nc->seen = true;
+    nc->last_ok_ms = util_mono_ms();
+    if (!t->reported_up) {
+        t->reported_up = true;
+        atomic_fetch_add(&gw_threads_with_nodes, 1);
+    }
 }
 
 static void s_drain(gw_node_conn_t *nc)
@@ -266,15 +334,25 @@ static void s_drain(gw_node_conn_t *nc)
             zu_close_frames(frames, n);
             continue;
         }
-        if (!nc->up && nc->seen)
-            LOG(LOG_INFO, "cache-node %d (%s) is up again", nc->idx, gw_cfg.endpoints[nc->idx]);
-        nc->up = true;
-        nc->seen = true;
-        if (!t->reported_up) {
-            t->reported_up = true;
-            atomic_fetch_add(&gw_threads_with_nodes, 1);
+        if (m.type == PROTO_BATCH) {
+            for (uint32_t i = 0; i < m.n; i++) {
+                proto_msg_t part;
+                if (proto_decode(m.parts[i].p, m.parts[i].len, &part) != PROTO_DEC_OK || part.type == PROTO_BATCH) {
+                    LOG_RATELIMITED(LOG_WARN, 1000, "malformed batch part from cache-node %d dropped", nc->idx);
+                    proto_msg_fini(&part);
+                    continue;
+                }
+                gw_call_t *c = s_ctab_remove(t, part.rid);
+                if (c)
+                    s_complete(c, &part, part.status);
+                proto_msg_fini(&part);
+            }
+            proto_msg_fini(&m);
+            zu_close_frames(frames, n);
+            s_mark_up(nc);
+            continue;
         }
-        nc->last_ok_ms = util_mono_ms();
+        s_mark_up(nc);
         gw_call_t *c = s_ctab_remove(t, m.rid);
         if (c)
             s_complete(c, &m, m.status);
@@ -336,21 +414,8 @@ static void on_ping_timer(h2o_timeout_entry_t *e)
         proto_buf_reset(&t->pb);
         proto_enc_simple(&t->pb, PROTO_PING, rid);
         /* A down node is probed the same way; its first answer brings it back. */
-        if (zu_send(nc->sock, NULL, 0, t->pb.data, t->pb.len) == 0) {
-            gw_call_t *c = xcalloc(1, sizeof *c);
-            c->rid = rid;
-            c->t = t;
-            c->node = i;
-            c->type = PROTO_PING;
-            c->cb = on_pong;
-            c->te.cb = on_call_timeout;
-            s_ctab_insert(t, c);
-            h2o_timeout_link(t->ctx.loop, &t->ping_timeout, &c->te);
-            nc->ping_out = true;
-            s_schedule_drain(nc);
-        } else {
-            s_node_down(nc, "not connected");
-        }
+        gw_call_send(t, NULL, i, rid, PROTO_PING, &t->pb, on_pong, NULL);
+        nc->ping_out = true;
     }
     h2o_timeout_link(t->ctx.loop, &t->ping_tick, &t->ping_timer);
 }
@@ -368,6 +433,9 @@ int gw_upstream_init(gw_thread_t *t, void *zctx, char *err)
         nc->idx = i;
         nc->up = true; /* optimistic: the first send tells (ZMQ_IMMEDIATE) */
         nc->drain.cb = on_drain_timer;
+        nc->flush.cb = on_flush_timer;
+        proto_batch_init(&nc->batch);
+        proto_buf_init(&nc->frame);
         nc->sock = zu_socket(zctx, ZMQ_DEALER, 100000, 100000);
         int one = 1, ivl_max = 500;
         zmq_setsockopt(nc->sock, ZMQ_IMMEDIATE, &one, sizeof one);
@@ -416,6 +484,11 @@ void gw_upstream_fini(gw_thread_t *t)
         gw_node_conn_t *nc = &t->nodes[i];
         if (h2o_timeout_is_linked(&nc->drain))
             h2o_timeout_unlink(&nc->drain);
+        if (h2o_timeout_is_linked(&nc->flush))
+            h2o_timeout_unlink(&nc->flush);
+        proto_batch_fini(&nc->batch);
+        proto_buf_fini(&nc->frame);
+        free(nc->batch_rids);
         if (nc->hsock) {
             h2o_socket_read_stop(nc->hsock);
             h2o_socket_close(nc->hsock);

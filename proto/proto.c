@@ -303,6 +303,58 @@ void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_u
     proto_enc_u64(&e, now_us);
 }
 
+void proto_batch_init(proto_batch_t *bt)
+{
+    proto_buf_init(&bt->data);
+    bt->ends = NULL;
+    bt->n = bt->cap = 0;
+}
+
+void proto_batch_fini(proto_batch_t *bt)
+{
+    proto_buf_fini(&bt->data);
+    free(bt->ends);
+    bt->ends = NULL;
+    bt->n = bt->cap = 0;
+}
+
+void proto_batch_reset(proto_batch_t *bt)
+{
+    proto_buf_reset(&bt->data);
+    bt->n = 0;
+}
+
+void proto_batch_add(proto_batch_t *bt, const void *msg, size_t len)
+{
+    if (bt->n == bt->cap) {
+        bt->cap = bt->cap ? bt->cap * 2 : 64;
+        bt->ends = xrealloc(bt->ends, bt->cap * sizeof *bt->ends);
+    }
+    proto_buf_append(&bt->data, msg, len);
+    bt->ends[bt->n++] = (uint32_t)bt->data.len;
+}
+
+void proto_batch_encode(const proto_batch_t *bt, proto_buf_t *out)
+{
+    proto_buf_reset(out);
+    if (bt->n == 1) {
+        proto_buf_append(out, bt->data.data, bt->data.len);
+        return;
+    }
+    proto_enc_t e;
+    proto_enc_init(&e, out);
+    proto_enc_header(&e, 4, PROTO_BATCH, 0);
+    proto_enc_array(&e, bt->n);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, s_pk_write);
+    uint32_t start = 0;
+    for (uint32_t i = 0; i < bt->n; i++) {
+        msgpack_pack_bin(&pk, bt->ends[i] - start);
+        msgpack_pack_bin_body(&pk, bt->data.data + start, bt->ends[i] - start);
+        start = bt->ends[i];
+    }
+}
+
 /* ==== pre-scan =============================================================================== */
 
 static uint64_t s_be(const uint8_t *p, int n)
@@ -562,6 +614,8 @@ static void s_msg_init(proto_msg_t *m)
 
 void proto_msg_fini(proto_msg_t *m)
 {
+    free(m->parts);
+    m->parts = NULL;
     free(m->keys);
     free(m->recs);
     free(m->changes);
@@ -755,6 +809,19 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
         }
         m->n = cnt;
         break;
+    case PROTO_BATCH:
+        NFIELDS(4);
+        if (!(items = s_arr(&f[3], 1, PROTO_ITEMS_MAX, &cnt)))
+            FAIL("bad batch");
+        m->parts = xcalloc(cnt, sizeof *m->parts);
+        for (uint32_t i = 0; i < cnt; i++) {
+            if (items[i].type != MSGPACK_OBJECT_BIN || items[i].via.bin.size == 0)
+                FAIL("bad batch part %u", i);
+            m->parts[i].p = items[i].via.bin.ptr;
+            m->parts[i].len = items[i].via.bin.size;
+        }
+        m->n = cnt;
+        break;
     case PROTO_HUGZ:
         NFIELDS(6);
         if (s_u64(&f[3], &m->epoch) < 0 || s_u64(&f[4], &m->seq) < 0 || s_u64(&f[5], &m->now_us) < 0)
@@ -825,6 +892,7 @@ const char *proto_type_name(int type)
     case PROTO_CATCHUP: return "CATCHUP";
     case PROTO_PING: return "PING";
     case PROTO_APPLY: return "APPLY";
+    case PROTO_BATCH: return "BATCH";
     case PROTO_REPLY: return "REPLY";
     case PROTO_CATCHUP_REPLY: return "CATCHUP_REPLY";
     case PROTO_PONG: return "PONG";

@@ -42,6 +42,8 @@ enum proto_type {
     PROTO_CATCHUP = 7, /* [V,T,rid, epoch, after_seq, max_items, flags, snap_start] -> CATCHUP_REPLY */
     PROTO_PING = 8,    /* [V,T,rid]                                        -> PONG */
     PROTO_APPLY = 9,   /* [V,T,rid, [record...]]  cache fill after a write -> REPLY */
+    PROTO_BATCH = 10,  /* [V,T,0, [bin...]] several whole messages in one frame (either way);
+                          each part is answered as if it had come alone */
     /* replies */
     PROTO_REPLY = 32,         /* [V,T,rid, status, as_of, [record...], errmsg, flags] */
     PROTO_CATCHUP_REPLY = 33, /* [V,T,rid, status, epoch, mode, through_seq, done, [change...]] */
@@ -136,6 +138,7 @@ typedef struct proto_stat {
  *   PONG, STATS_REPLY:  status, stats[n]
  *   CHANGES:            epoch, first_seq, seq (last_seq), changes[n]
  *   HUGZ:               epoch, seq, now_us
+ *   BATCH:              parts[n] (each a whole encoded message, borrowed from the frame)
  * Allocated arrays are owned by the message: release with proto_msg_fini(). */
 typedef struct proto_msg {
     uint8_t type;
@@ -151,6 +154,7 @@ typedef struct proto_msg {
     proto_record_t *recs;
     proto_change_t *changes;
     proto_stat_t *stats;
+    proto_str_t *parts;
     char err[96]; /* why decoding failed */
 } proto_msg_t;
 
@@ -220,6 +224,21 @@ void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags);
 void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status, const proto_stat_t *stats,
                      uint32_t n);
 void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us);
+
+/* Batching: collect whole encoded messages, then emit one BATCH frame (or the single message
+ * itself when there is only one). */
+typedef struct proto_batch {
+    proto_buf_t data;  /* the messages back to back */
+    uint32_t *ends;    /* end offset of each message */
+    uint32_t n, cap;
+} proto_batch_t;
+
+void proto_batch_init(proto_batch_t *bt);
+void proto_batch_fini(proto_batch_t *bt);
+void proto_batch_reset(proto_batch_t *bt);
+void proto_batch_add(proto_batch_t *bt, const void *msg, size_t len);
+/* Encode the collected messages into out (reset first): one BATCH, or the lone message. */
+void proto_batch_encode(const proto_batch_t *bt, proto_buf_t *out);
 
 /* The encoded record alone (what the store keeps in LMDB and the cache keeps in memory). */
 void proto_record_encode(proto_buf_t *b, const proto_record_t *r);

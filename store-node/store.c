@@ -363,13 +363,17 @@ static int s_apply_put(store_t *s, MDB_txn *txn, const proto_record_t *in, uint6
     out->last_seen_us = now;
     out->expires_at_us = now + (uint64_t)in->ttl_s * 1000000u;
     bool changed = true;
+    uint64_t old_updated = 0;
     if (found) {
         bool old_off = s_effectively_offline(&old, now);
+        bool old_expired = old_off && old.status != PRESENCE_OFFLINE;
         int old_status = old_off ? PRESENCE_OFFLINE : old.status;
-        size_t old_mlen = (old_off && old.status != PRESENCE_OFFLINE) ? 0 : old.msg_len;
+        size_t old_mlen = old_expired ? 0 : old.msg_len;
         changed = old_status != in->status || old_mlen != in->msg_len || memcmp(old.message, in->message, old_mlen) != 0;
+        /* An expired record went offline at its expires_at (as readers and the sweeper see it). */
+        old_updated = old_expired ? old.expires_at_us : old.updated_at_us;
     }
-    out->updated_at_us = changed ? now : old.updated_at_us;
+    out->updated_at_us = changed ? now : old_updated;
     if ((rc = s_store_rec(s, txn, out)) != 0)
         return rc;
     proto_change_t *c = s_changes_push(ch);

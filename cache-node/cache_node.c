@@ -121,6 +121,8 @@ static struct {
     /* store health */
     uint64_t last_store_ok_ms, next_ping_ms, next_stats_ms, store_rtt_us;
     uint64_t store_epoch, store_seq;
+    bool link_up;          /* the relay's link to the center (always true at a center) */
+    uint64_t link_lag_us;
     stats_list_t store_stats;
     bool ping_out, stats_out;
 
@@ -275,9 +277,10 @@ static void s_reply_status(const uint8_t *ident, size_t ident_len, uint64_t rid,
     s_send_to(ident, ident_len, &C.buf);
 }
 
+/* The store answers recently -- and, behind a relay, the relay's link to the center is up. */
 static bool s_store_up(void)
 {
-    return util_mono_ms() - C.last_store_ok_ms < C.store_down_ms;
+    return C.link_up && util_mono_ms() - C.last_store_ok_ms < C.store_down_ms;
 }
 
 static void s_greq_finish(greq_t *g)
@@ -456,6 +459,12 @@ static void on_reset(void *ctx)
 static void on_sync_state(void *ctx, int state)
 {
     (void)ctx;
+    /* The relay's heartbeat says at once when its link to the center goes down or comes back;
+     * its PONGs (every PING_INTERVAL_MS) say it too, later. */
+    if (state == SYNC_UPSTREAM_DOWN)
+        C.link_up = false;
+    else if (state == SYNC_LIVE)
+        C.link_up = true;
     LOG(state == SYNC_LIVE ? LOG_INFO : LOG_NOTICE, "sync state: %s", sync_state_name(state));
 }
 
@@ -683,6 +692,8 @@ static void s_collect_stats(stats_list_t *l, bool full)
     stats_addf(l, s_store_up(), "cache_store_up{node=\"%s\"}", id);
     stats_addf(l, C.store_rtt_us, "cache_store_rtt_seconds{node=\"%s\"}:us", id);
     stats_addf(l, C.store_seq, "cache_store_sequence{node=\"%s\"}", id);
+    stats_addf(l, C.link_up, "cache_link_up{node=\"%s\"}", id);
+    stats_addf(l, C.link_lag_us, "cache_link_lag_seconds{node=\"%s\"}:us", id);
     stats_addf(l, cm.items, "cache_items{node=\"%s\"}", id);
     if (!full)
         return;
@@ -851,7 +862,10 @@ static void s_on_store(zmq_msg_t *frames, int n)
         return;
     }
     uint64_t now = util_mono_ms();
-    C.last_store_ok_ms = now;
+    /* An answer proves the store path works, unless it says it does not (a relay without its
+     * center answers EUNAVAIL, and its PONG says relay_link_up 0). */
+    if ((p->kind == PK_FORWARD || p->kind == PK_FETCH) && m.status != PROTO_EUNAVAIL && m.status != PROTO_ETIMEOUT)
+        C.last_store_ok_ms = now;
     uint64_t rtt = util_mono_us() - p->sent_us;
     C.store_rtt_us = rtt;
     stats_hist_observe(&C.store_rtt_hist, rtt);
@@ -874,8 +888,15 @@ static void s_on_store(zmq_msg_t *frames, int n)
     case PK_PING:
         C.ping_out = false;
         if (m.type == PROTO_PONG) {
+            uint64_t link = 1, lag = 0;
             stats_find(m.stats, m.n, "store_epoch", &C.store_epoch);
             stats_find(m.stats, m.n, "store_sequence", &C.store_seq);
+            stats_find(m.stats, m.n, "relay_link_up", &link);
+            stats_find(m.stats, m.n, "relay_lag_seconds:us", &lag);
+            C.link_up = link != 0;
+            C.link_lag_us = lag;
+            if (C.link_up)
+                C.last_store_ok_ms = now;
         }
         break;
     case PK_STATS:
@@ -969,6 +990,7 @@ int main(void)
     stats_hist_init_latency(&C.store_rtt_hist);
     C.next_rid = 1;
     C.last_store_ok_ms = util_mono_ms(); /* optimistic until the first ping says otherwise */
+    C.link_up = true;
 
     C.zctx = zmq_ctx_new();
     C.router = zu_socket(C.zctx, ZMQ_ROUTER, 200000, 200000);

@@ -11,9 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void s_join(const char *list, char *out, size_t outlen)
+/* "a, b ,c" -> "a, b, c". Returns -1 when the result does not fit in out (never truncate silently). */
+static int s_join(const char *list, char *out, size_t outlen)
 {
-    /* "a, b ,c" -> "a, b, c" */
+    int rc = 0;
     out[0] = '\0';
     size_t o = 0;
     const char *p = list;
@@ -26,7 +27,7 @@ static void s_join(const char *list, char *out, size_t outlen)
         const char *t = e;
         while (t > p && t[-1] == ' ')
             t--;
-        if (t > p && o + (size_t)(t - p) + 3 < outlen) {
+        if (t > p && o + (o ? 2 : 0) + (size_t)(t - p) + 1 <= outlen) {
             if (o) {
                 memcpy(out + o, ", ", 2);
                 o += 2;
@@ -34,9 +35,12 @@ static void s_join(const char *list, char *out, size_t outlen)
             memcpy(out + o, p, (size_t)(t - p));
             o += (size_t)(t - p);
             out[o] = '\0';
+        } else if (t > p) {
+            rc = -1;
         }
         p = e;
     }
+    return rc;
 }
 
 int gw_cors_config(gw_cors_t *c, char *err)
@@ -55,10 +59,20 @@ int gw_cors_config(gw_cors_t *c, char *err)
         cfg_u64("CORS_MAX_AGE", 0, 86400 * 365, &max_age, err) < 0)
         return -1;
     c->max_age = (long)max_age;
-    s_join(methods, c->methods, sizeof c->methods);
-    s_join(headers, c->headers, sizeof c->headers);
-    char joined[4096];
-    s_join(origins, joined, sizeof joined);
+    if (s_join(methods, c->methods, sizeof c->methods) < 0) {
+        snprintf(err, CFG_ERR_LEN, "CORS_ALLOWED_METHODS: list too long");
+        return -1;
+    }
+    if (s_join(headers, c->headers, sizeof c->headers) < 0) {
+        snprintf(err, CFG_ERR_LEN, "CORS_ALLOWED_HEADERS: list too long");
+        return -1;
+    }
+    /* Normalising adds at most one byte per item (items are at least one byte plus a comma). */
+    char joined[2 * sizeof origins];
+    if (s_join(origins, joined, sizeof joined) < 0) {
+        snprintf(err, CFG_ERR_LEN, "CORS_ALLOWED_ORIGINS: list too long");
+        return -1;
+    }
     if (strcmp(joined, "*") == 0) {
         if (c->credentials) {
             snprintf(err, CFG_ERR_LEN,

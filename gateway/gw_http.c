@@ -242,7 +242,9 @@ static int s_auth(h2o_req_t *req, gw_rctx_t *rc, bool required, gw_claims_t *cla
         return 0;
     const char *err;
     if (gw_auth_verify(&gw_cfg.auth, v, vlen, (int64_t)(util_now_us() / 1000000u), claims, &err) < 0) {
-        if (!required && !v)
+        /* A route that does not need a token ignores a bad one (docs/API.md: 401 on reads only
+         * with AUTH_READS=required); the caller is anonymous. */
+        if (!required)
             return 0;
         s_unauthorized(req, rc, err);
         return -1;
@@ -670,7 +672,8 @@ static void on_readiness(op_all_t *op, h2o_req_t *req)
 
 static const char *s_sync_state_name(uint64_t s)
 {
-    return s == 1 ? "live" : s == 2 ? "silent" : "catching_up";
+    static const char *const names[] = {"catching_up", "live", "silent", "upstream_down"};
+    return s < 4 ? names[s] : "unknown";
 }
 
 static void on_health_store(op_all_t *op, h2o_req_t *req)
@@ -689,10 +692,11 @@ static void on_health_store(op_all_t *op, h2o_req_t *req)
         const node_answer_t *a = &op->ans[best];
         gw_buf_addf(b,
                     "\"latency_ms\":%.3f,\"sequence\":%llu,\"applied_sequence\":%llu,\"lag_seconds\":%.3f,"
-                    "\"sync_state\":\"%s\",",
+                    "\"sync_state\":\"%s\",\"link_up\":%s,\"link_lag_seconds\":%.3f,",
                     (double)s_stat(a, "cache_store_rtt_seconds") / 1000.0,
                     (unsigned long long)s_stat(a, "cache_store_sequence"), (unsigned long long)s_stat(a, "sync_sequence"),
-                    (double)s_stat(a, "sync_lag_seconds") / 1e6, s_sync_state_name(s_stat(a, "cache_sync_state")));
+                    (double)s_stat(a, "sync_lag_seconds") / 1e6, s_sync_state_name(s_stat(a, "cache_sync_state")),
+                    s_stat(a, "cache_link_up") ? "true" : "false", (double)s_stat(a, "cache_link_lag_seconds") / 1e6);
     }
     s_ts(b);
     gw_buf_add(b, "}", 1);
@@ -941,7 +945,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     ssize_t uid_len = 0;
     if (rc->route == GW_R_PRESENCE_USER || rc->route == GW_R_PRESENCE_HEARTBEAT) {
         if (seglen > PROTO_USER_ID_MAX * 3 || (uid_len = gw_pct_decode(seg, seglen, uid)) < 0 ||
-            !util_valid_user_id(uid, (size_t)uid_len)) {
+            !gw_valid_user_id(uid, (size_t)uid_len)) {
             gw_respond_json_error(req, rc, 400, "invalid user_id");
             return 0;
         }

@@ -180,6 +180,13 @@ static int s_hex(int c)
     return -1;
 }
 
+bool gw_valid_user_id(const char *s, size_t len)
+{
+    if (len == 5 && (memcmp(s, "batch", 5) == 0 || memcmp(s, "watch", 5) == 0))
+        return false;
+    return util_valid_user_id(s, len);
+}
+
 ssize_t gw_pct_decode(const char *s, size_t len, char *out)
 {
     size_t o = 0;
@@ -200,6 +207,64 @@ ssize_t gw_pct_decode(const char *s, size_t len, char *out)
     return (ssize_t)o;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, at most
+ * U+10FFFF), or 0. */
+static size_t s_utf8_seq(const unsigned char *p, size_t n)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        len = 2;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        len = 3, lo = p[0] == 0xe0 ? 0xa0 : 0x80, hi = p[0] == 0xed ? 0x9f : 0xbf;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        len = 4, lo = p[0] == 0xf0 ? 0x90 : 0x80, hi = p[0] == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (n < len || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* A body that is not valid UTF-8 is refused either way; to say which field is wrong, re-read it
+ * with every ill-formed byte replaced by the escape \u0001 (a control character no field
+ * accepts): inside a string the field's own validation refuses it ("invalid message", ...),
+ * anywhere else the text stays invalid JSON. A byte right after an escape's backslash keeps the
+ * text invalid JSON. */
+static json_t *s_load_ill_formed(const char *body, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)body;
+    char *copy = xmalloc(len * 6 + 1);
+    size_t o = 0, backslashes = 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = s_utf8_seq(p + i, len - i);
+        if (k == 0) {
+            if (backslashes % 2) {
+                free(copy);
+                return NULL;
+            }
+            memcpy(copy + o, "\\u0001", 6);
+            o += 6;
+            i++;
+            backslashes = 0;
+            continue;
+        }
+        backslashes = p[i] == '\\' ? backslashes + 1 : 0;
+        memcpy(copy + o, p + i, k);
+        o += k;
+        i += k;
+    }
+    json_error_t e;
+    json_t *root = json_loadb(copy, o, JSON_REJECT_DUPLICATES, &e);
+    free(copy);
+    return root;
+}
+
 static json_t *s_load_object(const char *body, size_t len)
 {
     if (!body || len == 0)
@@ -207,6 +272,8 @@ static json_t *s_load_object(const char *body, size_t len)
     json_error_t e;
     /* DISABLE_EOF_CHECK off: trailing garbage after the object is invalid JSON. */
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+    if (!root && json_error_code(&e) == json_error_invalid_utf8)
+        root = s_load_ill_formed(body, len);
     if (root && !json_is_object(root)) {
         json_decref(root);
         return NULL;
@@ -346,7 +413,7 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
             }
             const char *id = json_string_value(u);
             size_t il = json_string_length(u);
-            if (!util_valid_user_id(id, il)) {
+            if (!gw_valid_user_id(id, il)) {
                 snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
                 goto out;
             }
@@ -382,7 +449,7 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
         size_t il = json_string_length(u);
         if (il == 0)
             continue; /* empty items are skipped */
-        if (!util_valid_user_id(id, il)) {
+        if (!gw_valid_user_id(id, il)) {
             snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
             goto out;
         }
@@ -469,7 +536,7 @@ int gw_parse_users(const char *q, size_t qlen, uint32_t max, proto_str_t *ids, c
         while (z > a && (dst[z - 1] == ' ' || dst[z - 1] == '\t'))
             z--;
         if (z > a) {
-            if (!util_valid_user_id(dst + a, z - a)) {
+            if (!gw_valid_user_id(dst + a, z - a)) {
                 snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(z - a, 128), dst + a);
                 return -1;
             }

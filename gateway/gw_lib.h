@@ -46,6 +46,10 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 
 #define GW_BODY_MAX (64u << 10)
 
+/* A user id the API accepts: util_valid_user_id, and not one of the words reserved for routes
+ * ("batch", "watch": /api/v2/presence/{batch,watch} are routes, never records). */
+bool gw_valid_user_id(const char *s, size_t len);
+
 /* Decode %XX once into out (size >= len+1). Returns the decoded length, or -1 on a bad escape. */
 ssize_t gw_pct_decode(const char *s, size_t len, char *out);
 

@@ -145,8 +145,9 @@ void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes
             char bucket[PROTO_STAT_NAME_MAX + 16];
             snprintf(bucket, sizeof bucket, "%s_bucket", base);
             bool hist = s == 0;
+            /* The _bucket series may already have been renamed to the base family above. */
             for (size_t j = 0; j < l.n && !hist; j++)
-                if (strcmp(l.v[j].family, bucket) == 0)
+                if (strcmp(l.v[j].family, bucket) == 0 || (l.v[j].hist && strcmp(l.v[j].family, base) == 0))
                     hist = true;
             if (hist) {
                 snprintf(e->family, sizeof e->family, "%s", base);

@@ -461,6 +461,10 @@ int gw_upstream_init(gw_thread_t *t, void *zctx, char *err)
         nc->hmon = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
         nc->hmon->data = nc;
         h2o_socket_read_start(nc->hmon, on_monitor_ready);
+        /* ZMQ_FD only signals once the socket has been found empty (pitfall 1): check it once now,
+         * or the first monitor event never wakes us and in-flight calls to a dead node wait for
+         * their deadline instead of failing over. */
+        on_monitor_ready(nc->hmon, NULL);
     }
     t->ping_timer.cb = on_ping_timer;
     h2o_timeout_link(t->ctx.loop, &t->ctx.zero_timeout, &t->ping_timer);

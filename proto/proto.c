@@ -355,6 +355,17 @@ void proto_batch_encode(const proto_batch_t *bt, proto_buf_t *out)
     }
 }
 
+void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags)
+{
+    proto_enc_t e;
+    proto_enc_init(&e, b);
+    proto_enc_header(&e, 7, PROTO_HUGZ, 0);
+    proto_enc_u64(&e, epoch);
+    proto_enc_u64(&e, seq);
+    proto_enc_u64(&e, now_us);
+    proto_enc_u64(&e, flags);
+}
+
 /* ==== pre-scan =============================================================================== */
 
 static uint64_t s_be(const uint8_t *p, int n)
@@ -629,9 +640,10 @@ void proto_msg_fini(proto_msg_t *m)
 
 int proto_peek_header(const void *data, size_t len, uint8_t *type, uint64_t *rid)
 {
-    /* Only the fixed prefix we always emit: fixarray, V, type, rid (any uint width). */
+    /* Only the fixed prefix we always emit: fixarray, version (any: a peer of another version
+     * still gets an answer naming its request), type, rid (any uint width). */
     const uint8_t *p = data;
-    if (len < 4 || (p[0] & 0xf0) != 0x90 || p[1] != PROTO_VERSION || p[2] > 0x7f)
+    if (len < 4 || (p[0] & 0xf0) != 0x90 || p[1] > 0x7f || p[2] > 0x7f)
         return -1;
     *type = p[2];
     uint8_t c = p[3];
@@ -646,6 +658,24 @@ int proto_peek_header(const void *data, size_t len, uint8_t *type, uint64_t *rid
     return 0;
 }
 
+int proto_rewrite_rid(const void *data, size_t len, uint64_t rid, proto_buf_t *out)
+{
+    const uint8_t *p = data;
+    uint8_t type;
+    uint64_t old;
+    if (proto_peek_header(data, len, &type, &old) < 0 || p[1] != PROTO_VERSION)
+        return -1;
+    uint8_t c = p[3];
+    size_t width = c <= 0x7f ? 1 : c == 0xcc ? 2 : c == 0xcd ? 3 : c == 0xce ? 5 : 9;
+    proto_buf_reset(out);
+    proto_buf_append(out, p, 3); /* array header, version, type */
+    proto_enc_t e;
+    proto_enc_init(&e, out);
+    proto_enc_u64(&e, rid);
+    proto_buf_append(out, p + 3 + width, len - 3 - width);
+    return 0;
+}
+
 int proto_decode(const void *data, size_t len, proto_msg_t *m)
 {
     s_msg_init(m);
@@ -657,6 +687,21 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
 
     if (len == 0 || len > PROTO_FRAME_MAX)
         FAIL("frame size %zu out of range", len);
+    /* The version first: a frame of another version may use anything; say so, not "malformed". */
+    {
+        const uint8_t *p = data;
+        if (len >= 2 && (p[0] & 0xf0) == 0x90 && p[1] <= 0x7f && p[1] != PROTO_VERSION) {
+            uint8_t t;
+            uint64_t r;
+            if (proto_peek_header(data, len, &t, &r) == 0) {
+                m->type = t;
+                m->rid = r;
+            }
+            snprintf(m->err, sizeof m->err, "unsupported protocol version %u", p[1]);
+            rc = PROTO_EVERSION;
+            goto out;
+        }
+    }
     if (s_prescan(data, len, m->err, sizeof m->err) < 0)
         goto malformed;
     size_t off = 0;
@@ -823,9 +868,15 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
         m->n = cnt;
         break;
     case PROTO_HUGZ:
-        NFIELDS(6);
+        if (n != 6 && n != 7)
+            FAIL("HUGZ: %u fields, want 6 or 7", n);
         if (s_u64(&f[3], &m->epoch) < 0 || s_u64(&f[4], &m->seq) < 0 || s_u64(&f[5], &m->now_us) < 0)
             FAIL("bad hugz");
+        if (n == 7) {
+            if (s_uint(&f[6], UINT32_MAX, &v) < 0)
+                FAIL("bad hugz flags");
+            m->flags = (uint32_t)v;
+        }
         break;
     default:
         FAIL("unknown message type %u", m->type);

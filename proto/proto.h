@@ -51,7 +51,7 @@ enum proto_type {
     PROTO_STATS_REPLY = 35,   /* [V,T,rid, status, [[name,value]...]] */
     /* change stream */
     PROTO_CHANGES = 64, /* [V,T,0, epoch, first_seq, last_seq, [change...]] */
-    PROTO_HUGZ = 65,    /* [V,T,0, epoch, seq, now_us] */
+    PROTO_HUGZ = 65,    /* [V,T,0, epoch, seq, now_us (, flags)] */
 };
 
 /* Reply status codes (PROTO_REPLY and friends). */
@@ -68,6 +68,10 @@ enum proto_status {
 
 /* REPLY flags */
 #define PROTO_REPLY_F_STALE 0x1u /* served from a cache whose change stream is not live (center unreachable) */
+
+/* HUGZ flags */
+#define PROTO_HUGZ_F_UPSTREAM_DOWN 0x1u /* a relay's link to the center is down: its stream is intact
+                                           but may be behind the center */
 
 /* Presence statuses, in wire order. */
 enum presence_status { PRESENCE_ONLINE = 0, PRESENCE_AWAY = 1, PRESENCE_BUSY = 2, PRESENCE_OFFLINE = 3 };
@@ -137,7 +141,7 @@ typedef struct proto_stat {
  *   CATCHUP_REPLY:      status, epoch, mode, seq (through_seq), done, changes[n]
  *   PONG, STATS_REPLY:  status, stats[n]
  *   CHANGES:            epoch, first_seq, seq (last_seq), changes[n]
- *   HUGZ:               epoch, seq, now_us
+ *   HUGZ:               epoch, seq, now_us, flags (0 when the optional field is absent)
  *   BATCH:              parts[n] (each a whole encoded message, borrowed from the frame)
  * Allocated arrays are owned by the message: release with proto_msg_fini(). */
 typedef struct proto_msg {
@@ -184,6 +188,11 @@ void proto_buf_fini(proto_buf_t *b);
 char *proto_buf_steal(proto_buf_t *b, size_t *len);
 void proto_buf_append(proto_buf_t *b, const void *p, size_t n);
 
+/* Copy a message into out (reset first) with its request id replaced; the rest of the bytes are
+ * kept as they are (a relay forwards frames this way). Returns 0, or -1 if the header is not
+ * one we emit. */
+int proto_rewrite_rid(const void *data, size_t len, uint64_t rid, proto_buf_t *out);
+
 /* A streaming encoder for messages whose item count is known up front. */
 typedef struct proto_enc {
     proto_buf_t *b;
@@ -224,6 +233,7 @@ void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags);
 void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status, const proto_stat_t *stats,
                      uint32_t n);
 void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us);
+void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags);
 
 /* Batching: collect whole encoded messages, then emit one BATCH frame (or the single message
  * itself when there is only one). */

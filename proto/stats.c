@@ -81,7 +81,7 @@ static void s_add(stats_list_t *l, const char *name, size_t len, uint64_t value)
         l->cap = l->cap ? l->cap * 2 : 32;
         l->v = xrealloc(l->v, l->cap * sizeof *l->v);
     }
-    if (l->arena_len + len > l->arena_cap) {
+    if (!l->arena || l->arena_len + len > l->arena_cap) { /* an empty first name still needs storage */
         /* Names are stored as offsets until the arena stops moving; fix pointers after growth. */
         size_t cap = l->arena_cap ? l->arena_cap : 2048;
         while (cap < l->arena_len + len)

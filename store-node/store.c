@@ -158,6 +158,10 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
     pthread_mutex_init(&s->pool_lock, NULL);
     proto_buf_init(&s->enc);
 
+    if (strlen(cfg->path) >= sizeof s->path) { /* never open a silently shortened path */
+        snprintf(err, STORE_ERR_LEN, "path too long (%zu bytes, at most %zu)", strlen(cfg->path), sizeof s->path - 1);
+        goto fail;
+    }
     if (mkdir(s->path, 0750) < 0 && errno != EEXIST) {
         snprintf(err, STORE_ERR_LEN, "mkdir %s: %s", s->path, strerror(errno));
         goto fail;

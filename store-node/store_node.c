@@ -22,6 +22,7 @@
  * before the acknowledgement goes out. Overload (queue full) is answered EOVERLOAD at once.
  */
 #include "cfg.h"
+#include "curve.h"
 #include "log.h"
 #include "proto.h"
 #include "stats.h"
@@ -71,6 +72,11 @@ static struct {
     uint64_t flush_ms, hugz_ms, batch_max, queue_max, sweep_max, pub_hwm;
     store_config_t scfg;
     char store_path[512];
+
+    char center_addr[64];
+    char curve_sec[41];
+    bool curve;
+    curve_zap_t *zap;
 
     store_t *store;
     void *zctx;
@@ -141,6 +147,13 @@ static int s_config(char *err)
     if (cfg_str("STORE_CMD_ENDPOINT", S.cmd_ep, sizeof S.cmd_ep, err) < 0 ||
         cfg_str("STORE_PUB_ENDPOINT", S.pub_ep, sizeof S.pub_ep, err) < 0)
         return -1;
+    snprintf(S.center_addr, sizeof S.center_addr, "*");
+    if (cfg_str("CENTER_BIND_ADDR", S.center_addr, sizeof S.center_addr, err) < 0)
+        return -1;
+    int k = curve_key_load("CURVE_SERVER_SECRET_KEY", S.curve_sec, err);
+    if (k < 0)
+        return -1;
+    S.curve = k == 1;
     snprintf(S.store_path, sizeof S.store_path, "%s/store", S.data_dir);
     S.scfg.path = S.store_path;
     S.scfg.sync_mode = S.sync_mode;
@@ -665,6 +678,30 @@ static int s_bind(int type, const char *ep, void **out, char *err)
     return 0;
 }
 
+/* A socket of the center <-> relay link: TCP with ZMTP heartbeats (a vanished relay is noticed),
+ * CurveZMQ server when configured. */
+static int s_bind_link(int type, const char *ep, void **out, char *err)
+{
+    int hwm = type == ZMQ_PUB ? (int)S.pub_hwm : 200000;
+    void *s = zu_socket(S.zctx, type, hwm, 200000);
+    int one = 1, hb_ivl = 1000, hb_to = 5000;
+    if (type == ZMQ_ROUTER)
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl);
+    zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &hb_to, sizeof hb_to);
+    if (S.curve && curve_server(s, S.curve_sec, err) < 0) {
+        zmq_close(s);
+        return -1;
+    }
+    if (zmq_bind(s, ep) < 0) {
+        snprintf(err, CFG_ERR_LEN, "bind %s: %s", ep, zmq_strerror(errno));
+        zmq_close(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
 int main(void)
 {
     char err[CFG_ERR_LEN] = "";
@@ -706,16 +743,23 @@ int main(void)
         LOG(LOG_ERROR, "%s", err);
         return 1;
     }
-    char center[128] = "";
+    char center[160] = "";
     if (S.center_port) {
-        char ep[64];
-        snprintf(ep, sizeof ep, "tcp://*:%llu", (unsigned long long)S.center_port);
-        if (s_bind(ZMQ_ROUTER, ep, &S.routers[S.nrouters++], err) < 0)
+        /* The leaf relays' link: commands on P, the stream on P+1; CurveZMQ when a server key is
+         * configured (then only relays whose public key is authorised get through). */
+        if (S.curve && !(S.zap = curve_zap_new(S.zctx, err))) {
+            LOG(LOG_ERROR, "%s", err);
+            return 2;
+        }
+        char ep[128];
+        snprintf(ep, sizeof ep, "tcp://%s:%llu", S.center_addr, (unsigned long long)S.center_port);
+        if (s_bind_link(ZMQ_ROUTER, ep, &S.routers[S.nrouters++], err) < 0)
             goto bind_fail;
-        snprintf(ep, sizeof ep, "tcp://*:%llu", (unsigned long long)S.center_port + 1);
-        if (s_bind(ZMQ_PUB, ep, &S.pubs[S.npubs++], err) < 0)
+        snprintf(ep, sizeof ep, "tcp://%s:%llu", S.center_addr, (unsigned long long)S.center_port + 1);
+        if (s_bind_link(ZMQ_PUB, ep, &S.pubs[S.npubs++], err) < 0)
             goto bind_fail;
-        snprintf(center, sizeof center, " center=tcp://*:%llu", (unsigned long long)S.center_port);
+        snprintf(center, sizeof center, " center=tcp://%s:%llu curve=%s", S.center_addr,
+                 (unsigned long long)S.center_port, S.curve ? "on" : "off");
     }
 
     pthread_t writer;
@@ -727,12 +771,14 @@ int main(void)
     snprintf(ready, sizeof ready, "store cmd=%s pub=%s", S.cmd_ep, S.pub_ep);
     zu_signal_ready(ready);
 
-    zmq_pollitem_t items[3];
+    zmq_pollitem_t items[4];
     uint64_t next_hugz = util_mono_ms();
     while (!s_stop) {
         int ni = 0;
         for (int i = 0; i < S.nrouters; i++)
             items[ni++] = (zmq_pollitem_t){.socket = S.routers[i], .events = ZMQ_POLLIN};
+        if (S.zap)
+            items[ni++] = (zmq_pollitem_t){.socket = curve_zap_socket(S.zap), .events = ZMQ_POLLIN};
         items[ni++] = (zmq_pollitem_t){.fd = S.efd, .events = ZMQ_POLLIN};
         uint64_t now = util_mono_ms();
         long timeout = next_hugz > now ? (long)(next_hugz - now) : 0;
@@ -743,6 +789,8 @@ int main(void)
         }
         if (items[ni - 1].revents & ZMQ_POLLIN)
             s_drain_completions();
+        if (S.zap)
+            curve_zap_handle(S.zap);
         for (int i = 0; i < S.nrouters; i++) {
             /* Bounded drain so completions and heartbeats are never starved. */
             for (int k = 0; k < 4096 && !s_stop; k++) {
@@ -779,6 +827,7 @@ int main(void)
         zmq_close(S.routers[i]);
     for (int i = 0; i < S.npubs; i++)
         zmq_close(S.pubs[i]);
+    curve_zap_destroy(&S.zap);
     zmq_ctx_term(S.zctx);
     store_close(&S.store);
     close(S.efd);

@@ -2,3 +2,8 @@
 SYNC_LIB := $(B)/libsync.a
 $(SYNC_LIB): $(B)/sync/sync_client.o
 	$(AR) rcs $@ $^
+
+BINS += $(B)/bin/sync-relay
+$(B)/bin/sync-relay: $(B)/sync/relay.o $(SYNC_LIB) $(PROTO_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)

@@ -60,6 +60,7 @@ const char *sync_state_name(int state)
     case SYNC_CATCHING_UP: return "catching_up";
     case SYNC_LIVE: return "live";
     case SYNC_SILENT: return "silent";
+    case SYNC_UPSTREAM_DOWN: return "upstream_down";
     default: return "?";
     }
 }
@@ -381,9 +382,17 @@ static void s_on_sub(sync_client_t *sc, zmq_msg_t *frames, int n)
                     s_gap(sc, "store behind applied sequence", NULL, 0);
             } else {
                 sc->behind_since_ms = 0;
-                sc->last_uptodate_ms = now;
-                if (sc->state == SYNC_SILENT)
-                    s_set_state(sc, SYNC_LIVE);
+                if (m.flags & PROTO_HUGZ_F_UPSTREAM_DOWN) {
+                    /* Complete as far as the relay goes, but the relay itself is cut off. */
+                    if (sc->state != SYNC_UPSTREAM_DOWN) {
+                        sc->st.upstream_down++;
+                        s_set_state(sc, SYNC_UPSTREAM_DOWN);
+                    }
+                } else {
+                    sc->last_uptodate_ms = now;
+                    if (sc->state == SYNC_SILENT || sc->state == SYNC_UPSTREAM_DOWN)
+                        s_set_state(sc, SYNC_LIVE);
+                }
             }
         }
     } else if (sc->state == SYNC_CATCHING_UP) {

@@ -33,6 +33,7 @@ enum sync_state {
     SYNC_CATCHING_UP = 0, /* a catch-up is in progress (not yet trustworthy) */
     SYNC_LIVE = 1,        /* applied state is complete up to the stream's last heartbeat */
     SYNC_SILENT = 2,      /* no word from the store past the heartbeat limit; catch-ups retried */
+    SYNC_UPSTREAM_DOWN = 3, /* our stream (a relay's) is intact, but its link to the center is down */
 };
 
 typedef struct sync_handler {
@@ -62,7 +63,7 @@ typedef struct sync_stats {
     uint64_t seq;           /* last applied sequence */
     uint64_t epoch;         /* database epoch of the applied state (0 before the first catch-up) */
     int state;
-    uint64_t gaps, resyncs, snapshots, silences, changes_applied, malformed, overflows;
+    uint64_t gaps, resyncs, snapshots, silences, changes_applied, malformed, overflows, upstream_down;
     uint64_t last_heard_ms; /* monotonic time of the last message from the store */
     uint64_t lag_ms;        /* 0 when live, else how long since the state was last known complete */
     uint64_t store_now_us;  /* the store's clock in its last heartbeat */

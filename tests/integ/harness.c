@@ -305,7 +305,47 @@ static void s_common_env(th_proc_t *p, const th_node_t *n, const char *const *ex
     }
 }
 
+static int s_node_start(th_node_t *n, int ncache, const char *center, const char *const *extra);
+
 int th_node_start(th_node_t *n, int ncache, const char *const *extra)
+{
+    return s_node_start(n, ncache, NULL, extra);
+}
+
+int th_leaf_start(th_node_t *n, int ncache, const char *center, const char *const *extra)
+{
+    return s_node_start(n, ncache, center, extra);
+}
+
+int th_free_port_pair(void)
+{
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t sl = sizeof a;
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || getsockname(fd, (struct sockaddr *)&a, &sl) < 0) {
+            close(fd);
+            continue;
+        }
+        int p = ntohs(a.sin_port);
+        close(fd);
+        if (p >= 65535)
+            continue;
+        int fd2 = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in b = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + 1))};
+        b.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int one = 1;
+        setsockopt(fd2, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        int ok = bind(fd2, (struct sockaddr *)&b, sizeof b) == 0;
+        close(fd2);
+        if (ok)
+            return p;
+    }
+    return -1;
+}
+
+static int s_node_start(th_node_t *n, int ncache, const char *center, const char *const *extra)
 {
     memset(n, 0, sizeof *n);
     const char *d = th_tmpdir();
@@ -318,10 +358,21 @@ int th_node_start(th_node_t *n, int ncache, const char *const *extra)
     snprintf(n->store_cmd, sizeof n->store_cmd, "ipc://%s/store-cmd.sock", run);
     snprintf(n->store_pub, sizeof n->store_pub, "ipc://%s/store-pub.sock", run);
     n->ncache = ncache;
-    n->store = th_proc("store-node", "store-node");
-    s_common_env(n->store, n, extra);
-    if (th_start(n->store, 20000) < 0)
-        return -1;
+    if (center) {
+        n->relay = th_proc("sync-relay", "sync-relay");
+        s_common_env(n->relay, n, extra);
+        th_env(n->relay, "CENTER_ENDPOINT", "%s", center);
+        th_env(n->relay, "RELAY_CMD_ENDPOINT", "%s", n->store_cmd);
+        th_env(n->relay, "RELAY_PUB_ENDPOINT", "%s", n->store_pub);
+        s_common_env(n->relay, n, extra); /* extras win */
+        if (th_start(n->relay, 20000) < 0)
+            return -1;
+    } else {
+        n->store = th_proc("store-node", "store-node");
+        s_common_env(n->store, n, extra);
+        if (th_start(n->store, 20000) < 0)
+            return -1;
+    }
     for (int i = 0; i < ncache; i++) {
         char name[32], ep[300];
         snprintf(name, sizeof name, "cache-node-%d", i + 1);
@@ -341,6 +392,8 @@ int th_node_start(th_node_t *n, int ncache, const char *const *extra)
     th_env(n->gw, "SERVICE_PORT", "0");
     th_env(n->gw, "SERVICE_ADDR", "127.0.0.1");
     th_env(n->gw, "CACHE_ENDPOINTS", "%s", n->cache_eps);
+    if (center)
+        th_env(n->gw, "NODE_TYPE", "leaf");
     /* Re-apply extras so a test can override the defaults above (e.g. SERVICE_ADDR). */
     s_common_env(n->gw, n, extra);
     if (th_start(n->gw, 20000) < 0)

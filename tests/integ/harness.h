@@ -72,6 +72,10 @@ typedef struct th_node {
  * ipc:// endpoints in a fresh temp dir. `extra` is a NULL-terminated list of NAME=value applied
  * to every process. Returns 0 with n filled, or -1. */
 int th_node_start(th_node_t *n, int ncache, const char *const *extra);
+/* A leaf region: sync-relay (to center_endpoint, tcp://127.0.0.1:P), `ncache` cache-nodes, gateway. */
+int th_leaf_start(th_node_t *n, int ncache, const char *center_endpoint, const char *const *extra);
+/* Two consecutive free TCP ports on 127.0.0.1 (P and P+1); returns P or -1. */
+int th_free_port_pair(void);
 /* Stop every process of the node cleanly; returns 0 if all exits were clean. */
 int th_node_stop(th_node_t *n);
 /* Restart one process (after th_kill) and wait for its ready line. */

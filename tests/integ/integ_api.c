@@ -142,25 +142,32 @@ static json_t *s_record_of(const th_resp_t *r, const char *uid)
     return rec;
 }
 
-/* PUT (method may be POST) a body for uid with headers; returns the stored record. */
-static json_t *s_write(int port, const char *method, const char *uid, const char *headers, const char *body)
+/* The user id a path segment names (percent-decoded once). */
+static const char *s_decoded(const char *seg, char *out)
 {
-    char path[600];
-    snprintf(path, sizeof path, "/api/v2/presence/%s", uid);
+    ck_assert_int_ge(gw_pct_decode(seg, strlen(seg), out), 0);
+    return out;
+}
+
+/* PUT (method may be POST) a body for the path id with headers; returns the stored record. */
+static json_t *s_write(int port, const char *method, const char *path_id, const char *headers, const char *body)
+{
+    char path[600], uid[600];
+    snprintf(path, sizeof path, "/api/v2/presence/%s", path_id);
     th_resp_t r;
     s_req(port, method, path, headers, body, &r);
-    json_t *rec = s_record_of(&r, uid);
+    json_t *rec = s_record_of(&r, s_decoded(path_id, uid));
     th_resp_free(&r);
     return rec;
 }
 
-static json_t *s_heartbeat(int port, const char *uid, const char *headers, const char *body)
+static json_t *s_heartbeat(int port, const char *path_id, const char *headers, const char *body)
 {
-    char path[600];
-    snprintf(path, sizeof path, "/api/v2/presence/%s/heartbeat", uid);
+    char path[600], uid[600];
+    snprintf(path, sizeof path, "/api/v2/presence/%s/heartbeat", path_id);
     th_resp_t r;
     s_req(port, "POST", path, headers, body, &r);
-    json_t *rec = s_record_of(&r, uid);
+    json_t *rec = s_record_of(&r, s_decoded(path_id, uid));
     th_resp_free(&r);
     return rec;
 }
@@ -949,8 +956,9 @@ START_TEST(test_jwt_rejections)
     th_resp_t r;
 
     typedef struct {
-        char *hdr;
-        const char *err; /* NULL: either "invalid token" or "invalid token algorithm" */
+        const char *raw;   /* a whole header line, or NULL: "Authorization: Bearer <token>" */
+        const char *token;
+        const char *err;   /* NULL: either "invalid token" or "invalid token algorithm" */
     } bad_t;
     char *t_wrong = gw_auth_sign((const unsigned char *)"another-secret-of-enough-length-0123456789", 42,
                                  JWT_ALG_HS256, "presence-service", "jay", NULL, now, now + 3600);
@@ -978,29 +986,32 @@ START_TEST(test_jwt_rejections)
     strcpy(strrchr(t_spliced, '.'), strrchr(t_other, '.'));
 
     bad_t bad[] = {
-        {"Authorization: Basic amF5OnNlY3JldA==\r\n", "invalid authorization header format"},
-        {"Authorization: Bearer\r\n", "invalid authorization header format"},
-        {"Authorization: Bearer \r\n", "missing token"},
-        {"Authorization: Token abc.def.ghi\r\n", "invalid authorization header format"},
-        {s_bearer("garbage"), "invalid token"},
-        {s_bearer("abc.def.ghi"), "invalid token"},
-        {s_bearer("a b"), "invalid token"},
-        {s_bearer(t_wrong), "invalid token"},
-        {s_bearer(t_nosig), "invalid token"},
-        {s_bearer(t_spliced), "invalid token"},
-        {s_bearer(t_expired), "token expired"},
-        {s_bearer(t_nbf), "token not yet valid"},
-        {s_bearer(t_iss), "invalid token issuer"},
-        {s_bearer(t_noiss), "invalid token issuer"},
-        {s_bearer(t_nosub), "missing or invalid user ID in token"},
-        {s_bearer(t_emptysub), "missing or invalid user ID in token"},
-        {s_bearer(t_hs512), "invalid token algorithm"},
-        {s_bearer(t_hs384), "invalid token algorithm"},
-        {s_bearer(t_none), NULL},
+        {"Authorization: Basic amF5OnNlY3JldA==\r\n", NULL, "invalid authorization header format"},
+        {"Authorization: Bearer\r\n", NULL, "invalid authorization header format"},
+        {"Authorization: Bearer \r\n", NULL, "missing token"},
+        {"Authorization: Token abc.def.ghi\r\n", NULL, "invalid authorization header format"},
+        {NULL, "garbage", "invalid token"},
+        {NULL, "abc.def.ghi", "invalid token"},
+        {NULL, "a b", "invalid token"},
+        {NULL, t_wrong, "invalid token"},
+        {NULL, t_nosig, "invalid token"},
+        {NULL, t_spliced, "invalid token"},
+        {NULL, t_expired, "token expired"},
+        {NULL, t_nbf, "token not yet valid"},
+        {NULL, t_iss, "invalid token issuer"},
+        {NULL, t_noiss, "invalid token issuer"},
+        {NULL, t_nosub, "missing or invalid user ID in token"},
+        {NULL, t_emptysub, "missing or invalid user ID in token"},
+        {NULL, t_hs512, "invalid token algorithm"},
+        {NULL, t_hs384, "invalid token algorithm"},
+        {NULL, t_none, NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char hdr[4200];
-        snprintf(hdr, sizeof hdr, "%s", bad[i].hdr); /* s_bearer's buffers rotate */
+        if (bad[i].raw)
+            snprintf(hdr, sizeof hdr, "%s", bad[i].raw);
+        else
+            snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", bad[i].token);
         s_req(port, "PUT", P, hdr, B, &r);
         if (bad[i].err) {
             s_expect_401(&r, bad[i].err);
@@ -1141,7 +1152,8 @@ START_TEST(test_cache_metrics)
         snprintf(uid, sizeof uid, "cm%d", i);
         json_decref(s_write(port, "PUT", uid, ADMIN, "{\"status\":\"online\"}"));
         json_decref(s_get(port, uid, uid));
-        ck_assert_ptr_null(s_get(port, uid[0] == 'c' ? "ghost" : "x", "ghost"));
+        snprintf(uid, sizeof uid, "ghost%d", i);
+        ck_assert_ptr_null(s_get(port, uid, uid));
     }
     s_req(port, "GET", "/api/v2/cache/metrics", s_auth("anyone", NULL), NULL, &r);
     ck_assert_int_eq(r.status, 200);
@@ -1438,7 +1450,7 @@ START_TEST(test_cors_allow_list)
 END_TEST
 
 /* A lone gateway with a bad configuration must exit non-zero at once, naming the variable. */
-static void s_refuse(const char *name, const char *const *env, const char *want)
+static void s_refuse(const char *dir, const char *name, const char *const *env, const char *want)
 {
     char pname[48];
     snprintf(pname, sizeof pname, "gw-%s", name);
@@ -1446,7 +1458,7 @@ static void s_refuse(const char *name, const char *const *env, const char *want)
     th_env(p, "JWT_SECRET", "%s", TH_SECRET);
     th_env(p, "SERVICE_ADDR", "127.0.0.1");
     th_env(p, "SERVICE_PORT", "0");
-    th_env(p, "CACHE_ENDPOINTS", "ipc://%s/run/none.sock", th_tmpdir_last());
+    th_env(p, "CACHE_ENDPOINTS", "ipc://%s/none.sock", dir);
     for (int i = 0; env[i]; i++) {
         const char *eq = strchr(env[i], '=');
         char var[64];
@@ -1472,33 +1484,34 @@ static void s_refuse(const char *name, const char *const *env, const char *want)
 
 START_TEST(test_startup_refusals)
 {
-    ck_assert_ptr_nonnull(th_tmpdir());
+    const char *dir = th_tmpdir();
+    ck_assert_ptr_nonnull(dir);
     const char *cors[] = {"CORS_ALLOWED_ORIGINS=*", "CORS_ALLOW_CREDENTIALS=true", NULL};
-    s_refuse("cors", cors, "CORS_ALLOWED_ORIGINS");
+    s_refuse(dir, "cors", cors, "CORS_ALLOWED_ORIGINS");
     const char *cors2[] = {"CORS_ALLOWED_ORIGINS=https://a.example,*", NULL};
-    s_refuse("cors2", cors2, "CORS_ALLOWED_ORIGINS");
+    s_refuse(dir, "cors2", cors2, "CORS_ALLOWED_ORIGINS");
     const char *weak[] = {"JWT_SECRET=0123456789abcdef0123456789abcde", NULL}; /* 31 bytes */
-    s_refuse("weak", weak, "JWT_SECRET");
+    s_refuse(dir, "weak", weak, "JWT_SECRET");
     const char *weak2[] = {"JWT_SECRET=short", "JWT_ALLOW_WEAK_SECRET=false", NULL};
-    s_refuse("weak2", weak2, "JWT_SECRET");
+    s_refuse(dir, "weak2", weak2, "JWT_SECRET");
     const char *nosecret[] = {"JWT_SECRET=", NULL};
-    s_refuse("nosecret", nosecret, "JWT_SECRET");
+    s_refuse(dir, "nosecret", nosecret, "JWT_SECRET");
     const char *timeout[] = {"REQUEST_TIMEOUT_MS=abc", NULL};
-    s_refuse("timeout", timeout, "REQUEST_TIMEOUT_MS");
+    s_refuse(dir, "timeout", timeout, "REQUEST_TIMEOUT_MS");
     const char *timeout2[] = {"REQUEST_TIMEOUT_MS=10", NULL};
-    s_refuse("timeout2", timeout2, "REQUEST_TIMEOUT_MS");
+    s_refuse(dir, "timeout2", timeout2, "REQUEST_TIMEOUT_MS");
     const char *reads[] = {"AUTH_READS=sometimes", NULL};
-    s_refuse("reads", reads, "AUTH_READS");
+    s_refuse(dir, "reads", reads, "AUTH_READS");
     const char *rate[] = {"RATE_LIMIT_WRITES=-5", NULL};
-    s_refuse("rate", rate, "RATE_LIMIT_WRITES");
+    s_refuse(dir, "rate", rate, "RATE_LIMIT_WRITES");
     const char *cred[] = {"CORS_ALLOW_CREDENTIALS=maybe", NULL};
-    s_refuse("cred", cred, "CORS_ALLOW_CREDENTIALS");
+    s_refuse(dir, "cred", cred, "CORS_ALLOW_CREDENTIALS");
     const char *batch[] = {"MAX_BATCH=0", NULL};
-    s_refuse("batch", batch, "MAX_BATCH");
+    s_refuse(dir, "batch", batch, "MAX_BATCH");
     const char *alg[] = {"JWT_ALGORITHM=none", NULL};
-    s_refuse("alg", alg, "JWT_ALGORITHM");
+    s_refuse(dir, "alg", alg, "JWT_ALGORITHM");
     const char *port[] = {"SERVICE_PORT=70000", NULL};
-    s_refuse("port", port, "SERVICE_PORT");
+    s_refuse(dir, "port", port, "SERVICE_PORT");
 }
 END_TEST
 
@@ -1951,8 +1964,7 @@ START_TEST(test_metrics)
     ck_assert(s_metric_value(r.body, "http_requests_total{method=\"PUT\",route=\"presence.user\",code=\"200\"}") >= 1);
     ck_assert(s_metric_value(r.body, "http_requests_total{method=\"GET\",route=\"presence.user\",code=\"404\"}") >= 1);
     ck_assert(s_metric_value(r.body, "http_requests_total{method=\"PUT\",route=\"presence.user\",code=\"400\"}") >= 1);
-    ck_assert(s_metric_value(r.body, "http_requests_total{method=\"OTHER\",route=\"presence.user\",code=\"405\"}") >= 1 ||
-              strstr(r.body, "code=\"405\"") != NULL);
+    ck_assert(s_metric_value(r.body, "http_requests_total{method=\"OTHER\",route=\"presence.user\",code=\"405\"}") >= 1);
     /* Histogram consistency: +Inf bucket == count for the presence route. */
     double inf = s_metric_value(r.body, "http_request_duration_seconds_bucket{route=\"presence.user\",le=\"+Inf\"}");
     double cnt = s_metric_value(r.body, "http_request_duration_seconds_count{route=\"presence.user\"}");
@@ -1983,8 +1995,94 @@ static char *s_curl(const char *args)
         len += got;
     out[len] = '\0';
     int rc = pclose(p);
-    ck_assert_msg(rc == 0, "curl failed (%d): %s", rc, out);
+    ck_assert_msg(rc == 0, "curl %s failed (%d): %s", args, rc, out);
     return out;
+}
+
+/* A minimal HTTP/2 (h2c prior knowledge) client: opens one connection, sends every request as
+ * its own stream at once (GET, HPACK literals without indexing), and checks each stream's
+ * :status (the server may index it: 0x88 is 200, 0x8d 404) and that it ends with END_STREAM. */
+static void s_h2_frame(int fd, uint8_t type, uint8_t flags, uint32_t sid, const void *p, size_t len)
+{
+    uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len, type, flags,
+                    (uint8_t)(sid >> 24), (uint8_t)(sid >> 16), (uint8_t)(sid >> 8), (uint8_t)sid};
+    ck_assert_int_eq(send(fd, h, 9, MSG_NOSIGNAL), 9);
+    if (len)
+        ck_assert_int_eq(send(fd, p, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+static size_t s_hpack_lit(uint8_t *o, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value), k = 0;
+    ck_assert(nl < 127 && vl < 127);
+    o[k++] = 0x00;
+    o[k++] = (uint8_t)nl;
+    memcpy(o + k, name, nl);
+    k += nl;
+    o[k++] = (uint8_t)vl;
+    memcpy(o + k, value, vl);
+    return k + vl;
+}
+
+static void s_h2_streams(int port, const char *const *paths, const int *want, int n)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const char *preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    ck_assert_int_eq(send(fd, preface, 24, MSG_NOSIGNAL), 24);
+    s_h2_frame(fd, 4, 0, 0, NULL, 0); /* SETTINGS */
+    for (int i = 0; i < n; i++) {
+        uint8_t hb[512];
+        size_t k = s_hpack_lit(hb, ":method", "GET");
+        k += s_hpack_lit(hb + k, ":scheme", "http");
+        k += s_hpack_lit(hb + k, ":path", paths[i]);
+        k += s_hpack_lit(hb + k, ":authority", "127.0.0.1");
+        s_h2_frame(fd, 1, 0x5, (uint32_t)(1 + 2 * i), hb, k); /* HEADERS, END_STREAM | END_HEADERS */
+    }
+    int status[16] = {0}, ended = 0;
+    bool done[16] = {false};
+    static uint8_t buf[1 << 20];
+    size_t have = 0;
+    uint64_t deadline = th_now_ms() + 10000;
+    while (ended < n) {
+        ck_assert_msg(th_now_ms() < deadline, "h2: only %d of %d streams ended", ended, n);
+        ssize_t got = recv(fd, buf + have, sizeof buf - have, 0);
+        ck_assert_msg(got > 0, "h2: connection closed with %d of %d streams ended", ended, n);
+        have += (size_t)got;
+        while (have >= 9) {
+            size_t len = ((size_t)buf[0] << 16) | ((size_t)buf[1] << 8) | buf[2];
+            if (have < 9 + len)
+                break;
+            uint8_t type = buf[3], flags = buf[4];
+            uint32_t sid = (((uint32_t)buf[5] << 24) | ((uint32_t)buf[6] << 16) | ((uint32_t)buf[7] << 8) | buf[8]) &
+                           0x7fffffffu;
+            ck_assert_msg(type != 7 && type != 3, "h2: %s on stream %u", type == 7 ? "GOAWAY" : "RST_STREAM", sid);
+            if (type == 4 && !(flags & 1))
+                s_h2_frame(fd, 4, 1, 0, NULL, 0); /* ACK the server's SETTINGS */
+            if (sid && (sid - 1) / 2 < (uint32_t)n) {
+                int i = (int)((sid - 1) / 2);
+                if (type == 1) {
+                    /* :status is the first field; h2o indexes it from the static table. */
+                    ck_assert_msg(len > 0, "h2: empty HEADERS");
+                    status[i] = buf[9] == 0x88 ? 200 : buf[9] == 0x8d ? 404 : buf[9] == 0x89 ? 204 : -buf[9];
+                }
+                if ((type == 0 || type == 1) && (flags & 1) && !done[i]) {
+                    done[i] = true;
+                    ended++;
+                }
+            }
+            memmove(buf, buf + 9 + len, have - 9 - len);
+            have -= 9 + len;
+        }
+    }
+    close(fd);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(status[i] == want[i], "h2 stream %d (%s): status %d, want %d", 1 + 2 * i, paths[i], status[i],
+                      want[i]);
 }
 
 START_TEST(test_http2)
@@ -2023,11 +2121,11 @@ START_TEST(test_http2)
     ck_assert_msg(strncmp(out, "HTTP/2 404", 10) == 0, "%s", out);
     ck_assert_ptr_nonnull(strstr(out, "presence not found for user nobody"));
     free(out);
-    /* Several streams on one connection. */
-    snprintf(args, sizeof args, "http://127.0.0.1:%d/api/v2/presence/h2user http://127.0.0.1:%d/health", port, port);
-    out = s_curl(args);
-    ck_assert_msg(strncmp(out, "HTTP/2 200", 10) == 0 && strstr(out + 10, "HTTP/2 200"), "%s", out);
-    free(out);
+    /* Several concurrent streams on one connection (our own client: curl 7.88.1 cannot reuse a
+     * prior-knowledge connection, curl/curl#10634). */
+    const char *paths[] = {"/api/v2/presence/h2user", "/health", "/api/v2/presence/nobody", "/metrics"};
+    int want[] = {200, 200, 404, 200};
+    s_h2_streams(port, paths, want, 4);
     free(tok);
     s_stop(&n);
 }
@@ -2046,11 +2144,14 @@ typedef struct ld_rec {
     bool put;
 } ld_rec_t;
 
+#define LD_CAP 400000 /* records per thread: far more than a run makes (checked) */
+
 typedef struct loader {
     int idx, port;
     pthread_t tid;
-    ld_rec_t *recs;
-    size_t n, cap;
+    ld_rec_t *recs; /* LD_CAP, preallocated: the main thread reads it while the load runs */
+    size_t n;       /* published with release order after the record is written */
+    bool full;
     long acked[LD_USERS];
     long stale; /* a 200 GET older than a version this thread had acknowledged */
     long not_found;
@@ -2079,15 +2180,16 @@ static void *s_loader(void *arg)
         int rc = th_conn_request(&c, put ? "PUT" : "GET", path, put ? s_ld_auth : NULL, put ? body : NULL,
                                  put ? (size_t)bl : 0, &r, 10000);
         uint64_t t1 = th_now_ms();
-        if (l->n == l->cap) {
-            l->cap = l->cap ? l->cap * 2 : 4096;
-            l->recs = realloc(l->recs, l->cap * sizeof *l->recs);
+        if (l->n < LD_CAP) {
+            ld_rec_t *rec = &l->recs[l->n];
+            rec->start = t0;
+            rec->lat = (uint32_t)(t1 - t0);
+            rec->put = put;
+            rec->status = rc < 0 ? -1 : (int16_t)r.status;
+            __atomic_store_n(&l->n, l->n + 1, __ATOMIC_RELEASE);
+        } else {
+            l->full = true;
         }
-        ld_rec_t *rec = &l->recs[l->n++];
-        rec->start = t0;
-        rec->lat = (uint32_t)(t1 - t0);
-        rec->put = put;
-        rec->status = rc < 0 ? -1 : (int16_t)r.status;
         if (rc == 0) {
             if (r.status == 200) {
                 json_error_t e;
@@ -2200,6 +2302,7 @@ START_TEST(test_cache_node_killed_under_load)
     for (int t = 0; t < LD_THREADS; t++) {
         ls[t].idx = t;
         ls[t].port = port;
+        ls[t].recs = malloc(LD_CAP * sizeof *ls[t].recs);
         ck_assert_int_eq(pthread_create(&ls[t].tid, NULL, s_loader, &ls[t]), 0);
     }
     long warm = 800;
@@ -2233,6 +2336,7 @@ START_TEST(test_cache_node_killed_under_load)
         for (size_t i = 0; i < ls[t].n; i++)
             if (ls[t].recs[i].lat > max_lat)
                 max_lat = ls[t].recs[i].lat;
+        ck_assert_msg(!ls[t].full, "loader %d ran out of record space", t);
         stale += ls[t].stale;
         not_found += ls[t].not_found;
         total += (long)ls[t].n;
@@ -2242,6 +2346,13 @@ START_TEST(test_cache_node_killed_under_load)
             "failed over %ld (%ld bad); after restart %ld (%ld bad, restart took %llu ms); max latency %u ms\n",
             total, before.total, before.bad, around.total, around.bad, around.put_bad, failed_over.total,
             failed_over.bad, restarted.total, restarted.bad, (unsigned long long)(t_ready - t_restart), max_lat);
+    for (int t = 0; t < LD_THREADS; t++)
+        for (size_t i = 0; i < ls[t].n; i++) {
+            ld_rec_t *rr = &ls[t].recs[i];
+            if (rr->status < 200 || rr->status > 299)
+                fprintf(stderr, "failover: %s answered %d at kill%+lld ms after %u ms\n", rr->put ? "PUT" : "GET",
+                        rr->status, (long long)rr->start - (long long)t_kill, rr->lat);
+        }
     ck_assert_int_eq(before.bad, 0);
     /* Around the kill only writes in flight at the dead node may fail (503): bound them by 2%. */
     ck_assert_msg(around.total >= 100, "only %ld requests around the kill", around.total);

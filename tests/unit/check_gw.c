@@ -1199,6 +1199,64 @@ START_TEST(test_cors_list)
 }
 END_TEST
 
+START_TEST(test_cors_long_lists)
+{
+    /* A long origin list that the variable accepts must be honoured entirely: no origin may be
+     * dropped silently (every accepted configuration means what it says). */
+    s_cors_clear();
+    enum { N = 194 }; /* 4073 bytes; 4266 once normalised to ", " */
+    char *list = malloc(8192);
+    size_t o = 0;
+    for (int i = 0; i < N; i++)
+        o += (size_t)snprintf(list + o, 8192 - o, "%shttps://o%03d.example", i ? "," : "", i);
+    ck_assert_uint_lt(o, 4095); /* within what CORS_ALLOWED_ORIGINS may hold */
+    setenv("CORS_ALLOWED_ORIGINS", list, 1);
+    gw_cors_t c;
+    char err[256] = "";
+    int rc = gw_cors_config(&c, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_uint_eq(c.norigins, N);
+    const char *echo;
+    size_t elen;
+    char origin[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(origin, sizeof origin, "https://o%03d.example", i);
+        ck_assert_msg(s_cors_verdict(&c, origin, &echo, &elen) == GW_CORS_ALLOW, "%s refused", origin);
+    }
+    gw_cors_free(&c);
+    /* a methods or headers list that cannot be kept whole is a configuration error, not a
+     * silently shortened list */
+    o = 0;
+    for (int i = 0; i < 40; i++)
+        o += (size_t)snprintf(list + o, 8192 - o, "%sX-Header-%02d", i ? "," : "", i);
+    ck_assert_uint_lt(o, 480);
+    s_cors_clear();
+    setenv("CORS_ALLOWED_HEADERS", list, 1);
+    err[0] = '\0';
+    rc = gw_cors_config(&c, err);
+    if (rc == 0)
+        ck_assert_msg(strstr(c.headers, "X-Header-39") != NULL, "headers cut to '%s'", c.headers);
+    else
+        ck_assert_ptr_nonnull(strstr(err, "CORS_ALLOWED_HEADERS"));
+    gw_cors_free(&c);
+    list[239] = '\0'; /* 20 items, 239 bytes: fits the variable (255), 258 once normalised */
+    s_cors_clear();
+    setenv("CORS_ALLOWED_METHODS", list, 1);
+    err[0] = '\0';
+    rc = gw_cors_config(&c, err);
+    if (rc == 0) {
+        char last[64];
+        const char *lp = strrchr(list, ',') + 1;
+        snprintf(last, sizeof last, "%s", lp);
+        ck_assert_msg(strstr(c.methods, last) != NULL, "methods cut to '%s'", c.methods);
+    } else {
+        ck_assert_ptr_nonnull(strstr(err, "CORS_ALLOWED_METHODS"));
+    }
+    gw_cors_free(&c);
+    free(list);
+}
+END_TEST
+
 START_TEST(test_cors_errors)
 {
     gw_cors_t c;
@@ -1507,6 +1565,7 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_cors_defaults);
     tcase_add_test(tc, test_cors_list);
+    tcase_add_test(tc, test_cors_long_lists);
     tcase_add_test(tc, test_cors_errors);
     suite_add_tcase(s, tc);
 

@@ -49,7 +49,7 @@ static void s_rmtree(const char *path)
     if (!d)
         return;
     struct dirent *e;
-    char p[1024];
+    char p[4096];
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
@@ -229,6 +229,42 @@ START_TEST(test_open_close_basics)
     ck_assert_int_eq(store_open(&cfg, &st2, err), -1);
     ck_assert_ptr_null(st2);
     ck_assert(err[0] != '\0');
+
+    /* a path longer than the store keeps is an error, not a silently shortened path (which
+     * would open some other directory) */
+    char longp[1200];
+    int n = snprintf(longp, sizeof longp, "%s/", s_dir);
+    memset(longp + n, 'd', sizeof longp - (size_t)n - 1);
+    longp[sizeof longp - 1] = '\0';
+    longp[n + 200] = '/'; /* keep each component under NAME_MAX */
+    longp[n + 400] = '/';
+    longp[n + 600] = '/';
+    longp[n + 800] = '/';
+    for (int k = 200; k <= 800; k += 200) { /* every parent exists: only the last level is new */
+        longp[n + k] = '\0';
+        ck_assert_int_eq(mkdir(longp, 0700), 0);
+        longp[n + k] = '/';
+    }
+    cfg = s_cfg();
+    cfg.path = longp;
+    err[0] = '\0';
+    st2 = NULL;
+    int rc = store_open(&cfg, &st2, err);
+    if (rc == 0) {
+        /* accepted: then it must really live at that path */
+        char want[1300];
+        snprintf(want, sizeof want, "%s/data.mdb", longp);
+        struct stat sb;
+        ck_assert_msg(stat(want, &sb) == 0, "store opened somewhere else than %s", longp);
+        store_close(&st2);
+    } else {
+        ck_assert(err[0] != '\0');
+        /* and nothing was created at a shortened path */
+        char shortp[600];
+        snprintf(shortp, sizeof shortp, "%.*s", 511, longp);
+        struct stat sb;
+        ck_assert_msg(stat(shortp, &sb) != 0, "created a shortened path");
+    }
 
     ck_assert_str_eq(store_sync_mode_name(STORE_SYNC_FULL), "full");
     ck_assert_str_eq(store_sync_mode_name(STORE_SYNC_NOMETA), "nometa");
@@ -1276,6 +1312,7 @@ START_TEST(test_catchup_model)
         snprintf(uid, sizeof uid, "m%02d", u);
         uint64_t now = T0 + (uint64_t)step * 1000;
         store_changes_reset(&ch);
+        uint64_t seq_before = seq;
         if (op == 0) {
             proto_record_t r = s_put(st, now, uid, (int)(rng % 4), "", 3600, &ch);
             live[u] = r.version;
@@ -1297,11 +1334,17 @@ START_TEST(test_catchup_model)
                 ck_assert_uint_eq(status, PROTO_NOTFOUND);
             }
         }
-        /* one change per effective op, carrying the op's sequence number */
-        if (op != 2 || ch.n) {
+        /* one change per effective op (none for a DEL of nothing), carrying the op's number */
+        ck_assert_uint_eq(ch.n, seq - seq_before);
+        if (ch.n) {
             ck_assert_uint_eq(ch.n, 1);
             ck_assert_uint_eq(ch.v[0].rec.version, seq);
-            ck_assert_uint_eq(ch.v[0].kind, op == 2 ? PROTO_CH_DEL : ch.v[0].kind);
+            if (op == 0)
+                ck_assert_uint_eq(ch.v[0].kind, PROTO_CH_SET);
+            else if (op == 1)
+                ck_assert(ch.v[0].kind == PROTO_CH_SET || ch.v[0].kind == PROTO_CH_TOUCH);
+            else
+                ck_assert_uint_eq(ch.v[0].kind, PROTO_CH_DEL);
         }
     }
     ck_assert_uint_eq(s_last_seq(st), seq);

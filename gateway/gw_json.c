@@ -50,6 +50,8 @@ static void s_reserve(gw_buf_t *b, size_t n)
 
 void gw_buf_add(gw_buf_t *b, const void *s, size_t n)
 {
+    if (n == 0)
+        return; /* s may be NULL (an empty buffer's p): memcpy(d, NULL, 0) is undefined */
     s_reserve(b, n);
     memcpy(b->p + b->len, s, n);
     b->len += n;

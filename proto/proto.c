@@ -219,28 +219,34 @@ void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid)
 }
 
 void proto_enc_catchup(proto_buf_t *b, uint64_t rid, uint64_t epoch, uint64_t after_seq, uint64_t max_items,
-                       uint32_t flags, uint64_t snap_start)
+                       uint32_t flags, uint64_t snap_start, const char *after_key, size_t klen)
 {
     proto_enc_t e;
     proto_enc_init(&e, b);
-    proto_enc_header(&e, 8, PROTO_CATCHUP, rid);
+    proto_enc_header(&e, 9, PROTO_CATCHUP, rid);
     proto_enc_u64(&e, epoch);
     proto_enc_u64(&e, after_seq);
     proto_enc_u64(&e, max_items);
     proto_enc_u64(&e, flags);
     proto_enc_u64(&e, snap_start);
+    proto_enc_str(&e, after_key ? after_key : "", after_key ? klen : 0);
 }
 
 void proto_enc_catchup_reply_begin(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t epoch, uint8_t mode,
                                    uint64_t through_seq, bool done, uint32_t n)
 {
-    proto_enc_header(e, 9, PROTO_CATCHUP_REPLY, rid);
+    proto_enc_header(e, 10, PROTO_CATCHUP_REPLY, rid);
     proto_enc_u64(e, status);
     proto_enc_u64(e, epoch);
     proto_enc_u64(e, mode);
     proto_enc_u64(e, through_seq);
     proto_enc_bool(e, done);
     proto_enc_array(e, n);
+}
+
+void proto_enc_catchup_reply_end(proto_enc_t *e, const char *cursor, size_t len)
+{
+    proto_enc_str(e, cursor ? cursor : "", cursor ? len : 0);
 }
 
 void proto_enc_changes_begin(proto_enc_t *e, uint64_t epoch, uint64_t first_seq, uint64_t last_seq, uint32_t n)
@@ -783,9 +789,10 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
         NFIELDS(3);
         break;
     case PROTO_CATCHUP:
-        NFIELDS(8);
+        NFIELDS(9);
         if (s_u64(&f[3], &m->epoch) < 0 || s_u64(&f[4], &m->seq) < 0 || s_u64(&f[5], &m->max_items) < 0 ||
-            s_uint(&f[6], UINT32_MAX, &v) < 0 || s_u64(&f[7], &m->first_seq) < 0)
+            s_uint(&f[6], UINT32_MAX, &v) < 0 || s_u64(&f[7], &m->first_seq) < 0 ||
+            s_str(&f[8], PROTO_USER_ID_MAX, &m->key) < 0 || (m->key.len && !util_valid_user_id(m->key.p, m->key.len)))
             FAIL("bad catchup");
         m->flags = (uint32_t)v;
         break;
@@ -805,17 +812,27 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
         m->n = cnt;
         break;
     case PROTO_CATCHUP_REPLY:
-        NFIELDS(9);
+        NFIELDS(10);
         if (s_uint(&f[3], PROTO_STATUS_MAX_, &v) < 0)
             FAIL("bad status");
         m->status = (uint8_t)v;
-        if (s_u64(&f[4], &m->epoch) < 0 || s_uint(&f[5], PROTO_CATCHUP_SNAPSHOT, &v) < 0)
+        if (s_u64(&f[4], &m->epoch) < 0 || s_uint(&f[5], PROTO_CATCHUP_SNAPSHOT_CONT, &v) < 0)
             FAIL("bad catchup reply");
         m->mode = (uint8_t)v;
         if (s_u64(&f[6], &m->seq) < 0 || f[7].type != MSGPACK_OBJECT_BOOLEAN ||
-            !(items = s_arr(&f[8], 0, PROTO_ITEMS_MAX, &cnt)))
+            !(items = s_arr(&f[8], 0, PROTO_ITEMS_MAX, &cnt)) || s_str(&f[9], PROTO_USER_ID_MAX, &m->key) < 0 ||
+            (m->key.len && !util_valid_user_id(m->key.p, m->key.len)))
             FAIL("bad catchup reply");
         m->done = f[7].via.boolean;
+        if (m->mode != PROTO_CATCHUP_INCREMENTAL) {
+            /* Snapshot chunks are in key order, not sequence order: check them one by one. */
+            m->changes = xcalloc(cnt ? cnt : 1, sizeof *m->changes);
+            for (uint32_t i = 0; i < cnt; i++)
+                if (s_change(&items[i], &m->changes[i]) < 0 || m->changes[i].kind != PROTO_CH_SET)
+                    FAIL("bad snapshot record %u", i);
+            m->n = cnt;
+            break;
+        }
         goto changes;
     case PROTO_CHANGES:
         NFIELDS(7);

@@ -39,14 +39,14 @@ enum proto_type {
     PROTO_TOUCH = 4,   /* [V,T,rid, [[uid,ttl,node]...]]  ttl 0 = keep      -> REPLY (records) */
     PROTO_DEL = 5,     /* [V,T,rid, key]                                   -> REPLY (as_of = tombstone seq) */
     PROTO_STATS = 6,   /* [V,T,rid]                                        -> STATS_REPLY */
-    PROTO_CATCHUP = 7, /* [V,T,rid, epoch, after_seq, max_items, flags, snap_start] -> CATCHUP_REPLY */
+    PROTO_CATCHUP = 7, /* [V,T,rid, epoch, after_seq, max_items, flags, snap_start, after_key] -> CATCHUP_REPLY */
     PROTO_PING = 8,    /* [V,T,rid]                                        -> PONG */
     PROTO_APPLY = 9,   /* [V,T,rid, [record...]]  cache fill after a write -> REPLY */
     PROTO_BATCH = 10,  /* [V,T,0, [bin...]] several whole messages in one frame (either way);
                           each part is answered as if it had come alone */
     /* replies */
     PROTO_REPLY = 32,         /* [V,T,rid, status, as_of, [record...], errmsg, flags] */
-    PROTO_CATCHUP_REPLY = 33, /* [V,T,rid, status, epoch, mode, through_seq, done, [change...]] */
+    PROTO_CATCHUP_REPLY = 33, /* [V,T,rid, status, epoch, mode, through_seq, done, [change...], cursor] */
     PROTO_PONG = 34,          /* [V,T,rid, status, [[name,value]...]] */
     PROTO_STATS_REPLY = 35,   /* [V,T,rid, status, [[name,value]...]] */
     /* change stream */
@@ -86,13 +86,14 @@ enum proto_change_kind {
 
 /* Catch-up reply modes. */
 enum proto_catchup_mode {
-    PROTO_CATCHUP_INCREMENTAL = 0, /* changes after the requested sequence follow */
-    PROTO_CATCHUP_SNAPSHOT = 1,    /* the requested sequence is too old (or another epoch): drop
-                                      everything, then apply what follows (all live records) */
+    PROTO_CATCHUP_INCREMENTAL = 0,   /* the changes after the requested sequence, compacted, in order */
+    PROTO_CATCHUP_SNAPSHOT = 1,      /* the requested sequence cannot be served (another epoch, ahead
+                                        of the store, or older than the changelog): drop everything;
+                                        live records follow in key order unless NO_DATA was asked */
+    PROTO_CATCHUP_SNAPSHOT_CONT = 2, /* more records of a snapshot (request flag SNAP_CONT) */
 };
-#define PROTO_CATCHUP_F_NO_DATA 0x1u   /* snapshot mode: send no records, just the through_seq */
-#define PROTO_CATCHUP_F_SNAP_CONT 0x2u /* continuing a snapshot begun at snap_start: no restart while
-                                          no tombstone after snap_start has been pruned */
+#define PROTO_CATCHUP_F_NO_DATA 0x1u   /* snapshot: send no records, just the sequence to continue from */
+#define PROTO_CATCHUP_F_SNAP_CONT 0x2u /* continue a snapshot after `after_key`; snap_start is its base */
 
 #define PROTO_USER_ID_MAX 128
 #define PROTO_NODE_ID_MAX 64
@@ -136,9 +137,9 @@ typedef struct proto_stat {
  *   PUT:                recs[n] with user_id, status, message, ttl_s, node_id
  *   TOUCH:              recs[n] with user_id, ttl_s (0 = keep), node_id
  *   APPLY:              recs[n] (whole records)
- *   CATCHUP:            epoch, seq (after_seq), max_items, flags, first_seq (snap_start)
+ *   CATCHUP:            epoch, seq (after_seq), max_items, flags, first_seq (snap_start), key (after_key)
  *   REPLY:              status, seq (as_of), recs[n], key (error text; may be empty), flags
- *   CATCHUP_REPLY:      status, epoch, mode, seq (through_seq), done, changes[n]
+ *   CATCHUP_REPLY:      status, epoch, mode, seq (through_seq), done, changes[n], key (cursor)
  *   PONG, STATS_REPLY:  status, stats[n]
  *   CHANGES:            epoch, first_seq, seq (last_seq), changes[n]
  *   HUGZ:               epoch, seq, now_us, flags (0 when the optional field is absent)
@@ -217,10 +218,12 @@ void proto_enc_keys(proto_buf_t *b, uint64_t rid, const proto_str_t *keys, uint3
 void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n);
 void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid);                          /* STATS, PING */
 void proto_enc_catchup(proto_buf_t *b, uint64_t rid, uint64_t epoch, uint64_t after_seq, uint64_t max_items,
-                       uint32_t flags, uint64_t snap_start);
-/* CATCHUP_REPLY: header and fixed fields, then the caller appends n changes (proto_enc_change). */
+                       uint32_t flags, uint64_t snap_start, const char *after_key, size_t klen);
+/* CATCHUP_REPLY: header and fixed fields, then the caller appends n changes (proto_enc_change),
+ * then ends it with the snapshot cursor (empty when there is none). */
 void proto_enc_catchup_reply_begin(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t epoch, uint8_t mode,
                                    uint64_t through_seq, bool done, uint32_t n);
+void proto_enc_catchup_reply_end(proto_enc_t *e, const char *cursor, size_t len);
 /* CHANGES: header and range, then the caller appends n changes. */
 void proto_enc_changes_begin(proto_enc_t *e, uint64_t epoch, uint64_t first_seq, uint64_t last_seq, uint32_t n);
 /* REPLY with n records. err may be NULL. */

@@ -1,17 +1,26 @@
 /* store.c -- the LMDB presence store (see store.h).
  *
- * Layout: one environment, five named databases, all updated in the same write transaction:
+ * Layout: one environment, four named databases, all updated in the same write transaction:
  *
  *   rec   user_id                      -> encoded record (proto_record_encode)
  *   due   BE64(due_us) . user_id       -> ""        next action time: expiry while live, purge once offline
- *   seq   BE64(version)                -> user_id   the current version of every live record
- *   tomb  BE64(seq)                    -> user_id   deletions and purges, pruned to tombstones_max
- *   meta  "epoch" | "last_seq" | "tomb_floor" -> u64 (native endian, 8 bytes)
+ *   log   BE64(seq)                    -> kind . user_id   the changelog (append-only, pruned at the head)
+ *   meta  "epoch" | "last_seq" | "log_floor" -> u64 (native endian, 8 bytes)
  *
  * Big-endian keys make memcmp order equal numeric order, so `due` is scanned from its first key
- * for the sweeper and `seq`/`tomb` from after_seq for catch-up. Together `seq` and `tomb` are a
- * compact changelog: every change after S is either a live record whose version is > S or a
- * tombstone > S; older versions of a record were superseded, so they need not be replayed.
+ * by the sweeper and `log` from after_seq by catch-up.
+ *
+ * Write cost is what bounds a durable store: each fsynced group writes every page it dirtied. A
+ * write therefore touches one randomly placed page (its record) and appends elsewhere: the log
+ * only grows at its tail, and a record's new `due` entry lands near the tail of the due index
+ * (now + ttl). The previous `due` entry is not deleted on the write; the sweeper drops such stale
+ * entries when they come due (it checks every entry against its record), deleting in time order
+ * -- sequential pages instead of a random page per write.
+ *
+ * Catch-up walks the log after S and emits, for each entry, the key's current record only when
+ * the record's version is that entry's sequence (later entries carry later versions), and DEL
+ * entries as they are. The result is every change after S, compacted to the latest per key, in
+ * order. When S is below the floor of the pruned log, the caller sends a snapshot instead.
  *
  * Map growth: MDB_MAP_FULL aborts the group, the map doubles (readers excluded by resize_lock,
  * since LMDB requires no open transaction in this process), and the group is re-run whole.
@@ -38,12 +47,12 @@ struct store_read {
 
 struct store {
     MDB_env *env;
-    MDB_dbi rec, due, seq, tomb, meta;
+    MDB_dbi rec, due, log, meta;
     store_config_t cfg;
     char path[512];
     uint64_t epoch;
     uint64_t last_seq; /* writer thread only */
-    uint64_t tomb_floor;
+    uint64_t log_floor;
     uint64_t map_size;
     uint64_t map_grows, readers_cleared;
     pthread_rwlock_t resize_lock;
@@ -152,8 +161,8 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
         s->cfg.map_size = 1u << 20;
     if (s->cfg.map_size_max < s->cfg.map_size)
         s->cfg.map_size_max = s->cfg.map_size;
-    if (s->cfg.tombstones_max == 0)
-        s->cfg.tombstones_max = 1;
+    if (s->cfg.log_max == 0)
+        s->cfg.log_max = 1;
     pthread_rwlock_init(&s->resize_lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
     proto_buf_init(&s->enc);
@@ -191,8 +200,7 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
         goto lmdb_fail;
     if ((rc = mdb_dbi_open(txn, "rec", MDB_CREATE, &s->rec)) != 0 ||
         (rc = mdb_dbi_open(txn, "due", MDB_CREATE, &s->due)) != 0 ||
-        (rc = mdb_dbi_open(txn, "seq", MDB_CREATE, &s->seq)) != 0 ||
-        (rc = mdb_dbi_open(txn, "tomb", MDB_CREATE, &s->tomb)) != 0 ||
+        (rc = mdb_dbi_open(txn, "log", MDB_CREATE, &s->log)) != 0 ||
         (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0)
         goto lmdb_fail;
     rc = s_meta_get(txn, s->meta, "epoch", &s->epoch);
@@ -211,7 +219,7 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
     }
     if ((rc = s_meta_get(txn, s->meta, "last_seq", &s->last_seq)) != 0 && rc != MDB_NOTFOUND)
         goto lmdb_fail;
-    if ((rc = s_meta_get(txn, s->meta, "tomb_floor", &s->tomb_floor)) != 0 && rc != MDB_NOTFOUND)
+    if ((rc = s_meta_get(txn, s->meta, "log_floor", &s->log_floor)) != 0 && rc != MDB_NOTFOUND)
         goto lmdb_fail;
     rc = mdb_txn_commit(txn);
     txn = NULL;
@@ -302,33 +310,16 @@ static int s_get_rec(store_t *s, MDB_txn *txn, const char *uid, size_t len, prot
     return 0;
 }
 
-static int s_due_key(const store_t *s, uint64_t due, const char *uid, size_t len, unsigned char *buf, MDB_val *k)
+static void s_due_key(uint64_t due, const char *uid, size_t len, unsigned char *buf, MDB_val *k)
 {
     s_be64(due, buf);
     memcpy(buf + 8, uid, len);
     k->mv_size = 8 + len;
     k->mv_data = buf;
-    return 0;
 }
 
-/* Remove the index entries of an existing record. Missing entries are tolerated. */
-static int s_unindex(store_t *s, MDB_txn *txn, const proto_record_t *old)
-{
-    unsigned char kb[8 + PROTO_USER_ID_MAX], sb[8];
-    MDB_val k;
-    s_due_key(s, store_due_us(s, old), old->user_id, old->uid_len, kb, &k);
-    int rc = mdb_del(txn, s->due, &k, NULL);
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        return rc;
-    s_be64(old->version, sb);
-    MDB_val sk = {8, sb};
-    rc = mdb_del(txn, s->seq, &sk, NULL);
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        return rc;
-    return 0;
-}
-
-/* Write a record and its index entries. */
+/* Write a record and its current expiry-index entry (an older entry, if any, stays until the
+ * sweeper finds it stale). */
 static int s_store_rec(store_t *s, MDB_txn *txn, const proto_record_t *r)
 {
     proto_buf_reset(&s->enc);
@@ -337,14 +328,21 @@ static int s_store_rec(store_t *s, MDB_txn *txn, const proto_record_t *r)
     int rc = mdb_put(txn, s->rec, &k, &v, 0);
     if (rc != 0)
         return rc;
-    unsigned char kb[8 + PROTO_USER_ID_MAX], sb[8];
+    unsigned char kb[8 + PROTO_USER_ID_MAX];
     MDB_val dk, empty = {0, NULL};
-    s_due_key(s, store_due_us(s, r), r->user_id, r->uid_len, kb, &dk);
-    if ((rc = mdb_put(txn, s->due, &dk, &empty, 0)) != 0)
-        return rc;
-    s_be64(r->version, sb);
-    MDB_val sk = {8, sb}, sv = {r->uid_len, (void *)r->user_id};
-    return mdb_put(txn, s->seq, &sk, &sv, MDB_APPEND); /* versions only grow */
+    s_due_key(store_due_us(s, r), r->user_id, r->uid_len, kb, &dk);
+    return mdb_put(txn, s->due, &dk, &empty, 0);
+}
+
+/* Append the change at `seq` to the changelog (sequences only grow: MDB_APPEND). */
+static int s_log(store_t *s, MDB_txn *txn, uint64_t seq, uint8_t kind, const char *uid, size_t len)
+{
+    unsigned char kb[8], vb[1 + PROTO_USER_ID_MAX];
+    s_be64(seq, kb);
+    vb[0] = kind;
+    memcpy(vb + 1, uid, len);
+    MDB_val k = {8, kb}, v = {1 + len, vb};
+    return mdb_put(txn, s->log, &k, &v, MDB_APPEND);
 }
 
 static bool s_effectively_offline(const proto_record_t *r, uint64_t now)
@@ -359,8 +357,6 @@ static int s_apply_put(store_t *s, MDB_txn *txn, const proto_record_t *in, uint6
     bool found;
     int rc = s_get_rec(s, txn, in->user_id, in->uid_len, &old, &found);
     if (rc)
-        return rc;
-    if (found && (rc = s_unindex(s, txn, &old)) != 0)
         return rc;
     *out = *in;
     out->version = ++*seq;
@@ -378,7 +374,7 @@ static int s_apply_put(store_t *s, MDB_txn *txn, const proto_record_t *in, uint6
         old_updated = old_expired ? old.expires_at_us : old.updated_at_us;
     }
     out->updated_at_us = changed ? now : old_updated;
-    if ((rc = s_store_rec(s, txn, out)) != 0)
+    if ((rc = s_store_rec(s, txn, out)) != 0 || (rc = s_log(s, txn, out->version, PROTO_CH_SET, out->user_id, out->uid_len)))
         return rc;
     proto_change_t *c = s_changes_push(ch);
     c->kind = PROTO_CH_SET;
@@ -396,8 +392,6 @@ static int s_apply_touch(store_t *s, MDB_txn *txn, const proto_record_t *in, uin
         return rc;
     bool status_change;
     if (found) {
-        if ((rc = s_unindex(s, txn, &old)) != 0)
-            return rc;
         *out = old;
         status_change = s_effectively_offline(&old, now);
         if (in->ttl_s)
@@ -420,7 +414,8 @@ static int s_apply_touch(store_t *s, MDB_txn *txn, const proto_record_t *in, uin
     out->version = ++*seq;
     out->last_seen_us = now;
     out->expires_at_us = now + (uint64_t)out->ttl_s * 1000000u;
-    if ((rc = s_store_rec(s, txn, out)) != 0)
+    if ((rc = s_store_rec(s, txn, out)) != 0 ||
+        (rc = s_log(s, txn, out->version, status_change ? PROTO_CH_SET : PROTO_CH_TOUCH, out->user_id, out->uid_len)))
         return rc;
     proto_change_t *c = s_changes_push(ch);
     if (status_change) {
@@ -440,12 +435,9 @@ static int s_apply_touch(store_t *s, MDB_txn *txn, const proto_record_t *in, uin
     return 0;
 }
 
-static int s_tombstone(store_t *s, MDB_txn *txn, const char *uid, size_t len, uint64_t seq, store_changes_t *ch)
+static int s_del_change(store_t *s, MDB_txn *txn, const char *uid, size_t len, uint64_t seq, store_changes_t *ch)
 {
-    unsigned char sb[8];
-    s_be64(seq, sb);
-    MDB_val k = {8, sb}, v = {len, (void *)uid};
-    int rc = mdb_put(txn, s->tomb, &k, &v, MDB_APPEND);
+    int rc = s_log(s, txn, seq, PROTO_CH_DEL, uid, len);
     if (rc)
         return rc;
     proto_change_t *c = s_changes_push(ch);
@@ -459,24 +451,18 @@ static int s_tombstone(store_t *s, MDB_txn *txn, const char *uid, size_t len, ui
 static int s_apply_del(store_t *s, MDB_txn *txn, const proto_record_t *in, uint64_t *seq, uint8_t *status,
                        uint64_t *as_of, store_changes_t *ch)
 {
-    proto_record_t old;
-    bool found;
-    int rc = s_get_rec(s, txn, in->user_id, in->uid_len, &old, &found);
-    if (rc)
-        return rc;
-    if (!found) {
+    MDB_val k = {in->uid_len, (void *)in->user_id};
+    int rc = mdb_del(txn, s->rec, &k, NULL);
+    if (rc == MDB_NOTFOUND) {
         *status = PROTO_NOTFOUND;
         *as_of = *seq;
         return 0;
     }
-    if ((rc = s_unindex(s, txn, &old)) != 0)
-        return rc;
-    MDB_val k = {old.uid_len, old.user_id};
-    if ((rc = mdb_del(txn, s->rec, &k, NULL)) != 0)
+    if (rc)
         return rc;
     *as_of = ++*seq;
     *status = PROTO_OK;
-    return s_tombstone(s, txn, old.user_id, old.uid_len, *as_of, ch);
+    return s_del_change(s, txn, in->user_id, in->uid_len, *as_of, ch);
 }
 
 /* One attempt at a group: returns an LMDB code (0 = committed). */
@@ -557,20 +543,25 @@ typedef struct due_item {
 } due_item_t;
 
 static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t *ch, uint64_t *expired,
-                        uint64_t *purged, int *actions)
+                        uint64_t *purged, int *actions, bool *capped)
 {
     MDB_txn *txn;
     MDB_cursor *cur = NULL;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc)
         return rc;
-    uint64_t seq = s->last_seq, nexp = 0, npur = 0, floor = s->tomb_floor;
+    uint64_t seq = s->last_seq, nexp = 0, npur = 0, floor = s->log_floor;
     due_item_t *items = xmalloc((size_t)max * sizeof *items);
     uint32_t n = 0;
     MDB_val k, v;
+    *capped = false;
     if ((rc = mdb_cursor_open(txn, s->due, &cur)) != 0)
         goto out;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (n == max) {
+            *capped = true;
+            break;
+        }
         if (k.mv_size < 9 || k.mv_size > 8 + PROTO_USER_ID_MAX) {
             /* Not a key we write: drop it rather than stall the sweeper on it forever. */
             if ((rc = mdb_cursor_del(cur, 0)) != 0)
@@ -596,28 +587,20 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
         bool found;
         unsigned char kb[8 + PROTO_USER_ID_MAX];
         MDB_val dk;
+        s_due_key(items[i].due, items[i].uid, items[i].len, kb, &dk);
+        if ((rc = mdb_del(txn, s->due, &dk, NULL)) != 0)
+            break;
         if ((rc = s_get_rec(s, txn, items[i].uid, items[i].len, &r, &found)) != 0)
             break;
-        if (!found || store_due_us(s, &r) != items[i].due) {
-            /* An index entry without its record (or a stale one): remove it, and re-index the record. */
-            s_due_key(s, items[i].due, items[i].uid, items[i].len, kb, &dk);
-            rc = mdb_del(txn, s->due, &dk, NULL);
-            if (rc == 0 && found) {
-                s_due_key(s, store_due_us(s, &r), r.user_id, r.uid_len, kb, &dk);
-                MDB_val empty = {0, NULL};
-                rc = mdb_put(txn, s->due, &dk, &empty, 0);
-            }
-            continue;
-        }
-        if ((rc = s_unindex(s, txn, &r)) != 0)
-            break;
+        if (!found || store_due_us(s, &r) != items[i].due)
+            continue; /* left behind by a later write or a delete: nothing else to do */
         if (r.status != PRESENCE_OFFLINE) {
             /* Expired: the store, never a cache, turns the record offline. */
             r.status = PRESENCE_OFFLINE;
             proto_record_set_msg(&r, "", 0);
             r.updated_at_us = r.expires_at_us;
             r.version = ++seq;
-            if ((rc = s_store_rec(s, txn, &r)) != 0)
+            if ((rc = s_store_rec(s, txn, &r)) != 0 || (rc = s_log(s, txn, r.version, PROTO_CH_SET, r.user_id, r.uid_len)))
                 break;
             proto_change_t *c = s_changes_push(ch);
             c->kind = PROTO_CH_SET;
@@ -627,22 +610,25 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
             MDB_val rk = {r.uid_len, r.user_id};
             if ((rc = mdb_del(txn, s->rec, &rk, NULL)) != 0)
                 break;
-            rc = s_tombstone(s, txn, r.user_id, r.uid_len, ++seq, ch);
+            rc = s_del_change(s, txn, r.user_id, r.uid_len, ++seq, ch);
             npur++;
         }
     }
     if (rc)
         goto out;
 
-    /* Prune the oldest tombstones beyond the bound; the floor records how far catch-up can reach. */
+    /* Prune the oldest changelog entries beyond the bound; the floor says how far back catch-up
+     * can still go. Deleting at the head touches sequential pages. */
     MDB_stat st;
-    if ((rc = mdb_stat(txn, s->tomb, &st)) != 0)
+    if ((rc = mdb_stat(txn, s->log, &st)) != 0)
         goto out;
-    if (st.ms_entries > s->cfg.tombstones_max) {
-        size_t extra = st.ms_entries - s->cfg.tombstones_max;
-        if (extra > max)
+    if (st.ms_entries > s->cfg.log_max) {
+        size_t extra = st.ms_entries - s->cfg.log_max;
+        if (extra > max) {
             extra = max;
-        if ((rc = mdb_cursor_open(txn, s->tomb, &cur)) != 0)
+            *capped = true;
+        }
+        if ((rc = mdb_cursor_open(txn, s->log, &cur)) != 0)
             goto out;
         for (size_t i = 0; i < extra; i++) {
             if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) != 0)
@@ -653,7 +639,7 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
         }
         mdb_cursor_close(cur);
         cur = NULL;
-        if ((rc = s_meta_put(txn, s->meta, "tomb_floor", floor)) != 0)
+        if ((rc = s_meta_put(txn, s->meta, "log_floor", floor)) != 0)
             goto out;
     }
     if (seq != s->last_seq && (rc = s_meta_put(txn, s->meta, "last_seq", seq)) != 0)
@@ -667,10 +653,14 @@ out:
         mdb_txn_abort(txn);
         return rc;
     }
+    if (n == 0 && !*capped && floor == s->log_floor) {
+        mdb_txn_abort(txn); /* nothing changed: no commit, no fsync */
+        return 0;
+    }
     rc = mdb_txn_commit(txn);
     if (rc == 0) {
         s->last_seq = seq;
-        s->tomb_floor = floor;
+        s->log_floor = floor;
         *expired += nexp;
         *purged += npur;
     }
@@ -702,10 +692,11 @@ int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *chan
         max = 1;
     for (;;) {
         int actions = 0;
+        bool capped = false;
         changes->n = mark;
-        int rc = s_sweep_once(s, now_us, max, changes, expired, purged, &actions);
+        int rc = s_sweep_once(s, now_us, max, changes, expired, purged, &actions, &capped);
         if (rc == 0) {
-            *next_due_us = s_first_due(s);
+            *next_due_us = capped ? now_us : s_first_due(s);
             return actions;
         }
         changes->n = mark;
@@ -771,7 +762,7 @@ store_read_t *store_read_begin(store_t *s, char *err)
     }
     r->seq = r->floor = 0;
     s_meta_get(r->txn, s->meta, "last_seq", &r->seq);
-    s_meta_get(r->txn, s->meta, "tomb_floor", &r->floor);
+    s_meta_get(r->txn, s->meta, "log_floor", &r->floor);
     return r;
 }
 
@@ -831,72 +822,116 @@ int store_read_get(store_read_t *r, const char *uid, size_t len, proto_record_t 
     return proto_record_decode(d, n, out) == 0 ? STORE_OK : STORE_ERROR;
 }
 
-int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, bool records_only,
-                       store_changes_t *out, uint64_t *through_seq, bool *done)
+#define SCAN_MAX_FACTOR 8 /* entries walked per change returned, at most */
+
+int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, store_changes_t *out,
+                       uint64_t *through_seq, bool *done)
 {
     store_t *s = r->s;
-    MDB_cursor *cs = NULL, *ct = NULL;
-    int rc = STORE_ERROR;
+    MDB_cursor *c = NULL;
     unsigned char kb[8];
-    MDB_val sk, sv, tk, tv;
-    int src, trc = MDB_NOTFOUND;
-    uint64_t last = after_seq;
+    MDB_val k, v;
     if (max_items == 0)
         max_items = 1;
-    if (mdb_cursor_open(r->txn, s->seq, &cs) != 0 || mdb_cursor_open(r->txn, s->tomb, &ct) != 0)
-        goto out;
-    if (after_seq == UINT64_MAX) {
-        src = MDB_NOTFOUND;
-    } else {
-        s_be64(after_seq + 1, kb);
-        sk.mv_size = 8;
-        sk.mv_data = kb;
-        src = mdb_cursor_get(cs, &sk, &sv, MDB_SET_RANGE);
-        if (!records_only) {
-            tk.mv_size = 8;
-            tk.mv_data = kb;
-            trc = mdb_cursor_get(ct, &tk, &tv, MDB_SET_RANGE);
+    uint64_t budget = (uint64_t)max_items * SCAN_MAX_FACTOR, last = after_seq;
+    uint32_t n = 0;
+    *done = true;
+    if (after_seq >= r->seq) {
+        *through_seq = after_seq > r->seq ? after_seq : r->seq;
+        return STORE_OK;
+    }
+    if (mdb_cursor_open(r->txn, s->log, &c) != 0)
+        return STORE_ERROR;
+    s_be64(after_seq + 1, kb);
+    k.mv_size = 8;
+    k.mv_data = kb;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        if (n == max_items || budget-- == 0) {
+            *done = false;
+            break;
         }
+        uint64_t seq = k.mv_size == 8 ? s_rd_be64(k.mv_data) : 0;
+        if (seq > r->seq)
+            break; /* committed after our snapshot of meta: not part of this answer */
+        if (seq && v.mv_size >= 2 && v.mv_size <= 1 + PROTO_USER_ID_MAX) {
+            const unsigned char *val = v.mv_data;
+            const char *uid = (const char *)val + 1;
+            size_t ulen = v.mv_size - 1;
+            if (val[0] == PROTO_CH_DEL) {
+                proto_change_t *ch = s_changes_push(out);
+                memset(ch, 0, sizeof *ch);
+                ch->kind = PROTO_CH_DEL;
+                proto_record_set_uid(&ch->rec, uid, ulen);
+                ch->rec.version = seq;
+                n++;
+            } else {
+                proto_record_t rec;
+                if (store_read_get(r, uid, ulen, &rec) == STORE_OK && rec.version == seq) {
+                    proto_change_t *ch = s_changes_push(out);
+                    ch->kind = PROTO_CH_SET;
+                    ch->rec = rec;
+                    n++;
+                }
+            }
+        }
+        last = seq;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return STORE_ERROR;
+    *through_seq = *done ? r->seq : last;
+    return STORE_OK;
+}
+
+int store_read_records(store_read_t *r, const char *after_key, size_t after_len, uint32_t max_items,
+                       store_changes_t *out, char *next_key, size_t *next_len, bool *done)
+{
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    if (max_items == 0)
+        max_items = 1;
+    if (mdb_cursor_open(r->txn, r->s->rec, &c) != 0)
+        return STORE_ERROR;
+    int rc;
+    if (after_len) {
+        k.mv_size = after_len;
+        k.mv_data = (void *)after_key;
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        /* Strictly after the cursor key. */
+        if (rc == 0 && k.mv_size == after_len && memcmp(k.mv_data, after_key, after_len) == 0)
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    } else {
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
     }
     uint32_t n = 0;
-    while ((src == 0 || trc == 0) && n < max_items) {
-        uint64_t sseq = src == 0 ? s_rd_be64(sk.mv_data) : UINT64_MAX;
-        uint64_t tseq = trc == 0 ? s_rd_be64(tk.mv_data) : UINT64_MAX;
-        if (sseq < tseq) {
-            proto_record_t rec;
-            if (sv.mv_size >= 1 && sv.mv_size <= PROTO_USER_ID_MAX &&
-                store_read_get(r, sv.mv_data, sv.mv_size, &rec) == STORE_OK && rec.version == sseq) {
-                proto_change_t *c = s_changes_push(out);
-                c->kind = PROTO_CH_SET;
-                c->rec = rec;
-                n++;
-            }
-            last = sseq;
-            src = mdb_cursor_get(cs, &sk, &sv, MDB_NEXT);
-        } else {
-            if (tv.mv_size >= 1 && tv.mv_size <= PROTO_USER_ID_MAX) {
-                proto_change_t *c = s_changes_push(out);
-                memset(c, 0, sizeof *c);
-                c->kind = PROTO_CH_DEL;
-                proto_record_set_uid(&c->rec, tv.mv_data, tv.mv_size);
-                c->rec.version = tseq;
-                n++;
-            }
-            last = tseq;
-            trc = mdb_cursor_get(ct, &tk, &tv, MDB_NEXT);
+    *done = true;
+    *next_len = 0;
+    while (rc == 0) {
+        if (n == max_items) {
+            *done = false;
+            break;
         }
+        proto_record_t rec;
+        if (proto_record_decode(v.mv_data, v.mv_size, &rec) == 0) {
+            proto_change_t *ch = s_changes_push(out);
+            ch->kind = PROTO_CH_SET;
+            ch->rec = rec;
+            n++;
+        }
+        if (k.mv_size <= PROTO_USER_ID_MAX) {
+            memcpy(next_key, k.mv_data, k.mv_size);
+            *next_len = k.mv_size;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    if ((src != 0 && src != MDB_NOTFOUND) || (trc != 0 && trc != MDB_NOTFOUND))
-        goto out;
-    *done = src != 0 && trc != 0;
-    *through_seq = *done ? MAX(r->seq, after_seq == UINT64_MAX ? 0 : after_seq) : last;
-    rc = STORE_OK;
-out:
-    if (cs)
-        mdb_cursor_close(cs);
-    if (ct)
-        mdb_cursor_close(ct);
-    return rc;
+    mdb_cursor_close(c);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return STORE_ERROR;
+    if (*done)
+        *next_len = 0;
+    return STORE_OK;
 }
 
 void store_get_info(store_t *s, store_info_t *info)
@@ -913,12 +948,12 @@ void store_get_info(store_t *s, store_info_t *info)
     MDB_stat st;
     if (mdb_stat(r->txn, s->rec, &st) == 0)
         info->records = st.ms_entries;
-    if (mdb_stat(r->txn, s->tomb, &st) == 0)
-        info->tombstones = st.ms_entries;
+    if (mdb_stat(r->txn, s->log, &st) == 0)
+        info->log_entries = st.ms_entries;
+    if (mdb_stat(r->txn, s->due, &st) == 0)
+        info->due_entries = st.ms_entries;
     info->last_seq = r->seq;
-    uint64_t floor = 0;
-    s_meta_get(r->txn, s->meta, "tomb_floor", &floor);
-    info->tomb_floor = floor;
+    info->log_floor = r->floor;
     MDB_envinfo ei;
     MDB_stat es;
     if (mdb_env_info(s->env, &ei) == 0 && mdb_env_stat(s->env, &es) == 0)

@@ -1,4 +1,4 @@
-/* store.h -- the durable presence store: LMDB records, expiry index, sequence, tombstones.
+/* store.h -- the durable presence store: LMDB records, expiry index, sequence, changelog.
  *
  * The engine does no I/O besides LMDB and never logs. One thread (the store-node's writer) calls
  * the write functions; any thread may call the read functions concurrently with it (LMDB MVCC,
@@ -38,7 +38,7 @@ typedef struct store_config {
     uint64_t map_size_max;   /* never grow beyond this */
     uint64_t retention_us;   /* offline records are purged this long after last_seen */
     uint64_t default_ttl_s;  /* TTL for a TOUCH that creates a record with ttl 0 */
-    uint64_t tombstones_max; /* keep at most this many tombstones (older ones move the floor) */
+    uint64_t log_max;        /* keep at most this many changelog entries (older ones move the floor) */
 } store_config_t;
 
 typedef struct store store_t;
@@ -66,9 +66,10 @@ void store_changes_fini(store_changes_t *c);
 typedef struct store_info {
     uint64_t epoch;        /* random id of this database, fixed at creation */
     uint64_t last_seq;     /* last committed sequence */
-    uint64_t tomb_floor;   /* catch-up after a sequence below this needs a snapshot */
+    uint64_t log_floor;    /* catch-up from a sequence below this needs a snapshot */
     uint64_t records;      /* live records */
-    uint64_t tombstones;
+    uint64_t log_entries;  /* changelog entries kept */
+    uint64_t due_entries;  /* expiry-index entries (including stale ones not yet swept) */
     uint64_t map_size;     /* current map size in bytes */
     uint64_t map_used;     /* bytes of the map in use (last page number x page size) */
     uint64_t map_grows;    /* times the map grew since open */
@@ -90,10 +91,12 @@ void store_close(store_t **s);
 int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, store_changes_t *changes, char *err);
 
 /* Expire and purge: records whose expires_at <= now turn offline (message cleared, last_seen kept,
- * new version); offline records whose last_seen + retention <= now are purged (tombstone); the
- * oldest tombstones beyond tombstones_max are pruned. At most `max` actions per call, one
+ * new version); offline records whose last_seen + retention <= now are purged (a DEL change);
+ * expiry-index entries left behind by later writes are dropped as they come due; the oldest
+ * changelog entries beyond log_max are pruned. At most `max` index entries per call, one
  * transaction. Returns the number of actions (changes appended), or -1. *next_due_us is set to
- * the earliest remaining due time (UINT64_MAX if none). *expired and *purged count actions. */
+ * the earliest remaining due time (UINT64_MAX if none; `now_us` when the call stopped at `max`).
+ * *expired and *purged count actions. */
 int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *changes, uint64_t *next_due_us,
                 uint64_t *expired, uint64_t *purged, char *err);
 
@@ -111,7 +114,7 @@ typedef struct store_read store_read_t;
  * blocks map growth. */
 store_read_t *store_read_begin(store_t *s, char *err);
 void store_read_end(store_read_t **r);
-/* The last sequence committed as of this snapshot, and the tombstone floor. */
+/* The last sequence committed as of this snapshot, and the changelog floor. */
 uint64_t store_read_seq(const store_read_t *r);
 uint64_t store_read_floor(const store_read_t *r);
 /* Look up one record: STORE_OK (copied into *out), STORE_NOTFOUND, or STORE_ERROR. */
@@ -119,13 +122,20 @@ int store_read_get(store_read_t *r, const char *uid, size_t len, proto_record_t 
 /* The raw encoded record (borrowed until store_read_end): STORE_OK / STORE_NOTFOUND / STORE_ERROR. */
 int store_read_get_raw(store_read_t *r, const char *uid, size_t len, const void **data, size_t *dlen);
 
-/* Catch-up: the changes after `after_seq` in sequence order -- every live record whose version is
- * greater (as SET) and every tombstone whose seq is greater (as DEL) -- at most max_items.
- * *done tells whether the scan reached the end; *through_seq is the sequence up to which the
- * client is now complete (the snapshot's last_seq when done, else the last change's seq).
- * With `records_only` tombstones are skipped (a snapshot of live records). */
-int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, bool records_only,
-                       store_changes_t *out, uint64_t *through_seq, bool *done);
+/* Catch-up: walk the changelog after `after_seq` and return, in sequence order, each change that
+ * is still the latest for its key -- a SET with the whole current record (its version is that
+ * entry's sequence) or a DEL -- at most max_items changes (and a bounded number of entries
+ * scanned). *done tells whether the walk reached the end; *through_seq is the sequence up to
+ * which the client is then complete: the snapshot's last_seq when done, else the last entry
+ * walked. The caller checks after_seq >= store_read_floor() first. */
+int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, store_changes_t *out,
+                       uint64_t *through_seq, bool *done);
+
+/* Snapshot: live records in key order after `after_key` (len 0 = from the start), at most
+ * max_items, appended as SET changes. next_key (129 bytes) and next_len say where to continue; *done
+ * when the scan reached the end. */
+int store_read_records(store_read_t *r, const char *after_key, size_t after_len, uint32_t max_items,
+                       store_changes_t *out, char *next_key, size_t *next_len, bool *done);
 
 void store_get_info(store_t *s, store_info_t *info);
 uint64_t store_epoch(const store_t *s);

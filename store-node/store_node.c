@@ -127,7 +127,7 @@ static int s_config(char *err)
     S.queue_max = 65536;
     S.sweep_max = 1000;
     S.pub_hwm = 100000;
-    uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, tombs = 1000000;
+    uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, log_max = 2000000;
     if (cfg_str("DATA_DIR", S.data_dir, sizeof S.data_dir, err) < 0 || cfg_enum("SYNC_MODE", modes, &S.sync_mode, err) < 0 ||
         cfg_u64("SYNC_FLUSH_MS", 1, 60000, &S.flush_ms, err) < 0 ||
         cfg_u64("STORE_HUGZ_MS", 10, 60000, &S.hugz_ms, err) < 0 ||
@@ -139,7 +139,7 @@ static int s_config(char *err)
         cfg_u64("STORE_MAP_MAX_MB", 1, 1u << 24, &map_max_mb, err) < 0 ||
         cfg_duration_ms("RETENTION", 1000, 1, 3650ull * 86400000, &retention_ms, err) < 0 ||
         cfg_u64("PRESENCE_TTL", 1, PROTO_TTL_MAX, &ttl, err) < 0 ||
-        cfg_u64("STORE_TOMBSTONES_MAX", 1, 1000000000, &tombs, err) < 0 ||
+        cfg_u64("STORE_LOG_MAX", 1, 1000000000, &log_max, err) < 0 ||
         cfg_u64("CENTER_PORT", 1, 65534, &S.center_port, err) < 0)
         return -1;
     snprintf(S.cmd_ep, sizeof S.cmd_ep, "ipc://%s/run/store-cmd.sock", S.data_dir);
@@ -161,7 +161,7 @@ static int s_config(char *err)
     S.scfg.map_size_max = MAX(map_max_mb, map_mb) << 20;
     S.scfg.retention_us = retention_ms * 1000;
     S.scfg.default_ttl_s = ttl;
-    S.scfg.tombstones_max = tombs;
+    S.scfg.log_max = log_max;
     return 0;
 }
 
@@ -508,6 +508,9 @@ static void s_handle_read(void *router, const uint8_t *ident, size_t ident_len, 
     s_reply(router, ident, ident_len, &S.buf);
 }
 
+/* Catch-up (PROTOCOL.md): incremental from the changelog when it reaches back far enough,
+ * otherwise a snapshot -- a flush signal (NO_DATA) or live records in key order, in chunks, after
+ * which the client continues incrementally from the snapshot's base sequence. */
 static void s_handle_catchup(void *router, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
 {
     char err[STORE_ERR_LEN];
@@ -518,39 +521,46 @@ static void s_handle_catchup(void *router, const uint8_t *ident, size_t ident_le
     }
     atomic_fetch_add(&S.catchups_total, 1);
     uint64_t epoch = store_epoch(S.store), snap_seq = store_read_seq(r), floor = store_read_floor(r);
-    /* A snapshot is needed when the client knows another database (epoch), is ahead of this one
-     * (a store restored from an older copy), or asks from below the tombstone floor -- unless it is
-     * continuing a snapshot begun after every pruned tombstone. */
     bool cont = (m->flags & PROTO_CATCHUP_F_SNAP_CONT) != 0;
-    bool snapshot = m->epoch != epoch || m->seq > snap_seq || (!cont && m->seq < floor) ||
-                    (cont && floor > m->first_seq);
     uint32_t max = (uint32_t)MIN(MAX(m->max_items, 1), CATCHUP_MAX_ITEMS);
     store_changes_t ch;
     store_changes_init(&ch);
     uint64_t through = snap_seq;
     bool done = true;
+    uint8_t mode = PROTO_CATCHUP_INCREMENTAL;
+    char cursor[PROTO_USER_ID_MAX + 1];
+    size_t clen = 0;
     int rc = STORE_OK;
-    if (snapshot) {
+    if (cont && m->epoch == epoch && m->first_seq <= snap_seq) {
+        /* More of a snapshot: records after the cursor; the base sequence stays the client's. */
+        mode = PROTO_CATCHUP_SNAPSHOT_CONT;
+        rc = store_read_records(r, m->key.p, m->key.len, max, &ch, cursor, &clen, &done);
+        through = m->first_seq;
+        done = false; /* the client continues: next chunk, or incremental from the base */
+    } else if (cont || m->epoch != epoch || m->seq > snap_seq || m->seq < floor) {
+        /* Another database, a client ahead of us (we lost commits), or history we no longer
+         * have: start over. */
         atomic_fetch_add(&S.snapshots_total, 1);
-        if (!(m->flags & PROTO_CATCHUP_F_NO_DATA))
-            rc = store_read_changes(r, 0, max, true, &ch, &through, &done);
+        mode = PROTO_CATCHUP_SNAPSHOT;
+        if (!(m->flags & PROTO_CATCHUP_F_NO_DATA)) {
+            rc = store_read_records(r, "", 0, max, &ch, cursor, &clen, &done);
+            done = false;
+        }
     } else {
-        rc = store_read_changes(r, m->seq, max, false, &ch, &through, &done);
+        rc = store_read_changes(r, m->seq, max, &ch, &through, &done);
     }
     store_read_end(&r);
+    proto_enc_t e;
     proto_buf_reset(&S.buf);
+    proto_enc_init(&e, &S.buf);
     if (rc != STORE_OK) {
-        proto_enc_t e;
-        proto_enc_init(&e, &S.buf);
         proto_enc_catchup_reply_begin(&e, m->rid, PROTO_EINTERNAL, epoch, 0, 0, true, 0);
+        proto_enc_catchup_reply_end(&e, "", 0);
     } else {
-        proto_enc_t e;
-        proto_enc_init(&e, &S.buf);
-        proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, epoch,
-                                      snapshot ? PROTO_CATCHUP_SNAPSHOT : PROTO_CATCHUP_INCREMENTAL, through, done,
-                                      (uint32_t)ch.n);
+        proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, epoch, mode, through, done, (uint32_t)ch.n);
         for (size_t i = 0; i < ch.n; i++)
             proto_enc_change(&e, &ch.v[i]);
+        proto_enc_catchup_reply_end(&e, cursor, clen);
     }
     store_changes_fini(&ch);
     s_reply(router, ident, ident_len, &S.buf);
@@ -568,8 +578,9 @@ static void s_collect_stats(stats_list_t *l)
     stats_add(l, "store_sequence", S.pub_seq);
     stats_add(l, "store_committed_sequence", info.last_seq);
     stats_add(l, "store_records", info.records);
-    stats_add(l, "store_tombstones", info.tombstones);
-    stats_add(l, "store_tombstone_floor", info.tomb_floor);
+    stats_add(l, "store_log_entries", info.log_entries);
+    stats_add(l, "store_log_floor", info.log_floor);
+    stats_add(l, "store_due_entries", info.due_entries);
     stats_add(l, "store_map_size_bytes", info.map_size);
     stats_add(l, "store_map_used_bytes", info.map_used);
     stats_add(l, "store_map_grows_total", info.map_grows);

@@ -318,6 +318,7 @@ static bool s_catchup_local(const uint8_t *ident, size_t ident_len, const proto_
     proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, R.epoch, PROTO_CATCHUP_INCREMENTAL, through, done, n);
     for (uint32_t i = 0; i < n; i++)
         proto_enc_change(&e, &out[i]);
+    proto_enc_catchup_reply_end(&e, "", 0);
     free(out);
     s_to_region(ident, ident_len, &R.buf);
     R.local_catchups++;
@@ -426,6 +427,7 @@ static void s_on_region(zmq_msg_t *frames, int n)
                 proto_buf_reset(&R.buf);
                 proto_enc_init(&e, &R.buf);
                 proto_enc_catchup_reply_begin(&e, m.rid, PROTO_OK, R.epoch, PROTO_CATCHUP_SNAPSHOT, R.pub_seq, true, 0);
+                proto_enc_catchup_reply_end(&e, "", 0);
                 s_to_region(ident, ident_len, &R.buf);
             } else if (R.link_up) {
                 s_forward(ident, ident_len, data, len, &m);

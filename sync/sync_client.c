@@ -44,6 +44,8 @@ struct sync_client {
     bool cu_snapshot;     /* inside a multi-chunk snapshot */
     bool cu_rerun;        /* the buffer overflowed: run again when this one ends */
     uint64_t cu_rid, cu_deadline, cu_retry_at, cu_backoff, cu_snap_start;
+    char cu_key[PROTO_USER_ID_MAX + 1]; /* snapshot cursor */
+    size_t cu_key_len;
     uint64_t next_rid;
 
     buffered_t *buf_head, *buf_tail;
@@ -183,7 +185,8 @@ static void s_send_catchup(sync_client_t *sc, uint64_t now)
         flags |= PROTO_CATCHUP_F_NO_DATA;
     sc->cu_rid = sc->next_rid++;
     proto_buf_reset(&sc->out);
-    proto_enc_catchup(&sc->out, sc->cu_rid, sc->epoch, sc->seq, sc->cfg.chunk_items, flags, sc->cu_snap_start);
+    proto_enc_catchup(&sc->out, sc->cu_rid, sc->epoch, sc->seq, sc->cfg.chunk_items, flags, sc->cu_snap_start,
+                      sc->cu_snapshot ? sc->cu_key : "", sc->cu_snapshot ? sc->cu_key_len : 0);
     if (zu_send(sc->dealer, NULL, 0, sc->out.data, sc->out.len) < 0) {
         /* Not connected (ZMQ_IMMEDIATE) or at the HWM: retry after a backoff. */
         sc->cu_active = false;
@@ -293,30 +296,54 @@ static void s_on_catchup_reply(sync_client_t *sc, const proto_msg_t *m)
         return;
     }
     if (m->mode == PROTO_CATCHUP_SNAPSHOT) {
-        /* Start (or restart) of a snapshot: everything we hold may be wrong. Continuation chunks of
-         * a snapshot come back INCREMENTAL; SNAPSHOT again means the server restarted it. */
+        /* Start (or restart) of a snapshot: everything we hold may be wrong. */
         LOG(LOG_NOTICE, "sync: snapshot (epoch %llu -> %llu, seq %llu -> %llu)", (unsigned long long)sc->epoch,
             (unsigned long long)m->epoch, (unsigned long long)sc->seq, (unsigned long long)m->seq);
         sc->st.snapshots++;
         sc->h.reset(sc->h.ctx);
         sc->epoch = m->epoch;
         sc->seq = 0;
-        sc->cu_snapshot = !m->done;
         sc->cu_snap_start = m->seq;
-    } else if (m->epoch != sc->epoch) {
-        /* Incremental answer for another epoch cannot happen with a correct server: restart. */
+    } else if (m->epoch != sc->epoch || (m->mode == PROTO_CATCHUP_SNAPSHOT_CONT && !sc->cu_snapshot)) {
+        /* An answer that does not fit what we asked: start over. */
         sc->st.malformed++;
         sc->epoch = 0;
+        sc->cu_snapshot = false;
         sc->cu_active = false;
         sc->cu_retry_at = now + sc->cu_backoff;
         return;
     }
-    s_apply_list(sc, m->changes, m->n);
-    if (m->seq > sc->seq)
-        sc->seq = m->seq;
-    if (m->done) {
-        s_catchup_done(sc);
-        return;
+    if (m->mode == PROTO_CATCHUP_INCREMENTAL) {
+        s_apply_list(sc, m->changes, m->n);
+        if (m->seq > sc->seq)
+            sc->seq = m->seq;
+        sc->cu_snapshot = false;
+        if (m->done) {
+            s_catchup_done(sc);
+            return;
+        }
+    } else {
+        /* Snapshot records come in key order: apply them all (the consumer keeps versions), and
+         * leave the sequence alone until the snapshot's base is reached. */
+        for (uint32_t i = 0; i < m->n; i++) {
+            sc->h.apply(sc->h.ctx, &m->changes[i]);
+            sc->st.changes_applied++;
+        }
+        if (m->done) { /* NO_DATA: complete as of the database's sequence */
+            sc->seq = m->seq;
+            s_catchup_done(sc);
+            return;
+        }
+        if (m->key.len) {
+            sc->cu_snapshot = true;
+            memcpy(sc->cu_key, m->key.p, m->key.len);
+            sc->cu_key[m->key.len] = '\0';
+            sc->cu_key_len = m->key.len;
+        } else {
+            /* Key scan complete: everything after the base comes incrementally. */
+            sc->cu_snapshot = false;
+            sc->seq = sc->cu_snap_start;
+        }
     }
     sc->cu_backoff = RETRY_MIN_MS;
     s_send_catchup(sc, now);

@@ -791,8 +791,9 @@ END_TEST
 
 START_TEST(test_validation)
 {
+    static const char *const extra[] = {"RATE_LIMIT_WRITES=0", NULL}; /* ~60 writes by one subject */
     th_node_t n;
-    s_start(&n, 1, NULL);
+    s_start(&n, 1, extra);
     int port = n.port;
     const char *P = "/api/v2/presence/val";
     const char *auth = s_auth("val", NULL);
@@ -831,7 +832,6 @@ START_TEST(test_validation)
         {"{\"status\":\"online\",\"message\":\"tab\\t\"}", "invalid message"},
         {"{\"status\":\"online\",\"message\":\"del\\u007f\"}", "invalid message"},
         {"{\"status\":\"online\",\"message\":\"c1\\u0085\"}", "invalid message"},
-        {"{\"status\":\"online\",\"message\":\"nul\\u0000\"}", "invalid message"},
         {"{\"status\":\"online\",\"message\":5}", "invalid message"},
         {"{\"status\":\"online\",\"message\":{}}", "invalid message"},
         /* ttl */
@@ -843,10 +843,25 @@ START_TEST(test_validation)
         {"{\"status\":\"online\",\"ttl\":\"60\"}", "invalid ttl"},
         {"{\"status\":\"online\",\"ttl\":true}", "invalid ttl"},
         {"{\"status\":\"online\",\"ttl\":1e300}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":99999999999999999999}", "invalid JSON"}, /* does not fit: not a number */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         s_call_error(port, "PUT", P, auth, cases[i].body, 400, cases[i].err);
+    /* Valid JSON the parser (jansson) cannot represent: an escaped NUL, an integer beyond 64
+     * bits. Refused either as JSON or as the field (unit tests accept both, too). */
+    static const struct {
+        const char *body, *err;
+    } either[] = {{"{\"status\":\"online\",\"message\":\"nul\\u0000\"}", "invalid message"},
+                  {"{\"status\":\"online\",\"ttl\":99999999999999999999}", "invalid ttl"}};
+    for (size_t i = 0; i < 2; i++) {
+        th_resp_t r;
+        s_req(port, "PUT", P, auth, either[i].body, &r);
+        ck_assert_int_eq(r.status, 400);
+        json_t *j = s_json(&r);
+        const char *e = s_str(j, "error");
+        ck_assert_msg(e && (!strcmp(e, "invalid JSON") || !strcmp(e, either[i].err)), "%s: %s", either[i].body, e);
+        json_decref(j);
+        th_resp_free(&r);
+    }
 
     /* Messages: 257 bytes is too long (ASCII or multi-byte); invalid UTF-8 bytes in the body. */
     char body[1024], msg[600];
@@ -1685,15 +1700,16 @@ START_TEST(test_health)
     json_decref(j);
 
     /* The store through the caches: reachable, sequence caught up with the write. */
-    http_probe_t seq = {port, "/health/store", 200, "\"applied_sequence\":1,"};
-    ck_assert_msg(th_wait_for(s_http_is, &seq, 10000), "/health/store never showed applied_sequence 1");
+    /* sequence is the store's, polled by the cache-nodes; applied_sequence the stream's. */
+    http_probe_t seq = {port, "/health/store", 200, "\"sequence\":1,\"applied_sequence\":1,"};
+    ck_assert_msg(th_wait_for(s_http_is, &seq, 10000), "/health/store never showed sequence 1 applied");
     j = s_get_json(port, "/health/store", 200);
     ck_assert_str_eq(s_str(j, "status"), "up");
     ck_assert(json_is_true(json_object_get(j, "reachable")));
     ck_assert(json_is_true(json_object_get(j, "writable")));
     ck_assert_str_eq(s_str(j, "node_type"), "center");
     ck_assert(json_is_number(json_object_get(j, "latency_ms")));
-    ck_assert_int_ge(s_int(j, "sequence"), 1);
+    ck_assert_int_eq(s_int(j, "sequence"), 1);
     ck_assert_int_eq(s_int(j, "applied_sequence"), 1);
     ck_assert(json_is_number(json_object_get(j, "lag_seconds")));
     ck_assert_str_eq(s_str(j, "sync_state"), "live");
@@ -2236,9 +2252,10 @@ static bool s_enough_since(void *arg)
     return th_now_ms() >= s->from && s_count_since(s->ls, s->from) >= s->want;
 }
 
-static bool s_total_at_least(void *arg)
+static bool s_enough_since_total(void *arg)
 {
-    return atomic_load(&s_ld_done) >= *(long *)arg;
+    since_t *s = arg;
+    return th_now_ms() >= s->from && atomic_load(&s_ld_done) >= s->want;
 }
 
 typedef struct window {
@@ -2305,8 +2322,9 @@ START_TEST(test_cache_node_killed_under_load)
         ls[t].recs = malloc(LD_CAP * sizeof *ls[t].recs);
         ck_assert_int_eq(pthread_create(&ls[t].tid, NULL, s_loader, &ls[t]), 0);
     }
-    long warm = 800;
-    ck_assert_msg(th_wait_for(s_total_at_least, &warm, 20000), "load did not start");
+    /* At least 1.5 s of load (and 800 requests) before the kill. */
+    since_t warm = {ls, th_now_ms() + 1500, 800};
+    ck_assert_msg(th_wait_for(s_enough_since_total, &warm, 20000), "load did not start");
 
     /* SIGKILL the second cache-node mid-load. */
     uint64_t t_kill = th_now_ms();
@@ -2326,9 +2344,9 @@ START_TEST(test_cache_node_killed_under_load)
         pthread_join(ls[t].tid, NULL);
     uint64_t t_end = th_now_ms();
 
-    window_t before = s_window(ls, 0, t_kill - 1000);
-    window_t around = s_window(ls, t_kill - 1000, t_kill + 1000);
-    window_t failed_over = s_window(ls, t_kill + 1000, t_restart);
+    window_t before = s_window(ls, 0, t_kill - 500);
+    window_t around = s_window(ls, t_kill - 500, t_kill + 1000);
+    window_t failed_over = s_window(ls, t_kill + 1000, t_ready);
     window_t restarted = s_window(ls, t_ready, t_end);
     uint32_t max_lat = 0;
     long stale = 0, not_found = 0, total = 0;
@@ -2342,7 +2360,7 @@ START_TEST(test_cache_node_killed_under_load)
         total += (long)ls[t].n;
     }
     fprintf(stderr,
-            "failover: %ld requests; before kill %ld (%ld bad); kill +-1 s %ld (%ld bad, %ld writes); "
+            "failover: %ld requests; before kill %ld (%ld bad); kill -0.5..+1 s %ld (%ld bad, %ld writes); "
             "failed over %ld (%ld bad); after restart %ld (%ld bad, restart took %llu ms); max latency %u ms\n",
             total, before.total, before.bad, around.total, around.bad, around.put_bad, failed_over.total,
             failed_over.bad, restarted.total, restarted.bad, (unsigned long long)(t_ready - t_restart), max_lat);
@@ -2353,14 +2371,16 @@ START_TEST(test_cache_node_killed_under_load)
                 fprintf(stderr, "failover: %s answered %d at kill%+lld ms after %u ms\n", rr->put ? "PUT" : "GET",
                         rr->status, (long long)rr->start - (long long)t_kill, rr->lat);
         }
-    ck_assert_int_eq(before.bad, 0);
+    ck_assert_msg(before.total >= 100 && before.bad == 0, "before the kill: %ld of %ld failed", before.bad,
+                  before.total);
     /* Around the kill only writes in flight at the dead node may fail (503): bound them by 2%. */
     ck_assert_msg(around.total >= 100, "only %ld requests around the kill", around.total);
     ck_assert_msg(around.bad * 50 < around.total, "%ld of %ld requests failed around the kill", around.bad,
                   around.total);
     ck_assert_msg(around.bad == around.put_bad, "%ld reads failed around the kill (reads are re-sent)",
                   around.bad - around.put_bad);
-    /* From 1 s after the kill every request succeeds, also after the restart. */
+    /* From 1 s after the kill every request succeeds: failed over, while the node restarts, and
+     * once it is back (and owns keys again). */
     ck_assert_msg(failed_over.total >= 100, "only %ld requests after failover", failed_over.total);
     ck_assert_msg(failed_over.bad == 0, "%ld of %ld requests failed after failover", failed_over.bad,
                   failed_over.total);

@@ -12,6 +12,8 @@
  */
 #include "harness.h"
 #include "zutil.h"
+#include "util.h"
+#include "sync_client.h"
 
 #include <check.h>
 #include <pthread.h>
@@ -302,6 +304,98 @@ START_TEST(test_forced_gap_resync)
 }
 END_TEST
 
+/* ---- snapshot with data ------------------------------------------------------------------- */
+
+#define SNAP_USERS 60
+typedef struct snapshot_sink {
+    uint64_t version[SNAP_USERS];
+    int resets;
+} snapshot_sink_t;
+
+static void on_snap_apply(void *ctx, const proto_change_t *c)
+{
+    snapshot_sink_t *s = ctx;
+    int u = atoi(c->rec.user_id + 1);
+    if (u >= 0 && u < SNAP_USERS && c->rec.version > s->version[u])
+        s->version[u] = c->kind == PROTO_CH_DEL ? 0 : c->rec.version;
+}
+
+static void on_snap_reset(void *ctx)
+{
+    snapshot_sink_t *s = ctx;
+    memset(s->version, 0, sizeof s->version);
+    s->resets++;
+}
+
+START_TEST(test_snapshot_with_data)
+{
+    th_node_t n;
+    /* A changelog of 10 entries: a client starting from nothing needs a snapshot of records. */
+    const char *env[] = {"STORE_LOG_MAX=10", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    s_endpoints(&n);
+    th_zc_t z;
+    ck_assert_int_eq(th_zc_open(&z, s_ep[0]), 0);
+    uint64_t want[SNAP_USERS];
+    for (int u = 0; u < SNAP_USERS; u++) {
+        char uid[16];
+        snprintf(uid, sizeof uid, "s%d", u);
+        proto_record_t r;
+        ck_assert_int_eq(th_zc_put(&z, uid, PRESENCE_ONLINE, "x", &r), PROTO_OK);
+        want[u] = r.version;
+    }
+    /* wait for the sweeper to prune the log below our first writes (it runs at least every second) */
+    th_zc_t st;
+    ck_assert_int_eq(th_zc_open(&st, n.store_cmd), 0);
+    uint64_t floor = 0, deadline = th_now_ms() + 5000;
+    while (th_now_ms() < deadline && (th_zc_stat(&st, "store_log_floor", &floor) < 0 || floor < 10))
+        ;
+    ck_assert_uint_ge(floor, 10);
+
+    void *ctx = zmq_ctx_new();
+    snapshot_sink_t sink = {0};
+    char err[256];
+    sync_config_t cfg = {.pub_ep = n.store_pub, .cmd_ep = n.store_cmd, .chunk_items = 7, .want_snapshot_data = true};
+    sync_handler_t h = {.ctx = &sink, .apply = on_snap_apply, .reset = on_snap_reset};
+    sync_client_t *sc = sync_client_new(ctx, &cfg, &h, err);
+    ck_assert_msg(sc != NULL, "%s", err);
+    deadline = th_now_ms() + 10000;
+    while (sync_client_state(sc) != SYNC_LIVE && th_now_ms() < deadline) {
+        zmq_pollitem_t items[2];
+        sync_client_poll_items(sc, items);
+        uint64_t next = sync_client_tick(sc, th_now_ms());
+        uint64_t now = th_now_ms();
+        zmq_poll(items, 2, next > now ? (long)MIN(next - now, 100) : 0);
+        sync_client_handle(sc);
+    }
+    ck_assert_int_eq(sync_client_state(sc), SYNC_LIVE);
+    sync_stats_t ss;
+    sync_client_get_stats(sc, &ss);
+    ck_assert_uint_ge(ss.snapshots, 1);
+    ck_assert_int_ge(sink.resets, 1);
+    for (int u = 0; u < SNAP_USERS; u++)
+        ck_assert_msg(sink.version[u] == want[u], "s%d: got version %llu, want %llu", u,
+                      (unsigned long long)sink.version[u], (unsigned long long)want[u]);
+    /* and it follows the stream from there */
+    proto_record_t r;
+    ck_assert_int_eq(th_zc_put(&z, "s3", PRESENCE_AWAY, "later", &r), PROTO_OK);
+    deadline = th_now_ms() + 5000;
+    while (sink.version[3] != r.version && th_now_ms() < deadline) {
+        zmq_pollitem_t items[2];
+        sync_client_poll_items(sc, items);
+        zmq_poll(items, 2, 50);
+        sync_client_handle(sc);
+        sync_client_tick(sc, th_now_ms());
+    }
+    ck_assert_uint_eq(sink.version[3], r.version);
+    sync_client_destroy(&sc);
+    zmq_ctx_term(ctx);
+    th_zc_close(&z);
+    th_zc_close(&st);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_coherence");
@@ -311,6 +405,7 @@ int main(void)
     tcase_add_test(tc, test_single_flight);
     tcase_add_test(tc, test_store_restart_no_stale);
     tcase_add_test(tc, test_forced_gap_resync);
+    tcase_add_test(tc, test_snapshot_with_data);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

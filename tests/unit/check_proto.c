@@ -205,7 +205,7 @@ static void s_corpus(proto_buf_t *out /* [CORPUS_N] */)
     proto_enc_records_cmd(&out[k++], PROTO_APPLY, 16, recs, 2);
     proto_enc_simple(&out[k++], PROTO_STATS, 17);
     proto_enc_simple(&out[k++], PROTO_PING, 18);
-    proto_enc_catchup(&out[k++], 19, 0x1234, 500, 1000, PROTO_CATCHUP_F_SNAP_CONT, 400);
+    proto_enc_catchup(&out[k++], 19, 0x1234, 500, 1000, PROTO_CATCHUP_F_SNAP_CONT, 400, "carol", 5);
     proto_enc_reply(&out[k++], 20, PROTO_OK, 99, recs, 2, "why not", PROTO_REPLY_F_STALE);
     proto_enc_init(&e, &out[k++]);
     proto_enc_catchup_reply_begin(&e, 21, PROTO_OK, 0x1234, PROTO_CATCHUP_INCREMENTAL, 12, true, 3);
@@ -213,6 +213,7 @@ static void s_corpus(proto_buf_t *out /* [CORPUS_N] */)
     proto_enc_change(&e, &c1);
     proto_enc_change(&e, &c2);
     proto_enc_change(&e, &c3);
+    proto_enc_catchup_reply_end(&e, "", 0);
     proto_enc_stats(&out[k++], PROTO_PONG, 22, PROTO_OK, stats, 2);
     proto_enc_stats(&out[k++], PROTO_STATS_REPLY, 23, PROTO_OK, stats, 2);
     proto_enc_init(&e, &out[k++]);
@@ -374,7 +375,7 @@ START_TEST(test_rt_simple_catchup_hugz)
 
     proto_buf_reset(&b);
     proto_enc_catchup(&b, 9, 0x7fffffffffffffffULL, 123456789, 5000, PROTO_CATCHUP_F_NO_DATA | PROTO_CATCHUP_F_SNAP_CONT,
-                      4444);
+                      4444, "dave@example.com", 16);
     s_dec_ok(&b, &m);
     ck_assert_uint_eq(m.type, PROTO_CATCHUP);
     ck_assert_uint_eq(m.rid, 9);
@@ -383,12 +384,20 @@ START_TEST(test_rt_simple_catchup_hugz)
     ck_assert_uint_eq(m.max_items, 5000);
     ck_assert_uint_eq(m.flags, PROTO_CATCHUP_F_NO_DATA | PROTO_CATCHUP_F_SNAP_CONT);
     ck_assert_uint_eq(m.first_seq, 4444);
+    ck_assert_uint_eq(m.key.len, 16);
+    ck_assert_mem_eq(m.key.p, "dave@example.com", 16);
     proto_msg_fini(&m);
 
     proto_buf_reset(&b);
-    proto_enc_catchup(&b, 0, 0, 0, 0, UINT32_MAX, 0);
+    proto_enc_catchup(&b, 0, 0, 0, 0, UINT32_MAX, 0, NULL, 0);
     s_dec_ok(&b, &m);
     ck_assert_uint_eq(m.flags, UINT32_MAX);
+    ck_assert_uint_eq(m.key.len, 0);
+    proto_msg_fini(&m);
+    /* an invalid user id as the snapshot cursor */
+    proto_buf_reset(&b);
+    proto_enc_catchup(&b, 1, 1, 1, 1, PROTO_CATCHUP_F_SNAP_CONT, 1, "bad id", 6);
+    ck_assert_int_eq(proto_decode(b.data, b.len, &m), PROTO_MALFORMED);
     proto_msg_fini(&m);
 
     proto_buf_reset(&b);
@@ -503,14 +512,15 @@ START_TEST(test_rt_changes)
         s_change_eq(&m.changes[i], &ch[i]);
     proto_msg_fini(&m);
 
-    /* CATCHUP_REPLY, both modes, done true/false, and empty */
-    for (int mode = 0; mode <= 1; mode++) {
+    /* CATCHUP_REPLY: incremental (any kinds, sequence order), done true/false, empty */
+    for (int mode = 0; mode <= 0; mode++) {
         for (unsigned cnt = 0; cnt <= N; cnt += N) {
             proto_buf_reset(&b);
             proto_enc_init(&e, &b);
             proto_enc_catchup_reply_begin(&e, 4242, PROTO_OK, 888, (uint8_t)mode, 5555, mode == 1, cnt);
             for (unsigned i = 0; i < cnt; i++)
                 proto_enc_change(&e, &ch[i]);
+            proto_enc_catchup_reply_end(&e, "", 0);
             s_dec_ok(&b, &m);
             ck_assert_uint_eq(m.type, PROTO_CATCHUP_REPLY);
             ck_assert_uint_eq(m.rid, 4242);
@@ -525,10 +535,38 @@ START_TEST(test_rt_changes)
             proto_msg_fini(&m);
         }
     }
+    /* snapshot chunks (modes 1 and 2): whole records in key order, with a cursor */
+    for (int mode = PROTO_CATCHUP_SNAPSHOT; mode <= PROTO_CATCHUP_SNAPSHOT_CONT; mode++) {
+        proto_change_t snap[3] = {s_ch_set(9, 30), s_ch_set(2, 10), s_ch_set(5, 20)}; /* not in seq order */
+        proto_buf_reset(&b);
+        proto_enc_init(&e, &b);
+        proto_enc_catchup_reply_begin(&e, 77, PROTO_OK, 888, (uint8_t)mode, 1000, false, 3);
+        for (unsigned i = 0; i < 3; i++)
+            proto_enc_change(&e, &snap[i]);
+        proto_enc_catchup_reply_end(&e, snap[2].rec.user_id, snap[2].rec.uid_len);
+        s_dec_ok(&b, &m);
+        ck_assert_uint_eq(m.mode, mode);
+        ck_assert_uint_eq(m.n, 3);
+        ck_assert_uint_eq(m.key.len, snap[2].rec.uid_len);
+        ck_assert_mem_eq(m.key.p, snap[2].rec.user_id, snap[2].rec.uid_len);
+        for (unsigned i = 0; i < 3; i++)
+            s_change_eq(&m.changes[i], &snap[i]);
+        proto_msg_fini(&m);
+        /* a snapshot chunk may only carry whole records */
+        proto_change_t del = s_ch_del("gone", 40);
+        proto_buf_reset(&b);
+        proto_enc_init(&e, &b);
+        proto_enc_catchup_reply_begin(&e, 78, PROTO_OK, 888, (uint8_t)mode, 1000, false, 1);
+        proto_enc_change(&e, &del);
+        proto_enc_catchup_reply_end(&e, "", 0);
+        ck_assert_int_eq(proto_decode(b.data, b.len, &m), PROTO_MALFORMED);
+        proto_msg_fini(&m);
+    }
     /* a CATCHUP_REPLY carrying an error status */
     proto_buf_reset(&b);
     proto_enc_init(&e, &b);
     proto_enc_catchup_reply_begin(&e, 1, PROTO_EUNAVAIL, 0, 0, 0, false, 0);
+    proto_enc_catchup_reply_end(&e, "", 0);
     s_dec_ok(&b, &m);
     ck_assert_uint_eq(m.status, PROTO_EUNAVAIL);
     proto_msg_fini(&m);
@@ -1479,20 +1517,23 @@ START_TEST(test_invalid_values)
     /* CATCHUP flags beyond 32 bits */
     proto_buf_reset(&b);
     proto_enc_init(&e, &b);
-    proto_enc_header(&e, 8, PROTO_CATCHUP, 1);
+    proto_enc_header(&e, 9, PROTO_CATCHUP, 1);
     for (int k = 0; k < 3; k++)
         proto_enc_u64(&e, 1);
     proto_enc_u64(&e, (uint64_t)UINT32_MAX + 1);
     proto_enc_u64(&e, 0);
+    proto_enc_str(&e, "", 0);
     s_expect_malformed(b.data, b.len, "catchup flags beyond 32 bits");
     /* CATCHUP_REPLY mode out of range, status out of range */
     proto_buf_reset(&b);
     proto_enc_init(&e, &b);
-    proto_enc_catchup_reply_begin(&e, 1, PROTO_OK, 1, PROTO_CATCHUP_SNAPSHOT + 1, 0, true, 0);
-    s_expect_malformed(b.data, b.len, "catchup mode 2");
+    proto_enc_catchup_reply_begin(&e, 1, PROTO_OK, 1, PROTO_CATCHUP_SNAPSHOT_CONT + 1, 0, true, 0);
+    proto_enc_catchup_reply_end(&e, "", 0);
+    s_expect_malformed(b.data, b.len, "catchup mode 3");
     proto_buf_reset(&b);
     proto_enc_init(&e, &b);
     proto_enc_catchup_reply_begin(&e, 1, 200, 1, 0, 0, true, 0);
+    proto_enc_catchup_reply_end(&e, "", 0);
     s_expect_malformed(b.data, b.len, "catchup reply status 200");
     proto_buf_reset(&b);
     proto_enc_stats(&b, PROTO_PONG, 1, PROTO_STATUS_MAX_ + 1, NULL, 0);
@@ -1552,6 +1593,7 @@ START_TEST(test_changes_ranges)
     proto_enc_catchup_reply_begin(&e, 1, PROTO_OK, 1, 0, 7, true, 3);
     for (int i = 0; i < 3; i++)
         proto_enc_change(&e, &rev[i]);
+    proto_enc_catchup_reply_end(&e, "", 0);
     s_expect_malformed(b.data, b.len, "catch-up changes out of order");
 
     /* change seq 0, SET whose record version differs from the change seq, unknown kinds */

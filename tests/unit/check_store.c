@@ -78,7 +78,7 @@ static store_config_t s_cfg(void)
         .map_size_max = 1ULL << 30,
         .retention_us = 30ULL * 86400 * SEC,
         .default_ttl_s = 3600,
-        .tombstones_max = 100000,
+        .log_max = 100000,
     };
     return c;
 }
@@ -198,9 +198,9 @@ START_TEST(test_open_close_basics)
     ck_assert_uint_lt(info.epoch, 1ULL << 63); /* kept positive */
     ck_assert_uint_eq(info.epoch, store_epoch(st));
     ck_assert_uint_eq(info.last_seq, 0);
-    ck_assert_uint_eq(info.tomb_floor, 0);
+    ck_assert_uint_eq(info.log_floor, 0);
     ck_assert_uint_eq(info.records, 0);
-    ck_assert_uint_eq(info.tombstones, 0);
+    ck_assert_uint_eq(info.log_entries, 0);
     ck_assert_uint_ge(info.map_size, cfg.map_size);
     ck_assert_uint_gt(info.map_used, 0);
     ck_assert_uint_le(info.map_used, info.map_size);
@@ -326,7 +326,7 @@ START_TEST(test_sequence_across_ops_and_reopen)
     store_get_info(st, &info);
     ck_assert_uint_eq(info.last_seq, 7);
     ck_assert_uint_eq(info.records, 2);
-    ck_assert_uint_eq(info.tombstones, 1);
+    ck_assert_uint_eq(info.log_entries, 7); /* one changelog entry per change */
     store_close(&st);
     store_changes_fini(&ch);
 }
@@ -556,7 +556,7 @@ START_TEST(test_del)
     store_info_t info;
     store_get_info(st, &info);
     ck_assert_uint_eq(info.records, 1);
-    ck_assert_uint_eq(info.tombstones, 1);
+    ck_assert_uint_eq(info.log_entries, 3);
 
     /* a new record after a delete starts at the next sequence */
     proto_record_t a = s_put(st, T0 + 3, "alice", PRESENCE_AWAY, "back", 60, &ch);
@@ -968,7 +968,7 @@ START_TEST(test_sweep_expiry_and_purge)
     store_info_t info;
     store_get_info(st, &info);
     ck_assert_uint_eq(info.records, 0);
-    ck_assert_uint_eq(info.tombstones, 2);
+    ck_assert_uint_eq(info.log_entries, info.last_seq); /* nothing pruned: every change is in the log */
     ck_assert_uint_eq(info.last_seq, seq + 2);
 
     /* an offline record is never "expired" again: only purged after retention */
@@ -1048,65 +1048,70 @@ START_TEST(test_sweep_max_actions)
 }
 END_TEST
 
-START_TEST(test_sweep_tombstone_pruning)
+START_TEST(test_sweep_log_pruning)
 {
     enum { N = 12, KEEP = 5 };
     store_config_t cfg = s_cfg();
-    cfg.tombstones_max = KEEP;
+    cfg.log_max = KEEP;
     store_t *st = s_open(&cfg);
     store_changes_t ch;
     store_changes_init(&ch);
-    uint64_t tomb[N];
+    uint64_t del[N];
     for (int i = 0; i < N; i++) {
         char uid[16];
         snprintf(uid, sizeof uid, "t%02d", i);
         s_put(st, T0, uid, PRESENCE_ONLINE, "", 3600, &ch);
-        ck_assert_uint_eq(s_del(st, T0, uid, &tomb[i], &ch), PROTO_OK);
+        ck_assert_uint_eq(s_del(st, T0, uid, &del[i], &ch), PROTO_OK);
     }
-    s_put(st, T0, "live", PRESENCE_ONLINE, "", 3600, &ch);
+    proto_record_t live = s_put(st, T0, "live", PRESENCE_ONLINE, "", 3600, &ch);
     store_info_t info;
     store_get_info(st, &info);
-    ck_assert_uint_eq(info.tombstones, N);
-    ck_assert_uint_eq(info.tomb_floor, 0);
+    ck_assert_uint_eq(info.log_entries, 2 * N + 1);
+    ck_assert_uint_eq(info.log_floor, 0);
 
-    /* pruning is bounded by max per call, and moves the floor to the last pruned tombstone */
+    /* pruning is bounded by max per call, and moves the floor to the last pruned sequence */
     uint64_t next;
     store_changes_reset(&ch);
     s_sweep(st, T0 + SEC, 3, &ch, &next, NULL, NULL);
     ck_assert_uint_eq(ch.n, 0); /* pruning publishes nothing */
+    ck_assert_uint_eq(next, T0 + SEC); /* capped: more to do right away */
     store_get_info(st, &info);
-    ck_assert_uint_eq(info.tombstones, N - 3);
-    ck_assert_uint_eq(info.tomb_floor, tomb[2]);
+    ck_assert_uint_eq(info.log_entries, 2 * N + 1 - 3);
+    ck_assert_uint_eq(info.log_floor, 3);
     s_sweep(st, T0 + SEC, 100, &ch, &next, NULL, NULL);
     store_get_info(st, &info);
-    ck_assert_uint_eq(info.tombstones, KEEP);
-    ck_assert_uint_eq(info.tomb_floor, tomb[N - KEEP - 1]);
-    /* the read snapshot reports the same floor; catch-up sees only the kept tombstones */
+    ck_assert_uint_eq(info.log_entries, KEEP);
+    ck_assert_uint_eq(info.log_floor, (uint64_t)(2 * N + 1 - KEEP));
+    /* the read snapshot reports the same floor; catch-up from it sees the kept entries, compacted */
     char err[STORE_ERR_LEN];
     store_read_t *r = store_read_begin(st, err);
     ck_assert_ptr_nonnull(r);
-    ck_assert_uint_eq(store_read_floor(r), info.tomb_floor);
+    ck_assert_uint_eq(store_read_floor(r), info.log_floor);
     store_changes_t out;
     store_changes_init(&out);
     uint64_t through = 0;
     bool done = false;
-    ck_assert_int_eq(store_read_changes(r, 0, 1000, false, &out, &through, &done), STORE_OK);
+    ck_assert_int_eq(store_read_changes(r, info.log_floor, 1000, &out, &through, &done), STORE_OK);
     ck_assert(done);
-    ck_assert_uint_eq(out.n, KEEP + 1);
-    for (int i = 0; i < KEEP; i++) {
-        ck_assert_uint_eq(out.v[i].kind, PROTO_CH_DEL);
-        ck_assert_uint_eq(out.v[i].rec.version, tomb[N - KEEP + i]);
-    }
-    ck_assert_uint_eq(out.v[KEEP].kind, PROTO_CH_SET);
+    ck_assert_uint_eq(through, live.version);
+    /* kept: the last KEEP changes = put/del pairs of the last two users (their puts are superseded
+     * by the deletes, so only the DELs come back), and the live put */
+    ck_assert_uint_eq(out.n, 3);
+    ck_assert_uint_eq(out.v[0].kind, PROTO_CH_DEL);
+    ck_assert_uint_eq(out.v[0].rec.version, del[N - 2]);
+    ck_assert_uint_eq(out.v[1].kind, PROTO_CH_DEL);
+    ck_assert_uint_eq(out.v[1].rec.version, del[N - 1]);
+    ck_assert_uint_eq(out.v[2].kind, PROTO_CH_SET);
+    ck_assert_str_eq(out.v[2].rec.user_id, "live");
     store_read_end(&r);
     /* nothing more to prune; the floor survives reopen */
     s_sweep(st, T0 + 2 * SEC, 100, &ch, &next, NULL, NULL);
-    uint64_t floor = info.tomb_floor;
+    uint64_t floor = info.log_floor;
     store_close(&st);
     st = s_open(&cfg);
     store_get_info(st, &info);
-    ck_assert_uint_eq(info.tomb_floor, floor);
-    ck_assert_uint_eq(info.tombstones, KEEP);
+    ck_assert_uint_eq(info.log_floor, floor);
+    ck_assert_uint_eq(info.log_entries, KEEP);
     store_changes_fini(&out);
     store_changes_fini(&ch);
     store_close(&st);
@@ -1135,14 +1140,27 @@ static void s_expect_changes(const store_changes_t *got, const exp_change_t *wan
     }
 }
 
-static void s_read_changes(store_t *st, uint64_t after, uint32_t max, bool records_only, store_changes_t *out,
-                           uint64_t *through, bool *done)
+static void s_read_changes(store_t *st, uint64_t after, uint32_t max, store_changes_t *out, uint64_t *through,
+                           bool *done)
 {
     char err[STORE_ERR_LEN] = "";
     store_read_t *r = store_read_begin(st, err);
     ck_assert_msg(r != NULL, "%s", err);
     store_changes_reset(out);
-    ck_assert_int_eq(store_read_changes(r, after, max, records_only, out, through, done), STORE_OK);
+    ck_assert_int_eq(store_read_changes(r, after, max, out, through, done), STORE_OK);
+    store_read_end(&r);
+}
+
+/* Snapshot records in key order after `after` (NULL = from the start). */
+static void s_read_records(store_t *st, const char *after, uint32_t max, store_changes_t *out, char *next,
+                           size_t *next_len, bool *done)
+{
+    char err[STORE_ERR_LEN] = "";
+    store_read_t *r = store_read_begin(st, err);
+    ck_assert_msg(r != NULL, "%s", err);
+    store_changes_reset(out);
+    ck_assert_int_eq(store_read_records(r, after ? after : "", after ? strlen(after) : 0, max, out, next, next_len, done),
+                     STORE_OK);
     store_read_end(&r);
 }
 
@@ -1167,7 +1185,7 @@ START_TEST(test_catchup_contents)
     bool done = false;
     const exp_change_t all[] = {
         {PROTO_CH_SET, "a", 4}, {PROTO_CH_DEL, "b", 5}, {PROTO_CH_SET, "c", 6}, {PROTO_CH_DEL, "d", 8}};
-    s_read_changes(st, 0, 100, false, &out, &through, &done);
+    s_read_changes(st, 0, 100, &out, &through, &done);
     s_expect_changes(&out, all, 4);
     ck_assert(done);
     ck_assert_uint_eq(through, 8);
@@ -1179,39 +1197,47 @@ START_TEST(test_catchup_contents)
         size_t k = 0;
         while (k < 4 && all[k].seq <= after)
             k++;
-        s_read_changes(st, after, 100, false, &out, &through, &done);
+        s_read_changes(st, after, 100, &out, &through, &done);
         s_expect_changes(&out, all + k, 4 - k);
         ck_assert(done);
         ck_assert_uint_eq(through, 8);
     }
 
-    /* records only: a snapshot of the live records */
+    /* a snapshot: the live records in key order, with a cursor */
     const exp_change_t live[] = {{PROTO_CH_SET, "a", 4}, {PROTO_CH_SET, "c", 6}};
-    s_read_changes(st, 0, 100, true, &out, &through, &done);
+    char next[PROTO_USER_ID_MAX + 1];
+    size_t next_len = 99;
+    s_read_records(st, NULL, 100, &out, next, &next_len, &done);
     s_expect_changes(&out, live, 2);
     ck_assert(done);
-    ck_assert_uint_eq(through, 8);
-    s_read_changes(st, 4, 100, true, &out, &through, &done);
+    ck_assert_uint_eq(next_len, 0);
+    s_read_records(st, NULL, 1, &out, next, &next_len, &done);
+    s_expect_changes(&out, live, 1);
+    ck_assert(!done);
+    ck_assert_uint_eq(next_len, 1);
+    ck_assert_mem_eq(next, "a", 1);
+    s_read_records(st, "a", 1, &out, next, &next_len, &done); /* strictly after the cursor */
     s_expect_changes(&out, live + 1, 1);
     ck_assert(done);
+    s_read_records(st, "b", 10, &out, next, &next_len, &done); /* a cursor key that no longer exists */
+    s_expect_changes(&out, live + 1, 1);
+    s_read_records(st, "c", 10, &out, next, &next_len, &done);
+    ck_assert_uint_eq(out.n, 0);
+    ck_assert(done);
 
-    /* chunks: max_items at a time, through_seq is the last change's seq until done */
-    s_read_changes(st, 0, 1, false, &out, &through, &done);
+    /* chunks: max_items at a time, through_seq is the last entry walked until done */
+    s_read_changes(st, 0, 1, &out, &through, &done);
     s_expect_changes(&out, all, 1);
     ck_assert(!done);
     ck_assert_uint_eq(through, 4);
-    s_read_changes(st, 4, 2, false, &out, &through, &done);
+    s_read_changes(st, 4, 2, &out, &through, &done);
     s_expect_changes(&out, all + 1, 2);
     ck_assert(!done);
     ck_assert_uint_eq(through, 6);
-    s_read_changes(st, 6, 1, false, &out, &through, &done);
+    s_read_changes(st, 6, 1, &out, &through, &done);
     s_expect_changes(&out, all + 3, 1);
     ck_assert(done); /* nothing left after it */
     ck_assert_uint_eq(through, 8);
-    s_read_changes(st, 0, 1, true, &out, &through, &done);
-    s_expect_changes(&out, live, 1);
-    ck_assert(!done);
-    ck_assert_uint_eq(through, 4);
 
     /* read API details */
     char err[STORE_ERR_LEN];
@@ -1269,7 +1295,7 @@ START_TEST(test_read_snapshot_isolation)
     store_changes_init(&out);
     uint64_t through;
     bool done;
-    ck_assert_int_eq(store_read_changes(old, 0, 10, false, &out, &through, &done), STORE_OK);
+    ck_assert_int_eq(store_read_changes(old, 0, 10, &out, &through, &done), STORE_OK);
     ck_assert_uint_eq(out.n, 1);
     ck_assert_uint_eq(through, 1);
     store_read_end(&old);
@@ -1351,7 +1377,7 @@ START_TEST(test_catchup_model)
     /* check catch-up from many starting points, with several chunk sizes */
     static const uint32_t chunks[] = {1, 3, 17, 100000};
     for (uint64_t after = 0; after <= seq; after += 1 + after / 7) {
-        for (int ro = 0; ro < 2; ro++) {
+        for (int ro = 0; ro < 1; ro++) {
             /* the expected changes, in sequence order */
             store_changes_t want;
             store_changes_init(&want);
@@ -1389,7 +1415,7 @@ START_TEST(test_catchup_model)
                 bool done = false;
                 int calls = 0;
                 while (!done) {
-                    s_read_changes(st, from, chunks[c], ro, &out, &through, &done);
+                    s_read_changes(st, from, chunks[c], &out, &through, &done);
                     ck_assert_uint_le(out.n, chunks[c]);
                     for (size_t i = 0; i < out.n; i++) {
                         if (all.n == all.cap) {
@@ -1400,7 +1426,8 @@ START_TEST(test_catchup_model)
                     }
                     if (!done) {
                         ck_assert_uint_gt(through, from); /* progress */
-                        ck_assert_uint_eq(through, out.v[out.n - 1].rec.version);
+                        if (out.n)
+                            ck_assert_uint_ge(through, out.v[out.n - 1].rec.version);
                     }
                     from = through;
                     ck_assert_int_lt(++calls, STEPS + 2);
@@ -1417,6 +1444,34 @@ START_TEST(test_catchup_model)
             }
             free(want.v);
         }
+    }
+    /* a snapshot in chunks of every size: exactly the live records, in key order */
+    for (size_t c = 0; c < ARRAY_LEN(chunks); c++) {
+        char cursor[PROTO_USER_ID_MAX + 1] = "", next[PROTO_USER_ID_MAX + 1];
+        size_t next_len = 0;
+        bool done = false, first = true;
+        int u = 0, calls = 0;
+        while (!done) {
+            s_read_records(st, first ? NULL : cursor, chunks[c], &out, next, &next_len, &done);
+            first = false;
+            ck_assert_uint_le(out.n, chunks[c]);
+            for (size_t i = 0; i < out.n; i++) {
+                while (u < USERS && !live[u])
+                    u++;
+                ck_assert_int_lt(u, USERS);
+                char want[16];
+                snprintf(want, sizeof want, "m%02d", u);
+                ck_assert_str_eq(out.v[i].rec.user_id, want);
+                ck_assert_uint_eq(out.v[i].rec.version, live[u]);
+                u++;
+            }
+            memcpy(cursor, next, next_len);
+            cursor[next_len] = '\0';
+            ck_assert_int_lt(++calls, USERS + 2);
+        }
+        while (u < USERS && !live[u])
+            u++;
+        ck_assert_int_eq(u, USERS);
     }
     free(tomb_seq);
     free(tomb_uid);
@@ -1444,9 +1499,10 @@ START_TEST(test_info_numbers)
     store_info_t info;
     store_get_info(st, &info);
     ck_assert_uint_eq(info.records, 20);
-    ck_assert_uint_eq(info.tombstones, 10);
+    ck_assert_uint_eq(info.log_entries, 40);
     ck_assert_uint_eq(info.last_seq, 40);
-    ck_assert_uint_eq(info.tomb_floor, 0);
+    ck_assert_uint_eq(info.log_floor, 0);
+    ck_assert_uint_eq(info.due_entries, 30); /* deletes leave their due entries for the sweeper */
     ck_assert_uint_eq(info.map_size, cfg.map_size);
     ck_assert_uint_eq(info.map_grows, 0);
     ck_assert_uint_gt(info.map_used, 0);
@@ -1501,7 +1557,7 @@ static Suite *s_suite(void)
     tc = s_tcase(s, "sweep", 30);
     tcase_add_test(tc, test_sweep_expiry_and_purge);
     tcase_add_test(tc, test_sweep_max_actions);
-    tcase_add_test(tc, test_sweep_tombstone_pruning);
+    tcase_add_test(tc, test_sweep_log_pruning);
 
     tc = s_tcase(s, "reads", 60);
     tcase_add_test(tc, test_catchup_contents);

@@ -9,7 +9,17 @@
  * Key decision: the window/main split is not fixed. A hill climber samples the hit rate and keeps moving
  * the split in the direction that last improved it (Caffeine's idea), so a recency-heavy workload grows
  * the window toward LRU and a looping or frequency-heavy one shrinks it until TinyLFU admission decides
- * almost everything. The constants below were chosen by replaying the LIRS traces (BENCHMARKS.md).
+ * almost everything. The constants below were chosen by replaying the LIRS traces (BENCHMARKS-cache.md).
+ *
+ * Second decision: a hill climber alone loses to plain LRU on recency-heavy workloads (it follows every
+ * phase and pays for each move), so the cache also runs two keys-only shadows over a hash sample of the
+ * keys: plain LRU and W-TinyLFU with a fixed 1% window, both of the cache's capacity (scaled to the
+ * sample). They are scored on the same reads: whenever one hits and the other misses, that one gains a
+ * point. When LRU leads by a statistically clear margin, the cache switches to recency mode (the window
+ * becomes the whole cache: LRU, with the least frequent of the few oldest entries evicted first); when
+ * W-TinyLFU leads by a clear margin *and* by more than the cache's size in references (a switch costs a
+ * refill), it switches back to the adaptive W-TinyLFU. Shadow memory is bounded: at most
+ * CACHE_SHADOW_TRACKED_MAX sampled keys, 20 bytes each plus the index, whatever the cache size.
  *
  * Threading: none. One thread owns a cache_t. The engine does no I/O and never logs.
  */
@@ -44,6 +54,13 @@
 #define CACHE_CLIMB_STEP 0.20             /* step: share of max_cost */
 #define CACHE_CLIMB_DECAY 0.90            /* step multiplier after each sample ... */
 #define CACHE_CLIMB_RESTART 0.20          /* ... unless the hit rate moved this much: full step again */
+
+#define CACHE_SHADOW_TRACKED_MAX 16384u /* shadows track a hash sample of at most ~this many entries */
+#define CACHE_SWITCH_Z 5.0               /* switch mode when the other shadow leads by z standard deviations ... */
+#define CACHE_SWITCH_MIN 8.0             /* ... and by at least this many reads (to recency mode) ... */
+#define CACHE_SWITCH_BACK_SHARE 1.0      /* ... or this many per tracked entry (back to W-TinyLFU) */
+#define CACHE_EVIDENCE_DECAY 0.5         /* share of the shadows' scores kept at each climber sample */
+#define CACHE_RECENCY_SAMPLE 4u          /* recency mode evicts the least frequent of the oldest 4 */
 
 #define CACHE_HASHDOS_MIN_FREQ 6u         /* a losing candidate at least this frequent ... */
 #define CACHE_HASHDOS_MASK 127u           /* ... is still admitted with probability 1/128 */
@@ -127,6 +144,32 @@ typedef struct sketch {
     uint64_t sample;     /* halving period */
 } sketch_t;
 
+/* A shadow node: a key known only by its 32-bit hash, with its cost and list. */
+typedef struct snode {
+    uint32_t hash;
+    uint32_t cost;       /* cost (low 30 bits) and list (R_WINDOW, R_PROBATION, R_PROTECTED; high 2 bits) */
+    uint32_t prev, next; /* list links by node number, 0 = none; prev points toward the LRU end */
+    uint32_t hnext;      /* hash chain, or the free list */
+} snode_t;
+#define SNODE_LIST_SHIFT 30
+#define SNODE_COST_MASK ((1u << SNODE_LIST_SHIFT) - 1)
+
+typedef struct slist {
+    uint32_t head, tail;
+    uint64_t cost;
+} slist_t;
+
+/* A keys-only replay of one policy over the sampled keys: plain LRU (one list) or W-TinyLFU with a fixed
+ * window (three lists; admission asks the cache's own frequency sketch). */
+typedef struct shadow {
+    snode_t *nodes; /* nodes[1..cap + 1]: one more than cap for the insert that precedes an eviction */
+    uint32_t *buckets;
+    uint32_t bucket_mask, cap, top, free, count;
+    slist_t lists[3];
+    uint64_t cost, max_cost, window_max, protected_max;
+    bool tinylfu;
+} shadow_t;
+
 struct cache {
     uint64_t max_cost;
     int policy;
@@ -141,6 +184,14 @@ struct cache {
     uint64_t window_max, protected_max;
 
     sketch_t sk; /* W-TinyLFU only */
+
+    /* Mode switch (W-TinyLFU only): shadows of plain LRU and of fixed-window W-TinyLFU over the sampled
+     * keys, and their decayed scores (sampled reads that only that shadow hit). */
+    shadow_t sh_lru, sh_tlfu;
+    unsigned sh_shift; /* a key is sampled when the top sh_shift bits of its hash are zero */
+    double score_lru, score_tlfu;
+    bool recency_mode; /* the window is the whole cache */
+    bool switched;     /* this climber sample already switched */
 
     /* hill climber */
     uint64_t climb_hits, climb_misses, climb_sample;
@@ -440,6 +491,213 @@ static void s_evict(cache_t *c, entry_t *e)
 }
 
 /* ---------------------------------------------------------------------------------------------------
+ * Shadows (W-TinyLFU only): keys-only replays of plain LRU and of fixed-window W-TinyLFU
+ * ------------------------------------------------------------------------------------------------- */
+
+static void s_shadow_init(shadow_t *s, bool tinylfu, uint64_t max_cost, uint64_t cap)
+{
+    s->tinylfu = tinylfu;
+    s->max_cost = max_cost ? max_cost : 1;
+    s->cap = (uint32_t)(cap ? cap : 1);
+    s->nodes = xcalloc((size_t)s->cap + 2, sizeof(snode_t)); /* node 0 is "none"; one more in transit */
+    uint64_t nb = s_pow2_at_least(s->cap);
+    s->buckets = xcalloc(nb, sizeof(uint32_t));
+    s->bucket_mask = (uint32_t)(nb - 1);
+    uint64_t w = s_share(s->max_cost, CACHE_WINDOW_PCT, 100);
+    s->window_max = w ? w : 1;
+    s->protected_max = s_share(s->max_cost - s->window_max, CACHE_PROTECTED_PCT, 100);
+}
+
+static void s_shadow_fini(shadow_t *s)
+{
+    free(s->nodes);
+    free(s->buckets);
+    memset(s, 0, sizeof(*s));
+}
+
+static inline unsigned s_snode_list(const snode_t *n)
+{
+    return n->cost >> SNODE_LIST_SHIFT;
+}
+
+static inline uint32_t s_snode_cost(const snode_t *n)
+{
+    return n->cost & SNODE_COST_MASK;
+}
+
+/* The chain link that holds the node of hash h, or the 0 that ends its chain. */
+static uint32_t *s_shadow_link(shadow_t *s, uint32_t h)
+{
+    uint32_t *pp = &s->buckets[h & s->bucket_mask];
+    while (*pp && s->nodes[*pp].hash != h)
+        pp = &s->nodes[*pp].hnext;
+    return pp;
+}
+
+static void s_shadow_unlink(shadow_t *s, uint32_t i)
+{
+    snode_t *n = &s->nodes[i];
+    slist_t *l = &s->lists[s_snode_list(n)];
+    if (n->prev)
+        s->nodes[n->prev].next = n->next;
+    else
+        l->head = n->next;
+    if (n->next)
+        s->nodes[n->next].prev = n->prev;
+    else
+        l->tail = n->prev;
+    n->prev = n->next = 0;
+    l->cost -= s_snode_cost(n);
+}
+
+static void s_shadow_push(shadow_t *s, unsigned list, uint32_t i)
+{
+    snode_t *n = &s->nodes[i];
+    slist_t *l = &s->lists[list];
+    n->cost = s_snode_cost(n) | (uint32_t)list << SNODE_LIST_SHIFT;
+    n->next = 0;
+    n->prev = l->tail;
+    if (l->tail)
+        s->nodes[l->tail].next = i;
+    else
+        l->head = i;
+    l->tail = i;
+    l->cost += s_snode_cost(n);
+}
+
+/* Forget node i (already unlinked from its list when unlinked is true). */
+static void s_shadow_drop(shadow_t *s, uint32_t i, bool unlinked)
+{
+    snode_t *n = &s->nodes[i];
+    uint32_t *pp = s_shadow_link(s, n->hash);
+    *pp = n->hnext;
+    if (!unlinked)
+        s_shadow_unlink(s, i);
+    s->cost -= s_snode_cost(n);
+    s->count--;
+    n->hnext = s->free;
+    s->free = i;
+}
+
+static inline bool s_shadow_over(const shadow_t *s)
+{
+    return s->cost > s->max_cost || s->count > s->cap;
+}
+
+/* The shadow's own eviction, as s_maintain does it for the real cache (without the random admission
+ * of hash-flooding defence: the shadow has no adversary to fear). */
+static void s_shadow_maintain(const cache_t *c, shadow_t *s)
+{
+    slist_t *win = &s->lists[R_WINDOW], *prob = &s->lists[R_PROBATION], *prot = &s->lists[R_PROTECTED];
+    if (s->tinylfu) {
+        while (win->cost > s->window_max && win->head) {
+            uint32_t cand = win->head;
+            s_shadow_unlink(s, cand);
+            bool lost = false;
+            while (!lost && s_shadow_over(s)) {
+                uint32_t victim = prob->head ? prob->head : prot->head;
+                if (victim && s_estimate(c, s->nodes[cand].hash) > s_estimate(c, s->nodes[victim].hash))
+                    s_shadow_drop(s, victim, false);
+                else
+                    lost = true;
+            }
+            if (lost)
+                s_shadow_drop(s, cand, true);
+            else
+                s_shadow_push(s, R_PROBATION, cand);
+        }
+    }
+    while (s_shadow_over(s)) {
+        uint32_t victim = prob->head ? prob->head : prot->head ? prot->head : win->head;
+        if (!victim)
+            break;
+        s_shadow_drop(s, victim, false);
+    }
+}
+
+/* A read of hash h: returns whether the shadow holds it, and updates its recency. */
+static bool s_shadow_get(shadow_t *s, uint32_t h)
+{
+    uint32_t i = *s_shadow_link(s, h);
+    if (!i)
+        return false;
+    unsigned list = s_snode_list(&s->nodes[i]);
+    s_shadow_unlink(s, i);
+    if (list == R_WINDOW) {
+        s_shadow_push(s, R_WINDOW, i);
+    } else {
+        s_shadow_push(s, R_PROTECTED, i);
+        while (s->lists[R_PROTECTED].cost > s->protected_max) {
+            uint32_t d = s->lists[R_PROTECTED].head;
+            s_shadow_unlink(s, d);
+            s_shadow_push(s, R_PROBATION, d);
+        }
+    }
+    return true;
+}
+
+/* A put of hash h with this cost: a known key takes the new cost in place (recency unchanged, as an
+ * update in the real cache), an unknown one is inserted unless only_update. */
+static void s_shadow_put(const cache_t *c, shadow_t *s, uint32_t h, uint64_t cost, bool only_update)
+{
+    uint32_t *pp = s_shadow_link(s, h), i = *pp;
+    if (cost > s->max_cost || cost > SNODE_COST_MASK) {
+        if (i)
+            s_shadow_drop(s, i, false);
+        return;
+    }
+    if (i) {
+        snode_t *n = &s->nodes[i];
+        unsigned list = s_snode_list(n);
+        uint32_t old = s_snode_cost(n);
+        n->cost = (uint32_t)cost | (uint32_t)list << SNODE_LIST_SHIFT;
+        s->lists[list].cost = s->lists[list].cost - old + cost;
+        s->cost = s->cost - old + cost;
+        s_shadow_maintain(c, s);
+        return;
+    }
+    if (only_update)
+        return;
+    if (s->free) {
+        i = s->free;
+        s->free = s->nodes[i].hnext;
+    } else {
+        i = ++s->top;
+    }
+    snode_t *n = &s->nodes[i];
+    n->hash = h;
+    n->cost = (uint32_t)cost;
+    n->hnext = 0;
+    *pp = i;
+    s->cost += cost;
+    s->count++;
+    s_shadow_push(s, R_WINDOW, i);
+    s_shadow_maintain(c, s);
+}
+
+static void s_shadow_del(shadow_t *s, uint32_t h)
+{
+    uint32_t i = *s_shadow_link(s, h);
+    if (i)
+        s_shadow_drop(s, i, false);
+}
+
+static void s_shadow_clear(shadow_t *s)
+{
+    if (!s->nodes)
+        return;
+    memset(s->buckets, 0, ((size_t)s->bucket_mask + 1) * sizeof(uint32_t));
+    memset(s->lists, 0, sizeof(s->lists));
+    s->top = s->free = s->count = 0;
+    s->cost = 0;
+}
+
+static inline bool s_sampled(const cache_t *c, uint64_t h64)
+{
+    return c->sh_shift == 0 || (h64 >> (64 - c->sh_shift)) == 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------
  * Policy
  * ------------------------------------------------------------------------------------------------- */
 
@@ -456,9 +714,29 @@ static bool s_admit(cache_t *c, const entry_t *cand, const entry_t *victim)
     return (s_rand(c) & CACHE_HASHDOS_MASK) == 0;
 }
 
+/* In recency mode, once the main region has drained: the window entry to evict, the least frequent of
+ * the CACHE_RECENCY_SAMPLE oldest (the oldest on ties), never the entry being inserted. */
+static entry_t *s_recency_victim(const cache_t *c)
+{
+    entry_t *victim = c->lists[R_WINDOW].head, *x = victim->next;
+    unsigned vf = s_estimate(c, victim->hash);
+    for (unsigned k = 1; k < CACHE_RECENCY_SAMPLE && x; k++, x = x->next) {
+        if (x == c->incoming)
+            continue;
+        unsigned xf = s_estimate(c, x->hash);
+        if (xf < vf) {
+            victim = x;
+            vf = xf;
+        }
+    }
+    return victim;
+}
+
 /* Restore the size invariants after an insert, an update or a window resize:
  * 1. window overflow moves, LRU first, to probation; while the cache is over max_cost each such
- *    candidate duels the main region's LRU victim (probation, else protected) and the loser goes;
+ *    candidate duels the main region's LRU victim (probation, else protected) and the loser goes
+ *    (in recency mode the window is the whole cache, so this happens only once main has drained, and
+ *    the candidate is picked by s_recency_victim);
  * 2. whatever is still over max_cost (an update that grew, a main region that must shrink because
  *    the window grew) is evicted in order probation, protected, window.
  * LRU simply evicts from the LRU end. */
@@ -471,7 +749,7 @@ static void s_maintain(cache_t *c)
         return;
     }
     while (win->cost > c->window_max && win->head) {
-        entry_t *cand = win->head;
+        entry_t *cand = c->recency_mode && !prob->head && !prot->head ? s_recency_victim(c) : win->head;
         s_list_unlink(c, cand);
         bool lost = false;
         while (!lost && c->m.cost > c->max_cost) {
@@ -511,15 +789,66 @@ static void s_set_window(cache_t *c, uint64_t window_max)
     c->protected_max = s_share(c->max_cost - window_max, CACHE_PROTECTED_PCT, 100);
 }
 
+/* Enter or leave recency mode. Entries only change region here; nothing is evicted. Entering is O(1):
+ * the main region is not demoted in bulk but drains by eviction (it goes first), and its entries move
+ * to the window when read. Leaving hands the window's overflow to probation at once, as a climber
+ * step does; at most one switch per climber sample keeps that amortised O(1). */
+static void s_switch(cache_t *c, bool to_recency)
+{
+    c->recency_mode = to_recency;
+    c->switched = true;
+    c->score_lru = c->score_tlfu = 0;
+    c->climb_hits = c->climb_misses = 0;
+    c->climb_prev_rate = 0;
+    c->climb_step = -CACHE_CLIMB_STEP * (double)c->max_cost;
+    if (to_recency) {
+        c->window_max = c->max_cost;
+        c->protected_max = 0;
+    } else {
+        uint64_t w = s_share(c->max_cost, CACHE_WINDOW_PCT, 100);
+        s_set_window(c, w ? w : 1);
+        s_maintain(c);
+    }
+}
+
+/* Score one sampled read (lru_hit, tlfu_hit: what the shadows did) and switch mode when the other
+ * policy's shadow is clearly ahead. "Clearly": among the reads where exactly one shadow hit, the
+ * lead is more than CACHE_SWITCH_Z standard deviations of a fair coin (a sign test), and at least
+ * CACHE_SWITCH_MIN reads -- or, to leave recency mode, CACHE_SWITCH_BACK_SHARE reads per tracked
+ * entry: rebuilding the frequent set costs up to one miss per entry, so a small lead does not pay. */
+static void s_score(cache_t *c, bool lru_hit, bool tlfu_hit)
+{
+    if (lru_hit == tlfu_hit)
+        return;
+    if (lru_hit)
+        c->score_lru += 1;
+    else
+        c->score_tlfu += 1;
+    double lead = c->recency_mode ? c->score_tlfu - c->score_lru : c->score_lru - c->score_tlfu;
+    double min = c->recency_mode ? CACHE_SWITCH_BACK_SHARE * (double)c->sh_lru.count : 0.0;
+    if (min < CACHE_SWITCH_MIN)
+        min = CACHE_SWITCH_MIN;
+    if (!c->switched && lead >= min && lead * lead > CACHE_SWITCH_Z * CACHE_SWITCH_Z * (c->score_lru + c->score_tlfu))
+        s_switch(c, !c->recency_mode);
+}
+
 /* Hill climbing on the hit rate. At the end of each sample period move the window by the current
  * step: keep the direction while the hit rate does not fall, reverse it when it does. A large swing
  * of the hit rate (a new workload) restarts a full-size step; otherwise the step decays so the split
- * settles instead of oscillating. Entries only change region here; nothing is evicted. */
+ * settles instead of oscillating. Entries only change region here; nothing is evicted. The period
+ * also ages the shadows' scores. In recency mode the window stays the whole cache. */
 static void s_climb(cache_t *c)
 {
     uint64_t req = c->climb_hits + c->climb_misses;
     if (req < c->climb_sample)
         return;
+    c->score_lru *= CACHE_EVIDENCE_DECAY;
+    c->score_tlfu *= CACHE_EVIDENCE_DECAY;
+    c->switched = false;
+    if (c->recency_mode) {
+        c->climb_hits = c->climb_misses = 0;
+        return;
+    }
     double rate = (double)c->climb_hits / (double)req;
     double change = rate - c->climb_prev_rate;
     double amount = change >= 0 ? c->climb_step : -c->climb_step;
@@ -581,6 +910,17 @@ cache_t *cache_new(const cache_config_t *cfg)
         c->climb_sample = CACHE_CLIMB_SAMPLE_MIN;
     /* The first move shrinks the window (as Caffeine does); the next sample says whether that helped. */
     c->climb_step = -CACHE_CLIMB_STEP * (double)c->max_cost;
+
+    /* Shadows: sample 1 key in 2^shift so that about CACHE_SHADOW_TRACKED_MAX entries are tracked, and
+     * scale the capacity alike. With unit cost the node count is exact; with byte costs allow entries
+     * half the expected size (and a little more) before the node limit, not the cost, binds. */
+    unsigned shift = 0;
+    while ((entries >> shift) > CACHE_SHADOW_TRACKED_MAX)
+        shift++;
+    c->sh_shift = shift;
+    uint64_t smax = c->max_cost >> shift, scap = c->unit_cost ? smax : 2 * (entries >> shift) + 64;
+    s_shadow_init(&c->sh_lru, false, smax, scap);
+    s_shadow_init(&c->sh_tlfu, true, smax, scap);
     return c;
 }
 
@@ -592,6 +932,8 @@ void cache_destroy(cache_t **cp)
     cache_clear(c);
     free(c->buckets);
     s_sketch_fini(&c->sk);
+    s_shadow_fini(&c->sh_lru);
+    s_shadow_fini(&c->sh_tlfu);
     free(c);
     *cp = NULL;
 }
@@ -620,9 +962,19 @@ bool cache_get(cache_t *c, const void *key, size_t klen, cache_view_t *out)
     entry_t *e = *s_find(c, key, klen, h);
     if (tinylfu) {
         s_record_spread(&c->sk, spread);
+        if (s_sampled(c, h64)) {
+            bool lh = s_shadow_get(&c->sh_lru, h), th = s_shadow_get(&c->sh_tlfu, h);
+            /* A shadow that missed would now get the key put back by the caller; when we hit, no put
+             * follows, so insert it here at the cost we know. (When we missed, cache_put does it.) */
+            if (e && !lh)
+                s_shadow_put(c, &c->sh_lru, h, s_entry_cost(c, e), false);
+            if (e && !th)
+                s_shadow_put(c, &c->sh_tlfu, h, s_entry_cost(c, e), false);
+            s_score(c, lh, th); /* may switch mode: e stays resident */
+        }
         if (e) {
             c->climb_hits++;
-            if (s_region(e) == R_WINDOW) {
+            if (s_region(e) == R_WINDOW || c->recency_mode) {
                 s_list_move(c, e, R_WINDOW);
             } else {
                 s_list_move(c, e, R_PROTECTED); /* probation -> protected, or protected MRU */
@@ -728,6 +1080,13 @@ int cache_put(cache_t *c, const void *key, size_t klen, uint64_t version, const 
     }
     uint64_t h64 = s_hash(c, key, klen);
     uint32_t h = (uint32_t)h64;
+    if (c->policy == CACHE_POLICY_WTINYLFU && s_sampled(c, h64)) {
+        /* The shadows see the put as a cache of their policy would (versions aside). */
+        uint64_t cost = s_cost(c, klen, vlen);
+        bool only_update = (flags & CACHE_PUT_IF_PRESENT) != 0;
+        s_shadow_put(c, &c->sh_lru, h, cost, only_update);
+        s_shadow_put(c, &c->sh_tlfu, h, cost, only_update);
+    }
     entry_t **pp = s_find(c, key, klen, h);
     entry_t *e = *pp;
     if (e) {
@@ -773,7 +1132,12 @@ bool cache_del(cache_t *c, const void *key, size_t klen)
     c->miss_pending = false;
     if (klen == 0 || klen > CACHE_KEY_MAX)
         return false;
-    entry_t *e = *s_find(c, key, klen, (uint32_t)s_hash(c, key, klen));
+    uint64_t h64 = s_hash(c, key, klen);
+    if (c->policy == CACHE_POLICY_WTINYLFU && s_sampled(c, h64)) {
+        s_shadow_del(&c->sh_lru, (uint32_t)h64);
+        s_shadow_del(&c->sh_tlfu, (uint32_t)h64);
+    }
+    entry_t *e = *s_find(c, key, klen, (uint32_t)h64);
     if (!e)
         return false;
     s_remove(c, e);
@@ -796,6 +1160,8 @@ void cache_clear(cache_t *c)
         c->lists[r] = (list_t){0};
     c->m.items = 0;
     c->m.cost = 0;
+    s_shadow_clear(&c->sh_lru);
+    s_shadow_clear(&c->sh_tlfu);
 }
 
 void cache_get_metrics(const cache_t *c, cache_metrics_t *out)

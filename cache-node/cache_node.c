@@ -134,6 +134,10 @@ static struct {
     size_t batch_ident_len;
     proto_batch_t out_batch;
     proto_buf_t out_frame;
+    /* Commands to the store queued during one loop turn leave together. */
+    proto_batch_t store_batch;
+    uint64_t *store_rids;
+    uint32_t store_rids_cap;
     uint64_t requests_total, reads_total, writes_total, fetches_total, fetch_keys_total, coalesced_total;
     uint64_t store_timeouts, store_unavailable, malformed_total, stale_served, bypass_reads, fills_dropped;
     stats_hist_t store_rtt_hist;
@@ -322,12 +326,39 @@ static preq_t *s_preq_new(uint8_t kind)
     return p;
 }
 
-/* Send b to the store; on failure (not connected, HWM) returns -1 and the caller answers. */
-static int s_store_send(proto_buf_t *b)
+/* Queue b (a command whose request id is rid) for the store; it leaves with the rest of this
+ * loop turn's commands (s_store_flush). */
+static void s_store_queue(proto_buf_t *b, uint64_t rid)
 {
-    if (zu_send(C.store, NULL, 0, b->data, b->len) < 0)
-        return -1;
-    return 0;
+    if (C.store_batch.n == C.store_rids_cap) {
+        C.store_rids_cap = C.store_rids_cap ? C.store_rids_cap * 2 : 256;
+        C.store_rids = xrealloc(C.store_rids, C.store_rids_cap * sizeof *C.store_rids);
+    }
+    C.store_rids[C.store_batch.n] = rid;
+    proto_batch_add(&C.store_batch, b->data, b->len);
+}
+
+static void s_preq_fail(preq_t *p, uint8_t status);
+static preq_t *s_preq_take(uint64_t rid);
+
+static void s_store_flush(void)
+{
+    if (!C.store_batch.n)
+        return;
+    proto_batch_encode(&C.store_batch, &C.buf);
+    uint32_t n = C.store_batch.n;
+    proto_batch_reset(&C.store_batch);
+    if (zu_send(C.store, NULL, 0, C.buf.data, C.buf.len) == 0)
+        return;
+    /* Not connected (ZMQ_IMMEDIATE) or at the HWM: everything queued fails now, not at a deadline. */
+    for (uint32_t i = 0; i < n; i++) {
+        preq_t *p = s_preq_take(C.store_rids[i]);
+        if (!p)
+            continue;
+        if (p->kind == PK_FORWARD || p->kind == PK_FETCH)
+            C.store_unavailable++;
+        s_preq_fail(p, PROTO_EUNAVAIL);
+    }
 }
 
 static void s_fetch_fail(fetch_t *f, uint8_t status)
@@ -553,12 +584,8 @@ static void s_handle_read(const uint8_t *ident, size_t ident_len, const proto_ms
         free(ks);
         C.fetches_total++;
         C.fetch_keys_total += nnew;
-        if (s_store_send(&C.buf) < 0) {
-            C.store_unavailable++;
-            s_preq_fail(p, PROTO_EUNAVAIL);
-        } else {
-            s_preq_add(p);
-        }
+        s_preq_add(p);
+        s_store_queue(&C.buf, p->rid);
     }
     if (--g->outstanding == 0)
         s_greq_finish(g);
@@ -648,12 +675,8 @@ static void s_handle_write(const uint8_t *ident, size_t ident_len, const proto_m
         proto_enc_get(&C.buf, PROTO_DEL, p->rid, m->key.p, m->key.len);
     else
         proto_enc_records_cmd(&C.buf, m->type, p->rid, m->recs, m->n);
-    if (s_store_send(&C.buf) < 0) {
-        C.store_unavailable++;
-        s_preq_fail(p, PROTO_EUNAVAIL);
-        return;
-    }
     s_preq_add(p);
+    s_store_queue(&C.buf, p->rid);
 }
 
 static void s_on_forward_reply(preq_t *p, const proto_msg_t *m)
@@ -751,24 +774,18 @@ static void s_poll_store(uint64_t now)
         preq_t *p = s_preq_new(PK_PING);
         proto_buf_reset(&C.buf);
         proto_enc_simple(&C.buf, PROTO_PING, p->rid);
-        if (s_store_send(&C.buf) == 0) {
-            C.ping_out = true;
-            s_preq_add(p);
-        } else {
-            free(p);
-        }
+        C.ping_out = true;
+        s_preq_add(p);
+        s_store_queue(&C.buf, p->rid);
         C.next_ping_ms = now + PING_INTERVAL_MS;
     }
     if (now >= C.next_stats_ms && !C.stats_out) {
         preq_t *p = s_preq_new(PK_STATS);
         proto_buf_reset(&C.buf);
         proto_enc_simple(&C.buf, PROTO_STATS, p->rid);
-        if (s_store_send(&C.buf) == 0) {
-            C.stats_out = true;
-            s_preq_add(p);
-        } else {
-            free(p);
-        }
+        C.stats_out = true;
+        s_preq_add(p);
+        s_store_queue(&C.buf, p->rid);
         C.next_stats_ms = now + STATS_INTERVAL_MS;
     }
 }
@@ -847,13 +864,29 @@ static void s_on_request(const uint8_t *ident, size_t ident_len, const void *dat
     proto_msg_fini(&m);
 }
 
+static void s_on_store_msg(const void *data, size_t len, bool nested);
+
 static void s_on_store(zmq_msg_t *frames, int n)
 {
-    proto_msg_t m;
-    if (n != 1 || proto_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &m) != PROTO_DEC_OK) {
+    if (n != 1) {
         C.malformed_total++;
-        if (n == 1)
-            proto_msg_fini(&m);
+        return;
+    }
+    s_on_store_msg(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), false);
+}
+
+static void s_on_store_msg(const void *data, size_t len, bool nested)
+{
+    proto_msg_t m;
+    if (proto_decode(data, len, &m) != PROTO_DEC_OK || (nested && m.type == PROTO_BATCH)) {
+        C.malformed_total++;
+        proto_msg_fini(&m);
+        return;
+    }
+    if (m.type == PROTO_BATCH) {
+        for (uint32_t i = 0; i < m.n; i++)
+            s_on_store_msg(m.parts[i].p, m.parts[i].len, true);
+        proto_msg_fini(&m);
         return;
     }
     preq_t *p = s_preq_take(m.rid);
@@ -986,6 +1019,7 @@ int main(void)
     proto_buf_init(&C.rec);
     proto_batch_init(&C.out_batch);
     proto_buf_init(&C.out_frame);
+    proto_batch_init(&C.store_batch);
     stats_list_init(&C.store_stats);
     stats_hist_init_latency(&C.store_rtt_hist);
     C.next_rid = 1;
@@ -1035,6 +1069,7 @@ int main(void)
         items[2] = (zmq_pollitem_t){.socket = C.store, .events = ZMQ_POLLIN};
         items[3] = (zmq_pollitem_t){.socket = C.router, .events = ZMQ_POLLIN};
         long timeout = next > now ? (long)(next - now) : 0;
+        s_store_flush(); /* pings and anything queued outside the request path */
         if (zmq_poll(items, 4, timeout) < 0 && errno != EINTR) {
             LOG(LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
             break;
@@ -1065,6 +1100,7 @@ int main(void)
             s_on_gateway(frames, nf);
             zu_close_frames(frames, nf);
         }
+        s_store_flush();
     }
     LOG(LOG_NOTICE, "stopping");
     /* Answer what is still pending so gateways are not left waiting for a deadline. */
@@ -1084,6 +1120,8 @@ int main(void)
     proto_buf_fini(&C.rec);
     proto_batch_fini(&C.out_batch);
     proto_buf_fini(&C.out_frame);
+    proto_batch_fini(&C.store_batch);
+    free(C.store_rids);
     LOG(LOG_NOTICE, "stopped");
     return 0;
 }

@@ -68,7 +68,7 @@ typedef struct gw_config {
     bool trust_proxy;
     uint64_t max_connections;
     uint64_t shutdown_grace_ms;
-    uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max;
+    uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
 } gw_config_t;
 
 extern gw_config_t gw_cfg;
@@ -140,8 +140,11 @@ struct gw_thread {
     gw_buf_t out;
     proto_buf_t pb;
     void *watch; /* SSE hub (gw_watch.c) */
+    struct gw_connent **conns; /* h2o socket -> fd, for connections we must be able to cut */
+    size_t conns_size, conns_count;
     bool stopping;
     bool reported_up; /* told main that a cache-node answered */
+    gw_authcache_t *authcache;
 };
 
 /* Per-request context, allocated from the request's pool. */
@@ -170,6 +173,10 @@ int gw_any_node(gw_thread_t *t, int avoid);
 gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
                         gw_call_cb cb, void *arg);
 int gw_nodes_up(gw_thread_t *t);
+
+/* Shut down the connection a request came on (a client that does not read its SSE stream).
+ * HTTP/1 only; returns 0 when done, -1 when the connection is not one we can cut. */
+int gw_conn_shutdown(h2o_req_t *req);
 
 /* ---- gw_http.c ------------------------------------------------------------------------------ */
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req);

@@ -179,3 +179,70 @@ out:
     jwt_free(jwt);
     return out;
 }
+
+/* ==== verified-token cache ===================================================================== */
+
+typedef struct ac_slot {
+    char *token; /* "Bearer ..." header value as received */
+    size_t len;
+    gw_claims_t claims;
+} ac_slot_t;
+
+struct gw_authcache {
+    ac_slot_t *slots;
+    size_t n;
+    uint64_t hits;
+};
+
+gw_authcache_t *gw_authcache_new(size_t slots)
+{
+    gw_authcache_t *c = xcalloc(1, sizeof *c);
+    size_t n = 1;
+    while (n < slots)
+        n *= 2;
+    c->n = n;
+    c->slots = xcalloc(n, sizeof *c->slots);
+    return c;
+}
+
+void gw_authcache_free(gw_authcache_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        free(c->slots[i].token);
+    free(c->slots);
+    free(c);
+}
+
+uint64_t gw_authcache_hits(const gw_authcache_t *c)
+{
+    return c ? c->hits : 0;
+}
+
+int gw_auth_verify_cached(gw_authcache_t *c, const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t now_s,
+                          gw_claims_t *claims, const char **err)
+{
+    if (!c || !hdr || hdrlen == 0 || hdrlen > TOKEN_MAX + 64)
+        return gw_auth_verify(a, hdr, hdrlen, now_s, claims, err);
+    ac_slot_t *sl = &c->slots[util_hash64(hdr, hdrlen, 0x70c3) & (c->n - 1)];
+    if (sl->token && sl->len == hdrlen && memcmp(sl->token, hdr, hdrlen) == 0) {
+        if (now_s > sl->claims.exp && now_s - a->leeway_s > sl->claims.exp) {
+            free(sl->token);
+            sl->token = NULL;
+            *err = "token expired";
+            return -1;
+        }
+        *claims = sl->claims;
+        c->hits++;
+        return 0;
+    }
+    if (gw_auth_verify(a, hdr, hdrlen, now_s, claims, err) < 0)
+        return -1;
+    free(sl->token);
+    sl->token = xmalloc(hdrlen);
+    memcpy(sl->token, hdr, hdrlen);
+    sl->len = hdrlen;
+    sl->claims = *claims;
+    return 0;
+}

@@ -241,7 +241,8 @@ static int s_auth(h2o_req_t *req, gw_rctx_t *rc, bool required, gw_claims_t *cla
     if (!v && !required)
         return 0;
     const char *err;
-    if (gw_auth_verify(&gw_cfg.auth, v, vlen, (int64_t)(util_now_us() / 1000000u), claims, &err) < 0) {
+    if (gw_auth_verify_cached(rc->t->authcache, &gw_cfg.auth, v, vlen, (int64_t)(util_now_us() / 1000000u), claims,
+                              &err) < 0) {
         /* A route that does not need a token ignores a bad one (docs/API.md: 401 on reads only
          * with AUTH_READS=required); the caller is anonymous. */
         if (!required)
@@ -897,7 +898,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         gw_respond_json_error(req, rc, 403, "origin not allowed");
         return 0;
     }
-    if (rc->route == GW_R_NOTFOUND || (rc->route == GW_R_PRESENCE_WATCH && !t->watch)) {
+    if (rc->route == GW_R_NOTFOUND) {
         gw_respond_json_error(req, rc, 404, "not found");
         return 0;
     }

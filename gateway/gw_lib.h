@@ -102,6 +102,17 @@ typedef struct gw_claims {
  * header". Never accepts alg none or an algorithm other than a->alg; exp is required. */
 int gw_auth_verify(const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t now_s, gw_claims_t *c,
                    const char **err);
+/* A cache of verified tokens, one per event-loop thread (not thread-safe). A hit requires the
+ * exact token bytes (not just a hash: a forged token must never borrow a verified one's claims);
+ * exp is re-checked on every hit. `slots` is rounded up to a power of two. */
+typedef struct gw_authcache gw_authcache_t;
+gw_authcache_t *gw_authcache_new(size_t slots);
+void gw_authcache_free(gw_authcache_t *c);
+/* gw_auth_verify through the cache. */
+int gw_auth_verify_cached(gw_authcache_t *c, const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t now_s,
+                          gw_claims_t *claims, const char **err);
+uint64_t gw_authcache_hits(const gw_authcache_t *c);
+
 /* Sign a token (make token, tests). Caller frees the result with free(). NULL on error. */
 char *gw_auth_sign(const unsigned char *secret, size_t secret_len, int alg, const char *issuer, const char *sub,
                    const char *scope, int64_t iat, int64_t exp);

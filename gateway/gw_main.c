@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <jwt.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,6 +96,7 @@ static int s_config(char *err)
     gw_cfg.sse_max_ids = 1000;
     gw_cfg.sse_ping_ms = 15000;
     gw_cfg.sse_queue_max = 256 << 10;
+    gw_cfg.sse_window_bytes = 32 << 20;
     uint64_t wr = 20, wb = 40, rr = 0, rb = 0, leeway = 60;
     int auth_reads = 0, node_type = 0, alg = 0;
     bool weak = false;
@@ -123,7 +125,8 @@ static int s_config(char *err)
         cfg_u64("SSE_MAX_STREAMS", 0, 1000000, &gw_cfg.sse_max_streams, err) < 0 ||
         cfg_u64("SSE_MAX_IDS", 1, 100000, &gw_cfg.sse_max_ids, err) < 0 ||
         cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
-        cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0)
+        cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0 ||
+        cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0)
         return -1;
     if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
         snprintf(err, CFG_ERR_LEN, "NODE_ID: invalid value '%s' (1-64 of [A-Za-z0-9._~@:=+-])", gw_cfg.node_id);
@@ -208,6 +211,82 @@ bad_addr:
     return -1;
 }
 
+/* ==== connections ============================================================================= *
+ * We accept connections ourselves (rather than h2o_evloop_socket_accept) so each thread knows the
+ * fd behind every h2o socket: h2o 2.2.5 offers no way to abort a streaming response, and a
+ * client that does not read its SSE stream must be cut. An entry lives until h2o closes the socket
+ * (its public on_close hook). */
+
+typedef struct gw_connent {
+    struct gw_connent *next;
+    gw_thread_t *t;
+    h2o_socket_t *sock;
+    int fd;
+} gw_connent_t;
+
+static size_t s_conn_slot(const gw_thread_t *t, const h2o_socket_t *sock)
+{
+    return util_mix64((uint64_t)(uintptr_t)sock) & (t->conns_size - 1);
+}
+
+static void on_conn_close(void *data)
+{
+    gw_connent_t *e = data;
+    gw_thread_t *t = e->t;
+    for (gw_connent_t **pp = &t->conns[s_conn_slot(t, e->sock)]; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            t->conns_count--;
+            break;
+        }
+    free(e);
+}
+
+static void s_conn_add(gw_thread_t *t, h2o_socket_t *sock, int fd)
+{
+    if (t->conns_count + 1 > t->conns_size / 2) {
+        size_t ns = t->conns_size ? t->conns_size * 2 : 1024;
+        gw_connent_t **nt = xcalloc(ns, sizeof *nt);
+        for (size_t i = 0; i < t->conns_size; i++)
+            for (gw_connent_t *x = t->conns[i], *nx; x; x = nx) {
+                nx = x->next;
+                size_t b = util_mix64((uint64_t)(uintptr_t)x->sock) & (ns - 1);
+                x->next = nt[b];
+                nt[b] = x;
+            }
+        free(t->conns);
+        t->conns = nt;
+        t->conns_size = ns;
+    }
+    gw_connent_t *e = xmalloc(sizeof *e);
+    e->t = t;
+    e->sock = sock;
+    e->fd = fd;
+    size_t b = s_conn_slot(t, sock);
+    e->next = t->conns[b];
+    t->conns[b] = e;
+    t->conns_count++;
+    sock->on_close.cb = on_conn_close;
+    sock->on_close.data = e;
+}
+
+int gw_conn_shutdown(h2o_req_t *req)
+{
+    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, ctx, req->conn->ctx);
+    if (req->version >= 0x200 || !req->conn->callbacks->get_socket || !t->conns_size)
+        return -1;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    if (!sock)
+        return -1;
+    for (gw_connent_t *e = t->conns[s_conn_slot(t, sock)]; e; e = e->next)
+        if (e->sock == sock) {
+            /* The pending write fails; h2o closes the connection and stops the response. */
+            shutdown(e->fd, SHUT_RDWR);
+            return 0;
+        }
+    return -1;
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     gw_thread_t *t = listener->data;
@@ -215,9 +294,13 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     /* Accept a bounded number per wake-up so one busy listener cannot starve the loop. */
     for (int i = 0; i < 64; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (!sock)
+        int fd = accept4(s_listen_fds[t->idx], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
             return;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        h2o_socket_t *sock = h2o_evloop_socket_create(t->ctx.loop, fd, H2O_SOCKET_FLAG_IS_ACCEPTED_CONNECTION);
+        s_conn_add(t, sock, fd);
         h2o_accept(&t->accept_ctx, sock);
     }
 }
@@ -231,11 +314,13 @@ static void *s_thread_main(void *arg)
     t->accept_ctx.hosts = s_conf.hosts;
     gw_buf_init(&t->out);
     proto_buf_init(&t->pb);
+    t->authcache = gw_authcache_new(8192);
     if (gw_upstream_init(t, s_zctx, err) < 0 || gw_watch_init(t, s_zctx, err) < 0) {
         LOG(LOG_ERROR, "thread %d: %s", t->idx, err);
         exit(1);
     }
-    t->listener = h2o_evloop_socket_create(t->ctx.loop, s_listen_fds[t->idx], H2O_SOCKET_FLAG_DONT_READ);
+    /* h2o gets its own dup of the listening fd (it closes it); we accept on ours. */
+    t->listener = h2o_evloop_socket_create(t->ctx.loop, dup(s_listen_fds[t->idx]), H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
     h2o_socket_read_start(t->listener, on_accept);
     pthread_barrier_wait(&s_started);
@@ -248,6 +333,7 @@ static void *s_thread_main(void *arg)
     h2o_socket_read_stop(t->listener);
     h2o_socket_close(t->listener);
     t->listener = NULL;
+    close(s_listen_fds[t->idx]); /* new connections now go to nobody (SO_REUSEPORT peers stay) */
     h2o_context_request_shutdown(&t->ctx);
     gw_watch_fini(t);
     uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
@@ -256,6 +342,7 @@ static void *s_thread_main(void *arg)
     gw_upstream_fini(t);
     for (int i = 0; i < 5; i++)
         h2o_evloop_run(t->ctx.loop, 1);
+    gw_authcache_free(t->authcache);
     return NULL;
 }
 

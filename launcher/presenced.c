@@ -313,6 +313,9 @@ int main(void)
     }
     child_t *gw = s_add("gateway", "gateway");
     s_env(gw, "CACHE_ENDPOINTS", "%s", eps);
+    /* The gateway follows the change stream too (SSE watch streams). */
+    s_env(gw, "STORE_CMD_ENDPOINT", "%s", store_cmd);
+    s_env(gw, "STORE_PUB_ENDPOINT", "%s", store_pub);
 
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);

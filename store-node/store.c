@@ -507,27 +507,38 @@ static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, 
     return rc;
 }
 
-int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, store_changes_t *changes, char *err)
+int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool relaxed, store_changes_t *changes,
+                char *err)
 {
     size_t mark = changes->n;
+    bool toggled = relaxed && s->cfg.sync_mode != STORE_SYNC_NONE;
+    if (toggled)
+        mdb_env_set_flags(s->env, MDB_NOSYNC, 1); /* the writer thread: no write txn is open */
     for (;;) {
         changes->n = mark;
         int rc = s_apply_once(s, ops, nops, now_us, changes);
-        if (rc == 0)
+        if (rc == 0) {
+            if (toggled)
+                mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
             return 0;
+        }
         changes->n = mark;
         if (rc == MDB_MAP_FULL) {
             if (s_grow(s, err) == 0)
                 continue;
         } else if (rc == MDB_TXN_FULL && nops > 1) {
             /* Too many dirty pages for one transaction: commit the group in two halves. */
+            if (toggled)
+                mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
             size_t half = nops / 2;
-            if (store_apply(s, ops, half, now_us, changes, err) < 0)
+            if (store_apply(s, ops, half, now_us, relaxed, changes, err) < 0)
                 return -1;
-            return store_apply(s, ops + half, nops - half, now_us, changes, err);
+            return store_apply(s, ops + half, nops - half, now_us, relaxed, changes, err);
         } else {
             snprintf(err, STORE_ERR_LEN, "write transaction: %s", mdb_strerror(rc));
         }
+        if (toggled)
+            mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
         for (size_t i = 0; i < nops; i++)
             ops[i].status = PROTO_EINTERNAL;
         return -1;

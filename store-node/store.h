@@ -83,12 +83,15 @@ void store_close(store_t **s);
 
 /* ---- writer-thread API ---------------------------------------------------------------------- */
 
-/* Apply `nops` operations in one transaction and commit it (group commit). Each op gets its own
+/* Apply `nops` operations in one transaction and commit it (group commit). With `relaxed` the
+ * commit is not fsynced (MDB_NOSYNC for this transaction only); the caller flushes later with
+ * store_flush(). A later synced commit also makes it durable (one fsync covers the file). Each op gets its own
  * status; changes are appended to `changes` in sequence order (only once the commit succeeded).
  * MDB_MAP_FULL grows the map and re-runs the whole group; MDB_TXN_FULL splits it. Returns 0 when
  * the commit succeeded (individual ops may still be NOTFOUND), -1 on a storage error (no op was
  * applied, every op's status is PROTO_EINTERNAL). */
-int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, store_changes_t *changes, char *err);
+int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool relaxed, store_changes_t *changes,
+                char *err);
 
 /* Expire and purge: records whose expires_at <= now turn offline (message cleared, last_seen kept,
  * new version); offline records whose last_seen + retention <= now are purged (a DEL change);

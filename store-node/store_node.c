@@ -69,7 +69,7 @@ static struct {
     char cmd_ep[512], pub_ep[512];
     uint64_t center_port;
     int sync_mode;
-    uint64_t flush_ms, hugz_ms, batch_max, queue_max, sweep_max, pub_hwm;
+    uint64_t flush_ms, hugz_ms, batch_max, queue_max, sweep_max, pub_hwm, touch_sync_ms;
     store_config_t scfg;
     char store_path[512];
 
@@ -102,7 +102,8 @@ static struct {
     /* metrics */
     _Atomic uint64_t writes_total, write_ops_total, commits_total, commit_errors, expirations_total, purges_total;
     _Atomic uint64_t overload_total, malformed_total, reads_total, catchups_total, snapshots_total;
-    _Atomic uint64_t pub_msgs_total, pub_drops_total, flushes_total, sweeps_total;
+    _Atomic uint64_t pub_msgs_total, pub_drops_total, flushes_total, sweeps_total, relaxed_commits_total;
+    bool unsynced; /* writer thread: relaxed commits not yet flushed */
     stats_hist_t commit_hist, group_hist, ack_hist;
 } S;
 
@@ -127,6 +128,7 @@ static int s_config(char *err)
     S.queue_max = 65536;
     S.sweep_max = 1000;
     S.pub_hwm = 100000;
+    S.touch_sync_ms = 1000;
     uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, log_max = 2000000;
     if (cfg_str("DATA_DIR", S.data_dir, sizeof S.data_dir, err) < 0 || cfg_enum("SYNC_MODE", modes, &S.sync_mode, err) < 0 ||
         cfg_u64("SYNC_FLUSH_MS", 1, 60000, &S.flush_ms, err) < 0 ||
@@ -135,6 +137,7 @@ static int s_config(char *err)
         cfg_u64("STORE_QUEUE_MAX", 1, 10000000, &S.queue_max, err) < 0 ||
         cfg_u64("STORE_SWEEP_MAX", 1, 100000, &S.sweep_max, err) < 0 ||
         cfg_u64("STORE_PUB_HWM", 1, 10000000, &S.pub_hwm, err) < 0 ||
+        cfg_u64("TOUCH_SYNC_MS", 0, 60000, &S.touch_sync_ms, err) < 0 ||
         cfg_u64("STORE_MAP_SIZE_MB", 1, 1u << 24, &map_mb, err) < 0 ||
         cfg_u64("STORE_MAP_MAX_MB", 1, 1u << 24, &map_max_mb, err) < 0 ||
         cfg_duration_ms("RETENTION", 1000, 1, 3650ull * 86400000, &retention_ms, err) < 0 ||
@@ -186,14 +189,25 @@ static void s_write_group(job_t *jobs, size_t njobs)
     char err[STORE_ERR_LEN];
     store_op_t *ops = xmalloc(njobs * sizeof *ops);
     size_t i = 0, items = 0;
+    /* Heartbeats are the hot path: a group of nothing but heartbeats is committed without an
+     * fsync and flushed within TOUCH_SYNC_MS (0 = every heartbeat group fsynced too). */
+    bool relaxed = S.touch_sync_ms > 0;
     for (job_t *j = jobs; j; j = j->next, i++) {
         ops[i] = j->op;
         items += j->op.n;
+        if (j->type != PROTO_TOUCH)
+            relaxed = false;
     }
     completion_t *c = xcalloc(1, sizeof *c);
     store_changes_init(&c->changes);
     uint64_t t0 = util_mono_us();
-    int rc = store_apply(S.store, ops, njobs, util_now_us(), &c->changes, err);
+    int rc = store_apply(S.store, ops, njobs, util_now_us(), relaxed, &c->changes, err);
+    if (rc == 0 && relaxed && S.sync_mode != STORE_SYNC_NONE) {
+        S.unsynced = true;
+        atomic_fetch_add(&S.relaxed_commits_total, 1);
+    } else if (rc == 0) {
+        S.unsynced = false; /* a synced commit flushed everything before it */
+    }
     uint64_t dt = util_mono_us() - t0;
     if (rc < 0) {
         atomic_fetch_add(&S.commit_errors, 1);
@@ -217,6 +231,7 @@ static void *s_writer_main(void *arg)
 {
     (void)arg;
     uint64_t next_sweep = 0, next_flush = util_mono_ms() + S.flush_ms, next_rcheck = util_mono_ms() + 10000;
+    uint64_t next_touch_sync = util_mono_ms() + S.touch_sync_ms;
     char err[STORE_ERR_LEN];
     for (;;) {
         pthread_mutex_lock(&S.queue_lock);
@@ -233,6 +248,8 @@ static void *s_writer_main(void *arg)
             }
             if (S.sync_mode == STORE_SYNC_NONE)
                 wake_ms = MIN(wake_ms, next_flush);
+            if (S.unsynced)
+                wake_ms = MIN(wake_ms, next_touch_sync);
             if (wake_ms <= now)
                 break;
             struct timespec ts;
@@ -265,8 +282,11 @@ static void *s_writer_main(void *arg)
         }
         bool stopping = S.stopping && !S.q_head && !head;
         pthread_mutex_unlock(&S.queue_lock);
-        if (stopping)
+        if (stopping) {
+            if (S.unsynced && store_flush(S.store, err) < 0)
+                LOG(LOG_ERROR, "%s", err);
             break;
+        }
         if (head)
             s_write_group(head, njobs);
 
@@ -301,6 +321,15 @@ static void *s_writer_main(void *arg)
             atomic_fetch_add(&S.flushes_total, 1);
             next_flush = now + S.flush_ms;
         }
+        if (S.unsynced && now >= next_touch_sync) {
+            if (store_flush(S.store, err) < 0)
+                LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
+            else
+                S.unsynced = false;
+            atomic_fetch_add(&S.flushes_total, 1);
+        }
+        if (!S.unsynced)
+            next_touch_sync = now + S.touch_sync_ms;
         if (now >= next_rcheck) {
             int dead = store_reader_check(S.store);
             if (dead > 0)
@@ -368,6 +397,31 @@ static void s_publish_hugz(void)
     s_publish_frames(PROTO_TOPIC_HUGZ, &S.buf);
 }
 
+/* Acknowledgements of one group, one frame per peer (a BATCH when a peer has several). */
+typedef struct ackbox {
+    void *router;
+    uint8_t ident[MAX_IDENT];
+    uint8_t ident_len;
+    proto_batch_t batch;
+} ackbox_t;
+
+#define ACKBOXES 16
+static ackbox_t s_acks[ACKBOXES];
+static int s_nacks;
+
+static void s_flush_acks(void)
+{
+    for (int i = 0; i < s_nacks; i++) {
+        ackbox_t *a = &s_acks[i];
+        if (!a->batch.n)
+            continue;
+        proto_batch_encode(&a->batch, &S.buf);
+        s_reply(a->router, a->ident, a->ident_len, &S.buf);
+        proto_batch_reset(&a->batch);
+    }
+    s_nacks = 0;
+}
+
 static void s_finish_job(job_t *j)
 {
     proto_buf_reset(&S.buf);
@@ -376,7 +430,20 @@ static void s_finish_job(job_t *j)
     else
         proto_enc_reply(&S.buf, j->rid, j->op.status, j->op.as_of, NULL, 0,
                         j->op.status == PROTO_EINTERNAL ? "storage error" : NULL, 0);
-    s_reply(j->router, j->ident, j->ident_len, &S.buf);
+    ackbox_t *a = NULL;
+    for (int i = 0; i < s_nacks && !a; i++)
+        if (s_acks[i].router == j->router && s_acks[i].ident_len == j->ident_len &&
+            memcmp(s_acks[i].ident, j->ident, j->ident_len) == 0)
+            a = &s_acks[i];
+    if (!a && s_nacks == ACKBOXES)
+        s_flush_acks();
+    if (!a) {
+        a = &s_acks[s_nacks++];
+        a->router = j->router;
+        a->ident_len = j->ident_len;
+        memcpy(a->ident, j->ident, j->ident_len);
+    }
+    proto_batch_add(&a->batch, S.buf.data, S.buf.len);
     stats_hist_observe(&S.ack_hist, util_mono_us() - j->t_recv_us);
     free(j->in);
     free(j->out);
@@ -402,6 +469,7 @@ static void s_drain_completions(void)
             items += j->op.n;
             s_finish_job(j);
         }
+        s_flush_acks();
         if (items) {
             pthread_mutex_lock(&S.queue_lock);
             S.q_items -= items;
@@ -600,11 +668,16 @@ static void s_collect_stats(stats_list_t *l)
     stats_add(l, "store_published_messages_total", atomic_load(&S.pub_msgs_total));
     stats_add(l, "store_publish_drops_total", atomic_load(&S.pub_drops_total));
     stats_add(l, "store_sweeps_total", atomic_load(&S.sweeps_total));
+    stats_add(l, "store_relaxed_commits_total", atomic_load(&S.relaxed_commits_total));
+    stats_add(l, "store_flushes_total", atomic_load(&S.flushes_total));
     stats_add(l, "store_now_us", util_now_us());
     stats_add_hist(l, "store_commit_seconds", NULL, &S.commit_hist);
     stats_add_hist(l, "store_group_size", NULL, &S.group_hist);
     stats_add_hist(l, "store_ack_seconds", NULL, &S.ack_hist);
 }
+
+static void s_handle_msg(void *router, const uint8_t *ident, size_t ident_len, const void *data, size_t len,
+                         bool nested);
 
 static void s_handle(void *router, zmq_msg_t *frames, int n)
 {
@@ -612,17 +685,28 @@ static void s_handle(void *router, zmq_msg_t *frames, int n)
         atomic_fetch_add(&S.malformed_total, 1);
         return;
     }
-    const uint8_t *ident = zmq_msg_data(&frames[0]);
-    size_t ident_len = zmq_msg_size(&frames[0]);
+    s_handle_msg(router, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), zmq_msg_data(&frames[1]),
+                 zmq_msg_size(&frames[1]), false);
+}
+
+static void s_handle_msg(void *router, const uint8_t *ident, size_t ident_len, const void *data, size_t len,
+                         bool nested)
+{
     proto_msg_t m;
-    int rc = proto_decode(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &m);
-    if (rc != PROTO_DEC_OK) {
+    int rc = proto_decode(data, len, &m);
+    if (rc != PROTO_DEC_OK || (nested && m.type == PROTO_BATCH)) {
         atomic_fetch_add(&S.malformed_total, 1);
         uint8_t type;
         uint64_t rid;
-        LOG_RATELIMITED(LOG_WARN, 1000, "malformed command dropped: %s", m.err);
-        if (proto_peek_header(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), &type, &rid) == 0)
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed command dropped: %s", rc != PROTO_DEC_OK ? m.err : "nested batch");
+        if (proto_peek_header(data, len, &type, &rid) == 0 && type != PROTO_BATCH)
             s_reply_status(router, ident, ident_len, rid, PROTO_EBADREQ, m.err);
+        proto_msg_fini(&m);
+        return;
+    }
+    if (m.type == PROTO_BATCH) {
+        for (uint32_t i = 0; i < m.n; i++)
+            s_handle_msg(router, ident, ident_len, m.parts[i].p, m.parts[i].len, true);
         proto_msg_fini(&m);
         return;
     }

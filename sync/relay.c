@@ -391,23 +391,34 @@ static void s_forward(const uint8_t *ident, size_t ident_len, const void *data, 
     s_padd(p);
 }
 
+static void s_on_region_msg(const uint8_t *ident, size_t ident_len, const void *data, size_t len, bool nested);
+
 static void s_on_region(zmq_msg_t *frames, int n)
 {
     if (n != 2 || zmq_msg_size(&frames[0]) == 0 || zmq_msg_size(&frames[0]) > MAX_IDENT) {
         R.malformed++;
         return;
     }
-    const uint8_t *ident = zmq_msg_data(&frames[0]);
-    size_t ident_len = zmq_msg_size(&frames[0]);
-    const void *data = zmq_msg_data(&frames[1]);
-    size_t len = zmq_msg_size(&frames[1]);
+    s_on_region_msg(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), zmq_msg_data(&frames[1]),
+                    zmq_msg_size(&frames[1]), false);
+}
+
+static void s_on_region_msg(const uint8_t *ident, size_t ident_len, const void *data, size_t len, bool nested)
+{
     proto_msg_t m;
-    if (proto_decode(data, len, &m) != PROTO_DEC_OK) {
+    if (proto_decode(data, len, &m) != PROTO_DEC_OK || (nested && m.type == PROTO_BATCH)) {
         R.malformed++;
         uint8_t type;
         uint64_t rid;
-        if (proto_peek_header(data, len, &type, &rid) == 0)
+        if (proto_peek_header(data, len, &type, &rid) == 0 && type != PROTO_BATCH)
             s_status(ident, ident_len, rid, PROTO_EBADREQ, m.err);
+        proto_msg_fini(&m);
+        return;
+    }
+    if (m.type == PROTO_BATCH) {
+        /* Forwarded one by one; the center batches its answers per peer. */
+        for (uint32_t i = 0; i < m.n; i++)
+            s_on_region_msg(ident, ident_len, m.parts[i].p, m.parts[i].len, true);
         proto_msg_fini(&m);
         return;
     }
@@ -458,14 +469,33 @@ static void s_on_region(zmq_msg_t *frames, int n)
 
 /* ==== center side ============================================================================ */
 
+static void s_on_center_msg(const void *data, size_t len, bool nested);
+
 static void s_on_center(zmq_msg_t *frames, int n)
 {
-    const void *data = zmq_msg_data(&frames[0]);
-    size_t len = zmq_msg_size(&frames[0]);
+    if (n != 1) {
+        R.malformed++;
+        return;
+    }
+    s_on_center_msg(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), false);
+}
+
+static void s_on_center_msg(const void *data, size_t len, bool nested)
+{
     uint8_t type;
     uint64_t rid;
-    if (n != 1 || proto_peek_header(data, len, &type, &rid) < 0) {
+    if (proto_peek_header(data, len, &type, &rid) < 0 || (nested && type == PROTO_BATCH)) {
         R.malformed++;
+        return;
+    }
+    if (type == PROTO_BATCH) {
+        proto_msg_t bm;
+        if (proto_decode(data, len, &bm) == PROTO_DEC_OK)
+            for (uint32_t i = 0; i < bm.n; i++)
+                s_on_center_msg(bm.parts[i].p, bm.parts[i].len, true);
+        else
+            R.malformed++;
+        proto_msg_fini(&bm);
         return;
     }
     pending_t *p = s_ptake(rid);

@@ -1085,6 +1085,55 @@ START_TEST(test_jwt_claims)
 }
 END_TEST
 
+START_TEST(test_jwt_cache)
+{
+    gw_auth_t a = s_auth();
+    gw_authcache_t *c = gw_authcache_new(16);
+    char *tok = gw_auth_sign(SECRET, SECRET_LEN, JWT_ALG_HS256, "presence-service", "alice", "", NOW_S, NOW_S + 100);
+    ck_assert_ptr_nonnull(tok);
+    char hdr[4096];
+    snprintf(hdr, sizeof hdr, "Bearer %s", tok);
+    gw_claims_t cl;
+    const char *err = NULL;
+    ck_assert_int_eq(gw_auth_verify_cached(c, &a, hdr, strlen(hdr), NOW_S, &cl, &err), 0);
+    ck_assert_str_eq(cl.sub, "alice");
+    ck_assert_uint_eq(gw_authcache_hits(c), 0);
+    ck_assert_int_eq(gw_auth_verify_cached(c, &a, hdr, strlen(hdr), NOW_S + 1, &cl, &err), 0);
+    ck_assert_uint_eq(gw_authcache_hits(c), 1);
+    ck_assert_str_eq(cl.sub, "alice");
+    /* a token that differs in one byte of its signature is verified, not served from the cache */
+    char bad[4096];
+    snprintf(bad, sizeof bad, "%s", hdr);
+    size_t bl = strlen(bad);
+    bad[bl - 2] = bad[bl - 2] == 'A' ? 'B' : 'A';
+    ck_assert_int_eq(gw_auth_verify_cached(c, &a, bad, bl, NOW_S, &cl, &err), -1);
+    ck_assert_uint_eq(gw_authcache_hits(c), 1);
+    /* the genuine one is still cached and still honoured ... */
+    ck_assert_int_eq(gw_auth_verify_cached(c, &a, hdr, strlen(hdr), NOW_S + 2, &cl, &err), 0);
+    /* ... until it expires: exp 100 s ahead + 60 s leeway */
+    ck_assert_int_eq(gw_auth_verify_cached(c, &a, hdr, strlen(hdr), NOW_S + 160, &cl, &err), 0);
+    ck_assert_int_eq(gw_auth_verify_cached(c, &a, hdr, strlen(hdr), NOW_S + 161, &cl, &err), -1);
+    ck_assert_str_eq(err, "token expired");
+    /* and an expired entry is not resurrected by a later verification either */
+    ck_assert_int_eq(gw_auth_verify_cached(c, &a, hdr, strlen(hdr), NOW_S + 161, &cl, &err), -1);
+    /* many tokens: slots are reused, answers stay right */
+    for (int i = 0; i < 200; i++) {
+        char sub[16];
+        snprintf(sub, sizeof sub, "u%d", i);
+        char *t = gw_auth_sign(SECRET, SECRET_LEN, JWT_ALG_HS256, "presence-service", sub, "", NOW_S, NOW_S + 100);
+        char h2[4096];
+        snprintf(h2, sizeof h2, "Bearer %s", t);
+        for (int k = 0; k < 2; k++) {
+            ck_assert_int_eq(gw_auth_verify_cached(c, &a, h2, strlen(h2), NOW_S, &cl, &err), 0);
+            ck_assert_str_eq(cl.sub, sub);
+        }
+        free(t);
+    }
+    free(tok);
+    gw_authcache_free(c);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------------------------------
  * CORS
  * ------------------------------------------------------------------------------------------------- */
@@ -1559,6 +1608,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_jwt_signature);
     tcase_add_test(tc, test_jwt_time_claims);
     tcase_add_test(tc, test_jwt_claims);
+    tcase_add_test(tc, test_jwt_cache);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("cors");

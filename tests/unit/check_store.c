@@ -112,7 +112,7 @@ static uint8_t s_apply1(store_t *st, uint8_t type, const proto_record_t *in, uin
     char err[STORE_ERR_LEN] = "";
     store_changes_t scratch;
     store_changes_init(&scratch);
-    int rc = store_apply(st, &op, 1, now, ch ? ch : &scratch, err);
+    int rc = store_apply(st, &op, 1, now, false, ch ? ch : &scratch, err);
     store_changes_fini(&scratch);
     ck_assert_msg(rc == 0, "store_apply: %s", err);
     if (as_of)
@@ -652,7 +652,7 @@ START_TEST(test_group_of_ops)
         {.type = PROTO_PUT, .n = 2, .in = in_e, .out = out_e},
     };
     char err[STORE_ERR_LEN] = "";
-    ck_assert_msg(store_apply(st, ops, 5, T0 + SEC, &ch, err) == 0, "%s", err);
+    ck_assert_msg(store_apply(st, ops, 5, T0 + SEC, false, &ch, err) == 0, "%s", err);
     ck_assert_uint_eq(ops[0].status, PROTO_OK);
     ck_assert_uint_eq(out_a.version, 2);
     ck_assert_uint_eq(ops[0].as_of, 2);
@@ -689,7 +689,7 @@ START_TEST(test_group_of_ops)
     /* a group without changes commits nothing and consumes no sequence */
     store_changes_reset(&ch);
     store_op_t none = {.type = PROTO_DEL, .n = 1, .in = &in_c};
-    ck_assert_int_eq(store_apply(st, &none, 1, T0 + 2 * SEC, &ch, err), 0);
+    ck_assert_int_eq(store_apply(st, &none, 1, T0 + 2 * SEC, false, &ch, err), 0);
     ck_assert_uint_eq(none.status, PROTO_NOTFOUND);
     ck_assert_uint_eq(ch.n, 0);
     ck_assert_uint_eq(s_last_seq(st), 6);
@@ -741,13 +741,13 @@ START_TEST(test_map_growth)
         store_changes_reset(&ch);
         if (g % 2 == 0) {
             store_op_t op = {.type = PROTO_PUT, .n = PER, .in = in, .out = out};
-            ck_assert_msg(store_apply(st, &op, 1, T0 + (uint64_t)g, &ch, err) == 0, "group %d: %s", g, err);
+            ck_assert_msg(store_apply(st, &op, 1, T0 + (uint64_t)g, false, &ch, err) == 0, "group %d: %s", g, err);
             ck_assert_uint_eq(op.status, PROTO_OK);
         } else {
             store_op_t ops[PER];
             for (int k = 0; k < PER; k++)
                 ops[k] = (store_op_t){.type = PROTO_PUT, .n = 1, .in = &in[k], .out = &out[k]};
-            ck_assert_msg(store_apply(st, ops, PER, T0 + (uint64_t)g, &ch, err) == 0, "group %d: %s", g, err);
+            ck_assert_msg(store_apply(st, ops, PER, T0 + (uint64_t)g, g % 2 == 0, &ch, err) == 0, "group %d: %s", g, err);
             for (int k = 0; k < PER; k++)
                 ck_assert_uint_eq(ops[k].status, PROTO_OK);
         }
@@ -793,7 +793,7 @@ START_TEST(test_map_growth)
             s_mk_item(&in[k], N + g * PER + k);
         store_op_t op = {.type = PROTO_PUT, .n = PER, .in = in, .out = out};
         store_changes_reset(&ch);
-        ck_assert_msg(store_apply(st, &op, 1, T0 + SEC, &ch, err) == 0, "after reopen: %s", err);
+        ck_assert_msg(store_apply(st, &op, 1, T0 + SEC, false, &ch, err) == 0, "after reopen: %s", err);
         ck_assert_uint_eq(out[0].version, (uint64_t)N + (uint64_t)g * PER + 1);
     }
     store_get_info(st, &info);
@@ -831,7 +831,7 @@ START_TEST(test_map_size_max)
         char err[STORE_ERR_LEN] = "";
         size_t before = ch.n;
         seq_before = s_last_seq(st);
-        int rc = store_apply(st, ops, 2, T0 + (uint64_t)g, &ch, err);
+        int rc = store_apply(st, ops, 2, T0 + (uint64_t)g, false, &ch, err);
         if (rc == 0) {
             ck_assert_uint_eq(ch.n, before + PER);
             continue;
@@ -865,7 +865,7 @@ START_TEST(test_map_size_max)
     /* a later write of the same size fails the same way and still leaves the store intact */
     char err[STORE_ERR_LEN] = "";
     store_op_t again = {.type = PROTO_PUT, .n = PER, .in = in, .out = out};
-    ck_assert_int_eq(store_apply(st, &again, 1, T0 + 5000, &ch, err), -1);
+    ck_assert_int_eq(store_apply(st, &again, 1, T0 + 5000, false, &ch, err), -1);
     ck_assert_uint_eq(s_last_seq(st), seq_before);
     store_changes_fini(&ch);
     store_close(&st);

@@ -17,9 +17,11 @@
  * sample). They are scored on the same reads: whenever one hits and the other misses, that one gains a
  * point. When LRU leads by a statistically clear margin, the cache switches to recency mode (the window
  * becomes the whole cache: LRU, with the least frequent of the few oldest entries evicted first); when
- * W-TinyLFU leads by a clear margin *and* by more than the cache's size in references (a switch costs a
- * refill), it switches back to the adaptive W-TinyLFU. Shadow memory is bounded: at most
- * CACHE_SHADOW_TRACKED_MAX sampled keys, 20 bytes each plus the index, whatever the cache size.
+ * W-TinyLFU leads by a clear margin *and* by more reads than half the entries the cache holds (a switch
+ * costs a partial refill), it switches back to the adaptive W-TinyLFU. Shadow memory is bounded whatever
+ * the cache size: each shadow tracks about CACHE_SHADOW_TRACKED_MAX sampled keys (at most twice that plus
+ * 64 nodes), 20 bytes per node plus 4 per index bucket -- under 2 MiB for both. Every shadow operation is
+ * O(1); a mode switch costs at most what one climber step costs.
  *
  * Threading: none. One thread owns a cache_t. The engine does no I/O and never logs.
  */
@@ -56,10 +58,10 @@
 #define CACHE_CLIMB_RESTART 0.20          /* ... unless the hit rate moved this much: full step again */
 
 #define CACHE_SHADOW_TRACKED_MAX 16384u /* shadows track a hash sample of at most ~this many entries */
-#define CACHE_SWITCH_Z 5.0               /* switch mode when the other shadow leads by z standard deviations ... */
+#define CACHE_SWITCH_Z 4.0               /* switch mode when the other shadow leads by z standard deviations ... */
 #define CACHE_SWITCH_MIN 8.0             /* ... and by at least this many reads (to recency mode) ... */
-#define CACHE_SWITCH_BACK_SHARE 1.0      /* ... or this many per tracked entry (back to W-TinyLFU) */
-#define CACHE_EVIDENCE_DECAY 0.5         /* share of the shadows' scores kept at each climber sample */
+#define CACHE_SWITCH_BACK_SHARE 0.5      /* ... or this many per tracked entry (back to W-TinyLFU) */
+#define CACHE_EVIDENCE_DECAY 0.75        /* share of the shadows' scores kept at each climber sample */
 #define CACHE_RECENCY_SAMPLE 4u          /* recency mode evicts the least frequent of the oldest 4 */
 
 #define CACHE_HASHDOS_MIN_FREQ 6u         /* a losing candidate at least this frequent ... */

@@ -529,7 +529,7 @@ static void on_bwrite_reply(gw_call_t *c, const proto_msg_t *m, int status)
         s_bwrite_finish(op);
 }
 
-static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, const proto_record_t *recs, uint32_t n)
+static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const proto_record_t *recs, uint32_t n)
 {
     gw_thread_t *t = rc->t;
     op_bwrite_t *op = xcalloc(1, sizeof *op);
@@ -543,8 +543,8 @@ static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, const proto_record_t *r
             break;
         uint64_t rid = gw_next_rid(t);
         proto_buf_reset(&t->pb);
-        proto_enc_records_cmd(&t->pb, PROTO_PUT, rid, recs, n);
-        if (gw_call_send(t, req, node, rid, PROTO_PUT, &t->pb, on_bwrite_reply, op))
+        proto_enc_records_cmd(&t->pb, type, rid, recs, n);
+        if (gw_call_send(t, req, node, rid, type, &t->pb, on_bwrite_reply, op))
             return;
     }
     gw_buf_free(&op->body);
@@ -1037,7 +1037,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
-    /* POST /api/v2/presence/batch: a read (user_ids) or a write (presences). */
+    /* POST /api/v2/presence/batch: a read (user_ids), a write (presences) or heartbeats. */
     proto_str_t *ids = h2o_mem_alloc_pool(&req->pool, max * sizeof *ids);
     char *store = h2o_mem_alloc_pool(&req->pool, req->entity.len + 1);
     proto_record_t *recs = xmalloc(max * sizeof *recs);
@@ -1056,7 +1056,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         s_multi_read(req, rc, ids, n);
         return 0;
     }
-    /* A batch write needs a token: admin scope, or every entry is the caller's own id. */
+    /* A batch write or heartbeat needs a token: admin scope, or every entry is the caller's own id. */
     if (!have && s_auth(req, rc, true, &claims, &have) < 0) {
         free(recs);
         return 0;
@@ -1076,7 +1076,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         free(recs);
         return 0;
     }
-    s_batch_write(req, rc, recs, n);
+    s_batch_write(req, rc, kind == GW_BATCH_HEARTBEAT ? PROTO_TOUCH : PROTO_PUT, recs, n);
     free(recs);
     return 0;
 }

@@ -393,9 +393,51 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
         return -1;
     }
     int rc = -1;
-    json_t *uids = json_object_get(o, "user_ids"), *pres = json_object_get(o, "presences");
-    if (uids && pres) {
-        snprintf(errbuf, errlen, "give either user_ids or presences, not both");
+    json_t *uids = json_object_get(o, "user_ids"), *pres = json_object_get(o, "presences"),
+           *beats = json_object_get(o, "heartbeats");
+    if ((uids != NULL) + (pres != NULL) + (beats != NULL) > 1) {
+        snprintf(errbuf, errlen, "give one of user_ids, presences or heartbeats");
+        goto out;
+    }
+    if (beats) {
+        uint32_t ttl = 0;
+        json_t *t = json_object_get(o, "ttl");
+        if (t && !json_is_null(t) && s_ttl(t, &ttl) < 0) {
+            snprintf(errbuf, errlen, "invalid ttl");
+            goto out;
+        }
+        if (!json_is_array(beats) || json_array_size(beats) == 0) {
+            snprintf(errbuf, errlen, "heartbeats is required");
+            goto out;
+        }
+        for (size_t i = 0; i < json_array_size(beats); i++) {
+            json_t *u = json_array_get(beats, i);
+            if (!json_is_string(u)) {
+                snprintf(errbuf, errlen, "invalid user_id in heartbeats[%zu]", i);
+                goto out;
+            }
+            const char *id = json_string_value(u);
+            size_t il = json_string_length(u);
+            if (!util_valid_user_id(id, il)) {
+                snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
+                goto out;
+            }
+            bool dup = false;
+            for (uint32_t k = 0; k < *n && !dup; k++)
+                dup = recs[k].uid_len == il && memcmp(recs[k].user_id, id, il) == 0;
+            if (dup)
+                continue;
+            if (*n >= max) {
+                snprintf(errbuf, errlen, "too many heartbeats (at most %u)", max);
+                goto out;
+            }
+            proto_record_t *r = &recs[*n];
+            memset(r, 0, sizeof *r);
+            proto_record_set_uid(r, id, il);
+            r->ttl_s = ttl;
+            (*n)++;
+        }
+        rc = GW_BATCH_HEARTBEAT;
         goto out;
     }
     if (pres) {

@@ -60,13 +60,16 @@ int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_
 /* A heartbeat body: empty, or {ttl?}. *ttl = 0 when absent (keep the record's). */
 int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const char **err);
 
-/* A batch body. Exactly one of user_ids (a read) or presences (a write) must be present.
+/* A batch body. Exactly one of user_ids (a read), presences (a write) or heartbeats (a bulk
+ * heartbeat, optional top-level "ttl") must be present.
  * For a read, ids[] are filled (duplicates and empty items dropped) into caller storage of `max`.
  * For a write, recs[] are filled (validated; user_id from each entry).
- * Returns 1 for a read, 2 for a write, -1 with *err (a message naming a bad id where relevant,
- * written to errbuf) on error. */
+ * For heartbeats, recs[] get user_id and ttl_s (0 = keep each record's ttl); duplicates collapse.
+ * Returns GW_BATCH_READ, GW_BATCH_WRITE or GW_BATCH_HEARTBEAT, or -1 with the error text (naming
+ * a bad id where relevant) in errbuf. */
 #define GW_BATCH_READ 1
 #define GW_BATCH_WRITE 2
+#define GW_BATCH_HEARTBEAT 3
 int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t default_ttl, proto_str_t *ids,
                         char *idstore, proto_record_t *recs, uint32_t *n, char *errbuf, size_t errlen);
 

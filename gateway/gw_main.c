@@ -162,6 +162,11 @@ static int s_config(char *err)
     if (rr)
         gw_cfg.rl_reads = gw_ratelimit_new(gw_cfg.read_rate, gw_cfg.read_burst, 1 << 18);
 
+    snprintf(gw_cfg.store_cmd, sizeof gw_cfg.store_cmd, "ipc://%s/run/store-cmd.sock", data_dir);
+    snprintf(gw_cfg.store_pub, sizeof gw_cfg.store_pub, "ipc://%s/run/store-pub.sock", data_dir);
+    if (cfg_str("STORE_CMD_ENDPOINT", gw_cfg.store_cmd, sizeof gw_cfg.store_cmd, err) < 0 ||
+        cfg_str("STORE_PUB_ENDPOINT", gw_cfg.store_pub, sizeof gw_cfg.store_pub, err) < 0)
+        return -1;
     char eps[GW_MAX_NODES * 520];
     snprintf(eps, sizeof eps, "ipc://%s/run/cache-1.sock,ipc://%s/run/cache-2.sock", data_dir, data_dir);
     if (cfg_str("CACHE_ENDPOINTS", eps, sizeof eps, err) < 0 || s_split_endpoints(eps, err) < 0)

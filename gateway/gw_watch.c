@@ -98,8 +98,7 @@ typedef struct watch_hub {
 } watch_hub_t;
 
 static atomic_int_fast64_t s_streams;
-static char s_store_cmd[600], s_store_pub[600];
-static uint64_t s_window_max;
+#define s_window_max (gw_cfg.sse_window_bytes / (gw_cfg.threads ? gw_cfg.threads : 1))
 
 /* ==== the watch table ======================================================================== */
 
@@ -452,24 +451,11 @@ int gw_watch_init(gw_thread_t *t, void *zctx, char *err)
     t->watch = NULL;
     if (!gw_cfg.sse_max_streams)
         return 0;
-    static bool once;
-    if (!once) {
-        once = true;
-        const char *dd = getenv("DATA_DIR");
-        snprintf(s_store_cmd, sizeof s_store_cmd, "ipc://%s/run/store-cmd.sock", dd && *dd ? dd : "./data");
-        snprintf(s_store_pub, sizeof s_store_pub, "ipc://%s/run/store-pub.sock", dd && *dd ? dd : "./data");
-        const char *v = getenv("STORE_CMD_ENDPOINT");
-        if (v && *v)
-            snprintf(s_store_cmd, sizeof s_store_cmd, "%s", v);
-        v = getenv("STORE_PUB_ENDPOINT");
-        if (v && *v)
-            snprintf(s_store_pub, sizeof s_store_pub, "%s", v);
-        s_window_max = gw_cfg.sse_window_bytes / (gw_cfg.threads ? gw_cfg.threads : 1);
-    }
     watch_hub_t *h = xcalloc(1, sizeof *h);
     h->t = t;
     gw_buf_init(&h->ev);
-    sync_config_t sc = {.pub_ep = s_store_pub, .cmd_ep = s_store_cmd, .request_timeout_ms = gw_cfg.request_timeout_ms};
+    sync_config_t sc = {.pub_ep = gw_cfg.store_pub, .cmd_ep = gw_cfg.store_cmd,
+                        .request_timeout_ms = gw_cfg.request_timeout_ms};
     sync_handler_t sh = {.ctx = h, .apply = on_change, .reset = on_reset, .state = on_state};
     h->sync = sync_client_new(zctx, &sc, &sh, err);
     if (!h->sync) {

@@ -700,8 +700,15 @@ START_TEST(test_batch)
                  400, "too many presences (at most 5)");
     ck_assert_ptr_null(s_get(port, "n1", "n1"));
     s_call_error(port, "POST", B, ADMIN, "{\"presences\":[]}", 400, "presences is required");
-    s_call_error(port, "POST", B, ADMIN, "{\"user_ids\":[\"b1\"],\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"}]}",
-                 400, "give either user_ids or presences, not both");
+    /* A read and a write in one body is ambiguous: 400 (the message is not part of the API). */
+    s_req(port, "POST", B, ADMIN, "{\"user_ids\":[\"b1\"],\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"}]}",
+          &r);
+    ck_assert_int_eq(r.status, 400);
+    s_expect_ctype_json(&r);
+    json_t *amb = s_json(&r);
+    ck_assert(json_is_false(json_object_get(amb, "success")) && json_is_string(json_object_get(amb, "error")));
+    json_decref(amb);
+    th_resp_free(&r);
     ck_assert_ptr_null(s_get(port, "n1", "n1"));
 
     json_decref(written);

@@ -110,3 +110,12 @@ fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# --- benchmarks (not part of make test) -------------------------------------------------------
+BENCH_PACKAGES := wrk redis-server webdis redis-tools nghttp2-client
+bench: all
+	@missing=""; for p in $(BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; fi
+	tests/bench/run.sh $(BENCH)

@@ -16,6 +16,7 @@
 #include "zutil.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,10 +103,20 @@ int main(int argc, char **argv)
             int nf;
             if (zu_recv(s, f, ZU_FRAMES_MAX, &nf) < 0)
                 break;
-            proto_msg_t m;
+            proto_msg_t outer, m;
             uint64_t now = util_mono_us();
-            if (nf == 1 && proto_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &m) == PROTO_DEC_OK &&
-                m.rid < (uint64_t)writers) {
+            /* The store answers a peer's acknowledgements of one group in one BATCH frame. */
+            uint32_t nparts = 1;
+            bool batch = false;
+            if (nf == 1 && proto_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &outer) == PROTO_DEC_OK &&
+                outer.type == PROTO_BATCH) {
+                batch = true;
+                nparts = outer.n;
+            }
+            for (uint32_t part = 0; part < nparts; part++) {
+            int drc = batch ? proto_decode(outer.parts[part].p, outer.parts[part].len, &m)
+                            : proto_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &m);
+            if (nf == 1 && drc == PROTO_DEC_OK && m.rid < (uint64_t)writers) {
                 int i = (int)m.rid;
                 if (m.status == PROTO_OK) {
                     acked++;
@@ -138,6 +149,9 @@ int main(int argc, char **argv)
                 errors++;
             }
             proto_msg_fini(&m);
+            }
+            if (batch || nf == 1)
+                proto_msg_fini(&outer);
             zu_close_frames(f, nf);
         }
     }

@@ -418,7 +418,7 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
             }
             const char *id = json_string_value(u);
             size_t il = json_string_length(u);
-            if (!util_valid_user_id(id, il)) {
+            if (!gw_valid_user_id(id, il)) {
                 snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
                 goto out;
             }

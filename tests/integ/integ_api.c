@@ -352,7 +352,8 @@ START_TEST(test_presence_crud)
     post = s_write(port, "PUT", "carol", s_auth("carol", NULL), "{\"status\":\"online\",\"message\":\"\"}");
     ck_assert_ptr_null(json_object_get(post, "message"));
     json_decref(post);
-    post = s_write(port, "PUT", "carol", s_auth("carol", NULL), "{\"status\":\"offline\",\"message\":null,\"ttl\":3600.0}");
+    post = s_write(port, "PUT", "carol", s_auth("carol", NULL),
+                   "{\"status\":\"offline\",\"message\":null,\"ttl\":3600.0}");
     ck_assert_str_eq(s_str(post, "status"), "offline");
     ck_assert_ptr_null(json_object_get(post, "message"));
     ck_assert_int_eq(s_int(post, "ttl"), 3600);
@@ -668,7 +669,8 @@ START_TEST(test_batch)
     json_decref(s_data_ids(&r, gina, 1));
     th_resp_free(&r);
     s_call_error(port, "POST", B, s_auth("gina", NULL),
-                 "{\"presences\":[{\"user_id\":\"gina\",\"status\":\"away\"},{\"user_id\":\"hank\",\"status\":\"away\"}]}",
+                 "{\"presences\":[{\"user_id\":\"gina\",\"status\":\"away\"},"
+                 "{\"user_id\":\"hank\",\"status\":\"away\"}]}",
                  403, "forbidden");
     ck_assert_ptr_null(s_get(port, "hank", "hank"));
     json_t *g = s_get(port, "gina", "gina");
@@ -682,10 +684,12 @@ START_TEST(test_batch)
     /* All-or-nothing: one invalid entry and nothing is written. */
     const char *bad[] = {
         "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},{\"user_id\":\"n2\",\"status\":\"Online\"}]}",
-        "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},{\"user_id\":\"n2\",\"status\":\"online\",\"ttl\":0}]}",
+        "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},"
+        "{\"user_id\":\"n2\",\"status\":\"online\",\"ttl\":0}]}",
         "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},{\"user_id\":\"n/2\",\"status\":\"online\"}]}",
         "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},{\"status\":\"online\"}]}",
-        "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},{\"user_id\":\"n2\",\"status\":\"online\",\"message\":\"a\\u0007b\"}]}",
+        "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},"
+        "{\"user_id\":\"n2\",\"status\":\"online\",\"message\":\"a\\u0007b\"}]}",
     };
     const char *why[] = {"invalid status for user n2", "invalid ttl for user n2", "invalid user_id: n/2",
                          "invalid user_id in presences[1]", "invalid message for user n2"};
@@ -694,7 +698,8 @@ START_TEST(test_batch)
     ck_assert_ptr_null(s_get(port, "n1", "n1"));
     ck_assert_ptr_null(s_get(port, "n2", "n2"));
     s_call_error(port, "POST", B, ADMIN,
-                 "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},{\"user_id\":\"n2\",\"status\":\"online\"},"
+                 "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},"
+                 "{\"user_id\":\"n2\",\"status\":\"online\"},"
                  "{\"user_id\":\"n3\",\"status\":\"online\"},{\"user_id\":\"n4\",\"status\":\"online\"},"
                  "{\"user_id\":\"n5\",\"status\":\"online\"},{\"user_id\":\"n6\",\"status\":\"online\"}]}",
                  400, "too many presences (at most 5)");
@@ -828,6 +833,8 @@ START_TEST(test_path_ids)
                  "{\"presences\":[{\"user_id\":\"batch\",\"status\":\"online\"}]}", 400, "invalid user_id: batch");
     s_call_error(port, "POST", "/api/v2/presence/batch", ADMIN,
                  "{\"presences\":[{\"user_id\":\"watch\",\"status\":\"online\"}]}", 400, "invalid user_id: watch");
+    s_call_error(port, "POST", "/api/v2/presence/batch", ADMIN, "{\"heartbeats\":[\"alice\",\"batch\"]}", 400,
+                 "invalid user_id: batch");
     s_call_error(port, "GET", "/api/v2/presence?users=alice,batch", NULL, NULL, 400, "invalid user_id: batch");
     s_call_error(port, "POST", "/api/v2/presence/batch", NULL, "{\"user_ids\":[\"watch\"]}", 400,
                  "invalid user_id: watch");
@@ -1039,7 +1046,8 @@ START_TEST(test_jwt_rejections)
     char *t_hs512 = s_token_jwt(JWT_ALG_HS512, TH_SECRET, "presence-service", "jay", now + 3600, 0);
     char *t_hs384 = s_token_jwt(JWT_ALG_HS384, TH_SECRET, "presence-service", "jay", now + 3600, 0);
     char claims[256];
-    snprintf(claims, sizeof claims, "{\"iss\":\"presence-service\",\"sub\":\"jay\",\"exp\":%ld,\"scope\":\"presence:admin\"}",
+    snprintf(claims, sizeof claims,
+             "{\"iss\":\"presence-service\",\"sub\":\"jay\",\"exp\":%ld,\"scope\":\"presence:admin\"}",
              now + 3600);
     char *t_none = s_token_none(claims);
     /* A valid token with its signature stripped, and with the signature of another token. */
@@ -1189,7 +1197,8 @@ START_TEST(test_auth_reads_required)
     s_expect_error(&r, 404, "presence not found for user nobody");
     th_resp_free(&r);
     /* Health and metrics stay public. */
-    const char *pub[] = {"/health", "/health/liveness", "/health/readiness", "/health/store", "/health/cache", "/metrics"};
+    const char *pub[] = {"/health",       "/health/liveness", "/health/readiness",
+                         "/health/store", "/health/cache",    "/metrics"};
     for (size_t i = 0; i < 6; i++) {
         s_req(port, "GET", pub[i], NULL, NULL, &r);
         ck_assert_msg(r.status == 200, "%s: %d", pub[i], r.status);
@@ -1315,7 +1324,8 @@ START_TEST(test_method_not_allowed)
             if (strcmp(m, "HEAD") != 0)
                 s_expect_error(&r, 405, "method not allowed");
             char allow[128];
-            ck_assert_msg(th_resp_header(&r, "allow", allow, sizeof allow) != NULL, "%s %s: no Allow", m, cases[i].path);
+            ck_assert_msg(th_resp_header(&r, "allow", allow, sizeof allow) != NULL, "%s %s: no Allow", m,
+                          cases[i].path);
             ck_assert_str_eq(allow, allows[cases[i].allow]);
             th_resp_free(&r);
         }
@@ -1406,7 +1416,8 @@ START_TEST(test_cors_default)
           NULL, &r);
     ck_assert_int_eq(r.status, 204);
     ck_assert_str_eq(th_resp_header(&r, "access-control-allow-origin", v, sizeof v), "*");
-    ck_assert_str_eq(th_resp_header(&r, "access-control-allow-methods", v, sizeof v), "GET, POST, PUT, DELETE, OPTIONS");
+    ck_assert_str_eq(th_resp_header(&r, "access-control-allow-methods", v, sizeof v),
+                     "GET, POST, PUT, DELETE, OPTIONS");
     ck_assert_str_eq(th_resp_header(&r, "access-control-allow-headers", v, sizeof v),
                      "Authorization, Content-Type, Last-Event-ID");
     ck_assert_str_eq(th_resp_header(&r, "access-control-max-age", v, sizeof v), "600");
@@ -1452,7 +1463,8 @@ START_TEST(test_cors_allow_list)
     ck_assert_str_eq(th_resp_header(&r, "access-control-allow-origin", v, sizeof v), "https://good.example");
     th_resp_free(&r);
     /* Preflight from an allowed origin. */
-    s_req(port, "OPTIONS", "/api/v2/presence/ivy", "Origin: https://good.example\r\nAccess-Control-Request-Method: PUT\r\n",
+    s_req(port, "OPTIONS", "/api/v2/presence/ivy",
+          "Origin: https://good.example\r\nAccess-Control-Request-Method: PUT\r\n",
           NULL, &r);
     ck_assert_int_eq(r.status, 204);
     ck_assert_str_eq(th_resp_header(&r, "access-control-allow-origin", v, sizeof v), "https://good.example");
@@ -2031,7 +2043,8 @@ START_TEST(test_metrics)
     ck_assert(s_metric_value(r.body, "http_requests_total{method=\"PUT\",route=\"presence.user\",code=\"200\"}") >= 1);
     ck_assert(s_metric_value(r.body, "http_requests_total{method=\"GET\",route=\"presence.user\",code=\"404\"}") >= 1);
     ck_assert(s_metric_value(r.body, "http_requests_total{method=\"PUT\",route=\"presence.user\",code=\"400\"}") >= 1);
-    ck_assert(s_metric_value(r.body, "http_requests_total{method=\"OTHER\",route=\"presence.user\",code=\"405\"}") >= 1);
+    ck_assert(s_metric_value(r.body, "http_requests_total{method=\"OTHER\",route=\"presence.user\",code=\"405\"}") >=
+              1);
     /* Histogram consistency: +Inf bucket == count for the presence route. */
     double inf = s_metric_value(r.body, "http_request_duration_seconds_bucket{route=\"presence.user\",le=\"+Inf\"}");
     double cnt = s_metric_value(r.body, "http_request_duration_seconds_count{route=\"presence.user\"}");

@@ -5,7 +5,7 @@
  *   rec   user_id                      -> encoded record (proto_record_encode)
  *   due   BE64(due_us) . user_id       -> ""        next action time: expiry while live, purge once offline
  *   log   BE64(seq)                    -> kind . user_id   the changelog (append-only, pruned at the head)
- *   meta  "epoch" | "last_seq" | "log_floor" -> u64 (native endian, 8 bytes)
+ *   meta  "epoch" | "last_seq" | "log_floor" | "seq_reserved" -> u64 (native endian, 8 bytes)
  *
  * Big-endian keys make memcmp order equal numeric order, so `due` is scanned from its first key
  * by the sweeper and `log` from after_seq by catch-up.
@@ -22,6 +22,13 @@
  * entries as they are. The result is every change after S, compacted to the latest per key, in
  * order. When S is below the floor of the pruned log, the caller sends a snapshot instead.
  *
+ * Sequence reservation: a commit that is not fsynced before its changes are published (a
+ * heartbeat-only group, or SYNC_MODE nometa/none) can be lost by an OS crash after subscribers saw
+ * its sequence numbers; a store that then reused them would hand caches "new" versions they
+ * already hold (and would skip). So such commits only use sequences below a durable reservation
+ * ("seq_reserved", written and fsynced ahead, SEQ_RESERVE_STEP at a time), and an open that finds
+ * a reservation (no clean close) continues after it. A clean close releases the reservation.
+ *
  * Map growth: MDB_MAP_FULL aborts the group, the map doubles (readers excluded by resize_lock,
  * since LMDB requires no open transaction in this process), and the group is re-run whole.
  */
@@ -37,6 +44,7 @@
 #include <sys/stat.h>
 
 #define STORE_READ_POOL 8
+#define SEQ_RESERVE_STEP (1u << 20)
 
 struct store_read {
     store_t *s;
@@ -52,6 +60,7 @@ struct store {
     char path[512];
     uint64_t epoch;
     uint64_t last_seq; /* writer thread only */
+    uint64_t seq_reserved; /* writer thread only: durable bound for sequences of unsynced commits */
     uint64_t log_floor;
     uint64_t map_size;
     uint64_t map_grows, readers_cleared;
@@ -221,6 +230,15 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
         goto lmdb_fail;
     if ((rc = s_meta_get(txn, s->meta, "log_floor", &s->log_floor)) != 0 && rc != MDB_NOTFOUND)
         goto lmdb_fail;
+    if ((rc = s_meta_get(txn, s->meta, "seq_reserved", &s->seq_reserved)) != 0 && rc != MDB_NOTFOUND)
+        goto lmdb_fail;
+    if (s->seq_reserved > s->last_seq) {
+        /* Not closed cleanly while unsynced commits were possible: sequences up to the reservation
+         * may have been published and lost. Continue after them. */
+        s->last_seq = s->seq_reserved;
+        if ((rc = s_meta_put(txn, s->meta, "last_seq", s->last_seq)) != 0)
+            goto lmdb_fail;
+    }
     rc = mdb_txn_commit(txn);
     txn = NULL;
     if (rc != 0)
@@ -248,8 +266,16 @@ void store_close(store_t **sp)
         free(r);
     }
     if (s->env) {
-        if (s->cfg.sync_mode != STORE_SYNC_FULL)
-            mdb_env_sync(s->env, 1);
+        if (s->seq_reserved > s->last_seq) { /* release the reservation: everything is synced below */
+            MDB_txn *txn;
+            if (mdb_txn_begin(s->env, NULL, 0, &txn) == 0) {
+                if (s_meta_put(txn, s->meta, "seq_reserved", s->last_seq) == 0)
+                    mdb_txn_commit(txn);
+                else
+                    mdb_txn_abort(txn);
+            }
+        }
+        mdb_env_sync(s->env, 1);
         mdb_env_close(s->env);
     }
     proto_buf_fini(&s->enc);
@@ -507,11 +533,48 @@ static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, 
     return rc;
 }
 
+/* Make sure the next `count` sequences are below a durable reservation before a commit that will
+ * not be fsynced. Returns an LMDB code. */
+static int s_reserve(store_t *s, uint64_t count)
+{
+    if (s->last_seq + count <= s->seq_reserved)
+        return 0;
+    uint64_t upto = s->last_seq + count + SEQ_RESERVE_STEP;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    if ((rc = s_meta_put(txn, s->meta, "seq_reserved", upto)) != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn)) != 0)
+        return rc;
+    if ((rc = mdb_env_sync(s->env, 1)) != 0) /* the commit may not have synced (nometa/none) */
+        return rc;
+    s->seq_reserved = upto;
+    return 0;
+}
+
 int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool relaxed, store_changes_t *changes,
                 char *err)
 {
     size_t mark = changes->n;
     bool toggled = relaxed && s->cfg.sync_mode != STORE_SYNC_NONE;
+    if (relaxed || s->cfg.sync_mode != STORE_SYNC_FULL) {
+        uint64_t count = 0;
+        for (size_t i = 0; i < nops; i++)
+            count += ops[i].n ? ops[i].n : 1;
+        int rc = s_reserve(s, count);
+        while (rc == MDB_MAP_FULL && s_grow(s, err) == 0)
+            rc = s_reserve(s, count);
+        if (rc) {
+            snprintf(err, STORE_ERR_LEN, "sequence reservation: %s", mdb_strerror(rc));
+            for (size_t i = 0; i < nops; i++)
+                ops[i].status = PROTO_EINTERNAL;
+            return -1;
+        }
+    }
     if (toggled)
         mdb_env_set_flags(s->env, MDB_NOSYNC, 1); /* the writer thread: no write txn is open */
     for (;;) {
@@ -701,6 +764,16 @@ int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *chan
     size_t mark = changes->n;
     if (max == 0)
         max = 1;
+    if (s->cfg.sync_mode != STORE_SYNC_FULL) { /* each due entry makes at most one change */
+        int rc = s_reserve(s, max);
+        while (rc == MDB_MAP_FULL && s_grow(s, err) == 0)
+            rc = s_reserve(s, max);
+        if (rc) {
+            snprintf(err, STORE_ERR_LEN, "sequence reservation: %s", mdb_strerror(rc));
+            *next_due_us = now_us + 1000000u;
+            return -1;
+        }
+    }
     for (;;) {
         int actions = 0;
         bool capped = false;

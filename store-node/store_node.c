@@ -203,6 +203,23 @@ static void s_write_group(job_t *jobs, size_t njobs)
     uint64_t t0 = util_mono_us();
     int rc = store_apply(S.store, ops, njobs, util_now_us(), relaxed, &c->changes, err);
     if (rc == 0 && relaxed && S.sync_mode != STORE_SYNC_NONE) {
+        /* Only pure refreshes may wait for the flush: a heartbeat that created a record or
+         * brought a user back online is a change of state, durable before it is acknowledged. */
+        for (size_t k = 0; k < c->changes.n; k++) {
+            if (c->changes.v[k].kind == PROTO_CH_SET) {
+                if (store_flush(S.store, err) == 0)
+                    relaxed = false;
+                else
+                    rc = -1;
+                break;
+            }
+        }
+    }
+    if (rc < 0 && relaxed) {
+        for (i = 0; i < njobs; i++)
+            ops[i].status = PROTO_EINTERNAL;
+    }
+    if (rc == 0 && relaxed && S.sync_mode != STORE_SYNC_NONE) {
         S.unsynced = true;
         atomic_fetch_add(&S.relaxed_commits_total, 1);
     } else if (rc == 0) {

@@ -291,10 +291,13 @@ START_TEST(test_forced_gap_resync)
         ck_assert_msg(th_wait_for(s_has_version, &w, 10000), "B kept %s stale after the gap", uid);
         ck_assert(!w.regressed);
     }
-    uint64_t gaps1 = 0, resyncs = 0;
+    uint64_t gaps1 = 0, resyncs = 0, silences = 0;
     ck_assert_int_eq(th_zc_stat(&b, "sync_gaps_total", &gaps1), 0);
     ck_assert_int_eq(th_zc_stat(&b, "sync_resyncs_total", &resyncs), 0);
-    ck_assert_msg(gaps1 > gaps0, "the dropped messages were not detected as a gap");
+    ck_assert_int_eq(th_zc_stat(&b, "sync_silences_total", &silences), 0);
+    /* On a loaded machine the stop can outlast SYNC_HEARTBEAT_LIMIT_MS: then B notices the
+     * silence before it sees the gap, which is the same recovery (catch-up) by another door. */
+    ck_assert_msg(gaps1 > gaps0 || silences > 0, "the dropped messages were not detected (no gap, no silence)");
     ck_assert_uint_ge(resyncs, 1);
     fprintf(stderr, "integ_coherence: gaps %llu -> %llu, resyncs %llu\n", (unsigned long long)gaps0,
             (unsigned long long)gaps1, (unsigned long long)resyncs);

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define T0 1700000000000000ULL
@@ -1525,6 +1526,68 @@ END_TEST
  * Suite
  * ------------------------------------------------------------------------------------------------- */
 
+
+/* Commits that are not fsynced before their changes are published (heartbeat-only groups) must
+ * never let a restarted store reuse sequence numbers subscribers may have seen: an open without a
+ * clean close continues after the durable reservation. A clean close releases it. */
+START_TEST(test_seq_reservation_after_crash)
+{
+    store_config_t cfg = s_cfg();
+    cfg.sync_mode = STORE_SYNC_FULL;
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char err[STORE_ERR_LEN];
+        store_t *st = NULL;
+        if (store_open(&cfg, &st, err) < 0)
+            _exit(2);
+        proto_record_t in = s_in("u1", 0, "", 60, "n"), out;
+        store_changes_t ch;
+        store_changes_init(&ch);
+        uint64_t seq = 0;
+        for (int i = 0; i < 3; i++) {
+            store_op_t op = {.type = PROTO_TOUCH, .n = 1, .in = &in, .out = &out};
+            if (store_apply(st, &op, 1, 1000 * SEC, true, &ch, err) < 0)
+                _exit(3);
+            seq = op.as_of;
+        }
+        if (write(fds[1], &seq, sizeof seq) != sizeof seq)
+            _exit(4);
+        _exit(0); /* no store_close: as if the machine went down */
+    }
+    close(fds[1]);
+    uint64_t child_seq = 0;
+    ck_assert_int_eq(read(fds[0], &child_seq, sizeof child_seq), (ssize_t)sizeof child_seq);
+    close(fds[0]);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ck_assert_uint_eq(child_seq, 3);
+
+    store_t *st = s_open(&cfg);
+    uint64_t after = s_last_seq(st);
+    ck_assert_uint_gt(after, child_seq);
+    proto_record_t r = s_put(st, 2000 * SEC, "u2", PRESENCE_BUSY, "x", 60, NULL);
+    ck_assert_uint_gt(r.version, child_seq);
+    /* A relaxed commit, then a clean close: no jump on the next open. */
+    proto_record_t in = s_in("u3", 0, "", 60, "n"), out;
+    store_op_t op = {.type = PROTO_TOUCH, .n = 1, .in = &in, .out = &out};
+    store_changes_t ch;
+    store_changes_init(&ch);
+    char err[STORE_ERR_LEN];
+    ck_assert_int_eq(store_apply(st, &op, 1, 2001 * SEC, true, &ch, err), 0);
+    store_changes_fini(&ch);
+    uint64_t last = s_last_seq(st);
+    ck_assert_uint_eq(last, op.as_of);
+    store_close(&st);
+    st = s_open(&cfg);
+    ck_assert_uint_eq(s_last_seq(st), last);
+    store_close(&st);
+}
+END_TEST
+
 static TCase *s_tcase(Suite *s, const char *name, int timeout)
 {
     TCase *tc = tcase_create(name);
@@ -1541,6 +1604,7 @@ static Suite *s_suite(void)
     TCase *tc = s_tcase(s, "sequence", 30);
     tcase_add_test(tc, test_open_close_basics);
     tcase_add_test(tc, test_sequence_across_ops_and_reopen);
+    tcase_add_test(tc, test_seq_reservation_after_crash);
 
     tc = s_tcase(s, "writes", 30);
     tcase_add_test(tc, test_put_fields);

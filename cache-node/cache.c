@@ -15,13 +15,14 @@
  * phase and pays for each move), so the cache also runs two keys-only shadows over a hash sample of the
  * keys: plain LRU and W-TinyLFU with a fixed 1% window, both of the cache's capacity (scaled to the
  * sample). They are scored on the same reads: whenever one hits and the other misses, that one gains a
- * point. When LRU leads by a statistically clear margin, the cache switches to recency mode (the window
+ * point. A switch costs a partial refill, so it takes a lead that is statistically clear *and* large:
+ * when LRU wins by a clear margin and at least 4 to 1, the cache switches to recency mode (the window
  * becomes the whole cache: LRU, with the least frequent of the few oldest entries evicted first); when
- * W-TinyLFU leads by a clear margin *and* by more reads than half the entries the cache holds (a switch
- * costs a partial refill), it switches back to the adaptive W-TinyLFU. Shadow memory is bounded whatever
- * the cache size: each shadow tracks about CACHE_SHADOW_TRACKED_MAX sampled keys (at most twice that plus
- * 64 nodes), 20 bytes per node plus 4 per index bucket -- under 2 MiB for both. Every shadow operation is
- * O(1); a mode switch costs at most what one climber step costs.
+ * W-TinyLFU wins by a clear margin and by more reads than half the entries the cache holds, it switches
+ * back to the adaptive W-TinyLFU. Shadow memory is bounded whatever the cache size: each shadow tracks
+ * about CACHE_SHADOW_TRACKED_MAX sampled keys (at most twice that plus 64 nodes), 20 bytes per node plus
+ * 4 per index bucket -- under 2 MiB for both. Every shadow operation is O(1); a mode switch costs at
+ * most what one climber step costs. Per-entry memory is unchanged.
  *
  * Threading: none. One thread owns a cache_t. The engine does no I/O and never logs.
  */
@@ -59,8 +60,9 @@
 
 #define CACHE_SHADOW_TRACKED_MAX 16384u /* shadows track a hash sample of at most ~this many entries */
 #define CACHE_SWITCH_Z 4.0               /* switch mode when the other shadow leads by z standard deviations ... */
-#define CACHE_SWITCH_MIN 8.0             /* ... and by at least this many reads (to recency mode) ... */
-#define CACHE_SWITCH_BACK_SHARE 0.5      /* ... or this many per tracked entry (back to W-TinyLFU) */
+#define CACHE_SWITCH_MIN 8.0             /* ... and by at least this many reads; to recency mode ... */
+#define CACHE_SWITCH_EFFECT 0.6          /* ... only if LRU won >= 80% of the reads where they differed; */
+#define CACHE_SWITCH_BACK_SHARE 0.5      /* back to W-TinyLFU only by this many reads per tracked entry */
 #define CACHE_EVIDENCE_DECAY 0.75        /* share of the shadows' scores kept at each climber sample */
 #define CACHE_RECENCY_SAMPLE 4u          /* recency mode evicts the least frequent of the oldest 4 */
 
@@ -815,9 +817,11 @@ static void s_switch(cache_t *c, bool to_recency)
 
 /* Score one sampled read (lru_hit, tlfu_hit: what the shadows did) and switch mode when the other
  * policy's shadow is clearly ahead. "Clearly": among the reads where exactly one shadow hit, the
- * lead is more than CACHE_SWITCH_Z standard deviations of a fair coin (a sign test), and at least
- * CACHE_SWITCH_MIN reads -- or, to leave recency mode, CACHE_SWITCH_BACK_SHARE reads per tracked
- * entry: rebuilding the frequent set costs up to one miss per entry, so a small lead does not pay. */
+ * lead is more than CACHE_SWITCH_Z standard deviations of a fair coin (a sign test) and at least
+ * CACHE_SWITCH_MIN reads; to enter recency mode the lead must also be CACHE_SWITCH_EFFECT of those
+ * reads (a mixed workload where LRU is only somewhat ahead for a while stays with W-TinyLFU), to leave
+ * it CACHE_SWITCH_BACK_SHARE reads per tracked entry (rebuilding the frequent set costs up to a miss
+ * per entry, so a small lead does not pay). */
 static void s_score(cache_t *c, bool lru_hit, bool tlfu_hit)
 {
     if (lru_hit == tlfu_hit)
@@ -826,11 +830,12 @@ static void s_score(cache_t *c, bool lru_hit, bool tlfu_hit)
         c->score_lru += 1;
     else
         c->score_tlfu += 1;
+    double both = c->score_lru + c->score_tlfu;
     double lead = c->recency_mode ? c->score_tlfu - c->score_lru : c->score_lru - c->score_tlfu;
-    double min = c->recency_mode ? CACHE_SWITCH_BACK_SHARE * (double)c->sh_lru.count : 0.0;
+    double min = c->recency_mode ? CACHE_SWITCH_BACK_SHARE * (double)c->sh_lru.count : CACHE_SWITCH_EFFECT * both;
     if (min < CACHE_SWITCH_MIN)
         min = CACHE_SWITCH_MIN;
-    if (!c->switched && lead >= min && lead * lead > CACHE_SWITCH_Z * CACHE_SWITCH_Z * (c->score_lru + c->score_tlfu))
+    if (!c->switched && lead >= min && lead * lead > CACHE_SWITCH_Z * CACHE_SWITCH_Z * both)
         s_switch(c, !c->recency_mode);
 }
 
@@ -914,10 +919,12 @@ cache_t *cache_new(const cache_config_t *cfg)
     c->climb_step = -CACHE_CLIMB_STEP * (double)c->max_cost;
 
     /* Shadows: sample 1 key in 2^shift so that about CACHE_SHADOW_TRACKED_MAX entries are tracked, and
-     * scale the capacity alike. With unit cost the node count is exact; with byte costs allow entries
-     * half the expected size (and a little more) before the node limit, not the cost, binds. */
+     * scale the capacity alike. With unit cost the cache holds exactly max_cost entries and so does a
+     * shadow (scaled); with byte costs allow entries of half the expected size (and a little more)
+     * before the node limit, rather than the cost, binds. */
+    uint64_t held = c->unit_cost ? c->max_cost : entries;
     unsigned shift = 0;
-    while ((entries >> shift) > CACHE_SHADOW_TRACKED_MAX)
+    while ((held >> shift) > CACHE_SHADOW_TRACKED_MAX)
         shift++;
     c->sh_shift = shift;
     uint64_t smax = c->max_cost >> shift, scap = c->unit_cost ? smax : 2 * (entries >> shift) + 64;

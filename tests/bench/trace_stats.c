@@ -206,6 +206,9 @@ static int s_cmp_id_by_count(const void *a, const void *b, void *ctx)
     return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
 }
 
+static int s_pools(const uint32_t *seq, size_t n, size_t nk, const uint64_t *cnt, uint64_t hot, const uint64_t *sizes,
+                   int nsizes);
+
 static int s_parse_u64(const char *s, uint64_t *out)
 {
     char *end;
@@ -253,6 +256,10 @@ int main(int argc, char **argv)
     char line[KEY_MAX + 4];
     while (gzgets(gz, line, (int)sizeof(line))) {
         size_t len = strlen(line);
+        if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+            fprintf(stderr, "trace_stats: %s: a key longer than %d bytes\n", path, KEY_MAX);
+            return 1;
+        }
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             len--;
         if (len == 0 || (len == 1 && line[0] == '*'))
@@ -297,9 +304,24 @@ int main(int argc, char **argv)
         printf("%8llu %9.2f %16.2f %18.2f %11.2f\n", (unsigned long long)sizes[s], 100.0 * (double)lru[s] / R,
                100.0 * (double)(top - m) / R, 100.0 * (double)top / R, 100.0 * past[s] / R);
     }
-    if (!hot) {
-        return 0;
-    }
+    int rc = 0;
+    if (hot)
+        rc = s_pools(seq, n, nk, cnt, hot, sizes, nsizes);
+    for (size_t i = 0; i < nk; i++)
+        free(keys.names[i]);
+    free(keys.names);
+    free(keys.slots);
+    free(seq);
+    free(cnt);
+    free(sorted);
+    return rc;
+}
+
+/* The --hot K analysis (see the top of the file). */
+static int s_pools(const uint32_t *seq, size_t n, size_t nk, const uint64_t *cnt, uint64_t hot, const uint64_t *sizes,
+                   int nsizes)
+{
+    double R = (double)n;
     if (hot >= nk) {
         fprintf(stderr, "trace_stats: --hot %llu leaves no cold keys\n", (unsigned long long)hot);
         return 2;
@@ -309,7 +331,7 @@ int main(int argc, char **argv)
     uint32_t *ids = s_alloc(nk * sizeof(*ids));
     for (size_t i = 0; i < nk; i++)
         ids[i] = (uint32_t)i;
-    qsort_r(ids, nk, sizeof(*ids), s_cmp_id_by_count, cnt);
+    qsort_r(ids, nk, sizeof(*ids), s_cmp_id_by_count, (void *)cnt);
     unsigned char *is_hot = s_alloc(nk);
     uint64_t hot_refs = 0;
     for (uint64_t i = 0; i < hot; i++) {
@@ -381,10 +403,10 @@ int main(int argc, char **argv)
     double missing = N - D;
     printf("cold pool under IRM: N = %.0f keys (%.0f never referenced), lambda = %.3f refs/key; seen keys' counts: "
            "mean %.3f, variance %.3f (zero-truncated Poisson: mean %.3f, variance %.3f); chi-square %.1f on %d "
-           "degrees of freedom (5%% critical value about %.1f)\n",
+           "degrees of freedom (5%% critical value %.1f)\n",
            N, missing, lambda, mean, var, lambda / (1 - exp(-lambda)),
            lambda / (1 - exp(-lambda)) * (1 + lambda - lambda / (1 - exp(-lambda))), chi, dof,
-           dof + 1.645 * sqrt(2.0 * dof) + 0.5);
+           dof * pow(1 - 2.0 / (9 * dof) + 1.645 * sqrt(2.0 / (9 * dof)), 3)); /* Wilson-Hilferty */
 
     /* The cold stream alone, and what past-based predictors get on it with SIZE - K slots. */
     uint32_t *cseq = s_alloc((cold_refs ? cold_refs : 1) * sizeof(*cseq));
@@ -416,5 +438,9 @@ int main(int argc, char **argv)
                100.0 * bound / R, 100.0 * sd / R);
         cs++;
     }
+    free(ids);
+    free(is_hot);
+    free(hist);
+    free(cseq);
     return 0;
 }

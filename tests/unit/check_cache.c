@@ -430,6 +430,14 @@ START_TEST(test_shadow_bounded)
     s_check_shadows(c);
     cache_destroy(&c);
 
+    /* the sampling follows what the cache can hold, not the sketch-size hint */
+    cache_config_t cfg = {.max_cost = 1ull << 30, .num_counters = 100, .policy = CACHE_POLICY_WTINYLFU, .unit_cost = true};
+    c = cache_new(&cfg);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_le(c->sh_lru.cap, CACHE_SHADOW_TRACKED_MAX);
+    ck_assert_uint_le(c->sh_tlfu.cap, CACHE_SHADOW_TRACKED_MAX);
+    cache_destroy(&c);
+
     /* small caches track every key, with exactly the cache's capacity */
     c = s_new(777, CACHE_POLICY_WTINYLFU, true, 7);
     ck_assert_uint_eq(c->sh_shift, 0);

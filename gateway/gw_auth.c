@@ -182,26 +182,31 @@ out:
 
 /* ==== verified-token cache ===================================================================== */
 
-typedef struct ac_slot {
-    char *token; /* "Bearer ..." header value as received */
-    size_t len;
+/* One verified token: the header bytes (compared in full on every hit) followed by the claims.
+ * Slots are pointers (8 bytes), in 2-way buckets: a hit marks its way as recently used, a miss
+ * replaces the other way. A thread that sees more distinct tokens than slots only costs misses. */
+typedef struct ac_entry {
     gw_claims_t claims;
-} ac_slot_t;
+    size_t len;
+    char token[];
+} ac_entry_t;
 
 struct gw_authcache {
-    ac_slot_t *slots;
-    size_t n;
+    ac_entry_t **slots;
+    uint8_t *recent; /* per bucket: the way used last */
+    size_t n;        /* slots, a power of two >= 2 */
     uint64_t hits;
 };
 
 gw_authcache_t *gw_authcache_new(size_t slots)
 {
     gw_authcache_t *c = xcalloc(1, sizeof *c);
-    size_t n = 1;
+    size_t n = 2;
     while (n < slots)
         n *= 2;
     c->n = n;
     c->slots = xcalloc(n, sizeof *c->slots);
+    c->recent = xcalloc(n / 2, 1);
     return c;
 }
 
@@ -210,8 +215,9 @@ void gw_authcache_free(gw_authcache_t *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->n; i++)
-        free(c->slots[i].token);
+        free(c->slots[i]);
     free(c->slots);
+    free(c->recent);
     free(c);
 }
 
@@ -225,24 +231,32 @@ int gw_auth_verify_cached(gw_authcache_t *c, const gw_auth_t *a, const char *hdr
 {
     if (!c || !hdr || hdrlen == 0 || hdrlen > TOKEN_MAX + 64)
         return gw_auth_verify(a, hdr, hdrlen, now_s, claims, err);
-    ac_slot_t *sl = &c->slots[util_hash64(hdr, hdrlen, 0x70c3) & (c->n - 1)];
-    if (sl->token && sl->len == hdrlen && memcmp(sl->token, hdr, hdrlen) == 0) {
-        if (now_s > sl->claims.exp && now_s - a->leeway_s > sl->claims.exp) {
-            free(sl->token);
-            sl->token = NULL;
+    size_t b = util_hash64(hdr, hdrlen, 0x70c3) & (c->n / 2 - 1);
+    ac_entry_t **way = &c->slots[2 * b];
+    for (int w = 0; w < 2; w++) {
+        ac_entry_t *e = way[w];
+        if (!e || e->len != hdrlen || memcmp(e->token, hdr, hdrlen) != 0)
+            continue;
+        if (now_s > e->claims.exp && now_s - a->leeway_s > e->claims.exp) {
+            free(e);
+            way[w] = NULL;
             *err = "token expired";
             return -1;
         }
-        *claims = sl->claims;
+        *claims = e->claims;
+        c->recent[b] = (uint8_t)w;
         c->hits++;
         return 0;
     }
     if (gw_auth_verify(a, hdr, hdrlen, now_s, claims, err) < 0)
         return -1;
-    free(sl->token);
-    sl->token = xmalloc(hdrlen);
-    memcpy(sl->token, hdr, hdrlen);
-    sl->len = hdrlen;
-    sl->claims = *claims;
+    int w = !way[0] ? 0 : !way[1] ? 1 : !c->recent[b];
+    free(way[w]);
+    ac_entry_t *e = xmalloc(sizeof *e + hdrlen);
+    e->claims = *claims;
+    e->len = hdrlen;
+    memcpy(e->token, hdr, hdrlen);
+    way[w] = e;
+    c->recent[b] = (uint8_t)w;
     return 0;
 }

@@ -97,6 +97,7 @@ static int s_config(char *err)
     gw_cfg.sse_ping_ms = 15000;
     gw_cfg.sse_queue_max = 256 << 10;
     gw_cfg.sse_window_bytes = 32 << 20;
+    gw_cfg.jwt_cache_size = 65536;
     uint64_t wr = 20, wb = 40, rr = 0, rb = 0, leeway = 60;
     int auth_reads = 0, node_type = 0, alg = 0;
     bool weak = false;
@@ -126,7 +127,8 @@ static int s_config(char *err)
         cfg_u64("SSE_MAX_IDS", 1, 100000, &gw_cfg.sse_max_ids, err) < 0 ||
         cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
         cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0 ||
-        cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0)
+        cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0 ||
+        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0)
         return -1;
     if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
         snprintf(err, CFG_ERR_LEN, "NODE_ID: invalid value '%s' (1-64 of [A-Za-z0-9._~@:=+-])", gw_cfg.node_id);
@@ -319,7 +321,7 @@ static void *s_thread_main(void *arg)
     t->accept_ctx.hosts = s_conf.hosts;
     gw_buf_init(&t->out);
     proto_buf_init(&t->pb);
-    t->authcache = gw_authcache_new(8192);
+    t->authcache = gw_cfg.jwt_cache_size ? gw_authcache_new(gw_cfg.jwt_cache_size) : NULL;
     if (gw_upstream_init(t, s_zctx, err) < 0 || gw_watch_init(t, s_zctx, err) < 0) {
         LOG(LOG_ERROR, "thread %d: %s", t->idx, err);
         exit(1);

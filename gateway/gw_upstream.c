@@ -3,7 +3,7 @@
  * The ZMQ_FD recipe (TECH-NOTES 1.4 and pitfall 1): each DEALER's ZMQ_FD is dup()ed and wrapped
  * in an h2o socket with H2O_SOCKET_FLAG_DONT_READ (h2o must never read libzmq's signaler); on
  * readiness, and after every send (scheduled on the context's zero timeout), we drain the socket
- * while ZMQ_EVENTS says POLLIN, at most DRAIN_MAX messages per turn, rescheduling ourselves when
+ * with non-blocking receives until EAGAIN, at most DRAIN_MAX messages per turn, rescheduling ourselves when
  * there is more. Nothing here blocks: sends use ZMQ_DONTWAIT, and with ZMQ_IMMEDIATE a send to a
  * node with no live connection fails at once (the node is marked down and the key goes to the
  * next node by the hash).
@@ -317,8 +317,9 @@ static void s_drain(gw_node_conn_t *nc)
 {
     gw_thread_t *t = nc->t;
     for (int k = 0; k < DRAIN_MAX; k++) {
-        if (!zu_readable(nc->sock))
-            return;
+        /* No ZMQ_EVENTS check first: a non-blocking receive that finds nothing processes the
+         * socket's pending commands exactly as ZMQ_EVENTS would (re-arming ZMQ_FD's edge) and
+         * returns EAGAIN, so a check per message would only double that cost. */
         zmq_msg_t frames[ZU_FRAMES_MAX];
         int n;
         if (zu_recv(nc->sock, frames, ZU_FRAMES_MAX, &n) < 0) {

@@ -1,6 +1,6 @@
 /* cache_node.c -- the cache-node process: a W-TinyLFU cache tier kept coherent with the store.
  *
- * One thread, one zmq_poll loop over four sockets:
+ * One thread, one poll loop over four sockets (their ZMQ_FDs; see the loop for the contract):
  *   ROUTER  (CACHE_ENDPOINT, bound)     requests from gateways: GET, MGET, PUT, TOUCH, DEL, APPLY,
  *                                       PING, STATS -- many in flight per gateway socket
  *   DEALER  (STORE_CMD_ENDPOINT)        commands to the store-node (or the region's sync relay)
@@ -31,6 +31,7 @@
 #include "zutil.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,7 @@ typedef struct preq {
 } preq_t;
 
 static struct {
+    bool sent_router, sent_store; /* sent on since the last post-send check (ZMQ_FD contract) */
     /* config */
     char data_dir[400], id[64];
     char endpoint[512], store_cmd[512], store_pub[512];
@@ -270,6 +272,7 @@ static void s_send_to(const uint8_t *ident, size_t ident_len, proto_buf_t *b)
     }
     size_t len;
     char *data = proto_buf_steal(b, &len);
+    C.sent_router = true;
     if (zu_send_owned(C.router, ident, ident_len, data, len) < 0)
         LOG_RATELIMITED(LOG_WARN, 1000, "reply to gateway dropped: %s", zmq_strerror(errno));
 }
@@ -348,6 +351,7 @@ static void s_store_flush(void)
     proto_batch_encode(&C.store_batch, &C.buf);
     uint32_t n = C.store_batch.n;
     proto_batch_reset(&C.store_batch);
+    C.sent_store = true;
     if (zu_send(C.store, NULL, 0, C.buf.data, C.buf.len) == 0)
         return;
     /* Not connected (ZMQ_IMMEDIATE) or at the HWM: everything queued fails now, not at a deadline. */
@@ -1055,7 +1059,14 @@ int main(void)
     snprintf(ready, sizeof ready, "cache id=%s endpoint=%s", C.id, C.endpoint);
     zu_signal_ready(ready);
 
+    /* The loop polls the sockets' ZMQ_FDs itself instead of zmq_poll, which would ask every
+     * socket for ZMQ_EVENTS before and after its poll (each a getpid + poll syscall pair). The
+     * contract that makes this safe: after a socket was drained to EAGAIN, a new message signals
+     * its ZMQ_FD -- unless a send on that socket consumed the signal, so sockets sent on get one
+     * ZMQ_EVENTS check before we block; a drain that stopped at its bound polls with timeout 0. */
     zmq_pollitem_t items[4];
+    struct pollfd pfd[4];
+    bool again = true; /* drain once before the first wait */
     while (!s_stop) {
         uint64_t now = util_mono_ms();
         uint64_t next = sync_client_tick(C.sync, now);
@@ -1068,15 +1079,28 @@ int main(void)
         sync_client_poll_items(C.sync, items);
         items[2] = (zmq_pollitem_t){.socket = C.store, .events = ZMQ_POLLIN};
         items[3] = (zmq_pollitem_t){.socket = C.router, .events = ZMQ_POLLIN};
-        long timeout = next > now ? (long)(next - now) : 0;
         s_store_flush(); /* pings and anything queued outside the request path */
-        if (zmq_poll(items, 4, timeout) < 0 && errno != EINTR) {
-            LOG(LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
+        if (sync_client_take_sent(C.sync) && !again)
+            again = zu_readable(items[1].socket);
+        if (C.sent_store && !again)
+            again = zu_readable(C.store);
+        if (C.sent_router && !again)
+            again = zu_readable(C.router);
+        C.sent_store = C.sent_router = false;
+        long timeout = again || next <= now ? 0 : (long)(next - now);
+        for (int i = 0; i < 4; i++) {
+            pfd[i] = (struct pollfd){.fd = zu_fd(items[i].socket), .events = POLLIN};
+        }
+        if (poll(pfd, 4, (int)MIN(timeout, 60000)) < 0 && errno != EINTR) {
+            LOG(LOG_ERROR, "poll: %s", strerror(errno));
             break;
         }
+        again = false;
         /* Stream first: changes already delivered are applied before reads are answered. */
-        sync_client_handle(C.sync);
-        for (int k = 0; k < 4096; k++) {
+        if (sync_client_handle(C.sync))
+            again = true;
+        int k;
+        for (k = 0; k < 4096; k++) {
             zmq_msg_t frames[ZU_FRAMES_MAX];
             int nf;
             if (zu_recv(C.store, frames, ZU_FRAMES_MAX, &nf) < 0) {
@@ -1087,7 +1111,9 @@ int main(void)
             s_on_store(frames, nf);
             zu_close_frames(frames, nf);
         }
-        for (int k = 0; k < 4096 && !s_stop; k++) {
+        if (k == 4096)
+            again = true;
+        for (k = 0; k < 4096 && !s_stop; k++) {
             zmq_msg_t frames[ZU_FRAMES_MAX];
             int nf;
             if (zu_recv(C.router, frames, ZU_FRAMES_MAX, &nf) < 0) {
@@ -1100,6 +1126,8 @@ int main(void)
             s_on_gateway(frames, nf);
             zu_close_frames(frames, nf);
         }
+        if (k == 4096)
+            again = true;
         s_store_flush();
     }
     LOG(LOG_NOTICE, "stopping");

@@ -14,7 +14,9 @@ void *zu_socket(void *ctx, int type, int sndhwm, int rcvhwm)
     if (!s)
         return NULL;
     int zero = 0;
+    int64_t maxmsg = type == ZMQ_PUB || type == ZMQ_XPUB ? ZU_PUB_MAXMSGSIZE : ZU_MAXMSGSIZE;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     if (sndhwm > 0)
         zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
     if (rcvhwm > 0)
@@ -95,6 +97,15 @@ int zu_send_owned(void *sock, const void *ident, size_t ident_len, void *data, s
         return -1;
     }
     return 0;
+}
+
+int zu_fd(void *sock)
+{
+    int fd = -1;
+    size_t len = sizeof fd;
+    if (zmq_getsockopt(sock, ZMQ_FD, &fd, &len) < 0)
+        return -1;
+    return fd;
 }
 
 int zu_readable(void *sock)

@@ -14,7 +14,19 @@
 
 #define ZU_FRAMES_MAX 4
 
-/* Create a socket with LINGER 0 and the given HWMs (0 = libzmq default). NULL on error. */
+/* Largest frame any socket accepts from a peer (ZMQ_MAXMSGSIZE): PROTO_FRAME_MAX, the largest
+ * frame the wire protocol decodes (proto.h). Without it libzmq allocates whatever size a peer's
+ * frame header claims (up to 2^63) and buffers the bytes as they come: one connection to a tcp
+ * endpoint could make a process allocate gigabytes. A peer that announces a larger frame is
+ * disconnected before anything is allocated. */
+#define ZU_MAXMSGSIZE (16ll << 20)
+/* A PUB socket only ever receives subscriptions (ours are 1-byte topics) and handshake commands
+ * (a CURVE INITIATE is ~300 bytes). libzmq keeps every subscription in a trie costing ~32 bytes per
+ * prefix byte: a 16 MiB subscription made a store-node grow by 512 MiB. */
+#define ZU_PUB_MAXMSGSIZE 4096ll
+
+/* Create a socket with LINGER 0, ZMQ_MAXMSGSIZE (ZU_PUB_MAXMSGSIZE for PUB/XPUB, else
+ * ZU_MAXMSGSIZE) and the given HWMs (0 = libzmq default). NULL on error. */
 void *zu_socket(void *ctx, int type, int sndhwm, int rcvhwm);
 
 /* Receive one whole multipart message without blocking. Fills frames[0..*n) (initialised
@@ -33,6 +45,8 @@ int zu_send_owned(void *sock, const void *ident, size_t ident_len, void *data, s
 /* True when the socket has a message waiting (reads ZMQ_EVENTS, which also processes the socket's
  * command mailbox as the ZMQ_FD contract requires). */
 int zu_readable(void *sock);
+/* The socket's ZMQ_FD (edge-style readiness signal; never read or written by us), or -1. */
+int zu_fd(void *sock);
 
 /* Write "ready <line>\n" to the fd named by READY_FD (if set) and close it. */
 void zu_signal_ready(const char *line);

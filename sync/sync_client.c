@@ -40,6 +40,7 @@ struct sync_client {
 
     /* catch-up */
     bool cu_active;       /* a request is outstanding */
+    bool sent;            /* sent on the DEALER since sync_client_take_sent */
     bool cu_wanted;       /* a catch-up must run (state CATCHING_UP / SILENT) */
     bool cu_snapshot;     /* inside a multi-chunk snapshot */
     bool cu_rerun;        /* the buffer overflowed: run again when this one ends */
@@ -187,6 +188,7 @@ static void s_send_catchup(sync_client_t *sc, uint64_t now)
     proto_buf_reset(&sc->out);
     proto_enc_catchup(&sc->out, sc->cu_rid, sc->epoch, sc->seq, sc->cfg.chunk_items, flags, sc->cu_snap_start,
                       sc->cu_snapshot ? sc->cu_key : "", sc->cu_snapshot ? sc->cu_key_len : 0);
+    sc->sent = true;
     if (zu_send(sc->dealer, NULL, 0, sc->out.data, sc->out.len) < 0) {
         /* Not connected (ZMQ_IMMEDIATE) or at the HWM: retry after a backoff. */
         sc->cu_active = false;
@@ -432,11 +434,33 @@ static void s_on_sub(sync_client_t *sc, zmq_msg_t *frames, int n)
     proto_msg_fini(&m);
 }
 
-void sync_client_handle(sync_client_t *sc)
+static void s_on_dealer(sync_client_t *sc, zmq_msg_t *frames, int n)
+{
+    proto_msg_t m;
+    if (n == 1 && proto_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &m) == PROTO_DEC_OK) {
+        if (m.type == PROTO_CATCHUP_REPLY)
+            s_on_catchup_reply(sc, &m);
+        proto_msg_fini(&m);
+    } else {
+        sc->st.malformed++;
+        if (n == 1) /* else m was never initialised (a reply of several frames) */
+            proto_msg_fini(&m);
+    }
+}
+
+bool sync_client_take_sent(sync_client_t *sc)
+{
+    bool s = sc->sent;
+    sc->sent = false;
+    return s;
+}
+
+int sync_client_handle(sync_client_t *sc)
 {
     zmq_msg_t frames[ZU_FRAMES_MAX];
-    int n;
-    for (int i = 0; i < DRAIN_MAX; i++) {
+    int n, more = 0;
+    int i;
+    for (i = 0; i < DRAIN_MAX; i++) {
         if (zu_recv(sc->sub, frames, ZU_FRAMES_MAX, &n) < 0) {
             if (errno == EPROTO) {
                 sc->st.malformed++;
@@ -447,23 +471,28 @@ void sync_client_handle(sync_client_t *sc)
         s_on_sub(sc, frames, n);
         zu_close_frames(frames, n);
     }
-    for (int i = 0; i < 64; i++) {
+    if (i == DRAIN_MAX)
+        more = 1;
+    for (i = 0; i < 64; i++) {
         if (zu_recv(sc->dealer, frames, ZU_FRAMES_MAX, &n) < 0) {
             if (errno == EPROTO)
                 continue;
             break;
         }
-        proto_msg_t m;
-        if (n == 1 && proto_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &m) == PROTO_DEC_OK) {
-            if (m.type == PROTO_CATCHUP_REPLY)
-                s_on_catchup_reply(sc, &m);
-            proto_msg_fini(&m);
-        } else {
-            sc->st.malformed++;
-            proto_msg_fini(&m);
-        }
+        s_on_dealer(sc, frames, n);
         zu_close_frames(frames, n);
     }
+    if (i == 64)
+        more = 1;
+    return more;
+}
+
+void sync_client_input(sync_client_t *sc, bool from_sub, zmq_msg_t *frames, int n)
+{
+    if (from_sub)
+        s_on_sub(sc, frames, n);
+    else
+        s_on_dealer(sc, frames, n);
 }
 
 uint64_t sync_client_tick(sync_client_t *sc, uint64_t now)

@@ -75,8 +75,16 @@ void sync_client_destroy(sync_client_t **sc);
 
 /* The two sockets to poll for ZMQ_POLLIN: items[0] = SUB, items[1] = DEALER. Returns 2. */
 int sync_client_poll_items(sync_client_t *sc, zmq_pollitem_t *items);
-/* Drain both sockets (bounded work per call). */
-void sync_client_handle(sync_client_t *sc);
+/* Drain both sockets (bounded work per call). Returns 1 when a bound stopped the drain (call
+ * again without waiting for ZMQ_FD), 0 when both sockets reported EAGAIN. */
+int sync_client_handle(sync_client_t *sc);
+/* True once after the client sent on its DEALER (catch-up requests): a caller that waits on the
+ * sockets' ZMQ_FDs must check ZMQ_EVENTS on the DEALER (items[1]) before blocking. */
+bool sync_client_take_sent(sync_client_t *sc);
+/* Process one received message (frames[0..n)) exactly as sync_client_handle does for a message
+ * read from the SUB socket (from_sub) or the DEALER. A seam for tests and fuzzing: they feed
+ * frames without a publisher. The frames stay the caller's. */
+void sync_client_input(sync_client_t *sc, bool from_sub, zmq_msg_t *frames, int n);
 /* Timers (heartbeat limit, request deadlines, retries). Returns the next deadline (monotonic ms). */
 uint64_t sync_client_tick(sync_client_t *sc, uint64_t now_ms);
 

@@ -31,6 +31,7 @@
 #include "zutil.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -883,29 +884,43 @@ int main(void)
     snprintf(ready, sizeof ready, "store cmd=%s pub=%s", S.cmd_ep, S.pub_ep);
     zu_signal_ready(ready);
 
-    zmq_pollitem_t items[4];
+    /* Poll the sockets' ZMQ_FDs and the completion eventfd directly (not zmq_poll, which asks
+     * every socket for ZMQ_EVENTS before and after each wait). Every socket is drained to EAGAIN,
+     * so a new message signals its ZMQ_FD -- unless one of our sends (replies, acks) consumed the
+     * signal: the ROUTERs are checked once with ZMQ_EVENTS before we block. A bounded drain that
+     * stopped early polls with timeout 0. */
+    struct pollfd pfd[4];
     uint64_t next_hugz = util_mono_ms();
+    bool again = true;
     while (!s_stop) {
         int ni = 0;
-        for (int i = 0; i < S.nrouters; i++)
-            items[ni++] = (zmq_pollitem_t){.socket = S.routers[i], .events = ZMQ_POLLIN};
-        if (S.zap)
-            items[ni++] = (zmq_pollitem_t){.socket = curve_zap_socket(S.zap), .events = ZMQ_POLLIN};
-        items[ni++] = (zmq_pollitem_t){.fd = S.efd, .events = ZMQ_POLLIN};
+        for (int i = 0; i < S.nrouters; i++) {
+            if (!again && zu_readable(S.routers[i]))
+                again = true;
+            pfd[ni++] = (struct pollfd){.fd = zu_fd(S.routers[i]), .events = POLLIN};
+        }
+        if (S.zap) {
+            if (!again && zu_readable(curve_zap_socket(S.zap)))
+                again = true;
+            pfd[ni++] = (struct pollfd){.fd = zu_fd(curve_zap_socket(S.zap)), .events = POLLIN};
+        }
+        pfd[ni++] = (struct pollfd){.fd = S.efd, .events = POLLIN};
         uint64_t now = util_mono_ms();
-        long timeout = next_hugz > now ? (long)(next_hugz - now) : 0;
-        int rc = zmq_poll(items, ni, timeout);
+        long timeout = again || next_hugz <= now ? 0 : (long)(next_hugz - now);
+        int rc = poll(pfd, (nfds_t)ni, (int)MIN(timeout, 60000));
         if (rc < 0 && errno != EINTR) {
-            LOG(LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
+            LOG(LOG_ERROR, "poll: %s", strerror(errno));
             break;
         }
-        if (items[ni - 1].revents & ZMQ_POLLIN)
+        again = false;
+        if (rc > 0 && (pfd[ni - 1].revents & POLLIN))
             s_drain_completions();
         if (S.zap)
             curve_zap_handle(S.zap);
         for (int i = 0; i < S.nrouters; i++) {
             /* Bounded drain so completions and heartbeats are never starved. */
-            for (int k = 0; k < 4096 && !s_stop; k++) {
+            int k;
+            for (k = 0; k < 4096 && !s_stop; k++) {
                 zmq_msg_t frames[ZU_FRAMES_MAX];
                 int nf;
                 if (zu_recv(S.routers[i], frames, ZU_FRAMES_MAX, &nf) < 0) {
@@ -918,6 +933,8 @@ int main(void)
                 s_handle(S.routers[i], frames, nf);
                 zu_close_frames(frames, nf);
             }
+            if (k == 4096)
+                again = true;
         }
         now = util_mono_ms();
         if (now >= next_hugz) {

@@ -54,6 +54,8 @@ BINS :=
 TEST_BINS :=
 UNIT_TESTS :=
 INTEG_TESTS :=
+# Steps `make test` runs in order; each must print a line "<name>: N passed, N failed".
+TEST_STEPS := test-unit test-integ test-integ-asan
 
 .SECONDARY:
 .PHONY: all deps run token test test-unit test-integ test-integ-asan asan bench clean fmt deploy-check
@@ -65,7 +67,12 @@ include cache-node/module.mk
 include sync/module.mk
 include gateway/module.mk
 include launcher/module.mk
+include tools/module.mk
 include tests/module.mk
+# Optional fragments (fuzzing, deployment checks) add their steps to TEST_STEPS.
+-include tests/fuzz/module.mk
+-include tests/deploy/module.mk
+-include tests/hardening/module.mk
 
 all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
 

@@ -43,7 +43,7 @@ test-integ-asan:
 
 test: all
 	@set -o pipefail; status=0; : > $(B)/test-summary.log; \
-	for t in test-unit test-integ test-integ-asan; do \
+	for t in $(TEST_STEPS); do \
 	  $(MAKE) --no-print-directory $$t 2>&1 | tee $(B)/$$t.log || status=1; \
 	  line=$$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' $(B)/$$t.log | tail -n 1); \
 	  echo "$${line:-$$t: 0 passed, 1 failed (no summary: see $(B)/$$t.log)}" >> $(B)/test-summary.log; \

@@ -1,0 +1,12 @@
+# tools/: small programs shipped in the container image beside the services.
+#   presence-probe   health probe (ZeroMQ PING to store/cache/relay, HTTP GET to the gateway)
+#   presence-keygen  CurveZMQ key pairs for the center <-> leaf link
+BINS += $(B)/bin/presence-probe $(B)/bin/presence-keygen
+
+$(B)/bin/presence-probe: $(B)/tools/presence_probe.o $(PROTO_LIB) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(B)/bin/presence-keygen: $(B)/tools/presence_keygen.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)

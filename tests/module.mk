@@ -36,7 +36,7 @@ test-integ: all
 
 test-integ-asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=1 all
-	@PRESENCE_BIN=$(abspath build-asan)/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	@PRESENCE_BIN=$(abspath build-asan)/bin ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=32 \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp):print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1 CK_TIMEOUT_MULTIPLIER=3 \
 	  tests/run-tests.sh integ-asan $(patsubst $(B)/%,build-asan/%,$(INTEG_TESTS))

@@ -336,7 +336,9 @@ START_TEST(test_slow_reader_dropped)
     close(fd);
     th_conn_close(&c);
     long rss1 = s_rss_kb(n.gw->pid);
-    ck_assert_msg(rss1 - rss0 < 50 * 1024, "gateway grew by %ld kB", rss1 - rss0);
+    /* The ASan build keeps freed memory in quarantine (and redzones): a looser bound there. */
+    long bound_kb = getenv("ASAN_OPTIONS") ? 120 * 1024 : 50 * 1024;
+    ck_assert_msg(rss1 - rss0 < bound_kb, "gateway grew by %ld kB", rss1 - rss0);
     ck_assert_int_eq(th_node_stop(&n), 0);
 }
 END_TEST

@@ -12,6 +12,10 @@
 #   make bench    benchmarks (not part of `make test`); see BENCHMARKS.md
 
 SHELL := /bin/bash
+# Compile in parallel by default (one job per core); `make -jN` on the command line wins.
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+  MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
+endif
 .DEFAULT_GOAL := all
 
 BUILD ?= build

@@ -13,8 +13,11 @@
 
 SHELL := /bin/bash
 # Compile in parallel by default (one job per core); `make -jN` on the command line wins.
-ifeq ($(filter -j%,$(MAKEFLAGS)),)
-  MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
+# (Top level only: sub-makes share the top level's job server.)
+ifeq ($(MAKELEVEL),0)
+  ifeq ($(filter -j%,$(MAKEFLAGS)),)
+    MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
+  endif
 endif
 .DEFAULT_GOAL := all
 

@@ -162,10 +162,30 @@ void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint6
     gw_buf_add(b, "}}", 2);
 }
 
+static size_t s_utf8_seq(const unsigned char *p, size_t n);
+
 void gw_json_error(gw_buf_t *b, const char *msg)
 {
     gw_buf_add(b, "{\"success\":false,\"error\":", 25);
-    gw_buf_add_jstr(b, msg, strlen(msg));
+    /* An error text may quote what the client sent ("invalid user_id: <id>", cut to fit): any
+     * ill-formed UTF-8 in it becomes U+FFFD so the body stays JSON. gw_buf_add_jstr needs valid
+     * UTF-8; the hot paths give it validated text, errors are rare enough to check here. */
+    size_t n = strlen(msg), o = 0;
+    char *clean = xmalloc(n * 3 + 1);
+    for (size_t i = 0; i < n;) {
+        size_t k = s_utf8_seq((const unsigned char *)msg + i, n - i);
+        if (k == 0) {
+            memcpy(clean + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(clean + o, msg + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    gw_buf_add_jstr(b, clean, o);
+    free(clean);
     gw_buf_add(b, "}", 1);
 }
 
@@ -267,15 +287,21 @@ static json_t *s_load_ill_formed(const char *body, size_t len)
     return root;
 }
 
-static json_t *s_load_object(const char *body, size_t len)
+/* *ill_formed: the body is not valid UTF-8 and was re-read only to name the wrong field; the
+ * caller refuses it even when every field it reads is fine (the bad bytes were elsewhere, e.g. in
+ * an unknown key). */
+static json_t *s_load_object(const char *body, size_t len, bool *ill_formed)
 {
+    *ill_formed = false;
     if (!body || len == 0)
         return NULL;
     json_error_t e;
     /* DISABLE_EOF_CHECK off: trailing garbage after the object is invalid JSON. */
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
-    if (!root && json_error_code(&e) == json_error_invalid_utf8)
+    if (!root && json_error_code(&e) == json_error_invalid_utf8) {
         root = s_load_ill_formed(body, len);
+        *ill_formed = true;
+    }
     if (root && !json_is_object(root)) {
         json_decref(root);
         return NULL;
@@ -340,12 +366,17 @@ static int s_set_fields(json_t *o, uint32_t default_ttl, proto_record_t *out, co
 
 int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_record_t *out, const char **err)
 {
-    json_t *o = s_load_object(body, len);
+    bool ill;
+    json_t *o = s_load_object(body, len, &ill);
     if (!o) {
         *err = "invalid JSON";
         return -1;
     }
     int rc = s_set_fields(o, default_ttl, out, err);
+    if (rc == 0 && ill) {
+        *err = "invalid JSON";
+        rc = -1;
+    }
     json_decref(o);
     return rc;
 }
@@ -358,7 +389,8 @@ int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const c
         i++;
     if (i == len)
         return 0; /* no body: keep the record's ttl */
-    json_t *o = s_load_object(body, len);
+    bool ill;
+    json_t *o = s_load_object(body, len, &ill);
     if (!o) {
         *err = "invalid JSON";
         return -1;
@@ -367,6 +399,9 @@ int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const c
     int rc = 0;
     if (t && !json_is_null(t) && s_ttl(t, ttl) < 0) {
         *err = "invalid ttl";
+        rc = -1;
+    } else if (ill) {
+        *err = "invalid JSON";
         rc = -1;
     }
     json_decref(o);
@@ -387,7 +422,8 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
                         char *idstore, proto_record_t *recs, uint32_t *n, char *errbuf, size_t errlen)
 {
     *n = 0;
-    json_t *o = s_load_object(body, len);
+    bool ill;
+    json_t *o = s_load_object(body, len, &ill);
     if (!o) {
         snprintf(errbuf, errlen, "invalid JSON");
         return -1;
@@ -515,6 +551,10 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
     }
     rc = GW_BATCH_READ;
 out:
+    if (rc >= 0 && ill) {
+        snprintf(errbuf, errlen, "invalid JSON");
+        rc = -1;
+    }
     json_decref(o);
     return rc;
 }

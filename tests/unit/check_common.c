@@ -11,13 +11,16 @@
  * tests. Single-threaded; no files, no network.
  */
 #include "cfg.h"
+#include "proto.h"
 #include "util.h"
+#include "zutil.h"
 
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A small deterministic PRNG (splitmix64) so failures reproduce. */
 static uint64_t s_rng(uint64_t *st)
@@ -565,6 +568,62 @@ START_TEST(test_cfg_str)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------------------
+ * zutil: every socket bounds what a peer may send (ZMQ_MAXMSGSIZE)
+ * ------------------------------------------------------------------------------------------------- */
+
+START_TEST(test_zu_maxmsgsize)
+{
+    ck_assert_int_eq(ZU_MAXMSGSIZE, PROTO_FRAME_MAX); /* nothing larger could be decoded anyway */
+    void *ctx = zmq_ctx_new();
+    static const int types[] = {ZMQ_ROUTER, ZMQ_DEALER, ZMQ_SUB, ZMQ_PUB, ZMQ_XPUB, ZMQ_REP, ZMQ_PAIR};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        void *s = zu_socket(ctx, types[i], 0, 0);
+        ck_assert_ptr_nonnull(s);
+        int64_t v = 0;
+        size_t len = sizeof v;
+        ck_assert_int_eq(zmq_getsockopt(s, ZMQ_MAXMSGSIZE, &v, &len), 0);
+        bool pub = types[i] == ZMQ_PUB || types[i] == ZMQ_XPUB;
+        ck_assert_int_eq(v, pub ? ZU_PUB_MAXMSGSIZE : ZU_MAXMSGSIZE);
+        zmq_close(s);
+    }
+    /* Enforced: a frame over the bound never arrives (the peer is dropped), one at it does. */
+    char dir[] = "/tmp/ck-zu-XXXXXX", ep[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(ep, sizeof ep, "ipc://%s/s", dir);
+    void *r = zu_socket(ctx, ZMQ_ROUTER, 0, 0);
+    ck_assert_int_eq(zmq_bind(r, ep), 0);
+    size_t sizes[2] = {(size_t)ZU_MAXMSGSIZE + 1, (size_t)ZU_MAXMSGSIZE};
+    char *big = calloc(1, sizes[0]);
+    for (int k = 0; k < 2; k++) {
+        void *d = zmq_socket(ctx, ZMQ_DEALER);
+        int zero = 0;
+        zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
+        ck_assert_int_eq(zmq_connect(d, ep), 0);
+        ck_assert_int_eq(zmq_send(d, big, sizes[k], 0), (int)sizes[k]);
+        zmq_pollitem_t pi = {.socket = r, .events = ZMQ_POLLIN};
+        int got = zmq_poll(&pi, 1, k == 0 ? 500 : 5000);
+        ck_assert_int_eq(got, k == 0 ? 0 : 1);
+        if (got) {
+            zmq_msg_t f[ZU_FRAMES_MAX];
+            int n;
+            ck_assert_int_eq(zu_recv(r, f, ZU_FRAMES_MAX, &n), 0);
+            ck_assert_int_eq(n, 2);
+            ck_assert_uint_eq(zmq_msg_size(&f[1]), sizes[k]);
+            zu_close_frames(f, n);
+        }
+        zmq_close(d);
+    }
+    free(big);
+    zmq_close(r);
+    zmq_ctx_term(ctx);
+    char path[80];
+    snprintf(path, sizeof path, "%s/s", dir);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------------------
  * Suite
  * ------------------------------------------------------------------------------------------------- */
 
@@ -604,6 +663,11 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_cfg_enum);
     tcase_add_test(tc, test_cfg_duration);
     tcase_add_test(tc, test_cfg_str);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("zutil");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_zu_maxmsgsize);
     suite_add_tcase(s, tc);
     return s;
 }

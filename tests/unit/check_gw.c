@@ -422,6 +422,41 @@ START_TEST(test_parse_set_body)
 }
 END_TEST
 
+/* Ill-formed UTF-8 anywhere makes the body invalid, also where no field we read looks (an unknown
+ * key or value): the re-read that names the wrong field must not let the rest through. */
+START_TEST(test_parse_ill_formed_elsewhere)
+{
+    proto_record_t r;
+    const char *err = NULL;
+    static const char *const bodies[] = {"{\"\xff\":1,\"status\":\"online\"}",
+                                         "{\"status\":\"online\",\"x\":\"\xc3\x28\"}",
+                                         "{\"status\":\"online\",\"x\":[\"\xed\xa0\x80\"]}"};
+    for (size_t i = 0; i < ARRAY_LEN(bodies); i++) {
+        err = NULL;
+        ck_assert_int_eq(gw_parse_set_body(bodies[i], strlen(bodies[i]), 60, &r, &err), -1);
+        ck_assert_str_eq(err, "invalid JSON");
+    }
+    uint32_t ttl;
+    static const char hb[] = "{\"ttl\":60,\"\xff\":0}";
+    ck_assert_int_eq(gw_parse_heartbeat_body(hb, strlen(hb), &ttl, &err), -1);
+    ck_assert_str_eq(err, "invalid JSON");
+    proto_str_t ids[4];
+    char store[512], eb[128];
+    proto_record_t recs[4];
+    uint32_t n;
+    static const char rd[] = "{\"user_ids\":[\"a\"],\"\xfe\":1}";
+    ck_assert_int_eq(gw_parse_batch_body(rd, strlen(rd), 4, 60, ids, store, recs, &n, eb, sizeof eb), -1);
+    ck_assert_str_eq(eb, "invalid JSON");
+    static const char wr[] = "{\"presences\":[{\"user_id\":\"a\",\"status\":\"away\",\"\xc0\xaf\":1}]}";
+    ck_assert_int_eq(gw_parse_batch_body(wr, strlen(wr), 4, 60, ids, store, recs, &n, eb, sizeof eb), -1);
+    ck_assert_str_eq(eb, "invalid JSON");
+    /* The field's own error still wins when the bad bytes are in a field we read. */
+    static const char msg[] = "{\"status\":\"online\",\"message\":\"\xff\"}";
+    ck_assert_int_eq(gw_parse_set_body(msg, strlen(msg), 60, &r, &err), -1);
+    ck_assert_str_eq(err, "invalid message");
+}
+END_TEST
+
 START_TEST(test_parse_heartbeat_body)
 {
     uint32_t ttl = 99;
@@ -1576,6 +1611,62 @@ START_TEST(test_rendezvous_balance_disruption)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------------------
+ * Regressions found by fuzzing (tests/fuzz/)
+ * ------------------------------------------------------------------------------------------------- */
+
+/* The error body must be JSON even when it quotes what the client sent. */
+static void s_assert_json_error(const char *msg, const char *want)
+{
+    gw_buf_t b;
+    gw_buf_init(&b);
+    gw_json_error(&b, msg);
+    json_error_t e;
+    json_t *o = json_loadb(b.p, b.len, 0, &e);
+    ck_assert_msg(o != NULL, "not JSON (%s): %.*s", e.text, (int)b.len, b.p);
+    ck_assert(json_is_false(json_object_get(o, "success")));
+    ck_assert_str_eq(json_string_value(json_object_get(o, "error")), want);
+    json_decref(o);
+    gw_buf_free(&b);
+}
+
+/* fuzz_http: GET /api/v2/presence?users=alice,car%A5ol answered 400 with the raw byte 0xa5 in
+ * "invalid user_id: ...", so the body was not valid UTF-8, hence not JSON. */
+START_TEST(test_fuzz_error_body_utf8)
+{
+    s_assert_json_error("invalid user_id: car\xa5ol", "invalid user_id: car\xef\xbf\xbdol");
+    s_assert_json_error("x\xc3", "x\xef\xbf\xbd");                /* cut sequence at the end */
+    s_assert_json_error("\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"); /* surrogate */
+    s_assert_json_error("caf\xc3\xa9 \"q\"\n", "caf\xc3\xa9 \"q\"\n");     /* valid text unchanged */
+
+    /* The parsers' own errors, end to end. */
+    static const char q[] = "users=alice,car%A5ol";
+    proto_str_t ids[8];
+    char store[sizeof q], eb[200];
+    ck_assert_int_eq(gw_parse_users(q, strlen(q), 8, ids, store, eb, sizeof eb), -1);
+    s_assert_json_error(eb, "invalid user_id: car\xef\xbf\xbdol");
+
+    /* A batch id of 2-byte characters cut at 128 bytes in the middle of one. */
+    char body[400];
+    int off = snprintf(body, sizeof body, "{\"user_ids\":[\"x");
+    for (int i = 0; i < 100; i++)
+        off += snprintf(body + off, sizeof body - (size_t)off, "\xc3\xa9");
+    off += snprintf(body + off, sizeof body - (size_t)off, "\"]}");
+    proto_record_t recs[8];
+    char idstore[sizeof body];
+    uint32_t n;
+    ck_assert_int_eq(gw_parse_batch_body(body, (size_t)off, 8, 60, ids, idstore, recs, &n, eb, sizeof eb), -1);
+    gw_buf_t b;
+    gw_buf_init(&b);
+    gw_json_error(&b, eb);
+    json_error_t e;
+    json_t *o = json_loadb(b.p, b.len, 0, &e);
+    ck_assert_msg(o != NULL, "not JSON (%s): %.*s", e.text, (int)b.len, b.p);
+    json_decref(o);
+    gw_buf_free(&b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------------------
  * Suite
  * ------------------------------------------------------------------------------------------------- */
 
@@ -1596,6 +1687,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_pct_decode);
     tcase_add_test(tc, test_parse_set_body);
     tcase_add_test(tc, test_parse_heartbeat_body);
+    tcase_add_test(tc, test_parse_ill_formed_elsewhere);
     tcase_add_test(tc, test_parse_batch_body);
     tcase_add_test(tc, test_parse_users);
     tcase_add_test(tc, test_query_param);
@@ -1625,6 +1717,11 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_ratelimit_disabled);
     tcase_add_test(tc, test_ratelimit_many_keys);
     tcase_add_test(tc, test_ratelimit_threads);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("fuzz");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_fuzz_error_body_utf8);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("rendezvous");

@@ -7,9 +7,11 @@
 #   make          build every binary into build/
 #   make run      build, then start a complete center node on localhost:$(SERVICE_PORT)
 #   make token    print a development JWT:  make token SUB=alice [SCOPE=presence:admin]
-#   make test     unit tests, integration tests (normal and ASan/UBSan builds), deploy checks
+#   make test     unit, integration (normal and ASan/UBSan), fuzz and valgrind smoke, deploy checks
 #   make asan     build everything with AddressSanitizer + UBSan into build-asan/
 #   make bench    benchmarks (not part of `make test`); see BENCHMARKS.md
+#   make fuzz     libFuzzer targets, FUZZ_SECONDS each (tests/fuzz)
+#   make soak     mixed load for DURATION seconds, flat memory and no errors (tests/hardening)
 
 SHELL := /bin/bash
 # Compile in parallel by default (one job per core); `make -jN` on the command line wins.

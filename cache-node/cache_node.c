@@ -93,6 +93,7 @@ typedef struct preq {
     uint8_t klen; /* DEL: the key */
     char key[PROTO_USER_ID_MAX];
     uint64_t client_rid;
+    uint64_t write_deadline_us; /* the gateway's deadline for this write (wall clock), 0 = none */
     /* PK_FETCH */
     fetch_t **fetches;
     uint32_t nfetch;
@@ -104,6 +105,9 @@ static struct {
     char data_dir[400], id[64];
     char endpoint[512], store_cmd[512], store_pub[512];
     uint64_t max_cost, counters, store_timeout_ms, hb_limit_ms, store_down_ms, sub_hwm;
+    uint64_t stall_ms; /* longest wait in poll; twice this without running = stalled (s_stalled) */
+    uint64_t req_timeout_ms;
+    uint64_t distrust_until_ms; /* after a stall, reads go through to the store until then */
     int policy;
 
     void *zctx, *router, *store;
@@ -142,6 +146,9 @@ static struct {
     uint32_t store_rids_cap;
     uint64_t requests_total, reads_total, writes_total, fetches_total, fetch_keys_total, coalesced_total;
     uint64_t store_timeouts, store_unavailable, malformed_total, stale_served, bypass_reads, fills_dropped;
+    uint64_t expired_writes; /* gateway writes past their deadline when we got to them: dropped */
+    uint64_t store_batch_deadline; /* earliest write deadline among the queued commands, 0 = none */
+    uint64_t stalls;               /* times this process found it had not run for a while */
     stats_hist_t store_rtt_hist;
 } C;
 
@@ -268,6 +275,13 @@ static void s_send_to(const uint8_t *ident, size_t ident_len, proto_buf_t *b)
     if (C.in_batch && ident_len == C.batch_ident_len && memcmp(ident, C.batch_ident, ident_len) == 0) {
         proto_batch_add(&C.out_batch, b->data, b->len);
         proto_buf_reset(b);
+        if (C.out_batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* keep frames small: send this part now */
+            proto_batch_encode(&C.out_batch, &C.out_frame);
+            proto_batch_reset(&C.out_batch);
+            C.in_batch = false;
+            s_send_to(ident, ident_len, &C.out_frame);
+            C.in_batch = true;
+        }
         return;
     }
     size_t len;
@@ -329,6 +343,8 @@ static preq_t *s_preq_new(uint8_t kind)
     return p;
 }
 
+static void s_store_flush(void);
+
 /* Queue b (a command whose request id is rid) for the store; it leaves with the rest of this
  * loop turn's commands (s_store_flush). */
 static void s_store_queue(proto_buf_t *b, uint64_t rid)
@@ -339,13 +355,51 @@ static void s_store_queue(proto_buf_t *b, uint64_t rid)
     }
     C.store_rids[C.store_batch.n] = rid;
     proto_batch_add(&C.store_batch, b->data, b->len);
+    if (C.store_batch.data.len >= PROTO_BATCH_SOFT_MAX)
+        s_store_flush();
 }
 
 static void s_preq_fail(preq_t *p, uint8_t status);
 static preq_t *s_preq_take(uint64_t rid);
 
+static preq_t *s_preq_find(uint64_t rid)
+{
+    if (!C.ptab_size)
+        return NULL;
+    for (preq_t *p = C.ptab[util_mix64(rid) & (C.ptab_size - 1)]; p; p = p->hnext)
+        if (p->rid == rid)
+            return p;
+    return NULL;
+}
+
+/* Writes whose gateway deadline passed before they left (the process was stopped between taking
+ * them and sending them) are answered ETIMEOUT instead of being sent: see s_handle_write. */
+static void s_store_drop_expired(uint64_t now_us)
+{
+    proto_batch_t keep;
+    proto_batch_init(&keep);
+    const proto_batch_t *b = &C.store_batch;
+    uint32_t nk = 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        uint32_t start = i ? b->ends[i - 1] : 0;
+        preq_t *p = s_preq_find(C.store_rids[i]);
+        if (p && p->kind == PK_FORWARD && p->write_deadline_us && now_us >= p->write_deadline_us) {
+            C.expired_writes++;
+            s_preq_fail(s_preq_take(p->rid), PROTO_ETIMEOUT);
+            continue;
+        }
+        proto_batch_add(&keep, b->data.data + start, b->ends[i] - start);
+        C.store_rids[nk++] = C.store_rids[i];
+    }
+    proto_batch_fini(&C.store_batch);
+    C.store_batch = keep;
+}
+
 static void s_store_flush(void)
 {
+    if (C.store_batch_deadline && util_now_us() >= C.store_batch_deadline)
+        s_store_drop_expired(util_now_us());
+    C.store_batch_deadline = 0;
     if (!C.store_batch.n)
         return;
     proto_batch_encode(&C.store_batch, &C.buf);
@@ -367,15 +421,32 @@ static void s_store_flush(void)
 
 static void s_fetch_fail(fetch_t *f, uint8_t status)
 {
+    /* The store did not answer: a key the cache holds is served from it, marked stale, as when the
+     * store is known to be down. (A read that bypassed the cache because the stream is catching up
+     * -- e.g. just after the store restarted, before this node's command socket reconnected -- must
+     * not turn a cached record into a 503.) */
+    cache_view_t v;
+    proto_buf_t held;
+    proto_buf_init(&held);
+    bool cached = (status == PROTO_EUNAVAIL || status == PROTO_ETIMEOUT) && cache_peek(C.cache, f->key, f->klen, &v);
+    if (cached && !v.negative)
+        proto_buf_append(&held, v.value, v.value_len);
     for (waiter_t *w = f->waiters, *wn; w; w = wn) {
         wn = w->next;
         greq_t *g = w->g;
-        if (g->status == PROTO_OK)
+        if (cached) {
+            if (held.len) /* else a cached "not found" */
+                proto_buf_append(&g->vals[w->slot], held.data, held.len);
+            g->stale = true;
+            C.stale_served++;
+        } else if (g->status == PROTO_OK) {
             g->status = status;
+        }
         if (--g->outstanding == 0)
             s_greq_finish(g);
         free(w);
     }
+    proto_buf_fini(&held);
     free(f);
 }
 
@@ -519,7 +590,7 @@ static void s_handle_read(const uint8_t *ident, size_t ident_len, const proto_ms
     C.reads_total++;
     uint32_t n = m->type == PROTO_GET ? 1 : m->n;
     const proto_str_t *keys = m->type == PROTO_GET ? &m->key : m->keys;
-    bool live = sync_client_state(C.sync) == SYNC_LIVE;
+    bool live = sync_client_state(C.sync) == SYNC_LIVE && util_mono_ms() >= C.distrust_until_ms;
     bool store_up = s_store_up();
     /* Untrusted stream but a reachable store: read through. Unreachable store: serve what we
      * have, marked stale. */
@@ -660,6 +731,17 @@ static void s_on_fetch_reply(preq_t *p, const proto_msg_t *m)
 static void s_handle_write(const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
 {
     C.writes_total++;
+    if (m->deadline_us && util_now_us() >= m->deadline_us) {
+        /* The gateway has given up on it (504) and may already have had the client's next write
+         * acknowledged through another node: forwarding it now could undo that write. This happens
+         * when this process was stopped or starved with the command queued on its socket. (The
+         * same check runs again just before the command leaves for the store: s_store_flush.) */
+        C.expired_writes++;
+        LOG_RATELIMITED(LOG_WARN, 1000, "write from a gateway dropped: its deadline passed %llu ms ago",
+                        (unsigned long long)((util_now_us() - m->deadline_us) / 1000));
+        s_reply_status(ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was forwarded");
+        return;
+    }
     if (!s_store_up()) {
         C.store_unavailable++;
         s_reply_status(ident, ident_len, m->rid, PROTO_EUNAVAIL, "store unavailable");
@@ -670,6 +752,9 @@ static void s_handle_write(const uint8_t *ident, size_t ident_len, const proto_m
     memcpy(p->ident, ident, ident_len);
     p->ident_len = (uint8_t)ident_len;
     p->client_rid = m->rid;
+    p->write_deadline_us = m->deadline_us;
+    if (m->deadline_us && (!C.store_batch_deadline || m->deadline_us < C.store_batch_deadline))
+        C.store_batch_deadline = m->deadline_us;
     if (m->type == PROTO_DEL) {
         memcpy(p->key, m->key.p, m->key.len);
         p->klen = (uint8_t)m->key.len;
@@ -751,6 +836,8 @@ static void s_collect_stats(stats_list_t *l, bool full)
     stats_addf(l, C.stale_served, "cache_stale_served_total{node=\"%s\"}", id);
     stats_addf(l, C.bypass_reads, "cache_bypass_reads_total{node=\"%s\"}", id);
     stats_addf(l, C.fills_dropped, "cache_fills_dropped_total{node=\"%s\"}", id);
+    stats_addf(l, C.expired_writes, "cache_expired_writes_total{node=\"%s\"}", id);
+    stats_addf(l, C.stalls, "cache_stalls_total{node=\"%s\"}", id);
     stats_addf(l, C.ptab_count, "cache_store_inflight{node=\"%s\"}", id);
     /* The store's own numbers, as last polled (the gateway keeps one copy). */
     for (uint32_t i = 0; i < C.store_stats.n; i++) {
@@ -965,6 +1052,25 @@ static void s_expire(uint64_t now)
     }
 }
 
+/* This process did not run for `ms` (SIGSTOP, a VM pause, starvation). Gateways may have timed
+ * out on us and routed our keys to another node; writes acknowledged there reach us only through
+ * the stream -- its backlog, and for writes still in flight when a gateway routes our keys back to
+ * us, a few milliseconds after the client got its answer. Serving reads from the cache meanwhile
+ * could show a client an older version than one it was acknowledged. So: catch up, and read
+ * through to the store for two request timeouts (every gateway has routed back to us, and every
+ * write it sent elsewhere before has been answered and reached us, well within that); and
+ * re-learn the store's state instead of judging it by answers we were not there to receive. */
+static void s_stalled(uint64_t ms)
+{
+    C.stalls++;
+    LOG_RATELIMITED(LOG_WARN, 1000, "did not run for %llu ms: reading through to the store for %llu ms",
+                    (unsigned long long)ms, (unsigned long long)(2 * C.req_timeout_ms));
+    sync_client_resync(C.sync);
+    uint64_t now = util_mono_ms();
+    C.last_store_ok_ms = now;
+    C.distrust_until_ms = now + 2 * C.req_timeout_ms;
+}
+
 /* ==== startup ================================================================================ */
 
 static int s_config(char *err)
@@ -991,6 +1097,10 @@ static int s_config(char *err)
     }
     /* Answer the gateway before its own deadline so it can say 504 rather than guess. */
     C.store_timeout_ms = req_timeout > 400 ? req_timeout - 250 : req_timeout * 3 / 4;
+    /* A stall long enough for a gateway to time out on us and route our keys elsewhere lasts about
+     * REQUEST_TIMEOUT_MS; s_stalled notices one of half that (polls wait at most a quarter). */
+    C.stall_ms = MAX(req_timeout / 4, 25);
+    C.req_timeout_ms = req_timeout;
     snprintf(C.endpoint, sizeof C.endpoint, "ipc://%s/run/cache-1.sock", C.data_dir);
     snprintf(C.store_cmd, sizeof C.store_cmd, "ipc://%s/run/store-cmd.sock", C.data_dir);
     snprintf(C.store_pub, sizeof C.store_pub, "ipc://%s/run/store-pub.sock", C.data_dir);
@@ -1028,6 +1138,9 @@ int main(void)
     stats_hist_init_latency(&C.store_rtt_hist);
     C.next_rid = 1;
     C.last_store_ok_ms = util_mono_ms(); /* optimistic until the first ping says otherwise */
+    /* Just (re)started: gateways route our keys back to us as soon as we answer, while writes they
+     * sent to the other nodes meanwhile may still be on their way to us in the stream. */
+    C.distrust_until_ms = util_mono_ms() + 2 * C.req_timeout_ms;
     C.link_up = true;
 
     C.zctx = zmq_ctx_new();
@@ -1067,8 +1180,11 @@ int main(void)
     zmq_pollitem_t items[4];
     struct pollfd pfd[4];
     bool again = true; /* drain once before the first wait */
+    uint64_t woke = util_mono_ms();
     while (!s_stop) {
         uint64_t now = util_mono_ms();
+        if (now - woke > 2 * C.stall_ms)
+            s_stalled(now - woke); /* between handling the last wake-up and here */
         uint64_t next = sync_client_tick(C.sync, now);
         s_expire(now);
         s_poll_store(now);
@@ -1087,14 +1203,18 @@ int main(void)
         if (C.sent_router && !again)
             again = zu_readable(C.router);
         C.sent_store = C.sent_router = false;
-        long timeout = again || next <= now ? 0 : (long)(next - now);
+        long timeout = again || next <= now ? 0 : (long)MIN(next - now, C.stall_ms);
         for (int i = 0; i < 4; i++) {
             pfd[i] = (struct pollfd){.fd = zu_fd(items[i].socket), .events = POLLIN};
         }
-        if (poll(pfd, 4, (int)MIN(timeout, 60000)) < 0 && errno != EINTR) {
+        uint64_t before = util_mono_ms();
+        if (poll(pfd, 4, (int)timeout) < 0 && errno != EINTR) {
             LOG(LOG_ERROR, "poll: %s", strerror(errno));
             break;
         }
+        woke = util_mono_ms();
+        if (woke - before > (uint64_t)timeout + 2 * C.stall_ms)
+            s_stalled(woke - before - (uint64_t)timeout); /* inside the wait: before reading anything */
         again = false;
         /* Stream first: changes already delivered are applied before reads are answered. */
         if (sync_client_handle(C.sync))
@@ -1116,6 +1236,11 @@ int main(void)
         for (k = 0; k < 4096 && !s_stop; k++) {
             zmq_msg_t frames[ZU_FRAMES_MAX];
             int nf;
+            /* Stopped in the middle of this drain, we would go on reading what queued up meanwhile. */
+            uint64_t t = util_mono_ms();
+            if (t - woke > 2 * C.stall_ms)
+                s_stalled(t - woke);
+            woke = t;
             if (zu_recv(C.router, frames, ZU_FRAMES_MAX, &nf) < 0) {
                 if (errno == EPROTO) {
                     C.malformed_total++;

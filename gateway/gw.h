@@ -146,6 +146,8 @@ struct gw_thread {
     size_t conns_size, conns_count;
     bool stopping;
     bool reported_up; /* told main that a cache-node answered */
+    bool accepting;   /* the listener is being read (gw_accept_start) */
+    uint64_t accept_by_ms; /* accept from then on even if no cache-node has answered */
     gw_authcache_t *authcache;
 };
 
@@ -175,6 +177,10 @@ int gw_any_node(gw_thread_t *t, int avoid);
 gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
                         gw_call_cb cb, void *arg);
 int gw_nodes_up(gw_thread_t *t);
+
+/* Start accepting connections on the thread's listener (idempotent): called when a cache-node first
+ * answers the thread, or by the ping timer once accept_by_ms has passed (gw_main.c). */
+void gw_accept_start(gw_thread_t *t);
 
 /* Shut down the connection a request came on (a client that does not read its SSE stream).
  * HTTP/1 only; returns 0 when done, -1 when the connection is not one we can cut. */

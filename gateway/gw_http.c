@@ -282,6 +282,15 @@ static int s_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, const gw_claims_t 
 
 /* ==== single-key operations ================================================================== */
 
+/* A write carries the moment this gateway stops waiting for it (wall clock: the cache-node may be
+ * another host). A cache-node that only gets to it later -- it was stopped or starved, and the
+ * client already has its 504 -- drops it rather than let it land after the client's next write
+ * (which went to another node once this one was marked down) and undo that acknowledged write. */
+static uint64_t s_write_deadline(void)
+{
+    return util_now_us() + gw_cfg.request_timeout_ms * 1000u;
+}
+
 typedef struct op_single {
     gw_rctx_t *rc;
     uint8_t type;
@@ -336,10 +345,12 @@ static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const cha
             break;
         uint64_t rid = gw_next_rid(t);
         proto_buf_reset(&t->pb);
-        if (type == PROTO_GET || type == PROTO_DEL)
+        if (type == PROTO_GET)
             proto_enc_get(&t->pb, type, rid, uid, len);
+        else if (type == PROTO_DEL)
+            proto_enc_get_dl(&t->pb, type, rid, uid, len, s_write_deadline());
         else
-            proto_enc_records_cmd(&t->pb, type, rid, rec, 1);
+            proto_enc_records_cmd_dl(&t->pb, type, rid, rec, 1, s_write_deadline());
         if (gw_call_send(t, req, node, rid, type, &t->pb, on_single_reply, op))
             return;
         /* That node could not take it (now marked down): the hash picks the next one. */
@@ -543,7 +554,7 @@ static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const pro
             break;
         uint64_t rid = gw_next_rid(t);
         proto_buf_reset(&t->pb);
-        proto_enc_records_cmd(&t->pb, type, rid, recs, n);
+        proto_enc_records_cmd_dl(&t->pb, type, rid, recs, n, s_write_deadline());
         if (gw_call_send(t, req, node, rid, type, &t->pb, on_bwrite_reply, op))
             return;
     }

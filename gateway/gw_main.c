@@ -29,6 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* How long a thread waits for a cache-node's first answer before it accepts connections anyway. */
+#define ACCEPT_WAIT_MS 1000
+
 gw_config_t gw_cfg;
 gw_metrics_t gw_metrics;
 atomic_int gw_threads_with_nodes;
@@ -312,6 +315,14 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
+void gw_accept_start(gw_thread_t *t)
+{
+    if (t->accepting || !t->listener || t->stopping)
+        return;
+    t->accepting = true;
+    h2o_socket_read_start(t->listener, on_accept);
+}
+
 static void *s_thread_main(void *arg)
 {
     gw_thread_t *t = arg;
@@ -329,7 +340,11 @@ static void *s_thread_main(void *arg)
     /* h2o gets its own dup of the listening fd (it closes it); we accept on ours. */
     t->listener = h2o_evloop_socket_create(t->ctx.loop, dup(s_listen_fds[t->idx]), H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
-    h2o_socket_read_start(t->listener, on_accept);
+    /* Connections are accepted once a cache-node has answered this thread (gw_upstream.c), or
+     * after ACCEPT_WAIT_MS without one. Accepting at once made a restarted gateway answer 503 for
+     * up to a ping interval: its first sends fail while the DEALERs are still connecting, which
+     * marks every node down until the next ping. Meanwhile clients wait in the listen backlog. */
+    t->accept_by_ms = util_mono_ms() + ACCEPT_WAIT_MS;
     pthread_barrier_wait(&s_started);
 
     while (!atomic_load(&s_stop))

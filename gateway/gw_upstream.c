@@ -35,6 +35,7 @@
 
 static void s_drain(gw_node_conn_t *nc);
 static void s_queue(gw_node_conn_t *nc, gw_call_t *c);
+static void on_flush_timer(h2o_timeout_entry_t *e);
 
 /* ==== call table ============================================================================= */
 
@@ -209,6 +210,12 @@ static void s_queue(gw_node_conn_t *nc, gw_call_t *c)
     }
     nc->batch_rids[nc->batch.n] = c->rid;
     proto_batch_add(&nc->batch, c->msg, c->msg_len);
+    if (nc->batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* big enough: send now, not at the turn's end */
+        if (h2o_timeout_is_linked(&nc->flush))
+            h2o_timeout_unlink(&nc->flush);
+        on_flush_timer(&nc->flush);
+        return;
+    }
     if (!h2o_timeout_is_linked(&nc->flush))
         h2o_timeout_link(nc->t->ctx.loop, &nc->t->ctx.zero_timeout, &nc->flush);
 }
@@ -311,6 +318,7 @@ static void s_mark_up(gw_node_conn_t *nc)
         t->reported_up = true;
         atomic_fetch_add(&gw_threads_with_nodes, 1);
     }
+    gw_accept_start(t);
 }
 
 static void s_drain(gw_node_conn_t *nc)
@@ -407,6 +415,8 @@ static void on_ping_timer(h2o_timeout_entry_t *e)
     gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, ping_timer, e);
     if (t->stopping)
         return;
+    if (!t->accepting && util_mono_ms() >= t->accept_by_ms)
+        gw_accept_start(t); /* no cache-node answers: serve anyway (health, readiness say so) */
     for (int i = 0; i < gw_cfg.nnodes; i++) {
         gw_node_conn_t *nc = &t->nodes[i];
         if (nc->ping_out)

@@ -167,12 +167,19 @@ void proto_record_encode(proto_buf_t *b, const proto_record_t *r)
     proto_enc_record(&e, r);
 }
 
-void proto_enc_get(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen)
+void proto_enc_get_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us)
 {
     proto_enc_t e;
     proto_enc_init(&e, b);
-    proto_enc_header(&e, 4, type, rid);
+    proto_enc_header(&e, deadline_us ? 5 : 4, type, rid);
     proto_enc_str(&e, key, klen);
+    if (deadline_us)
+        proto_enc_u64(&e, deadline_us);
+}
+
+void proto_enc_get(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen)
+{
+    proto_enc_get_dl(b, type, rid, key, klen, 0);
 }
 
 void proto_enc_keys(proto_buf_t *b, uint64_t rid, const proto_str_t *keys, uint32_t n)
@@ -187,9 +194,17 @@ void proto_enc_keys(proto_buf_t *b, uint64_t rid, const proto_str_t *keys, uint3
 
 void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n)
 {
+    proto_enc_records_cmd_dl(b, type, rid, recs, n, 0);
+}
+
+void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
+                              uint64_t deadline_us)
+{
     proto_enc_t e;
     proto_enc_init(&e, b);
-    proto_enc_header(&e, 4, type, rid);
+    if (type == PROTO_APPLY)
+        deadline_us = 0; /* APPLY has no deadline field */
+    proto_enc_header(&e, deadline_us ? 5 : 4, type, rid);
     proto_enc_array(&e, n);
     for (uint32_t i = 0; i < n; i++) {
         const proto_record_t *r = &recs[i];
@@ -209,6 +224,8 @@ void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const pro
             proto_enc_record(&e, r);
         }
     }
+    if (deadline_us)
+        proto_enc_u64(&e, deadline_us);
 }
 
 void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid)
@@ -739,7 +756,12 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
     switch (m->type) {
     case PROTO_GET:
     case PROTO_DEL:
-        NFIELDS(4);
+        if (m->type == PROTO_DEL && n == 5) {
+            if (s_u64(&f[4], &m->deadline_us) < 0)
+                FAIL("bad deadline");
+        } else {
+            NFIELDS(4);
+        }
         if (s_str(&f[3], PROTO_USER_ID_MAX, &m->key) < 0 || !util_valid_user_id(m->key.p, m->key.len))
             FAIL("bad key");
         break;
@@ -756,7 +778,12 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
     case PROTO_PUT:
     case PROTO_TOUCH:
     case PROTO_APPLY:
-        NFIELDS(4);
+        if (m->type != PROTO_APPLY && n == 5) {
+            if (s_u64(&f[4], &m->deadline_us) < 0)
+                FAIL("bad deadline");
+        } else {
+            NFIELDS(4);
+        }
         if (!(items = s_arr(&f[3], 0, PROTO_ITEMS_MAX, &cnt)))
             FAIL("bad record list");
         m->recs = xcalloc(cnt ? cnt : 1, sizeof *m->recs);

@@ -153,6 +153,7 @@ typedef struct proto_msg {
     bool done;
     uint32_t flags;
     uint64_t epoch, seq, first_seq, now_us, max_items;
+    uint64_t deadline_us; /* PUT, TOUCH, DEL: the sender's deadline (wall clock, us); 0 = none */
     proto_str_t key;
     uint32_t n;
     proto_str_t *keys;
@@ -216,6 +217,12 @@ void proto_enc_get(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, 
 void proto_enc_keys(proto_buf_t *b, uint64_t rid, const proto_str_t *keys, uint32_t n);    /* MGET */
 /* PUT / TOUCH / APPLY: the fields each type carries are taken from recs. */
 void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n);
+/* The same for DEL and PUT / TOUCH with the sender's deadline (wall-clock us; 0 = none, which
+ * encodes exactly as the functions above): a receiver that has not passed the command on by then
+ * answers ETIMEOUT instead (PROTOCOL.md). */
+void proto_enc_get_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us);
+void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
+                              uint64_t deadline_us);
 void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid);                          /* STATS, PING */
 void proto_enc_catchup(proto_buf_t *b, uint64_t rid, uint64_t epoch, uint64_t after_seq, uint64_t max_items,
                        uint32_t flags, uint64_t snap_start, const char *after_key, size_t klen);
@@ -239,7 +246,10 @@ void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_u
 void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags);
 
 /* Batching: collect whole encoded messages, then emit one BATCH frame (or the single message
- * itself when there is only one). */
+ * itself when there is only one). Senders flush a batch early once it holds PROTO_BATCH_SOFT_MAX
+ * bytes, so a frame stays far below the 16 MiB every socket accepts (ZU_MAXMSGSIZE): one loop
+ * turn of large multi-gets would otherwise make a frame the peer refuses (it disconnects). */
+#define PROTO_BATCH_SOFT_MAX (1u << 20)
 typedef struct proto_batch {
     proto_buf_t data;  /* the messages back to back */
     uint32_t *ends;    /* end offset of each message */

@@ -462,6 +462,11 @@ static void s_finish_job(job_t *j)
         memcpy(a->ident, j->ident, j->ident_len);
     }
     proto_batch_add(&a->batch, S.buf.data, S.buf.len);
+    if (a->batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* keep frames small: send this part now */
+        proto_batch_encode(&a->batch, &S.buf);
+        s_reply(a->router, a->ident, a->ident_len, &S.buf);
+        proto_batch_reset(&a->batch);
+    }
     stats_hist_observe(&S.ack_hist, util_mono_us() - j->t_recv_us);
     free(j->in);
     free(j->out);

@@ -8,6 +8,7 @@
  *     a crashed child is restarted, SIGTERM stops every child.
  */
 #include "harness.h"
+#include "zutil.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zmq.h>
 
 static json_t *s_json(const th_resp_t *r)
 {
@@ -305,6 +307,88 @@ START_TEST(test_launcher)
 }
 END_TEST
 
+
+/* Replies are batched per loop turn; a turn's worth of big multi-gets must still leave in frames
+ * the receiver accepts (ZMQ_MAXMSGSIZE 16 MiB on every socket): 100 MGETs of 1000 cached records
+ * with long messages in one BATCH is ~35 MB of answers, which must arrive whole, in several frames. */
+START_TEST(test_big_batch_replies)
+{
+    th_node_t n;
+    ck_assert_int_eq(th_node_start(&n, 1, NULL), 0);
+    th_zc_t z;
+    ck_assert_int_eq(th_zc_open(&z, n.cache_eps), 0);
+    char msg[251];
+    memset(msg, 'm', 250);
+    msg[250] = '\0';
+    enum { KEYS = 1000, GETS = 100 };
+    static char names[KEYS][16];
+    proto_str_t keys[KEYS];
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(names[i], sizeof names[i], "big%04d", i);
+        keys[i] = (proto_str_t){names[i], strlen(names[i])};
+        proto_record_t r;
+        ck_assert_int_eq(th_zc_put(&z, names[i], PRESENCE_BUSY, msg, &r), PROTO_OK);
+    }
+    proto_buf_t b, one;
+    proto_buf_init(&b);
+    proto_buf_init(&one);
+    proto_msg_t m;
+    proto_enc_keys(&b, 1, keys, KEYS); /* warm: every key cached */
+    ck_assert_int_eq(th_zc_call(&z, &b, 1, &m, 10000), 0);
+    ck_assert_uint_eq(m.n, KEYS);
+    proto_msg_fini(&m);
+    proto_batch_t bt;
+    proto_batch_init(&bt);
+    for (int g = 0; g < GETS; g++) {
+        proto_enc_keys(&one, 100 + (uint64_t)g, keys, KEYS);
+        proto_batch_add(&bt, one.data, one.len);
+        proto_buf_reset(&one);
+    }
+    proto_batch_encode(&bt, &b);
+    ck_assert_int_eq(zu_send(z.sock, NULL, 0, b.data, b.len), 0);
+    bool seen[GETS] = {false};
+    int got = 0, frames = 0;
+    uint64_t deadline = th_now_ms() + 20000;
+    while (got < GETS && th_now_ms() < deadline) {
+        zmq_pollitem_t pi = {.socket = z.sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&pi, 1, 200) <= 0)
+            continue;
+        zmq_msg_t f[ZU_FRAMES_MAX];
+        int nf;
+        if (zu_recv(z.sock, f, ZU_FRAMES_MAX, &nf) < 0)
+            continue;
+        ck_assert_int_eq(nf, 1);
+        ck_assert_uint_le(zmq_msg_size(&f[0]), 4u << 20);
+        frames++;
+        ck_assert_int_eq(proto_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &m), PROTO_DEC_OK);
+        uint32_t nparts = m.type == PROTO_BATCH ? m.n : 1;
+        for (uint32_t i = 0; i < nparts; i++) {
+            proto_msg_t part;
+            if (m.type == PROTO_BATCH)
+                ck_assert_int_eq(proto_decode(m.parts[i].p, m.parts[i].len, &part), PROTO_DEC_OK);
+            else
+                ck_assert_int_eq(proto_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &part), PROTO_DEC_OK);
+            ck_assert(part.rid >= 100 && part.rid < 100 + GETS);
+            ck_assert_uint_eq(part.n, KEYS);
+            if (!seen[part.rid - 100]) {
+                seen[part.rid - 100] = true;
+                got++;
+            }
+            proto_msg_fini(&part);
+        }
+        proto_msg_fini(&m);
+        zu_close_frames(f, nf);
+    }
+    ck_assert_msg(got == GETS, "%d of %d answers arrived", got, GETS);
+    ck_assert_int_gt(frames, 1);
+    proto_batch_fini(&bt);
+    proto_buf_fini(&b);
+    proto_buf_fini(&one);
+    th_zc_close(&z);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_basic");
@@ -314,6 +398,7 @@ int main(void)
     tcase_add_test(tc, test_restart_keeps_records);
     tcase_add_test(tc, test_health);
     tcase_add_test(tc, test_launcher);
+    tcase_add_test(tc, test_big_batch_replies);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

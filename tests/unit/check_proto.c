@@ -355,6 +355,82 @@ START_TEST(test_rt_put_touch_apply)
 }
 END_TEST
 
+/* Writes may carry the sender's deadline (PROTOCOL.md "Write deadline"); 0 encodes exactly as the
+ * plain encoders; GET and APPLY have no such field; a deadline that is not an integer is refused. */
+START_TEST(test_rt_write_deadline)
+{
+    static const uint64_t dls[] = {1, 1700000000000000ULL, UINT64_MAX};
+    proto_record_t rec = s_rec(1);
+    rec.ttl_s = 30;
+    for (size_t i = 0; i < ARRAY_LEN(dls); i++) {
+        static const uint8_t types[] = {PROTO_PUT, PROTO_TOUCH};
+        for (size_t t = 0; t < ARRAY_LEN(types); t++) {
+            proto_buf_t b;
+            proto_buf_init(&b);
+            proto_enc_records_cmd_dl(&b, types[t], 9, &rec, 1, dls[i]);
+            proto_msg_t m;
+            s_dec_ok(&b, &m);
+            ck_assert_uint_eq(m.type, types[t]);
+            ck_assert_uint_eq(m.n, 1);
+            ck_assert_uint_eq(m.deadline_us, dls[i]);
+            proto_msg_fini(&m);
+            proto_buf_fini(&b);
+        }
+        proto_buf_t b;
+        proto_buf_init(&b);
+        proto_enc_get_dl(&b, PROTO_DEL, 10, "alice", 5, dls[i]);
+        proto_msg_t m;
+        s_dec_ok(&b, &m);
+        ck_assert_uint_eq(m.type, PROTO_DEL);
+        ck_assert_uint_eq(m.deadline_us, dls[i]);
+        ck_assert_mem_eq(m.key.p, "alice", 5);
+        proto_msg_fini(&m);
+        proto_buf_fini(&b);
+    }
+    /* 0 = no deadline: byte for byte the plain encoding, decoded as 0. */
+    proto_buf_t a, b;
+    proto_buf_init(&a);
+    proto_buf_init(&b);
+    proto_enc_records_cmd(&a, PROTO_PUT, 3, &rec, 1);
+    proto_enc_records_cmd_dl(&b, PROTO_PUT, 3, &rec, 1, 0);
+    ck_assert_uint_eq(a.len, b.len);
+    ck_assert_mem_eq(a.data, b.data, a.len);
+    proto_msg_t m;
+    s_dec_ok(&a, &m);
+    ck_assert_uint_eq(m.deadline_us, 0);
+    proto_msg_fini(&m);
+    /* APPLY never carries one (the encoder leaves it out). */
+    proto_buf_reset(&a);
+    proto_enc_records_cmd_dl(&a, PROTO_APPLY, 4, &rec, 1, 12345);
+    s_dec_ok(&a, &m);
+    ck_assert_uint_eq(m.deadline_us, 0);
+    proto_msg_fini(&m);
+    /* A fifth field on GET, or on APPLY, or a deadline that is a string: malformed. */
+    proto_enc_t e;
+    proto_buf_reset(&a);
+    proto_enc_init(&e, &a);
+    proto_enc_header(&e, 5, PROTO_GET, 5);
+    proto_enc_str(&e, "alice", 5);
+    proto_enc_u64(&e, 99);
+    s_expect_malformed(a.data, a.len, "GET with a deadline");
+    proto_buf_reset(&a);
+    proto_enc_init(&e, &a);
+    proto_enc_header(&e, 5, PROTO_DEL, 5);
+    proto_enc_str(&e, "alice", 5);
+    proto_enc_str(&e, "soon", 4);
+    s_expect_malformed(a.data, a.len, "DEL with a string deadline");
+    proto_buf_reset(&a);
+    proto_enc_init(&e, &a);
+    proto_enc_header(&e, 6, PROTO_DEL, 5);
+    proto_enc_str(&e, "alice", 5);
+    proto_enc_u64(&e, 1);
+    proto_enc_u64(&e, 2);
+    s_expect_malformed(a.data, a.len, "DEL with six fields");
+    proto_buf_fini(&a);
+    proto_buf_fini(&b);
+}
+END_TEST
+
 START_TEST(test_rt_simple_catchup_hugz)
 {
     proto_buf_t b;
@@ -1981,6 +2057,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_rt_get_del);
     tcase_add_test(tc, test_rt_mget);
     tcase_add_test(tc, test_rt_put_touch_apply);
+    tcase_add_test(tc, test_rt_write_deadline);
     tcase_add_test(tc, test_rt_simple_catchup_hugz);
     tcase_add_test(tc, test_rt_reply);
     tcase_add_test(tc, test_rt_changes);

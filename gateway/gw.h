@@ -22,6 +22,7 @@
 #include "stats.h"
 
 #define GW_MAX_NODES 16
+#define GW_ENDPOINT_MAX 512
 #define GW_MAX_THREADS 64
 
 /* Routes (gw_http.c documents the table). */
@@ -54,9 +55,13 @@ typedef struct gw_config {
     uint64_t threads;
     char node_id[PROTO_NODE_ID_MAX + 1];
     char node_type[16];
-    char endpoints[GW_MAX_NODES][512];
-    int nnodes;
+    char endpoints[GW_MAX_NODES][GW_ENDPOINT_MAX]; /* CACHE_ENDPOINTS (empty with CACHE_DNS) */
+    int nnodes;                                    /* node slots: the endpoints, or GW_MAX_NODES with CACHE_DNS */
     uint64_t node_seeds[GW_MAX_NODES];
+    bool cache_dns;                                /* the slots come from DNS (gw_discovery.c) */
+    char cache_dns_host[256];
+    char cache_dns_port[8];
+    uint64_t cache_dns_interval_ms;
     uint64_t request_timeout_ms;
     uint64_t default_ttl;
     uint64_t max_batch;
@@ -99,6 +104,8 @@ struct gw_call {
 typedef struct gw_node_conn {
     gw_thread_t *t;
     int idx;
+    char endpoint[GW_ENDPOINT_MAX]; /* "" = a vacant slot (CACHE_DNS): never up, never sent to */
+    uint64_t seed;                  /* rendezvous seed: a hash of the endpoint */
     void *sock, *mon;
     h2o_socket_t *hsock, *hmon;
     bool up;
@@ -132,6 +139,9 @@ struct gw_thread {
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     gw_node_conn_t nodes[GW_MAX_NODES];
+    uint64_t seeds[GW_MAX_NODES]; /* nodes[i].seed, as an array for gw_rendezvous */
+    unsigned dns_gen;             /* the discovery table this thread applied */
+    unsigned sock_gen;            /* names each monitor's inproc endpoint uniquely */
     gw_call_t **ctab;
     size_t csize, ccount;
     uint64_t next_rid;
@@ -142,6 +152,7 @@ struct gw_thread {
     gw_buf_t out;
     proto_buf_t pb;
     void *watch; /* SSE hub (gw_watch.c) */
+    void *zctx;  /* the process's ZeroMQ context */
     struct gw_connent **conns; /* h2o socket -> fd, for connections we must be able to cut */
     size_t conns_size, conns_count;
     bool stopping;
@@ -177,6 +188,17 @@ int gw_any_node(gw_thread_t *t, int avoid);
 gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
                         gw_call_cb cb, void *arg);
 int gw_nodes_up(gw_thread_t *t);
+/* The cache-nodes this gateway is configured with now: CACHE_ENDPOINTS, or the addresses CACHE_DNS
+ * resolved to. */
+int gw_nodes_configured(void);
+
+/* ---- gw_discovery.c ------------------------------------------------------------------------- */
+int gw_discovery_start(char *err, size_t errlen);
+void gw_discovery_stop(void);
+unsigned gw_discovery_gen(void);
+int gw_discovery_assigned(void);
+/* Copy the slot table (GW_MAX_NODES endpoints, "" = vacant); returns its generation. */
+unsigned gw_discovery_snapshot(char (*out)[GW_ENDPOINT_MAX]);
 
 /* Start accepting connections on the thread's listener (idempotent): called when a cache-node first
  * answers the thread, or by the ping timer once accept_by_ms has passed (gw_main.c). */

@@ -667,7 +667,7 @@ static void on_readiness(op_all_t *op, h2o_req_t *req)
         gw_buf_adds(b, "{\"status\":\"ready\",");
         s_ts(b);
         gw_buf_addf(b, ",\"node_id\":\"%s\",\"cache_nodes\":%d,\"cache_nodes_ready\":%d}", gw_cfg.node_id,
-                    gw_cfg.nnodes, store_ok);
+                    gw_nodes_configured(), store_ok);
         gw_respond(req, op->rc, 200, b->p, b->len);
     } else {
         gw_buf_adds(b, "{\"status\":\"unready\",\"error\":");
@@ -719,17 +719,21 @@ static void on_health_cache(op_all_t *op, h2o_req_t *req)
 {
     gw_buf_t *b = &op->rc->t->out;
     gw_buf_reset(b);
-    int up = 0;
+    const gw_thread_t *t = op->rc->t;
+    int up = 0, listed = 0;
     for (int i = 0; i < gw_cfg.nnodes; i++)
         up += op->ans[i].ok;
-    gw_buf_addf(b, "{\"status\":\"%s\",\"nodes_up\":%d,\"nodes\":[", up == gw_cfg.nnodes ? "ok" : up ? "degraded" : "down",
-                up);
+    gw_buf_addf(b, "{\"status\":\"%s\",\"nodes_up\":%d,\"nodes\":[",
+                up && up >= gw_nodes_configured() ? "ok" : up ? "degraded" : "down", up);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
         const node_answer_t *a = &op->ans[i];
-        if (i)
+        const char *ep = t->nodes[i].endpoint;
+        if (!ep[0])
+            continue; /* a vacant slot (CACHE_DNS) */
+        if (listed++)
             gw_buf_add(b, ",", 1);
         gw_buf_add(b, "{\"endpoint\":", 12);
-        gw_buf_add_jstr(b, gw_cfg.endpoints[i], strlen(gw_cfg.endpoints[i]));
+        gw_buf_add_jstr(b, ep, strlen(ep));
         if (a->ok)
             gw_buf_addf(b,
                         ",\"reachable\":true,\"latency_ms\":%.3f,\"items\":%llu,\"sync_state\":\"%s\","
@@ -783,7 +787,8 @@ static void on_cache_metrics(op_all_t *op, h2o_req_t *req)
         if (!first)
             gw_buf_add(b, ",", 1);
         first = false;
-        gw_buf_add_jstr(b, gw_cfg.endpoints[i], strlen(gw_cfg.endpoints[i]));
+        const char *ep = op->rc->t->nodes[i].endpoint;
+        gw_buf_add_jstr(b, ep, strlen(ep));
         gw_buf_add(b, ":{", 2);
         uint64_t h = s_stat(&op->ans[i], names[0]), mi = s_stat(&op->ans[i], names[1]);
         for (int k = 0; k < 6; k++)

@@ -80,6 +80,30 @@ static int s_split_endpoints(const char *list, char *err)
     return 0;
 }
 
+/* CACHE_DNS=name:port: the cache tier is every address the name resolves to (gw_discovery.c). */
+static int s_dns_config(const char *dns, char *err)
+{
+    const char *colon = strrchr(dns, ':');
+    char *end = NULL;
+    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+    size_t hl = colon ? (size_t)(colon - dns) : 0;
+    if (!colon || hl == 0 || hl >= sizeof gw_cfg.cache_dns_host || !colon[1] || *end || port == 0 || port > 65535 ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
+        snprintf(err, CFG_ERR_LEN, "CACHE_DNS: expected NAME:PORT (e.g. presence-cache.presence.svc.cluster.local:7100)");
+        return -1;
+    }
+    if (getenv("CACHE_ENDPOINTS") && getenv("CACHE_ENDPOINTS")[0]) {
+        snprintf(err, CFG_ERR_LEN, "CACHE_DNS and CACHE_ENDPOINTS are both set: set one");
+        return -1;
+    }
+    memcpy(gw_cfg.cache_dns_host, dns, hl);
+    gw_cfg.cache_dns_host[hl] = '\0';
+    snprintf(gw_cfg.cache_dns_port, sizeof gw_cfg.cache_dns_port, "%lu", port);
+    gw_cfg.cache_dns = true;
+    gw_cfg.nnodes = GW_MAX_NODES;
+    return 0;
+}
+
 static int s_config(char *err)
 {
     static const char *const reads[] = {"public", "required", NULL};
@@ -172,6 +196,13 @@ static int s_config(char *err)
     if (cfg_str("STORE_CMD_ENDPOINT", gw_cfg.store_cmd, sizeof gw_cfg.store_cmd, err) < 0 ||
         cfg_str("STORE_PUB_ENDPOINT", gw_cfg.store_pub, sizeof gw_cfg.store_pub, err) < 0)
         return -1;
+    char dns[300] = "";
+    gw_cfg.cache_dns_interval_ms = 2000;
+    if (cfg_str("CACHE_DNS", dns, sizeof dns, err) < 0 ||
+        cfg_u64("CACHE_DNS_INTERVAL_MS", 100, 600000, &gw_cfg.cache_dns_interval_ms, err) < 0)
+        return -1;
+    if (dns[0])
+        return s_dns_config(dns, err);
     char eps[GW_MAX_NODES * 520];
     snprintf(eps, sizeof eps, "ipc://%s/run/cache-1.sock,ipc://%s/run/cache-2.sock", data_dir, data_dir);
     if (cfg_str("CACHE_ENDPOINTS", eps, sizeof eps, err) < 0 || s_split_endpoints(eps, err) < 0)
@@ -403,6 +434,10 @@ int main(void)
             return 1;
         }
     }
+    if (gw_cfg.cache_dns && gw_discovery_start(err, sizeof err) < 0) {
+        LOG(LOG_ERROR, "%s", err);
+        return 1;
+    }
     s_zctx = zmq_ctx_new();
     s_threads = xcalloc(gw_cfg.threads, sizeof *s_threads);
     pthread_barrier_init(&s_started, NULL, (unsigned)gw_cfg.threads + 1);
@@ -419,7 +454,7 @@ int main(void)
         nanosleep(&ts, NULL);
     }
     LOG(LOG_NOTICE, "ready http=%s:%d threads=%llu cache_nodes=%d node_id=%s auth_reads=%s", gw_cfg.addr, bound,
-        (unsigned long long)gw_cfg.threads, gw_cfg.nnodes, gw_cfg.node_id, gw_cfg.auth_reads ? "required" : "public");
+        (unsigned long long)gw_cfg.threads, gw_nodes_configured(), gw_cfg.node_id, gw_cfg.auth_reads ? "required" : "public");
     char ready[128];
     snprintf(ready, sizeof ready, "gateway http=%s:%d", gw_cfg.addr, bound);
     zu_signal_ready(ready);
@@ -428,6 +463,8 @@ int main(void)
     sigwait(&sigs, &sig);
     LOG(LOG_NOTICE, "signal %d: stopping (grace %llu ms)", sig, (unsigned long long)gw_cfg.shutdown_grace_ms);
     atomic_store(&s_stop, 1);
+    if (gw_cfg.cache_dns)
+        gw_discovery_stop();
     for (uint64_t i = 0; i < gw_cfg.threads; i++)
         pthread_join(s_threads[i].tid, NULL);
     zmq_ctx_term(s_zctx);

@@ -106,7 +106,7 @@ void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes
     stats_add(&own, "gateway_upstream_unavailable_total", atomic_load(&gw_metrics.upstream_unavailable));
     stats_add(&own, "gateway_upstream_retries_total", atomic_load(&gw_metrics.upstream_retries));
     stats_add(&own, "gateway_node_failovers_total", atomic_load(&gw_metrics.node_failovers));
-    stats_addf(&own, (uint64_t)gw_cfg.nnodes, "gateway_cache_nodes{node_id=\"%s\"}", gw_cfg.node_id);
+    stats_addf(&own, (uint64_t)gw_nodes_configured(), "gateway_cache_nodes{node_id=\"%s\"}", gw_cfg.node_id);
     for (uint32_t i = 0; i < own.n; i++)
         s_push(&l, own.v[i].name.p, own.v[i].name.len, own.v[i].value);
     stats_list_fini(&own);

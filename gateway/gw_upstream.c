@@ -36,6 +36,7 @@
 static void s_drain(gw_node_conn_t *nc);
 static void s_queue(gw_node_conn_t *nc, gw_call_t *c);
 static void on_flush_timer(h2o_timeout_entry_t *e);
+static void s_apply_discovery(gw_thread_t *t);
 
 /* ==== call table ============================================================================= */
 
@@ -111,7 +112,7 @@ static void s_node_down(gw_node_conn_t *nc, const char *why)
         if (!nc->seen)
             return; /* still connecting at startup: nothing to report */
         atomic_fetch_add(&gw_metrics.node_failovers, 1);
-        LOG_RATELIMITED(LOG_WARN, 1000, "cache-node %d (%s) marked down: %s", nc->idx, gw_cfg.endpoints[nc->idx], why);
+        LOG_RATELIMITED(LOG_WARN, 1000, "cache-node %d (%s) marked down: %s", nc->idx, nc->endpoint, why);
     }
 }
 
@@ -123,12 +124,17 @@ int gw_nodes_up(gw_thread_t *t)
     return n;
 }
 
+int gw_nodes_configured(void)
+{
+    return gw_cfg.cache_dns ? gw_discovery_assigned() : gw_cfg.nnodes;
+}
+
 int gw_route_key(gw_thread_t *t, const char *key, size_t klen)
 {
     bool up[GW_MAX_NODES];
     for (int i = 0; i < gw_cfg.nnodes; i++)
         up[i] = t->nodes[i].up;
-    return gw_rendezvous(key, klen, gw_cfg.node_seeds, up, gw_cfg.nnodes);
+    return gw_rendezvous(key, klen, t->seeds, up, gw_cfg.nnodes);
 }
 
 int gw_any_node(gw_thread_t *t, int avoid)
@@ -172,8 +178,8 @@ static bool s_is_read(uint8_t type)
 gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
                         gw_call_cb cb, void *arg)
 {
-    if (node < 0 || node >= gw_cfg.nnodes)
-        return NULL;
+    if (node < 0 || node >= gw_cfg.nnodes || !t->nodes[node].sock)
+        return NULL; /* no such node, or a vacant slot */
     gw_node_conn_t *nc = &t->nodes[node];
     gw_call_t *c = xcalloc(1, sizeof *c);
     c->rid = rid;
@@ -310,7 +316,7 @@ static void s_mark_up(gw_node_conn_t *nc)
 {
     gw_thread_t *t = nc->t;
     if (!nc->up && nc->seen)
-        LOG(LOG_INFO, "cache-node %d (%s) is up again", nc->idx, gw_cfg.endpoints[nc->idx]);
+        LOG(LOG_INFO, "cache-node %d (%s) is up again", nc->idx, nc->endpoint);
     nc->up = true;
     nc->seen = true;
     nc->last_ok_ms = util_mono_ms();
@@ -417,9 +423,11 @@ static void on_ping_timer(h2o_timeout_entry_t *e)
         return;
     if (!t->accepting && util_mono_ms() >= t->accept_by_ms)
         gw_accept_start(t); /* no cache-node answers: serve anyway (health, readiness say so) */
+    if (gw_cfg.cache_dns)
+        s_apply_discovery(t);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
         gw_node_conn_t *nc = &t->nodes[i];
-        if (nc->ping_out)
+        if (nc->ping_out || !nc->sock)
             continue;
         uint64_t rid = gw_next_rid(t);
         proto_buf_reset(&t->pb);
@@ -433,49 +441,131 @@ static void on_ping_timer(h2o_timeout_entry_t *e)
 
 /* ==== setup ================================================================================== */
 
+/* Connect slot nc to endpoint ep: a DEALER, its monitor, both watched by the loop. A node from
+ * CACHE_ENDPOINTS starts up (optimistic: the first send tells, ZMQ_IMMEDIATE); one found by DNS
+ * starts down and comes up with its first answer to a ping, so a pod that is still starting is not
+ * sent requests that would fail and bounce. */
+static int s_node_open(gw_node_conn_t *nc, const char *ep, bool optimistic, char *err)
+{
+    gw_thread_t *t = nc->t;
+    snprintf(nc->endpoint, sizeof nc->endpoint, "%s", ep);
+    nc->seed = util_hash64(ep, strlen(ep), 0x5eed5);
+    t->seeds[nc->idx] = nc->seed;
+    nc->up = optimistic;
+    nc->seen = false;
+    nc->ping_out = false;
+    nc->sock = zu_socket(t->zctx, ZMQ_DEALER, 100000, 100000);
+    int one = 1, ivl_max = 500;
+    zmq_setsockopt(nc->sock, ZMQ_IMMEDIATE, &one, sizeof one);
+    zmq_setsockopt(nc->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (strchr(ep, '['))
+        zmq_setsockopt(nc->sock, ZMQ_IPV6, &one, sizeof one);
+    char mon_ep[96];
+    snprintf(mon_ep, sizeof mon_ep, "inproc://gw-mon-%d-%d-%u", t->idx, nc->idx, t->sock_gen++);
+    if (zmq_socket_monitor(nc->sock, mon_ep, ZMQ_EVENT_DISCONNECTED) < 0) {
+        snprintf(err, 256, "zmq_socket_monitor: %s", zmq_strerror(errno));
+        return -1;
+    }
+    nc->mon = zu_socket(t->zctx, ZMQ_PAIR, 0, 0);
+    if (zmq_connect(nc->mon, mon_ep) < 0 || zmq_connect(nc->sock, ep) < 0) {
+        snprintf(err, 256, "connect %s: %s", ep, zmq_strerror(errno));
+        return -1;
+    }
+    int fd;
+    size_t len = sizeof fd;
+    zmq_getsockopt(nc->sock, ZMQ_FD, &fd, &len);
+    nc->hsock = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
+    nc->hsock->data = nc;
+    h2o_socket_read_start(nc->hsock, on_zmq_ready);
+    zmq_getsockopt(nc->mon, ZMQ_FD, &fd, &len);
+    nc->hmon = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
+    nc->hmon->data = nc;
+    h2o_socket_read_start(nc->hmon, on_monitor_ready);
+    /* ZMQ_FD only signals once the socket has been found empty (pitfall 1): check it once now,
+     * or the first monitor event never wakes us and in-flight calls to a dead node wait for
+     * their deadline instead of failing over. */
+    on_monitor_ready(nc->hmon, NULL);
+    return 0;
+}
+
+/* Close slot nc's sockets (its calls must have been dealt with); the slot is vacant after. */
+static void s_node_close(gw_node_conn_t *nc)
+{
+    if (h2o_timeout_is_linked(&nc->drain))
+        h2o_timeout_unlink(&nc->drain);
+    if (h2o_timeout_is_linked(&nc->flush))
+        h2o_timeout_unlink(&nc->flush);
+    proto_batch_reset(&nc->batch);
+    if (nc->hsock) {
+        h2o_socket_read_stop(nc->hsock);
+        h2o_socket_close(nc->hsock);
+        nc->hsock = NULL;
+    }
+    if (nc->hmon) {
+        h2o_socket_read_stop(nc->hmon);
+        h2o_socket_close(nc->hmon);
+        nc->hmon = NULL;
+    }
+    if (nc->sock) {
+        zmq_socket_monitor(nc->sock, NULL, 0);
+        zmq_close(nc->mon);
+        zmq_close(nc->sock);
+    }
+    nc->sock = nc->mon = NULL;
+    nc->endpoint[0] = '\0';
+    nc->up = false;
+    nc->seen = false;
+    nc->ping_out = false;
+    nc->t->seeds[nc->idx] = 0;
+}
+
+/* CACHE_DNS: bring this thread's slots in line with the resolver's table (gw_discovery.c). A
+ * slot whose address left is closed (its reads re-sent elsewhere, its writes answered 503, as when
+ * a node disconnects); a new address is connected and used from its first answer. */
+static void s_apply_discovery(gw_thread_t *t)
+{
+    if (gw_discovery_gen() == t->dns_gen)
+        return;
+    static __thread char eps[GW_MAX_NODES][GW_ENDPOINT_MAX];
+    t->dns_gen = gw_discovery_snapshot(eps);
+    for (int i = 0; i < gw_cfg.nnodes; i++) {
+        gw_node_conn_t *nc = &t->nodes[i];
+        if (strcmp(nc->endpoint, eps[i]) == 0)
+            continue;
+        if (nc->sock) {
+            s_node_down(nc, "left the cache tier (DNS)");
+            nc->up = false;
+            s_fail_node_calls(t, i);
+            s_node_close(nc);
+        }
+        char err[256];
+        if (eps[i][0] && s_node_open(nc, eps[i], false, err) < 0) {
+            LOG(LOG_ERROR, "cache-node %s: %s", eps[i], err);
+            s_node_close(nc);
+        }
+    }
+}
+
 int gw_upstream_init(gw_thread_t *t, void *zctx, char *err)
 {
     h2o_timeout_init(t->ctx.loop, &t->req_timeout, gw_cfg.request_timeout_ms);
     h2o_timeout_init(t->ctx.loop, &t->ping_timeout, MIN(gw_cfg.request_timeout_ms, 1000));
     h2o_timeout_init(t->ctx.loop, &t->ping_tick, PING_MS);
+    t->zctx = zctx;
     for (int i = 0; i < gw_cfg.nnodes; i++) {
         gw_node_conn_t *nc = &t->nodes[i];
         nc->t = t;
         nc->idx = i;
-        nc->up = true; /* optimistic: the first send tells (ZMQ_IMMEDIATE) */
         nc->drain.cb = on_drain_timer;
         nc->flush.cb = on_flush_timer;
         proto_batch_init(&nc->batch);
         proto_buf_init(&nc->frame);
-        nc->sock = zu_socket(zctx, ZMQ_DEALER, 100000, 100000);
-        int one = 1, ivl_max = 500;
-        zmq_setsockopt(nc->sock, ZMQ_IMMEDIATE, &one, sizeof one);
-        zmq_setsockopt(nc->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
-        char mon_ep[96];
-        snprintf(mon_ep, sizeof mon_ep, "inproc://gw-mon-%d-%d", t->idx, i);
-        if (zmq_socket_monitor(nc->sock, mon_ep, ZMQ_EVENT_DISCONNECTED) < 0) {
-            snprintf(err, 256, "zmq_socket_monitor: %s", zmq_strerror(errno));
+        if (!gw_cfg.cache_dns && s_node_open(nc, gw_cfg.endpoints[i], true, err) < 0)
             return -1;
-        }
-        nc->mon = zu_socket(zctx, ZMQ_PAIR, 0, 0);
-        if (zmq_connect(nc->mon, mon_ep) < 0 || zmq_connect(nc->sock, gw_cfg.endpoints[i]) < 0) {
-            snprintf(err, 256, "connect %s: %s", gw_cfg.endpoints[i], zmq_strerror(errno));
-            return -1;
-        }
-        int fd;
-        size_t len = sizeof fd;
-        zmq_getsockopt(nc->sock, ZMQ_FD, &fd, &len);
-        nc->hsock = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
-        nc->hsock->data = nc;
-        h2o_socket_read_start(nc->hsock, on_zmq_ready);
-        zmq_getsockopt(nc->mon, ZMQ_FD, &fd, &len);
-        nc->hmon = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
-        nc->hmon->data = nc;
-        h2o_socket_read_start(nc->hmon, on_monitor_ready);
-        /* ZMQ_FD only signals once the socket has been found empty (pitfall 1): check it once now,
-         * or the first monitor event never wakes us and in-flight calls to a dead node wait for
-         * their deadline instead of failing over. */
-        on_monitor_ready(nc->hmon, NULL);
+    }
+    if (gw_cfg.cache_dns) {
+        t->dns_gen = gw_discovery_gen() - 1; /* take the table now */
+        s_apply_discovery(t);
     }
     t->ping_timer.cb = on_ping_timer;
     h2o_timeout_link(t->ctx.loop, &t->ctx.zero_timeout, &t->ping_timer);
@@ -497,24 +587,10 @@ void gw_upstream_fini(gw_thread_t *t)
     h2o_timeout_dispose(t->ctx.loop, &t->ping_tick);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
         gw_node_conn_t *nc = &t->nodes[i];
-        if (h2o_timeout_is_linked(&nc->drain))
-            h2o_timeout_unlink(&nc->drain);
-        if (h2o_timeout_is_linked(&nc->flush))
-            h2o_timeout_unlink(&nc->flush);
+        s_node_close(nc);
         proto_batch_fini(&nc->batch);
         proto_buf_fini(&nc->frame);
         free(nc->batch_rids);
-        if (nc->hsock) {
-            h2o_socket_read_stop(nc->hsock);
-            h2o_socket_close(nc->hsock);
-        }
-        if (nc->hmon) {
-            h2o_socket_read_stop(nc->hmon);
-            h2o_socket_close(nc->hmon);
-        }
-        zmq_socket_monitor(nc->sock, NULL, 0);
-        zmq_close(nc->mon);
-        zmq_close(nc->sock);
     }
     free(t->ctab);
     t->ctab = NULL;

@@ -68,6 +68,8 @@ struct watcher {
     bool sending, dropped, closing;
     h2o_timeout_entry_t ping;
     uint64_t last_write_ms;
+    uint64_t resume_since; /* != 0: a resume waiting for the hub to reach it (s_resume_check) */
+    uint64_t resume_by_ms; /* ... until then; after, the current state instead */
 };
 
 /* One remembered change: SET carries the encoded record, DEL the user id. */
@@ -94,6 +96,7 @@ typedef struct watch_hub {
     uint64_t w_start; /* resumes from after this sequence are answered from the window */
     uint64_t seq;     /* last applied */
     bool live_once;
+    uint32_t npending; /* watchers with resume_since set */
     gw_buf_t ev;
 } watch_hub_t;
 
@@ -180,6 +183,8 @@ static void s_table_remove(watch_hub_t *h, watcher_t *w, uint32_t idx)
 /* ==== sending ================================================================================ */
 
 static void s_close_watcher(watcher_t *w);
+static void s_resume_check(watch_hub_t *h);
+static void s_fetch_current(watcher_t *w);
 
 static void s_flush(watcher_t *w)
 {
@@ -238,6 +243,8 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 static void s_unlink(watcher_t *w)
 {
     watch_hub_t *h = w->hub;
+    if (w->resume_since)
+        h->npending--;
     for (uint32_t i = 0; i < w->nids; i++)
         s_table_remove(h, w, i);
     if (w->prev)
@@ -324,8 +331,8 @@ static void s_event_del(watch_hub_t *h, const char *uid, size_t n, uint64_t seq)
 /* Deliver a change to one watcher's id slot if it is newer than what that slot has seen. */
 static void s_deliver(watch_hub_t *h, watcher_t *w, uint32_t idx, uint64_t version)
 {
-    if (version <= w->ver[idx])
-        return;
+    if (version <= w->ver[idx] || w->resume_since)
+        return; /* seen; or a resume still waiting: the window replays this change to it */
     w->ver[idx] = version;
     s_queue(w, h->ev.p, h->ev.len);
     atomic_fetch_add(&gw_metrics.sse_events, 1);
@@ -397,6 +404,7 @@ static void on_change(void *ctx, const proto_change_t *c)
         s_window_add(h, c->rec.version, c->kind, c->rec.user_id, c->rec.uid_len);
     }
     s_fanout(h, c->rec.user_id, c->rec.uid_len, c->kind, &c->rec, c->rec.version);
+    s_resume_check(h);
 }
 
 static void on_reset(void *ctx)
@@ -423,6 +431,7 @@ static void on_state(void *ctx, int state)
         if (!h->w_head)
             h->w_start = h->seq = sync_client_seq(h->sync);
     }
+    s_resume_check(h);
 }
 
 /* ==== the hub in the h2o loop ================================================================ */
@@ -443,6 +452,7 @@ static void on_tick(h2o_timeout_entry_t *e)
     sync_client_tick(h->sync, util_mono_ms());
     /* The sync client may have sent a catch-up: drain (ZMQ_FD contract: after every send). */
     s_pump(h);
+    s_resume_check(h);
     h2o_timeout_link(h->t->ctx.loop, &h->tick_to, &h->tick);
 }
 
@@ -499,6 +509,80 @@ void gw_watch_fini(gw_thread_t *t)
     s_window_clear(h, 0);
     /* Watchers still waiting for a proceed are freed by h2o's stop callbacks; the table entries
      * they hold are freed with them. */
+}
+
+/* ==== resuming ================================================================================ */
+
+/* Every event after `since` is still in the window. */
+static bool s_window_covers(const watch_hub_t *h, uint64_t since)
+{
+    return h->live_once && since >= h->w_start && since <= h->seq;
+}
+
+static void s_resume_window(watch_hub_t *h, watcher_t *w, uint64_t since)
+{
+    for (uint32_t i = 0; i < w->nids; i++)
+        w->ver[i] = since;
+    for (wchange_t *c = h->w_head; c; c = c->next) {
+        if (c->seq <= since)
+            continue;
+        proto_record_t r;
+        const char *uid;
+        size_t ul;
+        if (c->kind == PROTO_CH_DEL) {
+            uid = c->data;
+            ul = c->len;
+        } else if (proto_record_decode(c->data, c->len, &r) == 0) {
+            uid = r.user_id;
+            ul = r.uid_len;
+        } else {
+            continue;
+        }
+        for (uint32_t i = 0; i < w->nids; i++) {
+            if (w->idlen[i] != ul || memcmp(w->ids[i], uid, ul) != 0)
+                continue;
+            if (c->kind == PROTO_CH_DEL)
+                s_event_del(h, uid, ul, c->seq);
+            else
+                s_event_set(h, &r);
+            s_deliver(h, w, i, c->seq);
+        }
+    }
+}
+
+/* Older than what we remember (or from another database): the current state of whatever changed
+ * after `since`. */
+static void s_resume_current(watch_hub_t *h, watcher_t *w, uint64_t since)
+{
+    s_queue(w, ": resync\n\n", 10);
+    if (since <= h->seq)
+        for (uint32_t i = 0; i < w->nids; i++)
+            w->ver[i] = since;
+    s_fetch_current(w);
+}
+
+/* Resumes waiting for this thread's stream: from the window once it covers them; the current
+ * state once it cannot (the window moved past) or their wait is over. */
+static void s_resume_check(watch_hub_t *h)
+{
+    if (!h->npending)
+        return;
+    uint64_t now = util_mono_ms();
+    for (watcher_t *w = h->watchers; w && h->npending; w = w->next) {
+        uint64_t since = w->resume_since;
+        if (!since)
+            continue;
+        bool covered = s_window_covers(h, since);
+        if (!covered && !(h->live_once && since < h->w_start) && now < w->resume_by_ms)
+            continue;
+        w->resume_since = 0;
+        h->npending--;
+        if (covered)
+            s_resume_window(h, w, since);
+        else
+            s_resume_current(h, w, since);
+        s_flush(w);
+    }
 }
 
 /* ==== a new stream =========================================================================== */
@@ -623,43 +707,17 @@ void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint
     s_queue(w, ": watching\nretry: 2000\n\n", 24);
 
     if (since) {
-        if (h->live_once && since >= h->w_start && since <= h->seq) {
-            /* Every event after `since` is still here. */
-            for (uint32_t i = 0; i < n; i++)
-                w->ver[i] = since;
-            for (wchange_t *c = h->w_head; c; c = c->next) {
-                if (c->seq <= since)
-                    continue;
-                proto_record_t r;
-                const char *uid;
-                size_t ul;
-                if (c->kind == PROTO_CH_DEL) {
-                    uid = c->data;
-                    ul = c->len;
-                } else if (proto_record_decode(c->data, c->len, &r) == 0) {
-                    uid = r.user_id;
-                    ul = r.uid_len;
-                } else {
-                    continue;
-                }
-                for (uint32_t i = 0; i < n; i++) {
-                    if (w->idlen[i] != ul || memcmp(w->ids[i], uid, ul) != 0)
-                        continue;
-                    if (c->kind == PROTO_CH_DEL)
-                        s_event_del(h, uid, ul, c->seq);
-                    else
-                        s_event_set(h, &r);
-                    s_deliver(h, w, i, c->seq);
-                }
-            }
+        if (s_window_covers(h, since)) {
+            s_resume_window(h, w, since);
+        } else if (!h->live_once || since > h->seq) {
+            /* This thread's stream is not there yet (just started, catching up, or a change the
+             * client saw through another thread has not reached it): wait for it, a request
+             * timeout at most, rather than fall back to the current state at once. */
+            w->resume_since = since;
+            w->resume_by_ms = util_mono_ms() + gw_cfg.request_timeout_ms;
+            h->npending++;
         } else {
-            /* Older than what we remember (or from another database): the current state of
-             * whatever changed after `since`. */
-            s_queue(w, ": resync\n\n", 10);
-            if (since <= h->seq)
-                for (uint32_t i = 0; i < n; i++)
-                    w->ver[i] = since;
-            s_fetch_current(w);
+            s_resume_current(h, w, since);
         }
     } else {
         s_fetch_current(w);

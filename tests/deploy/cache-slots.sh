@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# cache-slots.sh BIN -- the assumption the Helm chart's cache tier rests on, tried for real.
+# cache-slots.sh BIN -- a gateway whose CACHE_ENDPOINTS names hosts that do not resolve yet (compose
+# services not started, StatefulSet-style pod names), tried for real.
 #
-# The chart lists every cache pod the HPA may create, by DNS name, in every gateway's
-# CACHE_ENDPOINTS. Pods that do not exist have no DNS record. This starts a store, two
+# (The Helm chart uses CACHE_DNS instead: cache-dns.sh.) A host that does not exist has no DNS
+# record; the gateway must treat it as a node that is down. This starts a store, two
 # cache-nodes and a gateway whose CACHE_ENDPOINTS name them cache-0 and cache-1, with only cache-0
 # resolvable (an /etc/hosts of our own, bind-mounted in a private mount namespace: needs root and
 # unshare), and checks that

@@ -11,8 +11,10 @@
 #   probe-auto-role          presence-probe with no arguments, as the image's HEALTHCHECK runs it,
 #                            finds PID 1 (a store-node, in a PID namespace) and asks it on the
 #                            endpoint derived from the store's own environment (root + unshare only)
-#   cache-dns-slots          cache-slots.sh: a gateway whose CACHE_ENDPOINTS names a cache pod that
-#                            does not resolve yet serves, and uses the pod once it resolves (root only)
+#   cache-dns-discovery      cache-dns.sh: the Helm cache tier's discovery (CACHE_DNS) tried for real:
+#                            scale-up, scale-down and no pod at all, with writes kept (root only)
+#   cache-dns-slots          cache-slots.sh: a gateway whose CACHE_ENDPOINTS names a host that does
+#                            not resolve yet serves, and uses it once it resolves (root only)
 #   compose-config           docker-compose config accepts compose/docker-compose.yml
 #   compose-requires-jwt     ... and refuses it, naming JWT_SECRET, when JWT_SECRET is unset
 #   compose-local            compose-local.py: the file's services run here and pass a smoke test
@@ -109,16 +111,22 @@ else
     echo "skip probe-auto-role (needs root and unshare --pid)"
 fi
 
-# The cache tier's design (every gateway lists every pod the HPA may create, by DNS name) rests on
-# the gateway treating an unresolvable name as a down node and picking it up once it resolves.
+# The Helm cache tier (a Deployment behind a headless Service) rests on the gateway following the
+# Service's DNS name as pods come and go; CACHE_ENDPOINTS (compose) on it treating a name that does
+# not resolve as a down node and picking it up once it resolves.
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare --mount true 2>/dev/null; then
+    if out=$(PYTHON=$PYTHON tests/deploy/cache-dns.sh "$BIN" 2>&1); then
+        ok cache-dns-discovery "$(grep -c '^ok' <<<"$out") steps"
+    else
+        bad cache-dns-discovery "$out"
+    fi
     if out=$(PYTHON=$PYTHON tests/deploy/cache-slots.sh "$BIN" 2>&1); then
         ok cache-dns-slots "$(grep -c '^ok' <<<"$out") steps"
     else
         bad cache-dns-slots "$out"
     fi
 else
-    echo "skip cache-dns-slots (needs root and unshare --mount)"
+    echo "skip cache-dns-discovery cache-dns-slots (need root and unshare --mount)"
 fi
 
 # ---- compose --------------------------------------------------------------------------------

@@ -195,9 +195,9 @@ def report(docs, errors):
     return bad + (1 if -1 in errors else 0)
 
 
-def first(docs, kind):
+def first(docs, kind, where=lambda d: True):
     for _, d in docs:
-        if d.get("kind") == kind:
+        if d.get("kind") == kind and where(d):
             return copy.deepcopy(d)
     raise SystemExit("self-test: the manifests have no %s to break" % kind)
 
@@ -220,7 +220,7 @@ def mutations(docs):
     d = first(docs, "Deployment")
     del d["spec"]["template"]["spec"]["containers"][0]["name"]
     out.append(("missing required field (container name)", d))
-    d = first(docs, "Deployment")
+    d = first(docs, "Deployment", lambda d: "httpGet" in d["spec"]["template"]["spec"]["containers"][0].get("readinessProbe", {}))
     d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/x"
     out.append(("misspelled field deep inside a probe", d))
     d = first(docs, "HorizontalPodAutoscaler")

@@ -11,6 +11,9 @@ documents and to the code are right:
     (<pod>.<svc>.<namespace>.svc.<domain>, ordinal below what the HPA or replicas allow);
     only a leaf's CENTER_ENDPOINT may point outside the release (the center's link Service, in
     another namespace or cluster);
+  - CACHE_DNS (NAME:PORT) names a headless Service of this release on one of its ports that
+    publishes only ready pods (its name must resolve to the pods themselves, and only to those
+    that serve);
   - every Service selects a workload, and its targetPorts are named ports of that workload;
   - probes: an httpGet path is one of the gateway's routes (its route table in gw_http.c) on a
     named container port; an exec probe runs a binary the image ships (the Dockerfile's
@@ -131,6 +134,19 @@ def main():
                     continue
                 for host, port in re.findall(r"tcp://([^:/,]+):(\d+)", str(v)):
                     check_tcp("%s env %s" % (where, e["name"]), own, host, int(port))
+                if e["name"] == "CACHE_DNS":
+                    m = re.match(r"^([^:/,]+):(\d+)$", str(v))
+                    if not m:
+                        problems.append("%s env CACHE_DNS: %r is not NAME:PORT" % (where, v))
+                        continue
+                    check_tcp("%s env CACHE_DNS" % where, own, m.group(1), int(m.group(2)))
+                    svc = services.get(m.group(1).split(".")[0])
+                    if svc is not None and svc["spec"].get("clusterIP") != "None":
+                        problems.append("%s env CACHE_DNS: Service %s is not headless (its name would resolve to one "
+                                        "virtual IP, not to the cache pods)" % (where, svc["metadata"]["name"]))
+                    if svc is not None and svc["spec"].get("publishNotReadyAddresses"):
+                        problems.append("%s env CACHE_DNS: Service %s publishes pods that are not ready"
+                                        % (where, svc["metadata"]["name"]))
             for kind_probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                 pr = c.get(kind_probe)
                 if not pr:

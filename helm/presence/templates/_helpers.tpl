@@ -57,8 +57,8 @@ presence/region: {{ .ctx.Values.region.nodeId | quote }}
 {{- end -}}
 {{- end -}}
 
-{{/* How many cache pods the gateways list: every pod the HPA may create. */}}
-{{- define "presence.cacheSlots" -}}
+{{/* The gateway uses at most 16 cache-nodes: the cache tier may not grow beyond that. */}}
+{{- define "presence.cacheMax" -}}
 {{- $n := int (ternary .Values.cache.autoscaling.maxReplicas .Values.cache.replicas .Values.cache.autoscaling.enabled) -}}
 {{- if or (lt $n 1) (gt $n 16) -}}
 {{- fail (printf "cache: %d cache pods; the gateway takes 1 to 16 (cache.autoscaling.maxReplicas, or cache.replicas without autoscaling)" $n) -}}
@@ -66,15 +66,10 @@ presence/region: {{ .ctx.Values.region.nodeId | quote }}
 {{- $n -}}
 {{- end -}}
 
-{{/* CACHE_ENDPOINTS: tcp://<pod>.<headless service>:<port> for pod 0 .. slots-1. */}}
-{{- define "presence.cacheEndpoints" -}}
-{{- $svc := include "presence.svcHost" (dict "ctx" . "name" "cache") -}}
-{{- $base := printf "%s-cache" (include "presence.fullname" .) -}}
-{{- $eps := list -}}
-{{- range $i := until (int (include "presence.cacheSlots" .)) -}}
-{{- $eps = append $eps (printf "tcp://%s-%d.%s:%d" $base $i $svc (int $.Values.cache.port)) -}}
-{{- end -}}
-{{- join "," $eps -}}
+{{/* CACHE_DNS: the cache tier's headless Service and port. */}}
+{{- define "presence.cacheDns" -}}
+{{- $n := include "presence.cacheMax" . -}}
+{{- printf "%s:%d" (include "presence.svcHost" (dict "ctx" . "name" "cache")) (int .Values.cache.port) -}}
 {{- end -}}
 
 {{- define "presence.commonEnv" -}}

@@ -78,7 +78,8 @@ include gateway/module.mk
 include launcher/module.mk
 include tools/module.mk
 include tests/module.mk
-# Optional fragments (fuzzing, deployment checks) add their steps to TEST_STEPS.
+# Optional fragments (partition, fuzzing, deployment checks, valgrind) add their steps to TEST_STEPS.
+-include tests/partition/module.mk
 -include tests/fuzz/module.mk
 -include tests/deploy/module.mk
 -include tests/hardening/module.mk

@@ -9,7 +9,7 @@
  * Key decision: the window/main split is not fixed. A hill climber samples the hit rate and keeps moving
  * the split in the direction that last improved it (Caffeine's idea), so a recency-heavy workload grows
  * the window toward LRU and a looping or frequency-heavy one shrinks it until TinyLFU admission decides
- * almost everything. The constants below were chosen by replaying the LIRS traces (BENCHMARKS-cache.md).
+ * almost everything. The constants below were chosen by replaying the LIRS traces (BENCHMARKS.md, cache section).
  *
  * Second decision: a hill climber alone loses to plain LRU on recency-heavy workloads (it follows every
  * phase and pays for each move), so the cache also runs two keys-only shadows over a hash sample of the

@@ -759,11 +759,19 @@ static void s_handle_write(const uint8_t *ident, size_t ident_len, const proto_m
         memcpy(p->key, m->key.p, m->key.len);
         p->klen = (uint8_t)m->key.len;
     }
+    /* The store (or the relay, and the center behind it) must not apply the write once we have
+     * given up on it: we answer ETIMEOUT at store_timeout_ms, and the client may then write again
+     * through another region or node. Ask it to refuse after our deadline less a margin for its
+     * commit, so that whatever it applies lands before our ETIMEOUT (PROTOCOL.md, write deadline). */
+    uint64_t margin_ms = MIN(100, C.store_timeout_ms / 4);
+    uint64_t dl = util_now_us() + (C.store_timeout_ms - margin_ms) * 1000u;
+    if (m->deadline_us && m->deadline_us < dl)
+        dl = m->deadline_us;
     proto_buf_reset(&C.buf);
     if (m->type == PROTO_DEL)
-        proto_enc_get(&C.buf, PROTO_DEL, p->rid, m->key.p, m->key.len);
+        proto_enc_get_dl(&C.buf, PROTO_DEL, p->rid, m->key.p, m->key.len, dl);
     else
-        proto_enc_records_cmd(&C.buf, m->type, p->rid, m->recs, m->n);
+        proto_enc_records_cmd_dl(&C.buf, m->type, p->rid, m->recs, m->n, dl);
     s_preq_add(p);
     s_store_queue(&C.buf, p->rid);
 }

@@ -156,7 +156,8 @@ struct gw_thread {
     struct gw_connent **conns; /* h2o socket -> fd, for connections we must be able to cut */
     size_t conns_size, conns_count;
     bool stopping;
-    bool reported_up; /* told main that a cache-node answered */
+    bool node_answered; /* a cache-node has answered this thread */
+    bool reported_up;   /* told main this thread is ready (gw_thread_ready_check) */
     bool accepting;   /* the listener is being read (gw_accept_start) */
     uint64_t accept_by_ms; /* accept from then on even if no cache-node has answered */
     gw_authcache_t *authcache;
@@ -203,6 +204,12 @@ unsigned gw_discovery_snapshot(char (*out)[GW_ENDPOINT_MAX]);
 /* Start accepting connections on the thread's listener (idempotent): called when a cache-node first
  * answers the thread, or by the ping timer once accept_by_ms has passed (gw_main.c). */
 void gw_accept_start(gw_thread_t *t);
+/* A thread is ready once a cache-node answered it and its watch hub is live (it has caught up with
+ * the change stream, so it can answer resumes from the window): it then reports to main (the ready
+ * line) and starts accepting. Called when either becomes true. */
+void gw_thread_ready_check(gw_thread_t *t);
+/* The thread's watch hub is live (or there is none). */
+bool gw_watch_live(const gw_thread_t *t);
 
 /* Shut down the connection a request came on (a client that does not read its SSE stream).
  * HTTP/1 only; returns 0 when done, -1 when the connection is not one we can cut. */

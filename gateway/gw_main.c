@@ -346,6 +346,15 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
+void gw_thread_ready_check(gw_thread_t *t)
+{
+    if (t->reported_up || !t->node_answered || !gw_watch_live(t))
+        return;
+    t->reported_up = true;
+    atomic_fetch_add(&gw_threads_with_nodes, 1);
+    gw_accept_start(t);
+}
+
 void gw_accept_start(gw_thread_t *t)
 {
     if (t->accepting || !t->listener || t->stopping)

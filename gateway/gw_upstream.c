@@ -320,11 +320,8 @@ static void s_mark_up(gw_node_conn_t *nc)
     nc->up = true;
     nc->seen = true;
     nc->last_ok_ms = util_mono_ms();
-    if (!t->reported_up) {
-        t->reported_up = true;
-        atomic_fetch_add(&gw_threads_with_nodes, 1);
-    }
-    gw_accept_start(t);
+    t->node_answered = true;
+    gw_thread_ready_check(t);
 }
 
 static void s_drain(gw_node_conn_t *nc)
@@ -422,7 +419,7 @@ static void on_ping_timer(h2o_timeout_entry_t *e)
     if (t->stopping)
         return;
     if (!t->accepting && util_mono_ms() >= t->accept_by_ms)
-        gw_accept_start(t); /* no cache-node answers: serve anyway (health, readiness say so) */
+        gw_accept_start(t); /* not ready in time: serve anyway (health, readiness say so) */
     if (gw_cfg.cache_dns)
         s_apply_discovery(t);
     for (int i = 0; i < gw_cfg.nnodes; i++) {

@@ -428,10 +428,25 @@ static void on_state(void *ctx, int state)
     watch_hub_t *h = ctx;
     if (state == SYNC_LIVE && !h->live_once) {
         h->live_once = true;
-        if (!h->w_head)
-            h->w_start = h->seq = sync_client_seq(h->sync);
+    }
+    if (state == SYNC_LIVE) {
+        /* The catch-up that made us live compacted every change before this point to the latest
+         * per user: the window is complete only from here on. (Changes it applied stay in the
+         * window but are not offered to resumes from before this point.) */
+        uint64_t through = sync_client_seq(h->sync);
+        if (through > h->w_start)
+            h->w_start = through;
+        if (through > h->seq)
+            h->seq = through;
+        gw_thread_ready_check(h->t);
     }
     s_resume_check(h);
+}
+
+bool gw_watch_live(const gw_thread_t *t)
+{
+    const watch_hub_t *h = t->watch;
+    return !h || h->live_once;
 }
 
 /* ==== the hub in the h2o loop ================================================================ */
@@ -577,6 +592,9 @@ static void s_resume_check(watch_hub_t *h)
             continue;
         w->resume_since = 0;
         h->npending--;
+        LOG_RATELIMITED(LOG_INFO, 1000, "watch: resume from %llu %s (stream at %llu, window from %llu)", (unsigned long long)since,
+            covered ? "from the window" : "with the current state", (unsigned long long)h->seq,
+            (unsigned long long)h->w_start);
         if (covered)
             s_resume_window(h, w, since);
         else
@@ -716,6 +734,8 @@ void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint
             w->resume_since = since;
             w->resume_by_ms = util_mono_ms() + gw_cfg.request_timeout_ms;
             h->npending++;
+            LOG_RATELIMITED(LOG_INFO, 1000, "watch: resume from %llu waits for this thread's stream (at %llu, live=%d)",
+                (unsigned long long)since, (unsigned long long)h->seq, h->live_once);
         } else {
             s_resume_current(h, w, since);
         }

@@ -56,6 +56,8 @@ typedef struct job {
     store_op_t op;
     proto_record_t *in, *out;
     uint64_t t_recv_us;
+    uint64_t deadline_us; /* the sender's deadline (wall clock): not applied after it; 0 = none */
+    bool expired;         /* taken by the writer after deadline_us: answered ETIMEOUT, not applied */
 } job_t;
 
 typedef struct completion {
@@ -102,7 +104,7 @@ static struct {
 
     /* metrics */
     _Atomic uint64_t writes_total, write_ops_total, commits_total, commit_errors, expirations_total, purges_total;
-    _Atomic uint64_t overload_total, malformed_total, reads_total, catchups_total, snapshots_total;
+    _Atomic uint64_t overload_total, malformed_total, reads_total, catchups_total, snapshots_total, expired_total;
     _Atomic uint64_t pub_msgs_total, pub_drops_total, flushes_total, sweeps_total, relaxed_commits_total;
     bool unsynced; /* writer thread: relaxed commits not yet flushed */
     stats_hist_t commit_hist, group_hist, ack_hist;
@@ -193,8 +195,17 @@ static void s_write_group(job_t *jobs, size_t njobs)
     /* Heartbeats are the hot path: a group of nothing but heartbeats is committed without an
      * fsync and flushed within TOUCH_SYNC_MS (0 = every heartbeat group fsynced too). */
     bool relaxed = S.touch_sync_ms > 0;
-    for (job_t *j = jobs; j; j = j->next, i++) {
-        ops[i] = j->op;
+    uint64_t now_wall = util_now_us();
+    size_t nops = 0;
+    for (job_t *j = jobs; j; j = j->next) {
+        if (j->deadline_us && now_wall >= j->deadline_us) {
+            /* Waited in the queue past its sender's deadline (an overloaded store): not applied. */
+            j->op.status = PROTO_ETIMEOUT;
+            j->expired = true;
+            atomic_fetch_add(&S.expired_total, 1);
+            continue;
+        }
+        ops[nops++] = j->op;
         items += j->op.n;
         if (j->type != PROTO_TOUCH)
             relaxed = false;
@@ -202,7 +213,7 @@ static void s_write_group(job_t *jobs, size_t njobs)
     completion_t *c = xcalloc(1, sizeof *c);
     store_changes_init(&c->changes);
     uint64_t t0 = util_mono_us();
-    int rc = store_apply(S.store, ops, njobs, util_now_us(), relaxed, &c->changes, err);
+    int rc = nops ? store_apply(S.store, ops, nops, now_wall, relaxed, &c->changes, err) : 0;
     if (rc == 0 && relaxed && S.sync_mode != STORE_SYNC_NONE) {
         /* Only pure refreshes may wait for the flush: a heartbeat that created a record or
          * brought a user back online is a change of state, durable before it is acknowledged. */
@@ -217,7 +228,7 @@ static void s_write_group(job_t *jobs, size_t njobs)
         }
     }
     if (rc < 0 && relaxed) {
-        for (i = 0; i < njobs; i++)
+        for (i = 0; i < nops; i++)
             ops[i].status = PROTO_EINTERNAL;
     }
     if (rc == 0 && relaxed && S.sync_mode != STORE_SYNC_NONE) {
@@ -233,13 +244,14 @@ static void s_write_group(job_t *jobs, size_t njobs)
     } else {
         atomic_fetch_add(&S.commits_total, 1);
         atomic_fetch_add(&S.writes_total, items);
-        atomic_fetch_add(&S.write_ops_total, njobs);
+        atomic_fetch_add(&S.write_ops_total, nops);
         stats_hist_observe(&S.commit_hist, dt);
         stats_hist_observe(&S.group_hist, items);
     }
     i = 0;
-    for (job_t *j = jobs; j; j = j->next, i++)
-        j->op = ops[i];
+    for (job_t *j = jobs; j; j = j->next)
+        if (!j->expired)
+            j->op = ops[i++];
     free(ops);
     c->jobs = jobs;
     s_push_completion(c);
@@ -447,7 +459,10 @@ static void s_finish_job(job_t *j)
         proto_enc_reply(&S.buf, j->rid, PROTO_OK, j->op.as_of, j->out, j->op.n, NULL, 0);
     else
         proto_enc_reply(&S.buf, j->rid, j->op.status, j->op.as_of, NULL, 0,
-                        j->op.status == PROTO_EINTERNAL ? "storage error" : NULL, 0);
+                        j->op.status == PROTO_EINTERNAL ? "storage error"
+                        : j->expired                    ? "deadline passed before the write was applied"
+                                                        : NULL,
+                        0);
     ackbox_t *a = NULL;
     for (int i = 0; i < s_nacks && !a; i++)
         if (s_acks[i].router == j->router && s_acks[i].ident_len == j->ident_len &&
@@ -515,6 +530,13 @@ static void s_enqueue(void *router, const uint8_t *ident, size_t ident_len, prot
         s_reply(router, ident, ident_len, &S.buf);
         return;
     }
+    if (m->deadline_us && util_now_us() >= m->deadline_us) {
+        /* Its sender has given up (it reached us late: a partition that healed, a stall): applied
+         * now, it could land after a write the client made since, and undo it. */
+        atomic_fetch_add(&S.expired_total, 1);
+        s_reply_status(router, ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was applied");
+        return;
+    }
     pthread_mutex_lock(&S.queue_lock);
     bool full = S.q_items + n > S.queue_max && S.q_items > 0;
     if (!full)
@@ -532,6 +554,7 @@ static void s_enqueue(void *router, const uint8_t *ident, size_t ident_len, prot
     j->type = m->type;
     j->rid = m->rid;
     j->t_recv_us = util_mono_us();
+    j->deadline_us = m->deadline_us;
     if (m->type == PROTO_DEL) {
         j->in = xcalloc(1, sizeof *j->in);
         proto_record_set_uid(j->in, m->key.p, m->key.len);
@@ -685,6 +708,7 @@ static void s_collect_stats(stats_list_t *l)
     stats_add(l, "store_purges_total", atomic_load(&S.purges_total));
     stats_add(l, "store_overload_total", atomic_load(&S.overload_total));
     stats_add(l, "store_malformed_total", atomic_load(&S.malformed_total));
+    stats_add(l, "store_expired_writes_total", atomic_load(&S.expired_total));
     stats_add(l, "store_reads_total", atomic_load(&S.reads_total));
     stats_add(l, "store_catchups_total", atomic_load(&S.catchups_total));
     stats_add(l, "store_snapshots_total", atomic_load(&S.snapshots_total));

@@ -371,6 +371,12 @@ static void s_forward(const uint8_t *ident, size_t ident_len, const void *data, 
         s_status(ident, ident_len, m->rid, PROTO_EUNAVAIL, "center unreachable");
         return;
     }
+    if (m->deadline_us && util_now_us() >= m->deadline_us) {
+        /* Its sender gave up already (we were stalled): forwarding it could undo a later write. */
+        R.timeouts++;
+        s_status(ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was forwarded");
+        return;
+    }
     pending_t *p = xcalloc(1, sizeof *p);
     p->rid = R.next_rid++;
     p->client_rid = m->rid;

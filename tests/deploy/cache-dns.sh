@@ -14,18 +14,9 @@
 # Prints "ok ..." lines or the reason, exit status 0 on success.
 set -u
 BIN=$1
-if [ "${CACHE_DNS_INNER:-}" != 1 ]; then
-    dir=$(mktemp -d "${TMPDIR:-/tmp}/cache-dns.XXXXXX")
-    trap 'rm -rf "$dir"' EXIT
-    cp /etc/hosts "$dir/hosts"
-    CACHE_DNS_INNER=1 DIR=$dir unshare --mount --propagation private "$0" "$BIN"
-    exit $?
-fi
-mount --bind "$DIR/hosts" /etc/hosts || exit 1
-ports=($("${PYTHON:-python3}" -c 'import socket
-ss = [socket.socket() for _ in range(4)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))'))
+. "$(dirname "$0")/../lib.sh"
+private_etc_hosts "$0" "$BIN"
+ports=($(free_ports 4))
 name=presence-cache.test.svc.cluster.local
 cport=${ports[2]}
 pids=()
@@ -47,15 +38,6 @@ SECRET=0123456789abcdef0123456789abcdef
 JWT_SECRET=$SECRET SERVICE_ADDR=127.0.0.1 SERVICE_PORT=${ports[3]} GATEWAY_THREADS=2 \
     CACHE_DNS=$name:$cport CACHE_DNS_INTERVAL_MS=200 "$BIN/gateway" & pids+=($!)
 
-# until_ok SECONDS CMD...: poll CMD until it succeeds, at most SECONDS.
-until_ok() {
-    local end=$((SECONDS + $1))
-    shift
-    while ! "$@" >/dev/null 2>&1; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.05
-    done
-}
 # listed N: /health/cache lists N nodes, all reachable
 listed() {
     local h

@@ -13,18 +13,9 @@
 # Prints "ok ..." lines or the reason, exit status 0 on success.
 set -u
 BIN=$1
-if [ "${CACHE_SLOTS_INNER:-}" != 1 ]; then
-    dir=$(mktemp -d "${TMPDIR:-/tmp}/cache-slots.XXXXXX")
-    trap 'rm -rf "$dir"' EXIT
-    cp /etc/hosts "$dir/hosts"
-    CACHE_SLOTS_INNER=1 DIR=$dir unshare --mount --propagation private "$0" "$BIN"
-    exit $?
-fi
-mount --bind "$DIR/hosts" /etc/hosts || exit 1
-ports=($("${PYTHON:-python3}" -c 'import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))'))
+. "$(dirname "$0")/../lib.sh"
+private_etc_hosts "$0" "$BIN"
+ports=($(free_ports 5))
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
@@ -40,15 +31,6 @@ JWT_SECRET=0123456789abcdef0123456789abcdef SERVICE_ADDR=127.0.0.1 SERVICE_PORT=
     CACHE_ENDPOINTS=tcp://cache-0.presence-cache.test.svc.cluster.local:${ports[2]},tcp://cache-1.presence-cache.test.svc.cluster.local:${ports[3]} \
     "$BIN/gateway" & pids+=($!)
 
-# until SECONDS CMD...: poll CMD until it succeeds, at most SECONDS.
-until_ok() {
-    local end=$((SECONDS + $1))
-    shift
-    while ! "$@" >/dev/null 2>&1; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.05
-    done
-}
 nodes_up() { curl -s "$gw/health/cache" | grep -q "\"nodes_up\":$1,"; }
 serves() {
     local tok

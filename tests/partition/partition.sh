@@ -17,6 +17,7 @@
 # Ends with "test-partition: N passed, N failed".
 set -u
 BIN=$1
+. "$(dirname "$0")/../lib.sh"
 pass=0
 fail=0
 ok() { echo "ok   $*"; pass=$((pass + 1)); }
@@ -69,15 +70,6 @@ ip netns exec "$nsl" env "${common[@]}" NODE_TYPE=leaf NODE_ID=leaf CENTER_ENDPO
     DATA_DIR="$dir/l/data" "$BIN/presenced" >"$dir/l/out" 2>"$dir/l/err" &
 pids+=($!)
 
-# until_ok SECONDS CMD...: poll CMD until it succeeds, at most SECONDS.
-until_ok() {
-    local end=$((SECONDS + $1))
-    shift
-    while ! "$@" >/dev/null 2>&1; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.05
-    done
-}
 in_c() { ip netns exec "$nsc" "$@"; }
 in_l() { ip netns exec "$nsl" "$@"; }
 ready() { "$1" curl -sf -m 2 http://127.0.0.1:8080/health/readiness; }

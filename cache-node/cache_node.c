@@ -126,6 +126,7 @@ static struct {
 
     /* store health */
     uint64_t last_store_ok_ms, next_ping_ms, next_stats_ms, store_rtt_us;
+    bool store_answered; /* the store (through the relay: the center) has answered at least once */
     uint64_t store_epoch, store_seq;
     bool link_up;          /* the relay's link to the center (always true at a center) */
     uint64_t link_lag_us;
@@ -462,6 +463,8 @@ static void s_preq_fail(preq_t *p, uint8_t status)
         }
     } else if (p->kind == PK_PING) {
         C.ping_out = false;
+        if (!C.store_answered && status == PROTO_EUNAVAIL)
+            C.next_ping_ms = util_mono_ms() + 20; /* still connecting at start: ask again soon */
     } else if (p->kind == PK_STATS) {
         C.stats_out = false;
     }
@@ -809,7 +812,9 @@ static void s_collect_stats(stats_list_t *l, bool full)
     stats_addf(l, ss.seq, "sync_sequence{node=\"%s\"}", id);
     stats_addf(l, ss.epoch, "sync_epoch{node=\"%s\"}", id);
     stats_addf(l, ss.lag_ms * 1000, "sync_lag_seconds{node=\"%s\"}:us", id);
-    stats_addf(l, s_store_up(), "cache_store_up{node=\"%s\"}", id);
+    /* Requests are served optimistically from the start (s_store_up); readiness and health report
+     * the store path only once it has really answered. */
+    stats_addf(l, s_store_up() && C.store_answered, "cache_store_up{node=\"%s\"}", id);
     stats_addf(l, C.store_rtt_us, "cache_store_rtt_seconds{node=\"%s\"}:us", id);
     stats_addf(l, C.store_seq, "cache_store_sequence{node=\"%s\"}", id);
     stats_addf(l, C.link_up, "cache_link_up{node=\"%s\"}", id);
@@ -996,8 +1001,10 @@ static void s_on_store_msg(const void *data, size_t len, bool nested)
     uint64_t now = util_mono_ms();
     /* An answer proves the store path works, unless it says it does not (a relay without its
      * center answers EUNAVAIL, and its PONG says relay_link_up 0). */
-    if ((p->kind == PK_FORWARD || p->kind == PK_FETCH) && m.status != PROTO_EUNAVAIL && m.status != PROTO_ETIMEOUT)
+    if ((p->kind == PK_FORWARD || p->kind == PK_FETCH) && m.status != PROTO_EUNAVAIL && m.status != PROTO_ETIMEOUT) {
         C.last_store_ok_ms = now;
+        C.store_answered = true;
+    }
     uint64_t rtt = util_mono_us() - p->sent_us;
     C.store_rtt_us = rtt;
     stats_hist_observe(&C.store_rtt_hist, rtt);
@@ -1027,8 +1034,10 @@ static void s_on_store_msg(const void *data, size_t len, bool nested)
             stats_find(m.stats, m.n, "relay_lag_seconds:us", &lag);
             C.link_up = link != 0;
             C.link_lag_us = lag;
-            if (C.link_up)
+            if (C.link_up) {
                 C.last_store_ok_ms = now;
+                C.store_answered = true;
+            }
         }
         break;
     case PK_STATS:

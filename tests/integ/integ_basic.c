@@ -200,6 +200,18 @@ START_TEST(test_health)
     probe_t live = {n.port, "/health/liveness", 200};
     ck_assert(s_status_is(&live));
 
+    /* A cache-node that starts while the store is away serves optimistically, but must not report
+     * the store path as working before the store has answered it: readiness stays 503 (checked
+     * over 3 s, longer than the cache-node's 2 s store-down window). */
+    th_kill(n.cache[0]);
+    ck_assert_int_eq(th_restart(n.cache[0], 20000), 0);
+    for (uint64_t until = th_now_ms() + 3000; th_now_ms() < until;) {
+        ck_assert_int_eq(th_http(n.port, "GET", "/health/readiness", NULL, NULL, 0, &r, 5000), 0);
+        ck_assert_msg(r.status == 503, "readiness %d with the store down after a cache-node restart: %s", r.status,
+                      r.body);
+        th_resp_free(&r);
+    }
+
     ck_assert_int_eq(th_restart(n.store, 20000), 0);
     ck_assert_msg(th_wait_for(s_status_is, &ready, 10000), "readiness did not come back with the store");
     ck_assert_int_eq(th_node_stop(&n), 0);

@@ -1044,3 +1044,35 @@ void store_get_info(store_t *s, store_info_t *info)
         info->map_used = ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize;
     store_read_end(&r);
 }
+
+int store_catchup(store_read_t *r, uint64_t epoch, const proto_msg_t *m, store_changes_t *out, store_catchup_t *res)
+{
+    uint64_t snap_seq = store_read_seq(r), floor = store_read_floor(r);
+    bool cont = (m->flags & PROTO_CATCHUP_F_SNAP_CONT) != 0;
+    uint32_t max = (uint32_t)MIN(MAX(m->max_items, 1), STORE_CATCHUP_MAX_ITEMS);
+    res->mode = PROTO_CATCHUP_INCREMENTAL;
+    res->through = snap_seq;
+    res->done = true;
+    res->snapshot = false;
+    res->clen = 0;
+    if (cont && m->epoch == epoch && m->first_seq <= snap_seq) {
+        /* More of a snapshot: records after the cursor; the base sequence stays the client's. */
+        res->mode = PROTO_CATCHUP_SNAPSHOT_CONT;
+        res->through = m->first_seq;
+        int rc = store_read_records(r, m->key.p, m->key.len, max, out, res->cursor, &res->clen, &res->done);
+        res->done = false; /* the client continues: next chunk, or incremental from the base */
+        return rc;
+    }
+    if (cont || m->epoch != epoch || m->seq > snap_seq || m->seq < floor) {
+        /* Another database, a client ahead of us (we lost commits), or history we no longer
+         * have: start over. */
+        res->mode = PROTO_CATCHUP_SNAPSHOT;
+        res->snapshot = true;
+        if (m->flags & PROTO_CATCHUP_F_NO_DATA)
+            return STORE_OK;
+        int rc = store_read_records(r, "", 0, max, out, res->cursor, &res->clen, &res->done);
+        res->done = false;
+        return rc;
+    }
+    return store_read_changes(r, m->seq, max, out, &res->through, &res->done);
+}

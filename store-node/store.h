@@ -140,6 +140,24 @@ int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, 
 int store_read_records(store_read_t *r, const char *after_key, size_t after_len, uint32_t max_items,
                        store_changes_t *out, char *next_key, size_t *next_len, bool *done);
 
+/* A catch-up request (PROTOCOL.md, CATCHUP) answered from one read snapshot. */
+#define STORE_CATCHUP_MAX_ITEMS 2000
+typedef struct store_catchup {
+    uint8_t mode;     /* PROTO_CATCHUP_INCREMENTAL / _SNAPSHOT / _SNAPSHOT_CONT */
+    uint64_t through; /* the client is complete up to this sequence */
+    bool done;        /* nothing more to ask for */
+    bool snapshot;    /* a new snapshot was started (counted by the store-node) */
+    char cursor[PROTO_USER_ID_MAX + 1];
+    size_t clen;      /* snapshot cursor: continue after this key */
+} store_catchup_t;
+
+/* Decide how to answer catch-up request m (epoch, seq, first_seq, flags, max_items, key) against
+ * read snapshot r of a store whose epoch is `epoch`, and read the changes into out: incremental
+ * from the changelog when it reaches back far enough, else a snapshot (a flush signal with
+ * PROTO_CATCHUP_F_NO_DATA, or live records in key order, in chunks, continued by SNAP_CONT).
+ * Returns STORE_OK or STORE_ERROR. */
+int store_catchup(store_read_t *r, uint64_t epoch, const proto_msg_t *m, store_changes_t *out, store_catchup_t *res);
+
 void store_get_info(store_t *s, store_info_t *info);
 uint64_t store_epoch(const store_t *s);
 

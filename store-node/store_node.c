@@ -44,7 +44,6 @@
 
 #define MAX_IDENT 255
 #define CHANGES_PER_MSG 512
-#define CATCHUP_MAX_ITEMS 2000
 
 typedef struct job {
     struct job *next;
@@ -634,35 +633,13 @@ static void s_handle_catchup(void *router, const uint8_t *ident, size_t ident_le
         return;
     }
     atomic_fetch_add(&S.catchups_total, 1);
-    uint64_t epoch = store_epoch(S.store), snap_seq = store_read_seq(r), floor = store_read_floor(r);
-    bool cont = (m->flags & PROTO_CATCHUP_F_SNAP_CONT) != 0;
-    uint32_t max = (uint32_t)MIN(MAX(m->max_items, 1), CATCHUP_MAX_ITEMS);
+    uint64_t epoch = store_epoch(S.store);
     store_changes_t ch;
     store_changes_init(&ch);
-    uint64_t through = snap_seq;
-    bool done = true;
-    uint8_t mode = PROTO_CATCHUP_INCREMENTAL;
-    char cursor[PROTO_USER_ID_MAX + 1];
-    size_t clen = 0;
-    int rc = STORE_OK;
-    if (cont && m->epoch == epoch && m->first_seq <= snap_seq) {
-        /* More of a snapshot: records after the cursor; the base sequence stays the client's. */
-        mode = PROTO_CATCHUP_SNAPSHOT_CONT;
-        rc = store_read_records(r, m->key.p, m->key.len, max, &ch, cursor, &clen, &done);
-        through = m->first_seq;
-        done = false; /* the client continues: next chunk, or incremental from the base */
-    } else if (cont || m->epoch != epoch || m->seq > snap_seq || m->seq < floor) {
-        /* Another database, a client ahead of us (we lost commits), or history we no longer
-         * have: start over. */
+    store_catchup_t cu;
+    int rc = store_catchup(r, epoch, m, &ch, &cu);
+    if (cu.snapshot)
         atomic_fetch_add(&S.snapshots_total, 1);
-        mode = PROTO_CATCHUP_SNAPSHOT;
-        if (!(m->flags & PROTO_CATCHUP_F_NO_DATA)) {
-            rc = store_read_records(r, "", 0, max, &ch, cursor, &clen, &done);
-            done = false;
-        }
-    } else {
-        rc = store_read_changes(r, m->seq, max, &ch, &through, &done);
-    }
     store_read_end(&r);
     proto_enc_t e;
     proto_buf_reset(&S.buf);
@@ -671,10 +648,10 @@ static void s_handle_catchup(void *router, const uint8_t *ident, size_t ident_le
         proto_enc_catchup_reply_begin(&e, m->rid, PROTO_EINTERNAL, epoch, 0, 0, true, 0);
         proto_enc_catchup_reply_end(&e, "", 0);
     } else {
-        proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, epoch, mode, through, done, (uint32_t)ch.n);
+        proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, epoch, cu.mode, cu.through, cu.done, (uint32_t)ch.n);
         for (size_t i = 0; i < ch.n; i++)
             proto_enc_change(&e, &ch.v[i]);
-        proto_enc_catchup_reply_end(&e, cursor, clen);
+        proto_enc_catchup_reply_end(&e, cu.cursor, cu.clen);
     }
     store_changes_fini(&ch);
     s_reply(router, ident, ident_len, &S.buf);

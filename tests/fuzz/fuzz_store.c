@@ -29,7 +29,6 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 128
-#define CATCHUP_MAX_ITEMS 2000 /* as store_node.c */
 
 static char s_dir[256], s_db[300];
 
@@ -239,55 +238,38 @@ static void s_read(run_t *r, const proto_msg_t *m)
     free(ls);
 }
 
-/* store_node.c's s_handle_catchup, with the reply checked. */
+/* The store-node's catch-up (store_catchup), with the answer checked. */
 static void s_catchup(run_t *r, const proto_msg_t *m)
 {
     char err[STORE_ERR_LEN];
     store_read_t *rd = store_read_begin(r->s, err);
     FZ_CHECK(rd != NULL);
-    uint64_t epoch = store_epoch(r->s), snap_seq = store_read_seq(rd), floor = store_read_floor(rd);
-    bool cont = (m->flags & PROTO_CATCHUP_F_SNAP_CONT) != 0;
-    uint32_t max = (uint32_t)MIN(MAX(m->max_items, 1), CATCHUP_MAX_ITEMS);
+    uint64_t epoch = store_epoch(r->s), snap_seq = store_read_seq(rd);
+    uint32_t max = (uint32_t)MIN(MAX(m->max_items, 1), STORE_CATCHUP_MAX_ITEMS);
     store_changes_t ch;
     store_changes_init(&ch);
-    uint64_t through = snap_seq;
-    bool done = true;
-    uint8_t mode = PROTO_CATCHUP_INCREMENTAL;
-    char cursor[PROTO_USER_ID_MAX + 1];
-    size_t clen = 0;
-    int rc = STORE_OK;
-    if (cont && m->epoch == epoch && m->first_seq <= snap_seq) {
-        mode = PROTO_CATCHUP_SNAPSHOT_CONT;
-        rc = store_read_records(rd, m->key.p, m->key.len, max, &ch, cursor, &clen, &done);
-        through = m->first_seq;
-        done = false;
-    } else if (cont || m->epoch != epoch || m->seq > snap_seq || m->seq < floor) {
-        mode = PROTO_CATCHUP_SNAPSHOT;
-        if (!(m->flags & PROTO_CATCHUP_F_NO_DATA)) {
-            rc = store_read_records(rd, "", 0, max, &ch, cursor, &clen, &done);
-            done = false;
-        }
-    } else {
-        rc = store_read_changes(rd, m->seq, max, &ch, &through, &done);
+    store_catchup_t cu;
+    int rc = store_catchup(rd, epoch, m, &ch, &cu);
+    if (cu.mode == PROTO_CATCHUP_INCREMENTAL) {
         /* Incremental: in sequence order, after the request, within the snapshot. */
         for (size_t i = 0; i < ch.n; i++) {
             FZ_CHECK(ch.v[i].rec.version > m->seq && ch.v[i].rec.version <= snap_seq);
             if (i)
                 FZ_CHECK(ch.v[i].rec.version > ch.v[i - 1].rec.version);
         }
-        FZ_CHECK(through >= m->seq);
+        FZ_CHECK(cu.through >= m->seq);
     }
     FZ_CHECK(rc == STORE_OK);
     FZ_CHECK(ch.n <= max);
-    FZ_CHECK(clen <= PROTO_USER_ID_MAX);
+    FZ_CHECK(cu.clen <= PROTO_USER_ID_MAX);
     store_read_end(&rd);
     proto_enc_t e;
     proto_buf_reset(&r->buf);
     proto_enc_init(&e, &r->buf);
-    proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, epoch, mode, through, done, (uint32_t)ch.n);
+    proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, epoch, cu.mode, cu.through, cu.done, (uint32_t)ch.n);
     for (size_t i = 0; i < ch.n; i++)
         proto_enc_change(&e, &ch.v[i]);
-    proto_enc_catchup_reply_end(&e, cursor, clen);
+    proto_enc_catchup_reply_end(&e, cu.cursor, cu.clen);
     s_check_decodes(&r->buf, PROTO_CATCHUP_REPLY);
     store_changes_fini(&ch);
 }

@@ -23,6 +23,8 @@
  */
 #include "cache.h"
 #include "cfg.h"
+#include "cli.h"
+#include "envreg.h"
 #include "log.h"
 #include "proto.h"
 #include "stats.h"
@@ -1128,10 +1130,24 @@ static int s_config(char *err)
     return 0;
 }
 
-int main(void)
+static const cli_desc_t s_cli = {
+    .name = "cache-node",
+    .summary = "A W-TinyLFU cache-node of a presence node: answers the gateways' reads and writes for its keys,\n"
+               "in front of the store-node (or a leaf's sync-relay), kept coherent by the change stream.",
+    .usage = "",
+    .procs = ENVREG_CACHE,
+};
+
+int main(int argc, char **argv)
 {
+    cli_handle(argc, argv, &s_cli);
     char err[CFG_ERR_LEN] = "";
-    if (log_init("cache", err, sizeof err) < 0 || s_config(err) < 0) {
+    if (log_init("cache", err, sizeof err) < 0) {
+        fprintf(stderr, "cache-node: %s\n", err);
+        return 2;
+    }
+    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
+    if (s_config(err) < 0) {
         fprintf(stderr, "cache-node: %s\n", err);
         return 2;
     }

@@ -1,5 +1,6 @@
 /* cfg.c -- strict environment parsing (see cfg.h). */
 #include "cfg.h"
+#include "envreg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,6 +10,13 @@
 
 static const char *s_get(const char *name)
 {
+    /* Every setting is listed in envreg.c (--help, the unknown-variable warning and the docs
+     * check rely on it): reading one that is not is a programming error, caught by any test
+     * that starts the binary. */
+    if (!envreg_find(name)) {
+        fprintf(stderr, "internal error: environment variable %s is not listed in common/envreg.c\n", name);
+        abort();
+    }
     const char *v = getenv(name);
     return (v && *v) ? v : NULL;
 }

@@ -68,7 +68,7 @@ typedef struct gw_config {
     bool auth_reads;
     gw_auth_t auth;
     gw_cors_t cors;
-    gw_ratelimit_t *rl_writes, *rl_reads;
+    gw_ratelimit_t *rl_writes, *rl_reads, *rl_admin; /* NULL = not limited */
     double write_rate, write_burst, read_rate, read_burst;
     bool trust_proxy;
     uint64_t max_connections;

@@ -4,8 +4,10 @@
  * this file adds what the library does not (TECH-NOTES 5.1):
  *   - the secret is never empty (an empty key turns verification off in libjwt; the gateway
  *     refuses to start without one, and we check again here);
- *   - the header's alg must be the configured one: "none" is rejected by libjwt when a key is
- *     given, and HS384/HS512 tokens signed with our secret are rejected here;
+ *   - the header's alg must be exactly the configured name (we read the header ourselves: libjwt
+ *     accepts "hs256" in any case): "none", HS384/HS512 tokens signed with our secret, and any
+ *     spelling but the exact one are rejected; a header with `crit` is rejected (RFC 7515
+ *     4.1.11: we understand no extension a token could make critical);
  *   - the claims are read from the decoded JSON with strict types: exp is required and must be a
  *     number, nbf is checked when present, iss must match, sub must be a non-empty string;
  *   - tokens are bounded in size before libjwt sees them.
@@ -22,6 +24,69 @@
 #include <strings.h>
 
 #define TOKEN_MAX 8192
+#define HEADER_MAX 1024 /* decoded JOSE header bytes we read */
+
+static int s_b64url_val(unsigned char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    return ch == '-' ? 62 : ch == '_' ? 63 : -1;
+}
+
+/* Decode base64url (no padding) into out (at most max bytes). Returns the length or -1. */
+static ssize_t s_b64url_decode(const char *in, size_t n, unsigned char *out, size_t max)
+{
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = s_b64url_val((unsigned char)in[i]);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o == max)
+                return -1;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    return (ssize_t)o;
+}
+
+/* The JOSE header, read before libjwt sees the token: alg exactly `want`, no crit. */
+static int s_check_header(const char *tok, size_t tlen, const char *want, const char **err)
+{
+    const char *dot = memchr(tok, '.', tlen);
+    unsigned char hdr[HEADER_MAX];
+    ssize_t hl = dot ? s_b64url_decode(tok, (size_t)(dot - tok), hdr, sizeof hdr) : -1;
+    json_error_t je;
+    json_t *h = hl > 0 ? json_loadb((const char *)hdr, (size_t)hl, JSON_REJECT_DUPLICATES, &je) : NULL;
+    int rc = -1;
+    if (!h || !json_is_object(h)) {
+        *err = "invalid token";
+        goto out;
+    }
+    json_t *alg = json_object_get(h, "alg");
+    if (!alg || !json_is_string(alg) || strcmp(json_string_value(alg), want) != 0) {
+        *err = "invalid token algorithm";
+        goto out;
+    }
+    if (json_object_get(h, "crit")) {
+        *err = "invalid token: crit names an extension this service does not understand";
+        goto out;
+    }
+    rc = 0;
+out:
+    if (h)
+        json_decref(h);
+    return rc;
+}
 
 static int s_number(json_t *v, int64_t *out)
 {
@@ -92,6 +157,8 @@ int gw_auth_verify(const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t n
             return -1;
         }
     }
+    if (s_check_header(tok, tlen, jwt_alg_str((jwt_alg_t)a->alg), err) < 0)
+        return -1;
     char buf[TOKEN_MAX + 1];
     memcpy(buf, tok, tlen);
     buf[tlen] = '\0';
@@ -148,7 +215,11 @@ int gw_auth_verify(const gw_auth_t *a, const char *hdr, size_t hdrlen, int64_t n
     c->sub[c->sub_len] = '\0';
     c->exp = exp;
     v = json_object_get(claims, "scope");
-    if (v && json_is_string(v))
+    if (v && !json_is_string(v)) {
+        *err = "invalid token claims"; /* scope is a space-separated string (RFC 8693) */
+        goto out;
+    }
+    if (v)
         c->admin = s_scope_has(json_string_value(v), json_string_length(v), "presence:admin");
     rc = 0;
 out:

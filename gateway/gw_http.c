@@ -25,6 +25,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,12 +260,27 @@ static bool s_may_write(const gw_claims_t *c, const char *uid, size_t len)
     return c->admin || (c->sub_len == len && memcmp(c->sub, uid, len) == 0);
 }
 
-/* Rate limit: writes per token subject; reads per subject when authenticated, else per client. */
+/* 403 naming the rule: a token writes its own subject's record, an admin token anyone's. */
+static void s_forbidden(h2o_req_t *req, gw_rctx_t *rc, const gw_claims_t *c)
+{
+    char msg[GW_ERR_LEN];
+    snprintf(msg, sizeof msg, "forbidden: token for '%.*s' may write only '%.*s' (scope presence:admin writes anyone)",
+             (int)MIN(c->sub_len, 128), c->sub, (int)MIN(c->sub_len, 128), c->sub);
+    gw_respond_json_error(req, rc, 403, msg);
+}
+
+/* Rate limit: writes per token subject (a presence:admin token -- a backend writing for many
+ * users -- has its own limit, RATE_LIMIT_ADMIN_WRITES, off by default); reads per subject when
+ * authenticated, else per client. `cost` is the number of records written; a batch larger than
+ * the burst is charged the burst, so a legal batch is delayed, never refused forever. */
 static int s_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, const gw_claims_t *c, bool have, double cost)
 {
-    gw_ratelimit_t *rl = write ? gw_cfg.rl_writes : gw_cfg.rl_reads;
+    gw_ratelimit_t *rl = !write ? gw_cfg.rl_reads : have && c->admin ? gw_cfg.rl_admin : gw_cfg.rl_writes;
     if (!rl)
         return 0;
+    double burst = gw_ratelimit_burst(rl);
+    if (cost > burst)
+        cost = burst;
     char key[300];
     size_t klen;
     if (have) {
@@ -911,7 +927,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     s_header(req, H2O_STRLIT("origin"), &origin, &olen);
     int verdict = gw_cors_check(&gw_cfg.cors, origin, olen, &rc->allow_origin, &rc->allow_origin_len);
     if (verdict == GW_CORS_FORBID) {
-        gw_respond_json_error(req, rc, 403, "origin not allowed");
+        gw_respond_json_error(req, rc, 403, "origin not allowed: not in CORS_ALLOWED_ORIGINS");
         return 0;
     }
     if (rc->route == GW_R_NOTFOUND) {
@@ -963,7 +979,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (rc->route == GW_R_PRESENCE_USER || rc->route == GW_R_PRESENCE_HEARTBEAT) {
         if (seglen > PROTO_USER_ID_MAX * 3 || (uid_len = gw_pct_decode(seg, seglen, uid)) < 0 ||
             !gw_valid_user_id(uid, (size_t)uid_len)) {
-            gw_respond_json_error(req, rc, 400, "invalid user_id");
+            gw_respond_json_error(req, rc, 400, GW_ERR_USER_ID);
             return 0;
         }
     }
@@ -973,13 +989,13 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (s_auth(req, rc, is_write || gw_cfg.auth_reads, &claims, &have) < 0)
         return 0;
     if (req->entity.len > GW_BODY_MAX) {
-        gw_respond_json_error(req, rc, 413, "request body too large");
+        gw_respond_json_error(req, rc, 413, "request body too large (at most 65536 bytes)");
         return 0;
     }
 
     if (rc->route == GW_R_PRESENCE_USER || rc->route == GW_R_PRESENCE_HEARTBEAT) {
         if (is_write && !s_may_write(&claims, uid, (size_t)uid_len)) {
-            gw_respond_json_error(req, rc, 403, "forbidden");
+            s_forbidden(req, rc, &claims);
             return 0;
         }
         if (s_limit(req, rc, is_write, &claims, have, 1) < 0)
@@ -1014,7 +1030,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
-    char errbuf[200];
+    char errbuf[GW_ERR_LEN];
     uint32_t max = (uint32_t)gw_cfg.max_batch;
     if (rc->route == GW_R_PRESENCE_MULTI || rc->route == GW_R_PRESENCE_WATCH) {
         proto_str_t *ids = h2o_mem_alloc_pool(&req->pool, max * sizeof *ids);
@@ -1034,15 +1050,16 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
                 gw_query_param(query, qlen, "since", &v, &vl)) {
                 char tmp[24];
                 if (vl == 0 || vl >= sizeof tmp) {
-                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID");
+                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID: must be a version (a decimal integer)");
                     return 0;
                 }
                 memcpy(tmp, v, vl);
                 tmp[vl] = '\0';
                 char *end;
+                errno = 0;
                 since = strtoull(tmp, &end, 10);
-                if (*end || tmp[0] < '0' || tmp[0] > '9') {
-                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID");
+                if (*end || tmp[0] < '0' || tmp[0] > '9' || errno == ERANGE) {
+                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID: must be a version (a decimal integer)");
                     return 0;
                 }
             }
@@ -1080,15 +1097,12 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     for (uint32_t i = 0; i < n; i++) {
         if (!s_may_write(&claims, recs[i].user_id, recs[i].uid_len)) {
             free(recs);
-            gw_respond_json_error(req, rc, 403, "forbidden");
+            s_forbidden(req, rc, &claims);
             return 0;
         }
         proto_record_set_node(&recs[i], gw_cfg.node_id, strlen(gw_cfg.node_id));
     }
-    /* One request for an admin backend; a user's own batch costs what it writes (capped at the
-     * burst, so a legal batch is delayed, never refused forever). */
-    double cost = claims.admin ? 1.0 : MIN((double)n, gw_cfg.write_burst);
-    if (s_limit(req, rc, true, &claims, have, cost) < 0) {
+    if (s_limit(req, rc, true, &claims, have, (double)n) < 0) {
         free(recs);
         return 0;
     }

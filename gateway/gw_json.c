@@ -204,8 +204,13 @@ static int s_hex(int c)
 
 bool gw_valid_user_id(const char *s, size_t len)
 {
-    if (len == 5 && (memcmp(s, "batch", 5) == 0 || memcmp(s, "watch", 5) == 0))
-        return false;
+    /* Route words are never ids; "." and ".." would be valid characters but clients that
+     * normalise paths (browsers, curl, most HTTP libraries) turn /presence/.. into /presence/
+     * and could never reach such a record. */
+    static const char *const reserved[] = {"batch", "watch", "connect", ".", ".."};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (len == strlen(reserved[i]) && memcmp(s, reserved[i], len) == 0)
+            return false;
     return util_valid_user_id(s, len);
 }
 
@@ -335,20 +340,27 @@ static int s_set_fields(json_t *o, uint32_t default_ttl, proto_record_t *out, co
 {
     json_t *st = json_object_get(o, "status");
     if (!st || !json_is_string(st)) {
-        *err = "invalid status";
+        *err = GW_ERR_STATUS;
         return -1;
     }
     int status = proto_presence_parse(json_string_value(st), json_string_length(st));
     if (status < 0) {
-        *err = "invalid status";
+        *err = GW_ERR_STATUS;
         return -1;
     }
     out->status = (uint8_t)status;
     json_t *msg = json_object_get(o, "message");
     if (msg && !json_is_null(msg)) {
-        if (!json_is_string(msg) || json_string_length(msg) > PROTO_MESSAGE_MAX ||
-            !util_valid_message(json_string_value(msg), json_string_length(msg))) {
-            *err = "invalid message";
+        if (!json_is_string(msg)) {
+            *err = GW_ERR_MESSAGE_TYPE;
+            return -1;
+        }
+        if (json_string_length(msg) > PROTO_MESSAGE_MAX) {
+            *err = GW_ERR_MESSAGE_LEN;
+            return -1;
+        }
+        if (!util_valid_message(json_string_value(msg), json_string_length(msg))) {
+            *err = GW_ERR_MESSAGE_TEXT;
             return -1;
         }
         proto_record_set_msg(out, json_string_value(msg), json_string_length(msg));
@@ -358,7 +370,7 @@ static int s_set_fields(json_t *o, uint32_t default_ttl, proto_record_t *out, co
     json_t *ttl = json_object_get(o, "ttl");
     out->ttl_s = default_ttl;
     if (ttl && !json_is_null(ttl) && s_ttl(ttl, &out->ttl_s) < 0) {
-        *err = "invalid ttl";
+        *err = GW_ERR_TTL;
         return -1;
     }
     return 0;
@@ -369,12 +381,12 @@ int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_
     bool ill;
     json_t *o = s_load_object(body, len, &ill);
     if (!o) {
-        *err = "invalid JSON";
+        *err = GW_ERR_JSON;
         return -1;
     }
     int rc = s_set_fields(o, default_ttl, out, err);
     if (rc == 0 && ill) {
-        *err = "invalid JSON";
+        *err = GW_ERR_JSON;
         rc = -1;
     }
     json_decref(o);
@@ -392,16 +404,16 @@ int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const c
     bool ill;
     json_t *o = s_load_object(body, len, &ill);
     if (!o) {
-        *err = "invalid JSON";
+        *err = GW_ERR_JSON;
         return -1;
     }
     json_t *t = json_object_get(o, "ttl");
     int rc = 0;
     if (t && !json_is_null(t) && s_ttl(t, ttl) < 0) {
-        *err = "invalid ttl";
+        *err = GW_ERR_TTL;
         rc = -1;
     } else if (ill) {
-        *err = "invalid JSON";
+        *err = GW_ERR_JSON;
         rc = -1;
     }
     json_decref(o);
@@ -425,37 +437,37 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
     bool ill;
     json_t *o = s_load_object(body, len, &ill);
     if (!o) {
-        snprintf(errbuf, errlen, "invalid JSON");
+        snprintf(errbuf, errlen, "%s", GW_ERR_JSON);
         return -1;
     }
     int rc = -1;
     json_t *uids = json_object_get(o, "user_ids"), *pres = json_object_get(o, "presences"),
            *beats = json_object_get(o, "heartbeats");
     if ((uids != NULL) + (pres != NULL) + (beats != NULL) > 1) {
-        snprintf(errbuf, errlen, "give one of user_ids, presences or heartbeats");
+        snprintf(errbuf, errlen, "%s", GW_ERR_BATCH_SHAPE);
         goto out;
     }
     if (beats) {
         uint32_t ttl = 0;
         json_t *t = json_object_get(o, "ttl");
         if (t && !json_is_null(t) && s_ttl(t, &ttl) < 0) {
-            snprintf(errbuf, errlen, "invalid ttl");
+            snprintf(errbuf, errlen, "%s", GW_ERR_TTL);
             goto out;
         }
         if (!json_is_array(beats) || json_array_size(beats) == 0) {
-            snprintf(errbuf, errlen, "heartbeats is required");
+            snprintf(errbuf, errlen, "heartbeats is required: a non-empty array of user ids");
             goto out;
         }
         for (size_t i = 0; i < json_array_size(beats); i++) {
             json_t *u = json_array_get(beats, i);
             if (!json_is_string(u)) {
-                snprintf(errbuf, errlen, "invalid user_id in heartbeats[%zu]", i);
+                snprintf(errbuf, errlen, "invalid user_id in heartbeats[%zu]: must be a string", i);
                 goto out;
             }
             const char *id = json_string_value(u);
             size_t il = json_string_length(u);
             if (!gw_valid_user_id(id, il)) {
-                snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
+                snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(il, 128), id, GW_USER_ID_RULE);
                 goto out;
             }
             bool dup = false;
@@ -478,7 +490,7 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
     }
     if (pres) {
         if (!json_is_array(pres) || json_array_size(pres) == 0) {
-            snprintf(errbuf, errlen, "presences is required");
+            snprintf(errbuf, errlen, "presences is required: a non-empty array of {user_id, status, message?, ttl?}");
             goto out;
         }
         if (json_array_size(pres) > max) {
@@ -488,41 +500,50 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
         for (size_t i = 0; i < json_array_size(pres); i++) {
             json_t *e = json_array_get(pres, i), *u;
             if (!json_is_object(e) || !(u = json_object_get(e, "user_id")) || !json_is_string(u)) {
-                snprintf(errbuf, errlen, "invalid user_id in presences[%zu]", i);
+                snprintf(errbuf, errlen, "invalid user_id in presences[%zu]: each entry must be an object with a string user_id", i);
                 goto out;
             }
             const char *id = json_string_value(u);
             size_t il = json_string_length(u);
             if (!gw_valid_user_id(id, il)) {
-                snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
+                snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(il, 128), id, GW_USER_ID_RULE);
                 goto out;
             }
-            proto_record_t *r = &recs[*n];
+            /* Duplicates collapse, the last entry winning (API.md): one record, one version, one
+             * event and one rate-limit token per user, whatever the body repeats. */
+            uint32_t k = 0;
+            while (k < *n && !(recs[k].uid_len == il && memcmp(recs[k].user_id, id, il) == 0))
+                k++;
+            proto_record_t *r = &recs[k];
             memset(r, 0, sizeof *r);
             proto_record_set_uid(r, id, il);
             const char *ferr;
             if (s_set_fields(e, default_ttl, r, &ferr) < 0) {
-                snprintf(errbuf, errlen, "%s for user %.*s", ferr, (int)il, id);
+                /* "invalid ttl: <rule>" -> "invalid ttl for user <id>: <rule>" */
+                const char *colon = strchr(ferr, ':');
+                int head = colon ? (int)(colon - ferr) : (int)strlen(ferr);
+                snprintf(errbuf, errlen, "%.*s for user %.*s%s", head, ferr, (int)il, id, colon ? colon : "");
                 goto out;
             }
-            (*n)++;
+            if (k == *n)
+                (*n)++;
         }
         rc = GW_BATCH_WRITE;
         goto out;
     }
     if (!uids || json_is_null(uids)) {
-        snprintf(errbuf, errlen, "user_ids is required");
+        snprintf(errbuf, errlen, "user_ids is required: %s", GW_ERR_BATCH_SHAPE);
         goto out;
     }
     if (!json_is_array(uids)) {
-        snprintf(errbuf, errlen, "invalid JSON");
+        snprintf(errbuf, errlen, "%s", GW_ERR_JSON);
         goto out;
     }
     size_t off = 0;
     for (size_t i = 0; i < json_array_size(uids); i++) {
         json_t *u = json_array_get(uids, i);
         if (!json_is_string(u)) {
-            snprintf(errbuf, errlen, "invalid user_id in user_ids[%zu]", i);
+            snprintf(errbuf, errlen, "invalid user_id in user_ids[%zu]: must be a string", i);
             goto out;
         }
         const char *id = json_string_value(u);
@@ -530,7 +551,7 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
         if (il == 0)
             continue; /* empty items are skipped */
         if (!gw_valid_user_id(id, il)) {
-            snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(il, 128), id);
+            snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(il, 128), id, GW_USER_ID_RULE);
             goto out;
         }
         if (s_seen(ids, *n, id, il))
@@ -546,13 +567,13 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
         (*n)++;
     }
     if (*n == 0) {
-        snprintf(errbuf, errlen, "user_ids is required");
+        snprintf(errbuf, errlen, "user_ids is required: %s", GW_ERR_BATCH_SHAPE);
         goto out;
     }
     rc = GW_BATCH_READ;
 out:
     if (rc >= 0 && ill) {
-        snprintf(errbuf, errlen, "invalid JSON");
+        snprintf(errbuf, errlen, "%s", GW_ERR_JSON);
         rc = -1;
     }
     json_decref(o);
@@ -600,12 +621,12 @@ int gw_parse_users(const char *q, size_t qlen, uint32_t max, proto_str_t *ids, c
         for (size_t j = i; j < end; j++) {
             if (v[j] == '%') {
                 if (j + 2 >= end) {
-                    snprintf(errbuf, errlen, "invalid user_id: bad escape");
+                    snprintf(errbuf, errlen, "invalid user_id: a %%XX escape is not two hex digits");
                     return -1;
                 }
                 int hi = s_hex((unsigned char)v[j + 1]), lo = s_hex((unsigned char)v[j + 2]);
                 if (hi < 0 || lo < 0) {
-                    snprintf(errbuf, errlen, "invalid user_id: bad escape");
+                    snprintf(errbuf, errlen, "invalid user_id: a %%XX escape is not two hex digits");
                     return -1;
                 }
                 dst[k++] = (char)(hi * 16 + lo);
@@ -621,7 +642,7 @@ int gw_parse_users(const char *q, size_t qlen, uint32_t max, proto_str_t *ids, c
             z--;
         if (z > a) {
             if (!gw_valid_user_id(dst + a, z - a)) {
-                snprintf(errbuf, errlen, "invalid user_id: %.*s", (int)MIN(z - a, 128), dst + a);
+                snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(z - a, 128), dst + a, GW_USER_ID_RULE);
                 return -1;
             }
             if (!s_seen(ids, n, dst + a, z - a)) {

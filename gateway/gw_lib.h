@@ -46,8 +46,22 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 
 #define GW_BODY_MAX (64u << 10)
 
+/* Error texts: the short code clients already match on ("invalid ttl"), then the rule. */
+#define GW_USER_ID_RULE "user ids are 1-128 bytes of A-Z a-z 0-9 . _ ~ @ : = + -, not batch, watch, connect, . or .."
+#define GW_ERR_USER_ID "invalid user_id: " GW_USER_ID_RULE
+#define GW_ERR_STATUS "invalid status: must be one of online, away, busy, offline"
+#define GW_ERR_MESSAGE_TYPE "invalid message: must be a string"
+#define GW_ERR_MESSAGE_LEN "invalid message: message is longer than 256 bytes"
+#define GW_ERR_MESSAGE_TEXT "invalid message: must be UTF-8 text without control characters"
+#define GW_ERR_TTL "invalid ttl: ttl must be an integer from 1 to 604800 (seconds)"
+#define GW_ERR_JSON "invalid JSON: the body must be one JSON object"
+#define GW_ERR_BATCH_SHAPE                                                                                             \
+    "the body holds exactly one of user_ids (a batch read), presences (a batch write) or heartbeats (bulk heartbeats)"
+#define GW_ERR_LEN 400 /* room for any of the texts above with a quoted id */
+
 /* A user id the API accepts: util_valid_user_id, and not one of the words reserved for routes
- * ("batch", "watch": /api/v2/presence/{batch,watch} are routes, never records). */
+ * ("batch", "watch", "connect": /api/v2/presence/{batch,watch,connect} are routes, never records)
+ * nor "." or ".." (unreachable through clients that normalise paths). */
 bool gw_valid_user_id(const char *s, size_t len);
 
 /* Decode %XX once into out (size >= len+1). Returns the decoded length, or -1 on a bad escape. */
@@ -154,6 +168,8 @@ void gw_ratelimit_free(gw_ratelimit_t *rl);
 /* Take `cost` tokens for key at monotonic time now_us. Returns 0 when allowed, else the number of
  * whole seconds to wait (>= 1) for Retry-After. */
 unsigned gw_ratelimit_take(gw_ratelimit_t *rl, const void *key, size_t klen, double cost, uint64_t now_us);
+/* The table's burst (the most one take can ever be granted). */
+double gw_ratelimit_burst(const gw_ratelimit_t *rl);
 
 /* ==== routing =============================================================================== */
 

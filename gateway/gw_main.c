@@ -1,8 +1,9 @@
 /* gw_main.c -- the gateway process: configuration, listeners, event-loop threads, shutdown.
  *
  * Startup: read and validate the whole environment (an invalid value names its variable and
- * stops the process), bind one SO_REUSEPORT listener per thread (the first one picks the port
- * when SERVICE_PORT=0), start the threads, and print the ready line once every thread is serving.
+ * stops the process), bind one listening socket that every thread accepts on (a port already in
+ * use is an error, exit 2), start the threads, and print the ready line once every thread is
+ * serving.
  *
  * Signals are blocked in every thread; the main thread waits for SIGTERM/SIGINT with sigwait and
  * then asks the threads to stop: each closes its listener, asks h2o to shut its connections down
@@ -10,6 +11,8 @@
  * flight are answered or SHUTDOWN_GRACE_MS passes, then tears its sockets down.
  */
 #include "cfg.h"
+#include "cli.h"
+#include "envreg.h"
 #include "gw.h"
 #include "log.h"
 #include "util.h"
@@ -38,7 +41,7 @@ atomic_int gw_threads_with_nodes;
 
 static h2o_globalconf_t s_conf;
 static gw_thread_t *s_threads;
-static int s_listen_fds[GW_MAX_THREADS];
+static int s_listen_fd = -1;
 static void *s_zctx;
 static atomic_int s_stop;
 static pthread_barrier_t s_started;
@@ -125,7 +128,7 @@ static int s_config(char *err)
     gw_cfg.sse_queue_max = 256 << 10;
     gw_cfg.sse_window_bytes = 32 << 20;
     gw_cfg.jwt_cache_size = 65536;
-    uint64_t wr = 20, wb = 40, rr = 0, rb = 0, leeway = 60;
+    uint64_t wr = 20, wb = 40, ar = 0, ab = 0, rr = 0, rb = 0, leeway = 60;
     int auth_reads = 0, node_type = 0, alg = 0;
     bool weak = false;
     char secret[1024] = "";
@@ -145,6 +148,8 @@ static int s_config(char *err)
         cfg_enum("JWT_ALGORITHM", algs, &alg, err) < 0 || cfg_u64("JWT_LEEWAY_S", 0, 3600, &leeway, err) < 0 ||
         cfg_u64("RATE_LIMIT_WRITES", 0, 1000000, &wr, err) < 0 ||
         cfg_u64("RATE_LIMIT_WRITE_BURST", 0, 10000000, &wb, err) < 0 ||
+        cfg_u64("RATE_LIMIT_ADMIN_WRITES", 0, 100000000, &ar, err) < 0 ||
+        cfg_u64("RATE_LIMIT_ADMIN_WRITE_BURST", 0, 1000000000, &ab, err) < 0 ||
         cfg_u64("RATE_LIMIT_READS", 0, 10000000, &rr, err) < 0 ||
         cfg_u64("RATE_LIMIT_READ_BURST", 0, 100000000, &rb, err) < 0 ||
         cfg_bool("TRUST_PROXY", &gw_cfg.trust_proxy, err) < 0 ||
@@ -188,6 +193,9 @@ static int s_config(char *err)
     gw_cfg.read_burst = rb ? (double)rb : (double)rr * 2;
     if (wr)
         gw_cfg.rl_writes = gw_ratelimit_new(gw_cfg.write_rate, gw_cfg.write_burst, 1 << 18);
+    /* presence:admin tokens are backends writing for many users: their own bucket, off by default. */
+    if (ar)
+        gw_cfg.rl_admin = gw_ratelimit_new((double)ar, ab ? (double)ab : (double)ar * 2, 1 << 12);
     if (rr)
         gw_cfg.rl_reads = gw_ratelimit_new(gw_cfg.read_rate, gw_cfg.read_burst, 1 << 18);
 
@@ -212,11 +220,16 @@ static int s_config(char *err)
 
 /* ==== listeners and threads ================================================================== */
 
-static int s_listen(int port_in, int *port_out, char *err)
+/* One listening socket for the whole process; every thread accepts on it (h2o's own server does
+ * the same with a dup'ed fd). No SO_REUSEPORT: with it a second gateway started on the same port
+ * would silently share it, and clients would alternate between two different nodes. A port in
+ * use is therefore a startup error (exit 2) naming it. */
+static int s_listen(int port_in, int *port_out, char *err, int *errno_out)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
     memset(&ss, 0, sizeof ss);
+    *errno_out = 0;
     if (strchr(gw_cfg.addr, ':')) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         a->sin6_family = AF_INET6;
@@ -235,9 +248,15 @@ static int s_listen(int port_in, int *port_out, char *err)
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
-        listen(fd, 4096) < 0) {
-        snprintf(err, CFG_ERR_LEN, "listen on %s:%d: %s", gw_cfg.addr, port_in, strerror(errno));
+        bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0) {
+        *errno_out = errno;
+        if (errno == EADDRINUSE)
+            snprintf(err, CFG_ERR_LEN,
+                     "SERVICE_PORT: %s:%d is already in use (another node or program listens there; stop it or "
+                     "choose another SERVICE_PORT)",
+                     gw_cfg.addr, port_in);
+        else
+            snprintf(err, CFG_ERR_LEN, "listen on %s:%d: %s", gw_cfg.addr, port_in, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -248,7 +267,7 @@ static int s_listen(int port_in, int *port_out, char *err)
                                                : ((struct sockaddr_in *)&ss)->sin_port);
     return fd;
 bad_addr:
-    snprintf(err, CFG_ERR_LEN, "SERVICE_ADDR: invalid address '%s'", gw_cfg.addr);
+    snprintf(err, CFG_ERR_LEN, "SERVICE_ADDR: invalid address '%s' (an IPv4 or IPv6 literal)", gw_cfg.addr);
     return -1;
 }
 
@@ -335,7 +354,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         return;
     /* Accept a bounded number per wake-up so one busy listener cannot starve the loop. */
     for (int i = 0; i < 64; i++) {
-        int fd = accept4(s_listen_fds[t->idx], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(s_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
         int one = 1;
@@ -378,7 +397,7 @@ static void *s_thread_main(void *arg)
         exit(1);
     }
     /* h2o gets its own dup of the listening fd (it closes it); we accept on ours. */
-    t->listener = h2o_evloop_socket_create(t->ctx.loop, dup(s_listen_fds[t->idx]), H2O_SOCKET_FLAG_DONT_READ);
+    t->listener = h2o_evloop_socket_create(t->ctx.loop, dup(s_listen_fd), H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
     /* Connections are accepted once a cache-node has answered this thread (gw_upstream.c), or
      * after ACCEPT_WAIT_MS without one. Accepting at once made a restarted gateway answer 503 for
@@ -395,7 +414,6 @@ static void *s_thread_main(void *arg)
     h2o_socket_read_stop(t->listener);
     h2o_socket_close(t->listener);
     t->listener = NULL;
-    close(s_listen_fds[t->idx]); /* new connections now go to nobody (SO_REUSEPORT peers stay) */
     h2o_context_request_shutdown(&t->ctx);
     gw_watch_fini(t);
     uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
@@ -408,10 +426,24 @@ static void *s_thread_main(void *arg)
     return NULL;
 }
 
-int main(void)
+static const cli_desc_t s_cli = {
+    .name = "gateway",
+    .summary = "The HTTP gateway of a presence node: the REST API, SSE watch streams, health and metrics,\n"
+               "in front of the cache-nodes (CACHE_ENDPOINTS). Configured by the environment only.",
+    .usage = "",
+    .procs = ENVREG_GATEWAY,
+};
+
+int main(int argc, char **argv)
 {
+    cli_handle(argc, argv, &s_cli);
     char err[CFG_ERR_LEN] = "";
-    if (log_init("gw", err, sizeof err) < 0 || s_config(err) < 0) {
+    if (log_init("gw", err, sizeof err) < 0) {
+        fprintf(stderr, "gateway: %s\n", err);
+        return 2;
+    }
+    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
+    if (s_config(err) < 0) {
         fprintf(stderr, "gateway: %s\n", err);
         return 2;
     }
@@ -435,13 +467,11 @@ int main(void)
     h2o_handler_t *h = h2o_create_handler(path, sizeof *h);
     h->on_req = gw_http_on_req;
 
-    int port = (int)gw_cfg.port, bound = 0;
-    for (uint64_t i = 0; i < gw_cfg.threads; i++) {
-        s_listen_fds[i] = s_listen(i == 0 ? port : bound, &bound, err);
-        if (s_listen_fds[i] < 0) {
-            LOG(LOG_ERROR, "%s", err);
-            return 1;
-        }
+    int bound = 0, lerr = 0;
+    s_listen_fd = s_listen((int)gw_cfg.port, &bound, err, &lerr);
+    if (s_listen_fd < 0) {
+        LOG(LOG_ERROR, "%s", err);
+        return lerr == EADDRINUSE || lerr == 0 ? 2 : 1;
     }
     if (gw_cfg.cache_dns && gw_discovery_start(err, sizeof err) < 0) {
         LOG(LOG_ERROR, "%s", err);
@@ -472,10 +502,14 @@ int main(void)
     sigwait(&sigs, &sig);
     LOG(LOG_NOTICE, "signal %d: stopping (grace %llu ms)", sig, (unsigned long long)gw_cfg.shutdown_grace_ms);
     atomic_store(&s_stop, 1);
+    /* Refuse new connections at once: the threads share the listening socket, and it closes only
+     * with its last fd. shutdown() takes it out of LISTEN for every dup (Linux). */
+    shutdown(s_listen_fd, SHUT_RDWR);
     if (gw_cfg.cache_dns)
         gw_discovery_stop();
     for (uint64_t i = 0; i < gw_cfg.threads; i++)
         pthread_join(s_threads[i].tid, NULL);
+    close(s_listen_fd);
     zmq_ctx_term(s_zctx);
     LOG(LOG_NOTICE, "stopped");
     return 0;

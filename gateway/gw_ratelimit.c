@@ -54,6 +54,11 @@ void gw_ratelimit_free(gw_ratelimit_t *rl)
     free(rl);
 }
 
+double gw_ratelimit_burst(const gw_ratelimit_t *rl)
+{
+    return rl->burst;
+}
+
 unsigned gw_ratelimit_take(gw_ratelimit_t *rl, const void *key, size_t klen, double cost, uint64_t now_us)
 {
     if (!rl || rl->rate <= 0)

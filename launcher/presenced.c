@@ -6,9 +6,13 @@
  * Processes are wired with ipc:// endpoints under $DATA_DIR/run. Each child is started with
  * READY_FD, a pipe it writes one "ready ..." line to once it serves; children start in dependency
  * order, each after the previous one said it was ready (with a deadline). The launcher prints
- * its own ready line when the gateway is ready:
+ * its own ready line when the gateway is ready, naming the address the gateway actually bound:
  *
- *   ready http=127.0.0.1:8080 node_id=node-1 node_type=center data_dir=./data
+ *   ready http=127.0.0.1:8080 node_id=node-1 node_type=center data_dir=/abs/path/data
+ *
+ * One node per DATA_DIR and per port: the launcher holds an exclusive lock on DATA_DIR/.lock for
+ * its lifetime and checks SERVICE_ADDR:SERVICE_PORT before starting anything; either in use is
+ * exit status 2 with a message naming it (so is a child that refuses its configuration).
  *
  * A child that exits unexpectedly is restarted with exponential backoff (100 ms .. 5 s; the
  * backoff resets after a child ran for 30 s). SIGINT/SIGTERM stop every child in reverse order
@@ -19,6 +23,8 @@
  * validate their own settings.
  */
 #include "cfg.h"
+#include "cli.h"
+#include "envreg.h"
 #include "log.h"
 #include "util.h"
 #include "zutil.h"
@@ -32,7 +38,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -55,6 +65,7 @@ static child_t s_children[MAX_CHILDREN];
 static int s_nchildren;
 static volatile sig_atomic_t s_stop, s_sigchld;
 static char s_bindir[PATH_MAX];
+static int s_child_exit = -1; /* exit status of a child that ended before it was ready */
 static uint64_t s_stop_grace_ms = 10000;
 
 static void on_signal(int sig)
@@ -143,7 +154,12 @@ static int s_start(child_t *c, bool wait_ready, char *ready_line, size_t ready_l
                 continue;
             ssize_t r = read(pfd[0], buf + len, sizeof buf - 1 - len);
             if (r <= 0) {
-                LOG(LOG_ERROR, "%s exited before it was ready", c->name);
+                int st = 0;
+                if (waitpid(c->pid, &st, 0) == c->pid) {
+                    c->pid = 0;
+                    s_child_exit = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                }
+                LOG(LOG_ERROR, "%s exited before it was ready (status %d)", c->name, s_child_exit);
                 break;
             }
             len += (size_t)r;
@@ -187,7 +203,7 @@ static void s_stop_all(void)
     }
 }
 
-static int s_dev_secret(const char *data_dir)
+static int s_dev_secret(const char *data_dir, const char *given)
 {
     const char *s = getenv("JWT_SECRET");
     if (s && *s)
@@ -220,13 +236,103 @@ static int s_dev_secret(const char *data_dir)
         return -1;
     }
     setenv("JWT_SECRET", secret, 1);
-    LOG(LOG_NOTICE, "JWT_SECRET is not set: using the development secret in %s; get a token with: make token SUB=alice",
-        path);
+    /* The hint must work as printed: name DATA_DIR when it is not the one `make token` assumes. */
+    if (strcmp(given, "./data") != 0 && strcmp(given, "data") != 0)
+        LOG(LOG_NOTICE,
+            "JWT_SECRET is not set: using the development secret in %s; get a token with: make token SUB=alice "
+            "DATA_DIR=%s",
+            path, data_dir);
+    else
+        LOG(LOG_NOTICE, "JWT_SECRET is not set: using the development secret in %s; get a token with: make token SUB=alice",
+            path);
     return 0;
 }
 
-int main(void)
+/* One node per DATA_DIR: an exclusive lock held for the launcher's life (not inherited by the
+ * children). Returns the fd, or -1 after logging why. */
+static int s_lock_data_dir(const char *dir)
 {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        LOG(LOG_ERROR, "DATA_DIR: cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        LOG(LOG_ERROR, "DATA_DIR: %s is in use by another node (launcher pid %s); stop it or choose another DATA_DIR",
+            dir, pid[0] ? pid : "?");
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        LOG(LOG_WARN, "DATA_DIR: cannot write my pid to %s", path);
+    return fd;
+}
+
+/* The gateway's address must be free: a second node on the same port would otherwise start its
+ * store and caches before its gateway fails. Returns 0, or -1 after logging why. */
+static int s_check_port(uint64_t port)
+{
+    if (port == 0)
+        return 0;
+    const char *addr = getenv("SERVICE_ADDR");
+    if (!addr || !*addr)
+        addr = "0.0.0.0";
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sl;
+    if (strchr(addr, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, addr, &a->sin6_addr) != 1)
+            return 0; /* the gateway names the bad address */
+        sl = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, addr, &a->sin_addr) != 1)
+            return 0;
+        sl = sizeof *a;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0)
+        return 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = 0;
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 && errno == EADDRINUSE) {
+        LOG(LOG_ERROR,
+            "SERVICE_PORT: %s:%llu is already in use (another node or program listens there); stop it or choose "
+            "another SERVICE_PORT",
+            addr, (unsigned long long)port);
+        rc = -1;
+    }
+    close(fd);
+    return rc;
+}
+
+static const cli_desc_t s_cli = {
+    .name = "presenced",
+    .summary = "Start a whole presence node on this machine (what `make run` starts): a center (store-node,\n"
+               "cache-nodes, gateway) or a leaf (sync-relay, cache-nodes, gateway), wired over ipc:// in\n"
+               "DATA_DIR/run, restarted when they crash, stopped cleanly on SIGINT/SIGTERM.",
+    .usage = "",
+    .more = "Every variable below (and every other process's, see their --help) is passed to the children.\n",
+    .procs = ENVREG_LAUNCHER,
+};
+
+int main(int argc, char **argv)
+{
+    cli_handle(argc, argv, &s_cli);
     char err[CFG_ERR_LEN] = "";
     const char *rfd = getenv("READY_FD");
     if (rfd && *rfd)
@@ -235,6 +341,8 @@ int main(void)
         fprintf(stderr, "presenced: %s\n", err);
         return 2;
     }
+    cli_check_env();
+    setenv("PRESENCE_ENV_CHECKED", "1", 1); /* the children need not warn again */
     static const char *const types[] = {"center", "leaf", NULL};
     int node_type = 0;
     uint64_t ncache = 2, port = 8080;
@@ -268,10 +376,12 @@ int main(void)
         LOG(LOG_ERROR, "DATA_DIR: %s is too long for ipc:// socket paths (108 bytes max); use a shorter path", abs_dir);
         return 2;
     }
+    if (s_lock_data_dir(abs_dir) < 0 || s_check_port(port) < 0)
+        return 2;
     setenv("DATA_DIR", abs_dir, 1);
     if (!getenv("NODE_TYPE"))
         setenv("NODE_TYPE", types[node_type], 1);
-    if (s_dev_secret(abs_dir) < 0)
+    if (s_dev_secret(abs_dir, data_dir) < 0)
         return 1;
 
     char self[PATH_MAX];
@@ -327,20 +437,18 @@ int main(void)
     for (int i = 0; i < s_nchildren; i++) {
         if (s_start(&s_children[i], true, ready, sizeof ready) < 0) {
             s_stop_all();
-            return 1;
+            return s_child_exit == 2 ? 2 : 1; /* a configuration the child refused stays a usage error */
         }
         LOG(LOG_INFO, "%s (pid %d): %s", s_children[i].name, (int)s_children[i].pid, ready);
     }
+    /* The address the gateway bound, as its own ready line says ("gateway http=ADDR:PORT"). */
+    char bound[128] = "?";
     const char *http = strstr(ready, "http=");
-    int gw_port = (int)port;
-    if (http) {
-        const char *colon = strrchr(http, ':');
-        if (colon)
-            gw_port = atoi(colon + 1);
-    }
+    if (http)
+        snprintf(bound, sizeof bound, "%.*s", (int)strcspn(http + 5, " \n"), http + 5);
     char line[700];
-    snprintf(line, sizeof line, "http=127.0.0.1:%d node_id=%s node_type=%s data_dir=%s", gw_port, node_id,
-             types[node_type], abs_dir);
+    snprintf(line, sizeof line, "http=%s node_id=%s node_type=%s data_dir=%s", bound, node_id, types[node_type],
+             abs_dir);
     printf("ready %s\n", line);
     fflush(stdout);
     zu_signal_ready(line); /* for supervisors and tests that start the launcher itself */

@@ -22,6 +22,8 @@
  * before the acknowledgement goes out. Overload (queue full) is answered EOVERLOAD at once.
  */
 #include "cfg.h"
+#include "cli.h"
+#include "envreg.h"
 #include "curve.h"
 #include "log.h"
 #include "proto.h"
@@ -38,7 +40,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -821,10 +825,46 @@ static int s_bind_link(int type, const char *ep, void **out, char *err)
     return 0;
 }
 
-int main(void)
+/* One store-node per database: LMDB itself lets several processes open an environment, and two
+ * writers would each continue the sequence from what they read. An exclusive lock held for the
+ * process's life (released by the kernel if it dies) makes a second one exit 2 at once. */
+static int s_lock_store_dir(void)
 {
+    if (mkdir(S.store_path, 0750) < 0 && errno != EEXIST) {
+        LOG(LOG_ERROR, "DATA_DIR: cannot create %s: %s", S.store_path, strerror(errno));
+        return -1;
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/store-node.lock", S.store_path);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        LOG(LOG_ERROR, "DATA_DIR: the store in %s is in use by another store-node (%s); stop it or choose another DATA_DIR",
+            S.store_path, fd < 0 ? strerror(errno) : "locked");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return 0; /* the fd stays open (and locked) until exit */
+}
+
+static const cli_desc_t s_cli = {
+    .name = "store-node",
+    .summary = "The center's durable store: LMDB with group commit, the TTL sweeper, and the sequenced change\n"
+               "stream every cache-node, gateway and leaf relay follows.",
+    .usage = "",
+    .procs = ENVREG_STORE,
+};
+
+int main(int argc, char **argv)
+{
+    cli_handle(argc, argv, &s_cli);
     char err[CFG_ERR_LEN] = "";
-    if (log_init("store", err, sizeof err) < 0 || s_config(err) < 0) {
+    if (log_init("store", err, sizeof err) < 0) {
+        fprintf(stderr, "store-node: %s\n", err);
+        return 2;
+    }
+    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
+    if (s_config(err) < 0) {
         fprintf(stderr, "store-node: %s\n", err);
         return 2;
     }
@@ -833,6 +873,8 @@ int main(void)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
+    if (s_lock_store_dir() < 0)
+        return 2;
     char serr[STORE_ERR_LEN];
     if (store_open(&S.scfg, &S.store, serr) < 0) {
         LOG(LOG_ERROR, "cannot open store: %s", serr);

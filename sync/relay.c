@@ -23,6 +23,8 @@
  * One thread, one zmq_poll loop.
  */
 #include "cfg.h"
+#include "cli.h"
+#include "envreg.h"
 #include "curve.h"
 #include "log.h"
 #include "proto.h"
@@ -617,10 +619,24 @@ static int s_config(char *err)
     return 0;
 }
 
-int main(void)
+static const cli_desc_t s_cli = {
+    .name = "sync-relay",
+    .summary = "A leaf region's one link to the center: forwards commands, re-publishes the change stream to the\n"
+               "region's cache-nodes and keeps a window of it for their catch-ups.",
+    .usage = "",
+    .procs = ENVREG_RELAY,
+};
+
+int main(int argc, char **argv)
 {
+    cli_handle(argc, argv, &s_cli);
     char err[CFG_ERR_LEN] = "";
-    if (log_init("relay", err, sizeof err) < 0 || s_config(err) < 0) {
+    if (log_init("relay", err, sizeof err) < 0) {
+        fprintf(stderr, "sync-relay: %s\n", err);
+        return 2;
+    }
+    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
+    if (s_config(err) < 0) {
         fprintf(stderr, "sync-relay: %s\n", err);
         return 2;
     }

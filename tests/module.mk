@@ -14,7 +14,7 @@ TEST_BINS += $(UNIT_TESTS) $(INTEG_TESTS) $(TOOLS)
 ALL_LIBS = $(GW_LIB) $(STORE_LIB) $(SYNC_LIB) $(CACHE_LIB) $(PROTO_LIB) $(COMMON_LIB)
 
 $(B)/tests/unit/check_%: $(B)/tests/unit/check_%.o $(ALL_LIBS)
-	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lm
+	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lcrypto -lm
 
 $(B)/tests/integ/integ_%: $(B)/tests/integ/integ_%.o $(INTEG_HARNESS_OBJS) $(ALL_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_HARNESS_OBJS) $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lm

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run-tests.sh KIND BINARY... -- run Check test binaries one after another, show their output,
-# and end with one plain summary line:   KIND: N passed, N failed
+# and end with one plain summary line:   KIND: N passed, N failed, 0 skipped
 # Each binary prints Check's "NN%: Checks: N, Failures: N, Errors: N" line; a binary that crashes
-# or prints no summary counts as one failure. Exit status is non-zero when anything failed.
+# or prints no summary counts as one failure (Check has no skips: 0 skipped). Exit status is non-zero
+# when anything failed.
 set -u
 kind=$1
 shift
@@ -32,5 +33,5 @@ for bin in "$@"; do
         failed=$((failed + 1))
     fi
 done
-echo "$kind: $passed passed, $failed failed"
+echo "$kind: $passed passed, $failed failed, 0 skipped"
 [ "$failed" -eq 0 ]

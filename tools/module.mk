@@ -7,6 +7,6 @@ $(B)/bin/presence-probe: $(B)/tools/presence_probe.o $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
-$(B)/bin/presence-keygen: $(B)/tools/presence_keygen.o
+$(B)/bin/presence-keygen: $(B)/tools/presence_keygen.o $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)

@@ -9,6 +9,9 @@
  * relays' public keys (CURVE_ALLOWED_CLIENTS[_FILE]); a leaf's relay takes the center's public key
  * (CURVE_SERVER_PUBLIC_KEY[_FILE]) and its own pair (CURVE_PUBLIC_KEY, CURVE_SECRET_KEY).
  */
+#include "cli.h"
+#include "envreg.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -34,12 +37,21 @@ static int s_write(const char *prefix, const char *ext, const char *key, mode_t 
     return 0;
 }
 
+static const cli_desc_t s_cli = {
+    .name = "presence-keygen",
+    .summary = "Make a CurveZMQ key pair for the center <-> leaf link.",
+    .usage = "[PREFIX]",
+    .more = "Without PREFIX it prints CURVE_PUBLIC_KEY=<z85> and CURVE_SECRET_KEY=<z85>; with PREFIX it writes\n"
+            "PREFIX.pub (0644) and PREFIX.secret (0600), never overwriting a file (exit 1).\n",
+    .procs = ENVREG_KEYGEN,
+    .takes_args = true,
+};
+
 int main(int argc, char **argv)
 {
-    if (argc > 2 || (argc == 2 && (argv[1][0] == '-' || !argv[1][0]))) {
-        fprintf(stderr, "usage: presence-keygen [PREFIX]\n");
-        return 2;
-    }
+    cli_handle(argc, argv, &s_cli);
+    if (argc > 2 || (argc == 2 && (argv[1][0] == '-' || !argv[1][0])))
+        cli_usage_error(&s_cli, argc > 2 ? "at most one PREFIX" : "PREFIX must be a file name prefix");
     char pub[41], sec[41];
     if (zmq_curve_keypair(pub, sec) != 0) {
         fprintf(stderr, "presence-keygen: zmq_curve_keypair: %s (libzmq built without CURVE?)\n",

@@ -28,6 +28,8 @@
  * Exit status: 0 healthy, 1 unhealthy (one line on stderr says why), 2 usage or configuration
  * error. With -v the healthy answer is printed too.
  */
+#include "cli.h"
+#include "envreg.h"
 #include "proto.h"
 #include "zutil.h"
 
@@ -393,15 +395,25 @@ fail:
     return 1;
 }
 
+static const cli_desc_t s_cli = {
+    .name = "presence-probe",
+    .summary = "A container health probe: exit 0 when the target answers, 1 when it does not.",
+    .usage = "[-v] [-t MS] [-r STAT] [--role ROLE | TARGET]",
+    .more = "  TARGET: tcp://HOST:PORT | ipc://PATH (a ZeroMQ PING) or http://HOST:PORT/PATH (a GET, 2xx)\n"
+            "  -t MS    deadline (default 2000)    -r STAT  the PONG must carry a non-zero STAT\n"
+            "  without TARGET: PROBE_TARGET, else the role's own endpoint from the environment\n",
+    .procs = ENVREG_PROBE,
+    .takes_args = true,
+};
+
 static void s_usage(void)
 {
-    fprintf(stderr, "usage: presence-probe [-v] [-t MS] [-r STAT] [--role ROLE | TARGET]\n"
-                    "  TARGET: tcp://HOST:PORT | ipc://PATH (PING) or http://HOST:PORT/PATH (GET)\n"
-                    "  without TARGET: PROBE_TARGET, else the role's endpoint from the environment\n");
+    cli_usage_error(&s_cli, NULL);
 }
 
 int main(int argc, char **argv)
 {
+    cli_handle(argc, argv, &s_cli);
     int timeout_ms = 2000;
     const char *stat = NULL, *role_arg = NULL, *target_arg = NULL;
     for (int i = 1; i < argc; i++) {

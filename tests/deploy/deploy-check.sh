@@ -27,7 +27,8 @@
 #   helm-requires-*          rendering fails, with a message naming the value, when a required
 #                            secret or the leaf's center endpoint is missing
 #   helm-cache-slots         ... and when the cache tier could exceed the gateway's 16 endpoints
-# Ends with "deploy-check: N passed, N failed"; exit status 1 if anything failed.
+# Ends with "deploy-check: N passed, N failed, N skipped"; exit status 1 if anything failed. A check
+# that cannot run here (not root, no unshare) is reported "skip NAME (why)" and counted as skipped.
 set -u
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -36,12 +37,17 @@ ROOT=$PWD
 CHART=$ROOT/helm/presence
 pass=0
 fail=0
+skipped=0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/deploy-check.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 ok() {
     echo "ok   $1${2:+: $2}"
     pass=$((pass + 1))
+}
+skip() {
+    echo "skip $1 ($2)"
+    skipped=$((skipped + 1))
 }
 bad() {
     echo "FAIL $1"
@@ -108,7 +114,7 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare --pid --fork -
         bad probe-auto-role "$(cat "$tmp/probe/out" "$tmp/probe/store.log" 2>&1)"
     fi
 else
-    echo "skip probe-auto-role (needs root and unshare --pid)"
+    skip probe-auto-role "needs root and unshare --pid"
 fi
 
 # The Helm cache tier (a Deployment behind a headless Service) rests on the gateway following the
@@ -126,7 +132,8 @@ if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare --mount true 2
         bad cache-dns-slots "$out"
     fi
 else
-    echo "skip cache-dns-discovery cache-dns-slots (need root and unshare --mount)"
+    skip cache-dns-discovery "needs root and unshare --mount"
+    skip cache-dns-slots "needs root and unshare --mount"
 fi
 
 # ---- compose --------------------------------------------------------------------------------
@@ -203,5 +210,5 @@ refuses helm-requires-curve-leaf 'secrets\.curve\.[a-zA-Z]+ is required' "$HELM"
 refuses helm-cache-slots 'the gateway takes 1 to 16' "$HELM" template x "$CHART" "${C[@]}" -f "$tmp/secrets-center.yaml" \
     --set cache.autoscaling.maxReplicas=17
 
-echo "deploy-check: $pass passed, $fail failed"
+echo "deploy-check: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

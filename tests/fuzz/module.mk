@@ -27,7 +27,7 @@ FUZZ_CFLAGS = -std=gnu11 -O1 -gline-tables-only $(filter-out -Wno-format-truncat
 FUZZ_LIBS = $(PKG_LIBS) -lssl -lcrypto -lm
 
 # What each target links besides its own file: only what it needs, so a fresh build stays small.
-FUZZ_COMMON := common/util.o common/log.o common/cfg.o
+FUZZ_COMMON := common/util.o common/log.o common/cfg.o common/envreg.o common/cli.o
 FUZZ_OBJS_proto := proto/proto.o $(FUZZ_COMMON)
 FUZZ_OBJS_json := gateway/gw_json.o proto/proto.o $(FUZZ_COMMON)
 FUZZ_OBJS_query := gateway/gw_json.o gateway/gw_cors.o proto/proto.o $(FUZZ_COMMON)
@@ -92,7 +92,7 @@ fuzz:
 TEST_STEPS += test-fuzz
 test-fuzz:
 	@if ! $(MAKE) --no-print-directory -j$(FUZZ_JOBS) fuzz-build; then \
-	  echo "test-fuzz: 0 passed, $(words $(FUZZ_TARGETS)) failed (build)"; exit 1; fi
+	  echo "test-fuzz: 0 passed, $(words $(FUZZ_TARGETS)) failed, 0 skipped (build)"; exit 1; fi
 	@tests/fuzz/run.sh test-fuzz $(FUZZ_SMOKE_SECONDS) $(FUZZ_B) $(FUZZ_TARGETS)
 
 # The generated seeds: msgpack messages from proto's own encoders, tokens signed with the fuzz

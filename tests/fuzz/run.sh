@@ -6,7 +6,7 @@
 # fuzzes for SECONDS. The smoke run (`test-fuzz`) starts from the checked-in seeds alone each time
 # ($BUILD_DIR/smoke/<t>/ is emptied), so it takes the same time whatever ran before. A crash, leak, sanitizer report, timeout or out-of-memory fails the target; the input
 # is saved under $BUILD_DIR/artifacts/<t>/ and the log under $BUILD_DIR/logs/<t>.log.
-# Prints one line per target and a final "MODE: N passed, N failed"; exits 1 if any failed.
+# Prints one line per target and a final "MODE: N passed, N failed, 0 skipped"; exits 1 if any failed.
 set -u
 mode=$1 secs=$2 build=$3
 shift 3
@@ -47,5 +47,5 @@ for t in "$@"; do
     grep -E 'ERROR: |SUMMARY: |invariant failed|runtime error|Test unit written' "$log" | head -n 8 | sed 's/^/       /'
   fi
 done
-echo "$mode: $pass passed, $fail failed"
+echo "$mode: $pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

@@ -12,7 +12,7 @@
 #     definite/indirect leak, makes the status 99),
 #   - its valgrind log says "ERROR SUMMARY: 0 errors".
 # Suppressions: tests/hardening/valgrind.supp (third-party noise only, each entry says why).
-# Prints one line per process and "test-valgrind: N passed, N failed". Logs stay in
+# Prints one line per process and "test-valgrind: N passed, N failed, 0 skipped". Logs stay in
 # VG_OUT ($(BUILD)/valgrind). Exit 0 when all passed.
 set -u
 BIN=$(cd "${PRESENCE_BIN:-build/bin}" && pwd) || { echo "valgrind-smoke: no binaries" >&2; exit 2; }
@@ -163,5 +163,5 @@ for n in leaf-gateway leaf-cache gateway cache-node sync-relay store-node; do
 done
 # The workload itself counts as one more check: a daemon that is clean but did not serve is no pass.
 if [ "$bad" -eq 0 ] && [ "$fail_start" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
-echo "test-valgrind: $passed passed, $failed failed"
+echo "test-valgrind: $passed passed, $failed failed, 0 skipped"
 [ "$failed" -eq 0 ]

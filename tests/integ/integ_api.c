@@ -49,6 +49,18 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The error texts, pinned here word for word (the short code clients match on, then the rule). */
+#define E_UID_RULE "user ids are 1-128 bytes of A-Z a-z 0-9 . _ ~ @ : = + -, not batch, watch, connect, . or .."
+#define E_JSON "invalid JSON: the body must be one JSON object"
+#define E_STATUS "invalid status: must be one of online, away, busy, offline"
+#define E_TTL "invalid ttl: ttl must be an integer from 1 to 604800 (seconds)"
+#define E_MSG_TYPE "invalid message: must be a string"
+#define E_MSG_LEN "invalid message: message is longer than 256 bytes"
+#define E_MSG_TEXT "invalid message: must be UTF-8 text without control characters"
+#define E_SHAPE "the body holds exactly one of user_ids (a batch read), presences (a batch write) or heartbeats (bulk heartbeats)"
+#define E_UID "invalid user_id: " E_UID_RULE
+#define E_FORBIDDEN(sub) "forbidden: token for '" sub "' may write only '" sub "' (scope presence:admin writes anyone)"
+
 #define TMO 10000 /* per-request transport timeout (ms): generous for the sanitizer build */
 
 /* ==== helpers ================================================================================= */
@@ -361,14 +373,14 @@ START_TEST(test_presence_crud)
 
     /* Ownership: another user's token is 403 for every write; admin scope writes anyone. */
     const char *dave = s_auth("dave", NULL);
-    s_call_error(port, "PUT", "/api/v2/presence/carol", dave, "{\"status\":\"online\"}", 403, "forbidden");
-    s_call_error(port, "POST", "/api/v2/presence/carol", dave, "{\"status\":\"online\"}", 403, "forbidden");
-    s_call_error(port, "DELETE", "/api/v2/presence/carol", dave, NULL, 403, "forbidden");
-    s_call_error(port, "POST", "/api/v2/presence/carol/heartbeat", dave, NULL, 403, "forbidden");
+    s_call_error(port, "PUT", "/api/v2/presence/carol", dave, "{\"status\":\"online\"}", 403, E_FORBIDDEN("dave"));
+    s_call_error(port, "POST", "/api/v2/presence/carol", dave, "{\"status\":\"online\"}", 403, E_FORBIDDEN("dave"));
+    s_call_error(port, "DELETE", "/api/v2/presence/carol", dave, NULL, 403, E_FORBIDDEN("dave"));
+    s_call_error(port, "POST", "/api/v2/presence/carol/heartbeat", dave, NULL, 403, E_FORBIDDEN("dave"));
     s_call_error(port, "PUT", "/api/v2/presence/carol", s_auth("dave", "presence:read presence:write"),
-                 "{\"status\":\"online\"}", 403, "forbidden");
+                 "{\"status\":\"online\"}", 403, E_FORBIDDEN("dave"));
     s_call_error(port, "PUT", "/api/v2/presence/carol", s_auth("dave", "presence:admins"), "{\"status\":\"online\"}",
-                 403, "forbidden");
+                 403, E_FORBIDDEN("dave"));
     json_t *adm = s_write(port, "PUT", "carol", s_auth("dave", "openid presence:admin profile"),
                           "{\"status\":\"online\",\"message\":\"set by an admin\"}");
     ck_assert_str_eq(s_str(adm, "message"), "set by an admin");
@@ -443,11 +455,11 @@ START_TEST(test_heartbeat)
     json_decref(hb3);
 
     /* Heartbeat body validation. */
-    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":0}", 400, "invalid ttl");
-    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":604801}", 400, "invalid ttl");
-    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":\"60\"}", 400, "invalid ttl");
-    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "[1]", 400, "invalid JSON");
-    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":60", 400, "invalid JSON");
+    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":0}", 400, E_TTL);
+    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":604801}", 400, E_TTL);
+    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":\"60\"}", 400, E_TTL);
+    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "[1]", 400, E_JSON);
+    s_call_error(port, "POST", "/api/v2/presence/erin/heartbeat", erin, "{\"ttl\":60", 400, E_JSON);
 
     /* An offline user becomes online; its message is cleared and updated_at set. */
     json_t *off = s_write(port, "PUT", "erin", erin, "{\"status\":\"offline\",\"message\":\"gone home\"}");
@@ -582,9 +594,9 @@ START_TEST(test_multi_get)
     ck_assert_int_eq(r.status, 200);
     th_resp_free(&r);
     /* Invalid ids are named. */
-    s_call_error(port, "GET", "/api/v2/presence?users=u1,b!d", NULL, NULL, 400, "invalid user_id: b!d");
-    s_call_error(port, "GET", "/api/v2/presence?users=u1,a%2Fb", NULL, NULL, 400, "invalid user_id: a/b");
-    s_call_error(port, "GET", "/api/v2/presence?users=u1,%2540", NULL, NULL, 400, "invalid user_id: %40");
+    s_call_error(port, "GET", "/api/v2/presence?users=u1,b!d", NULL, NULL, 400, "invalid user_id: b!d (" E_UID_RULE ")");
+    s_call_error(port, "GET", "/api/v2/presence?users=u1,a%2Fb", NULL, NULL, 400, "invalid user_id: a/b (" E_UID_RULE ")");
+    s_call_error(port, "GET", "/api/v2/presence?users=u1,%2540", NULL, NULL, 400, "invalid user_id: %40 (" E_UID_RULE ")");
     /* More than MAX_BATCH distinct ids. */
     s_call_error(port, "GET", "/api/v2/presence?users=a1,a2,a3,a4,a5,a6", NULL, NULL, 400,
                  "too many user ids (at most 5)");
@@ -654,14 +666,14 @@ START_TEST(test_batch)
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "{\"success\":true,\"data\":{}}");
     th_resp_free(&r);
-    s_call_error(port, "POST", B, NULL, "{\"user_ids\":[\"b1\",\"no/pe\"]}", 400, "invalid user_id: no/pe");
+    s_call_error(port, "POST", B, NULL, "{\"user_ids\":[\"b1\",\"no/pe\"]}", 400, "invalid user_id: no/pe (" E_UID_RULE ")");
     s_call_error(port, "POST", B, NULL, "{\"user_ids\":[\"a1\",\"a2\",\"a3\",\"a4\",\"a5\",\"a6\"]}", 400,
                  "too many user ids (at most 5)");
-    s_call_error(port, "POST", B, NULL, "{\"user_ids\":[]}", 400, "user_ids is required");
-    s_call_error(port, "POST", B, NULL, "{}", 400, "user_ids is required");
-    s_call_error(port, "POST", B, NULL, "{\"user_ids\":\"b1\"}", 400, "invalid JSON");
-    s_call_error(port, "POST", B, NULL, "[\"b1\"]", 400, "invalid JSON");
-    s_call_error(port, "POST", B, NULL, "", 400, "invalid JSON");
+    s_call_error(port, "POST", B, NULL, "{\"user_ids\":[]}", 400, "user_ids is required: " E_SHAPE);
+    s_call_error(port, "POST", B, NULL, "{}", 400, "user_ids is required: " E_SHAPE);
+    s_call_error(port, "POST", B, NULL, "{\"user_ids\":\"b1\"}", 400, E_JSON);
+    s_call_error(port, "POST", B, NULL, "[\"b1\"]", 400, E_JSON);
+    s_call_error(port, "POST", B, NULL, "", 400, E_JSON);
 
     /* A non-admin may batch-write only its own id. */
     s_req(port, "POST", B, s_auth("gina", NULL), "{\"presences\":[{\"user_id\":\"gina\",\"status\":\"busy\"}]}", &r);
@@ -671,7 +683,7 @@ START_TEST(test_batch)
     s_call_error(port, "POST", B, s_auth("gina", NULL),
                  "{\"presences\":[{\"user_id\":\"gina\",\"status\":\"away\"},"
                  "{\"user_id\":\"hank\",\"status\":\"away\"}]}",
-                 403, "forbidden");
+                 403, E_FORBIDDEN("gina"));
     ck_assert_ptr_null(s_get(port, "hank", "hank"));
     json_t *g = s_get(port, "gina", "gina");
     ck_assert_str_eq(s_str(g, "status"), "busy"); /* nothing of the refused batch was written */
@@ -691,8 +703,8 @@ START_TEST(test_batch)
         "{\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"},"
         "{\"user_id\":\"n2\",\"status\":\"online\",\"message\":\"a\\u0007b\"}]}",
     };
-    const char *why[] = {"invalid status for user n2", "invalid ttl for user n2", "invalid user_id: n/2",
-                         "invalid user_id in presences[1]", "invalid message for user n2"};
+    const char *why[] = {"invalid status for user n2: must be one of online, away, busy, offline", "invalid ttl for user n2: ttl must be an integer from 1 to 604800 (seconds)", "invalid user_id: n/2 (" E_UID_RULE ")",
+                         "invalid user_id in presences[1]: each entry must be an object with a string user_id", "invalid message for user n2: must be UTF-8 text without control characters"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         s_call_error(port, "POST", B, ADMIN, bad[i], 400, why[i]);
     ck_assert_ptr_null(s_get(port, "n1", "n1"));
@@ -704,7 +716,7 @@ START_TEST(test_batch)
                  "{\"user_id\":\"n5\",\"status\":\"online\"},{\"user_id\":\"n6\",\"status\":\"online\"}]}",
                  400, "too many presences (at most 5)");
     ck_assert_ptr_null(s_get(port, "n1", "n1"));
-    s_call_error(port, "POST", B, ADMIN, "{\"presences\":[]}", 400, "presences is required");
+    s_call_error(port, "POST", B, ADMIN, "{\"presences\":[]}", 400, "presences is required: a non-empty array of {user_id, status, message?, ttl?}");
     /* A read and a write in one body is ambiguous: 400 (the message is not part of the API). */
     s_req(port, "POST", B, ADMIN, "{\"user_ids\":[\"b1\"],\"presences\":[{\"user_id\":\"n1\",\"status\":\"online\"}]}",
           &r);
@@ -777,10 +789,10 @@ START_TEST(test_path_ids)
     for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++) {
         char path[200];
         snprintf(path, sizeof path, "/api/v2/presence/%s", invalid[i]);
-        s_call_error(port, "GET", path, NULL, NULL, 400, "invalid user_id");
-        s_call_error(port, "PUT", path, ADMIN, "{\"status\":\"online\"}", 400, "invalid user_id");
+        s_call_error(port, "GET", path, NULL, NULL, 400, E_UID);
+        s_call_error(port, "PUT", path, ADMIN, "{\"status\":\"online\"}", 400, E_UID);
         snprintf(path, sizeof path, "/api/v2/presence/%s/heartbeat", invalid[i]);
-        s_call_error(port, "POST", path, ADMIN, NULL, 400, "invalid user_id");
+        s_call_error(port, "POST", path, ADMIN, NULL, 400, E_UID);
     }
     /* 128 bytes is the longest id; 129 is invalid (also when it is 129 after decoding). */
     char id128[129], id129[130], path[400];
@@ -792,12 +804,12 @@ START_TEST(test_path_ids)
     ck_assert_int_eq(strlen(s_str(longest, "user_id")), 128);
     json_decref(longest);
     snprintf(path, sizeof path, "/api/v2/presence/%s", id129);
-    s_call_error(port, "GET", path, NULL, NULL, 400, "invalid user_id");
-    s_call_error(port, "PUT", path, ADMIN, "{\"status\":\"online\"}", 400, "invalid user_id");
+    s_call_error(port, "GET", path, NULL, NULL, 400, E_UID);
+    s_call_error(port, "PUT", path, ADMIN, "{\"status\":\"online\"}", 400, E_UID);
     snprintf(path, sizeof path, "/api/v2/presence/%%40%s", id128);
-    s_call_error(port, "GET", path, NULL, NULL, 400, "invalid user_id");
+    s_call_error(port, "GET", path, NULL, NULL, 400, E_UID);
     snprintf(path, sizeof path, "/api/v2/presence/%s?users=x", id129);
-    s_call_error(port, "GET", path, NULL, NULL, 400, "invalid user_id");
+    s_call_error(port, "GET", path, NULL, NULL, 400, E_UID);
 
     /* Reserved words: /batch and /watch are routes, never user records. */
     s_req(port, "GET", "/api/v2/presence/batch", NULL, NULL, &r);
@@ -825,19 +837,19 @@ START_TEST(test_path_ids)
                                     "/api/v2/presence/batch/heartbeat", "/api/v2/presence/watch/heartbeat"};
     for (size_t i = 0; i < 4; i++) {
         const char *m = strstr(reserved_paths[i], "heartbeat") ? "POST" : "PUT";
-        s_call_error(port, m, reserved_paths[i], ADMIN, "{\"status\":\"online\"}", 400, "invalid user_id");
+        s_call_error(port, m, reserved_paths[i], ADMIN, "{\"status\":\"online\"}", 400, E_UID);
         if (!strstr(reserved_paths[i], "heartbeat"))
-            s_call_error(port, "GET", reserved_paths[i], NULL, NULL, 400, "invalid user_id");
+            s_call_error(port, "GET", reserved_paths[i], NULL, NULL, 400, E_UID);
     }
     s_call_error(port, "POST", "/api/v2/presence/batch", ADMIN,
-                 "{\"presences\":[{\"user_id\":\"batch\",\"status\":\"online\"}]}", 400, "invalid user_id: batch");
+                 "{\"presences\":[{\"user_id\":\"batch\",\"status\":\"online\"}]}", 400, "invalid user_id: batch (" E_UID_RULE ")");
     s_call_error(port, "POST", "/api/v2/presence/batch", ADMIN,
-                 "{\"presences\":[{\"user_id\":\"watch\",\"status\":\"online\"}]}", 400, "invalid user_id: watch");
+                 "{\"presences\":[{\"user_id\":\"watch\",\"status\":\"online\"}]}", 400, "invalid user_id: watch (" E_UID_RULE ")");
     s_call_error(port, "POST", "/api/v2/presence/batch", ADMIN, "{\"heartbeats\":[\"alice\",\"batch\"]}", 400,
-                 "invalid user_id: batch");
-    s_call_error(port, "GET", "/api/v2/presence?users=alice,batch", NULL, NULL, 400, "invalid user_id: batch");
+                 "invalid user_id: batch (" E_UID_RULE ")");
+    s_call_error(port, "GET", "/api/v2/presence?users=alice,batch", NULL, NULL, 400, "invalid user_id: batch (" E_UID_RULE ")");
     s_call_error(port, "POST", "/api/v2/presence/batch", NULL, "{\"user_ids\":[\"watch\"]}", 400,
-                 "invalid user_id: watch");
+                 "invalid user_id: watch (" E_UID_RULE ")");
     /* Only the exact words are reserved. */
     json_decref(s_write(port, "PUT", "batches", ADMIN, "{\"status\":\"online\"}"));
     json_decref(s_write(port, "PUT", "Watch", ADMIN, "{\"status\":\"online\"}"));
@@ -861,46 +873,46 @@ START_TEST(test_validation)
         const char *err;
     } cases[] = {
         /* not a JSON object */
-        {"", "invalid JSON"},
-        {"   ", "invalid JSON"},
-        {"[1]", "invalid JSON"},
-        {"\"online\"", "invalid JSON"},
-        {"42", "invalid JSON"},
-        {"null", "invalid JSON"},
-        {"{\"status\":\"online\"", "invalid JSON"},
-        {"{status:\"online\"}", "invalid JSON"},
+        {"", E_JSON},
+        {"   ", E_JSON},
+        {"[1]", E_JSON},
+        {"\"online\"", E_JSON},
+        {"42", E_JSON},
+        {"null", E_JSON},
+        {"{\"status\":\"online\"", E_JSON},
+        {"{status:\"online\"}", E_JSON},
         /* trailing garbage, duplicate keys */
-        {"{\"status\":\"online\"} x", "invalid JSON"},
-        {"{\"status\":\"online\"}{}", "invalid JSON"},
-        {"{\"status\":\"online\",\"status\":\"away\"}", "invalid JSON"},
-        {"{\"status\":\"online\",\"message\":\"a\",\"message\":\"b\"}", "invalid JSON"},
+        {"{\"status\":\"online\"} x", E_JSON},
+        {"{\"status\":\"online\"}{}", E_JSON},
+        {"{\"status\":\"online\",\"status\":\"away\"}", E_JSON},
+        {"{\"status\":\"online\",\"message\":\"a\",\"message\":\"b\"}", E_JSON},
         /* status */
-        {"{}", "invalid status"},
-        {"{\"status\":\"Online\"}", "invalid status"},
-        {"{\"status\":\"ONLINE\"}", "invalid status"},
-        {"{\"status\":\"online \"}", "invalid status"},
-        {"{\"status\":\"\"}", "invalid status"},
-        {"{\"status\":\"invisible\"}", "invalid status"},
-        {"{\"status\":1}", "invalid status"},
-        {"{\"status\":null}", "invalid status"},
-        {"{\"status\":[\"online\"]}", "invalid status"},
+        {"{}", E_STATUS},
+        {"{\"status\":\"Online\"}", E_STATUS},
+        {"{\"status\":\"ONLINE\"}", E_STATUS},
+        {"{\"status\":\"online \"}", E_STATUS},
+        {"{\"status\":\"\"}", E_STATUS},
+        {"{\"status\":\"invisible\"}", E_STATUS},
+        {"{\"status\":1}", E_STATUS},
+        {"{\"status\":null}", E_STATUS},
+        {"{\"status\":[\"online\"]}", E_STATUS},
         /* message */
-        {"{\"status\":\"online\",\"message\":\"a\\u0001b\"}", "invalid message"},
-        {"{\"status\":\"online\",\"message\":\"line\\nbreak\"}", "invalid message"},
-        {"{\"status\":\"online\",\"message\":\"tab\\t\"}", "invalid message"},
-        {"{\"status\":\"online\",\"message\":\"del\\u007f\"}", "invalid message"},
-        {"{\"status\":\"online\",\"message\":\"c1\\u0085\"}", "invalid message"},
-        {"{\"status\":\"online\",\"message\":5}", "invalid message"},
-        {"{\"status\":\"online\",\"message\":{}}", "invalid message"},
+        {"{\"status\":\"online\",\"message\":\"a\\u0001b\"}", E_MSG_TEXT},
+        {"{\"status\":\"online\",\"message\":\"line\\nbreak\"}", E_MSG_TEXT},
+        {"{\"status\":\"online\",\"message\":\"tab\\t\"}", E_MSG_TEXT},
+        {"{\"status\":\"online\",\"message\":\"del\\u007f\"}", E_MSG_TEXT},
+        {"{\"status\":\"online\",\"message\":\"c1\\u0085\"}", E_MSG_TEXT},
+        {"{\"status\":\"online\",\"message\":5}", E_MSG_TYPE},
+        {"{\"status\":\"online\",\"message\":{}}", E_MSG_TYPE},
         /* ttl */
-        {"{\"status\":\"online\",\"ttl\":0}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":-1}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":604801}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":3.5}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":0.5}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":\"60\"}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":true}", "invalid ttl"},
-        {"{\"status\":\"online\",\"ttl\":1e300}", "invalid ttl"},
+        {"{\"status\":\"online\",\"ttl\":0}", E_TTL},
+        {"{\"status\":\"online\",\"ttl\":-1}", E_TTL},
+        {"{\"status\":\"online\",\"ttl\":604801}", E_TTL},
+        {"{\"status\":\"online\",\"ttl\":3.5}", E_TTL},
+        {"{\"status\":\"online\",\"ttl\":0.5}", E_TTL},
+        {"{\"status\":\"online\",\"ttl\":\"60\"}", E_TTL},
+        {"{\"status\":\"online\",\"ttl\":true}", E_TTL},
+        {"{\"status\":\"online\",\"ttl\":1e300}", E_TTL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         s_call_error(port, "PUT", P, auth, cases[i].body, 400, cases[i].err);
@@ -908,15 +920,15 @@ START_TEST(test_validation)
      * bits. Refused either as JSON or as the field (unit tests accept both, too). */
     static const struct {
         const char *body, *err;
-    } either[] = {{"{\"status\":\"online\",\"message\":\"nul\\u0000\"}", "invalid message"},
-                  {"{\"status\":\"online\",\"ttl\":99999999999999999999}", "invalid ttl"}};
+    } either[] = {{"{\"status\":\"online\",\"message\":\"nul\\u0000\"}", E_MSG_TEXT},
+                  {"{\"status\":\"online\",\"ttl\":99999999999999999999}", E_TTL}};
     for (size_t i = 0; i < 2; i++) {
         th_resp_t r;
         s_req(port, "PUT", P, auth, either[i].body, &r);
         ck_assert_int_eq(r.status, 400);
         json_t *j = s_json(&r);
         const char *e = s_str(j, "error");
-        ck_assert_msg(e && (!strcmp(e, "invalid JSON") || !strcmp(e, either[i].err)), "%s: %s", either[i].body, e);
+        ck_assert_msg(e && (!strcmp(e, E_JSON) || !strcmp(e, either[i].err)), "%s: %s", either[i].body, e);
         json_decref(j);
         th_resp_free(&r);
     }
@@ -926,7 +938,7 @@ START_TEST(test_validation)
     memset(msg, 'a', 257);
     msg[257] = '\0';
     snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"%s\"}", msg);
-    s_call_error(port, "PUT", P, auth, body, 400, "invalid message");
+    s_call_error(port, "PUT", P, auth, body, 400, E_MSG_LEN);
     msg[256] = '\0';
     snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"%s\"}", msg);
     json_t *ok = s_write(port, "PUT", "val", auth, body);
@@ -940,12 +952,12 @@ START_TEST(test_validation)
     ck_assert_str_eq(s_str(ok, "message"), msg);
     json_decref(ok);
     snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"%sx\"}", msg);
-    s_call_error(port, "PUT", P, auth, body, 400, "invalid message");
+    s_call_error(port, "PUT", P, auth, body, 400, E_MSG_LEN);
     const char *bad_utf8[] = {"\xff", "ab\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf5\x80\x80\x80", "\x80",
                               "\xe2\x82"};
     for (size_t i = 0; i < sizeof bad_utf8 / sizeof *bad_utf8; i++) {
         snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"ok %s ok\"}", bad_utf8[i]);
-        s_call_error(port, "PUT", P, auth, body, 400, "invalid message");
+        s_call_error(port, "PUT", P, auth, body, 400, E_MSG_TEXT);
     }
     /* Emoji (4-byte UTF-8, raw and as an escaped surrogate pair) are fine. */
     ok = s_write(port, "PUT", "val", auth, "{\"status\":\"online\",\"message\":\"\xf0\x9f\x8e\x89 \\ud83c\\udf89\"}");
@@ -997,21 +1009,21 @@ START_TEST(test_body_limits)
     body[max - 1] = ' ';
     body[max] = '}';
     s_req_n(port, "PUT", "/api/v2/presence/big", auth, body, max + 1, &r);
-    s_expect_error(&r, 413, "request body too large");
+    s_expect_error(&r, 413, "request body too large (at most 65536 bytes)");
     th_resp_free(&r);
     s_req_n(port, "POST", "/api/v2/presence/big/heartbeat", auth, body, max + 1, &r);
-    s_expect_error(&r, 413, "request body too large");
+    s_expect_error(&r, 413, "request body too large (at most 65536 bytes)");
     th_resp_free(&r);
     s_req_n(port, "POST", "/api/v2/presence/batch", auth, body, max + 1, &r);
-    s_expect_error(&r, 413, "request body too large");
+    s_expect_error(&r, 413, "request body too large (at most 65536 bytes)");
     th_resp_free(&r);
     /* Nothing of it was written. */
     json_t *g = s_get(port, "big", "big");
     ck_assert_str_eq(s_str(g, "message"), "fits");
     json_decref(g);
     /* An empty PUT body is not a JSON object. */
-    s_call_error(port, "PUT", "/api/v2/presence/big", auth, "", 400, "invalid JSON");
-    s_call_error(port, "POST", "/api/v2/presence/big", auth, NULL, 400, "invalid JSON");
+    s_call_error(port, "PUT", "/api/v2/presence/big", auth, "", 400, E_JSON);
+    s_call_error(port, "POST", "/api/v2/presence/big", auth, NULL, 400, E_JSON);
     free(body);
     s_stop(&n);
 }
@@ -1525,7 +1537,7 @@ START_TEST(test_cors_allow_list)
             s_req(port, routes[i].m, routes[i].p, hdr, routes[i].b, &r);
             ck_assert_msg(r.status == 403, "%s %s from %s: %d", routes[i].m, routes[i].p, evil[e], r.status);
             if (strcmp(routes[i].m, "HEAD") != 0)
-                s_expect_error(&r, 403, "origin not allowed");
+                s_expect_error(&r, 403, "origin not allowed: not in CORS_ALLOWED_ORIGINS");
             ck_assert_ptr_null(th_resp_header(&r, "access-control-allow-origin", v, sizeof v));
             ck_assert_ptr_null(th_resp_header(&r, "access-control-allow-credentials", v, sizeof v));
             th_resp_free(&r);
@@ -1563,8 +1575,8 @@ static void s_refuse(const char *dir, const char *name, const char *const *env, 
     int rc = th_start(p, 10000);
     uint64_t took = th_now_ms() - t0;
     ck_assert_msg(rc < 0, "%s: the gateway started", name);
-    ck_assert_msg(p->reaped && WIFEXITED(p->status) && WEXITSTATUS(p->status) != 0, "%s: exit status %d", name,
-                  p->status);
+    ck_assert_msg(p->reaped && WIFEXITED(p->status) && WEXITSTATUS(p->status) == 2, "%s: exit status %d (want 2)",
+                  name, p->status);
     ck_assert_msg(took < 5000, "%s: took %llu ms to refuse", name, (unsigned long long)took);
     FILE *f = fopen(p->err_path, "r");
     ck_assert_ptr_nonnull(f);
@@ -1606,6 +1618,21 @@ START_TEST(test_startup_refusals)
     s_refuse(dir, "alg", alg, "JWT_ALGORITHM");
     const char *port[] = {"SERVICE_PORT=70000", NULL};
     s_refuse(dir, "port", port, "SERVICE_PORT");
+    /* A variable that looks like ours but is not is named (here beside a refused value). */
+    const char *typo[] = {"RATE_LIMIT_WRITES_BURST=5", "MAX_BATCH=0", NULL};
+    s_refuse(dir, "typo", typo, "unknown variable RATE_LIMIT_WRITES_BURST");
+    /* A port in use (here by a plain listener) is exit status 2 naming it: no second node on it. */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(lfd, 4), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    char busy[40];
+    snprintf(busy, sizeof busy, "SERVICE_PORT=%d", ntohs(sa.sin_port));
+    const char *inuse[] = {busy, NULL};
+    s_refuse(dir, "inuse", inuse, "is already in use");
+    close(lfd);
 }
 END_TEST
 
@@ -1667,12 +1694,64 @@ START_TEST(test_rate_limit_writes)
     json_decref(g);
     /* Another subject is not affected; reads are not limited by the write bucket. */
     json_decref(s_write(port, "PUT", "rl-b", s_auth("rl-b", NULL), "{\"status\":\"online\"}"));
+    /* A presence:admin token (a backend writing for many users) is not held to the per-user limit:
+     * 30 writes in a row all pass (RATE_LIMIT_ADMIN_WRITES is off by default). */
+    const char *backend = s_auth("backend", "presence:admin");
+    for (int i = 0; i < 30; i++) {
+        char uid[32];
+        snprintf(uid, sizeof uid, "rl-user-%d", i);
+        json_decref(s_write(port, "PUT", uid, backend, "{\"status\":\"online\"}"));
+    }
+    /* Duplicates in a batch collapse (the last entry wins) and are charged once: a user's batch
+     * of 40 entries for its own id is one write, under rl-c's burst of 3. */
+    const char *c = s_auth("rl-c", NULL);
+    char body[8192];
+    int off = snprintf(body, sizeof body, "{\"presences\":[");
+    for (int i = 0; i < 40; i++)
+        off += snprintf(body + off, sizeof body - (size_t)off, "%s{\"user_id\":\"rl-c\",\"status\":\"%s\"}",
+                        i ? "," : "", i == 39 ? "busy" : "away");
+    snprintf(body + off, sizeof body - (size_t)off, "]}");
+    s_req(port, "POST", "/api/v2/presence/batch", c, body, &r);
+    const char *rlc[] = {"rl-c"};
+    json_t *data = s_data_ids(&r, rlc, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(data, "rl-c"), "status")), "busy");
+    json_decref(data);
+    th_resp_free(&r);
+    json_decref(s_write(port, "PUT", "rl-c", c, "{\"status\":\"online\"}")); /* tokens left: 1 */
     /* The bucket refills: a write passes again within Retry-After (plus a margin). */
     write_probe_t wp = {port, a};
     ck_assert_msg(th_wait_for(s_write_ok, &wp, wait * 1000 + 1500), "writes never passed again");
     g = s_get(port, "rl-a", "rl-a");
     ck_assert_str_eq(s_str(g, "status"), "online");
     json_decref(g);
+    s_stop(&n);
+}
+END_TEST
+
+/* RATE_LIMIT_ADMIN_WRITES caps an admin token's records per second, in a bucket of its own. */
+START_TEST(test_rate_limit_admin)
+{
+    static const char *const extra[] = {"RATE_LIMIT_ADMIN_WRITES=1", "RATE_LIMIT_ADMIN_WRITE_BURST=4", "SYNC_MODE=none",
+                                        NULL};
+    th_node_t n;
+    s_start(&n, 1, extra);
+    int port = n.port;
+    const char *backend = s_auth("backend", "presence:admin");
+    th_resp_t r;
+    /* A batch of three records takes three tokens, one more write the fourth; the next is 429. */
+    s_req(port, "POST", "/api/v2/presence/batch", backend,
+          "{\"presences\":[{\"user_id\":\"ad-1\",\"status\":\"online\"},{\"user_id\":\"ad-2\",\"status\":"
+          "\"online\"},{\"user_id\":\"ad-3\",\"status\":\"online\"}]}",
+          &r);
+    ck_assert_int_eq(r.status, 200);
+    th_resp_free(&r);
+    json_decref(s_write(port, "PUT", "ad-4", backend, "{\"status\":\"online\"}"));
+    s_req(port, "PUT", "/api/v2/presence/ad-5", backend, "{\"status\":\"online\"}", &r);
+    s_expect_error(&r, 429, "rate limit exceeded");
+    ck_assert_int_ge(s_retry_after(&r), 1);
+    th_resp_free(&r);
+    /* A user's own writes are in the per-user bucket (default 20/s, burst 40), not the admin's. */
+    json_decref(s_write(port, "PUT", "ad-user", s_auth("ad-user", NULL), "{\"status\":\"online\"}"));
     s_stop(&n);
 }
 END_TEST
@@ -2004,7 +2083,7 @@ START_TEST(test_metrics)
     json_decref(s_write(port, "PUT", "mm", ADMIN, "{\"status\":\"online\"}"));
     json_decref(s_get(port, "mm", "mm"));
     ck_assert_ptr_null(s_get(port, "ghost", "ghost"));
-    s_call_error(port, "PUT", "/api/v2/presence/mm", ADMIN, "{\"status\":\"bogus\"}", 400, "invalid status");
+    s_call_error(port, "PUT", "/api/v2/presence/mm", ADMIN, "{\"status\":\"bogus\"}", 400, E_STATUS);
     s_call_error(port, "PATCH", "/api/v2/presence/mm", NULL, NULL, 405, "method not allowed");
     /* The store's own numbers reach /metrics (polled through the cache-nodes). */
     metric_probe_t w = {port, "store_writes_total", 1};
@@ -2626,6 +2705,7 @@ int main(void)
     tc = tcase_create("limits");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_rate_limit_writes);
+    tcase_add_test(tc, test_rate_limit_admin);
     tcase_add_test(tc, test_rate_limit_reads);
     suite_add_tcase(s, tc);
 

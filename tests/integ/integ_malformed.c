@@ -676,7 +676,7 @@ START_TEST(test_http_huge)
     };
     for (size_t i = 0; i < sizeof watches / sizeof *watches; i++) {
         int st = s_raw(n.port, watches[i], strlen(watches[i]), 3000);
-        ck_assert_msg(st == 200 || st == 400, "watch %zu: %d", i, st);
+        ck_assert_msg(st == 400, "watch %zu: %d (want 400)", i, st); /* bad since/Last-Event-ID/users */
     }
     free(req);
     s_assert_serving(&n, n.store_cmd, "after huge requests");
@@ -688,7 +688,7 @@ END_TEST
 
 typedef struct bad {
     const char *method, *path, *body;
-    int want; /* 0: anything but a 5xx */
+    int want; /* the exact status */
 } bad_t;
 
 static char *s_token_claims(const char *claims)
@@ -727,7 +727,7 @@ START_TEST(test_http_bad_input)
         {"GET", "/api/v2/presence/%252F", NULL, 400},
         {"GET", "/api/v2/presence?users=a,%FF,b", NULL, 400},
         {"GET", "/api/v2/presence?users=%ED%A0%80", NULL, 400},
-        {"GET", "/api/v2/presence?users=a&users=%FF", NULL, 0},
+        {"GET", "/api/v2/presence?users=a&users=%FF", NULL, 200}, /* the first users= counts */
         {"POST", "/api/v2/presence/mallory/heartbeat", "{\"ttl\":\"\xff\"}", 400},
         /* invalid UTF-8 and control characters in messages, keys and statuses */
         {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"message\":\"\xc3\x28\"}", 400},
@@ -769,7 +769,7 @@ START_TEST(test_http_bad_input)
         {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":3600.5}", 400},
         {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":\"3600\"}", 400},
         {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":true}", 400},
-        {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":null}", 0},
+        {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":null}", 200}, /* null = absent */
         {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":NaN}", 400},
         {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":Infinity}", 400},
         {"PUT", "/api/v2/presence/mallory", "{\"status\":\"online\",\"ttl\":0x10}", 400},
@@ -783,11 +783,11 @@ START_TEST(test_http_bad_input)
         {"POST", "/api/v2/presence/batch", "{\"user_ids\":[1,2,3]}", 400},
         {"POST", "/api/v2/presence/batch", "{\"user_ids\":\"a\"}", 400},
         {"POST", "/api/v2/presence/batch", "{\"user_ids\":[[[]]]}", 400},
-        {"POST", "/api/v2/presence/batch", "{\"presences\":[{\"user_id\":\"\\ud83d\\ude00\",\"status\":\"online\"}]}", 0},
+        {"POST", "/api/v2/presence/batch", "{\"presences\":[{\"user_id\":\"\\ud83d\\ude00\",\"status\":\"online\"}]}", 400},
         {"POST", "/api/v2/presence/batch", "{\"presences\":[{\"user_id\":\"mallory\",\"status\":\"online\",\"ttl\":1e400}]}", 400},
-        {"POST", "/api/v2/presence/batch", "{\"presences\":[null]}", 0},
+        {"POST", "/api/v2/presence/batch", "{\"presences\":[null]}", 400},
         {"POST", "/api/v2/presence/batch", "{\"presences\":{}}", 400},
-        {"POST", "/api/v2/presence/batch", "{\"user_ids\":[],\"presences\":[]}", 0},
+        {"POST", "/api/v2/presence/batch", "{\"user_ids\":[],\"presences\":[]}", 400},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const bad_t *c = &cases[i];
@@ -795,12 +795,8 @@ START_TEST(test_http_bad_input)
         size_t blen = c->body ? strlen(c->body) : 0;
         int rc = th_http(n.port, c->method, c->path, strcmp(c->method, "GET") ? auth : NULL, c->body, blen, &r, 5000);
         ck_assert_msg(rc == 0, "case %zu (%s %s): no answer", i, c->method, c->path);
-        if (c->want)
-            ck_assert_msg(r.status == c->want, "case %zu (%s %s %.60s): %d, want %d: %.200s", i, c->method, c->path,
-                          c->body ? c->body : "", r.status, c->want, r.body);
-        else
-            ck_assert_msg(r.status >= 200 && r.status < 500, "case %zu (%s %s %.60s): %d: %.200s", i, c->method,
-                          c->path, c->body ? c->body : "", r.status, r.body);
+        ck_assert_msg(r.status == c->want, "case %zu (%s %s %.60s): %d, want %d: %.200s", i, c->method, c->path,
+                      c->body ? c->body : "", r.status, c->want, r.body);
         th_resp_free(&r);
     }
 
@@ -846,8 +842,9 @@ START_TEST(test_http_bad_input)
         ck_assert_int_eq(th_http(n.port, "PUT", "/api/v2/presence/mallory", hdr, "{\"status\":\"online\"}", 19, &r,
                                  5000),
                          0);
-        ck_assert_msg(r.status == 401 || r.status == 403 || r.status == 200, "odd claims %zu: %d %s", i, r.status,
-                      r.body);
+        /* Every one is a malformed token: exp not a usable number, nbf not a number, sub not a
+         * non-empty string (or holding a NUL), scope not a string, iss not the issuer. */
+        ck_assert_msg(r.status == 401, "odd claims %zu: %d %s", i, r.status, r.body);
         th_resp_free(&r);
     }
     /* A 200 KB subject. */
@@ -921,8 +918,9 @@ START_TEST(test_http_bodies)
                  "PUT /api/v2/presence/bodies HTTP/1.1\r\nHost: a\r\n%sContent-Length: %s\r\n\r\n{\"status\":\"online\"}",
                  auth, lens[i]);
         int st = s_raw(n.port, req, strlen(req), REQ_TIMEOUT_MS + 3000);
-        ck_assert_msg(st == -1 || st == -2 || st == 200 || (st >= 400 && st < 500), "Content-Length '%s': %d",
-                      lens[i], st);
+        /* h2o's own framing answers: 400 for what is not a decimal length, 413 beyond its limit */
+        int want = strcmp(lens[i], "4294967315") == 0 ? 413 : 400;
+        ck_assert_msg(st == want, "Content-Length '%s': %d (want %d)", lens[i], st, want);
     }
     /* Chunked: valid (many tiny chunks), huge chunk sizes, bad hex, over the body limit. */
     {

@@ -13,26 +13,29 @@
 #   3. healed: the leaf catches up on its own (the write made at the center during the partition is
 #      served, not stale), leaf writes work again, and nothing older than the center's record is
 #      left at the leaf.
-# Needs root and `ip netns` (iproute2); otherwise it says why and counts nothing.
-# Ends with "test-partition: N passed, N failed".
+# Needs root and `ip netns` (iproute2); otherwise it says why and counts itself skipped.
+# Ends with "test-partition: N passed, N failed, N skipped".
 set -u
 BIN=$1
 . "$(dirname "$0")/../lib.sh"
 pass=0
 fail=0
+skipped=0
 ok() { echo "ok   $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-summary() { echo "test-partition: $pass passed, $fail failed"; }
+summary() { echo "test-partition: $pass passed, $fail failed, $skipped skipped"; }
 
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
-    echo "skip: needs root and ip (iproute2)"
+    echo "skip test-partition (needs root and ip from iproute2)"
+    skipped=1
     summary
     exit 0
 fi
 tag=$$
 nsc=pc$tag nsl=pl$tag vc=vc$tag vl=vl$tag
 if ! ip netns add "$nsc" 2>/dev/null; then
-    echo "skip: cannot create a network namespace here"
+    echo "skip test-partition (cannot create a network namespace here)"
+    skipped=1
     summary
     exit 0
 fi

@@ -9,6 +9,7 @@
  *
  *   records N items I rss_before_kb A rss_after_kb B bytes_per_record X
  */
+#include "cli.h"
 #include "proto.h"
 #include "util.h"
 #include "zutil.h"
@@ -53,6 +54,7 @@ static int s_call(void *s, proto_buf_t *b, uint64_t rid, proto_msg_t *m)
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "fillcache", "ENDPOINT PID N", "Fill a cache-node with N records and report its RSS growth per record (BENCHMARKS.md).");
     if (argc < 4) {
         fprintf(stderr, "usage: fillcache ENDPOINT PID N\n");
         return 2;

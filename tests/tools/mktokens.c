@@ -2,6 +2,7 @@
  * $JWT_SECRET, for load tests that act as many users (tests/bench/heartbeat.lua).
  *   mktokens N [PREFIX]
  */
+#include "cli.h"
 #include "gw_lib.h"
 
 #include <jwt.h>
@@ -12,6 +13,7 @@
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "mktokens", "N [PREFIX]", "Print N development tokens (JWT_SECRET from the environment), one per line, for load tools.");
     const char *secret = getenv("JWT_SECRET");
     long n = argc > 1 ? atol(argv[1]) : 0;
     const char *prefix = argc > 2 ? argv[2] : "u";

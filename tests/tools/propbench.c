@@ -7,6 +7,7 @@
  * TOKENS_FILE has "uid token" lines (tests/tools/mktokens.c); the first 100 users are watched.
  * Prints: writes N received R p50_ms X p99_ms Y max_ms Z
  */
+#include "cli.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,6 +49,7 @@ static int s_cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "propbench", "PORT_A PORT_B WRITES TOKENS_FILE", "Cross-region propagation delay: PUT at gateway A, SSE event at gateway B.");
     if (argc < 5) {
         fprintf(stderr, "usage: propbench PORT_A PORT_B WRITES TOKENS_FILE\n");
         return 2;

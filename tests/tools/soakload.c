@@ -26,6 +26,7 @@
  *
  * Exit status 0 (the caller judges the numbers), 2 on bad usage.
  */
+#include "cli.h"
 #include "gw_lib.h"
 
 #include <arpa/inet.h>
@@ -546,6 +547,7 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "soakload", "--port P [--leaf-port L] --secret S --seconds N [...]", "Mixed load for make soak (reads, writes, heartbeats, watchers).");
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--port"))

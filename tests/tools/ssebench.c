@@ -10,6 +10,7 @@
  *
  * Single-threaded epoll; raise RLIMIT_NOFILE first (the bench script does).
  */
+#include "cli.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -37,6 +38,7 @@ typedef struct conn {
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "ssebench", "PORT STREAMS SECONDS [USERS_PER_STREAM] [USER_SPACE]", "Open many SSE watch streams and measure event delivery.");
     if (argc < 4) {
         fprintf(stderr, "usage: ssebench PORT STREAMS SECONDS [USERS_PER_STREAM] [USER_SPACE]\n");
         return 2;

@@ -11,6 +11,7 @@
  * Latency is measured per command from send to acknowledgement (closed loop: the next command of
  * a slot goes out when its previous one is answered).
  */
+#include "cli.h"
 #include "proto.h"
 #include "util.h"
 #include "zutil.h"
@@ -33,6 +34,7 @@ static int s_cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "storebench", "ENDPOINT WRITERS SECONDS [USERS] [put|touch]", "Durable writes per second straight to a store-node.");
     if (argc < 4) {
         fprintf(stderr, "usage: storebench ENDPOINT WRITERS SECONDS [USERS] [put|touch]\n");
         return 2;

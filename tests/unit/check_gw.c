@@ -16,11 +16,25 @@
 #include <check.h>
 #include <jansson.h>
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The error texts, pinned here word for word (the short code clients match on, then the rule). */
+#define E_UID_RULE "user ids are 1-128 bytes of A-Z a-z 0-9 . _ ~ @ : = + -, not batch, watch, connect, . or .."
+#define E_JSON "invalid JSON: the body must be one JSON object"
+#define E_STATUS "invalid status: must be one of online, away, busy, offline"
+#define E_TTL "invalid ttl: ttl must be an integer from 1 to 604800 (seconds)"
+#define E_MSG_TYPE "invalid message: must be a string"
+#define E_MSG_LEN "invalid message: message is longer than 256 bytes"
+#define E_MSG_TEXT "invalid message: must be UTF-8 text without control characters"
+#define E_SHAPE "the body holds exactly one of user_ids (a batch read), presences (a batch write) or heartbeats (bulk heartbeats)"
+#define E_UID "invalid user_id: " E_UID_RULE
+#define E_FORBIDDEN(sub) "forbidden: token for '" sub "' may write only '" sub "' (scope presence:admin writes anyone)"
 
 #define NOW_S 1700000000LL
 #define NOW_US ((uint64_t)NOW_S * 1000000ULL)
@@ -322,7 +336,7 @@ START_TEST(test_parse_set_body)
     msg[256] = 'm';
     msg[257] = '\0';
     snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"%s\"}", msg);
-    s_set_bad(body, "invalid message");
+    s_set_bad(body, E_MSG_LEN);
     for (int i = 0; i < 128; i++)
         memcpy(msg + 2 * i, "\xc3\xa9", 2); /* 128 x U+00E9 = 256 bytes */
     msg[256] = '\0';
@@ -330,61 +344,61 @@ START_TEST(test_parse_set_body)
     ck_assert_int_eq(s_set(body, &r, &err), 0);
     ck_assert_uint_eq(r.msg_len, 256);
     snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"%s\xc3\xa9\"}", msg);
-    s_set_bad(body, "invalid message");
+    s_set_bad(body, E_MSG_LEN);
     /* 256 multi-byte characters are over the limit even though they are only 256 "characters" */
     snprintf(body, sizeof body, "{\"status\":\"online\",\"message\":\"%s%s\"}", msg, msg);
-    s_set_bad(body, "invalid message");
+    s_set_bad(body, E_MSG_LEN);
 
     /* status: missing, wrong type, unknown, case variants */
-    s_set_bad("{}", "invalid status");
-    s_set_bad("{\"message\":\"x\"}", "invalid status");
-    s_set_bad("{\"status\":\"Online\"}", "invalid status");
-    s_set_bad("{\"status\":\"ONLINE\"}", "invalid status");
-    s_set_bad("{\"status\":\" online\"}", "invalid status");
-    s_set_bad("{\"status\":\"online \"}", "invalid status");
-    s_set_bad("{\"status\":\"\"}", "invalid status");
-    s_set_bad("{\"status\":\"invisible\"}", "invalid status");
-    s_set_bad("{\"status\":\"online\\u0000\"}", "invalid JSON"); /* NUL is refused by the parser */
-    s_set_bad("{\"status\":1}", "invalid status");
-    s_set_bad("{\"status\":null}", "invalid status");
-    s_set_bad("{\"status\":true}", "invalid status");
-    s_set_bad("{\"status\":[\"online\"]}", "invalid status");
-    s_set_bad("{\"Status\":\"online\"}", "invalid status");
+    s_set_bad("{}", E_STATUS);
+    s_set_bad("{\"message\":\"x\"}", E_STATUS);
+    s_set_bad("{\"status\":\"Online\"}", E_STATUS);
+    s_set_bad("{\"status\":\"ONLINE\"}", E_STATUS);
+    s_set_bad("{\"status\":\" online\"}", E_STATUS);
+    s_set_bad("{\"status\":\"online \"}", E_STATUS);
+    s_set_bad("{\"status\":\"\"}", E_STATUS);
+    s_set_bad("{\"status\":\"invisible\"}", E_STATUS);
+    s_set_bad("{\"status\":\"online\\u0000\"}", E_JSON); /* NUL is refused by the parser */
+    s_set_bad("{\"status\":1}", E_STATUS);
+    s_set_bad("{\"status\":null}", E_STATUS);
+    s_set_bad("{\"status\":true}", E_STATUS);
+    s_set_bad("{\"status\":[\"online\"]}", E_STATUS);
+    s_set_bad("{\"Status\":\"online\"}", E_STATUS);
 
     /* message: control characters (escaped, so the JSON itself is valid), wrong type */
-    s_set_bad("{\"status\":\"online\",\"message\":\"a\\u0001b\"}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":\"line\\nbreak\"}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":\"tab\\there\"}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":\"del\\u007f\"}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":\"c1\\u0085\"}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":123}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":true}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":[\"x\"]}", "invalid message");
-    s_set_bad("{\"status\":\"online\",\"message\":{}}", "invalid message");
+    s_set_bad("{\"status\":\"online\",\"message\":\"a\\u0001b\"}", E_MSG_TEXT);
+    s_set_bad("{\"status\":\"online\",\"message\":\"line\\nbreak\"}", E_MSG_TEXT);
+    s_set_bad("{\"status\":\"online\",\"message\":\"tab\\there\"}", E_MSG_TEXT);
+    s_set_bad("{\"status\":\"online\",\"message\":\"del\\u007f\"}", E_MSG_TEXT);
+    s_set_bad("{\"status\":\"online\",\"message\":\"c1\\u0085\"}", E_MSG_TEXT);
+    s_set_bad("{\"status\":\"online\",\"message\":123}", E_MSG_TYPE);
+    s_set_bad("{\"status\":\"online\",\"message\":true}", E_MSG_TYPE);
+    s_set_bad("{\"status\":\"online\",\"message\":[\"x\"]}", E_MSG_TYPE);
+    s_set_bad("{\"status\":\"online\",\"message\":{}}", E_MSG_TYPE);
     /* invalid UTF-8 (raw bytes, or an escaped lone surrogate): not acceptable JSON text or message */
-    s_set_bad2("{\"status\":\"online\",\"message\":\"\xff\"}", "invalid JSON", "invalid message");
-    s_set_bad2("{\"status\":\"online\",\"message\":\"\xc3\"}", "invalid JSON", "invalid message");
-    s_set_bad2("{\"status\":\"online\",\"message\":\"\xc0\x80\"}", "invalid JSON", "invalid message");
-    s_set_bad2("{\"status\":\"online\",\"message\":\"\xed\xa0\x80\"}", "invalid JSON", "invalid message");
-    s_set_bad2("{\"status\":\"online\",\"message\":\"\\ud800\"}", "invalid JSON", "invalid message");
-    s_set_bad2("{\"status\":\"online\",\"message\":\"\\u0000\"}", "invalid JSON", "invalid message");
+    s_set_bad2("{\"status\":\"online\",\"message\":\"\xff\"}", E_JSON, E_MSG_TEXT);
+    s_set_bad2("{\"status\":\"online\",\"message\":\"\xc3\"}", E_JSON, E_MSG_TEXT);
+    s_set_bad2("{\"status\":\"online\",\"message\":\"\xc0\x80\"}", E_JSON, E_MSG_TEXT);
+    s_set_bad2("{\"status\":\"online\",\"message\":\"\xed\xa0\x80\"}", E_JSON, E_MSG_TEXT);
+    s_set_bad2("{\"status\":\"online\",\"message\":\"\\ud800\"}", E_JSON, E_MSG_TEXT);
+    s_set_bad2("{\"status\":\"online\",\"message\":\"\\u0000\"}", E_JSON, E_MSG_TEXT);
 
     /* ttl: out of range, not an integer */
-    s_set_bad("{\"status\":\"online\",\"ttl\":0}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":604801}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":-1}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":3.5}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":0.5}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":\"3600\"}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":true}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":[60]}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":1e300}", "invalid ttl");
-    s_set_bad("{\"status\":\"online\",\"ttl\":4294967297}", "invalid ttl"); /* 2^32 + 1 must not wrap */
-    s_set_bad("{\"status\":\"online\",\"ttl\":-9223372036854775808}", "invalid ttl");
+    s_set_bad("{\"status\":\"online\",\"ttl\":0}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":604801}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":-1}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":3.5}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":0.5}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":\"3600\"}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":true}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":[60]}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":1e300}", E_TTL);
+    s_set_bad("{\"status\":\"online\",\"ttl\":4294967297}", E_TTL); /* 2^32 + 1 must not wrap */
+    s_set_bad("{\"status\":\"online\",\"ttl\":-9223372036854775808}", E_TTL);
     /* numbers too big for the parser are rejected too */
-    s_set_bad2("{\"status\":\"online\",\"ttl\":99999999999999999999999}", "invalid JSON", "invalid ttl");
-    s_set_bad2("{\"status\":\"online\",\"ttl\":1e999}", "invalid JSON", "invalid ttl");
-    s_set_bad2("{\"status\":\"online\",\"x\":-1e999}", "invalid JSON", "invalid JSON");
+    s_set_bad2("{\"status\":\"online\",\"ttl\":99999999999999999999999}", E_JSON, E_TTL);
+    s_set_bad2("{\"status\":\"online\",\"ttl\":1e999}", E_JSON, E_TTL);
+    s_set_bad2("{\"status\":\"online\",\"x\":-1e999}", E_JSON, E_JSON);
 
     /* not an object, or not JSON at all */
     static const char *const notobj[] = {"", " ", "[]", "[{\"status\":\"online\"}]", "\"x\"", "null", "true", "42",
@@ -392,14 +406,14 @@ START_TEST(test_parse_set_body)
                                          "{\"status\":\"online\"}{}", "{\"status\":\"online\",}", "{status:\"online\"}",
                                          "{'status':'online'}", "\xef\xbb\xbf{\"status\":\"online\"} junk"};
     for (size_t i = 0; i < ARRAY_LEN(notobj); i++)
-        s_set_bad(notobj[i], "invalid JSON");
+        s_set_bad(notobj[i], E_JSON);
     ck_assert_int_eq(gw_parse_set_body(NULL, 0, 60, &r, &err), -1);
-    ck_assert_str_eq(err, "invalid JSON");
+    ck_assert_str_eq(err, E_JSON);
     /* a NUL inside the body */
     ck_assert_int_eq(gw_parse_set_body("{\"status\":\"online\"}\0", 20, 60, &r, &err), -1);
     /* duplicate keys are invalid JSON (which one would win?) */
-    s_set_bad("{\"status\":\"online\",\"status\":\"away\"}", "invalid JSON");
-    s_set_bad("{\"status\":\"online\",\"ttl\":5,\"ttl\":6}", "invalid JSON");
+    s_set_bad("{\"status\":\"online\",\"status\":\"away\"}", E_JSON);
+    s_set_bad("{\"status\":\"online\",\"ttl\":5,\"ttl\":6}", E_JSON);
     /* deep nesting: moderate is fine (ignored field), hostile is refused without crashing */
     char *deep = malloc(300000);
     for (int depth = 0; depth < 2; depth++) {
@@ -415,7 +429,7 @@ START_TEST(test_parse_set_body)
             ck_assert_int_eq(rc, 0);
         } else {
             ck_assert_int_eq(rc, -1);
-            ck_assert_str_eq(err, "invalid JSON");
+            ck_assert_str_eq(err, E_JSON);
         }
     }
     free(deep);
@@ -434,26 +448,26 @@ START_TEST(test_parse_ill_formed_elsewhere)
     for (size_t i = 0; i < ARRAY_LEN(bodies); i++) {
         err = NULL;
         ck_assert_int_eq(gw_parse_set_body(bodies[i], strlen(bodies[i]), 60, &r, &err), -1);
-        ck_assert_str_eq(err, "invalid JSON");
+        ck_assert_str_eq(err, E_JSON);
     }
     uint32_t ttl;
     static const char hb[] = "{\"ttl\":60,\"\xff\":0}";
     ck_assert_int_eq(gw_parse_heartbeat_body(hb, strlen(hb), &ttl, &err), -1);
-    ck_assert_str_eq(err, "invalid JSON");
+    ck_assert_str_eq(err, E_JSON);
     proto_str_t ids[4];
     char store[512], eb[128];
     proto_record_t recs[4];
     uint32_t n;
     static const char rd[] = "{\"user_ids\":[\"a\"],\"\xfe\":1}";
     ck_assert_int_eq(gw_parse_batch_body(rd, strlen(rd), 4, 60, ids, store, recs, &n, eb, sizeof eb), -1);
-    ck_assert_str_eq(eb, "invalid JSON");
+    ck_assert_str_eq(eb, E_JSON);
     static const char wr[] = "{\"presences\":[{\"user_id\":\"a\",\"status\":\"away\",\"\xc0\xaf\":1}]}";
     ck_assert_int_eq(gw_parse_batch_body(wr, strlen(wr), 4, 60, ids, store, recs, &n, eb, sizeof eb), -1);
-    ck_assert_str_eq(eb, "invalid JSON");
+    ck_assert_str_eq(eb, E_JSON);
     /* The field's own error still wins when the bad bytes are in a field we read. */
     static const char msg[] = "{\"status\":\"online\",\"message\":\"\xff\"}";
     ck_assert_int_eq(gw_parse_set_body(msg, strlen(msg), 60, &r, &err), -1);
-    ck_assert_str_eq(err, "invalid message");
+    ck_assert_str_eq(err, E_MSG_TEXT);
 }
 END_TEST
 
@@ -479,10 +493,10 @@ START_TEST(test_parse_heartbeat_body)
     static const struct {
         const char *body, *err;
     } bad[] = {
-        {"{\"ttl\":0}", "invalid ttl"},      {"{\"ttl\":-5}", "invalid ttl"},       {"{\"ttl\":604801}", "invalid ttl"},
-        {"{\"ttl\":\"60\"}", "invalid ttl"}, {"{\"ttl\":1.5}", "invalid ttl"},      {"[]", "invalid JSON"},
-        {"null", "invalid JSON"},           {"{\"ttl\":5} x", "invalid JSON"},     {"{\"ttl\":5,\"ttl\":6}", "invalid JSON"},
-        {"{", "invalid JSON"},              {"60", "invalid JSON"},
+        {"{\"ttl\":0}", E_TTL},      {"{\"ttl\":-5}", E_TTL},       {"{\"ttl\":604801}", E_TTL},
+        {"{\"ttl\":\"60\"}", E_TTL}, {"{\"ttl\":1.5}", E_TTL},      {"[]", E_JSON},
+        {"null", E_JSON},           {"{\"ttl\":5} x", E_JSON},     {"{\"ttl\":5,\"ttl\":6}", E_JSON},
+        {"{", E_JSON},              {"60", E_JSON},
     };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         err = NULL;
@@ -538,13 +552,13 @@ START_TEST(test_parse_batch_body)
     ck_assert_ptr_nonnull(strstr(b->err, "too many"));
     /* empty and missing lists */
     ck_assert_int_eq(s_batch(b, "{\"user_ids\":[]}", 5), -1);
-    ck_assert_str_eq(b->err, "user_ids is required");
+    ck_assert_str_eq(b->err, "user_ids is required: " E_SHAPE);
     ck_assert_int_eq(s_batch(b, "{\"user_ids\":[\"\",\"\"]}", 5), -1);
-    ck_assert_str_eq(b->err, "user_ids is required");
+    ck_assert_str_eq(b->err, "user_ids is required: " E_SHAPE);
     ck_assert_int_eq(s_batch(b, "{\"user_ids\":null}", 5), -1);
-    ck_assert_str_eq(b->err, "user_ids is required");
+    ck_assert_str_eq(b->err, "user_ids is required: " E_SHAPE);
     ck_assert_int_eq(s_batch(b, "{}", 5), -1);
-    ck_assert_str_eq(b->err, "user_ids is required");
+    ck_assert_str_eq(b->err, "user_ids is required: " E_SHAPE);
     ck_assert_int_eq(s_batch(b, "{\"other\":1}", 5), -1);
     /* invalid ids are named */
     ck_assert_int_eq(s_batch(b, "{\"user_ids\":[\"ok\",\"bad id\"]}", 5), -1);
@@ -562,9 +576,9 @@ START_TEST(test_parse_batch_body)
     ck_assert_ptr_nonnull(strstr(b->err, "invalid user_id"));
     ck_assert_int_eq(s_batch(b, "{\"user_ids\":\"alice\"}", 5), -1);
     ck_assert_int_eq(s_batch(b, "[\"alice\"]", 5), -1);
-    ck_assert_str_eq(b->err, "invalid JSON");
+    ck_assert_str_eq(b->err, E_JSON);
     ck_assert_int_eq(s_batch(b, "{\"user_ids\":[\"a\"],\"user_ids\":[\"b\"]}", 5), -1);
-    ck_assert_str_eq(b->err, "invalid JSON");
+    ck_assert_str_eq(b->err, E_JSON);
 
     /* a write */
     ck_assert_int_eq(s_batch(b,
@@ -619,9 +633,9 @@ START_TEST(test_parse_batch_body)
     ck_assert_str_eq(b->recs[5].user_id, "u5");
     /* not JSON */
     ck_assert_int_eq(s_batch(b, "", 5), -1);
-    ck_assert_str_eq(b->err, "invalid JSON");
+    ck_assert_str_eq(b->err, E_JSON);
     ck_assert_int_eq(s_batch(b, "{\"user_ids\":[\"a\"]} trailing", 5), -1);
-    ck_assert_str_eq(b->err, "invalid JSON");
+    ck_assert_str_eq(b->err, E_JSON);
     free(b);
 }
 END_TEST
@@ -679,9 +693,9 @@ START_TEST(test_parse_users)
     ck_assert_ptr_nonnull(strstr(u->err, "too many user ids"));
     /* invalid ids are named */
     ck_assert_int_eq(s_users(u, "users=a,bad%2Fid", 10), -1);
-    ck_assert_str_eq(u->err, "invalid user_id: bad/id");
+    ck_assert_str_eq(u->err, "invalid user_id: bad/id (" E_UID_RULE ")");
     ck_assert_int_eq(s_users(u, "users=a,b+c", 10), -1); /* '+' is a space: "b c" */
-    ck_assert_str_eq(u->err, "invalid user_id: b c");
+    ck_assert_str_eq(u->err, "invalid user_id: b c (" E_UID_RULE ")");
     ck_assert_int_eq(s_users(u, "users=a,%zz", 10), -1);
     ck_assert_ptr_nonnull(strstr(u->err, "invalid user_id"));
     ck_assert_int_eq(s_users(u, "users=a%2", 10), -1);
@@ -966,6 +980,66 @@ START_TEST(test_jwt_signature)
 }
 END_TEST
 
+/* A token whose header is `hdr` (JSON), signed with HMAC-SHA256 by hand. */
+static void s_hand_token(const char *hdr, const char *payload, char *out, size_t outlen)
+{
+    char h64[512], p64[1024], sig64[128];
+    s_b64url(hdr, strlen(hdr), h64);
+    s_b64url(payload, strlen(payload), p64);
+    char input[1600];
+    int n = snprintf(input, sizeof input, "%s.%s", h64, p64);
+    unsigned char mac[32];
+    unsigned int maclen = 0;
+    HMAC(EVP_sha256(), SECRET, (int)SECRET_LEN, (const unsigned char *)input, (size_t)n, mac, &maclen);
+    s_b64url((const char *)mac, maclen, sig64);
+    snprintf(out, outlen, "%s.%s", input, sig64);
+}
+
+/* The header's alg is compared exactly (RFC 7515: case-sensitive), and `crit` is refused: we
+ * understand no extension a token could declare critical (RFC 7515 4.1.11). */
+START_TEST(test_jwt_header_strict)
+{
+    gw_auth_t a = s_auth();
+    char payload[256], tok[2048];
+    snprintf(payload, sizeof payload, "{\"iss\":\"presence-service\",\"sub\":\"alice\",\"exp\":%lld}", NOW_S + 60);
+    gw_claims_t c;
+    const char *err;
+    s_hand_token("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, tok, sizeof tok);
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), 0); /* the hand-made token itself is fine */
+    s_hand_token("{\"alg\":\"hs256\",\"typ\":\"JWT\"}", payload, tok, sizeof tok);
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), -1);
+    ck_assert_str_eq(err, "invalid token algorithm");
+    s_hand_token("{\"alg\":\"Hs256\"}", payload, tok, sizeof tok);
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), -1);
+    ck_assert_str_eq(err, "invalid token algorithm");
+    s_hand_token("{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", payload, tok, sizeof tok);
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), -1);
+    ck_assert_str_eq(err, "invalid token: crit names an extension this service does not understand");
+    s_hand_token("{\"alg\":\"HS256\",\"crit\":[\"x-unknown\"],\"x-unknown\":1}", payload, tok, sizeof tok);
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), -1);
+    s_hand_token("{\"alg\":\"HS256\",\"alg\":\"HS256\"}", payload, tok, sizeof tok); /* duplicate key */
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), -1);
+    /* scope must be a string */
+    snprintf(payload, sizeof payload,
+             "{\"iss\":\"presence-service\",\"sub\":\"alice\",\"exp\":%lld,\"scope\":[\"presence:admin\"]}", NOW_S + 60);
+    s_hand_token("{\"alg\":\"HS256\"}", payload, tok, sizeof tok);
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), -1);
+    ck_assert_str_eq(err, "invalid token claims");
+}
+END_TEST
+
+/* "." and ".." would be unreachable through clients that normalise paths; route words are not ids. */
+START_TEST(test_reserved_user_ids)
+{
+    static const char *const no[] = {".", "..", "batch", "watch", "connect"};
+    for (size_t i = 0; i < ARRAY_LEN(no); i++)
+        ck_assert_msg(!gw_valid_user_id(no[i], strlen(no[i])), "'%s' accepted", no[i]);
+    static const char *const yes[] = {"...", ".a", "a.", "a..b", "batches", "connected", "Watch"};
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++)
+        ck_assert_msg(gw_valid_user_id(yes[i], strlen(yes[i])), "'%s' refused", yes[i]);
+}
+END_TEST
+
 START_TEST(test_jwt_time_claims)
 {
     gw_auth_t a = s_auth();
@@ -1104,12 +1178,12 @@ START_TEST(test_jwt_claims)
         ck_assert_msg(c.admin == scopes[i].admin, "scope '%s': admin %d", scopes[i].scope, c.admin);
         free(tok);
     }
-    /* a non-string scope grants nothing */
+    /* a non-string scope is a malformed token (scope is a space-separated string, RFC 8693) */
     snprintf(g, sizeof g, "{\"iss\":\"presence-service\",\"sub\":\"alice\",\"exp\":%lld,\"scope\":[\"presence:admin\"]}",
              NOW_S + 60);
     tok = s_jwt(JWT_ALG_HS256, SECRET, SECRET_LEN, g);
-    ck_assert_int_eq(s_verify(&a, tok, &c, &err), 0);
-    ck_assert(!c.admin);
+    ck_assert_int_eq(s_verify(&a, tok, &c, &err), -1);
+    ck_assert_str_eq(err, "invalid token claims");
     free(tok);
     /* no issuer configured: iss is not required */
     a.issuer[0] = '\0';
@@ -1641,9 +1715,9 @@ START_TEST(test_fuzz_error_body_utf8)
     /* The parsers' own errors, end to end. */
     static const char q[] = "users=alice,car%A5ol";
     proto_str_t ids[8];
-    char store[sizeof q], eb[200];
+    char store[sizeof q], eb[GW_ERR_LEN];
     ck_assert_int_eq(gw_parse_users(q, strlen(q), 8, ids, store, eb, sizeof eb), -1);
-    s_assert_json_error(eb, "invalid user_id: car\xef\xbf\xbdol");
+    s_assert_json_error(eb, "invalid user_id: car\xef\xbf\xbdol (" E_UID_RULE ")");
 
     /* A batch id of 2-byte characters cut at 128 bytes in the middle of one. */
     char body[400];
@@ -1698,6 +1772,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_jwt_valid);
     tcase_add_test(tc, test_jwt_header_forms);
     tcase_add_test(tc, test_jwt_signature);
+    tcase_add_test(tc, test_jwt_header_strict);
+    tcase_add_test(tc, test_reserved_user_ids);
     tcase_add_test(tc, test_jwt_time_claims);
     tcase_add_test(tc, test_jwt_claims);
     tcase_add_test(tc, test_jwt_cache);

@@ -1,0 +1,182 @@
+/* envreg.c -- the list of every environment variable (see envreg.h).
+ *
+ * One line per variable: who reads it, its default as a user would write it, and what it means.
+ * docs/CONFIG.md says the same at more length; a unit test keeps the two lists equal.
+ */
+#include "envreg.h"
+
+#include <string.h>
+
+extern char **environ;
+
+#define G ENVREG_GATEWAY
+#define C ENVREG_CACHE
+#define S ENVREG_STORE
+#define R ENVREG_RELAY
+#define L ENVREG_LAUNCHER
+#define P ENVREG_PROBE
+#define T ENVREG_TOKEN
+#define N ENVREG_NOTIFIER
+
+static const envreg_var_t s_vars[] = {
+    /* every process */
+    {"DATA_DIR", G | C | S | R | L | P | T | N, "./data", "LMDB store, ipc:// sockets, development secret"},
+    {"LOG_LEVEL", ENVREG_DAEMONS, "info", "debug|info|notice|warn|error"},
+    {"LOG_FORMAT", ENVREG_DAEMONS, "text", "text|json (one JSON object per line)"},
+    {"NODE_ID", G | L, "node-1", "stamped on every write this node accepts"},
+    {"NODE_TYPE", G | L, "center", "center|leaf"},
+    {"REQUEST_TIMEOUT_MS", G | C | R, "2000", "deadline of an internal hop (504 past it)"},
+    {"PRESENCE_TTL", G | S, "3600", "default ttl in seconds"},
+    {"STORE_CMD_ENDPOINT", G | C | S | P | N, "ipc://$DATA_DIR/run/store-cmd.sock", "the store's (or relay's) command socket"},
+    {"STORE_PUB_ENDPOINT", G | C | S | N, "ipc://$DATA_DIR/run/store-pub.sock", "the change stream"},
+    {"SYNC_HEARTBEAT_LIMIT_MS", C | R, "3000", "a change stream silent this long is untrusted"},
+    /* launcher */
+    {"CACHE_NODES", L, "2", "cache-nodes the launcher starts (1-8)"},
+    {"CENTER_ENDPOINT", L | R, "", "leaf: tcp://HOST:PORT of the center's CENTER_PORT"},
+    {"STOP_GRACE_MS", L, "10000", "SIGTERM to SIGKILL delay per child"},
+    {"JWT_SECRET", G | L | T, "", "HS256 secret, at least 32 bytes (launcher: a development secret when unset)"},
+    /* gateway */
+    {"SERVICE_ADDR", G | L | P, "0.0.0.0 (make run: 127.0.0.1)", "gateway listen address"},
+    {"SERVICE_PORT", G | L | P, "8080", "gateway port (0 = pick a free one, reported in the ready line)"},
+    {"GATEWAY_THREADS", G, "number of cores", "event-loop threads"},
+    {"CACHE_ENDPOINTS", G, "the launcher's cache-nodes", "comma-separated cache-node endpoints (at most 16)"},
+    {"CACHE_DNS", G, "", "NAME:PORT: the cache-nodes are every address NAME resolves to"},
+    {"CACHE_DNS_INTERVAL_MS", G, "2000", "how often CACHE_DNS is resolved again"},
+    {"MAX_BATCH", G, "1000", "ids per list or batch"},
+    {"AUTH_READS", G, "public", "public|required (reads need a token)"},
+    {"JWT_ISSUER", G | T, "presence-service", "required iss claim"},
+    {"JWT_ALGORITHM", G, "HS256", "HS256|HS384|HS512"},
+    {"JWT_LEEWAY_S", G, "60", "clock leeway for exp and nbf"},
+    {"JWT_ALLOW_WEAK_SECRET", G, "false", "accept a JWT_SECRET shorter than 32 bytes"},
+    {"JWT_CACHE_SIZE", G, "65536", "verified tokens remembered per gateway thread (0 = off)"},
+    {"RATE_LIMIT_WRITES", G, "20", "writes per second per token subject (0 = off)"},
+    {"RATE_LIMIT_WRITE_BURST", G, "40", "burst of RATE_LIMIT_WRITES"},
+    {"RATE_LIMIT_ADMIN_WRITES", G, "0", "writes per second of a presence:admin token (0 = not limited)"},
+    {"RATE_LIMIT_ADMIN_WRITE_BURST", G, "2 x rate", "burst of RATE_LIMIT_ADMIN_WRITES"},
+    {"RATE_LIMIT_READS", G, "0", "reads per second per subject, else per client IP (0 = off)"},
+    {"RATE_LIMIT_READ_BURST", G, "2 x rate", "burst of RATE_LIMIT_READS"},
+    {"TRUST_PROXY", G, "false", "take the client address from X-Forwarded-For"},
+    {"CORS_ENABLED", G, "true", "answer CORS requests"},
+    {"CORS_ALLOWED_ORIGINS", G, "*", "comma-separated origins, or *"},
+    {"CORS_ALLOWED_METHODS", G, "GET,POST,PUT,DELETE,OPTIONS", "preflight allow-list"},
+    {"CORS_ALLOWED_HEADERS", G, "Authorization,Content-Type,Last-Event-ID", "preflight allow-list"},
+    {"CORS_ALLOW_CREDENTIALS", G, "false", "send Access-Control-Allow-Credentials (not with *)"},
+    {"CORS_MAX_AGE", G, "600", "preflight cache seconds"},
+    {"HTTP_REQUEST_TIMEOUT_MS", G, "10000", "HTTP/1 request-read timeout, HTTP/2 idle timeout"},
+    {"SHUTDOWN_GRACE_MS", G, "10000", "how long a stopping gateway finishes requests in flight"},
+    {"SSE_MAX_STREAMS", G, "10000", "watch streams per gateway"},
+    {"SSE_MAX_IDS", G, "1000", "ids per watch stream"},
+    {"SSE_PING_MS", G, "15000", "comment heartbeat on idle watch streams"},
+    {"SSE_QUEUE_MAX", G, "262144", "bytes queued for a slow watch stream before it is dropped"},
+    {"SSE_WINDOW_BYTES", G, "33554432", "recent changes kept for Last-Event-ID resumes"},
+    /* cache-node */
+    {"CACHE_ENDPOINT", C | P, "ipc://$DATA_DIR/run/cache-1.sock", "the cache-node's ROUTER"},
+    {"CACHE_ID", C, "cache-<pid>", "label in metrics"},
+    {"CACHE_MAX_COST", C, "268435456", "bytes of cache per cache-node"},
+    {"CACHE_NUM_COUNTERS", C, "0 (derived)", "TinyLFU sketch size hint"},
+    {"CACHE_POLICY", C, "wtinylfu", "wtinylfu|lru"},
+    {"STORE_DOWN_MS", C, "2000", "no store answer this long: misses and writes fail fast"},
+    {"SYNC_SUB_HWM", C, "500000", "change-stream messages buffered at the subscriber"},
+    /* store-node */
+    {"SYNC_MODE", S, "full", "full|nometa|none (DESIGN.md, Durability)"},
+    {"SYNC_FLUSH_MS", S, "200", "SYNC_MODE=none: flush interval"},
+    {"TOUCH_SYNC_MS", S, "1000", "heartbeat-only commits are flushed within this (0 = fsync them too)"},
+    {"RETENTION", S, "30d", "offline records are purged this long after last_seen"},
+    {"STORE_BATCH_MAX", S, "4096", "items per group commit"},
+    {"STORE_QUEUE_MAX", S, "65536", "items queued; beyond: 503 overloaded"},
+    {"STORE_MAP_SIZE_MB", S, "64", "initial LMDB map size"},
+    {"STORE_MAP_MAX_MB", S, "65536", "the map doubles on MDB_MAP_FULL up to this"},
+    {"STORE_HUGZ_MS", S, "1000", "change-stream heartbeat interval"},
+    {"STORE_SWEEP_MAX", S, "1000", "expirations and purges per sweeper transaction"},
+    {"STORE_LOG_MAX", S, "2000000", "changelog entries kept for catch-up"},
+    {"STORE_PUB_HWM", S, "100000", "stream messages queued per slow subscriber"},
+    {"CENTER_PORT", S, "", "also serve leaf relays on tcp P (commands) and P+1 (stream)"},
+    {"CENTER_BIND_ADDR", S, "*", "address of the CENTER_PORT sockets"},
+    {"CURVE_SERVER_SECRET_KEY", S, "", "CurveZMQ secret key of the CENTER_PORT link"},
+    {"CURVE_SERVER_SECRET_KEY_FILE", S, "", "... read from this file"},
+    {"CURVE_ALLOWED_CLIENTS", S, "", "relay public keys allowed in (comma-separated)"},
+    {"CURVE_ALLOWED_CLIENTS_FILE", S, "", "... one per line in this file"},
+    /* sync-relay */
+    {"RELAY_CMD_ENDPOINT", R | P, "ipc://$DATA_DIR/run/store-cmd.sock", "what the region's cache-nodes send commands to"},
+    {"RELAY_PUB_ENDPOINT", R, "ipc://$DATA_DIR/run/store-pub.sock", "the region's change stream"},
+    {"RELAY_WINDOW_BYTES", R, "67108864", "recent stream bytes kept for the region's catch-ups"},
+    {"CURVE_SERVER_PUBLIC_KEY", R, "", "the center's CurveZMQ public key"},
+    {"CURVE_SERVER_PUBLIC_KEY_FILE", R, "", "... read from this file"},
+    {"CURVE_PUBLIC_KEY", R, "", "this relay's CurveZMQ public key"},
+    {"CURVE_PUBLIC_KEY_FILE", R, "", "... read from this file"},
+    {"CURVE_SECRET_KEY", R, "", "this relay's CurveZMQ secret key"},
+    {"CURVE_SECRET_KEY_FILE", R, "", "... read from this file"},
+    /* tools */
+    {"PROBE_TARGET", P, "", "presence-probe: the target when none is given"},
+    {"PRESENCE_ROLE", P, "the command of PID 1", "presence-probe: which process to ask"},
+    {"TOKEN_TTL", T, "3600", "presence-token: seconds until exp"},
+    /* set by the launcher for its children */
+    {"READY_FD", ENVREG_DAEMONS, "", "fd to write the ready line to (set by the launcher)"},
+    {"PRESENCE_ENV_CHECKED", ENVREG_DAEMONS, "", "set by the launcher: the environment was checked once"},
+};
+
+#undef G
+#undef C
+#undef S
+#undef R
+#undef L
+#undef P
+#undef T
+#undef N
+
+const envreg_var_t *envreg_all(size_t *n)
+{
+    *n = sizeof s_vars / sizeof s_vars[0];
+    return s_vars;
+}
+
+const envreg_var_t *envreg_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof s_vars / sizeof s_vars[0]; i++)
+        if (strcmp(s_vars[i].name, name) == 0)
+            return &s_vars[i];
+    return NULL;
+}
+
+bool envreg_looks_ours(const char *name)
+{
+    static const char *const prefixes[] = {"PRESENCE_", "RATE_LIMIT_", "CORS_", "CACHE_", "GATEWAY_",
+                                           "STORE_",    "SYNC_",       "WS_",   "JWT_",   "SSE_",
+                                           "RELAY_",    "CENTER_",     "CURVE_", "WEBHOOK_", "NOTIFIER_"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
+int envreg_check_unknown(void (*warn)(const char *name, void *ctx), void *ctx)
+{
+    int n = 0;
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+        char name[128];
+        if (len == 0 || len >= sizeof name)
+            continue;
+        memcpy(name, *e, len);
+        name[len] = '\0';
+        if (envreg_looks_ours(name) && !envreg_find(name)) {
+            warn(name, ctx);
+            n++;
+        }
+    }
+    return n;
+}
+
+void envreg_usage(FILE *f, unsigned procs)
+{
+    for (size_t i = 0; i < sizeof s_vars / sizeof s_vars[0]; i++) {
+        const envreg_var_t *v = &s_vars[i];
+        if (!(v->procs & procs) || strcmp(v->name, "READY_FD") == 0 || strcmp(v->name, "PRESENCE_ENV_CHECKED") == 0)
+            continue;
+        if (v->def[0])
+            fprintf(f, "  %-29s %s (default: %s)\n", v->name, v->help, v->def);
+        else
+            fprintf(f, "  %-29s %s\n", v->name, v->help);
+    }
+}

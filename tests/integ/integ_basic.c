@@ -273,6 +273,7 @@ START_TEST(test_launcher)
     th_proc_t *l = th_proc("presenced", "presenced");
     th_env(l, "DATA_DIR", "%s", data);
     th_env(l, "SERVICE_PORT", "0");
+    th_env(l, "SERVICE_ADDR", "127.0.0.1"); /* tests bind loopback; the ready line names it */
     th_env(l, "GATEWAY_THREADS", "2");
     ck_assert_int_eq(th_start(l, 30000), 0);
     ck_assert_ptr_nonnull(strstr(l->ready, "http=127.0.0.1:"));

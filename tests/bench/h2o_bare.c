@@ -233,7 +233,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
          * h2o_upgrade_to_websocket there would hit assert(req->version < 0x200) and abort. */
         if (h2o_is_websocket_handshake(req, &key) != 0 || key == NULL || req->version >= 0x200) {
             static const char e[] = "{\"success\":false,\"error\":\"upgrade required: send a WebSocket handshake over HTTP/1.1\"}";
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+            if (req->version < 0x200) /* connection-specific: an HTTP/2 client rejects a response carrying it */
+                h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
             s_send_json(req, 426, "Upgrade Required", e, sizeof e - 1);
         } else if (raw) {
             bare_raw_upgrade(req, key);
@@ -347,8 +348,9 @@ int main(int argc, char **argv)
     s_nthreads = (int)s_opt(ft, "BARE_THREADS", 1, 1, BARE_MAX_THREADS, "threads");
     bare_cfg.ping_ms = (uint64_t)s_opt(fi, "BARE_PING_MS", 0, 0, 3600000, "ping interval");
     bare_cfg.max_frame = (size_t)s_opt(fm, "BARE_MAX_FRAME", 65536, 125, 16 << 20, "max frame");
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) { /* one fd per connection: take the hard limit */
+    /* One fd per connection: ask for 1M (works as root, up to fs.nr_open), else take the hard limit. */
+    struct rlimit rl = {1 << 20, 1 << 20};
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }

@@ -785,10 +785,19 @@ int main(int argc, char **argv)
 {
     s_parse(argc, argv);
     signal(SIGPIPE, SIG_IGN);
-    struct rlimit rl = {(rlim_t)O.n + 1024, (rlim_t)O.n + 1024};
+    /* One fd per connection. Raising the hard limit needs CAP_SYS_RESOURCE; without it take the
+     * hard limit and refuse a count that cannot fit (one process then cannot hold them all). */
+    struct rlimit rl = {(rlim_t)O.n + 64, (rlim_t)O.n + 64};
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        fprintf(stderr, "wsload: setrlimit(RLIMIT_NOFILE, %ld): %s\n", O.n + 1024, strerror(errno));
-        return 1;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if ((rlim_t)O.n + 64 > rl.rlim_cur) {
+            fprintf(stderr, "wsload: %ld connections need %ld fds but RLIMIT_NOFILE's hard limit is %llu and cannot be "
+                            "raised here (no CAP_SYS_RESOURCE): run several wsload processes\n",
+                    O.n, O.n + 64, (unsigned long long)rl.rlim_max);
+            return 2;
+        }
     }
     if (O.tokens_file)
         s_load_tokens(O.tokens_file);

@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -83,7 +84,8 @@ static opts_t O = {.path = "/api/v2/presence/connect", .workers = 1, .rate = 100
                    .timeout_s = 10, .max_inflight = 5000, .users = 100, .per_watcher = 5, .writes = 200, .write_rate = 50};
 static char **s_tokens, **s_token_users;
 static long s_ntokens;
-static pthread_barrier_t s_phase;
+static atomic_int s_connected; /* workers done connecting */
+static atomic_bool s_go;       /* main has sampled the server: go on */
 
 static double s_now(void)
 {
@@ -698,8 +700,9 @@ static void *s_worker_main(void *arg)
 {
     worker_t *w = arg;
     s_phase_connect(w);
-    pthread_barrier_wait(&s_phase); /* main samples the server's RSS */
-    pthread_barrier_wait(&s_phase);
+    atomic_fetch_add(&s_connected, 1);
+    while (!atomic_load(&s_go)) /* main samples the server's RSS; keep answering pings meanwhile */
+        s_poll(w, 10);
     s_phase_hold(w);
     s_phase_close(w);
     return NULL;
@@ -807,7 +810,6 @@ int main(int argc, char **argv)
     worker_t ws[2];
     memset(ws, 0, sizeof ws);
     long rss0 = O.server_pid ? s_rss_kb(O.server_pid) : -1;
-    pthread_barrier_init(&s_phase, NULL, (unsigned)O.workers + 1);
     for (int i = 0; i < O.workers; i++) {
         worker_t *w = &ws[i];
         w->id = i;
@@ -821,11 +823,12 @@ int main(int argc, char **argv)
         w->wel_lat = calloc((size_t)w->count, sizeof(double));
         pthread_create(&w->tid, NULL, s_worker_main, w);
     }
-    pthread_barrier_wait(&s_phase);
-    struct timespec settle = {0, 500 * 1000 * 1000}; /* let the server finish what the last connects started */
-    nanosleep(&settle, NULL);
+    struct timespec tick = {0, 10 * 1000 * 1000}, settle = {0, 500 * 1000 * 1000};
+    while (atomic_load(&s_connected) < O.workers)
+        nanosleep(&tick, NULL);
+    nanosleep(&settle, NULL); /* let the server finish what the last connects started */
     long rss1 = O.server_pid ? s_rss_kb(O.server_pid) : -1;
-    pthread_barrier_wait(&s_phase);
+    atomic_store(&s_go, true);
     for (int i = 0; i < O.workers; i++)
         pthread_join(ws[i].tid, NULL);
 

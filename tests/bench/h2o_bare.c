@@ -186,13 +186,16 @@ void bare_conn_init(bare_conn_t *c)
 
 static void s_put(h2o_req_t *req, const char *id, size_t idlen)
 {
-    if (idlen == 0 || idlen > 128) {
-        static const char e[] = "{\"success\":false,\"error\":\"user id must be 1..128 bytes\"}";
+    json_t *in = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+    const char *st = in ? json_string_value(json_object_get(in, "status")) : NULL;
+    if (!util_valid_user_id(id, idlen) ||
+        (st && strcmp(st, "online") && strcmp(st, "away") && strcmp(st, "busy") && strcmp(st, "offline"))) {
+        static const char e[] = "{\"success\":false,\"error\":\"user id must be 1..128 of [A-Za-z0-9._~@:=+-] and "
+                                "status one of online, away, busy, offline\"}";
+        json_decref(in);
         s_send_json(req, 400, "Bad Request", e, sizeof e - 1);
         return;
     }
-    json_t *in = json_loadb(req->entity.base, req->entity.len, 0, NULL);
-    const char *st = in ? json_string_value(json_object_get(in, "status")) : NULL;
     unsigned long long v = atomic_fetch_add(&s_version, 1) + 1;
     char rec[512];
     int rl = snprintf(rec, sizeof rec, "{\"user_id\":\"%.*s\",\"status\":\"%s\",\"node_id\":\"bare\",\"version\":%llu}", (int)idlen,

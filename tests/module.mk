@@ -6,6 +6,7 @@ INTEG_SRCS := $(wildcard tests/integ/integ_*.c)
 INTEG_TESTS := $(INTEG_SRCS:%.c=$(B)/%)
 INTEG_HARNESS_SRCS := $(filter-out tests/integ/integ_%.c,$(wildcard tests/integ/*.c))
 INTEG_HARNESS_OBJS := $(INTEG_HARNESS_SRCS:%.c=$(B)/%.o)
+# (ws_client.c verifies Sec-WebSocket-Accept with OpenSSL SHA-1: -lcrypto on the integ link line.)
 TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOLS := $(TOOL_SRCS:tests/tools/%.c=$(B)/bin/%)
 TEST_BINS += $(UNIT_TESTS) $(INTEG_TESTS) $(TOOLS)
@@ -17,7 +18,7 @@ $(B)/tests/unit/check_%: $(B)/tests/unit/check_%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lcrypto -lm
 
 $(B)/tests/integ/integ_%: $(B)/tests/integ/integ_%.o $(INTEG_HARNESS_OBJS) $(ALL_LIBS)
-	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_HARNESS_OBJS) $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lm
+	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_HARNESS_OBJS) $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lcrypto -lm
 
 $(B)/bin/%: $(B)/tests/tools/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)

@@ -16,6 +16,7 @@
  * Config: flags -p PORT -t THREADS -i PING_MS -m MAX_FRAME, or env BARE_PORT/BARE_THREADS/
  * BARE_PING_MS/BARE_MAX_FRAME (the integration harness passes env only). Ready line on READY_FD.
  */
+#include "cli.h"
 #include "bare_ws.h"
 #include "util.h"
 #include "zutil.h"
@@ -332,6 +333,9 @@ static long s_opt(const char *flagval, const char *env, long dflt, long lo, long
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "h2o_bare", "[-p PORT] [-t THREADS] [-i PING_MS] [-m MAX_FRAME]",
+             "The bare-h2o yardstick of make bench: GET /json (a fixed record envelope), /ws (h2o + wslay)\n"
+             "and /ws-raw (our own RFC 6455 framing) on 127.0.0.1.");
     const char *fp = NULL, *ft = NULL, *fi = NULL, *fm = NULL;
     for (int o; (o = getopt(argc, argv, "p:t:i:m:")) != -1;) {
         if (o == 'p')

@@ -18,6 +18,7 @@
  * arrived. TOKENS lines are "token" or "user_id token" (tests/tools/mktokens output).
  * Last line of output: `wsload key=value ...` for scripts. Threads: one epoll loop per worker (-j).
  */
+#include "cli.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
@@ -786,6 +787,9 @@ static void s_watch_setup(void)
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "wsload", "hold|watch [options] (see the file's header)",
+             "A WebSocket load generator: connections spread over 127.0.0.0/8 sources, connect and disconnect\n"
+             "rates, change-to-frame delays (make bench).");
     s_parse(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     /* One fd per connection. Raising the hard limit needs CAP_SYS_RESOURCE; without it take the

@@ -362,10 +362,11 @@ int gw_wsframe_decode(gw_wsframe_dec_t *d, uint8_t *in, size_t len, size_t *used
         /* The previous event pointed into buf. Keep buf only for an open fragmented message (a
          * control frame interrupted it); its control bytes past buflen are simply overwritten. */
         d->release = 0;
-        if (!d->msg_op || d->state == S_DONE)
+        if (!d->msg_op)
             s_drop_buf(d);
     }
     if (d->state == S_DONE) {
+        s_drop_buf(d);
         *used = len;
         return GW_WSFRAME_CLOSED;
     }
@@ -443,6 +444,8 @@ int gw_wsframe_decode(gw_wsframe_dec_t *d, uint8_t *in, size_t len, size_t *used
                 return s_fail(d, rule, ev);
             d->state = S_DONE;
             d->msg_op = 0;
+            if (!from_buf)
+                s_drop_buf(d); /* an unfinished message interrupted by the close */
             return GW_WSFRAME_CLOSE;
         }
         if (!fin) { /* a fragment: the message goes on */

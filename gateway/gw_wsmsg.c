@@ -34,14 +34,12 @@ const char *gw_wsmsg_type_name(int type)
 
 /* ==== parsing ================================================================================ */
 
-/* Quote at most `max` bytes of s[0..n) into dst (size >= max + 1), cut on a character boundary and
- * at an embedded NUL, so an error text quoting client input stays valid UTF-8. */
+/* Quote at most `max` bytes of s[0..n) into dst (size >= max + 1), cut on a character boundary, so
+ * an error text quoting client input stays valid UTF-8. (Strings hold no NUL: jansson refuses
+ * \u0000 unless JSON_ALLOW_NUL is given, and it is not.) */
 static void s_quote(char *dst, size_t max, const char *s, size_t n)
 {
     size_t k = gw_wsframe_utf8_span(s, MIN(n, max));
-    const char *nul = memchr(s, '\0', k);
-    if (nul)
-        k = (size_t)(nul - s);
     memcpy(dst, s, k);
     dst[k] = '\0';
 }

@@ -6,6 +6,8 @@
  *   jwt/         Authorization headers: valid tokens signed with the targets' secret, and broken ones
  *   jwt_claims/  selector byte + claims (and headers) for fuzz_jwt_claims
  *   json/ query/ http/   request bodies, query strings and whole requests for every route
+ *   ws/          fuzz_ws inputs: described frames (every message type, fragments, controls, close,
+ *                limits) and raw masked streams
  *
  * Files are named g-<what>; re-running overwrites them and leaves other files (crash reproducers
  * added by hand, r-<what>) alone.
@@ -460,6 +462,134 @@ static void s_http(void)
     s_text("http", "notfound", "GET /api/v2/presence/alice/nope\n\n");
 }
 
+/* ---- ws: fuzz_ws's input format (see tests/fuzz/fuzz_ws.c) ---------------------------------- */
+
+typedef struct ws_seed {
+    uint8_t b[4096];
+    size_t n;
+} ws_seed_t;
+
+/* Structured input: config byte (bit 0 set; bits 1-2 the maximum), a split seed byte. */
+static void s_ws_begin(ws_seed_t *w, unsigned max_sel, uint8_t seed)
+{
+    w->n = 0;
+    w->b[w->n++] = (uint8_t)(1 | max_sel << 1 | (seed & 0xf8));
+    w->b[w->n++] = seed;
+}
+
+/* One described frame: b0, flags, len (255 + 16 bits when longer), payload. */
+static void s_ws_frame(ws_seed_t *w, unsigned b0, unsigned flags, const char *p, size_t n)
+{
+    w->b[w->n++] = (uint8_t)b0;
+    w->b[w->n++] = (uint8_t)flags;
+    if (n >= 255) {
+        w->b[w->n++] = 255;
+        w->b[w->n++] = (uint8_t)(n >> 8);
+        w->b[w->n++] = (uint8_t)n;
+    } else {
+        w->b[w->n++] = (uint8_t)n;
+    }
+    memcpy(w->b + w->n, p, n);
+    w->n += n;
+}
+
+static void s_ws_text(const char *name, const char *json)
+{
+    ws_seed_t w;
+    s_ws_begin(&w, 0, 0x2a);
+    s_ws_frame(&w, 0x81, 0, json, strlen(json));
+    s_write("ws", name, w.b, w.n);
+}
+
+/* Raw input: a masked client frame appended to a stream. */
+static void s_ws_raw(ws_seed_t *w, unsigned b0, bool masked, const char *p, size_t n)
+{
+    static const uint8_t key[4] = {0xde, 0xad, 0xbe, 0xef};
+    w->b[w->n++] = (uint8_t)b0;
+    w->b[w->n++] = (uint8_t)((masked ? 0x80 : 0) | n); /* n < 126 here */
+    if (masked) {
+        memcpy(w->b + w->n, key, 4);
+        w->n += 4;
+    }
+    for (size_t i = 0; i < n; i++)
+        w->b[w->n++] = (uint8_t)(p[i] ^ (masked ? key[i & 3] : 0));
+}
+
+static void s_ws(void)
+{
+    s_ws_text("ping", "{\"type\":\"ping\"}");
+    s_ws_text("activity", "{\"type\":\"activity\"}");
+    s_ws_text("set", "{\"type\":\"set\",\"status\":\"busy\",\"message\":\"in a call \\u2615\",\"message_ttl\":3600}");
+    s_ws_text("set-clear", "{\"type\":\"set\",\"message\":null,\"status\":\"away\"}");
+    s_ws_text("set-bad", "{\"type\":\"set\",\"status\":\"gone\",\"message_ttl\":0}");
+    s_ws_text("watch", "{\"type\":\"watch\",\"users\":[\"alice\",\"bob@example.com\",\"alice\"],\"since\":42}");
+    s_ws_text("watch-bad", "{\"type\":\"watch\",\"users\":[\"ok\",\"bad id\",7],\"since\":-1}");
+    s_ws_text("unwatch", "{\"type\":\"unwatch\",\"users\":[\"alice\"]}");
+    s_ws_text("unknown", "{\"type\":\"hello\",\"x\":[1,2,{\"y\":null}]}");
+
+    ws_seed_t w;
+    /* a message in three fragments with controls between them, a multi-byte character cut */
+    s_ws_begin(&w, 0, 0x11);
+    s_ws_frame(&w, 0x01, 0, "{\"type\":\"set\",\"message\":\"caf\xc3", 29);
+    s_ws_frame(&w, 0x89, 0, "mid", 3);
+    s_ws_frame(&w, 0x00, 0, "\xa9\"", 2);
+    s_ws_frame(&w, 0x8a, 0, "", 0);
+    s_ws_frame(&w, 0x80, 0, "}", 1);
+    s_ws_frame(&w, 0x88, 0, "\x03\xe8" "bye", 5);
+    s_write("ws", "fragments", w.b, w.n);
+    /* every control, then a bad close code */
+    s_ws_begin(&w, 0, 0x53);
+    s_ws_frame(&w, 0x89, 0, "", 0);
+    s_ws_frame(&w, 0x8a, 0, "pong", 4);
+    s_ws_frame(&w, 0x82, 0, "\x00\xff", 2);
+    s_ws_frame(&w, 0x88, 0, "\x03\xed", 2);
+    s_write("ws", "controls", w.b, w.n);
+    /* limits: a maximum of 100 (selector 1), 100 bytes then 101 */
+    char big[300];
+    memset(big, 'a', sizeof big);
+    s_ws_begin(&w, 1, 0x99);
+    s_ws_frame(&w, 0x82, 0, big, 100);
+    s_ws_frame(&w, 0x02, 0, big, 60);
+    s_ws_frame(&w, 0x80, 0, big, 41);
+    s_write("ws", "limit-100", w.b, w.n);
+    /* length encodings: 126 (16-bit), a forced 16-bit 5, a forced 64-bit 300 */
+    s_ws_begin(&w, 3, 0x07);
+    s_ws_frame(&w, 0x82, 0, big, 126);
+    s_ws_frame(&w, 0x82, 2, big, 5);
+    s_ws_frame(&w, 0x82, 4, big, 300);
+    s_write("ws", "lengths", w.b, w.n);
+    /* broken frames: unmasked, reserved bits, unknown opcode, fragmented ping */
+    s_ws_begin(&w, 2, 0x3c);
+    s_ws_frame(&w, 0x81, 1, "x", 1);
+    s_write("ws", "unmasked", w.b, w.n);
+    s_ws_begin(&w, 2, 0x3c);
+    s_ws_frame(&w, 0xc1, 0, "x", 1);
+    s_write("ws", "rsv", w.b, w.n);
+    s_ws_begin(&w, 2, 0x3c);
+    s_ws_frame(&w, 0x83, 0, "x", 1);
+    s_ws_frame(&w, 0x09, 0, "", 0);
+    s_write("ws", "opcode", w.b, w.n);
+    /* invalid UTF-8 split across fragments */
+    s_ws_begin(&w, 0, 0x61);
+    s_ws_frame(&w, 0x01, 0, "ok \xed", 4);
+    s_ws_frame(&w, 0x80, 0, "\xa0\x80", 2);
+    s_write("ws", "utf8-surrogate", w.b, w.n);
+    /* raw streams (config byte with bit 0 clear) */
+    w.n = 0;
+    w.b[w.n++] = 0x00;
+    w.b[w.n++] = 0x5e;
+    s_ws_raw(&w, 0x81, true, "{\"type\":\"ping\"}", 15);
+    s_ws_raw(&w, 0x82, true, "bin", 3);
+    s_ws_raw(&w, 0x89, true, "p", 1);
+    s_ws_raw(&w, 0x88, true, "\x03\xe8", 2);
+    s_write("ws", "raw-stream", w.b, w.n);
+    w.n = 0;
+    w.b[w.n++] = 0x00;
+    w.b[w.n++] = 0x01;
+    s_ws_raw(&w, 0x81, false, "hello", 5);
+    s_write("ws", "raw-unmasked", w.b, w.n);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -475,5 +605,6 @@ int main(int argc, char **argv)
     s_json();
     s_query();
     s_http();
+    s_ws();
     return 0;
 }

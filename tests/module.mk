@@ -20,9 +20,10 @@ $(B)/tests/unit/check_%: $(B)/tests/unit/check_%.o $(ALL_LIBS)
 $(B)/tests/integ/integ_%: $(B)/tests/integ/integ_%.o $(INTEG_HARNESS_OBJS) $(ALL_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_HARNESS_OBJS) $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lcrypto -lm
 
+# (-lcrypto: libgw.a's gw_wsframe.o computes Sec-WebSocket-Accept with OpenSSL SHA-1.)
 $(B)/bin/%: $(B)/tests/tools/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) -lm
+	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) -lcrypto -lm
 
 # TRACES_DIR: the cache traces (shared/traces beside the checkout, as CI provides them).
 TRACES_DIR ?= $(abspath ../shared/traces)

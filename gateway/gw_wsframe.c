@@ -1,19 +1,16 @@
 /* gw_wsframe.c -- RFC 6455 server-side framing without I/O (see gw_wsframe.h).
  *
- * Why our own: h2o's websocket API costs ~9.3 kB per connection (two fixed 4 KiB wslay arrays,
- * see the ws findings); the gateway takes the socket over after h2o_http1_upgrade and frames with
- * this file, whose idle per-connection state is the ~56-byte gw_wsframe_dec_t.
+ * Why our own: h2o's websocket API costs ~9.3 kB per connection (two fixed 4 KiB wslay arrays);
+ * the gateway takes the socket over after h2o_http1_upgrade and frames with this file, whose idle
+ * per-connection state is the 56-byte gw_wsframe_dec_t.
  *
- * Key decisions:
- * - the decoder is a byte-level state machine (header bytes, then payload bytes), so any split of
- *   the input gives the same events; every rule is checked at the first byte that can break it
- *   (the reserved bits and the opcode at byte 0, the mask and control lengths at byte 1, the size
- *   limit once the length field is in, UTF-8 at the first bad payload byte);
- * - a whole frame in one fed buffer is unmasked in place and returned without a copy (the common
- *   case: a small message read in one go); only incomplete messages are copied, into a buffer that
- *   grows with the bytes that arrived (doubling, so many tiny fragments stay linear) and is bounded
- *   by max + 125 (a cut control frame is stored after the message it interrupts);
- * - unmasking and the ASCII fast path of UTF-8 validation work 8 bytes at a time.
+ * Key decisions: the decoder is a byte-level state machine, so any split of the input gives the
+ * same events, and each rule is checked at the first byte that can break it (RSV/opcode at byte 0,
+ * mask and control length at byte 1, size once the length field is in, UTF-8 at the first bad
+ * payload byte). A whole frame in one fed buffer is unmasked in place and returned without a copy;
+ * only incomplete messages are copied, into a buffer that grows with the bytes that arrived
+ * (doubling: many tiny fragments stay linear), bounded by max + 125 (a cut control frame sits
+ * after the message it interrupts). Unmasking and the ASCII path of UTF-8 go 8 bytes at a time.
  * Threading: no globals; see the header.
  */
 #include "gw_wsframe.h"
@@ -492,6 +489,16 @@ size_t gw_wsframe_header(uint8_t out[GW_WSFRAME_HDR_MAX], unsigned opcode, size_
     for (int i = 0; i < 8; i++)
         out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
     return 10;
+}
+
+uint8_t *gw_wsframe_wrap(uint8_t *buf, unsigned opcode, size_t payload_len, size_t *frame_len)
+{
+    uint8_t h[GW_WSFRAME_HDR_MAX];
+    size_t hl = gw_wsframe_header(h, opcode, payload_len);
+    uint8_t *start = buf + GW_WSFRAME_HDR_MAX - hl;
+    memcpy(start, h, hl);
+    *frame_len = hl + payload_len;
+    return start;
 }
 
 size_t gw_wsframe_encode(uint8_t *out, size_t cap, unsigned opcode, const void *payload, size_t len)

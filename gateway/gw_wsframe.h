@@ -7,7 +7,7 @@
  * reason naming the rule the peer broke. Every rule of RFC 6455 section 5 for frames a server
  * receives is enforced; sizes are decided from the frame header, before any payload is buffered.
  *
- * Memory: a gw_wsframe_dec_t is embedded in the caller's connection (~56 bytes) and holds no heap
+ * Memory: a gw_wsframe_dec_t is embedded in the caller's connection (56 bytes) and holds no heap
  * while idle. A whole unfragmented frame that is in one fed buffer is unmasked in place and
  * handed back without a copy. Only a message that is incomplete at the end of a feed (a frame cut
  * by the read, or a fragmented message) is copied to a heap buffer that grows with the bytes that
@@ -125,7 +125,7 @@ void gw_wsframe_dec_init(gw_wsframe_dec_t *d, uint32_t max_message);
 void gw_wsframe_dec_fini(gw_wsframe_dec_t *d);
 /* Back to the initial state with the same maximum (frees the buffer; a terminal state ends). */
 void gw_wsframe_dec_reset(gw_wsframe_dec_t *d);
-/* Heap bytes `d` holds right now (0 when idle); never more than its maximum + 125 + 256. */
+/* Heap bytes `d` holds right now (0 when idle); never more than its maximum + 125. */
 size_t gw_wsframe_dec_memory(const gw_wsframe_dec_t *d);
 
 /* Decode from in[0..len). Consumes bytes up to the end of the first complete event and returns
@@ -158,6 +158,13 @@ size_t gw_wsframe_size(size_t len);
  * (GW_WSFRAME_HDR_MAX bytes of room). Returns its length (2, 4 or 10). The opcode is written as
  * given; use gw_wsframe_encode to have it checked. */
 size_t gw_wsframe_header(uint8_t out[GW_WSFRAME_HDR_MAX], unsigned opcode, size_t len);
+
+/* Frame a payload in place, without copying it: the caller rendered payload_len bytes at
+ * buf + GW_WSFRAME_HDR_MAX (leaving that much room in front, e.g. by adding GW_WSFRAME_HDR_MAX
+ * placeholder bytes to its gw_buf_t before rendering). Writes the header of a final unmasked frame
+ * right before the payload and returns where the frame starts (buf + 0, 6 or 8); *frame_len gets
+ * header + payload length. The opcode is written as given (TEXT for JSON messages). */
+uint8_t *gw_wsframe_wrap(uint8_t *buf, unsigned opcode, size_t payload_len, size_t *frame_len);
 
 /* Write a whole frame (header, then the payload copied) into out[0..cap). `opcode` is TEXT,
  * BINARY, PING or PONG (close frames come from gw_wsframe_encode_close). Returns the bytes

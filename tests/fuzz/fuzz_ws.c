@@ -1,30 +1,17 @@
-/* fuzz_ws.c -- the WebSocket engine (gateway/gw_wsframe.c, gateway/gw_wsmsg.c): the frame decoder
- * fed in random splits, and every text message it delivers fed to the message parser.
+/* fuzz_ws.c -- the WebSocket engine: gw_wsframe_decode in random splits, and every text message it
+ * delivers through gw_wsmsg_parse.
  *
- * Input:
- *   byte 0    bit 0: 1 = structured (the rest describes frames), 0 = raw (the rest is the stream);
- *             bits 1-2: maximum message size 65536, 100, 1000 or 4096; bits 3-7: split seed
- *   byte 1    split seed
- *   raw        the bytes a client sends
- *   structured frames, each: b0 (FIN|RSV|opcode, as is), flags (bit 0 unmasked, bit 1 force a
- *              16-bit length, bit 2 force a 64-bit length), len (1 byte; 255 = a 16-bit length
- *              follows), then len payload bytes, which the target masks (so mostly valid frames
- *              reach the deeper rules: fragmentation, UTF-8, close bodies, JSON)
+ * Input: byte 0 = bit 0 structured/raw, bits 1-2 the maximum (65536, 100, 1000, 4096), bits 3-7 +
+ * byte 1 the split seed. Raw: the rest is what a client sends. Structured: frames, each b0 (as is),
+ * flags (bit 0 unmasked, bit 1/2 force a 16/64-bit length), len (255 = 16 bits follow), payload;
+ * the target masks them, so mostly valid frames reach fragmentation, UTF-8, close bodies and JSON.
  *
- * Oracles besides the sanitizers:
- *   - the stream decoded whole, in random splits and (when short) byte by byte gives the same
- *     events; each chunk sits in its own exact-size allocation;
- *   - *used <= len, and MORE / CLOSED consume everything; no event after CLOSE or ERROR;
- *   - TEXT/BINARY within the maximum, PING/PONG within 125 bytes, data NULL exactly when empty;
- *     TEXT and close reasons are valid UTF-8 by a reference decoder of our own (and
- *     gw_wsframe_utf8_valid agrees with it on every payload); CLOSE codes are allowed ones (or
- *     1005 without a body); ERROR codes are 1002/1007/1009 with a reason; the decoder never holds
- *     more than max + 125 bytes, and none after an ERROR;
- *   - every message re-encoded by the server encoder and masked decodes to the same payload;
- *   - every TEXT goes through gw_wsmsg_parse: an accepted message holds only allowed values
- *     (status, message, ttl, distinct valid ids, at most max_users, since range); a refused one has
- *     an error text that is valid UTF-8 and renders as an `error` message that is JSON and reads
- *     back as the same text.
+ * Oracles: decoding whole, in random splits and (short inputs) byte by byte gives the same events;
+ * *used <= len, MORE/CLOSED consume all, nothing after CLOSE/ERROR; sizes within the maximum / 125;
+ * TEXT and close reasons valid UTF-8 by a reference decoder (gw_wsframe_utf8_valid agrees on every
+ * payload); allowed close codes, 1002/1007/1009 errors with a reason; memory <= max + 125, none after
+ * an ERROR; every message re-encoded, masked and decoded again is the same; gw_wsmsg_parse accepts
+ * only allowed values, and its error texts are UTF-8 and render as JSON that reads back the same.
  */
 #include "fuzz_common.h"
 #include "gw_lib.h"

@@ -1,19 +1,14 @@
-/* wsbench.c -- throughput of the gateway's WebSocket engine (gateway/gw_wsframe.h, gw_wsmsg.h),
- * on one core, no sockets: how fast client frames are decoded (unmasked, checked, reassembled)
- * and how fast the JSON messages are parsed, so the per-connection cost of the read path is known.
+/* wsbench.c -- throughput of the gateway's WebSocket engine (gw_wsframe.h, gw_wsmsg.h) on one core,
+ * no sockets: frame decoding (unmask, checks, reassembly), message parsing, frame encoding.
  *
- *   wsbench [SECONDS_PER_CASE]     (default 1)
+ *   wsbench [SECONDS_PER_CASE]     (default 1; one line per case)
  *
- * Cases (each runs for the given time and prints one line):
- *   small50-64k   masked 50-byte text frames, 64 KiB of them per decode pass (many frames per read)
- *   small50-8k    the same fed in 8 KiB reads (h2o's read size), so frames are cut at read borders
- *   text16k       masked 16 KiB ASCII text frames (unmask + UTF-8 check per byte)
- *   binary64k     masked 64 KiB binary frames (unmask only)
- *   frag64k       a 64 KiB text message in 1 KiB fragments (reassembly)
- *   parse-set     decode + gw_wsmsg_parse of a 50-byte {"type":"set",...} message
- *   encode200     gw_wsframe_encode of a 200-byte presence message
- * A pass decodes a pristine copy of the input (decoding unmasks in place); the copy's own time is
- * measured apart and subtracted, as the kernel's copy into the read buffer is not ours.
+ * small50-64k / small50-8k: masked 50-byte text frames, 64 KiB of them per pass, fed whole or in
+ * 8 KiB reads (h2o's read size: frames cut at read borders); text16k / binary64k: large frames
+ * (unmask + UTF-8, unmask only); frag64k: a 64 KiB text message in 1 KiB fragments; parse-set:
+ * decode + gw_wsmsg_parse of a small set message; encode200: gw_wsframe_encode of 200 bytes.
+ * Decoding unmasks in place, so each pass decodes a fresh copy of the input; the copies' time is
+ * measured apart and subtracted (the kernel's copy into the read buffer is not ours).
  * Prints: wsbench case=NAME frames=N bytes=N secs=S MB_s=X frames_s=Y ns_frame=Z
  */
 #include "cli.h"

@@ -858,7 +858,7 @@ START_TEST(test_limits)
     ck_assert_uint_eq(r.n, 2);
     ck_assert_int_eq(r.ev[1].type, GW_WSFRAME_TEXT);
     ck_assert_uint_eq(r.ev[1].len, 100);
-    ck_assert_uint_le(r.maxmem, 100 + 125 + 256);
+    ck_assert_uint_le(r.maxmem, 100 + 125);
     s_run_free(&r);
     n = s_frame(buf, OP_TEXT, payload, 50);
     n += s_frame(buf + n, FIN | OP_CONT, payload, 51);
@@ -1067,6 +1067,29 @@ START_TEST(test_encode_headers)
     ck_assert_uint_eq(gw_wsframe_encode(out, 3, GW_WSFRAME_OP_TEXT, "hi", 2), 0);
     ck_assert_uint_eq(out[0], 0xee); /* nothing written */
     ck_assert_uint_eq(gw_wsframe_encode(out, 4, GW_WSFRAME_OP_TEXT, "hi", 2), 4);
+}
+END_TEST
+
+START_TEST(test_encode_wrap)
+{
+    /* a message rendered into a gw_buf_t after GW_WSFRAME_HDR_MAX bytes of room, framed in place */
+    const size_t sizes[] = {0, 17, 125, 126, 65535, 65536, 100000};
+    for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
+        gw_buf_t b;
+        gw_buf_init(&b);
+        gw_buf_add(&b, "\0\0\0\0\0\0\0\0\0\0", GW_WSFRAME_HDR_MAX);
+        for (size_t k = 0; k < sizes[i]; k++)
+            gw_buf_add(&b, "j", 1);
+        size_t flen;
+        uint8_t *f = gw_wsframe_wrap((uint8_t *)b.p, GW_WSFRAME_OP_TEXT, sizes[i], &flen);
+        ck_assert_uint_eq(flen, gw_wsframe_size(sizes[i]));
+        ck_assert_ptr_eq(f + flen, (uint8_t *)b.p + b.len); /* the frame ends where the payload does */
+        uint8_t h[GW_WSFRAME_HDR_MAX];
+        size_t hl = gw_wsframe_header(h, GW_WSFRAME_OP_TEXT, sizes[i]);
+        ck_assert_int_eq(memcmp(f, h, hl), 0);
+        ck_assert_ptr_eq(f + hl, (uint8_t *)b.p + GW_WSFRAME_HDR_MAX);
+        gw_buf_free(&b);
+    }
 }
 END_TEST
 
@@ -1808,6 +1831,7 @@ static Suite *s_suite(void)
     tc = tcase_create("encode");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_encode_headers);
+    tcase_add_test(tc, test_encode_wrap);
     tcase_add_test(tc, test_encode_close);
     tcase_add_test(tc, test_encode_round_trip);
     suite_add_tcase(s, tc);

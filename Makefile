@@ -28,7 +28,8 @@ B := $(BUILD)
 
 # Debian packages the build and tests need. `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libh2o-evloop-dev libssl-dev libzmq3-dev libmsgpack-dev \
-                liblmdb-dev libjwt-dev libjansson-dev check curl zlib1g-dev iproute2 procps
+                liblmdb-dev libjwt-dev libjansson-dev check curl zlib1g-dev iproute2 procps \
+                libraft-dev libuv1-dev
 DEB_STAMP := $(B)/.deps-ok
 
 PKGS := libh2o-evloop libzmq msgpack lmdb libjwt jansson zlib
@@ -55,6 +56,7 @@ COMMON_LIB := $(B)/libcommon.a
 PROTO_LIB := $(B)/libproto.a
 SYNC_LIB := $(B)/libsync.a
 STORE_LIB := $(B)/libstore.a
+REPL_LIB := $(B)/librepl.a
 CACHE_LIB := $(B)/libcache.a
 GW_LIB := $(B)/libgw.a
 

@@ -13,6 +13,6 @@ $(B)/bin/store-node: $(B)/store-node/store_node.o $(STORE_LIB) $(PROTO_LIB) $(CO
 REPL_PKGS := raft libuv
 REPL_CFLAGS = $(shell pkg-config --cflags $(REPL_PKGS) 2>/dev/null)
 REPL_LIBS = $(shell pkg-config --libs $(REPL_PKGS) 2>/dev/null)
-$(B)/store-node/repl.o: PKG_CFLAGS += $(REPL_CFLAGS)
-$(REPL_LIB): $(B)/store-node/repl.o
+$(B)/store-node/repl.o $(B)/store-node/repl_dns.o: PKG_CFLAGS += $(REPL_CFLAGS)
+$(REPL_LIB): $(B)/store-node/repl.o $(B)/store-node/repl_dns.o
 	$(AR) rcs $@ $^

@@ -24,7 +24,7 @@
  * Threads: see repl.h. Lock order: qlock and slock are never held together.
  */
 #include "repl.h"
-#include "util.h"
+#include "repl_dns.h"
 
 #include <raft.h>
 #include <raft/uv.h>
@@ -46,6 +46,17 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* uv.h pulls in <sys/param.h>, whose MIN/MAX clash with util.h's: no util.h here. */
+static void *s_zalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (!p) {
+        fprintf(stderr, "repl: out of memory (%zu bytes)\n", n * size);
+        abort();
+    }
+    return p;
+}
 
 #define REPL_BATCH_MAX 256   /* entries handed to one raft_apply call */
 #define REPL_DIR_MAX 900     /* raft_uv keeps the directory in a fixed buffer */
@@ -222,7 +233,8 @@ static int s_mkdirs(const char *path)
     return mkdir(tmp, 0750) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* "a.b.c.d:port" with a dotted-quad IPv4 address (what raft_uv_tcp 0.15 parses) and port 1..65535. */
+/* "HOST:PORT": HOST an IPv4 dotted quad or a host name (letters, digits, '-', '.'; labels of
+ * 1..63 bytes not starting or ending with '-'), PORT 1..65535. */
 static bool s_valid_address(const char *a)
 {
     const char *colon = strrchr(a, ':');
@@ -231,9 +243,23 @@ static bool s_valid_address(const char *a)
     char host[REPL_ADDR_MAX];
     memcpy(host, a, (size_t)(colon - a));
     host[colon - a] = '\0';
-    struct in_addr in;
-    if (inet_pton(AF_INET, host, &in) != 1)
-        return false;
+    if (!repl_dns_is_ipv4(host)) {
+        size_t label = 0;
+        for (const char *h = host;; h++) {
+            if (*h == '.' || *h == '\0') {
+                if (label == 0 || h[-1] == '-')
+                    return false;
+                if (*h == '\0')
+                    break;
+                label = 0;
+                continue;
+            }
+            bool ok = (*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
+                      (*h == '-' && label > 0);
+            if (!ok || ++label > 63)
+                return false;
+        }
+    }
     const char *p = colon + 1;
     if (!*p || strlen(p) > 5)
         return false;
@@ -244,6 +270,17 @@ static bool s_valid_address(const char *a)
         port = port * 10 + (unsigned)(*p - '0');
     }
     return port >= 1 && port <= 65535;
+}
+
+/* The HOST of a valid "HOST:PORT" is an IPv4 dotted quad. */
+static bool s_host_is_ipv4(const char *address)
+{
+    char host[REPL_ADDR_MAX];
+    snprintf(host, sizeof host, "%s", address);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    return repl_dns_is_ipv4(host);
 }
 
 const char *repl_strerror(int rc)
@@ -659,7 +696,7 @@ static void s_submit(repl_t *s, prop_t *items, size_t n)
         int rv = RAFT_NOTLEADER;
         batch_t *b = NULL;
         if (raft_state(&s->raft) == RAFT_LEADER) {
-            b = xcalloc(1, sizeof *b);
+            b = s_zalloc(1, sizeof *b);
             b->s = s;
             b->req.data = b;
             for (size_t j = 0; j < k; j++) {
@@ -703,7 +740,7 @@ static void s_on_raft_closed(struct raft *r)
 {
     repl_t *s = r->data;
     raft_uv_close(&s->io);
-    raft_uv_tcp_close(&s->transport);
+    repl_dns_close(&s->transport);
     s->closed = true;
     s_purge_stale(s, true);
     pthread_mutex_lock(&s->qlock);
@@ -782,7 +819,7 @@ static int s_check_config(const repl_config_t *c, char *err)
             return -1;
         }
         if (!memchr(m->address, '\0', sizeof m->address) || !s_valid_address(m->address)) {
-            s_errf(err, "member %" PRIu64 ": address must be A.B.C.D:PORT (IPv4, port 1..65535)", m->id);
+            s_errf(err, "member %" PRIu64 ": address must be HOST:PORT (IPv4 or host name, port 1..65535)", m->id);
             return -1;
         }
         for (unsigned j = 0; j < i; j++) {
@@ -797,7 +834,7 @@ static int s_check_config(const repl_config_t *c, char *err)
         s_errf(err, "id %" PRIu64 " is not one of the members", c->id);
         return -1;
     }
-    if (c->bind_address && !s_valid_address(c->bind_address)) {
+    if (c->bind_address && (!s_valid_address(c->bind_address) || !s_host_is_ipv4(c->bind_address))) {
         s_errf(err, "bind_address must be A.B.C.D:PORT");
         return -1;
     }
@@ -855,7 +892,7 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
     *out = NULL;
     if (s_check_config(cfg, err) < 0)
         return REPL_ERROR;
-    repl_t *s = xcalloc(1, sizeof *s);
+    repl_t *s = s_zalloc(1, sizeof *s);
     pthread_mutex_init(&s->qlock, NULL);
     pthread_mutex_init(&s->slock, NULL);
     s->cfg = *cfg;
@@ -891,9 +928,9 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
     snprintf(s->restore_path, sizeof s->restore_path, "%s/repl-restore.tmp", s->dir);
     s->snap_fd = -1;
     s->state_index = c->applied_index;
-    s->q = xcalloc(c->max_outstanding, sizeof *s->q);
-    s->drain = xcalloc(c->max_outstanding, sizeof *s->drain);
-    s->pend = xcalloc(c->max_outstanding, sizeof *s->pend);
+    s->q = s_zalloc(c->max_outstanding, sizeof *s->q);
+    s->drain = s_zalloc(c->max_outstanding, sizeof *s->drain);
+    s->pend = s_zalloc(c->max_outstanding, sizeof *s->pend);
     struct raft_configuration conf;
     raft_configuration_init(&conf);
     int rv;
@@ -907,18 +944,20 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
         goto fail;
     }
     s->loop_ok = true;
-    if ((rv = raft_uv_tcp_init(&s->transport, &s->loop)) != 0) {
-        s_errf(err, "raft_uv_tcp_init: %s", raft_strerror(rv));
-        goto fail;
+    /* A member named by host name listens on all interfaces unless told otherwise. */
+    char bind_any[REPL_ADDR_MAX];
+    const char *bind = c->bind_address;
+    if (!bind && !s_host_is_ipv4(s->self_addr)) {
+        snprintf(bind_any, sizeof bind_any, "0.0.0.0:%s", strrchr(s->self_addr, ':') + 1);
+        bind = bind_any;
     }
-    if (c->bind_address && (rv = raft_uv_tcp_set_bind_address(&s->transport, c->bind_address)) != 0) {
-        s_errf(err, "bind address %s: %s", c->bind_address, raft_strerror(rv));
-        raft_uv_tcp_close(&s->transport);
+    if ((rv = repl_dns_init(&s->transport, &s->loop, bind)) != 0) {
+        s_errf(err, "transport (bind %s): %s", bind ? bind : s->self_addr, raft_strerror(rv));
         goto fail;
     }
     if ((rv = raft_uv_init(&s->io, &s->loop, s->dir, &s->transport)) != 0) {
         s_errf(err, "raft_uv_init %s: %s", s->dir, s->io.errmsg[0] ? s->io.errmsg : raft_strerror(rv));
-        raft_uv_tcp_close(&s->transport);
+        repl_dns_close(&s->transport);
         goto fail;
     }
     /* raft_uv 0.15 implements async_work (v2) but says version 1 (fixed upstream in 269e541). */
@@ -927,7 +966,7 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
     if (raft_uv_set_snapshot_compression(&s->io, c->snapshot_compression) != 0) {
         s_errf(err, "snapshot compression is not available in this libraft");
         raft_uv_close(&s->io);
-        raft_uv_tcp_close(&s->transport);
+        repl_dns_close(&s->transport);
         goto fail;
     }
     s->fsm.version = 3;
@@ -940,7 +979,7 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
     if ((rv = raft_init(&s->raft, &s->io, &s->fsm, c->id, s->self_addr)) != 0) {
         s_errf(err, "raft_init: %s", raft_errmsg(&s->raft));
         raft_uv_close(&s->io);
-        raft_uv_tcp_close(&s->transport);
+        repl_dns_close(&s->transport);
         goto fail;
     }
     s->raft.data = s;
@@ -1079,7 +1118,7 @@ int repl_parse_members(const char *spec, repl_member_t *out, unsigned max, unsig
 {
     *n = 0;
     if (!spec || !*spec) {
-        s_errf(err, "members: empty list (want ID@A.B.C.D:PORT,...)");
+        s_errf(err, "members: empty list (want ID@HOST:PORT,...)");
         return REPL_ERROR;
     }
     const char *p = spec;
@@ -1092,7 +1131,7 @@ int repl_parse_members(const char *spec, repl_member_t *out, unsigned max, unsig
             return REPL_ERROR;
         }
         if (!at || at == p || (size_t)(p + len - at - 1) >= REPL_ADDR_MAX) {
-            s_errf(err, "members: entry %u must be ID@A.B.C.D:PORT", *n + 1);
+            s_errf(err, "members: entry %u must be ID@HOST:PORT", *n + 1);
             return REPL_ERROR;
         }
         uint64_t id = 0;
@@ -1108,7 +1147,7 @@ int repl_parse_members(const char *spec, repl_member_t *out, unsigned max, unsig
         memcpy(m->address, at + 1, (size_t)(p + len - at - 1));
         m->address[p + len - at - 1] = '\0';
         if (id == 0 || id > (uint64_t)INT64_MAX || !s_valid_address(m->address)) {
-            s_errf(err, "members: entry %u: want ID (1..2^63-1) @ A.B.C.D:PORT (IPv4, port 1..65535)", *n + 1);
+            s_errf(err, "members: entry %u: want ID (1..2^63-1) @ HOST:PORT (IPv4 or host name, port 1..65535)", *n + 1);
             return REPL_ERROR;
         }
         for (unsigned j = 0; j < *n; j++) {

@@ -42,7 +42,7 @@
 
 #define REPL_ERR_LEN 256
 #define REPL_MEMBERS_MAX 7
-#define REPL_ADDR_MAX 64           /* "a.b.c.d:port" plus NUL (libraft 0.15's TCP transport: IPv4 only) */
+#define REPL_ADDR_MAX 64           /* "host:port" plus NUL */
 #define REPL_ENTRY_MAX (4u << 20)  /* largest entry accepted (raft_uv's 8 MiB segments must hold it) */
 
 typedef struct repl repl_t;
@@ -67,7 +67,8 @@ enum repl_role {
 
 typedef struct repl_member {
     uint64_t id;                  /* > 0, unique in the cluster */
-    char address[REPL_ADDR_MAX];  /* "a.b.c.d:port" (IPv4 dotted quad: libraft 0.15 resolves no names) */
+    char address[REPL_ADDR_MAX];  /* "HOST:PORT": an IPv4 dotted quad, or a host name resolved at every
+                                     connection attempt (repl_dns.c: libraft 0.15 itself dials IPv4 only) */
 } repl_member_t;
 
 typedef struct repl_leader {
@@ -127,7 +128,8 @@ typedef struct repl_config {
     uint64_t id;                    /* this member's id: must appear in members[] */
     const repl_member_t *members;   /* the whole static membership (1..REPL_MEMBERS_MAX), copied */
     unsigned nmembers;
-    const char *bind_address;       /* optional "a.b.c.d:port" to listen on (e.g. 0.0.0.0:P); default: own address */
+    const char *bind_address;       /* optional "A.B.C.D:PORT" to listen on; default: own address, or
+                                       0.0.0.0:PORT when that is a host name */
     const char *dir;                /* raft log directory (created if missing); copied */
     uint64_t applied_index;         /* the state's applied index at start (0 = empty state) */
     unsigned election_timeout_ms;   /* 0 = 1000; randomised per election in [x, 2x) by libraft */
@@ -194,8 +196,9 @@ int repl_propose(repl_t *r, const void *data, size_t len, void *cookie);
  * Thread-safe. */
 void repl_status(repl_t *r, repl_status_t *st);
 
-/* Parse a static membership "ID@A.B.C.D:PORT,ID@...": ids 1..2^63 unique, addresses unique,
- * 1..max members. Returns REPL_OK with out[0..*n), or REPL_ERROR with err naming the rule. */
+/* Parse a static membership "ID@HOST:PORT,ID@...": ids 1..2^63-1 unique, addresses unique (HOST an
+ * IPv4 dotted quad or a host name), 1..max members. Returns REPL_OK with out[0..*n), or REPL_ERROR
+ * with err naming the rule. */
 int repl_parse_members(const char *spec, repl_member_t *out, unsigned max, unsigned *n, char *err);
 
 const char *repl_strerror(int rc);

@@ -2,14 +2,15 @@
  * TCP on 127.0.0.1 (free ports) and real LMDB state machines (tests/unit/repl_harness.c).
  *
  * Covered:
- *   config   repl_parse_members (every rule), repl_start's refusals (bad membership, timings,
+ *   config   repl_parse_members (every rule, IPv4 and host names), repl_start's refusals (bad membership, timings,
  *            missing callbacks, a state ahead of its log), repl_propose's own refusals.
  *   single   one member: leads at once, applies in order with cookies, skips its replay after a
  *            restart (no entry applied twice), takes snapshots, rebuilds a lost state from the
  *            raft snapshot + log, accepts an entry of REPL_ENTRY_MAX bytes.
  *   cluster  three members in this process (one raft thread each): a leader is elected; 10,000
  *            proposals commit and every member holds the same entries at the same indexes; a
- *            follower answers NOT_LEADER naming the leader; the leader stops: a new one takes over,
+ *            follower answers NOT_LEADER naming the leader; members named by host name work; the
+ *            leader stops: a new one takes over,
  *            proposals resume, the old one restarts and catches up; a wiped member rejoins from a
  *            snapshot; a leader cut off from both followers steps down within two election
  *            timeouts and never acknowledges what it cannot commit.
@@ -173,6 +174,11 @@ START_TEST(test_parse_members)
     ck_assert_str_eq(m[2].address, "10.0.0.3:65535");
     ck_assert_int_eq(repl_parse_members("5@127.0.0.1:1", m, 7, &n, err), REPL_OK);
     ck_assert_uint_eq(n, 1);
+    /* Host names (a StatefulSet's stable names) are kept as names and resolved when dialing. */
+    ck_assert_int_eq(repl_parse_members("1@store-0.store.ns.svc:7001,2@store-1.store.ns.svc:7001", m, 7, &n, err),
+                     REPL_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(m[1].address, "store-1.store.ns.svc:7001");
     static const char *bad[] = {
         "",                                   /* empty */
         "1@127.0.0.1",                        /* no port */
@@ -180,7 +186,11 @@ START_TEST(test_parse_members)
         "1@127.0.0.1:65536",                  /* port too big */
         "0@127.0.0.1:7001",                   /* id 0 */
         "x@127.0.0.1:7001",                   /* id not a number */
-        "1@store-0.store:7001",               /* a name: libraft 0.15 dials IPv4 only */
+        "1@bad_host:7001",                    /* '_' is no host name character */
+        "1@-a.b:7001",                        /* label starting with '-' */
+        "1@a-.b:7001",                        /* label ending with '-' */
+        "1@a..b:7001",                        /* empty label */
+        "1@a b:7001",                         /* space */
         "1@127.0.0.1:7001,1@127.0.0.2:7001",  /* duplicate id */
         "1@127.0.0.1:7001,2@127.0.0.1:7001",  /* duplicate address */
         "1@127.0.0.1:7001,",                  /* trailing comma */
@@ -230,10 +240,15 @@ START_TEST(test_start_refusals)
     ck_assert_int_eq(repl_start(&c, &r, err), REPL_ERROR);
     c.entry_max = 0;
     repl_member_t bad = {.id = 1};
-    snprintf(bad.address, sizeof bad.address, "localhost:7001");
+    snprintf(bad.address, sizeof bad.address, "local host:7001");
     c.members = &bad;
     ck_assert_int_eq(repl_start(&c, &r, err), REPL_ERROR);
-    ck_assert_msg(strstr(err, "A.B.C.D:PORT") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "HOST:PORT") != NULL, "%s", err);
+    c.members = nodes[0].members;
+    c.bind_address = "localhost:7001"; /* the listening address must be a literal */
+    ck_assert_int_eq(repl_start(&c, &r, err), REPL_ERROR);
+    ck_assert_str_eq(err, "bind_address must be A.B.C.D:PORT");
+    c.bind_address = NULL;
     c.members = nodes[0].members;
     ck_assert_ptr_null(r);
 
@@ -401,6 +416,37 @@ START_TEST(test_three_commit_and_not_leader)
     ck_assert_uint_eq(st.leader.id, nodes[l].id);
     s_stop_all(nodes, 3);
     free(props);
+}
+END_TEST
+
+/* Members named "localhost:PORT": every connection resolves the name (repl_dns.c). */
+START_TEST(test_three_named_members)
+{
+    rh_node_t nodes[3];
+    repl_config_t t = s_tmpl();
+    ck_assert_int_eq(rh_cluster_init(nodes, 3, s_dir, &t), 0);
+    static char binds[3][REPL_ADDR_MAX];
+    for (unsigned i = 0; i < 3; i++) {
+        const char *port = strrchr(nodes[i].members[i].address, ':') + 1;
+        snprintf(binds[i], sizeof binds[i], "127.0.0.1:%s", port);
+    }
+    for (unsigned i = 0; i < 3; i++) {
+        for (unsigned j = 0; j < 3; j++)
+            snprintf(nodes[i].members[j].address, REPL_ADDR_MAX, "localhost:%s", strrchr(binds[j], ':') + 1);
+        nodes[i].tmpl.bind_address = binds[i];
+    }
+    s_start_all(nodes, 3);
+    int l = rh_wait_leader(nodes, 3, 10000);
+    ck_assert_int_ge(l, 0);
+    rh_prop_t props[200];
+    memset(props, 0, sizeof props);
+    ck_assert_uint_eq(s_propose_all(&nodes[l], props, 200, 64, 32, 0, 20000), 200);
+    ck_assert(s_wait_applied(nodes, 3, props[199].index, 10000));
+    ck_assert_int_eq(s_compare(nodes, 3, (unsigned)l), 200);
+    repl_status_t st;
+    repl_status(nodes[(l + 1) % 3].r, &st);
+    ck_assert_str_eq(st.leader.address, nodes[l].members[l].address); /* the name, as configured */
+    s_stop_all(nodes, 3);
 }
 END_TEST
 
@@ -664,6 +710,7 @@ static Suite *s_suite(void)
     tcase_add_checked_fixture(tc, s_setup, s_teardown);
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_three_commit_and_not_leader);
+    tcase_add_test(tc, test_three_named_members);
     tcase_add_test(tc, test_three_failover_and_catch_up);
     tcase_add_test(tc, test_wiped_member_rejoins_from_snapshot);
     tcase_add_test(tc, test_cut_off_leader_steps_down);

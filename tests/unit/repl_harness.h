@@ -110,7 +110,7 @@ uint64_t rh_mono_us(void);
 
 /* ---- members in forked processes -------------------------------------------------------------- */
 
-#define RH_LAT_BUCKETS 64 /* latency histogram: bucket b counts latencies in [2^(b/4)...) us, quarter-octaves */
+#define RH_LAT_BUCKETS 100 /* latency histogram: bucket b counts latencies in [2^(b/4), 2^((b+1)/4)) us */
 
 typedef struct rh_shm_member {
     _Atomic pid_t pid;

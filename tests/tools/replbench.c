@@ -1,0 +1,276 @@
+/* replbench.c -- what the replicated log (store-node/repl.h) costs on this machine.
+ *
+ *   replbench throughput MEMBERS INFLIGHT SECONDS ENTRY_BYTES [ELECTION_MS]
+ *       MEMBERS (1..5) forked member processes on 127.0.0.1, each with its raft log and LMDB
+ *       state machine (tests/unit/repl_harness.c) in a temp dir. The leader keeps INFLIGHT
+ *       proposals of ENTRY_BYTES outstanding (closed loop: an ended one is replaced at once);
+ *       after one second of warm-up, counts for SECONDS the proposals applied on the leader
+ *       with their cookie (= committed on a majority, then applied to LMDB) and their latency
+ *       from repl_propose to that apply. One line:
+ *         throughput members M inflight I entry B seconds S committed N rate R/s p50_us X p99_us Y
+ *
+ *   replbench direct SECONDS ENTRY_BYTES
+ *       The baseline without replication: the same LMDB state machine in this process, one
+ *       fsynced transaction per entry (what the store-node's writer does per group today in
+ *       SYNC_MODE=full), serially. One line: direct entry B seconds S committed N rate R/s p50_us X p99_us Y
+ *
+ *   replbench failover KILLS [ELECTION_MS] [INFLIGHT] [ENTRY_BYTES]
+ *       Three forked members under load (default 64 in flight, 2048 B). KILLS times: SIGKILL the
+ *       leader, measure until the first proposal of a new leader (a higher term) is applied
+ *       there, restart the killed member on its own dirs, wait until it caught up. One line per
+ *       kill, then: failover kills K median_ms X p90_ms Y max_ms Z
+ *
+ * Latencies are quarter-octave histogram upper edges (repl_harness.h).
+ */
+#include "tests/unit/repl_harness.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static char s_base[512];
+
+static void s_nap(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int s_leader(rh_shm_t *shm, unsigned n, const pid_t *pids)
+{
+    int best = -1;
+    unsigned long long term = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (pids[i] > 0 && atomic_load(&shm->m[i].ready) && atomic_load(&shm->m[i].ready_term) > term) {
+            best = (int)i;
+            term = atomic_load(&shm->m[i].ready_term);
+        }
+    }
+    return best;
+}
+
+static int s_wait_leader(rh_shm_t *shm, unsigned n, const pid_t *pids, unsigned timeout_ms)
+{
+    uint64_t deadline = util_mono_ms() + timeout_ms;
+    int l;
+    while ((l = s_leader(shm, n, pids)) < 0 && util_mono_ms() < deadline)
+        s_nap(2);
+    return l;
+}
+
+static void s_stop(rh_shm_t *shm, unsigned n, pid_t *pids)
+{
+    atomic_store(&shm->load, 0);
+    atomic_store(&shm->stop, 1);
+    for (unsigned i = 0; i < n; i++) {
+        if (pids[i] > 0 && rh_wait_exit(pids[i], 30000) != 0)
+            fprintf(stderr, "replbench: member %u did not stop cleanly\n", i + 1);
+        pids[i] = 0;
+    }
+}
+
+static int s_throughput(unsigned members, unsigned inflight, double seconds, unsigned entry, unsigned et)
+{
+    rh_node_t nodes[REPL_MEMBERS_MAX];
+    repl_config_t t = {0};
+    t.election_timeout_ms = et;
+    t.max_outstanding = inflight;
+    if (rh_cluster_init(nodes, members, s_base, &t) < 0)
+        return 1;
+    rh_shm_t *shm = rh_shm_new();
+    shm->inflight = inflight;
+    shm->entry_bytes = entry;
+    pid_t pids[REPL_MEMBERS_MAX] = {0};
+    for (unsigned i = 0; i < members; i++)
+        pids[i] = rh_fork_member(nodes, i, shm);
+    int l = s_wait_leader(shm, members, pids, 15000);
+    if (l < 0) {
+        fprintf(stderr, "replbench: no leader\n");
+        s_stop(shm, members, pids);
+        return 1;
+    }
+    atomic_store(&shm->load, 1);
+    s_nap(1000);
+    unsigned long long lat0[RH_LAT_BUCKETS], lat[RH_LAT_BUCKETS];
+    for (int b = 0; b < RH_LAT_BUCKETS; b++)
+        lat0[b] = atomic_load(&shm->m[l].lat[b]);
+    unsigned long long a0 = atomic_load(&shm->m[l].acked), term0 = atomic_load(&shm->m[l].ready_term);
+    uint64_t t0 = util_mono_us();
+    s_nap((unsigned)(seconds * 1000));
+    unsigned long long a1 = atomic_load(&shm->m[l].acked);
+    uint64_t t1 = util_mono_us();
+    for (int b = 0; b < RH_LAT_BUCKETS; b++)
+        lat[b] = atomic_load(&shm->m[l].lat[b]) - lat0[b];
+    bool same = s_leader(shm, members, pids) == l && atomic_load(&shm->m[l].ready_term) == term0;
+    double secs = (double)(t1 - t0) / 1e6;
+    printf("throughput members %u inflight %u entry %u seconds %.1f committed %llu rate %.0f/s p50_us %.0f p99_us %.0f%s\n",
+           members, inflight, entry, secs, a1 - a0, (double)(a1 - a0) / secs, rh_lat_pct(lat, 0.5), rh_lat_pct(lat, 0.99),
+           same ? "" : " (leadership changed during the run)");
+    fflush(stdout);
+    s_stop(shm, members, pids);
+    rh_shm_destroy(shm);
+    return 0;
+}
+
+static int s_direct(double seconds, unsigned entry)
+{
+    rh_fsm_t f = {0};
+    char dir[600], err[REPL_ERR_LEN];
+    snprintf(dir, sizeof dir, "%s/direct", s_base);
+    if (rh_fsm_open(&f, dir, true, err) < 0) {
+        fprintf(stderr, "replbench: %s\n", err);
+        return 1;
+    }
+    unsigned char *buf = xmalloc(entry);
+    unsigned long long lat[RH_LAT_BUCKETS] = {0}, n = 0;
+    uint64_t t0 = util_mono_us(), end = t0 + (uint64_t)(seconds * 1e6), now = t0;
+    while (now < end) {
+        rh_entry_fill(buf, entry, n);
+        uint64_t s = util_mono_us();
+        if (rh_fsm_apply(&f, n + 1, buf, entry) < 0) {
+            fprintf(stderr, "replbench: apply failed\n");
+            return 1;
+        }
+        now = util_mono_us();
+        uint64_t us = now - s;
+        int b = us ? (int)(4.0 * __builtin_log2((double)us)) : 0;
+        lat[b < RH_LAT_BUCKETS ? b : RH_LAT_BUCKETS - 1]++;
+        n++;
+    }
+    double secs = (double)(now - t0) / 1e6;
+    printf("direct entry %u seconds %.1f committed %llu rate %.0f/s p50_us %.0f p99_us %.0f\n", entry, secs, n,
+           (double)n / secs, rh_lat_pct(lat, 0.5), rh_lat_pct(lat, 0.99));
+    free(buf);
+    rh_fsm_close(&f);
+    return 0;
+}
+
+static int s_cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int s_failover(unsigned kills, unsigned et, unsigned inflight, unsigned entry)
+{
+    rh_node_t nodes[3];
+    repl_config_t t = {0};
+    t.election_timeout_ms = et;
+    t.max_outstanding = inflight;
+    if (rh_cluster_init(nodes, 3, s_base, &t) < 0)
+        return 1;
+    rh_shm_t *shm = rh_shm_new();
+    shm->inflight = inflight;
+    shm->entry_bytes = entry;
+    pid_t pids[3] = {0};
+    for (unsigned i = 0; i < 3; i++)
+        pids[i] = rh_fork_member(nodes, i, shm);
+    double *ms = xcalloc(kills, sizeof *ms);
+    unsigned done = 0;
+    atomic_store(&shm->load, 1);
+    int rc = 0;
+    for (unsigned k = 0; k < kills; k++) {
+        int l = s_wait_leader(shm, 3, pids, 15000);
+        if (l < 0) {
+            fprintf(stderr, "replbench: no leader before kill %u\n", k + 1);
+            rc = 1;
+            break;
+        }
+        /* Steady load on this leader first. */
+        unsigned long long a = atomic_load(&shm->m[l].acked);
+        uint64_t deadline = util_mono_ms() + 10000;
+        while (atomic_load(&shm->m[l].acked) < a + 500 && util_mono_ms() < deadline)
+            s_nap(5);
+        unsigned long long old_term = atomic_load(&shm->m[l].ready_term);
+        uint64_t kill_us = util_mono_us();
+        kill(pids[l], SIGKILL);
+        rh_wait_exit(pids[l], 5000);
+        pids[l] = 0;
+        atomic_store(&shm->m[l].ready, 0);
+        unsigned long long first = 0;
+        int l2 = -1;
+        deadline = util_mono_ms() + 20000;
+        while (util_mono_ms() < deadline) {
+            l2 = s_leader(shm, 3, pids);
+            if (l2 >= 0 && atomic_load(&shm->m[l2].ready_term) > old_term &&
+                (first = atomic_load(&shm->m[l2].first_ack_us)) > kill_us)
+                break;
+            first = 0;
+            s_nap(1);
+        }
+        if (!first) {
+            fprintf(stderr, "replbench: no commit on a new leader within 20 s after kill %u\n", k + 1);
+            rc = 1;
+            break;
+        }
+        ms[done++] = (double)(first - kill_us) / 1000.0;
+        printf("kill %u: member %d -> member %d, first commit after %.0f ms\n", k + 1, l + 1, l2 + 1, ms[done - 1]);
+        fflush(stdout);
+        /* Restart the killed member and wait until it caught up with the new leader. */
+        pids[l] = rh_fork_member(nodes, (unsigned)l, shm);
+        unsigned long long target = atomic_load(&shm->m[l2].commit_index);
+        deadline = util_mono_ms() + 30000;
+        while (atomic_load(&shm->m[l].state_index) < target && util_mono_ms() < deadline)
+            s_nap(5);
+        if (atomic_load(&shm->m[l].state_index) < target) {
+            fprintf(stderr, "replbench: member %d did not catch up\n", l + 1);
+            rc = 1;
+            break;
+        }
+    }
+    s_stop(shm, 3, pids);
+    if (done) {
+        qsort(ms, done, sizeof *ms, s_cmp_d);
+        printf("failover election_ms %u kills %u median_ms %.0f p90_ms %.0f max_ms %.0f\n", et, done, ms[done / 2],
+               ms[(done * 9) / 10 < done ? (done * 9) / 10 : done - 1], ms[done - 1]);
+    }
+    free(ms);
+    rh_shm_destroy(shm);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: replbench throughput MEMBERS INFLIGHT SECONDS ENTRY_BYTES [ELECTION_MS]\n"
+                        "       replbench direct SECONDS ENTRY_BYTES\n"
+                        "       replbench failover KILLS [ELECTION_MS] [INFLIGHT] [ENTRY_BYTES]\n");
+        return 2;
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(s_base, sizeof s_base, "%s/replbench.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(s_base)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int rc = 2;
+    if (strcmp(argv[1], "throughput") == 0 && argc >= 6) {
+        unsigned m = (unsigned)atoi(argv[2]), in = (unsigned)atoi(argv[3]), e = (unsigned)atoi(argv[5]);
+        double secs = atof(argv[4]);
+        unsigned et = argc > 6 ? (unsigned)atoi(argv[6]) : 1000;
+        if (m >= 1 && m <= 5 && in >= 1 && in <= 65536 && secs > 0 && e >= 8 && e <= REPL_ENTRY_MAX)
+            rc = s_throughput(m, in, secs, e, et);
+    } else if (strcmp(argv[1], "direct") == 0 && argc >= 4) {
+        double secs = atof(argv[2]);
+        unsigned e = (unsigned)atoi(argv[3]);
+        if (secs > 0 && e >= 8 && e <= REPL_ENTRY_MAX)
+            rc = s_direct(secs, e);
+    } else if (strcmp(argv[1], "failover") == 0 && argc >= 3) {
+        unsigned k = (unsigned)atoi(argv[2]);
+        unsigned et = argc > 3 ? (unsigned)atoi(argv[3]) : 1000;
+        unsigned in = argc > 4 ? (unsigned)atoi(argv[4]) : 64;
+        unsigned e = argc > 5 ? (unsigned)atoi(argv[5]) : 2048;
+        if (k >= 1 && k <= 1000 && et >= 200 && in >= 1 && e >= 8 && e <= REPL_ENTRY_MAX)
+            rc = s_failover(k, et, in, e);
+    }
+    if (rc == 2)
+        fprintf(stderr, "replbench: bad arguments (run without arguments for usage)\n");
+    rh_rmtree(s_base);
+    return rc;
+}

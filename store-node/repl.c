@@ -758,6 +758,12 @@ static void s_close_raft(repl_t *s)
         return;
     s->closing = true;
     s->ready = false;
+    if (s->cfg.cb.on_role && s->rep_role != REPL_STOPPED) {
+        repl_leader_t none = {0};
+        s->rep_role = REPL_STOPPED;
+        s->rep_leader = 0;
+        s->cfg.cb.on_role(s->cfg.cb.arg, REPL_STOPPED, s->raft.current_term, &none);
+    }
     raft_close(&s->raft, s_on_raft_closed);
 }
 
@@ -779,6 +785,9 @@ static void s_on_wake(uv_async_t *h)
             s_reject(s, s->drain[i].cookie, REPL_SHUTDOWN);
         }
     } else {
+        /* Observe first: a member that just became leader appends its barrier before any
+         * proposal, so every entry of its term applies after on_role(LEADER). */
+        s_observe(s);
         s_submit(s, s->drain, n);
     }
     if (stopping || s->failed)

@@ -99,9 +99,10 @@ typedef struct repl_callbacks {
 
     /* Optional. Role changes: REPL_LEADER once this member leads `term` AND has applied every
      * entry committed before (a barrier of its term was applied): the owner may start publishing
-     * its change stream from its last applied sequence and run its sweeper. Any other role
-     * (follower, candidate, stopped) is reported when it differs from the last one reported or
-     * the known leader changes; the owner stops publishing at once. */
+     * its change stream from its last applied sequence and run its sweeper. Every entry this
+     * leader proposes applies after that call. Any other role (follower, candidate, and
+     * REPL_STOPPED when the member stops or fails) is reported when it differs from the last one
+     * reported or the known leader changes; the owner stops publishing at once. */
     void (*on_role)(void *arg, int role, uint64_t term, const repl_leader_t *leader);
 
     /* Required unless snapshots are disabled (cfg->snapshot_threshold = UINT32_MAX). Runs on a

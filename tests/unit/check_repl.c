@@ -125,6 +125,8 @@ static long s_compare(rh_node_t *nodes, unsigned n, unsigned ref)
         rh_fsm_counts(&nodes[i].fsm, &a);
         rh_fsm_counts(&nodes[ref].fsm, &b);
         ck_assert_uint_eq(a.chain, b.chain);
+        ck_assert_uint_eq(a.early_acks, 0);
+        ck_assert_uint_eq(b.early_acks, 0);
         free(xi);
         free(xid);
         free(xh);

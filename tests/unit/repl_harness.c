@@ -174,7 +174,8 @@ int rh_fsm_open(rh_fsm_t *f, const char *dir, bool sync, char *err)
         pthread_mutex_destroy(&f->lock);
         return -1;
     }
-    f->apply_calls = f->restores = 0;
+    f->apply_calls = f->restores = f->early_acks = 0;
+    f->role = REPL_STOPPED;
     return 0;
 }
 
@@ -196,6 +197,7 @@ void rh_fsm_counts(rh_fsm_t *f, rh_counts_t *c)
     c->count = f->count;
     c->apply_calls = f->apply_calls;
     c->restores = f->restores;
+    c->early_acks = f->early_acks;
     pthread_mutex_unlock(&f->lock);
 }
 
@@ -236,6 +238,11 @@ static int s_on_apply(void *arg, uint64_t index, const void *data, size_t len, v
 {
     rh_fsm_t *f = arg;
     int rc = rh_fsm_apply(f, index, data, len);
+    if (rc == 0 && cookie && f->role != REPL_LEADER) {
+        pthread_mutex_lock(&f->lock);
+        f->early_acks++; /* repl.h: a leader's own entries apply after on_role(LEADER) */
+        pthread_mutex_unlock(&f->lock);
+    }
     if (rc == 0 && cookie && f->on_ack)
         f->on_ack(f->ctx, cookie, index);
     return rc;
@@ -251,6 +258,7 @@ static void s_on_reject(void *arg, void *cookie, int status, const repl_leader_t
 static void s_on_role(void *arg, int role, uint64_t term, const repl_leader_t *leader)
 {
     rh_fsm_t *f = arg;
+    f->role = role;
     if (f->on_role)
         f->on_role(f->ctx, role, term, leader);
 }

@@ -37,6 +37,8 @@ typedef struct rh_fsm {
     uint64_t applied, chain, count;
     uint64_t apply_calls;     /* on_apply calls that changed the state */
     uint64_t restores;
+    int role;                 /* the last role on_role reported */
+    uint64_t early_acks;      /* own entries applied before this member reported itself leader */
     /* Test hooks, raft thread: a proposal applied here with its cookie / ended without. */
     void (*on_ack)(void *ctx, void *cookie, uint64_t index);
     void (*on_nack)(void *ctx, void *cookie, int status, const repl_leader_t *leader);
@@ -45,7 +47,7 @@ typedef struct rh_fsm {
 } rh_fsm_t;
 
 typedef struct rh_counts {
-    uint64_t applied, chain, count, apply_calls, restores;
+    uint64_t applied, chain, count, apply_calls, restores, early_acks;
 } rh_counts_t;
 
 /* Open (creating) the environment in dir. Returns 0 or -1 with err (REPL_ERR_LEN). */

@@ -927,6 +927,8 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
         c->snapshot_trailing = 1024;
     if (!c->connect_retry_ms)
         c->connect_retry_ms = 200;
+    if (!c->install_snapshot_timeout_ms)
+        c->install_snapshot_timeout_ms = 10000;
     if (!c->max_outstanding)
         c->max_outstanding = 4096;
     if (!c->entry_max)
@@ -996,6 +998,7 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
     raft_set_heartbeat_timeout(&s->raft, c->heartbeat_ms);
     raft_set_snapshot_threshold(&s->raft, c->snapshot_threshold);
     raft_set_snapshot_trailing(&s->raft, c->snapshot_trailing);
+    raft_set_install_snapshot_timeout(&s->raft, c->install_snapshot_timeout_ms);
     /* A member that was cut off and comes back must not depose a working leader. */
     raft_set_pre_vote(&s->raft, true);
     uv_async_init(&s->loop, &s->wake, s_on_wake);

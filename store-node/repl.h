@@ -138,6 +138,10 @@ typedef struct repl_config {
     unsigned snapshot_threshold;    /* 0 = 8192: entries applied since the last snapshot before a new one */
     unsigned snapshot_trailing;     /* 0 = 1024: entries kept in the log behind a snapshot */
     unsigned connect_retry_ms;      /* 0 = 200: delay between reconnects to a peer */
+    unsigned install_snapshot_timeout_ms; /* 0 = 10000: a leader resends a snapshot not acknowledged
+                                       within this; keep it above a snapshot's transfer + install time.
+                                       A member whose disk was wiped rejoins only after it (libraft
+                                       0.15 keeps the wiped member's old match index, see REPLICATION.md) */
     unsigned max_outstanding;       /* 0 = 4096: proposals accepted and not yet ended (queue bound) */
     size_t entry_max;               /* 0 = REPL_ENTRY_MAX; at most REPL_ENTRY_MAX */
     unsigned stop_timeout_ms;       /* 0 = 30000: repl_stop's bound on waiting for the thread */

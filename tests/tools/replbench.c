@@ -20,6 +20,13 @@
  *       there, restart the killed member on its own dirs, wait until it caught up. One line per
  *       kill, then: failover kills K median_ms X p90_ms Y max_ms Z
  *
+ *   replbench rejoin STATE_MB [ELECTION_MS]
+ *       Three forked members whose state machines keep every entry's bytes (2048 B entries), so
+ *       the LMDB state grows to STATE_MB; default snapshot threshold (8192) and trailing (1024).
+ *       Then a follower is SIGKILLed and its directories wiped, 2048 more entries commit, and it
+ *       restarts empty: it can only rejoin from the leader's snapshot. One line:
+ *         rejoin state_mb M fill_s F snapshots_taken T snapshot_file_mb S rejoin_ms R
+ *
  * Latencies are quarter-octave histogram upper edges (repl_harness.h).
  */
 #include "tests/unit/repl_harness.h"
@@ -234,12 +241,97 @@ static int s_failover(unsigned kills, unsigned et, unsigned inflight, unsigned e
     return rc;
 }
 
+/* Size in MB of the newest snapshot file in a raft directory. */
+static double s_snapshot_mb(const char *raft_dir)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "ls -t %s | grep -v meta | grep '^snapshot-' | head -1", raft_dir);
+    FILE *p = popen(cmd, "r");
+    char name[256] = "";
+    if (!p)
+        return 0;
+    if (!fgets(name, sizeof name, p))
+        name[0] = '\0';
+    pclose(p);
+    name[strcspn(name, "\n")] = '\0';
+    if (!name[0])
+        return 0;
+    char path[1500];
+    snprintf(path, sizeof path, "%s/%s", raft_dir, name);
+    struct stat st;
+    return stat(path, &st) == 0 ? (double)st.st_size / 1048576.0 : 0;
+}
+
+static int s_rejoin(unsigned state_mb, unsigned et)
+{
+    rh_node_t nodes[3];
+    repl_config_t t = {0};
+    t.election_timeout_ms = et;
+    if (rh_cluster_init(nodes, 3, s_base, &t) < 0)
+        return 1;
+    rh_shm_t *shm = rh_shm_new();
+    shm->inflight = 256;
+    shm->entry_bytes = 2048;
+    shm->keep_data = 1;
+    pid_t pids[3] = {0};
+    for (unsigned i = 0; i < 3; i++)
+        pids[i] = rh_fork_member(nodes, i, shm);
+    int rc = 1;
+    int l = s_wait_leader(shm, 3, pids, 15000);
+    if (l < 0) {
+        fprintf(stderr, "replbench: no leader\n");
+        goto out;
+    }
+    unsigned long long want = (unsigned long long)state_mb * 1048576ULL / 2048;
+    uint64_t t0 = util_mono_us();
+    atomic_store(&shm->load, 1);
+    while (atomic_load(&shm->m[l].acked) < want && s_leader(shm, 3, pids) == l)
+        s_nap(20);
+    double fill_s = (double)(util_mono_us() - t0) / 1e6;
+    if (s_leader(shm, 3, pids) != l) {
+        fprintf(stderr, "replbench: leadership changed during the fill\n");
+        goto out;
+    }
+    unsigned f = (unsigned)(l + 1) % 3;
+    kill(pids[f], SIGKILL);
+    rh_wait_exit(pids[f], 5000);
+    pids[f] = 0;
+    rh_node_wipe(&nodes[f]);
+    unsigned long long a = atomic_load(&shm->m[l].acked);
+    while (atomic_load(&shm->m[l].acked) < a + 2048)
+        s_nap(5);
+    atomic_store(&shm->load, 0);
+    unsigned long long target = atomic_load(&shm->m[l].commit_index);
+    uint64_t r0 = util_mono_us();
+    pids[f] = rh_fork_member(nodes, f, shm);
+    uint64_t deadline = util_mono_ms() + 600000;
+    while (atomic_load(&shm->m[f].state_index) < target && util_mono_ms() < deadline)
+        s_nap(5);
+    if (atomic_load(&shm->m[f].state_index) < target) {
+        fprintf(stderr, "replbench: the wiped member did not rejoin within 600 s\n");
+        goto out;
+    }
+    double rejoin_ms = (double)(util_mono_us() - r0) / 1000.0;
+    char rdir[700];
+    snprintf(rdir, sizeof rdir, "%s/raft", nodes[l].base);
+    printf("rejoin state_mb %u fill_s %.1f snapshots_taken %llu snapshot_file_mb %.1f snapshots_restored %llu "
+           "rejoin_ms %.0f\n",
+           state_mb, fill_s, atomic_load(&shm->m[l].snapshots_taken), s_snapshot_mb(rdir),
+           atomic_load(&shm->m[f].snapshots_restored), rejoin_ms);
+    rc = 0;
+out:
+    s_stop(shm, 3, pids);
+    rh_shm_destroy(shm);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: replbench throughput MEMBERS INFLIGHT SECONDS ENTRY_BYTES [ELECTION_MS]\n"
                         "       replbench direct SECONDS ENTRY_BYTES\n"
-                        "       replbench failover KILLS [ELECTION_MS] [INFLIGHT] [ENTRY_BYTES]\n");
+                        "       replbench failover KILLS [ELECTION_MS] [INFLIGHT] [ENTRY_BYTES]\n"
+                        "       replbench rejoin STATE_MB [ELECTION_MS]\n");
         return 2;
     }
     const char *tmp = getenv("TMPDIR");
@@ -268,6 +360,11 @@ int main(int argc, char **argv)
         unsigned e = argc > 5 ? (unsigned)atoi(argv[5]) : 2048;
         if (k >= 1 && k <= 1000 && et >= 200 && in >= 1 && e >= 8 && e <= REPL_ENTRY_MAX)
             rc = s_failover(k, et, in, e);
+    } else if (strcmp(argv[1], "rejoin") == 0 && argc >= 3) {
+        unsigned mb = (unsigned)atoi(argv[2]);
+        unsigned et = argc > 3 ? (unsigned)atoi(argv[3]) : 1000;
+        if (mb >= 1 && mb <= 4096 && et >= 200)
+            rc = s_rejoin(mb, et);
     }
     if (rc == 2)
         fprintf(stderr, "replbench: bad arguments (run without arguments for usage)\n");

@@ -131,7 +131,7 @@ static int s_env_open(const char *path, unsigned flags, MDB_env **envp, MDB_dbi 
     if (rc)
         return rc;
     mdb_env_set_maxdbs(env, 4);
-    mdb_env_set_mapsize(env, 1ULL << 30);
+    mdb_env_set_mapsize(env, 8ULL << 30);
     if ((rc = mdb_env_open(env, path, flags, 0640)) != 0)
         goto fail;
     bool ro = flags & MDB_RDONLY;
@@ -213,11 +213,16 @@ int rh_fsm_apply(rh_fsm_t *f, uint64_t index, const void *data, size_t len)
     memcpy(vb, &pid, 8);
     memcpy(vb + 8, &h, 8);
     MDB_txn *txn;
-    MDB_val k = {8, kb}, v = {16, vb};
+    MDB_val k = {8, kb}, v = {f->keep_data ? 16 + len : 16, NULL};
     int rc = mdb_txn_begin(f->env, NULL, 0, &txn);
     if (rc)
         return -1;
-    if ((rc = mdb_put(txn, f->ent, &k, &v, MDB_APPEND)) != 0 || (rc = s_meta_put(txn, f->meta, "applied", index)) != 0 ||
+    if ((rc = mdb_put(txn, f->ent, &k, &v, MDB_APPEND | MDB_RESERVE)) == 0) {
+        memcpy(v.mv_data, vb, 16);
+        if (f->keep_data)
+            memcpy((char *)v.mv_data + 16, data, len);
+    }
+    if (rc != 0 || (rc = s_meta_put(txn, f->meta, "applied", index)) != 0 ||
         (rc = s_meta_put(txn, f->meta, "chain", chain)) != 0 ||
         (rc = s_meta_put(txn, f->meta, "count", f->count + 1)) != 0) {
         mdb_txn_abort(txn);
@@ -605,6 +610,7 @@ static int s_child_main(rh_node_t *nd, rh_shm_t *shm, rh_shm_member_t *me)
     nd->fsm.on_nack = s_child_nack;
     nd->fsm.on_role = s_child_role;
     nd->fsm.ctx = &c;
+    nd->fsm.keep_data = shm->keep_data != 0;
     char err[REPL_ERR_LEN];
     if (nd->tmpl.max_outstanding < c.nslots)
         nd->tmpl.max_outstanding = c.nslots;
@@ -634,6 +640,7 @@ static int s_child_main(rh_node_t *nd, rh_shm_t *shm, rh_shm_member_t *me)
         atomic_store(&me->commit_index, st.commit_index);
         atomic_store(&me->state_index, st.state_index);
         atomic_store(&me->snapshots_restored, st.snapshots_restored);
+        atomic_store(&me->snapshots_taken, st.snapshots_taken);
         atomic_store(&me->failed, st.failed);
         atomic_store(&me->outstanding, st.outstanding);
         struct timespec dl;

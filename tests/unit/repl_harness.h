@@ -6,7 +6,8 @@
  * applied in one LMDB transaction (MDB_NOSYNC: the raft log is the durable record) that also
  * stores its index as "applied", so a restart skips what LMDB already holds; a snapshot is a
  * compacting copy of the environment (mdb_env_copyfd2), a restore swaps the environment for a
- * validated copy. Its table `ent` maps BE64(index) -> (proposal id, hash of the entry), so two
+ * validated copy. Its table `ent` maps BE64(index) -> (proposal id, hash of the entry[, the entry's
+ * bytes when keep_data]), so two
  * members can be compared entry by entry, and `meta` keeps "applied", "chain" (a running hash of
  * every applied (index, entry) in order) and "count".
  *
@@ -33,6 +34,7 @@ typedef struct rh_fsm {
     MDB_env *env;
     MDB_dbi ent, meta;
     bool sync;                /* fsync every apply (the no-replication baseline of replbench) */
+    bool keep_data;           /* store each entry's bytes too (a state as large as the log) */
     pthread_mutex_t lock;     /* guards the counters below for readers on other threads */
     uint64_t applied, chain, count;
     uint64_t apply_calls;     /* on_apply calls that changed the state */
@@ -117,7 +119,7 @@ uint64_t rh_mono_us(void);
 typedef struct rh_shm_member {
     _Atomic pid_t pid;
     atomic_int role, ready, failed;
-    atomic_ullong term, commit_index, state_index, snapshots_restored;
+    atomic_ullong term, commit_index, state_index, snapshots_restored, snapshots_taken;
     atomic_ullong acked, rejected, outstanding; /* this process's own proposals */
     atomic_ullong ready_term, ready_us;         /* when it last became a ready leader (mono us) */
     atomic_ullong first_ack_us;                 /* first own proposal applied after ready_us */
@@ -129,6 +131,7 @@ typedef struct rh_shm {
     atomic_int load;      /* parent: a ready leader keeps `inflight` proposals outstanding */
     unsigned inflight;
     unsigned entry_bytes;
+    int keep_data;        /* members' state machines store entry bytes (rh_fsm_t.keep_data) */
     rh_shm_member_t m[REPL_MEMBERS_MAX];
 } rh_shm_t;
 

@@ -27,7 +27,8 @@
  *       restarts empty: it can only rejoin from the leader's snapshot. One line:
  *         rejoin state_mb M fill_s F snapshots_taken T snapshot_file_mb S rejoin_ms R
  *
- * Latencies are quarter-octave histogram upper edges (repl_harness.h).
+ * Latencies are quarter-octave histogram upper edges (repl_harness.h). REPL_SNAPSHOT_THRESHOLD
+ * and REPL_SNAPSHOT_TRAILING in the environment override repl's defaults (8192 and 1024 entries).
  */
 #include "tests/unit/repl_harness.h"
 #include "util.h"
@@ -81,11 +82,21 @@ static void s_stop(rh_shm_t *shm, unsigned n, pid_t *pids)
     }
 }
 
+static void s_env_knobs(repl_config_t *t)
+{
+    const char *v;
+    if ((v = getenv("REPL_SNAPSHOT_THRESHOLD")) && *v)
+        t->snapshot_threshold = (unsigned)strtoul(v, NULL, 10);
+    if ((v = getenv("REPL_SNAPSHOT_TRAILING")) && *v)
+        t->snapshot_trailing = (unsigned)strtoul(v, NULL, 10);
+}
+
 static int s_throughput(unsigned members, unsigned inflight, double seconds, unsigned entry, unsigned et)
 {
     rh_node_t nodes[REPL_MEMBERS_MAX];
     repl_config_t t = {0};
     t.election_timeout_ms = et;
+    s_env_knobs(&t);
     t.max_outstanding = inflight;
     if (rh_cluster_init(nodes, members, s_base, &t) < 0)
         return 1;
@@ -169,6 +180,7 @@ static int s_failover(unsigned kills, unsigned et, unsigned inflight, unsigned e
     repl_config_t t = {0};
     t.election_timeout_ms = et;
     t.max_outstanding = inflight;
+    s_env_knobs(&t);
     if (rh_cluster_init(nodes, 3, s_base, &t) < 0)
         return 1;
     rh_shm_t *shm = rh_shm_new();

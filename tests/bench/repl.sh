@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # repl.sh -- the replicated log's benchmarks (tests/tools/replbench.c), medians of BENCH_ROUNDS.
 #
-#   tests/bench/repl.sh [throughput] [failover] [rejoin]     (default: throughput failover)
+#   tests/bench/repl.sh [throughput] [latency] [failover] [rejoin]   (default: all but rejoin)
 #
+# latency: one proposal at a time (1000 of them), 1 and 3 members in one process.
 # throughput: proposals/s committed and applied on the leader, entries of ENTRY (2048) bytes, with
 #   1 and 3 members and 64/256/1024 in flight, plus the no-replication baseline (one fsynced LMDB
 #   transaction per entry); failover: 10 SIGKILLs of the leader under load, election timeouts
@@ -15,7 +16,7 @@ BIN=${BIN:-build/bin}
 ROUNDS=${BENCH_ROUNDS:-3}
 SECS=${BENCH_SECONDS:-5}
 ENTRY=${ENTRY:-2048}
-SECTIONS=${*:-throughput failover}
+SECTIONS=${*:-throughput latency failover}
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : 0)}'; }
 field() { sed -nE "s/.*$1 ([0-9.]+).*/\1/p"; }
@@ -47,6 +48,12 @@ for s in $SECTIONS; do
             for inflight in 64 256 1024; do
                 run_median "$m member(s), $inflight in flight" throughput "$m" "$inflight" "$SECS" "$ENTRY"
             done
+        done
+        ;;
+    latency)
+        echo
+        for m in 1 3; do
+            for _ in $(seq 1 "$ROUNDS"); do "$BIN/replbench" latency "$m" 1000 "$ENTRY"; done
         done
         ;;
     failover)

@@ -20,6 +20,12 @@
  *       there, restart the killed member on its own dirs, wait until it caught up. One line per
  *       kill, then: failover kills K median_ms X p90_ms Y max_ms Z
  *
+ *   replbench latency MEMBERS COUNT ENTRY_BYTES
+ *       MEMBERS members in this process (one raft thread each); COUNT proposals one at a time to
+ *       the leader, each waited for (condition variable, 5 s deadline) before the next: the cost
+ *       of one commit when nothing else is in flight. One line:
+ *         latency members M entry B count N p50_us X p90_us Y p99_us Z max_us W
+ *
  *   replbench rejoin STATE_MB [ELECTION_MS]
  *       Three forked members whose state machines keep every entry's bytes (2048 B entries), so
  *       the LMDB state grows to STATE_MB; default snapshot threshold (8192) and trailing (1024).
@@ -33,6 +39,7 @@
 #include "tests/unit/repl_harness.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +173,81 @@ static int s_direct(double seconds, unsigned entry)
     free(buf);
     rh_fsm_close(&f);
     return 0;
+}
+
+static pthread_mutex_t s_lat_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t s_lat_cond = PTHREAD_COND_INITIALIZER;
+static uint64_t s_lat_acked;
+
+static void s_lat_ack(void *ctx, void *cookie, uint64_t index)
+{
+    (void)ctx;
+    (void)cookie;
+    (void)index;
+    pthread_mutex_lock(&s_lat_lock);
+    s_lat_acked++;
+    pthread_cond_signal(&s_lat_cond);
+    pthread_mutex_unlock(&s_lat_lock);
+}
+
+static int s_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int s_latency(unsigned members, unsigned count, unsigned entry)
+{
+    rh_node_t nodes[REPL_MEMBERS_MAX];
+    repl_config_t t = {0};
+    char err[REPL_ERR_LEN];
+    if (rh_cluster_init(nodes, members, s_base, &t) < 0)
+        return 1;
+    for (unsigned i = 0; i < members; i++) {
+        nodes[i].fsm.on_ack = s_lat_ack;
+        if (rh_node_start(&nodes[i], err) < 0) {
+            fprintf(stderr, "replbench: %s\n", err);
+            return 1;
+        }
+    }
+    int l = rh_wait_leader(nodes, members, 15000), rc = 1;
+    unsigned char *buf = xmalloc(entry);
+    uint64_t *lat = xcalloc(count, sizeof *lat);
+    unsigned done = 0;
+    for (; l >= 0 && done < count; done++) {
+        rh_entry_fill(buf, entry, done);
+        pthread_mutex_lock(&s_lat_lock);
+        uint64_t want = s_lat_acked + 1;
+        pthread_mutex_unlock(&s_lat_lock);
+        uint64_t t0 = util_mono_us();
+        if (repl_propose(nodes[l].r, buf, entry, &lat[done]) != REPL_OK)
+            break;
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += 5;
+        pthread_mutex_lock(&s_lat_lock);
+        int w = 0;
+        while (s_lat_acked < want && w == 0)
+            w = pthread_cond_timedwait(&s_lat_cond, &s_lat_lock, &dl);
+        pthread_mutex_unlock(&s_lat_lock);
+        if (w != 0)
+            break;
+        lat[done] = util_mono_us() - t0;
+    }
+    if (done == count) {
+        qsort(lat, count, sizeof *lat, s_cmp_u64);
+        printf("latency members %u entry %u count %u p50_us %llu p90_us %llu p99_us %llu max_us %llu\n", members, entry,
+               count, (unsigned long long)lat[count / 2], (unsigned long long)lat[count * 9 / 10],
+               (unsigned long long)lat[count * 99 / 100], (unsigned long long)lat[count - 1]);
+        rc = 0;
+    } else {
+        fprintf(stderr, "replbench: proposal %u did not commit within 5 s\n", done + 1);
+    }
+    for (unsigned i = 0; i < members; i++)
+        rh_node_stop(&nodes[i]);
+    free(buf);
+    free(lat);
+    return rc;
 }
 
 static int s_cmp_d(const void *a, const void *b)
@@ -343,6 +425,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: replbench throughput MEMBERS INFLIGHT SECONDS ENTRY_BYTES [ELECTION_MS]\n"
                         "       replbench direct SECONDS ENTRY_BYTES\n"
                         "       replbench failover KILLS [ELECTION_MS] [INFLIGHT] [ENTRY_BYTES]\n"
+                        "       replbench latency MEMBERS COUNT ENTRY_BYTES\n"
                         "       replbench rejoin STATE_MB [ELECTION_MS]\n");
         return 2;
     }
@@ -372,6 +455,10 @@ int main(int argc, char **argv)
         unsigned e = argc > 5 ? (unsigned)atoi(argv[5]) : 2048;
         if (k >= 1 && k <= 1000 && et >= 200 && in >= 1 && e >= 8 && e <= REPL_ENTRY_MAX)
             rc = s_failover(k, et, in, e);
+    } else if (strcmp(argv[1], "latency") == 0 && argc >= 5) {
+        unsigned m = (unsigned)atoi(argv[2]), n = (unsigned)atoi(argv[3]), e = (unsigned)atoi(argv[4]);
+        if (m >= 1 && m <= 5 && n >= 1 && n <= 1000000 && e >= 8 && e <= REPL_ENTRY_MAX)
+            rc = s_latency(m, n, e);
     } else if (strcmp(argv[1], "rejoin") == 0 && argc >= 3) {
         unsigned mb = (unsigned)atoi(argv[2]);
         unsigned et = argc > 3 ? (unsigned)atoi(argv[3]) : 1000;

@@ -7,7 +7,8 @@
  *       after one second of warm-up, counts for SECONDS the proposals applied on the leader
  *       with their cookie (= committed on a majority, then applied to LMDB) and their latency
  *       from repl_propose to that apply. One line:
- *         throughput members M inflight I entry B seconds S committed N rate R/s p50_us X p99_us Y
+ *         throughput members M inflight I entry B seconds S committed N rate R/s p50_us X p99_us Y candidacies C
+ *       (C: times a member became a candidate during the measurement: spurious elections)
  *
  *   replbench direct SECONDS ENTRY_BYTES
  *       The baseline without replication: the same LMDB state machine in this process, one
@@ -124,7 +125,9 @@ static int s_throughput(unsigned members, unsigned inflight, double seconds, uns
     unsigned long long lat0[RH_LAT_BUCKETS], lat[RH_LAT_BUCKETS];
     for (int b = 0; b < RH_LAT_BUCKETS; b++)
         lat0[b] = atomic_load(&shm->m[l].lat[b]);
-    unsigned long long a0 = atomic_load(&shm->m[l].acked), term0 = atomic_load(&shm->m[l].ready_term);
+    unsigned long long a0 = atomic_load(&shm->m[l].acked), term0 = atomic_load(&shm->m[l].ready_term), e0 = 0, e1 = 0;
+    for (unsigned i = 0; i < members; i++)
+        e0 += atomic_load(&shm->m[i].elections);
     uint64_t t0 = util_mono_us();
     s_nap((unsigned)(seconds * 1000));
     unsigned long long a1 = atomic_load(&shm->m[l].acked);
@@ -132,10 +135,13 @@ static int s_throughput(unsigned members, unsigned inflight, double seconds, uns
     for (int b = 0; b < RH_LAT_BUCKETS; b++)
         lat[b] = atomic_load(&shm->m[l].lat[b]) - lat0[b];
     bool same = s_leader(shm, members, pids) == l && atomic_load(&shm->m[l].ready_term) == term0;
+    for (unsigned i = 0; i < members; i++)
+        e1 += atomic_load(&shm->m[i].elections);
     double secs = (double)(t1 - t0) / 1e6;
-    printf("throughput members %u inflight %u entry %u seconds %.1f committed %llu rate %.0f/s p50_us %.0f p99_us %.0f%s\n",
+    printf("throughput members %u inflight %u entry %u seconds %.1f committed %llu rate %.0f/s p50_us %.0f p99_us %.0f "
+           "candidacies %llu%s\n",
            members, inflight, entry, secs, a1 - a0, (double)(a1 - a0) / secs, rh_lat_pct(lat, 0.5), rh_lat_pct(lat, 0.99),
-           same ? "" : " (leadership changed during the run)");
+           e1 - e0, same ? "" : " (leadership changed during the run)");
     fflush(stdout);
     s_stop(shm, members, pids);
     rh_shm_destroy(shm);

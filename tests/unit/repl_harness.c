@@ -641,6 +641,7 @@ static int s_child_main(rh_node_t *nd, rh_shm_t *shm, rh_shm_member_t *me)
         atomic_store(&me->state_index, st.state_index);
         atomic_store(&me->snapshots_restored, st.snapshots_restored);
         atomic_store(&me->snapshots_taken, st.snapshots_taken);
+        atomic_store(&me->elections, st.elections);
         atomic_store(&me->failed, st.failed);
         atomic_store(&me->outstanding, st.outstanding);
         struct timespec dl;

@@ -119,7 +119,7 @@ uint64_t rh_mono_us(void);
 typedef struct rh_shm_member {
     _Atomic pid_t pid;
     atomic_int role, ready, failed;
-    atomic_ullong term, commit_index, state_index, snapshots_restored, snapshots_taken;
+    atomic_ullong term, commit_index, state_index, snapshots_restored, snapshots_taken, elections;
     atomic_ullong acked, rejected, outstanding; /* this process's own proposals */
     atomic_ullong ready_term, ready_us;         /* when it last became a ready leader (mono us) */
     atomic_ullong first_ack_us;                 /* first own proposal applied after ready_us */

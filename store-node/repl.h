@@ -18,8 +18,8 @@
  *                                       on_restore(path)
  *
  * Threads. Every callback but on_snapshot runs on the member's raft thread, except that during
- * repl_start on_restore and on_apply may run on the thread calling repl_start (libraft restores
- * its last snapshot and, for a single member, re-applies its log inside raft_start). Callbacks
+ * repl_start on_restore, on_apply and on_fatal may run on the thread calling repl_start (libraft
+ * restores its last snapshot and, for a single member, re-applies its log inside raft_start). Callbacks
  * never run concurrently with each other, except on_snapshot (a libuv worker thread), which runs
  * concurrently with on_apply but never with on_restore. repl_propose and repl_status are
  * thread-safe; repl_start/repl_stop are called by the owner once each.
@@ -29,6 +29,10 @@
  * a member UNAVAILABLE when fsm->apply fails on a follower (replication.c replicationAppend ->
  * recv.c convertToUnavailable). An apply that only queued the entry could neither refuse a full
  * queue nor give a snapshot that covers last_applied. So the owner's apply is the real apply.
+ *
+ * The raft thread blocks SIGPIPE for itself (raft_uv_tcp writes to peers with write(2)). The raft
+ * port is not authenticated and libraft allocates whatever payload length a peer announces: it
+ * must be reachable by the members only (private network, NetworkPolicy).
  *
  * Errors: functions return REPL_OK or a `enum repl_result` value; startup errors are written to
  * the caller's err buffer (REPL_ERR_LEN bytes). The module never logs.

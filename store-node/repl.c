@@ -58,8 +58,8 @@ static void *s_zalloc(size_t n, size_t size)
     return p;
 }
 
-#define REPL_BATCH_MAX 256   /* entries handed to one raft_apply call */
-#define REPL_DIR_MAX 900     /* raft_uv keeps the directory in a fixed buffer */
+#define REPL_BATCH_MAX 256 /* entries handed to one raft_apply call */
+#define REPL_DIR_MAX 900   /* raft_uv keeps the directory in a fixed buffer */
 
 /* Snapshot data as libraft stores and ships it: our header, then the owner's copy of the state.
  *
@@ -125,22 +125,22 @@ struct repl {
 
     /* proposal handoff: any thread -> raft thread */
     pthread_mutex_t qlock;
-    prop_t *q;          /* ring of cfg.max_outstanding */
+    prop_t *q; /* ring of cfg.max_outstanding */
     size_t qhead, qn;
-    bool stopping;      /* under qlock: repl_stop was called */
-    atomic_bool down;   /* failed: repl_propose refuses */
+    bool stopping;    /* under qlock: repl_stop was called */
+    atomic_bool down; /* failed: repl_propose refuses */
     atomic_uint outstanding;
-    prop_t *drain;      /* raft thread: the ring's contents taken in one turn */
+    prop_t *drain; /* raft thread: the ring's contents taken in one turn */
 
     /* raft thread state */
-    pend_t *pend;       /* ring of cfg.max_outstanding, increasing index */
+    pend_t *pend; /* ring of cfg.max_outstanding, increasing index */
     size_t phead, pn;
     uint64_t dead_term; /* proposals of this term or older can no longer be applied with their cookie */
     uint64_t state_index;
     uint64_t lead_term; /* the term libraft says we lead (0: not leader) */
     bool ready, barrier_pending;
     struct raft_barrier barrier;
-    int rep_role;       /* last role given to on_role */
+    int rep_role; /* last role given to on_role */
     uint64_t rep_leader;
     int prev_state;
     uint64_t last_leader;
@@ -254,8 +254,7 @@ static bool s_valid_address(const char *a)
                 label = 0;
                 continue;
             }
-            bool ok = (*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') ||
-                      (*h == '-' && label > 0);
+            bool ok = (*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') || (*h == '-' && label > 0);
             if (!ok || ++label > 63)
                 return false;
         }
@@ -286,24 +285,36 @@ static bool s_host_is_ipv4(const char *address)
 const char *repl_strerror(int rc)
 {
     switch (rc) {
-    case REPL_OK: return "ok";
-    case REPL_BUSY: return "too many proposals outstanding";
-    case REPL_NOT_LEADER: return "not the leader";
-    case REPL_LEADERSHIP_LOST: return "leadership lost before the entry was applied (outcome unknown)";
-    case REPL_SHUTDOWN: return "member stopped";
-    case REPL_TOOBIG: return "entry too large";
-    case REPL_ERROR: return "error";
-    default: return "unknown result";
+    case REPL_OK:
+        return "ok";
+    case REPL_BUSY:
+        return "too many proposals outstanding";
+    case REPL_NOT_LEADER:
+        return "not the leader";
+    case REPL_LEADERSHIP_LOST:
+        return "leadership lost before the entry was applied (outcome unknown)";
+    case REPL_SHUTDOWN:
+        return "member stopped";
+    case REPL_TOOBIG:
+        return "entry too large";
+    case REPL_ERROR:
+        return "error";
+    default:
+        return "unknown result";
     }
 }
 
 const char *repl_role_name(int role)
 {
     switch (role) {
-    case REPL_FOLLOWER: return "follower";
-    case REPL_CANDIDATE: return "candidate";
-    case REPL_LEADER: return "leader";
-    default: return "stopped";
+    case REPL_FOLLOWER:
+        return "follower";
+    case REPL_CANDIDATE:
+        return "candidate";
+    case REPL_LEADER:
+        return "leader";
+    default:
+        return "stopped";
     }
 }
 
@@ -506,8 +517,10 @@ static int s_fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     int fd = -1;
     if (buf->len < SNAP_HDR_LEN || memcmp(h, SNAP_MAGIC, 8) != 0 || s_get32(h + 8) != SNAP_VERSION ||
         s_get32(h + 36) != (uint32_t)crc32_z(0, h, 36) || s_get64(h + 24) != buf->len - SNAP_HDR_LEN) {
-        snprintf(s->error, sizeof s->error, "restore: snapshot of %zu bytes has no valid header (magic, version, "
-                 "length, header crc)", buf->len);
+        snprintf(s->error, sizeof s->error,
+                 "restore: snapshot of %zu bytes has no valid header (magic, version, "
+                 "length, header crc)",
+                 buf->len);
         return RAFT_MALFORMED;
     }
     uint64_t applied = s_get64(h + 16);
@@ -573,10 +586,14 @@ static void s_barrier(repl_t *s)
 static int s_role_of(int raft_state)
 {
     switch (raft_state) {
-    case RAFT_FOLLOWER: return REPL_FOLLOWER;
-    case RAFT_CANDIDATE: return REPL_CANDIDATE;
-    case RAFT_LEADER: return REPL_LEADER;
-    default: return REPL_STOPPED;
+    case RAFT_FOLLOWER:
+        return REPL_FOLLOWER;
+    case RAFT_CANDIDATE:
+        return REPL_CANDIDATE;
+    case RAFT_LEADER:
+        return REPL_LEADER;
+    default:
+        return REPL_STOPPED;
     }
 }
 
@@ -657,8 +674,7 @@ static void s_observe(repl_t *s)
     }
     /* A leader that has not applied its barrier yet reports nothing new: it must not publish. */
     int role = s->failed ? REPL_STOPPED : s_role_of(state);
-    if (s->cfg.cb.on_role && !(role == REPL_LEADER && !s->ready) &&
-        (role != s->rep_role || hint.id != s->rep_leader)) {
+    if (s->cfg.cb.on_role && !(role == REPL_LEADER && !s->ready) && (role != s->rep_role || hint.id != s->rep_leader)) {
         s->rep_role = role;
         s->rep_leader = hint.id;
         s->cfg.cb.on_role(s->cfg.cb.arg, role, term, &hint);
@@ -851,8 +867,7 @@ static int s_check_config(const repl_config_t *c, char *err)
         s_errf(err, "dir must be a path of 1..%d bytes", REPL_DIR_MAX - 1);
         return -1;
     }
-    if (!c->cb.on_apply || !c->cb.on_reject || !c->cb.on_restore ||
-        (!c->cb.on_snapshot && c->snapshot_threshold != UINT32_MAX)) {
+    if (!c->cb.on_apply || !c->cb.on_reject || !c->cb.on_restore || (!c->cb.on_snapshot && c->snapshot_threshold != UINT32_MAX)) {
         s_errf(err, "callbacks on_apply, on_reject, on_restore and on_snapshot are required");
         return -1;
     }
@@ -1028,9 +1043,10 @@ int repl_start(const repl_config_t *cfg, repl_t **out, char *err)
         goto fail_raft;
     }
     if (s->state_index > raft_last_index(&s->raft)) {
-        s_errf(err, "the state's applied index %" PRIu64 " is ahead of the raft log in %s (last index %llu): the log "
-               "does not belong to this state (wipe both, or neither)", s->state_index, s->dir,
-               raft_last_index(&s->raft));
+        s_errf(err,
+               "the state's applied index %" PRIu64 " is ahead of the raft log in %s (last index %llu): the log "
+               "does not belong to this state (wipe both, or neither)",
+               s->state_index, s->dir, raft_last_index(&s->raft));
         goto fail_raft;
     }
     raft_configuration_close(&conf);

@@ -46,8 +46,8 @@
 
 #define REPL_ERR_LEN 256
 #define REPL_MEMBERS_MAX 7
-#define REPL_ADDR_MAX 64           /* "host:port" plus NUL */
-#define REPL_ENTRY_MAX (4u << 20)  /* largest entry accepted (raft_uv's 8 MiB segments must hold it) */
+#define REPL_ADDR_MAX 64          /* "host:port" plus NUL */
+#define REPL_ENTRY_MAX (4u << 20) /* largest entry accepted (raft_uv's 8 MiB segments must hold it) */
 
 typedef struct repl repl_t;
 
@@ -70,14 +70,14 @@ enum repl_role {
 };
 
 typedef struct repl_member {
-    uint64_t id;                  /* > 0, unique in the cluster */
-    char address[REPL_ADDR_MAX];  /* "HOST:PORT": an IPv4 dotted quad, or a host name resolved at every
-                                     connection attempt (repl_dns.c: libraft 0.15 itself dials IPv4 only) */
+    uint64_t id;                 /* > 0, unique in the cluster */
+    char address[REPL_ADDR_MAX]; /* "HOST:PORT": an IPv4 dotted quad, or a host name resolved at every
+                                    connection attempt (repl_dns.c: libraft 0.15 itself dials IPv4 only) */
 } repl_member_t;
 
 typedef struct repl_leader {
-    uint64_t id;                  /* 0 = no leader known */
-    char address[REPL_ADDR_MAX];  /* "" when id is 0 */
+    uint64_t id;                 /* 0 = no leader known */
+    char address[REPL_ADDR_MAX]; /* "" when id is 0 */
 } repl_leader_t;
 
 typedef struct repl_callbacks {
@@ -130,52 +130,52 @@ typedef struct repl_callbacks {
 } repl_callbacks_t;
 
 typedef struct repl_config {
-    uint64_t id;                    /* this member's id: must appear in members[] */
-    const repl_member_t *members;   /* the whole static membership (1..REPL_MEMBERS_MAX), copied */
+    uint64_t id;                  /* this member's id: must appear in members[] */
+    const repl_member_t *members; /* the whole static membership (1..REPL_MEMBERS_MAX), copied */
     unsigned nmembers;
-    const char *bind_address;       /* optional "A.B.C.D:PORT" to listen on; default: own address, or
-                                       0.0.0.0:PORT when that is a host name */
-    const char *dir;                /* raft log directory (created if missing); copied */
-    uint64_t applied_index;         /* the state's applied index at start (0 = empty state) */
-    unsigned election_timeout_ms;   /* 0 = 1000; randomised per election in [x, 2x) by libraft */
-    unsigned heartbeat_ms;          /* 0 = 100; must be < election_timeout_ms */
-    unsigned snapshot_threshold;    /* 0 = 8192: entries applied since the last snapshot before a new one */
-    unsigned snapshot_trailing;     /* 0 = 1024: entries kept in the log behind a snapshot */
-    unsigned connect_retry_ms;      /* 0 = 200: delay between reconnects to a peer */
+    const char *bind_address;             /* optional "A.B.C.D:PORT" to listen on; default: own address, or
+                                             0.0.0.0:PORT when that is a host name */
+    const char *dir;                      /* raft log directory (created if missing); copied */
+    uint64_t applied_index;               /* the state's applied index at start (0 = empty state) */
+    unsigned election_timeout_ms;         /* 0 = 1000; randomised per election in [x, 2x) by libraft */
+    unsigned heartbeat_ms;                /* 0 = 100; must be < election_timeout_ms */
+    unsigned snapshot_threshold;          /* 0 = 8192: entries applied since the last snapshot before a new one */
+    unsigned snapshot_trailing;           /* 0 = 1024: entries kept in the log behind a snapshot */
+    unsigned connect_retry_ms;            /* 0 = 200: delay between reconnects to a peer */
     unsigned install_snapshot_timeout_ms; /* 0 = 10000: a leader resends a snapshot not acknowledged
                                        within this; keep it above a snapshot's transfer + install time.
                                        A member whose disk was wiped rejoins only after it (libraft
                                        0.15 keeps the wiped member's old match index, see REPLICATION.md) */
-    unsigned max_outstanding;       /* 0 = 4096: proposals accepted and not yet ended (queue bound) */
-    size_t entry_max;               /* 0 = REPL_ENTRY_MAX; at most REPL_ENTRY_MAX */
-    unsigned stop_timeout_ms;       /* 0 = 30000: repl_stop's bound on waiting for the thread */
-    bool snapshot_compression;      /* LZ4 the snapshot files raft_uv writes (costs a copy in memory) */
+    unsigned max_outstanding;             /* 0 = 4096: proposals accepted and not yet ended (queue bound) */
+    size_t entry_max;                     /* 0 = REPL_ENTRY_MAX; at most REPL_ENTRY_MAX */
+    unsigned stop_timeout_ms;             /* 0 = 30000: repl_stop's bound on waiting for the thread */
+    bool snapshot_compression;            /* LZ4 the snapshot files raft_uv writes (costs a copy in memory) */
     repl_callbacks_t cb;
 } repl_config_t;
 
 typedef struct repl_member_status {
     uint64_t id;
     char address[REPL_ADDR_MAX];
-    uint64_t match_index;           /* leader only: highest index known replicated there (self: last stored) */
-    bool recent;                    /* leader only: heard from within the current election timeout window */
+    uint64_t match_index; /* leader only: highest index known replicated there (self: last stored) */
+    bool recent;          /* leader only: heard from within the current election timeout window */
 } repl_member_status_t;
 
 typedef struct repl_status {
-    int role;                       /* enum repl_role (raft's view: LEADER even before `ready`) */
-    bool ready;                     /* leader that applied its term's barrier (see on_role) */
+    int role;   /* enum repl_role (raft's view: LEADER even before `ready`) */
+    bool ready; /* leader that applied its term's barrier (see on_role) */
     uint64_t term;
     repl_leader_t leader;
     uint64_t commit_index, last_applied, last_index, snapshot_index;
-    uint64_t state_index;           /* the owner's state holds every entry through this index */
+    uint64_t state_index; /* the owner's state holds every entry through this index */
     unsigned nmembers;
     repl_member_status_t members[REPL_MEMBERS_MAX];
-    uint64_t elections;             /* times this member became a candidate */
-    uint64_t leader_changes;        /* times the known leader changed to another member */
+    uint64_t elections;      /* times this member became a candidate */
+    uint64_t leader_changes; /* times the known leader changed to another member */
     uint64_t snapshots_taken, snapshots_restored;
-    uint64_t committed, rejected;   /* this member's proposals: applied with their cookie / ended in on_reject */
-    uint64_t outstanding;           /* accepted, not yet ended */
+    uint64_t committed, rejected; /* this member's proposals: applied with their cookie / ended in on_reject */
+    uint64_t outstanding;         /* accepted, not yet ended */
     bool failed;
-    char error[REPL_ERR_LEN];       /* why it failed, or the last libraft error met */
+    char error[REPL_ERR_LEN]; /* why it failed, or the last libraft error met */
 } repl_status_t;
 
 /* Start a member: copy the config, create cfg->dir, bootstrap the static membership on a

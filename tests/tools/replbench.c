@@ -140,8 +140,8 @@ static int s_throughput(unsigned members, unsigned inflight, double seconds, uns
     double secs = (double)(t1 - t0) / 1e6;
     printf("throughput members %u inflight %u entry %u seconds %.1f committed %llu rate %.0f/s p50_us %.0f p99_us %.0f "
            "candidacies %llu%s\n",
-           members, inflight, entry, secs, a1 - a0, (double)(a1 - a0) / secs, rh_lat_pct(lat, 0.5), rh_lat_pct(lat, 0.99),
-           e1 - e0, same ? "" : " (leadership changed during the run)");
+           members, inflight, entry, secs, a1 - a0, (double)(a1 - a0) / secs, rh_lat_pct(lat, 0.5), rh_lat_pct(lat, 0.99), e1 - e0,
+           same ? "" : " (leadership changed during the run)");
     fflush(stdout);
     s_stop(shm, members, pids);
     rh_shm_destroy(shm);
@@ -174,8 +174,8 @@ static int s_direct(double seconds, unsigned entry)
         n++;
     }
     double secs = (double)(now - t0) / 1e6;
-    printf("direct entry %u seconds %.1f committed %llu rate %.0f/s p50_us %.0f p99_us %.0f\n", entry, secs, n,
-           (double)n / secs, rh_lat_pct(lat, 0.5), rh_lat_pct(lat, 0.99));
+    printf("direct entry %u seconds %.1f committed %llu rate %.0f/s p50_us %.0f p99_us %.0f\n", entry, secs, n, (double)n / secs,
+           rh_lat_pct(lat, 0.5), rh_lat_pct(lat, 0.99));
     free(buf);
     rh_fsm_close(&f);
     return 0;
@@ -242,8 +242,8 @@ static int s_latency(unsigned members, unsigned count, unsigned entry)
     }
     if (done == count) {
         qsort(lat, count, sizeof *lat, s_cmp_u64);
-        printf("latency members %u entry %u count %u p50_us %llu p90_us %llu p99_us %llu max_us %llu\n", members, entry,
-               count, (unsigned long long)lat[count / 2], (unsigned long long)lat[count * 9 / 10],
+        printf("latency members %u entry %u count %u p50_us %llu p90_us %llu p99_us %llu max_us %llu\n", members, entry, count,
+               (unsigned long long)lat[count / 2], (unsigned long long)lat[count * 9 / 10],
                (unsigned long long)lat[count * 99 / 100], (unsigned long long)lat[count - 1]);
         rc = 0;
     } else {

@@ -167,8 +167,7 @@ int rh_fsm_open(rh_fsm_t *f, const char *dir, bool sync, char *err)
         return -1;
     }
     pthread_mutex_init(&f->lock, NULL);
-    int rc = s_env_open(dir, MDB_NOTLS | (sync ? 0 : MDB_NOSYNC), &f->env, &f->ent, &f->meta, &f->applied, &f->chain,
-                        &f->count);
+    int rc = s_env_open(dir, MDB_NOTLS | (sync ? 0 : MDB_NOSYNC), &f->env, &f->ent, &f->meta, &f->applied, &f->chain, &f->count);
     if (rc) {
         snprintf(err, REPL_ERR_LEN, "lmdb %s: %s", dir, mdb_strerror(rc));
         pthread_mutex_destroy(&f->lock);
@@ -222,8 +221,7 @@ int rh_fsm_apply(rh_fsm_t *f, uint64_t index, const void *data, size_t len)
         if (f->keep_data)
             memcpy((char *)v.mv_data + 16, data, len);
     }
-    if (rc != 0 || (rc = s_meta_put(txn, f->meta, "applied", index)) != 0 ||
-        (rc = s_meta_put(txn, f->meta, "chain", chain)) != 0 ||
+    if (rc != 0 || (rc = s_meta_put(txn, f->meta, "applied", index)) != 0 || (rc = s_meta_put(txn, f->meta, "chain", chain)) != 0 ||
         (rc = s_meta_put(txn, f->meta, "count", f->count + 1)) != 0) {
         mdb_txn_abort(txn);
         return -1;

@@ -33,14 +33,14 @@ typedef struct rh_fsm {
     char dir[600];
     MDB_env *env;
     MDB_dbi ent, meta;
-    bool sync;                /* fsync every apply (the no-replication baseline of replbench) */
-    bool keep_data;           /* store each entry's bytes too (a state as large as the log) */
-    pthread_mutex_t lock;     /* guards the counters below for readers on other threads */
+    bool sync;            /* fsync every apply (the no-replication baseline of replbench) */
+    bool keep_data;       /* store each entry's bytes too (a state as large as the log) */
+    pthread_mutex_t lock; /* guards the counters below for readers on other threads */
     uint64_t applied, chain, count;
-    uint64_t apply_calls;     /* on_apply calls that changed the state */
+    uint64_t apply_calls; /* on_apply calls that changed the state */
     uint64_t restores;
-    int role;                 /* the last role on_role reported */
-    uint64_t early_acks;      /* own entries applied before this member reported itself leader */
+    int role;            /* the last role on_role reported */
+    uint64_t early_acks; /* own entries applied before this member reported itself leader */
     /* Test hooks, raft thread: a proposal applied here with its cookie / ended without. */
     void (*on_ack)(void *ctx, void *cookie, uint64_t index);
     void (*on_nack)(void *ctx, void *cookie, int status, const repl_leader_t *leader);
@@ -72,10 +72,10 @@ void rh_entry_fill(unsigned char *buf, size_t len, uint64_t pid);
 
 typedef struct rh_node {
     uint64_t id;
-    char base[512];           /* base/raft (the log), base/lmdb (the state) */
+    char base[512]; /* base/raft (the log), base/lmdb (the state) */
     repl_member_t members[REPL_MEMBERS_MAX];
     unsigned nmembers;
-    repl_config_t tmpl;       /* timing knobs; ids, dirs and callbacks are filled in by rh_node_start */
+    repl_config_t tmpl; /* timing knobs; ids, dirs and callbacks are filled in by rh_node_start */
     rh_fsm_t fsm;
     repl_t *r;
 } rh_node_t;
@@ -99,10 +99,10 @@ int rh_wait_leader(rh_node_t *nodes, unsigned n, unsigned timeout_ms);
 
 /* Proposal bookkeeping for tests: a cookie is a pointer to one of these. */
 typedef struct rh_prop {
-    atomic_int state;         /* 0 pending, 1 applied with its cookie, 2 rejected */
-    int status;               /* on_reject status */
-    uint64_t index;           /* where it was applied */
-    repl_leader_t leader;     /* on_reject's hint */
+    atomic_int state;     /* 0 pending, 1 applied with its cookie, 2 rejected */
+    int status;           /* on_reject status */
+    uint64_t index;       /* where it was applied */
+    repl_leader_t leader; /* on_reject's hint */
 } rh_prop_t;
 /* Test hooks that fill rh_prop_t cookies (ctx unused). */
 void rh_prop_ack(void *ctx, void *cookie, uint64_t index);
@@ -127,11 +127,11 @@ typedef struct rh_shm_member {
 } rh_shm_member_t;
 
 typedef struct rh_shm {
-    atomic_int stop;      /* parent: every member stops cleanly and exits */
-    atomic_int load;      /* parent: a ready leader keeps `inflight` proposals outstanding */
+    atomic_int stop; /* parent: every member stops cleanly and exits */
+    atomic_int load; /* parent: a ready leader keeps `inflight` proposals outstanding */
     unsigned inflight;
     unsigned entry_bytes;
-    int keep_data;        /* members' state machines store entry bytes (rh_fsm_t.keep_data) */
+    int keep_data; /* members' state machines store entry bytes (rh_fsm_t.keep_data) */
     rh_shm_member_t m[REPL_MEMBERS_MAX];
 } rh_shm_t;
 

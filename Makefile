@@ -29,7 +29,7 @@ B := $(BUILD)
 # Debian packages the build and tests need. `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libh2o-evloop-dev libssl-dev libzmq3-dev libmsgpack-dev \
                 liblmdb-dev libjwt-dev libjansson-dev check curl zlib1g-dev iproute2 procps python3 \
-                libwslay-dev
+                libwslay-dev libraft-dev libuv1-dev
 DEB_STAMP := $(B)/.deps-ok
 
 PKGS := libh2o-evloop libzmq msgpack lmdb libjwt jansson zlib
@@ -56,6 +56,7 @@ COMMON_LIB := $(B)/libcommon.a
 PROTO_LIB := $(B)/libproto.a
 SYNC_LIB := $(B)/libsync.a
 STORE_LIB := $(B)/libstore.a
+REPL_LIB := $(B)/librepl.a
 CACHE_LIB := $(B)/libcache.a
 GW_LIB := $(B)/libgw.a
 

@@ -7,3 +7,12 @@ BINS += $(B)/bin/store-node
 $(B)/bin/store-node: $(B)/store-node/store_node.o $(STORE_LIB) $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# The replication layer (repl.c: a Raft member on libraft + libuv). Its own archive and
+# pkg-config flags, so only what links $(REPL_LIB) depends on libraft and libuv.
+REPL_PKGS := raft libuv
+REPL_CFLAGS = $(shell pkg-config --cflags $(REPL_PKGS) 2>/dev/null)
+REPL_LIBS = $(shell pkg-config --libs $(REPL_PKGS) 2>/dev/null)
+$(B)/store-node/repl.o $(B)/store-node/repl_dns.o: PKG_CFLAGS += $(REPL_CFLAGS)
+$(REPL_LIB): $(B)/store-node/repl.o $(B)/store-node/repl_dns.o
+	$(AR) rcs $@ $^

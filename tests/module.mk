@@ -25,6 +25,15 @@ $(B)/bin/%: $(B)/tests/tools/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) -lcrypto -lm
 
+# The replication tests and bench also link the repl harness, librepl and libraft/libuv.
+REPL_HARNESS_OBJS := $(B)/tests/unit/repl_harness.o
+$(B)/tests/unit/check_repl: $(B)/tests/unit/check_repl.o $(REPL_HARNESS_OBJS) $(REPL_LIB) $(ALL_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $< $(REPL_HARNESS_OBJS) $(REPL_LIB) $(ALL_LIBS) $(PKG_LIBS) $(REPL_LIBS) $(CHECK_LIBS) -lm
+
+$(B)/bin/replbench: $(B)/tests/tools/replbench.o $(REPL_HARNESS_OBJS) $(REPL_LIB) $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(REPL_HARNESS_OBJS) $(REPL_LIB) $(ALL_LIBS) $(PKG_LIBS) $(REPL_LIBS) -lm
+
 # TRACES_DIR: the cache traces (shared/traces beside the checkout, as CI provides them).
 TRACES_DIR ?= $(abspath ../shared/traces)
 export TRACES_DIR

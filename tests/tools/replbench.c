@@ -37,6 +37,7 @@
  * Latencies are quarter-octave histogram upper edges (repl_harness.h). REPL_SNAPSHOT_THRESHOLD
  * and REPL_SNAPSHOT_TRAILING in the environment override repl's defaults (8192 and 1024 entries).
  */
+#include "cli.h"
 #include "tests/unit/repl_harness.h"
 #include "util.h"
 
@@ -427,6 +428,8 @@ out:
 
 int main(int argc, char **argv)
 {
+    cli_tool(argc, argv, "replbench", "throughput|direct|failover|latency|rejoin ARGS (run without arguments)",
+             "Replication benchmarks of store-node/repl.c: commits/s, latency, failover and rejoin times.");
     if (argc < 2) {
         fprintf(stderr, "usage: replbench throughput MEMBERS INFLIGHT SECONDS ENTRY_BYTES [ELECTION_MS]\n"
                         "       replbench direct SECONDS ENTRY_BYTES\n"

@@ -6,6 +6,7 @@
  * it exists for: a send that consumes the ZMQ_FD edge of a message arriving meanwhile.
  */
 #include "idtab.h"
+#include "seqwin.h"
 #include "util.h"
 
 #include <check.h>
@@ -128,6 +129,76 @@ START_TEST(test_idtab_iterate_and_remove)
 }
 END_TEST
 
+/* ==== seqwin ================================================================================= */
+
+static size_t s_item_cost(size_t len)
+{
+    return sizeof(seqwin_item_t) + len;
+}
+
+START_TEST(test_seqwin_bounded)
+{
+    seqwin_t w;
+    char data[100];
+    memset(data, 'x', sizeof data);
+    seqwin_init(&w, 3 * s_item_cost(100), 7);
+    ck_assert_uint_eq(seqwin_start(&w), 7);
+    ck_assert_ptr_null(seqwin_after(&w, 0));
+    for (uint64_t s = 8; s <= 10; s++)
+        seqwin_add(&w, s, s, 1, data, sizeof data);
+    ck_assert_uint_eq(seqwin_bytes(&w), 3 * s_item_cost(100));
+    ck_assert_uint_eq(seqwin_start(&w), 7); /* nothing dropped yet */
+    seqwin_add(&w, 11, 11, 1, data, sizeof data);
+    /* The oldest (8) went; everything after 8 is still held. */
+    ck_assert_uint_eq(seqwin_start(&w), 8);
+    ck_assert_uint_eq(seqwin_bytes(&w), 3 * s_item_cost(100));
+    const seqwin_item_t *it = seqwin_after(&w, 0);
+    ck_assert_uint_eq(it->first, 9);
+    ck_assert_uint_eq(seqwin_after(&w, 9)->first, 10);
+    ck_assert_uint_eq(seqwin_after(&w, 10)->first, 11);
+    ck_assert_ptr_null(seqwin_after(&w, 11));
+    /* Ranges: an item is after S when its last sequence is. */
+    seqwin_add(&w, 12, 20, 2, data, 10);
+    ck_assert_uint_eq(seqwin_after(&w, 15)->first, 12);
+    ck_assert_uint_eq(seqwin_after(&w, 15)->kind, 2);
+    ck_assert_uint_eq(seqwin_after(&w, 15)->len, 10);
+    /* An item larger than the whole budget: everything older goes, the newest stays. */
+    char *big = calloc(1, 1000);
+    big[999] = 'z';
+    seqwin_add(&w, 21, 21, 3, big, 1000);
+    ck_assert_uint_eq(seqwin_start(&w), 20);
+    ck_assert_uint_eq(seqwin_bytes(&w), s_item_cost(1000));
+    it = seqwin_after(&w, 0);
+    ck_assert_uint_eq(it->first, 21);
+    ck_assert_ptr_null(it->next);
+    big[999] = 'q'; /* copied in */
+    ck_assert_int_eq(it->data[999], 'z');
+    free(big);
+    seqwin_fini(&w);
+}
+END_TEST
+
+START_TEST(test_seqwin_clear_and_raise)
+{
+    seqwin_t w;
+    seqwin_init(&w, 1 << 20, 0);
+    seqwin_add(&w, 1, 1, 1, "a", 1);
+    seqwin_add(&w, 2, 2, 1, "b", 1);
+    seqwin_raise_start(&w, 1);
+    ck_assert_uint_eq(seqwin_start(&w), 1);
+    seqwin_raise_start(&w, 0); /* only ever raised */
+    ck_assert_uint_eq(seqwin_start(&w), 1);
+    ck_assert_uint_eq(seqwin_after(&w, 1)->data[0], 'b');
+    seqwin_clear(&w, 50);
+    ck_assert_uint_eq(seqwin_start(&w), 50);
+    ck_assert_uint_eq(seqwin_bytes(&w), 0);
+    ck_assert_ptr_null(seqwin_after(&w, 0));
+    seqwin_add(&w, 51, 51, 1, "c", 1);
+    ck_assert_uint_eq(seqwin_after(&w, 50)->data[0], 'c');
+    seqwin_fini(&w);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("kit");
@@ -136,6 +207,10 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_idtab_add_find_take);
     tcase_add_test(tc, test_idtab_shared_ids);
     tcase_add_test(tc, test_idtab_iterate_and_remove);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("seqwin");
+    tcase_add_test(tc, test_seqwin_bounded);
+    tcase_add_test(tc, test_seqwin_clear_and_raise);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -10,12 +10,16 @@
 #include "proto.h"
 #include "seqwin.h"
 #include "util.h"
+#include "zloop.h"
 #include "zutil.h"
 
 #include <check.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 /* ==== idtab ================================================================================== */
 
@@ -436,11 +440,282 @@ START_TEST(test_dispatch_malformed)
 }
 END_TEST
 
+/* ==== zloop ================================================================================== */
+
+typedef struct lrec {
+    int msgs, fds, drains, turns, afters;
+    int drain_more; /* the drainer reports "stopped at my bound" this many times */
+    uint64_t deadline; /* what the turn hook returns */
+    uint64_t last_timeout, last_waited;
+    zloop_t *loop;
+    int stop_after; /* set *stopflag after this many messages (0: never) */
+    volatile sig_atomic_t *stopflag;
+} lrec_t;
+
+static void l_on_msg(void *arg, void *sock, zmq_msg_t *frames, int n)
+{
+    lrec_t *r = arg;
+    r->msgs++;
+    if (r->stop_after && r->msgs == r->stop_after)
+        *r->stopflag = 1;
+}
+
+static void l_on_fd(void *arg, int fd)
+{
+    lrec_t *r = arg;
+    uint64_t v;
+    ck_assert_int_eq(read(fd, &v, sizeof v), (ssize_t)sizeof v);
+    r->fds++;
+}
+
+static bool l_drain(void *arg)
+{
+    lrec_t *r = arg;
+    r->drains++;
+    if (r->drain_more > 0) {
+        r->drain_more--;
+        return true;
+    }
+    return false;
+}
+
+static uint64_t l_turn(void *arg, uint64_t now)
+{
+    lrec_t *r = arg;
+    r->turns++;
+    return r->deadline ? r->deadline : ZLOOP_NEVER;
+}
+
+static void l_woke(void *arg, uint64_t waited, uint64_t timeout)
+{
+    lrec_t *r = arg;
+    r->last_waited = waited;
+    r->last_timeout = timeout;
+}
+
+static void l_after(void *arg)
+{
+    ((lrec_t *)arg)->afters++;
+}
+
+typedef struct lenv {
+    void *zctx, *a, *b; /* a PAIR: tests send on a; the loop reads b */
+    zloop_t *loop;
+    lrec_t r;
+} lenv_t;
+
+static void s_lenv_hooks(lenv_t *e, const char *name, uint64_t max_wait, void (*after)(void *))
+{
+    memset(e, 0, sizeof *e);
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://kit-%s", name);
+    e->zctx = zmq_ctx_new();
+    e->a = zu_socket(e->zctx, ZMQ_PAIR, 100000, 100000);
+    e->b = zu_socket(e->zctx, ZMQ_PAIR, 100000, 100000);
+    ck_assert_int_eq(zmq_bind(e->a, ep), 0);
+    ck_assert_int_eq(zmq_connect(e->b, ep), 0);
+    zloop_hooks_t h = {.arg = &e->r, .turn = l_turn, .woke = l_woke, .after = after};
+    e->loop = zloop_new(&h, max_wait);
+    e->r.loop = e->loop;
+    ck_assert_int_eq(zloop_add_socket(e->loop, e->b, l_on_msg, &e->r), 0);
+}
+
+static void s_lenv(lenv_t *e, const char *name, uint64_t max_wait)
+{
+    s_lenv_hooks(e, name, max_wait, l_after);
+}
+
+static void s_lenv_fini(lenv_t *e)
+{
+    zloop_destroy(&e->loop);
+    ck_assert_ptr_null(e->loop);
+    zmq_close(e->a);
+    zmq_close(e->b);
+    zmq_ctx_term(e->zctx);
+}
+
+static void s_send_n(void *sock, int n)
+{
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(zmq_send(sock, "m", 1, 0), 1);
+}
+
+START_TEST(test_zloop_drains_to_eagain)
+{
+    lenv_t e;
+    s_lenv(&e, "drain", 5000);
+    s_send_n(e.a, 10);
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0); /* the first turn never sleeps */
+    ck_assert_uint_eq(e.r.last_timeout, 0);
+    ck_assert_int_eq(e.r.msgs, 10);
+    ck_assert_int_eq(e.r.turns, 1);
+    ck_assert_int_eq(e.r.afters, 1);
+    /* Nothing left: the next wait is the timer's; a message arriving wakes it. */
+    e.r.deadline = util_mono_ms() + 5000;
+    s_send_n(e.a, 1);
+    uint64_t t0 = util_mono_ms();
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_int_eq(e.r.msgs, 11);
+    ck_assert_uint_gt(e.r.last_timeout, 1000);
+    ck_assert_uint_lt(util_mono_ms() - t0, 1000);
+    s_lenv_fini(&e);
+}
+END_TEST
+
+START_TEST(test_zloop_bound_then_no_sleep)
+{
+    lenv_t e;
+    s_lenv(&e, "bound", 10000);
+    s_send_n(e.a, ZLOOP_DRAIN_MAX + 10);
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_int_eq(e.r.msgs, ZLOOP_DRAIN_MAX); /* the bound */
+    /* The rest is read on the next turn without sleeping, timer or not. */
+    e.r.deadline = util_mono_ms() + 10000;
+    uint64_t t0 = util_mono_ms();
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_uint_eq(e.r.last_timeout, 0);
+    ck_assert_int_eq(e.r.msgs, ZLOOP_DRAIN_MAX + 10);
+    ck_assert_uint_lt(util_mono_ms() - t0, 1000);
+    s_lenv_fini(&e);
+}
+END_TEST
+
+START_TEST(test_zloop_timer)
+{
+    lenv_t e;
+    s_lenv(&e, "timer", 10000);
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0); /* the first turn: no wait */
+    e.r.deadline = util_mono_ms() + 50;
+    uint64_t t0 = util_mono_ms();
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    uint64_t took = util_mono_ms() - t0;
+    ck_assert_uint_le(e.r.last_timeout, 50);
+    ck_assert_uint_ge(took, 40);
+    ck_assert_uint_lt(took, 2000);
+    /* A deadline in the past: no wait. */
+    e.r.deadline = 1;
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_uint_eq(e.r.last_timeout, 0);
+    /* No deadline: max_wait bounds the wait. */
+    zloop_t *short_loop = zloop_new(&(zloop_hooks_t){.arg = &e.r, .turn = l_turn, .woke = l_woke}, 30);
+    e.r.deadline = 0;
+    ck_assert_int_eq(zloop_turn(short_loop, NULL), 0); /* first: no wait */
+    ck_assert_int_eq(zloop_turn(short_loop, NULL), 0);
+    ck_assert_uint_eq(e.r.last_timeout, 30);
+    zloop_destroy(&short_loop);
+    s_lenv_fini(&e);
+}
+END_TEST
+
+START_TEST(test_zloop_post_send_check)
+{
+    lenv_t e;
+    s_lenv(&e, "postsend", 10000);
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0); /* drained: the edge is armed */
+    /* A message arrives, then we send on the same socket: the send consumes the ZMQ_FD edge. */
+    s_send_n(e.a, 1);
+    ck_assert_int_eq(zmq_send(e.b, "r", 1, ZMQ_DONTWAIT), 1);
+    struct pollfd p = {.fd = zu_fd(e.b), .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 0), 0); /* the situation this loop guards against */
+    zloop_sent(e.loop, e.b);
+    e.r.deadline = util_mono_ms() + 10000;
+    uint64_t t0 = util_mono_ms();
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_uint_eq(e.r.last_timeout, 0); /* ZMQ_EVENTS said a message waits: no sleep */
+    ck_assert_int_eq(e.r.msgs, 1);
+    ck_assert_uint_lt(util_mono_ms() - t0, 1000);
+    /* zloop_sent on a socket the loop does not know is ignored. */
+    zloop_sent(e.loop, e.a);
+    s_lenv_fini(&e);
+}
+END_TEST
+
+START_TEST(test_zloop_fd_and_drainer)
+{
+    lenv_t e;
+    s_lenv(&e, "fd", 10000);
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ck_assert_int_ge(efd, 0);
+    ck_assert_int_eq(zloop_add_fd(e.loop, efd, l_on_fd, &e.r), 0);
+    void *c = zu_socket(e.zctx, ZMQ_PAIR, 0, 0);
+    ck_assert_int_eq(zloop_add_drainer(e.loop, &c, 1, l_drain, &e.r), 0);
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_int_eq(e.r.fds, 0); /* not readable: not called */
+    ck_assert_int_eq(e.r.drains, 1); /* drainers run every turn */
+    uint64_t one = 1;
+    ck_assert_int_eq(write(efd, &one, sizeof one), (ssize_t)sizeof one);
+    e.r.deadline = util_mono_ms() + 10000;
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_int_eq(e.r.fds, 1);
+    ck_assert_int_eq(e.r.drains, 2);
+    /* A drainer that stopped at its own bound: the next turn does not sleep. */
+    e.r.drain_more = 1;
+    ck_assert_int_eq(write(efd, &one, sizeof one), (ssize_t)sizeof one);
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_int_eq(e.r.drains, 3);
+    ck_assert_int_eq(zloop_turn(e.loop, NULL), 0);
+    ck_assert_uint_eq(e.r.last_timeout, 0);
+    ck_assert_int_eq(e.r.drains, 4);
+    /* Sources beyond the limit are refused. */
+    zloop_t *full = zloop_new(NULL, 10);
+    for (int i = 0; i < ZLOOP_SOURCES_MAX; i++)
+        ck_assert_int_eq(zloop_add_fd(full, efd, l_on_fd, &e.r), 0);
+    ck_assert_int_eq(zloop_add_fd(full, efd, l_on_fd, &e.r), -1);
+    ck_assert_int_eq(zloop_add_fd(full, -1, l_on_fd, &e.r), -1);
+    zloop_destroy(&full);
+    zmq_close(c);
+    close(efd);
+    s_lenv_fini(&e);
+}
+END_TEST
+
+START_TEST(test_zloop_stop)
+{
+    lenv_t e;
+    s_lenv(&e, "stop", 10000);
+    volatile sig_atomic_t stop = 0;
+    e.r.stopflag = &stop;
+    e.r.stop_after = 5;
+    s_send_n(e.a, 20);
+    /* The stop flag ends a drain between two messages, and the run after the turn. */
+    ck_assert_int_eq(zloop_run(e.loop, &stop), 0);
+    ck_assert_int_eq(e.r.msgs, 5);
+    ck_assert_int_eq(e.r.turns, 1);
+    /* A zloop_stop made before a run ends that run before its first turn. */
+    stop = 0;
+    e.r.stop_after = 0;
+    zloop_stop(e.loop);
+    ck_assert_int_eq(zloop_run(e.loop, &stop), 0);
+    ck_assert_int_eq(e.r.turns, 1);
+    ck_assert_int_eq(e.r.msgs, 5);
+    s_lenv_fini(&e);
+}
+END_TEST
+
+static void s_stop_hook_after(void *arg)
+{
+    lrec_t *r = arg;
+    r->afters++;
+    if (r->msgs >= 20)
+        zloop_stop(r->loop);
+}
+
+START_TEST(test_zloop_run_until_stopped)
+{
+    /* zloop_stop from a hook: the run ends after that turn. */
+    lenv_t e;
+    s_lenv_hooks(&e, "run", 50, s_stop_hook_after);
+    s_send_n(e.a, 20);
+    ck_assert_int_eq(zloop_run(e.loop, NULL), 0);
+    ck_assert_int_eq(e.r.msgs, 20);
+    s_lenv_fini(&e);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("kit");
-    TCase *tc;
-    tc = tcase_create("idtab");
+    TCase *tc = tcase_create("idtab");
     tcase_add_test(tc, test_idtab_add_find_take);
     tcase_add_test(tc, test_idtab_shared_ids);
     tcase_add_test(tc, test_idtab_iterate_and_remove);
@@ -453,6 +728,16 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_dispatch_types);
     tcase_add_test(tc, test_dispatch_batch);
     tcase_add_test(tc, test_dispatch_malformed);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("zloop");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_zloop_drains_to_eagain);
+    tcase_add_test(tc, test_zloop_bound_then_no_sleep);
+    tcase_add_test(tc, test_zloop_timer);
+    tcase_add_test(tc, test_zloop_post_send_check);
+    tcase_add_test(tc, test_zloop_fd_and_drainer);
+    tcase_add_test(tc, test_zloop_stop);
+    tcase_add_test(tc, test_zloop_run_until_stopped);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,17 +20,22 @@
  *   hold, marked stale); the center's HUGZ and pings tell the relay whether the link is up.
  *   ZeroMQ reconnects with backoff (100 ms .. 5 s) and ZMTP heartbeats detect dead TCP peers.
  *
- * One thread, one zmq_poll loop. The state is a relay_t (relay.h); sync/relay_main.c is the
+ * One thread, one ZMQ_FD poll loop (common/zloop.h): the center's stream first, then the center's
+ * answers, then the region's commands. The state is a relay_t (relay.h); sync/relay_main.c is the
  * process around it.
  */
 #include "relay.h"
 #include "cfg.h"
 #include "curve.h"
+#include "dispatch.h"
+#include "idtab.h"
 #include "log.h"
 #include "proto.h"
+#include "seqwin.h"
 #include "stats.h"
 #include "sync_client.h"
 #include "util.h"
+#include "zloop.h"
 #include "zutil.h"
 
 #include <errno.h>
@@ -38,35 +43,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_IDENT 255
 #define CHANGES_PER_MSG 512
 #define CATCHUP_MAX 2000
 
+/* A command forwarded to the center (or our own STATS poll), waiting for its answer. */
 typedef struct pending {
-    struct pending *hnext, *tnext, *tprev;
-    uint64_t rid, client_rid, deadline, sent_us;
+    idtab_link_t link;             /* by the relay's request id */
+    struct pending *tnext, *tprev; /* deadline order: every command has the same timeout */
+    uint64_t client_rid, deadline, sent_us;
     uint8_t type;
-    uint8_t ident[MAX_IDENT];
+    uint8_t ident[DISPATCH_IDENT_MAX];
     uint8_t ident_len;
-    bool internal; /* our own STATS/PING to the center */
+    bool internal; /* our own STATS to the center */
 } pending_t;
-
-typedef struct wframe {
-    struct wframe *next;
-    uint64_t first, last;
-    size_t len;
-    char data[];
-} wframe_t;
 
 struct relay {
     relay_config_t cfg;
 
     void *zctx, *router, *pub, *up;
     sync_client_t *sync;
+    zloop_t *loop;
 
     /* forwarded commands */
-    pending_t **ptab;
-    size_t psize, pcount;
+    idtab_t pending;
     pending_t *t_head, *t_tail;
     uint64_t next_rid;
 
@@ -75,9 +74,7 @@ struct relay {
     proto_change_t *pend;
     size_t npend, cpend;
     bool reset_seen;
-    wframe_t *w_head, *w_tail;
-    size_t w_bytes;
-    uint64_t w_start; /* catch-ups from after_seq >= w_start are answered here */
+    seqwin_t window; /* CHANGES frames as published: catch-ups after its start are answered here */
 
     bool link_up;
     uint64_t link_changed_ms, center_rtt_us, next_stats_ms, next_hugz_ms;
@@ -93,24 +90,7 @@ struct relay {
 
 static void s_padd(relay_t *r, pending_t *p)
 {
-    if (r->pcount + 1 > r->psize / 2) {
-        size_t ns = r->psize ? r->psize * 2 : 1024;
-        pending_t **nt = xcalloc(ns, sizeof *nt);
-        for (size_t i = 0; i < r->psize; i++)
-            for (pending_t *x = r->ptab[i], *n; x; x = n) {
-                n = x->hnext;
-                size_t b = util_mix64(x->rid) & (ns - 1);
-                x->hnext = nt[b];
-                nt[b] = x;
-            }
-        free(r->ptab);
-        r->ptab = nt;
-        r->psize = ns;
-    }
-    size_t b = util_mix64(p->rid) & (r->psize - 1);
-    p->hnext = r->ptab[b];
-    r->ptab[b] = p;
-    r->pcount++;
+    idtab_add(&r->pending, &p->link);
     p->tprev = r->t_tail;
     p->tnext = NULL;
     if (r->t_tail)
@@ -122,25 +102,19 @@ static void s_padd(relay_t *r, pending_t *p)
 
 static pending_t *s_ptake(relay_t *r, uint64_t rid)
 {
-    if (!r->psize)
+    idtab_link_t *l = idtab_take(&r->pending, rid);
+    if (!l)
         return NULL;
-    for (pending_t **pp = &r->ptab[util_mix64(rid) & (r->psize - 1)]; *pp; pp = &(*pp)->hnext) {
-        pending_t *p = *pp;
-        if (p->rid != rid)
-            continue;
-        *pp = p->hnext;
-        r->pcount--;
-        if (p->tprev)
-            p->tprev->tnext = p->tnext;
-        else
-            r->t_head = p->tnext;
-        if (p->tnext)
-            p->tnext->tprev = p->tprev;
-        else
-            r->t_tail = p->tprev;
-        return p;
-    }
-    return NULL;
+    pending_t *p = IDTAB_ENTRY(l, pending_t, link);
+    if (p->tprev)
+        p->tprev->tnext = p->tnext;
+    else
+        r->t_head = p->tnext;
+    if (p->tnext)
+        p->tnext->tprev = p->tprev;
+    else
+        r->t_tail = p->tprev;
+    return p;
 }
 
 /* ==== region side ============================================================================ */
@@ -149,6 +123,7 @@ static void s_to_region(relay_t *r, const uint8_t *ident, size_t ident_len, prot
 {
     size_t len;
     char *data = proto_buf_steal(b, &len);
+    zloop_sent(r->loop, r->router);
     if (zu_send_owned(r->router, ident, ident_len, data, len) < 0)
         LOG_RATELIMITED(LOG_WARN, 1000, "reply to a cache-node dropped: %s", zmq_strerror(errno));
 }
@@ -174,41 +149,6 @@ static void s_hugz(relay_t *r)
     r->next_hugz_ms = util_mono_ms() + 1000;
 }
 
-static void s_window_clear(relay_t *r)
-{
-    while (r->w_head) {
-        wframe_t *f = r->w_head;
-        r->w_head = f->next;
-        free(f);
-    }
-    r->w_tail = NULL;
-    r->w_bytes = 0;
-    r->w_start = r->pub_seq;
-}
-
-static void s_window_add(relay_t *r, const proto_buf_t *b, uint64_t first, uint64_t last)
-{
-    wframe_t *f = xmalloc(sizeof *f + b->len);
-    f->next = NULL;
-    f->first = first;
-    f->last = last;
-    f->len = b->len;
-    memcpy(f->data, b->data, b->len);
-    if (r->w_tail)
-        r->w_tail->next = f;
-    else
-        r->w_head = f;
-    r->w_tail = f;
-    r->w_bytes += b->len;
-    while (r->w_bytes > r->cfg.window_max && r->w_head && r->w_head != r->w_tail) {
-        wframe_t *old = r->w_head;
-        r->w_head = old->next;
-        r->w_bytes -= old->len;
-        r->w_start = old->last;
-        free(old);
-    }
-}
-
 /* Publish what the sync client applied since the last call, in order, with contiguous ranges. */
 static void s_flush_changes(relay_t *r)
 {
@@ -219,7 +159,7 @@ static void s_flush_changes(relay_t *r)
         sync_client_get_stats(r->sync, &st);
         r->epoch = st.epoch;
         r->pub_seq = st.seq;
-        s_window_clear(r);
+        seqwin_clear(&r->window, r->pub_seq);
         s_hugz(r);
     }
     for (size_t off = 0; off < r->npend; off += CHANGES_PER_MSG) {
@@ -232,7 +172,7 @@ static void s_flush_changes(relay_t *r)
         for (size_t i = 0; i < n; i++)
             proto_enc_change(&e, &r->pend[off + i]);
         s_publish(r, PROTO_TOPIC_CHANGES, &r->tmp);
-        s_window_add(r, &r->tmp, first, last);
+        seqwin_add(&r->window, first, last, PROTO_CHANGES, r->tmp.data, r->tmp.len);
         r->pub_seq = last;
         r->relayed_changes += n;
     }
@@ -273,7 +213,7 @@ static void on_state(void *ctx, int state)
 /* Answer a catch-up from the window, or return false if the window cannot. */
 static bool s_catchup_local(relay_t *r, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
 {
-    if (!r->epoch || m->epoch != r->epoch || m->seq < r->w_start || m->seq > r->pub_seq ||
+    if (!r->epoch || m->epoch != r->epoch || m->seq < seqwin_start(&r->window) || m->seq > r->pub_seq ||
         (m->flags & PROTO_CATCHUP_F_SNAP_CONT))
         return false;
     uint32_t max = (uint32_t)MIN(MAX(m->max_items, 1), CATCHUP_MAX);
@@ -281,9 +221,7 @@ static bool s_catchup_local(relay_t *r, const uint8_t *ident, size_t ident_len, 
     uint32_t n = 0;
     uint64_t through = r->pub_seq;
     bool done = true;
-    for (wframe_t *f = r->w_head; f && done; f = f->next) {
-        if (f->last <= m->seq)
-            continue;
+    for (const seqwin_item_t *f = seqwin_after(&r->window, m->seq); f && done; f = f->next) {
         proto_msg_t fm;
         if (proto_decode(f->data, f->len, &fm) != PROTO_DEC_OK) {
             proto_msg_fini(&fm);
@@ -335,8 +273,8 @@ static void s_collect_stats(relay_t *r, stats_list_t *l, bool full)
     stats_add(l, "relay_silences_total", st.silences);
     stats_add(l, "relay_link_downs_total", r->link_downs);
     stats_add(l, "relay_changes_total", r->relayed_changes);
-    stats_add(l, "relay_window_bytes", r->w_bytes);
-    stats_add(l, "relay_window_start", r->w_start);
+    stats_add(l, "relay_window_bytes", seqwin_bytes(&r->window));
+    stats_add(l, "relay_window_start", seqwin_start(&r->window));
     stats_add(l, "relay_forwarded_total", r->forwarded);
     stats_add(l, "relay_unavailable_total", r->unavailable);
     stats_add(l, "relay_timeouts_total", r->timeouts);
@@ -354,31 +292,33 @@ static void s_collect_stats(relay_t *r, stats_list_t *l, bool full)
     }
 }
 
-static void s_forward(relay_t *r, const uint8_t *ident, size_t ident_len, const void *data, size_t len, const proto_msg_t *m)
+static void s_forward(relay_t *r, const dispatch_in_t *in, const proto_msg_t *m)
 {
     if (!r->link_up && m->type != PROTO_CATCHUP) {
         r->unavailable++;
-        s_status(r, ident, ident_len, m->rid, PROTO_EUNAVAIL, "center unreachable");
+        s_status(r, in->ident, in->ident_len, m->rid, PROTO_EUNAVAIL, "center unreachable");
         return;
     }
     if (m->deadline_us && util_now_us() >= m->deadline_us) {
         /* Its sender gave up already (we were stalled): forwarding it could undo a later write. */
         r->timeouts++;
-        s_status(r, ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was forwarded");
+        s_status(r, in->ident, in->ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was forwarded");
         return;
     }
     pending_t *p = xcalloc(1, sizeof *p);
-    p->rid = r->next_rid++;
+    p->link.id = r->next_rid++;
     p->client_rid = m->rid;
     p->type = m->type;
-    memcpy(p->ident, ident, ident_len);
-    p->ident_len = (uint8_t)ident_len;
+    memcpy(p->ident, in->ident, in->ident_len);
+    p->ident_len = (uint8_t)in->ident_len;
     p->deadline = util_mono_ms() + r->cfg.req_timeout_ms;
     p->sent_us = util_mono_us();
-    if (proto_rewrite_rid(data, len, p->rid, &r->tmp) < 0 || zu_send(r->up, NULL, 0, r->tmp.data, r->tmp.len) < 0) {
+    zloop_sent(r->loop, r->up);
+    if (proto_rewrite_rid(in->raw, in->raw_len, p->link.id, &r->tmp) < 0 ||
+        zu_send(r->up, NULL, 0, r->tmp.data, r->tmp.len) < 0) {
         free(p);
         r->unavailable++;
-        s_status(r, ident, ident_len, m->rid, PROTO_EUNAVAIL, "center unreachable");
+        s_status(r, in->ident, in->ident_len, m->rid, PROTO_EUNAVAIL, "center unreachable");
         return;
     }
     r->forwarded++;
@@ -387,139 +327,97 @@ static void s_forward(relay_t *r, const uint8_t *ident, size_t ident_len, const 
     s_padd(r, p);
 }
 
-static void s_on_region_msg(relay_t *r, const uint8_t *ident, size_t ident_len, const void *data, size_t len, bool nested);
-
-static void s_on_region(relay_t *r, zmq_msg_t *frames, int n)
+/* GET, MGET, PUT, TOUCH, DEL: the center's business. (A BATCH is forwarded part by part; the
+ * center batches its answers per peer.) */
+static void on_command(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
-    if (n != 2 || zmq_msg_size(&frames[0]) == 0 || zmq_msg_size(&frames[0]) > MAX_IDENT) {
-        r->malformed++;
-        return;
-    }
-    s_on_region_msg(r, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), zmq_msg_data(&frames[1]),
-                    zmq_msg_size(&frames[1]), false);
+    s_forward(ctx, in, m);
 }
 
-static void s_on_region_msg(relay_t *r, const uint8_t *ident, size_t ident_len, const void *data, size_t len, bool nested)
+static void on_catchup(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
-    proto_msg_t m;
-    if (proto_decode(data, len, &m) != PROTO_DEC_OK || (nested && m.type == PROTO_BATCH)) {
-        r->malformed++;
-        uint8_t type;
-        uint64_t rid;
-        if (proto_peek_header(data, len, &type, &rid) == 0 && type != PROTO_BATCH)
-            s_status(r, ident, ident_len, rid, PROTO_EBADREQ, m.err);
-        proto_msg_fini(&m);
+    relay_t *r = ctx;
+    if (s_catchup_local(r, in->ident, in->ident_len, m))
         return;
-    }
-    if (m.type == PROTO_BATCH) {
-        /* Forwarded one by one; the center batches its answers per peer. */
-        for (uint32_t i = 0; i < m.n; i++)
-            s_on_region_msg(r, ident, ident_len, m.parts[i].p, m.parts[i].len, true);
-        proto_msg_fini(&m);
-        return;
-    }
-    switch (m.type) {
-    case PROTO_GET:
-    case PROTO_MGET:
-    case PROTO_PUT:
-    case PROTO_TOUCH:
-    case PROTO_DEL:
-        s_forward(r, ident, ident_len, data, len, &m);
-        break;
-    case PROTO_CATCHUP:
-        if (!s_catchup_local(r, ident, ident_len, &m)) {
-            if (!r->link_up && r->epoch && m.epoch != r->epoch && (m.flags & PROTO_CATCHUP_F_NO_DATA)) {
-                /* Another epoch than ours and no data wanted: the answer is a flush to our state. */
-                proto_enc_t e;
-                proto_buf_reset(&r->buf);
-                proto_enc_init(&e, &r->buf);
-                proto_enc_catchup_reply_begin(&e, m.rid, PROTO_OK, r->epoch, PROTO_CATCHUP_SNAPSHOT, r->pub_seq, true, 0);
-                proto_enc_catchup_reply_end(&e, "", 0);
-                s_to_region(r, ident, ident_len, &r->buf);
-            } else if (r->link_up) {
-                s_forward(r, ident, ident_len, data, len, &m);
-            } else {
-                r->unavailable++;
-                s_status(r, ident, ident_len, m.rid, PROTO_EUNAVAIL, "center unreachable");
-            }
-        }
-        break;
-    case PROTO_PING:
-    case PROTO_STATS: {
-        stats_list_t l;
-        stats_list_init(&l);
-        s_collect_stats(r, &l, m.type == PROTO_STATS);
+    if (!r->link_up && r->epoch && m->epoch != r->epoch && (m->flags & PROTO_CATCHUP_F_NO_DATA)) {
+        /* Another epoch than ours and no data wanted: the answer is a flush to our state. */
+        proto_enc_t e;
         proto_buf_reset(&r->buf);
-        proto_enc_stats(&r->buf, m.type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m.rid, PROTO_OK, l.v, l.n);
-        stats_list_fini(&l);
-        s_to_region(r, ident, ident_len, &r->buf);
-        break;
+        proto_enc_init(&e, &r->buf);
+        proto_enc_catchup_reply_begin(&e, m->rid, PROTO_OK, r->epoch, PROTO_CATCHUP_SNAPSHOT, r->pub_seq, true, 0);
+        proto_enc_catchup_reply_end(&e, "", 0);
+        s_to_region(r, in->ident, in->ident_len, &r->buf);
+    } else if (r->link_up) {
+        s_forward(r, in, m);
+    } else {
+        r->unavailable++;
+        s_status(r, in->ident, in->ident_len, m->rid, PROTO_EUNAVAIL, "center unreachable");
     }
-    default:
-        r->malformed++;
-        s_status(r, ident, ident_len, m.rid, PROTO_EBADREQ, "unexpected message type");
-        break;
-    }
-    proto_msg_fini(&m);
 }
+
+static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    relay_t *r = ctx;
+    stats_list_t l;
+    stats_list_init(&l);
+    s_collect_stats(r, &l, m->type == PROTO_STATS);
+    proto_buf_reset(&r->buf);
+    proto_enc_stats(&r->buf, m->type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m->rid, PROTO_OK, l.v, l.n);
+    stats_list_fini(&l);
+    s_to_region(r, in->ident, in->ident_len, &r->buf);
+}
+
+static void on_region_unexpected(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    relay_t *r = ctx;
+    r->malformed++;
+    s_status(r, in->ident, in->ident_len, m->rid, PROTO_EBADREQ, "unexpected message type");
+}
+
+static void on_region_malformed(void *ctx, const dispatch_in_t *in, const char *why, bool has_rid, uint64_t rid)
+{
+    relay_t *r = ctx;
+    r->malformed++;
+    if (has_rid)
+        s_status(r, in->ident, in->ident_len, rid, PROTO_EBADREQ, why);
+}
+
+static const dispatch_t s_region = {
+    .routed = true,
+    .on = {[PROTO_GET] = on_command, [PROTO_MGET] = on_command, [PROTO_PUT] = on_command,
+           [PROTO_TOUCH] = on_command, [PROTO_DEL] = on_command, [PROTO_CATCHUP] = on_catchup,
+           [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
+    .on_other = on_region_unexpected,
+    .on_malformed = on_region_malformed,
+};
 
 /* ==== center side ============================================================================ */
 
-static void s_on_center_msg(relay_t *r, const void *data, size_t len, bool nested);
-
-static void s_on_center(relay_t *r, zmq_msg_t *frames, int n)
+static void s_center_stats(relay_t *r, const proto_msg_t *m)
 {
-    if (n != 1) {
-        r->malformed++;
-        return;
+    stats_list_reset(&r->center_stats);
+    for (uint32_t i = 0; i < m->n; i++) {
+        char name[PROTO_STAT_NAME_MAX + 1];
+        memcpy(name, m->stats[i].name.p, m->stats[i].name.len);
+        name[m->stats[i].name.len] = '\0';
+        if (strncmp(name, "store_", 6) == 0)
+            stats_add(&r->center_stats, name, m->stats[i].value);
     }
-    s_on_center_msg(r, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), false);
 }
 
-static void s_on_center_msg(relay_t *r, const void *data, size_t len, bool nested)
+/* Any answer from the center: back to whoever asked, under their request id. */
+static void on_center_answer(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
-    uint8_t type;
-    uint64_t rid;
-    if (proto_peek_header(data, len, &type, &rid) < 0 || (nested && type == PROTO_BATCH)) {
-        r->malformed++;
-        return;
-    }
-    if (type == PROTO_BATCH) {
-        proto_msg_t bm;
-        if (proto_decode(data, len, &bm) == PROTO_DEC_OK)
-            for (uint32_t i = 0; i < bm.n; i++)
-                s_on_center_msg(r, bm.parts[i].p, bm.parts[i].len, true);
-        else
-            r->malformed++;
-        proto_msg_fini(&bm);
-        return;
-    }
-    pending_t *p = s_ptake(r, rid);
+    relay_t *r = ctx;
+    pending_t *p = s_ptake(r, m->rid);
     if (!p)
         return; /* answered already (timeout) */
     r->center_rtt_us = util_mono_us() - p->sent_us;
     if (p->internal) {
         r->stats_out = false;
-        proto_msg_t m;
-        if (proto_decode(data, len, &m) == PROTO_DEC_OK && m.type == PROTO_STATS_REPLY) {
-            stats_list_reset(&r->center_stats);
-            for (uint32_t i = 0; i < m.n; i++) {
-                char name[PROTO_STAT_NAME_MAX + 1];
-                memcpy(name, m.stats[i].name.p, m.stats[i].name.len);
-                name[m.stats[i].name.len] = '\0';
-                if (strncmp(name, "store_", 6) == 0)
-                    stats_add(&r->center_stats, name, m.stats[i].value);
-            }
-        }
-        proto_msg_fini(&m);
-        free(p);
-        return;
-    }
-    /* Check the reply fully before passing it on: the region trusts us no more than we trust it. */
-    proto_msg_t m;
-    int rc = proto_decode(data, len, &m);
-    proto_msg_fini(&m);
-    if (rc != PROTO_DEC_OK || proto_rewrite_rid(data, len, p->client_rid, &r->buf) < 0) {
+        if (m->type == PROTO_STATS_REPLY)
+            s_center_stats(r, m);
+    } else if (proto_rewrite_rid(in->raw, in->raw_len, p->client_rid, &r->buf) < 0) {
         r->malformed++;
         s_status(r, p->ident, p->ident_len, p->client_rid, PROTO_EINTERNAL, "malformed answer from the center");
     } else {
@@ -528,18 +426,46 @@ static void s_on_center_msg(relay_t *r, const void *data, size_t len, bool neste
     free(p);
 }
 
+/* An answer that does not decode: the region trusts us no more than we trust the center, so the
+ * command it answers (if its header names one we wait for) gets EINTERNAL instead. */
+static void on_center_malformed(void *ctx, const dispatch_in_t *in, const char *why, bool has_rid, uint64_t rid)
+{
+    relay_t *r = ctx;
+    if (!has_rid) {
+        r->malformed++;
+        return;
+    }
+    pending_t *p = s_ptake(r, rid);
+    if (!p)
+        return; /* answered already (timeout) */
+    r->center_rtt_us = util_mono_us() - p->sent_us;
+    if (p->internal) {
+        r->stats_out = false;
+    } else {
+        r->malformed++;
+        s_status(r, p->ident, p->ident_len, p->client_rid, PROTO_EINTERNAL, "malformed answer from the center");
+    }
+    free(p);
+}
+
+static const dispatch_t s_center = {
+    .on_other = on_center_answer,
+    .on_malformed = on_center_malformed,
+};
+
 static void s_poll_center(relay_t *r, uint64_t now)
 {
     if (now < r->next_stats_ms || r->stats_out || !r->link_up)
         return;
     r->next_stats_ms = now + 1000;
     pending_t *p = xcalloc(1, sizeof *p);
-    p->rid = r->next_rid++;
+    p->link.id = r->next_rid++;
     p->internal = true;
     p->deadline = now + r->cfg.req_timeout_ms;
     p->sent_us = util_mono_us();
     proto_buf_reset(&r->tmp);
-    proto_enc_simple(&r->tmp, PROTO_STATS, p->rid);
+    proto_enc_simple(&r->tmp, PROTO_STATS, p->link.id);
+    zloop_sent(r->loop, r->up);
     if (zu_send(r->up, NULL, 0, r->tmp.data, r->tmp.len) < 0) {
         free(p);
         return;
@@ -551,7 +477,7 @@ static void s_poll_center(relay_t *r, uint64_t now)
 static void s_expire(relay_t *r, uint64_t now)
 {
     while (r->t_head && r->t_head->deadline <= now) {
-        pending_t *p = s_ptake(r, r->t_head->rid);
+        pending_t *p = s_ptake(r, r->t_head->link.id);
         if (p->internal) {
             r->stats_out = false;
         } else {
@@ -613,6 +539,47 @@ int relay_config_load(relay_config_t *c, char *err)
     return 0;
 }
 
+/* ==== the loop =============================================================================== */
+
+/* Timers: the center's stream, deadlines of forwarded commands, the stats poll, our heartbeat. */
+static uint64_t s_turn(void *arg, uint64_t now)
+{
+    relay_t *r = arg;
+    uint64_t next = sync_client_tick(r->sync, now);
+    s_expire(r, now);
+    s_poll_center(r, now);
+    if (now >= r->next_hugz_ms)
+        s_hugz(r);
+    next = MIN(next, r->next_hugz_ms);
+    if (r->t_head)
+        next = MIN(next, r->t_head->deadline);
+    if (sync_client_take_sent(r->sync)) {
+        zmq_pollitem_t items[2];
+        sync_client_poll_items(r->sync, items);
+        zloop_sent(r->loop, items[1].socket);
+    }
+    return next;
+}
+
+/* The center's stream: apply (bounded), then publish what was applied to the region. */
+static bool s_pump_stream(void *arg)
+{
+    relay_t *r = arg;
+    bool more = sync_client_handle(r->sync) != 0;
+    s_flush_changes(r);
+    return more;
+}
+
+static void s_on_center_frames(void *arg, void *sock, zmq_msg_t *frames, int n)
+{
+    dispatch_frames(&s_center, arg, sock, frames, n);
+}
+
+static void s_on_region_frames(void *arg, void *sock, zmq_msg_t *frames, int n)
+{
+    dispatch_frames(&s_region, arg, sock, frames, n);
+}
+
 /* ==== the relay's life ======================================================================= */
 
 static int s_sockets(relay_t *r, char *err)
@@ -647,7 +614,20 @@ static int s_sockets(relay_t *r, char *err)
     }
     sync_handler_t sh = {.ctx = r, .apply = on_apply, .reset = on_reset, .state = on_state};
     r->sync = sync_client_new(r->zctx, &sc, &sh, err);
-    return r->sync ? 0 : -1;
+    if (!r->sync)
+        return -1;
+    /* The stream first (changes are relayed before answers that may depend on them), then the
+     * center's answers, then the region's commands. */
+    zmq_pollitem_t items[2];
+    sync_client_poll_items(r->sync, items);
+    void *socks[2] = {items[0].socket, items[1].socket};
+    if (zloop_add_drainer(r->loop, socks, 2, s_pump_stream, r) < 0 ||
+        zloop_add_socket(r->loop, r->up, s_on_center_frames, r) < 0 ||
+        zloop_add_socket(r->loop, r->router, s_on_region_frames, r) < 0) {
+        snprintf(err, CFG_ERR_LEN, "cannot poll the relay's sockets");
+        return -1;
+    }
+    return 0;
 }
 
 int relay_new(void *zctx, const relay_config_t *c, relay_t **out, char *err)
@@ -658,7 +638,11 @@ int relay_new(void *zctx, const relay_config_t *c, relay_t **out, char *err)
     proto_buf_init(&r->buf);
     proto_buf_init(&r->tmp);
     stats_list_init(&r->center_stats);
+    idtab_init(&r->pending);
+    seqwin_init(&r->window, c->window_max, 0);
     r->next_rid = 1;
+    zloop_hooks_t hooks = {.arg = r, .turn = s_turn};
+    r->loop = zloop_new(&hooks, 1000);
     int rc = s_sockets(r, err);
     if (rc < 0)
         relay_destroy(&r);
@@ -672,7 +656,7 @@ void relay_destroy(relay_t **rp)
     if (!r)
         return;
     while (r->t_head) {
-        pending_t *p = s_ptake(r, r->t_head->rid);
+        pending_t *p = s_ptake(r, r->t_head->link.id);
         if (!p->internal)
             s_status(r, p->ident, p->ident_len, p->client_rid, PROTO_EUNAVAIL, "relay stopping");
         free(p);
@@ -684,9 +668,10 @@ void relay_destroy(relay_t **rp)
         zmq_close(r->pub);
     if (r->up)
         zmq_close(r->up);
-    s_window_clear(r);
+    zloop_destroy(&r->loop);
+    seqwin_fini(&r->window);
+    idtab_fini(&r->pending);
     free(r->pend);
-    free(r->ptab);
     stats_list_fini(&r->center_stats);
     proto_buf_fini(&r->buf);
     proto_buf_fini(&r->tmp);
@@ -696,55 +681,10 @@ void relay_destroy(relay_t **rp)
 
 int relay_turn(relay_t *r, const volatile sig_atomic_t *stop)
 {
-    zmq_pollitem_t items[4];
-    uint64_t now = util_mono_ms();
-    uint64_t next = sync_client_tick(r->sync, now);
-    s_expire(r, now);
-    s_poll_center(r, now);
-    if (now >= r->next_hugz_ms)
-        s_hugz(r);
-    next = MIN(next, r->next_hugz_ms);
-    if (r->t_head)
-        next = MIN(next, r->t_head->deadline);
-    sync_client_poll_items(r->sync, items);
-    items[2] = (zmq_pollitem_t){.socket = r->up, .events = ZMQ_POLLIN};
-    items[3] = (zmq_pollitem_t){.socket = r->router, .events = ZMQ_POLLIN};
-    long timeout = next > now ? (long)(next - now) : 0;
-    if (zmq_poll(items, 4, MIN(timeout, 1000)) < 0 && errno != EINTR)
-        return -1;
-    sync_client_handle(r->sync);
-    s_flush_changes(r);
-    for (int k = 0; k < 4096; k++) {
-        zmq_msg_t f[ZU_FRAMES_MAX];
-        int nf;
-        if (zu_recv(r->up, f, ZU_FRAMES_MAX, &nf) < 0) {
-            if (errno == EPROTO)
-                continue;
-            break;
-        }
-        s_on_center(r, f, nf);
-        zu_close_frames(f, nf);
-    }
-    for (int k = 0; k < 4096 && !(stop && *stop); k++) {
-        zmq_msg_t f[ZU_FRAMES_MAX];
-        int nf;
-        if (zu_recv(r->router, f, ZU_FRAMES_MAX, &nf) < 0) {
-            if (errno == EPROTO) {
-                r->malformed++;
-                continue;
-            }
-            break;
-        }
-        s_on_region(r, f, nf);
-        zu_close_frames(f, nf);
-    }
-    return 0;
+    return zloop_turn(r->loop, stop);
 }
 
 int relay_run(relay_t *r, const volatile sig_atomic_t *stop)
 {
-    while (!*stop)
-        if (relay_turn(r, stop) < 0)
-            return -1;
-    return 0;
+    return zloop_run(r->loop, stop);
 }

@@ -5,7 +5,7 @@ $(STORE_LIB): $(B)/store-node/store.o
 	$(AR) rcs $@ $^
 
 STORE_NODE_LIB := $(B)/libstorenode.a
-$(STORE_NODE_LIB): $(B)/store-node/store_node.o
+$(STORE_NODE_LIB): $(B)/store-node/store_node.o $(B)/store-node/store_writer.o
 	$(AR) rcs $@ $^
 NODE_LIBS += $(STORE_NODE_LIB)
 

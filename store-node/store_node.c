@@ -1,324 +1,39 @@
-/* store_node.c -- the center's store-node process: the only writer of durable state.
+/* store_node.c -- the center's store-node: the only writer of durable state. This file is its main
+ * thread; store_writer.c is the writer thread (store_node_int.h draws the two and their queues).
  *
- * Threads:
- *   main    owns every ZeroMQ socket: the command ROUTER(s) (cache-nodes, sync relays), the change
- *           stream PUB(s). It decodes and validates commands, answers reads, catch-ups, pings and
- *           stats from LMDB read snapshots, queues writes for the writer, and -- when the writer
- *           reports a committed group -- publishes the group's changes in sequence order and then
- *           sends the acknowledgements. It also publishes a HUGZ heartbeat carrying the last
- *           published sequence every STORE_HUGZ_MS.
- *   writer  the only thread that opens LMDB write transactions: it takes every queued write (up
- *           to STORE_BATCH_MAX items) and commits them in one transaction (group commit), runs the
- *           TTL sweeper when the expiry index says something is due, and in SYNC_MODE=none flushes
- *           every SYNC_FLUSH_MS.
- *
- *   main --(job queue: mutex + condvar, bounded by STORE_QUEUE_MAX items)--> writer
- *   writer --(completion queue: mutex + eventfd the main loop polls)--> main
- *
- * Lock order: queue_lock and done_lock are never held together; LMDB's resize_lock is taken
- * inside store.c only, never while holding either queue lock.
+ * The main thread owns every ZeroMQ socket: the command ROUTER(s) (cache-nodes, sync relays) and
+ * the change stream PUB(s). It decodes and validates commands (a dispatch table), answers reads,
+ * catch-ups, pings and stats from LMDB read snapshots, queues writes for the writer, and -- when
+ * the writer reports a committed group -- publishes the group's changes in sequence order and then
+ * sends the acknowledgements, one frame per peer. It publishes a HUGZ heartbeat carrying the last
+ * published sequence every STORE_HUGZ_MS.
  *
  * A write is acknowledged only after its group's commit returned, and its change is published
  * before the acknowledgement goes out. Overload (queue full) is answered EOVERLOAD at once.
+ *
+ * One loop (common/zloop.h) over the writer's eventfd, the CurveZMQ authenticator (when the relays'
+ * link has one) and the ROUTERs, in that order: completions are answered before new commands.
  */
-#include "store_node.h"
+#include "store_node_int.h"
 #include "cfg.h"
-#include "curve.h"
 #include "log.h"
-#include "proto.h"
-#include "stats.h"
-#include "store.h"
 #include "util.h"
 #include "zutil.h"
 
 #include <errno.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#define MAX_IDENT 255
 #define CHANGES_PER_MSG 512
 
-typedef struct job {
-    struct job *next;
-    void *router; /* which ROUTER the command came from (answers go back there) */
-    uint8_t ident[MAX_IDENT];
-    uint8_t ident_len;
-    uint8_t type;
-    uint64_t rid;
-    store_op_t op;
-    proto_record_t *in, *out;
-    uint64_t t_recv_us;
-    uint64_t deadline_us; /* the sender's deadline (wall clock): not applied after it; 0 = none */
-    bool expired;         /* taken by the writer after deadline_us: answered ETIMEOUT, not applied */
-} job_t;
-
-typedef struct completion {
-    struct completion *next;
-    job_t *jobs;
-    store_changes_t changes;
-} completion_t;
-
-/* Acknowledgements of one group, one frame per peer (a BATCH when a peer has several). */
-#define ACKBOXES 16
-
-typedef struct ackbox {
-    void *router;
-    uint8_t ident[MAX_IDENT];
-    uint8_t ident_len;
-    proto_batch_t batch;
-} ackbox_t;
-
-struct store_node {
-    store_node_config_t cfg;
-    curve_zap_t *zap;
-
-    store_t *store;
-    void *zctx;
-    void *routers[2], *pubs[2];
-    int nrouters, npubs;
-    int efd;
-
-    /* job queue (main -> writer) */
-    pthread_mutex_t queue_lock;
-    pthread_cond_t queue_cond;
-    job_t *q_head, *q_tail;
-    uint64_t q_items; /* items queued or being written */
-    bool stopping;
-
-    /* completions (writer -> main) */
-    pthread_mutex_t done_lock;
-    completion_t *d_head, *d_tail;
-
-    /* main thread state */
-    uint64_t pub_seq;
-    proto_buf_t buf;
-    ackbox_t acks[ACKBOXES];
-    int nacks;
-    bool again;           /* a drain stopped at its bound: poll without waiting */
-    uint64_t next_hugz;
-    pthread_t writer;
-    bool writer_started;
-
-    /* metrics */
-    _Atomic uint64_t writes_total, write_ops_total, commits_total, commit_errors, expirations_total, purges_total;
-    _Atomic uint64_t overload_total, malformed_total, reads_total, catchups_total, snapshots_total, expired_total;
-    _Atomic uint64_t pub_msgs_total, pub_drops_total, flushes_total, sweeps_total, relaxed_commits_total;
-    bool unsynced; /* writer thread: relaxed commits not yet flushed */
-    stats_hist_t commit_hist, group_hist, ack_hist;
-};
-
-/* ==== writer thread ========================================================================== */
-
-static void s_push_completion(store_node_t *sn, completion_t *c)
-{
-    pthread_mutex_lock(&sn->done_lock);
-    if (sn->d_tail)
-        sn->d_tail->next = c;
-    else
-        sn->d_head = c;
-    sn->d_tail = c;
-    pthread_mutex_unlock(&sn->done_lock);
-    uint64_t one = 1;
-    if (write(sn->efd, &one, sizeof one) < 0 && errno != EAGAIN)
-        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd write: %s", strerror(errno));
-}
-
-static void s_write_group(store_node_t *sn, job_t *jobs, size_t njobs)
-{
-    char err[STORE_ERR_LEN];
-    store_op_t *ops = xmalloc(njobs * sizeof *ops);
-    size_t i = 0, items = 0;
-    /* Heartbeats are the hot path: a group of nothing but heartbeats is committed without an
-     * fsync and flushed within TOUCH_SYNC_MS (0 = every heartbeat group fsynced too). */
-    bool relaxed = sn->cfg.touch_sync_ms > 0;
-    uint64_t now_wall = util_now_us();
-    size_t nops = 0;
-    for (job_t *j = jobs; j; j = j->next) {
-        if (j->deadline_us && now_wall >= j->deadline_us) {
-            /* Waited in the queue past its sender's deadline (an overloaded store): not applied. */
-            j->op.status = PROTO_ETIMEOUT;
-            j->expired = true;
-            atomic_fetch_add(&sn->expired_total, 1);
-            continue;
-        }
-        ops[nops++] = j->op;
-        items += j->op.n;
-        if (j->type != PROTO_TOUCH)
-            relaxed = false;
-    }
-    completion_t *c = xcalloc(1, sizeof *c);
-    store_changes_init(&c->changes);
-    uint64_t t0 = util_mono_us();
-    int rc = nops ? store_apply(sn->store, ops, nops, now_wall, relaxed, &c->changes, err) : 0;
-    if (rc == 0 && relaxed && sn->cfg.store.sync_mode != STORE_SYNC_NONE) {
-        /* Only pure refreshes may wait for the flush: a heartbeat that created a record or
-         * brought a user back online is a change of state, durable before it is acknowledged. */
-        for (size_t k = 0; k < c->changes.n; k++) {
-            if (c->changes.v[k].kind == PROTO_CH_SET) {
-                if (store_flush(sn->store, err) == 0)
-                    relaxed = false;
-                else
-                    rc = -1;
-                break;
-            }
-        }
-    }
-    if (rc < 0 && relaxed) {
-        for (i = 0; i < nops; i++)
-            ops[i].status = PROTO_EINTERNAL;
-    }
-    if (rc == 0 && relaxed && sn->cfg.store.sync_mode != STORE_SYNC_NONE) {
-        sn->unsynced = true;
-        atomic_fetch_add(&sn->relaxed_commits_total, 1);
-    } else if (rc == 0) {
-        sn->unsynced = false; /* a synced commit flushed everything before it */
-    }
-    uint64_t dt = util_mono_us() - t0;
-    if (rc < 0) {
-        atomic_fetch_add(&sn->commit_errors, 1);
-        LOG_RATELIMITED(LOG_ERROR, 1000, "group commit of %zu ops failed: %s", njobs, err);
-    } else {
-        atomic_fetch_add(&sn->commits_total, 1);
-        atomic_fetch_add(&sn->writes_total, items);
-        atomic_fetch_add(&sn->write_ops_total, nops);
-        stats_hist_observe(&sn->commit_hist, dt);
-        stats_hist_observe(&sn->group_hist, items);
-    }
-    i = 0;
-    for (job_t *j = jobs; j; j = j->next)
-        if (!j->expired)
-            j->op = ops[i++];
-    free(ops);
-    c->jobs = jobs;
-    s_push_completion(sn, c);
-}
-
-static void *s_writer_main(void *arg)
-{
-    store_node_t *sn = arg;
-    uint64_t next_sweep = 0, next_flush = util_mono_ms() + sn->cfg.flush_ms, next_rcheck = util_mono_ms() + 10000;
-    uint64_t next_touch_sync = util_mono_ms() + sn->cfg.touch_sync_ms;
-    char err[STORE_ERR_LEN];
-    for (;;) {
-        pthread_mutex_lock(&sn->queue_lock);
-        for (;;) {
-            if (sn->q_head || sn->stopping)
-                break;
-            uint64_t now_wall = util_now_us(), now = util_mono_ms();
-            uint64_t wake_ms = next_rcheck;
-            if (next_sweep != UINT64_MAX) {
-                if (next_sweep <= now_wall)
-                    break;
-                uint64_t in_ms = (next_sweep - now_wall) / 1000 + 1;
-                wake_ms = MIN(wake_ms, now + in_ms);
-            }
-            if (sn->cfg.store.sync_mode == STORE_SYNC_NONE)
-                wake_ms = MIN(wake_ms, next_flush);
-            if (sn->unsynced)
-                wake_ms = MIN(wake_ms, next_touch_sync);
-            if (wake_ms <= now)
-                break;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t d = MIN(wake_ms - now, 1000); /* never sleep blind for long */
-            ts.tv_sec += (time_t)(d / 1000);
-            ts.tv_nsec += (long)(d % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&sn->queue_cond, &sn->queue_lock, &ts);
-        }
-        /* Take queued jobs up to batch_max items: these commit together. */
-        job_t *head = NULL, *tail = NULL;
-        size_t njobs = 0, items = 0;
-        while (sn->q_head && (njobs == 0 || items + sn->q_head->op.n <= sn->cfg.batch_max)) {
-            job_t *j = sn->q_head;
-            sn->q_head = j->next;
-            if (!sn->q_head)
-                sn->q_tail = NULL;
-            j->next = NULL;
-            if (tail)
-                tail->next = j;
-            else
-                head = j;
-            tail = j;
-            njobs++;
-            items += j->op.n;
-        }
-        bool stopping = sn->stopping && !sn->q_head && !head;
-        pthread_mutex_unlock(&sn->queue_lock);
-        if (stopping) {
-            if (sn->unsynced && store_flush(sn->store, err) < 0)
-                LOG(LOG_ERROR, "%s", err);
-            break;
-        }
-        if (head)
-            s_write_group(sn, head, njobs);
-
-        uint64_t now_wall = util_now_us();
-        if (next_sweep <= now_wall) {
-            completion_t *c = xcalloc(1, sizeof *c);
-            store_changes_init(&c->changes);
-            uint64_t next_due = UINT64_MAX, exp = 0, pur = 0;
-            int n = store_sweep(sn->store, now_wall, (uint32_t)sn->cfg.sweep_max, &c->changes, &next_due, &exp, &pur, err);
-            atomic_fetch_add(&sn->sweeps_total, 1);
-            if (n < 0)
-                LOG_RATELIMITED(LOG_ERROR, 1000, "sweep failed: %s", err);
-            atomic_fetch_add(&sn->expirations_total, exp);
-            atomic_fetch_add(&sn->purges_total, pur);
-            if (c->changes.n) {
-                s_push_completion(sn, c);
-            } else {
-                store_changes_fini(&c->changes);
-                free(c);
-            }
-            /* Sweep again when the next record is due, at least every second (tombstone pruning),
-             * at once if this pass hit its cap. */
-            if (n >= (int)sn->cfg.sweep_max)
-                next_sweep = now_wall;
-            else
-                next_sweep = MIN(next_due, now_wall + 1000000);
-        }
-        uint64_t now = util_mono_ms();
-        if (sn->cfg.store.sync_mode == STORE_SYNC_NONE && now >= next_flush) {
-            if (store_flush(sn->store, err) < 0)
-                LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
-            atomic_fetch_add(&sn->flushes_total, 1);
-            next_flush = now + sn->cfg.flush_ms;
-        }
-        if (sn->unsynced && now >= next_touch_sync) {
-            if (store_flush(sn->store, err) < 0)
-                LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
-            else
-                sn->unsynced = false;
-            atomic_fetch_add(&sn->flushes_total, 1);
-        }
-        if (!sn->unsynced)
-            next_touch_sync = now + sn->cfg.touch_sync_ms;
-        if (now >= next_rcheck) {
-            int dead = store_reader_check(sn->store);
-            if (dead > 0)
-                LOG(LOG_NOTICE, "cleared %d stale LMDB reader slots", dead);
-            next_rcheck = now + 10000;
-        }
-    }
-    return NULL;
-}
-
-/* ==== main thread: replies and publishing ==================================================== */
+/* ==== replies and publishing ==================================================================== */
 
 static void s_reply(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, proto_buf_t *b)
 {
     size_t len;
     char *data = proto_buf_steal(b, &len);
+    zloop_sent(sn->loop, router);
     if (zu_send_owned(router, ident, ident_len, data, len) < 0)
         LOG_RATELIMITED(LOG_WARN, 1000, "reply dropped: %s", zmq_strerror(errno));
 }
@@ -370,6 +85,7 @@ static void s_publish_hugz(store_node_t *sn)
     s_publish_frames(sn, PROTO_TOPIC_HUGZ, &sn->buf);
 }
 
+/* ==== acknowledgements ========================================================================== */
 
 static void s_flush_acks(store_node_t *sn)
 {
@@ -420,15 +136,10 @@ static void s_finish_job(store_node_t *sn, job_t *j)
     free(j);
 }
 
+/* What the writer reported: publish each group's changes, then answer its jobs. */
 static void s_drain_completions(store_node_t *sn)
 {
-    uint64_t v;
-    if (read(sn->efd, &v, sizeof v) < 0 && errno != EAGAIN)
-        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd read: %s", strerror(errno));
-    pthread_mutex_lock(&sn->done_lock);
-    completion_t *c = sn->d_head;
-    sn->d_head = sn->d_tail = NULL;
-    pthread_mutex_unlock(&sn->done_lock);
+    completion_t *c = store_writer_take(sn);
     while (c) {
         completion_t *next = c->next;
         if (c->changes.n)
@@ -440,18 +151,15 @@ static void s_drain_completions(store_node_t *sn)
             s_finish_job(sn, j);
         }
         s_flush_acks(sn);
-        if (items) {
-            pthread_mutex_lock(&sn->queue_lock);
-            sn->q_items -= items;
-            pthread_mutex_unlock(&sn->queue_lock);
-        }
+        if (items)
+            store_writer_release(sn, items);
         store_changes_fini(&c->changes);
         free(c);
         c = next;
     }
 }
 
-/* ==== main thread: commands ================================================================== */
+/* ==== commands =================================================================================== */
 
 static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, proto_msg_t *m)
 {
@@ -469,12 +177,7 @@ static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size
         s_reply_status(sn, router, ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was applied");
         return;
     }
-    pthread_mutex_lock(&sn->queue_lock);
-    bool full = sn->q_items + n > sn->cfg.queue_max && sn->q_items > 0;
-    if (!full)
-        sn->q_items += n;
-    pthread_mutex_unlock(&sn->queue_lock);
-    if (full) {
+    if (!store_writer_reserve(sn, n)) {
         atomic_fetch_add(&sn->overload_total, 1);
         s_reply_status(sn, router, ident, ident_len, m->rid, PROTO_EOVERLOAD, "store write queue full");
         return;
@@ -499,14 +202,7 @@ static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size
     j->op.n = n;
     j->op.in = j->in;
     j->op.out = j->out;
-    pthread_mutex_lock(&sn->queue_lock);
-    if (sn->q_tail)
-        sn->q_tail->next = j;
-    else
-        sn->q_head = j;
-    sn->q_tail = j;
-    pthread_cond_signal(&sn->queue_cond);
-    pthread_mutex_unlock(&sn->queue_lock);
+    store_writer_push(sn, j);
 }
 
 static void s_handle_read(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
@@ -594,10 +290,7 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
 {
     store_info_t info;
     store_get_info(sn->store, &info);
-    uint64_t qi;
-    pthread_mutex_lock(&sn->queue_lock);
-    qi = sn->q_items;
-    pthread_mutex_unlock(&sn->queue_lock);
+    uint64_t qi = store_writer_queued(sn);
     stats_add(l, "store_epoch", info.epoch);
     stats_add(l, "store_sequence", sn->pub_seq);
     stats_add(l, "store_committed_sequence", info.last_seq);
@@ -633,80 +326,98 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
     stats_add_hist(l, "store_ack_seconds", NULL, &sn->ack_hist);
 }
 
-static void s_handle_msg(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, const void *data, size_t len,
-                         bool nested);
+/* ==== dispatch =================================================================================== */
 
-static void s_handle(store_node_t *sn, void *router, zmq_msg_t *frames, int n)
+static void on_read(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
-    if (n != 2 || zmq_msg_size(&frames[0]) == 0 || zmq_msg_size(&frames[0]) > MAX_IDENT) {
-        atomic_fetch_add(&sn->malformed_total, 1);
-        return;
-    }
-    s_handle_msg(sn, router, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), zmq_msg_data(&frames[1]),
-                 zmq_msg_size(&frames[1]), false);
+    s_handle_read(ctx, in->sock, in->ident, in->ident_len, m);
 }
 
-static void s_handle_msg(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, const void *data, size_t len,
-                         bool nested)
+static void on_write(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
-    proto_msg_t m;
-    int rc = proto_decode(data, len, &m);
-    if (rc != PROTO_DEC_OK || (nested && m.type == PROTO_BATCH)) {
-        atomic_fetch_add(&sn->malformed_total, 1);
-        uint8_t type;
-        uint64_t rid;
-        LOG_RATELIMITED(LOG_WARN, 1000, "malformed command dropped: %s", rc != PROTO_DEC_OK ? m.err : "nested batch");
-        if (proto_peek_header(data, len, &type, &rid) == 0 && type != PROTO_BATCH)
-            s_reply_status(sn, router, ident, ident_len, rid, PROTO_EBADREQ, m.err);
-        proto_msg_fini(&m);
-        return;
-    }
-    if (m.type == PROTO_BATCH) {
-        for (uint32_t i = 0; i < m.n; i++)
-            s_handle_msg(sn, router, ident, ident_len, m.parts[i].p, m.parts[i].len, true);
-        proto_msg_fini(&m);
-        return;
-    }
-    switch (m.type) {
-    case PROTO_GET:
-    case PROTO_MGET:
-        s_handle_read(sn, router, ident, ident_len, &m);
-        break;
-    case PROTO_PUT:
-    case PROTO_TOUCH:
-    case PROTO_DEL:
-        s_enqueue(sn, router, ident, ident_len, &m);
-        break;
-    case PROTO_CATCHUP:
-        s_handle_catchup(sn, router, ident, ident_len, &m);
-        break;
-    case PROTO_PING:
-    case PROTO_STATS: {
-        stats_list_t l;
-        stats_list_init(&l);
-        if (m.type == PROTO_STATS) {
-            s_collect_stats(sn, &l);
-        } else {
-            stats_add(&l, "store_epoch", store_epoch(sn->store));
-            stats_add(&l, "store_sequence", sn->pub_seq);
-            stats_add(&l, "store_now_us", util_now_us());
-        }
-        proto_buf_reset(&sn->buf);
-        proto_enc_stats(&sn->buf, m.type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m.rid, PROTO_OK, l.v, l.n);
-        stats_list_fini(&l);
-        s_reply(sn, router, ident, ident_len, &sn->buf);
-        break;
-    }
-    default:
-        atomic_fetch_add(&sn->malformed_total, 1);
-        s_reply_status(sn, router, ident, ident_len, m.rid, PROTO_EBADREQ, "unexpected message type");
-        break;
-    }
-    proto_msg_fini(&m);
+    s_enqueue(ctx, in->sock, in->ident, in->ident_len, m);
 }
 
+static void on_catchup(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    s_handle_catchup(ctx, in->sock, in->ident, in->ident_len, m);
+}
 
-/* ==== the node's life ======================================================================== */
+static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    store_node_t *sn = ctx;
+    stats_list_t l;
+    stats_list_init(&l);
+    if (m->type == PROTO_STATS) {
+        s_collect_stats(sn, &l);
+    } else {
+        stats_add(&l, "store_epoch", store_epoch(sn->store));
+        stats_add(&l, "store_sequence", sn->pub_seq);
+        stats_add(&l, "store_now_us", util_now_us());
+    }
+    proto_buf_reset(&sn->buf);
+    proto_enc_stats(&sn->buf, m->type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m->rid, PROTO_OK, l.v, l.n);
+    stats_list_fini(&l);
+    s_reply(sn, in->sock, in->ident, in->ident_len, &sn->buf);
+}
+
+static void on_unexpected(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    store_node_t *sn = ctx;
+    atomic_fetch_add(&sn->malformed_total, 1);
+    s_reply_status(sn, in->sock, in->ident, in->ident_len, m->rid, PROTO_EBADREQ, "unexpected message type");
+}
+
+static void on_malformed(void *ctx, const dispatch_in_t *in, const char *why, bool has_rid, uint64_t rid)
+{
+    store_node_t *sn = ctx;
+    atomic_fetch_add(&sn->malformed_total, 1);
+    if (in->raw)
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed command dropped: %s", why);
+    if (has_rid)
+        s_reply_status(sn, in->sock, in->ident, in->ident_len, rid, PROTO_EBADREQ, why);
+}
+
+static const dispatch_t s_commands = {
+    .routed = true,
+    .on = {[PROTO_GET] = on_read, [PROTO_MGET] = on_read, [PROTO_PUT] = on_write, [PROTO_TOUCH] = on_write,
+           [PROTO_DEL] = on_write, [PROTO_CATCHUP] = on_catchup, [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
+    .on_other = on_unexpected,
+    .on_malformed = on_malformed,
+};
+
+/* ==== the loop =================================================================================== */
+
+/* The heartbeat, when due; it is the loop's only timer. */
+static uint64_t s_turn(void *arg, uint64_t now)
+{
+    store_node_t *sn = arg;
+    if (now >= sn->next_hugz) {
+        s_publish_hugz(sn);
+        sn->next_hugz = now + sn->cfg.hugz_ms;
+    }
+    return sn->next_hugz;
+}
+
+static void s_on_completions(void *arg, int fd)
+{
+    s_drain_completions(arg);
+}
+
+static bool s_on_zap(void *arg)
+{
+    store_node_t *sn = arg;
+    curve_zap_handle(sn->zap);
+    zloop_sent(sn->loop, curve_zap_socket(sn->zap)); /* it answers what it read */
+    return false;
+}
+
+static void s_on_command(void *arg, void *sock, zmq_msg_t *frames, int n)
+{
+    dispatch_frames(&s_commands, arg, sock, frames, n);
+}
+
+/* ==== the node's life ============================================================================ */
 
 static int s_bind(store_node_t *sn, int type, const char *ep, void **out, char *err)
 {
@@ -777,6 +488,22 @@ static int s_bind_all(store_node_t *sn, char *err)
     return 0;
 }
 
+/* Completions first (answers before new commands), the authenticator, then the ROUTERs. */
+static int s_add_sources(store_node_t *sn)
+{
+    if (zloop_add_fd(sn->loop, sn->efd, s_on_completions, sn) < 0)
+        return -1;
+    if (sn->zap) {
+        void *zs = curve_zap_socket(sn->zap);
+        if (zloop_add_drainer(sn->loop, &zs, 1, s_on_zap, sn) < 0)
+            return -1;
+    }
+    for (int i = 0; i < sn->nrouters; i++)
+        if (zloop_add_socket(sn->loop, sn->routers[i], s_on_command, sn) < 0)
+            return -1;
+    return 0;
+}
+
 int store_node_new(void *zctx, const store_node_config_t *c, store_node_t **out, char *err)
 {
     *out = NULL;
@@ -794,34 +521,33 @@ int store_node_new(void *zctx, const store_node_config_t *c, store_node_t **out,
     store_info_t info;
     store_get_info(sn->store, &info);
     sn->pub_seq = info.last_seq;
-    stats_hist_init_latency(&sn->commit_hist);
     stats_hist_init_latency(&sn->ack_hist);
-    stats_hist_init_pow2(&sn->group_hist, 14);
     proto_buf_init(&sn->buf);
-    pthread_mutex_init(&sn->queue_lock, NULL);
-    pthread_mutex_init(&sn->done_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&sn->queue_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    sn->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    sn->again = true;
     sn->next_hugz = util_mono_ms();
+    zloop_hooks_t hooks = {.arg = sn, .turn = s_turn};
+    sn->loop = zloop_new(&hooks, 60000);
+    if (store_writer_init(sn) < 0) {
+        snprintf(err, CFG_ERR_LEN, "eventfd: %s", strerror(errno));
+        store_node_destroy(&sn);
+        return -1;
+    }
     int rc = s_bind_all(sn, err);
+    if (rc == 0 && s_add_sources(sn) < 0) {
+        snprintf(err, CFG_ERR_LEN, "cannot poll the store-node's sockets");
+        rc = -1;
+    }
+    if (rc == 0 && store_writer_start(sn) < 0) {
+        snprintf(err, CFG_ERR_LEN, "cannot start the writer thread");
+        rc = -1;
+    }
     if (rc < 0) {
         store_node_destroy(&sn);
         return rc;
     }
-    if (pthread_create(&sn->writer, NULL, s_writer_main, sn) != 0) {
-        snprintf(err, CFG_ERR_LEN, "cannot start the writer thread");
-        store_node_destroy(&sn);
-        return -1;
-    }
-    sn->writer_started = true;
     *out = sn;
     return 0;
 }
+
 
 store_t *store_node_store(store_node_t *sn)
 {
@@ -836,11 +562,7 @@ void store_node_destroy(store_node_t **np)
     if (sn->writer_started) {
         /* Graceful stop: no new commands; let the writer finish what is queued, then ack and
          * publish it. */
-        pthread_mutex_lock(&sn->queue_lock);
-        sn->stopping = true;
-        pthread_cond_signal(&sn->queue_cond);
-        pthread_mutex_unlock(&sn->queue_lock);
-        pthread_join(sn->writer, NULL);
+        store_writer_stop(sn);
         s_drain_completions(sn);
         s_publish_hugz(sn);
     }
@@ -852,81 +574,21 @@ void store_node_destroy(store_node_t **np)
             zmq_close(sn->pubs[i]);
     curve_zap_destroy(&sn->zap);
     store_close(&sn->store);
-    if (sn->efd >= 0)
-        close(sn->efd);
+    store_writer_fini(sn);
+    zloop_destroy(&sn->loop);
     proto_buf_fini(&sn->buf);
     for (int i = 0; i < ACKBOXES; i++)
         proto_batch_fini(&sn->acks[i].batch);
-    pthread_mutex_destroy(&sn->queue_lock);
-    pthread_mutex_destroy(&sn->done_lock);
-    pthread_cond_destroy(&sn->queue_cond);
     free(sn);
     *np = NULL;
 }
 
-/* Poll the sockets' ZMQ_FDs and the completion eventfd directly (not zmq_poll, which asks every
- * socket for ZMQ_EVENTS before and after each wait). Every socket is drained to EAGAIN, so a new
- * message signals its ZMQ_FD -- unless one of our sends (replies, acks) consumed the signal: the
- * ROUTERs are checked once with ZMQ_EVENTS before we block. A bounded drain that stopped early
- * polls with timeout 0. */
 int store_node_turn(store_node_t *sn, const volatile sig_atomic_t *stop)
 {
-    struct pollfd pfd[4];
-    int ni = 0;
-    for (int i = 0; i < sn->nrouters; i++) {
-        if (!sn->again && zu_readable(sn->routers[i]))
-            sn->again = true;
-        pfd[ni++] = (struct pollfd){.fd = zu_fd(sn->routers[i]), .events = POLLIN};
-    }
-    if (sn->zap) {
-        if (!sn->again && zu_readable(curve_zap_socket(sn->zap)))
-            sn->again = true;
-        pfd[ni++] = (struct pollfd){.fd = zu_fd(curve_zap_socket(sn->zap)), .events = POLLIN};
-    }
-    pfd[ni++] = (struct pollfd){.fd = sn->efd, .events = POLLIN};
-    uint64_t now = util_mono_ms();
-    long timeout = sn->again || sn->next_hugz <= now ? 0 : (long)(sn->next_hugz - now);
-    int rc = poll(pfd, (nfds_t)ni, (int)MIN(timeout, 60000));
-    if (rc < 0 && errno != EINTR) {
-        LOG(LOG_ERROR, "poll: %s", strerror(errno));
-        return -1;
-    }
-    sn->again = false;
-    if (rc > 0 && (pfd[ni - 1].revents & POLLIN))
-        s_drain_completions(sn);
-    if (sn->zap)
-        curve_zap_handle(sn->zap);
-    for (int i = 0; i < sn->nrouters; i++) {
-        /* Bounded drain so completions and heartbeats are never starved. */
-        int k;
-        for (k = 0; k < 4096 && !(stop && *stop); k++) {
-            zmq_msg_t frames[ZU_FRAMES_MAX];
-            int nf;
-            if (zu_recv(sn->routers[i], frames, ZU_FRAMES_MAX, &nf) < 0) {
-                if (errno == EPROTO) {
-                    atomic_fetch_add(&sn->malformed_total, 1);
-                    continue;
-                }
-                break;
-            }
-            s_handle(sn, sn->routers[i], frames, nf);
-            zu_close_frames(frames, nf);
-        }
-        if (k == 4096)
-            sn->again = true;
-    }
-    now = util_mono_ms();
-    if (now >= sn->next_hugz) {
-        s_publish_hugz(sn);
-        sn->next_hugz = now + sn->cfg.hugz_ms;
-    }
-    return 0;
+    return zloop_turn(sn->loop, stop);
 }
 
 int store_node_run(store_node_t *sn, const volatile sig_atomic_t *stop)
 {
-    while (!*stop)
-        if (store_node_turn(sn, stop) < 0)
-            return -1;
-    return 0;
+    return zloop_run(sn->loop, stop);
 }

@@ -28,10 +28,6 @@ typedef struct relay_config {
 
 typedef struct relay relay_t;
 
-/* Read the relay's environment (DATA_DIR, CENTER_ENDPOINT, RELAY_*, REQUEST_TIMEOUT_MS,
- * SYNC_HEARTBEAT_LIMIT_MS, CURVE_*). Returns 0, or -1 with err (CFG_ERR_LEN) naming the variable. */
-int relay_config_load(relay_config_t *c, char *err);
-
 /* Bind the region's sockets, connect to the center, start following its stream. Returns 0 with
  * *out set (the caller owns it: free with relay_destroy); or, with err (CFG_ERR_LEN) set, -1 when
  * a socket could not be bound or connected and -2 when libzmq refused the CurveZMQ keys (a

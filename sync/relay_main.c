@@ -4,8 +4,9 @@
  * A configuration error names its variable and exits 2 before anything is bound. The ready line
  * goes out once the region's sockets are bound and the link to the center is being made.
  */
-#include "cli.h"
 #include "cfg.h"
+#include "cli.h"
+#include "curve.h"
 #include "envreg.h"
 #include "log.h"
 #include "relay.h"
@@ -13,6 +14,8 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 static volatile sig_atomic_t s_stop;
@@ -21,6 +24,56 @@ static void on_signal(int sig)
 {
     (void)sig;
     s_stop = 1;
+}
+
+/* The relay's environment (DATA_DIR, CENTER_ENDPOINT, RELAY_*, REQUEST_TIMEOUT_MS,
+ * SYNC_HEARTBEAT_LIMIT_MS, CURVE_*). Returns 0, or -1 with err naming the variable. */
+static int s_config(relay_config_t *c, char *err)
+{
+    char data_dir[400] = "./data";
+    memset(c, 0, sizeof *c);
+    c->window_max = 64u << 20;
+    c->req_timeout_ms = 2000;
+    c->hb_limit_ms = 3000;
+    if (cfg_str("DATA_DIR", data_dir, sizeof data_dir, err) < 0 ||
+        cfg_str("CENTER_ENDPOINT", c->center, sizeof c->center, err) < 0 ||
+        cfg_u64("RELAY_WINDOW_BYTES", 4096, 1ull << 36, &c->window_max, err) < 0 ||
+        cfg_u64("REQUEST_TIMEOUT_MS", 50, 600000, &c->req_timeout_ms, err) < 0 ||
+        cfg_u64("SYNC_HEARTBEAT_LIMIT_MS", 100, 600000, &c->hb_limit_ms, err) < 0)
+        return -1;
+    /* Answer before the cache-node's own deadline (it waits REQUEST_TIMEOUT_MS - 250). */
+    c->req_timeout_ms = c->req_timeout_ms > 800 ? c->req_timeout_ms - 500 : c->req_timeout_ms / 2;
+    snprintf(c->cmd_ep, sizeof c->cmd_ep, "ipc://%s/run/store-cmd.sock", data_dir);
+    snprintf(c->pub_ep, sizeof c->pub_ep, "ipc://%s/run/store-pub.sock", data_dir);
+    if (cfg_str("RELAY_CMD_ENDPOINT", c->cmd_ep, sizeof c->cmd_ep, err) < 0 ||
+        cfg_str("RELAY_PUB_ENDPOINT", c->pub_ep, sizeof c->pub_ep, err) < 0)
+        return -1;
+    if (!c->center[0]) {
+        snprintf(err, CFG_ERR_LEN, "CENTER_ENDPOINT: required (tcp://HOST:PORT of the center's CENTER_PORT)");
+        return -1;
+    }
+    /* CENTER_ENDPOINT=tcp://host:P -> commands on P, stream on P+1. */
+    const char *colon = strrchr(c->center, ':');
+    char *end;
+    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+    if (strncmp(c->center, "tcp://", 6) != 0 || !colon || *end || port == 0 || port >= 65535) {
+        snprintf(err, CFG_ERR_LEN, "CENTER_ENDPOINT: invalid value '%s' (want tcp://HOST:PORT)", c->center);
+        return -1;
+    }
+    snprintf(c->center_cmd, sizeof c->center_cmd, "%s", c->center);
+    snprintf(c->center_pub, sizeof c->center_pub, "%.*s:%lu", (int)(colon - c->center), c->center, port + 1);
+    int a = curve_key_load("CURVE_SERVER_PUBLIC_KEY", c->srv_pub, err);
+    int b = a < 0 ? -1 : curve_key_load("CURVE_PUBLIC_KEY", c->cli_pub, err);
+    int k = b < 0 ? -1 : curve_key_load("CURVE_SECRET_KEY", c->cli_sec, err);
+    if (a < 0 || b < 0 || k < 0)
+        return -1;
+    if (a + b + k != 0 && a + b + k != 3) {
+        snprintf(err, CFG_ERR_LEN,
+                 "CURVE_SERVER_PUBLIC_KEY, CURVE_PUBLIC_KEY and CURVE_SECRET_KEY: set all three or none");
+        return -1;
+    }
+    c->curve = a + b + k == 3;
+    return 0;
 }
 
 static const cli_desc_t s_cli = {
@@ -41,7 +94,7 @@ int main(int argc, char **argv)
     }
     cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
     relay_config_t cfg;
-    if (relay_config_load(&cfg, err) < 0) {
+    if (s_config(&cfg, err) < 0) {
         fprintf(stderr, "sync-relay: %s\n", err);
         return 2;
     }

@@ -21,14 +21,9 @@
 
 static volatile sig_atomic_t s_stop;
 
-static void on_signal(int sig)
+static int s_config(void *arg, char *err)
 {
-    (void)sig;
-    s_stop = 1;
-}
-
-static int s_config(cache_node_config_t *c, char *err)
-{
+    cache_node_config_t *c = arg;
     static const char *const policies[] = {"wtinylfu", "lru", NULL};
     char data_dir[400] = "./data";
     memset(c, 0, sizeof *c);
@@ -76,22 +71,10 @@ static const cli_desc_t s_cli = {
 
 int main(int argc, char **argv)
 {
-    cli_handle(argc, argv, &s_cli);
-    char err[CFG_ERR_LEN] = "";
-    if (log_init("cache", err, sizeof err) < 0) {
-        fprintf(stderr, "cache-node: %s\n", err);
-        return 2;
-    }
-    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
     cache_node_config_t cfg;
-    if (s_config(&cfg, err) < 0) {
-        fprintf(stderr, "cache-node: %s\n", err);
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    cli_start(argc, argv, &s_cli, "cache", s_config, &cfg);
+    cli_stop_on_signals(&s_stop);
+    char err[CFG_ERR_LEN] = "";
 
     void *zctx = zmq_ctx_new();
     cache_node_t *n;

@@ -26,16 +26,19 @@
 
 static volatile sig_atomic_t s_stop;
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    s_stop = 1;
-}
+typedef struct config {
+    store_node_config_t node;
+    char data_dir[400];
+} config_t;
 
-static int s_config(store_node_config_t *c, char *data_dir, size_t dlen, char *err)
+static int s_config(void *arg, char *err)
 {
     static const char *const modes[] = {"full", "nometa", "none", NULL};
-    memset(c, 0, sizeof *c);
+    config_t *cf = arg;
+    store_node_config_t *c = &cf->node;
+    char *data_dir = cf->data_dir;
+    size_t dlen = sizeof cf->data_dir;
+    memset(cf, 0, sizeof *cf);
     snprintf(data_dir, dlen, "./data");
     int sync_mode = STORE_SYNC_FULL;
     c->flush_ms = 200;
@@ -116,27 +119,15 @@ static const cli_desc_t s_cli = {
 
 int main(int argc, char **argv)
 {
-    cli_handle(argc, argv, &s_cli);
+    config_t cf;
+    cli_start(argc, argv, &s_cli, "store", s_config, &cf);
+    cli_stop_on_signals(&s_stop);
+    const store_node_config_t cfg = cf.node;
     char err[CFG_ERR_LEN] = "";
-    if (log_init("store", err, sizeof err) < 0) {
-        fprintf(stderr, "store-node: %s\n", err);
-        return 2;
-    }
-    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
-    store_node_config_t cfg;
-    char data_dir[400];
-    if (s_config(&cfg, data_dir, sizeof data_dir, err) < 0) {
-        fprintf(stderr, "store-node: %s\n", err);
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     if (s_lock_store_dir(cfg.store_path) < 0)
         return 2;
     char rundir[600];
-    snprintf(rundir, sizeof rundir, "%s/run", data_dir);
+    snprintf(rundir, sizeof rundir, "%s/run", cf.data_dir);
     mkdir(rundir, 0750);
 
     void *zctx = zmq_ctx_new();

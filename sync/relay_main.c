@@ -20,16 +20,11 @@
 
 static volatile sig_atomic_t s_stop;
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    s_stop = 1;
-}
-
 /* The relay's environment (DATA_DIR, CENTER_ENDPOINT, RELAY_*, REQUEST_TIMEOUT_MS,
  * SYNC_HEARTBEAT_LIMIT_MS, CURVE_*). Returns 0, or -1 with err naming the variable. */
-static int s_config(relay_config_t *c, char *err)
+static int s_config(void *arg, char *err)
 {
+    relay_config_t *c = arg;
     char data_dir[400] = "./data";
     memset(c, 0, sizeof *c);
     c->window_max = 64u << 20;
@@ -86,22 +81,10 @@ static const cli_desc_t s_cli = {
 
 int main(int argc, char **argv)
 {
-    cli_handle(argc, argv, &s_cli);
-    char err[CFG_ERR_LEN] = "";
-    if (log_init("relay", err, sizeof err) < 0) {
-        fprintf(stderr, "sync-relay: %s\n", err);
-        return 2;
-    }
-    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
     relay_config_t cfg;
-    if (s_config(&cfg, err) < 0) {
-        fprintf(stderr, "sync-relay: %s\n", err);
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    cli_start(argc, argv, &s_cli, "relay", s_config, &cfg);
+    cli_stop_on_signals(&s_stop);
+    char err[CFG_ERR_LEN] = "";
 
     void *zctx = zmq_ctx_new();
     relay_t *r;

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 
 #include "gw_lib.h"
+#include "gw_rendezvous.h"
 #include "proto.h"
 #include "stats.h"
 

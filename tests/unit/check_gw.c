@@ -11,6 +11,7 @@
  * Threads only in the rate-limiter smoke test; no sockets, no files.
  */
 #include "gw_lib.h"
+#include "gw_rendezvous.h"
 #include "util.h"
 
 #include <check.h>

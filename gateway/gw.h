@@ -17,14 +17,12 @@
 #include <h2o.h>
 #include <stdatomic.h>
 
+#include "gw_config.h"
 #include "gw_lib.h"
 #include "gw_rendezvous.h"
 #include "proto.h"
 #include "stats.h"
 
-#define GW_MAX_NODES 16
-#define GW_ENDPOINT_MAX 512
-#define GW_MAX_THREADS 64
 
 /* Routes (gw_http.c documents the table). */
 enum gw_route {
@@ -50,36 +48,6 @@ enum gw_method { GW_M_GET = 0, GW_M_HEAD, GW_M_PUT, GW_M_POST, GW_M_DELETE, GW_M
 #define GW_CODES 14
 extern const int gw_codes[GW_CODES];
 
-typedef struct gw_config {
-    char addr[64];
-    uint64_t port;
-    uint64_t threads;
-    char node_id[PROTO_NODE_ID_MAX + 1];
-    char node_type[16];
-    char endpoints[GW_MAX_NODES][GW_ENDPOINT_MAX]; /* CACHE_ENDPOINTS (empty with CACHE_DNS) */
-    int nnodes;                                    /* node slots: the endpoints, or GW_MAX_NODES with CACHE_DNS */
-    uint64_t node_seeds[GW_MAX_NODES];
-    bool cache_dns;                                /* the slots come from DNS (gw_discovery.c) */
-    char cache_dns_host[256];
-    char cache_dns_port[8];
-    uint64_t cache_dns_interval_ms;
-    uint64_t request_timeout_ms;
-    uint64_t default_ttl;
-    uint64_t max_batch;
-    bool auth_reads;
-    gw_auth_t auth;
-    gw_cors_t cors;
-    gw_ratelimit_t *rl_writes, *rl_reads, *rl_admin; /* NULL = not limited */
-    double write_rate, write_burst, read_rate, read_burst;
-    bool trust_proxy;
-    uint64_t max_connections;
-    uint64_t shutdown_grace_ms;
-    uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
-    uint64_t jwt_cache_size; /* verified tokens cached per thread */
-    char store_cmd[512], store_pub[512]; /* the change stream (store-node, or the region's relay) */
-} gw_config_t;
-
-extern gw_config_t gw_cfg;
 
 typedef struct gw_thread gw_thread_t;
 typedef struct gw_call gw_call_t;

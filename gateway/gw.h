@@ -19,6 +19,7 @@
 
 #include "gw_config.h"
 #include "gw_lib.h"
+#include "gw_metrics.h"
 #include "gw_rendezvous.h"
 #include "proto.h"
 #include "stats.h"
@@ -42,11 +43,6 @@ enum gw_route {
     GW_R_COUNT
 };
 
-enum gw_method { GW_M_GET = 0, GW_M_HEAD, GW_M_PUT, GW_M_POST, GW_M_DELETE, GW_M_OPTIONS, GW_M_OTHER, GW_M_COUNT };
-
-/* Status codes we count separately; anything else is "other". */
-#define GW_CODES 14
-extern const int gw_codes[GW_CODES];
 
 
 typedef struct gw_thread gw_thread_t;
@@ -89,16 +85,6 @@ typedef struct gw_node_conn {
     proto_buf_t frame;
 } gw_node_conn_t;
 
-typedef struct gw_metrics {
-    _Atomic uint64_t requests[GW_R_COUNT][GW_M_COUNT][GW_CODES + 1];
-    stats_hist_t duration[GW_R_COUNT];
-    _Atomic int64_t inflight;
-    _Atomic uint64_t upstream_timeouts, upstream_unavailable, upstream_retries, node_failovers;
-    _Atomic int64_t sse_clients;
-    _Atomic uint64_t sse_events, sse_dropped;
-} gw_metrics_t;
-
-extern gw_metrics_t gw_metrics;
 extern atomic_int gw_threads_with_nodes; /* threads that have seen a cache-node answer */
 
 struct gw_thread {
@@ -186,6 +172,8 @@ int gw_conn_shutdown(h2o_req_t *req);
 
 /* ---- gw_http.c ------------------------------------------------------------------------------ */
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req);
+/* The routes' metric labels, by route (gw_metrics_init). */
+const char *const *gw_http_route_labels(int *n);
 void gw_respond(h2o_req_t *req, gw_rctx_t *rc, int status, const char *body, size_t len);
 void gw_respond_json_error(h2o_req_t *req, gw_rctx_t *rc, int status, const char *msg);
 void gw_count(gw_rctx_t *rc, int status);

@@ -31,8 +31,6 @@
 #include <string.h>
 #include <strings.h>
 
-const int gw_codes[GW_CODES] = {200, 201, 204, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503, 504};
-
 #define M(x) (1u << (x))
 
 static const struct gw_route_def {
@@ -56,10 +54,13 @@ static const struct gw_route_def {
     [GW_R_CACHE_METRICS] = {"cache.metrics", M(GW_M_GET), "GET, OPTIONS"},
 };
 
-const char *gw_route_label(int r);
-const char *gw_route_label(int r)
+const char *const *gw_http_route_labels(int *n)
 {
-    return s_routes[r].label;
+    static const char *labels[GW_R_COUNT];
+    for (int r = 0; r < GW_R_COUNT; r++)
+        labels[r] = s_routes[r].label;
+    *n = GW_R_COUNT;
+    return labels;
 }
 
 /* ==== responses ============================================================================== */
@@ -90,13 +91,7 @@ void gw_count(gw_rctx_t *rc, int status)
     if (rc->counted)
         return;
     rc->counted = true;
-    int ci = GW_CODES;
-    for (int i = 0; i < GW_CODES; i++)
-        if (gw_codes[i] == status)
-            ci = i;
-    atomic_fetch_add_explicit(&gw_metrics.requests[rc->route][rc->method][ci], 1, memory_order_relaxed);
-    stats_hist_observe(&gw_metrics.duration[rc->route], util_mono_us() - rc->start_us);
-    atomic_fetch_sub_explicit(&gw_metrics.inflight, 1, memory_order_relaxed);
+    gw_metrics_request(rc->route, rc->method, status, rc->start_us);
 }
 
 void gw_add_cors_headers(h2o_req_t *req, gw_rctx_t *rc)
@@ -766,8 +761,6 @@ static void on_health_cache(op_all_t *op, h2o_req_t *req)
     gw_respond(req, op->rc, up ? 200 : 503, b->p, b->len);
 }
 
-void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes);
-
 static void on_metrics(op_all_t *op, h2o_req_t *req)
 {
     const stats_list_t *lists[GW_MAX_NODES];
@@ -775,7 +768,7 @@ static void on_metrics(op_all_t *op, h2o_req_t *req)
         lists[i] = &op->ans[i].stats;
     gw_buf_t b;
     gw_buf_init(&b);
-    gw_metrics_render(&b, lists, gw_cfg.nnodes);
+    gw_metrics_render(&b, lists, gw_cfg.nnodes, gw_nodes_configured());
     s_respond_ct(req, op->rc, 200, H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"), b.p, b.len);
     gw_buf_free(&b);
 }
@@ -912,7 +905,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     rc->t = t;
     rc->start_us = util_mono_us();
     rc->method = s_method(req->method);
-    atomic_fetch_add_explicit(&gw_metrics.inflight, 1, memory_order_relaxed);
+    gw_metrics_begin();
 
     size_t plen = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     const char *query = req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "";

@@ -34,7 +34,6 @@
 /* How long a thread waits for a cache-node's first answer before it accepts connections anyway. */
 #define ACCEPT_WAIT_MS 1000
 
-gw_metrics_t gw_metrics;
 atomic_int gw_threads_with_nodes;
 
 static h2o_globalconf_t s_conf;
@@ -280,8 +279,9 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    for (int r = 0; r < GW_R_COUNT; r++)
-        stats_hist_init_latency(&gw_metrics.duration[r]);
+    int nroutes;
+    const char *const *labels = gw_http_route_labels(&nroutes);
+    gw_metrics_init(labels, nroutes);
 
     h2o_config_init(&s_conf);
     s_conf.server_name = h2o_iovec_init(H2O_STRLIT("presence"));

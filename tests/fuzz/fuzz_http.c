@@ -118,8 +118,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     gw_cfg.trust_proxy = true;
     gw_cfg.sse_max_streams = 10;
     gw_cfg.sse_max_ids = 100;
-    for (int i = 0; i < GW_R_COUNT; i++)
-        stats_hist_init_latency(&gw_metrics.duration[i]);
+    int nroutes;
+    const char *const *labels = gw_http_route_labels(&nroutes);
+    gw_metrics_init(labels, nroutes);
 
     int64_t now = (int64_t)(util_now_us() / 1000000u);
     /* Valid for a day: long enough for any fuzzing session. */

@@ -18,6 +18,8 @@
 #include <stdatomic.h>
 
 #include "gw_config.h"
+#include "gw_discovery.h"
+#include "gw_upstream.h"
 #include "gw_lib.h"
 #include "gw_metrics.h"
 #include "gw_rendezvous.h"
@@ -46,46 +48,6 @@ enum gw_route {
 
 
 typedef struct gw_thread gw_thread_t;
-typedef struct gw_call gw_call_t;
-typedef void (*gw_call_cb)(gw_call_t *call, const proto_msg_t *m, int status);
-
-struct gw_call {
-    gw_call_t *hnext;
-    uint64_t rid;
-    gw_thread_t *t;
-    int node;
-    uint8_t type;            /* command type (reads may be re-sent to another node) */
-    h2o_req_t *req;          /* NULL once the HTTP request was disposed */
-    gw_call_t **token;       /* pool-owned back pointer (see gw_upstream.c) */
-    h2o_timeout_entry_t te;
-    gw_call_cb cb;
-    void *arg;
-    char *msg;               /* encoded command, kept for re-sending */
-    size_t msg_len;
-    bool sent;               /* left this process (else it is in the node's pending batch) */
-    uint64_t start_us;
-};
-
-typedef struct gw_node_conn {
-    gw_thread_t *t;
-    int idx;
-    char endpoint[GW_ENDPOINT_MAX]; /* "" = a vacant slot (CACHE_DNS): never up, never sent to */
-    uint64_t seed;                  /* rendezvous seed: a hash of the endpoint */
-    void *sock, *mon;
-    h2o_socket_t *hsock, *hmon;
-    bool up;
-    bool seen; /* has answered at least once */
-    uint64_t last_ok_ms;
-    bool ping_out;
-    h2o_timeout_entry_t drain;
-    h2o_timeout_entry_t flush;  /* sends the pending batch at the end of the loop turn */
-    proto_batch_t batch;        /* commands queued for this node during this turn */
-    uint64_t *batch_rids;       /* their calls */
-    uint32_t batch_cap;
-    proto_buf_t frame;
-} gw_node_conn_t;
-
-extern atomic_int gw_threads_with_nodes; /* threads that have seen a cache-node answer */
 
 struct gw_thread {
     int idx;
@@ -93,17 +55,9 @@ struct gw_thread {
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
-    gw_node_conn_t nodes[GW_MAX_NODES];
-    uint64_t seeds[GW_MAX_NODES]; /* nodes[i].seed, as an array for gw_rendezvous */
-    unsigned dns_gen;             /* the discovery table this thread applied */
-    unsigned sock_gen;            /* names each monitor's inproc endpoint uniquely */
-    gw_call_t **ctab;
-    size_t csize, ccount;
-    uint64_t next_rid;
-    h2o_timeout_t req_timeout;
-    h2o_timeout_t ping_timeout; /* deadline of a ping */
-    h2o_timeout_t ping_tick;    /* how often every node is pinged */
-    h2o_timeout_entry_t ping_timer;
+    gw_upstream_t *up;
+    h2o_timeout_t accept_to;
+    h2o_timeout_entry_t accept_timer; /* accept even if no cache-node answered by then */
     gw_buf_t out;
     proto_buf_t pb;
     void *watch; /* SSE hub (gw_watch.c) */
@@ -114,7 +68,6 @@ struct gw_thread {
     bool node_answered; /* a cache-node has answered this thread */
     bool reported_up;   /* told main this thread is ready (gw_thread_ready_check) */
     bool accepting;   /* the listener is being read (gw_accept_start) */
-    uint64_t accept_by_ms; /* accept from then on even if no cache-node has answered */
     gw_authcache_t *authcache;
 };
 
@@ -128,36 +81,8 @@ typedef struct gw_rctx {
     bool counted;
 } gw_rctx_t;
 
-/* ---- gw_upstream.c -------------------------------------------------------------------------- */
-int gw_upstream_init(gw_thread_t *t, void *zctx, char *err);
-void gw_upstream_fini(gw_thread_t *t);
-uint64_t gw_next_rid(gw_thread_t *t);
-/* Choose the node for a key (rendezvous over the nodes that are up), -1 if none is up. */
-int gw_route_key(gw_thread_t *t, const char *key, size_t klen);
-/* Any node that is up, preferring `avoid` not to be chosen; -1 if none. */
-int gw_any_node(gw_thread_t *t, int avoid);
-/* Queue an encoded command (its rid from gw_next_rid) for a node and register the call. The buffer
- * is copied. Commands queued during one event-loop turn leave together in one BATCH frame at the
- * end of the turn; if that send fails the node is marked down and its unsent calls go to another
- * node (or fail with PROTO_EUNAVAIL when none is up). Returns the call (never NULL for a valid
- * node index). */
-gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
-                        gw_call_cb cb, void *arg);
-int gw_nodes_up(gw_thread_t *t);
-/* The cache-nodes this gateway is configured with now: CACHE_ENDPOINTS, or the addresses CACHE_DNS
- * resolved to. */
-int gw_nodes_configured(void);
-
-/* ---- gw_discovery.c ------------------------------------------------------------------------- */
-int gw_discovery_start(char *err, size_t errlen);
-void gw_discovery_stop(void);
-unsigned gw_discovery_gen(void);
-int gw_discovery_assigned(void);
-/* Copy the slot table (GW_MAX_NODES endpoints, "" = vacant); returns its generation. */
-unsigned gw_discovery_snapshot(char (*out)[GW_ENDPOINT_MAX]);
-
 /* Start accepting connections on the thread's listener (idempotent): called when a cache-node first
- * answers the thread, or by the ping timer once accept_by_ms has passed (gw_main.c). */
+ * answers the thread, or ACCEPT_WAIT_MS after the thread started (gw_main.c). */
 void gw_accept_start(gw_thread_t *t);
 /* A thread is ready once a cache-node answered it and its watch hub is live (it has caught up with
  * the change stream, so it can answer resumes from the window): it then reports to main (the ready

@@ -350,11 +350,9 @@ static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const cha
     memcpy(op->uid, uid, len);
     op->uid[len] = '\0';
     op->uid_len = len;
-    for (int attempt = 0; attempt < gw_cfg.nnodes; attempt++) {
-        int node = gw_route_key(t, uid, len);
-        if (node < 0)
-            break;
-        uint64_t rid = gw_next_rid(t);
+    int node = gw_upstream_route(t->up, uid, len);
+    if (node >= 0) {
+        uint64_t rid = gw_upstream_rid(t->up);
         proto_buf_reset(&t->pb);
         if (type == PROTO_GET)
             proto_enc_get(&t->pb, type, rid, uid, len);
@@ -362,9 +360,8 @@ static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const cha
             proto_enc_get_dl(&t->pb, type, rid, uid, len, s_write_deadline());
         else
             proto_enc_records_cmd_dl(&t->pb, type, rid, rec, 1, s_write_deadline());
-        if (gw_call_send(t, req, node, rid, type, &t->pb, on_single_reply, op))
+        if (gw_upstream_send(t->up, req, node, rid, type, &t->pb, on_single_reply, op))
             return;
-        /* That node could not take it (now marked down): the hash picks the next one. */
     }
     atomic_fetch_add(&gw_metrics.upstream_unavailable, 1);
     gw_respond_json_error(req, rc, 503, "cache tier unavailable");
@@ -439,7 +436,7 @@ static void s_multi_read(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, 
     int *owner = xmalloc(n * sizeof *owner);
     proto_str_t *group = xmalloc(n * sizeof *group);
     for (uint32_t i = 0; i < n; i++)
-        owner[i] = gw_route_key(t, ids[i].p, ids[i].len);
+        owner[i] = gw_upstream_route(t->up, ids[i].p, ids[i].len);
     op_multi_t *op = xcalloc(1, sizeof *op);
     op->rc = rc;
     op->req = req;
@@ -454,20 +451,12 @@ static void s_multi_read(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, 
                 group[g++] = ids[i];
         if (!g)
             continue;
-        int target = node;
-        for (int attempt = 0; attempt < gw_cfg.nnodes; attempt++) {
-            uint64_t rid = gw_next_rid(t);
-            proto_buf_reset(&t->pb);
-            proto_enc_keys(&t->pb, rid, group, g);
-            if (gw_call_send(t, req, target, rid, PROTO_MGET, &t->pb, on_multi_reply, op)) {
-                op->outstanding++;
-                break;
-            }
-            target = gw_any_node(t, target);
-            if (target < 0)
-                break;
-        }
-        if (target < 0)
+        uint64_t rid = gw_upstream_rid(t->up);
+        proto_buf_reset(&t->pb);
+        proto_enc_keys(&t->pb, rid, group, g);
+        if (gw_upstream_send(t->up, req, node, rid, PROTO_MGET, &t->pb, on_multi_reply, op))
+            op->outstanding++;
+        else
             failed = true;
     }
     for (uint32_t i = 0; i < n; i++)
@@ -536,14 +525,14 @@ static void on_bwrite_reply(gw_call_t *c, const proto_msg_t *m, int status)
             continue;
         uint32_t g = 0;
         for (uint32_t i = 0; i < m->n; i++)
-            if (gw_route_key(t, m->recs[i].user_id, m->recs[i].uid_len) == node)
+            if (gw_upstream_route(t->up, m->recs[i].user_id, m->recs[i].uid_len) == node)
                 grp[g++] = m->recs[i];
         if (!g)
             continue;
-        uint64_t rid = gw_next_rid(t);
+        uint64_t rid = gw_upstream_rid(t->up);
         proto_buf_reset(&t->pb);
         proto_enc_records_cmd(&t->pb, PROTO_APPLY, rid, grp, g);
-        if (gw_call_send(t, req, node, rid, PROTO_APPLY, &t->pb, on_apply_reply, op))
+        if (gw_upstream_send(t->up, req, node, rid, PROTO_APPLY, &t->pb, on_apply_reply, op))
             op->outstanding++;
     }
     free(grp);
@@ -559,14 +548,12 @@ static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const pro
     op->req = req;
     gw_buf_init(&op->body);
     /* One store command for the whole batch: all-or-nothing in one transaction. */
-    for (int attempt = 0; attempt < gw_cfg.nnodes; attempt++) {
-        int node = gw_route_key(t, recs[0].user_id, recs[0].uid_len);
-        if (node < 0)
-            break;
-        uint64_t rid = gw_next_rid(t);
+    int node = gw_upstream_route(t->up, recs[0].user_id, recs[0].uid_len);
+    if (node >= 0) {
+        uint64_t rid = gw_upstream_rid(t->up);
         proto_buf_reset(&t->pb);
         proto_enc_records_cmd_dl(&t->pb, type, rid, recs, n, s_write_deadline());
-        if (gw_call_send(t, req, node, rid, type, &t->pb, on_bwrite_reply, op))
+        if (gw_upstream_send(t->up, req, node, rid, type, &t->pb, on_bwrite_reply, op))
             return;
     }
     gw_buf_free(&op->body);
@@ -633,11 +620,11 @@ static void s_ask_all(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, all_done_cb d
     op->outstanding = 1;
     for (int i = 0; i < gw_cfg.nnodes; i++) {
         stats_list_init(&op->ans[i].stats);
-        uint64_t rid = gw_next_rid(t);
+        uint64_t rid = gw_upstream_rid(t->up);
         proto_buf_reset(&t->pb);
         proto_enc_simple(&t->pb, type, rid);
         /* Asked even when marked down: health must tell the truth, not the routing table's guess. */
-        if (gw_call_send(t, req, i, rid, type == PROTO_PING ? PROTO_PING : type, &t->pb, on_all_reply, op))
+        if (gw_upstream_send(t->up, req, i, rid, type == PROTO_PING ? PROTO_PING : type, &t->pb, on_all_reply, op))
             op->outstanding++;
     }
     if (--op->outstanding == 0)
@@ -678,7 +665,7 @@ static void on_readiness(op_all_t *op, h2o_req_t *req)
         gw_buf_adds(b, "{\"status\":\"ready\",");
         s_ts(b);
         gw_buf_addf(b, ",\"node_id\":\"%s\",\"cache_nodes\":%d,\"cache_nodes_ready\":%d}", gw_cfg.node_id,
-                    gw_nodes_configured(), store_ok);
+                    gw_upstream_configured(), store_ok);
         gw_respond(req, op->rc, 200, b->p, b->len);
     } else {
         gw_buf_adds(b, "{\"status\":\"unready\",\"error\":");
@@ -735,10 +722,10 @@ static void on_health_cache(op_all_t *op, h2o_req_t *req)
     for (int i = 0; i < gw_cfg.nnodes; i++)
         up += op->ans[i].ok;
     gw_buf_addf(b, "{\"status\":\"%s\",\"nodes_up\":%d,\"nodes\":[",
-                up && up >= gw_nodes_configured() ? "ok" : up ? "degraded" : "down", up);
+                up && up >= gw_upstream_configured() ? "ok" : up ? "degraded" : "down", up);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
         const node_answer_t *a = &op->ans[i];
-        const char *ep = t->nodes[i].endpoint;
+        const char *ep = gw_upstream_endpoint(t->up, i);
         if (!ep[0])
             continue; /* a vacant slot (CACHE_DNS) */
         if (listed++)
@@ -768,7 +755,7 @@ static void on_metrics(op_all_t *op, h2o_req_t *req)
         lists[i] = &op->ans[i].stats;
     gw_buf_t b;
     gw_buf_init(&b);
-    gw_metrics_render(&b, lists, gw_cfg.nnodes, gw_nodes_configured());
+    gw_metrics_render(&b, lists, gw_cfg.nnodes, gw_upstream_configured());
     s_respond_ct(req, op->rc, 200, H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"), b.p, b.len);
     gw_buf_free(&b);
 }
@@ -796,7 +783,7 @@ static void on_cache_metrics(op_all_t *op, h2o_req_t *req)
         if (!first)
             gw_buf_add(b, ",", 1);
         first = false;
-        const char *ep = op->rc->t->nodes[i].endpoint;
+        const char *ep = gw_upstream_endpoint(op->rc->t->up, i);
         gw_buf_add_jstr(b, ep, strlen(ep));
         gw_buf_add(b, ":{", 2);
         uint64_t h = s_stat(&op->ans[i], names[0]), mi = s_stat(&op->ans[i], names[1]);

@@ -190,6 +190,19 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     }
 }
 
+static void on_node_answer(void *arg)
+{
+    gw_thread_t *t = arg;
+    t->node_answered = true;
+    gw_thread_ready_check(t);
+}
+
+/* Not ready in time: serve anyway (health and readiness say so). */
+static void on_accept_timer(h2o_timeout_entry_t *e)
+{
+    gw_accept_start(H2O_STRUCT_FROM_MEMBER(gw_thread_t, accept_timer, e));
+}
+
 void gw_thread_ready_check(gw_thread_t *t)
 {
     if (t->reported_up || !t->node_answered || !gw_watch_live(t))
@@ -217,7 +230,8 @@ static void *s_thread_main(void *arg)
     gw_buf_init(&t->out);
     proto_buf_init(&t->pb);
     t->authcache = gw_cfg.jwt_cache_size ? gw_authcache_new(gw_cfg.jwt_cache_size) : NULL;
-    if (gw_upstream_init(t, s_zctx, err) < 0 || gw_watch_init(t, s_zctx, err) < 0) {
+    t->up = gw_upstream_new(&t->ctx, t->idx, s_zctx, on_node_answer, t, err);
+    if (!t->up || gw_watch_init(t, s_zctx, err) < 0) {
         LOG(LOG_ERROR, "thread %d: %s", t->idx, err);
         exit(1);
     }
@@ -228,7 +242,9 @@ static void *s_thread_main(void *arg)
      * after ACCEPT_WAIT_MS without one. Accepting at once made a restarted gateway answer 503 for
      * up to a ping interval: its first sends fail while the DEALERs are still connecting, which
      * marks every node down until the next ping. Meanwhile clients wait in the listen backlog. */
-    t->accept_by_ms = util_mono_ms() + ACCEPT_WAIT_MS;
+    h2o_timeout_init(t->ctx.loop, &t->accept_to, ACCEPT_WAIT_MS);
+    t->accept_timer.cb = on_accept_timer;
+    h2o_timeout_link(t->ctx.loop, &t->accept_to, &t->accept_timer);
     pthread_barrier_wait(&s_started);
 
     while (!atomic_load(&s_stop))
@@ -244,7 +260,9 @@ static void *s_thread_main(void *arg)
     uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
     while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
         h2o_evloop_run(t->ctx.loop, 50);
-    gw_upstream_fini(t);
+    if (h2o_timeout_is_linked(&t->accept_timer))
+        h2o_timeout_unlink(&t->accept_timer);
+    gw_upstream_destroy(&t->up);
     for (int i = 0; i < 5; i++)
         h2o_evloop_run(t->ctx.loop, 1);
     gw_authcache_free(t->authcache);
@@ -319,7 +337,7 @@ int main(int argc, char **argv)
         nanosleep(&ts, NULL);
     }
     LOG(LOG_NOTICE, "ready http=%s:%d threads=%llu cache_nodes=%d node_id=%s auth_reads=%s", gw_cfg.addr, bound,
-        (unsigned long long)gw_cfg.threads, gw_nodes_configured(), gw_cfg.node_id, gw_cfg.auth_reads ? "required" : "public");
+        (unsigned long long)gw_cfg.threads, gw_upstream_configured(), gw_cfg.node_id, gw_cfg.auth_reads ? "required" : "public");
     char ready[128];
     snprintf(ready, sizeof ready, "gateway http=%s:%d", gw_cfg.addr, bound);
     zu_signal_ready(ready);

@@ -652,15 +652,15 @@ static void s_fetch_current(watcher_t *w)
         uint32_t g = 0;
         proto_str_t *grp = xmalloc(w->nids * sizeof *grp);
         for (uint32_t i = 0; i < w->nids; i++) {
-            int owner = gw_route_key(t, keys[i].p, keys[i].len);
+            int owner = gw_upstream_route(t->up, keys[i].p, keys[i].len);
             if (owner == node || (owner < 0 && node == 0))
                 grp[g++] = keys[i];
         }
         if (g) {
-            uint64_t rid = gw_next_rid(t);
+            uint64_t rid = gw_upstream_rid(t->up);
             proto_buf_reset(&t->pb);
             proto_enc_keys(&t->pb, rid, grp, g);
-            gw_call_send(t, w->req, node, rid, PROTO_MGET, &t->pb, on_initial, w);
+            gw_upstream_send(t->up, w->req, node, rid, PROTO_MGET, &t->pb, on_initial, w);
         }
         free(grp);
     }

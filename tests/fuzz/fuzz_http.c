@@ -75,6 +75,11 @@ static void s_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, si
 
 static h2o_ostream_t s_ostr = {.next = NULL, .do_send = s_do_send};
 
+static void s_no_answer(void *arg)
+{
+    (void)arg;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     fz_quiet();
@@ -121,6 +126,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     int nroutes;
     const char *const *labels = gw_http_route_labels(&nroutes);
     gw_metrics_init(labels, nroutes);
+    char uerr[256];
+    s_t->up = gw_upstream_new(&s_t->ctx, 0, NULL, s_no_answer, NULL, uerr); /* no node: nothing connects */
+    if (!s_t->up) {
+        fprintf(stderr, "upstream: %s\n", uerr);
+        abort();
+    }
 
     int64_t now = (int64_t)(util_now_us() / 1000000u);
     /* Valid for a day: long enough for any fuzzing session. */

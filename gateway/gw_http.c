@@ -343,7 +343,7 @@ static void on_single_reply(gw_call_t *c, const proto_msg_t *m, int status)
 static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const char *uid, size_t len,
                           const proto_record_t *rec)
 {
-    gw_thread_t *t = rc->t;
+    gw_ctx_t *t = rc->t;
     op_single_t *op = h2o_mem_alloc_pool(&req->pool, sizeof *op);
     op->rc = rc;
     op->type = type;
@@ -431,7 +431,7 @@ static void on_multi_reply(gw_call_t *c, const proto_msg_t *m, int status)
 
 static void s_multi_read(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint32_t n)
 {
-    gw_thread_t *t = rc->t;
+    gw_ctx_t *t = rc->t;
     /* Group ids by owner node: one MGET per node. */
     int *owner = xmalloc(n * sizeof *owner);
     proto_str_t *group = xmalloc(n * sizeof *group);
@@ -517,7 +517,7 @@ static void on_bwrite_reply(gw_call_t *c, const proto_msg_t *m, int status)
     }
     gw_json_envelope(&op->body, m->recs, m->n, util_now_us());
     /* Read-your-writes: give every other owner node its records before answering. */
-    gw_thread_t *t = rc->t;
+    gw_ctx_t *t = rc->t;
     proto_record_t *grp = xmalloc((m->n ? m->n : 1) * sizeof *grp);
     op->outstanding = 1;
     for (int node = 0; node < gw_cfg.nnodes; node++) {
@@ -542,7 +542,7 @@ static void on_bwrite_reply(gw_call_t *c, const proto_msg_t *m, int status)
 
 static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const proto_record_t *recs, uint32_t n)
 {
-    gw_thread_t *t = rc->t;
+    gw_ctx_t *t = rc->t;
     op_bwrite_t *op = xcalloc(1, sizeof *op);
     op->rc = rc;
     op->req = req;
@@ -612,7 +612,7 @@ static void on_all_reply(gw_call_t *c, const proto_msg_t *m, int status)
 
 static void s_ask_all(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, all_done_cb done)
 {
-    gw_thread_t *t = rc->t;
+    gw_ctx_t *t = rc->t;
     op_all_t *op = xcalloc(1, sizeof *op);
     op->rc = rc;
     op->req = req;
@@ -717,7 +717,7 @@ static void on_health_cache(op_all_t *op, h2o_req_t *req)
 {
     gw_buf_t *b = &op->rc->t->out;
     gw_buf_reset(b);
-    const gw_thread_t *t = op->rc->t;
+    const gw_ctx_t *t = op->rc->t;
     int up = 0, listed = 0;
     for (int i = 0; i < gw_cfg.nnodes; i++)
         up += op->ans[i].ok;
@@ -886,7 +886,7 @@ static void s_liveness(h2o_req_t *req, gw_rctx_t *rc)
 
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
 {
-    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, ctx, req->conn->ctx);
+    gw_ctx_t *t = gw_ctx_of(req);
     gw_rctx_t *rc = h2o_mem_alloc_pool(&req->pool, sizeof *rc);
     memset(rc, 0, sizeof *rc);
     rc->t = t;

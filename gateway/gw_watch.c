@@ -25,6 +25,7 @@
  * Limits: SSE_MAX_STREAMS per gateway process, SSE_MAX_IDS ids per stream.
  */
 #include "gw.h"
+#include "gw_watch.h"
 #include "log.h"
 #include "sync_client.h"
 #include "util.h"
@@ -56,7 +57,7 @@ typedef struct wentry {
 
 struct watcher {
     watcher_t *prev, *next;
-    struct watch_hub *hub;
+    struct gw_watch_hub *hub;
     h2o_generator_t gen; /* first: h2o hands it back to proceed/stop */
     h2o_req_t *req;
     gw_rctx_t *rc;
@@ -81,8 +82,10 @@ typedef struct wchange {
     char data[];
 } wchange_t;
 
-typedef struct watch_hub {
-    gw_thread_t *t;
+struct gw_watch_hub {
+    gw_ctx_t *cx;
+    void (*on_live)(void *arg);
+    void *on_live_arg;
     sync_client_t *sync;
     h2o_socket_t *hs[2];
     h2o_timeout_t tick_to;
@@ -98,7 +101,8 @@ typedef struct watch_hub {
     bool live_once;
     uint32_t npending; /* watchers with resume_since set */
     gw_buf_t ev;
-} watch_hub_t;
+};
+typedef gw_watch_hub_t watch_hub_t;
 
 static atomic_int_fast64_t s_streams;
 #define s_window_max (gw_cfg.sse_window_bytes / (gw_cfg.threads ? gw_cfg.threads : 1))
@@ -201,8 +205,6 @@ static void s_flush(watcher_t *w)
 }
 
 /* The client is not reading: stop buffering and cut its connection. */
-int gw_conn_shutdown(h2o_req_t *req);
-
 static void s_drop(watcher_t *w)
 {
     if (w->dropped)
@@ -214,7 +216,7 @@ static void s_drop(watcher_t *w)
                     (unsigned long long)gw_cfg.sse_queue_max);
     /* HTTP/1: shut the socket down; the pending write fails and h2o calls our stop callback.
      * HTTP/2: the stream stays until h2o closes it; we just hold nothing more for it. */
-    gw_conn_shutdown(w->req);
+    gw_conns_cut(w->hub->cx->conns, w->req);
 }
 
 static void s_queue(watcher_t *w, const char *p, size_t n)
@@ -301,7 +303,7 @@ static void on_ping(h2o_timeout_entry_t *e)
     if (util_mono_ms() - w->last_write_ms >= gw_cfg.sse_ping_ms / 2 && !w->pending.len)
         s_queue(w, ": ping\n\n", 8);
     s_flush(w);
-    h2o_timeout_link(w->hub->t->ctx.loop, &w->hub->ping_to, &w->ping);
+    h2o_timeout_link(w->hub->cx->h2o.loop, &w->hub->ping_to, &w->ping);
 }
 
 /* ==== events ================================================================================= */
@@ -438,14 +440,13 @@ static void on_state(void *ctx, int state)
             h->w_start = through;
         if (through > h->seq)
             h->seq = through;
-        gw_thread_ready_check(h->t);
+        h->on_live(h->on_live_arg);
     }
     s_resume_check(h);
 }
 
-bool gw_watch_live(const gw_thread_t *t)
+bool gw_watch_live(const gw_watch_hub_t *h)
 {
-    const watch_hub_t *h = t->watch;
     return !h || h->live_once;
 }
 
@@ -468,16 +469,18 @@ static void on_tick(h2o_timeout_entry_t *e)
     /* The sync client may have sent a catch-up: drain (ZMQ_FD contract: after every send). */
     s_pump(h);
     s_resume_check(h);
-    h2o_timeout_link(h->t->ctx.loop, &h->tick_to, &h->tick);
+    h2o_timeout_link(h->cx->h2o.loop, &h->tick_to, &h->tick);
 }
 
-int gw_watch_init(gw_thread_t *t, void *zctx, char *err)
+int gw_watch_new(gw_ctx_t *cx, void *zctx, void (*on_live)(void *arg), void *arg, gw_watch_hub_t **out, char *err)
 {
-    t->watch = NULL;
+    *out = NULL;
     if (!gw_cfg.sse_max_streams)
         return 0;
     watch_hub_t *h = xcalloc(1, sizeof *h);
-    h->t = t;
+    h->cx = cx;
+    h->on_live = on_live;
+    h->on_live_arg = arg;
     gw_buf_init(&h->ev);
     sync_config_t sc = {.pub_ep = gw_cfg.store_pub, .cmd_ep = gw_cfg.store_cmd,
                         .request_timeout_ms = gw_cfg.request_timeout_ms};
@@ -493,21 +496,20 @@ int gw_watch_init(gw_thread_t *t, void *zctx, char *err)
         int fd;
         size_t len = sizeof fd;
         zmq_getsockopt(items[i].socket, ZMQ_FD, &fd, &len);
-        h->hs[i] = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
+        h->hs[i] = h2o_evloop_socket_create(cx->h2o.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
         h->hs[i]->data = h;
         h2o_socket_read_start(h->hs[i], on_zmq);
     }
-    h2o_timeout_init(t->ctx.loop, &h->tick_to, TICK_MS);
-    h2o_timeout_init(t->ctx.loop, &h->ping_to, gw_cfg.sse_ping_ms);
+    h2o_timeout_init(cx->h2o.loop, &h->tick_to, TICK_MS);
+    h2o_timeout_init(cx->h2o.loop, &h->ping_to, gw_cfg.sse_ping_ms);
     h->tick.cb = on_tick;
-    h2o_timeout_link(t->ctx.loop, &t->ctx.zero_timeout, &h->tick);
-    t->watch = h;
+    h2o_timeout_link(cx->h2o.loop, &cx->h2o.zero_timeout, &h->tick);
+    *out = h;
     return 0;
 }
 
-void gw_watch_fini(gw_thread_t *t)
+void gw_watch_stop(gw_watch_hub_t *h)
 {
-    watch_hub_t *h = t->watch;
     if (!h)
         return;
     for (watcher_t *w = h->watchers, *n; w; w = n) {
@@ -641,7 +643,7 @@ static void on_initial(gw_call_t *c, const proto_msg_t *m, int status)
 /* Ask the cache tier for the current records of a stream's users. */
 static void s_fetch_current(watcher_t *w)
 {
-    gw_thread_t *t = w->hub->t;
+    gw_ctx_t *t = w->hub->cx;
     proto_str_t *keys = xmalloc(w->nids * sizeof *keys);
     for (uint32_t i = 0; i < w->nids; i++) {
         keys[i].p = w->ids[i];
@@ -669,7 +671,7 @@ static void s_fetch_current(watcher_t *w)
 
 void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint32_t n, uint64_t since)
 {
-    gw_thread_t *t = rc->t;
+    gw_ctx_t *t = rc->t;
     watch_hub_t *h = t->watch;
     if (!h) {
         gw_respond_json_error(req, rc, 404, "not found");
@@ -743,5 +745,5 @@ void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint
         s_fetch_current(w);
     }
     s_flush(w);
-    h2o_timeout_link(t->ctx.loop, &h->ping_to, &w->ping);
+    h2o_timeout_link(t->h2o.loop, &h->ping_to, &w->ping);
 }

@@ -51,9 +51,5 @@ enum gw_route {
 
 
 /* ---- gw_http.c ------------------------------------------------------------------------------ */
-void gw_respond(h2o_req_t *req, gw_rctx_t *rc, int status, const char *body, size_t len);
-void gw_respond_json_error(h2o_req_t *req, gw_rctx_t *rc, int status, const char *msg);
-void gw_count(gw_rctx_t *rc, int status);
-void gw_add_cors_headers(h2o_req_t *req, gw_rctx_t *rc);
 
 #endif

@@ -21,6 +21,7 @@
  * request's Origin is allowed.
  */
 #include "gw.h"
+#include "gw_reply.h"
 #include "log.h"
 #include "util.h"
 
@@ -61,125 +62,6 @@ const char *const *gw_http_route_labels(int *n)
         labels[r] = s_routes[r].label;
     *n = GW_R_COUNT;
     return labels;
-}
-
-/* ==== responses ============================================================================== */
-
-static const char *s_reason(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
-    }
-}
-
-void gw_count(gw_rctx_t *rc, int status)
-{
-    if (rc->counted)
-        return;
-    rc->counted = true;
-    gw_metrics_request(rc->route, rc->method, status, rc->start_us);
-}
-
-void gw_add_cors_headers(h2o_req_t *req, gw_rctx_t *rc)
-{
-    if (!rc->allow_origin)
-        return;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ACCESS_CONTROL_ALLOW_ORIGIN, NULL, rc->allow_origin,
-                   rc->allow_origin_len);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
-    if (gw_cfg.cors.credentials)
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-credentials"), 0, NULL,
-                              H2O_STRLIT("true"));
-}
-
-static void s_respond_ct(h2o_req_t *req, gw_rctx_t *rc, int status, const char *ctype, size_t ctlen, const char *body,
-                         size_t len)
-{
-    req->res.status = status;
-    req->res.reason = s_reason(status);
-    if (ctype)
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, ctlen);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
-    gw_add_cors_headers(req, rc);
-    gw_count(rc, status);
-    req->res.content_length = len;
-    h2o_send_inline(req, body, len);
-}
-
-void gw_respond(h2o_req_t *req, gw_rctx_t *rc, int status, const char *body, size_t len)
-{
-    if (status == 204)
-        s_respond_ct(req, rc, status, NULL, 0, "", 0);
-    else
-        s_respond_ct(req, rc, status, H2O_STRLIT("application/json"), body, len);
-}
-
-void gw_respond_json_error(h2o_req_t *req, gw_rctx_t *rc, int status, const char *msg)
-{
-    gw_buf_t *b = &rc->t->out;
-    gw_buf_reset(b);
-    gw_json_error(b, msg);
-    gw_respond(req, rc, status, b->p, b->len);
-}
-
-static void s_unauthorized(h2o_req_t *req, gw_rctx_t *rc, const char *why)
-{
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                   H2O_STRLIT("Bearer realm=\"presence\", error=\"invalid_token\""));
-    gw_respond_json_error(req, rc, 401, why);
-}
-
-static void s_too_many(h2o_req_t *req, gw_rctx_t *rc, unsigned wait)
-{
-    char v[16];
-    int n = snprintf(v, sizeof v, "%u", wait);
-    h2o_iovec_t dup = h2o_strdup(&req->pool, v, (size_t)n);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, dup.base, dup.len);
-    gw_respond_json_error(req, rc, 429, "rate limit exceeded");
-}
-
-/* Map an upstream failure to HTTP. */
-static void s_upstream_error(h2o_req_t *req, gw_rctx_t *rc, int status)
-{
-    switch (status) {
-    case PROTO_ETIMEOUT:
-        gw_respond_json_error(req, rc, 504, "upstream timed out");
-        break;
-    case PROTO_EOVERLOAD:
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-        gw_respond_json_error(req, rc, 503, "store overloaded, retry later");
-        break;
-    case PROTO_EBADREQ:
-        gw_respond_json_error(req, rc, 400, "bad request");
-        break;
-    case PROTO_EINTERNAL:
-        gw_respond_json_error(req, rc, 500, "storage error");
-        break;
-    default:
-        gw_respond_json_error(req, rc, 503, "store unavailable");
-        break;
-    }
-}
-
-static void s_mark_stale(h2o_req_t *req, uint32_t flags)
-{
-    if (flags & PROTO_REPLY_F_STALE)
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-presence-stale"), 0, NULL,
-                              H2O_STRLIT("true"));
 }
 
 /* ==== request helpers ======================================================================== */
@@ -243,7 +125,7 @@ static int s_auth(h2o_req_t *req, gw_rctx_t *rc, bool required, gw_claims_t *cla
          * with AUTH_READS=required); the caller is anonymous. */
         if (!required)
             return 0;
-        s_unauthorized(req, rc, err);
+        gw_reply_unauthorized(req, rc, err);
         return -1;
     }
     *have = true;
@@ -261,7 +143,7 @@ static void s_forbidden(h2o_req_t *req, gw_rctx_t *rc, const gw_claims_t *c)
     char msg[GW_ERR_LEN];
     snprintf(msg, sizeof msg, "forbidden: token for '%.*s' may write only '%.*s' (scope presence:admin writes anyone)",
              (int)MIN(c->sub_len, 128), c->sub, (int)MIN(c->sub_len, 128), c->sub);
-    gw_respond_json_error(req, rc, 403, msg);
+    gw_reply_error(req, rc, 403, msg);
 }
 
 /* Rate limit: writes per token subject (a presence:admin token -- a backend writing for many
@@ -285,7 +167,7 @@ static int s_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, const gw_claims_t 
     }
     unsigned wait = gw_ratelimit_take(rl, key, klen, cost, util_mono_us());
     if (wait) {
-        s_too_many(req, rc, wait);
+        gw_reply_too_many(req, rc, wait);
         return -1;
     }
     return 0;
@@ -317,18 +199,18 @@ static void on_single_reply(gw_call_t *c, const proto_msg_t *m, int status)
     op_single_t *op = c->arg;
     gw_rctx_t *rc = op->rc;
     if (!m) {
-        s_upstream_error(req, rc, status);
+        gw_reply_upstream_error(req, rc, status);
         return;
     }
-    s_mark_stale(req, m->flags);
+    gw_reply_stale(req, m->flags);
     if (m->status == PROTO_NOTFOUND && (op->type == PROTO_GET || op->type == PROTO_DEL)) {
         char msg[200];
         snprintf(msg, sizeof msg, "presence not found for user %s", op->uid);
-        gw_respond_json_error(req, rc, 404, msg);
+        gw_reply_error(req, rc, 404, msg);
         return;
     }
     if (m->status != PROTO_OK) {
-        s_upstream_error(req, rc, m->status);
+        gw_reply_upstream_error(req, rc, m->status);
         return;
     }
     gw_buf_t *b = &rc->t->out;
@@ -337,7 +219,7 @@ static void on_single_reply(gw_call_t *c, const proto_msg_t *m, int status)
         gw_buf_adds(b, "{\"success\":true}");
     else
         gw_json_envelope(b, m->recs, m->n, util_now_us());
-    gw_respond(req, rc, 200, b->p, b->len);
+    gw_reply(req, rc, 200, b->p, b->len);
 }
 
 static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const char *uid, size_t len,
@@ -364,7 +246,7 @@ static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const cha
             return;
     }
     atomic_fetch_add(&gw_metrics.upstream_unavailable, 1);
-    gw_respond_json_error(req, rc, 503, "cache tier unavailable");
+    gw_reply_error(req, rc, 503, "cache tier unavailable");
 }
 
 /* ==== multi-key reads ======================================================================== */
@@ -386,15 +268,15 @@ static void s_multi_finish(op_multi_t *op)
         h2o_req_t *req = op->req;
         gw_rctx_t *rc = op->rc;
         if (op->error != PROTO_OK) {
-            s_upstream_error(req, rc, op->error);
+            gw_reply_upstream_error(req, rc, op->error);
         } else {
-            s_mark_stale(req, op->flags);
+            gw_reply_stale(req, op->flags);
             gw_buf_t *b = &rc->t->out;
             gw_buf_reset(b);
             gw_buf_add(b, "{\"success\":true,\"data\":{", 24);
             gw_buf_add(b, op->data.p, op->data.len);
             gw_buf_add(b, "}}", 2);
-            gw_respond(req, rc, 200, b->p, b->len);
+            gw_reply(req, rc, 200, b->p, b->len);
         }
     }
     gw_buf_free(&op->data);
@@ -483,7 +365,7 @@ typedef struct op_bwrite {
 static void s_bwrite_finish(op_bwrite_t *op)
 {
     if (!op->req_gone)
-        gw_respond(op->req, op->rc, 200, op->body.p, op->body.len);
+        gw_reply(op->req, op->rc, 200, op->body.p, op->body.len);
     gw_buf_free(&op->body);
     free(op);
 }
@@ -510,7 +392,7 @@ static void on_bwrite_reply(gw_call_t *c, const proto_msg_t *m, int status)
     }
     gw_rctx_t *rc = op->rc;
     if (!m || m->status != PROTO_OK) {
-        s_upstream_error(req, rc, m ? m->status : status);
+        gw_reply_upstream_error(req, rc, m ? m->status : status);
         gw_buf_free(&op->body);
         free(op);
         return;
@@ -558,7 +440,7 @@ static void s_batch_write(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const pro
     }
     gw_buf_free(&op->body);
     free(op);
-    gw_respond_json_error(req, rc, 503, "cache tier unavailable");
+    gw_reply_error(req, rc, 503, "cache tier unavailable");
 }
 
 /* ==== fan-out to every node (health, metrics) ================================================ */
@@ -666,7 +548,7 @@ static void on_readiness(op_all_t *op, h2o_req_t *req)
         s_ts(b);
         gw_buf_addf(b, ",\"node_id\":\"%s\",\"cache_nodes\":%d,\"cache_nodes_ready\":%d}", gw_cfg.node_id,
                     gw_upstream_configured(), store_ok);
-        gw_respond(req, op->rc, 200, b->p, b->len);
+        gw_reply(req, op->rc, 200, b->p, b->len);
     } else {
         gw_buf_adds(b, "{\"status\":\"unready\",\"error\":");
         const char *e = answered ? (strcmp(gw_cfg.node_type, "leaf") == 0 ? "link to the center unreachable"
@@ -676,7 +558,7 @@ static void on_readiness(op_all_t *op, h2o_req_t *req)
         gw_buf_add(b, ",", 1);
         s_ts(b);
         gw_buf_add(b, "}", 1);
-        gw_respond(req, op->rc, 503, b->p, b->len);
+        gw_reply(req, op->rc, 503, b->p, b->len);
     }
 }
 
@@ -710,7 +592,7 @@ static void on_health_store(op_all_t *op, h2o_req_t *req)
     }
     s_ts(b);
     gw_buf_add(b, "}", 1);
-    gw_respond(req, op->rc, up ? 200 : 503, b->p, b->len);
+    gw_reply(req, op->rc, up ? 200 : 503, b->p, b->len);
 }
 
 static void on_health_cache(op_all_t *op, h2o_req_t *req)
@@ -745,7 +627,7 @@ static void on_health_cache(op_all_t *op, h2o_req_t *req)
     gw_buf_add(b, "],", 2);
     s_ts(b);
     gw_buf_add(b, "}", 1);
-    gw_respond(req, op->rc, up ? 200 : 503, b->p, b->len);
+    gw_reply(req, op->rc, up ? 200 : 503, b->p, b->len);
 }
 
 static void on_metrics(op_all_t *op, h2o_req_t *req)
@@ -756,7 +638,7 @@ static void on_metrics(op_all_t *op, h2o_req_t *req)
     gw_buf_t b;
     gw_buf_init(&b);
     gw_metrics_render(&b, lists, gw_cfg.nnodes, gw_upstream_configured());
-    s_respond_ct(req, op->rc, 200, H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"), b.p, b.len);
+    gw_reply_text(req, op->rc, 200, H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"), b.p, b.len);
     gw_buf_free(&b);
 }
 
@@ -795,7 +677,7 @@ static void on_cache_metrics(op_all_t *op, h2o_req_t *req)
                     h + mi ? (double)h / (double)(h + mi) : 0.0);
     }
     gw_buf_add(b, "}}", 2);
-    gw_respond(req, op->rc, 200, b->p, b->len);
+    gw_reply(req, op->rc, 200, b->p, b->len);
 }
 
 /* ==== routing ================================================================================ */
@@ -855,25 +737,6 @@ static int s_route(const char *p, size_t len, const char **seg, size_t *seglen)
     return GW_R_NOTFOUND;
 }
 
-static void s_preflight(h2o_req_t *req, gw_rctx_t *rc, const char *allow)
-{
-    if (rc->allow_origin) {
-        h2o_iovec_t m = h2o_strdup(&req->pool, gw_cfg.cors.methods, SIZE_MAX);
-        h2o_iovec_t hd = h2o_strdup(&req->pool, gw_cfg.cors.headers, SIZE_MAX);
-        char age[24];
-        int n = snprintf(age, sizeof age, "%ld", gw_cfg.cors.max_age);
-        h2o_iovec_t a = h2o_strdup(&req->pool, age, (size_t)n);
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-methods"), 0, NULL, m.base,
-                              m.len);
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
-                              hd.base, hd.len);
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-max-age"), 0, NULL, a.base,
-                              a.len);
-    }
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow, strlen(allow));
-    gw_respond(req, rc, 204, NULL, 0);
-}
-
 static void s_liveness(h2o_req_t *req, gw_rctx_t *rc)
 {
     gw_buf_t *b = &rc->t->out;
@@ -881,7 +744,7 @@ static void s_liveness(h2o_req_t *req, gw_rctx_t *rc)
     gw_buf_adds(b, "{\"status\":\"ok\",");
     s_ts(b);
     gw_buf_add(b, "}", 1);
-    gw_respond(req, rc, 200, b->p, b->len);
+    gw_reply(req, rc, 200, b->p, b->len);
 }
 
 int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -907,21 +770,21 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     s_header(req, H2O_STRLIT("origin"), &origin, &olen);
     int verdict = gw_cors_check(&gw_cfg.cors, origin, olen, &rc->allow_origin, &rc->allow_origin_len);
     if (verdict == GW_CORS_FORBID) {
-        gw_respond_json_error(req, rc, 403, "origin not allowed: not in CORS_ALLOWED_ORIGINS");
+        gw_reply_error(req, rc, 403, "origin not allowed: not in CORS_ALLOWED_ORIGINS");
         return 0;
     }
     if (rc->route == GW_R_NOTFOUND) {
-        gw_respond_json_error(req, rc, 404, "not found");
+        gw_reply_error(req, rc, 404, "not found");
         return 0;
     }
     const struct gw_route_def *rd = &s_routes[rc->route];
     if (rc->method == GW_M_OPTIONS) {
-        s_preflight(req, rc, rd->allow);
+        gw_reply_preflight(req, rc, rd->allow);
         return 0;
     }
     if (!(rd->methods & M(rc->method))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, rd->allow, strlen(rd->allow));
-        gw_respond_json_error(req, rc, 405, "method not allowed");
+        gw_reply_error(req, rc, 405, "method not allowed");
         return 0;
     }
 
@@ -959,7 +822,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (rc->route == GW_R_PRESENCE_USER || rc->route == GW_R_PRESENCE_HEARTBEAT) {
         if (seglen > PROTO_USER_ID_MAX * 3 || (uid_len = gw_pct_decode(seg, seglen, uid)) < 0 ||
             !gw_valid_user_id(uid, (size_t)uid_len)) {
-            gw_respond_json_error(req, rc, 400, GW_ERR_USER_ID);
+            gw_reply_error(req, rc, 400, GW_ERR_USER_ID);
             return 0;
         }
     }
@@ -969,7 +832,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     if (s_auth(req, rc, is_write || gw_cfg.auth_reads, &claims, &have) < 0)
         return 0;
     if (req->entity.len > GW_BODY_MAX) {
-        gw_respond_json_error(req, rc, 413, "request body too large (at most 65536 bytes)");
+        gw_reply_error(req, rc, 413, "request body too large (at most 65536 bytes)");
         return 0;
     }
 
@@ -996,14 +859,14 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         if (rc->route == GW_R_PRESENCE_HEARTBEAT) {
             proto_record_set_msg(&rec, "", 0);
             if (gw_parse_heartbeat_body(req->entity.base, req->entity.len, &rec.ttl_s, &err) < 0) {
-                gw_respond_json_error(req, rc, 400, err);
+                gw_reply_error(req, rc, 400, err);
                 return 0;
             }
             s_send_single(req, rc, PROTO_TOUCH, uid, (size_t)uid_len, &rec);
             return 0;
         }
         if (gw_parse_set_body(req->entity.base, req->entity.len, (uint32_t)gw_cfg.default_ttl, &rec, &err) < 0) {
-            gw_respond_json_error(req, rc, 400, err);
+            gw_reply_error(req, rc, 400, err);
             return 0;
         }
         s_send_single(req, rc, PROTO_PUT, uid, (size_t)uid_len, &rec);
@@ -1017,7 +880,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
         char *store = h2o_mem_alloc_pool(&req->pool, qlen + 1);
         int n = gw_parse_users(query, qlen, max, ids, store, errbuf, sizeof errbuf);
         if (n < 0) {
-            gw_respond_json_error(req, rc, 400, errbuf);
+            gw_reply_error(req, rc, 400, errbuf);
             return 0;
         }
         if (s_limit(req, rc, false, &claims, have, 1) < 0)
@@ -1030,7 +893,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
                 gw_query_param(query, qlen, "since", &v, &vl)) {
                 char tmp[24];
                 if (vl == 0 || vl >= sizeof tmp) {
-                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID: must be a version (a decimal integer)");
+                    gw_reply_error(req, rc, 400, "invalid Last-Event-ID: must be a version (a decimal integer)");
                     return 0;
                 }
                 memcpy(tmp, v, vl);
@@ -1039,7 +902,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
                 errno = 0;
                 since = strtoull(tmp, &end, 10);
                 if (*end || tmp[0] < '0' || tmp[0] > '9' || errno == ERANGE) {
-                    gw_respond_json_error(req, rc, 400, "invalid Last-Event-ID: must be a version (a decimal integer)");
+                    gw_reply_error(req, rc, 400, "invalid Last-Event-ID: must be a version (a decimal integer)");
                     return 0;
                 }
             }
@@ -1059,7 +922,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
                                    recs, &n, errbuf, sizeof errbuf);
     if (kind < 0) {
         free(recs);
-        gw_respond_json_error(req, rc, 400, errbuf);
+        gw_reply_error(req, rc, 400, errbuf);
         return 0;
     }
     if (kind == GW_BATCH_READ) {

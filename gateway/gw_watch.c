@@ -26,6 +26,7 @@
  */
 #include "gw.h"
 #include "gw_watch.h"
+#include "gw_reply.h"
 #include "log.h"
 #include "sync_client.h"
 #include "util.h"
@@ -674,19 +675,19 @@ void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint
     gw_ctx_t *t = rc->t;
     watch_hub_t *h = t->watch;
     if (!h) {
-        gw_respond_json_error(req, rc, 404, "not found");
+        gw_reply_error(req, rc, 404, "not found");
         return;
     }
     if (n > gw_cfg.sse_max_ids) {
         char msg[80];
         snprintf(msg, sizeof msg, "too many user ids (at most %llu per stream)", (unsigned long long)gw_cfg.sse_max_ids);
-        gw_respond_json_error(req, rc, 400, msg);
+        gw_reply_error(req, rc, 400, msg);
         return;
     }
     if (atomic_fetch_add(&s_streams, 1) >= (int_fast64_t)gw_cfg.sse_max_streams) {
         atomic_fetch_sub(&s_streams, 1);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
-        gw_respond_json_error(req, rc, 503, "too many watch streams");
+        gw_reply_error(req, rc, 503, "too many watch streams");
         return;
     }
     atomic_fetch_add(&gw_metrics.sse_clients, 1);
@@ -720,8 +721,8 @@ void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
-    gw_add_cors_headers(req, rc);
-    gw_count(rc, 200);
+    gw_reply_cors(req, rc);
+    gw_reply_count(rc, 200);
     h2o_start_response(req, &w->gen);
     /* A first comment opens the stream at once (clients and proxies see the headers now). */
     s_queue(w, ": watching\nretry: 2000\n\n", 24);

@@ -49,6 +49,18 @@ typedef struct gw_rctx {
     const char *allow_origin; /* CORS: the Access-Control-Allow-Origin to send (NULL: none) */
     size_t allow_origin_len;
     bool counted; /* answered and counted (gw_reply.c) */
+    /* The router's (gw_routes.c): the request target's parts, raw (borrowed from the request). */
+    const char *seg_id, *seg_sid; /* the path's {id} and {sid} segments (NULL: none) */
+    size_t seg_id_len, seg_sid_len;
+    const char *query; /* after '?' ("" when none) */
+    size_t qlen;
+    /* The guard's (gw_guard.c): who is asking, and for what. */
+    char uid[PROTO_USER_ID_MAX + 1]; /* {id}, decoded and valid (uid_len 0: the route has none) */
+    size_t uid_len;
+    bool authed;        /* a valid token came with the request: claims are its */
+    gw_claims_t claims;
+    const proto_str_t *ids; /* users= (GW_RF_USERS): decoded, valid, distinct; pool memory */
+    uint32_t nids;
 } gw_rctx_t;
 
 #endif

@@ -146,6 +146,11 @@ int gw_upstream_up_count(const gw_upstream_t *up)
     return n;
 }
 
+uint64_t gw_upstream_deadline(void)
+{
+    return util_now_us() + gw_cfg.request_timeout_ms * 1000u;
+}
+
 int gw_upstream_configured(void)
 {
     return gw_cfg.cache_dns ? gw_discovery_assigned() : gw_cfg.nnodes;

@@ -72,6 +72,13 @@ const char *gw_upstream_endpoint(const gw_upstream_t *up, int i);
 gw_call_t *gw_upstream_send(gw_upstream_t *up, h2o_req_t *req, int node, uint64_t rid, uint8_t type,
                             const proto_buf_t *b, gw_call_cb cb, void *arg);
 
+/* The moment this gateway stops waiting for a call made now (wall clock, us: the cache-node may be
+ * another host). Writes carry it: a cache-node that only gets to one later -- it was stopped or
+ * starved, and the client already has its 504 -- drops it rather than let it land after the
+ * client's next write (which went to another node once this one was marked down) and undo that
+ * acknowledged write. */
+uint64_t gw_upstream_deadline(void);
+
 /* The cache-nodes this gateway is configured with now: CACHE_ENDPOINTS, or the addresses CACHE_DNS
  * resolved to. Any thread. */
 int gw_upstream_configured(void);

@@ -24,9 +24,12 @@
  *
  * Limits: SSE_MAX_STREAMS per gateway process, SSE_MAX_IDS ids per stream.
  */
-#include "gw.h"
 #include "gw_watch.h"
+#include "gw_config.h"
+#include "gw_endpoints.h"
+#include "gw_metrics.h"
 #include "gw_reply.h"
+#include "gw_upstream.h"
 #include "log.h"
 #include "sync_client.h"
 #include "util.h"
@@ -747,4 +750,38 @@ void gw_watch_handle(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint
     }
     s_flush(w);
     h2o_timeout_link(t->h2o.loop, &h->ping_to, &w->ping);
+}
+
+/* ==== the endpoint ============================================================================= */
+
+/* GET /api/v2/presence/watch?users=a,b: the guard parsed users=; a resume point comes as
+ * Last-Event-ID or ?since= (a decimal version). */
+void gw_watch_on_req(h2o_req_t *req, gw_rctx_t *rc)
+{
+    uint64_t since = 0;
+    const char *v;
+    size_t vl;
+    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
+    bool have = hi >= 0;
+    if (have) {
+        v = req->headers.entries[hi].value.base;
+        vl = req->headers.entries[hi].value.len;
+    } else {
+        have = gw_query_param(rc->query, rc->qlen, "since", &v, &vl);
+    }
+    if (have) {
+        char tmp[24] = "";
+        char *end = tmp;
+        if (vl > 0 && vl < sizeof tmp) {
+            memcpy(tmp, v, vl);
+            tmp[vl] = '\0';
+            errno = 0;
+            since = strtoull(tmp, &end, 10);
+        }
+        if (vl == 0 || vl >= sizeof tmp || *end || tmp[0] < '0' || tmp[0] > '9' || errno == ERANGE) {
+            gw_reply_error(req, rc, 400, "invalid Last-Event-ID: must be a version (a decimal integer)");
+            return;
+        }
+    }
+    gw_watch_handle(req, rc, rc->ids, rc->nids, since);
 }

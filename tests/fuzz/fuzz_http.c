@@ -20,7 +20,11 @@
  * application/json; an error body is {"success":false,"error":"..."}.
  */
 #include "fuzz_common.h"
-#include "gw.h"
+#include "gw_config.h"
+#include "gw_ctx.h"
+#include "gw_http.h"
+#include "gw_metrics.h"
+#include "gw_upstream.h"
 #include "util.h"
 
 #include <jansson.h>

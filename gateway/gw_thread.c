@@ -24,7 +24,7 @@
 #include "gw_config.h"
 #include "gw_ctx.h"
 #include "gw_metrics.h"
-#include "gw_watch.h"
+#include "gw_watch_hub.h"
 #include "log.h"
 #include "util.h"
 
@@ -92,7 +92,7 @@ static void s_accept_start(gw_thread_t *t)
 /* Ready (a cache-node answered and the watch hub is live): tell main, start accepting. */
 static void s_ready_check(gw_thread_t *t)
 {
-    if (t->reported_up || !t->node_answered || !gw_watch_live(t->cx.watch))
+    if (t->reported_up || !t->node_answered || !gw_watch_hub_live(t->cx.watch))
         return;
     t->reported_up = true;
     atomic_fetch_add(&s_ready, 1);
@@ -131,7 +131,7 @@ static void s_open(gw_thread_t *t)
     cx->authcache = gw_cfg.jwt_cache_size ? gw_authcache_new(gw_cfg.jwt_cache_size) : NULL;
     cx->conns = gw_conns_new();
     cx->up = gw_upstream_new(&cx->h2o, cx->idx, s_zctx, on_node_answer, t, err);
-    if (!cx->up || gw_watch_new(cx, s_zctx, on_watch_live, t, &cx->watch, err) < 0) {
+    if (!cx->up || gw_watch_hub_new(cx, s_zctx, on_watch_live, t, &cx->watch, err) < 0) {
         LOG(LOG_ERROR, "thread %d: %s", cx->idx, err);
         exit(1);
     }
@@ -154,7 +154,7 @@ static void s_close(gw_thread_t *t)
     if (h2o_timeout_is_linked(&t->accept_timer))
         h2o_timeout_unlink(&t->accept_timer);
     h2o_context_request_shutdown(&cx->h2o);
-    gw_watch_stop(cx->watch);
+    gw_watch_hub_stop(cx->watch);
     uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
     while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
         h2o_evloop_run(cx->h2o.loop, 50);

@@ -55,7 +55,7 @@ void gw_reply_cors(h2o_req_t *req, gw_rctx_t *rc)
 }
 
 void gw_reply_text(h2o_req_t *req, gw_rctx_t *rc, int status, const char *ctype, size_t ctlen, const char *body,
-                         size_t len)
+                   size_t len)
 {
     req->res.status = status;
     req->res.reason = s_reason(status);

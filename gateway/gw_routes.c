@@ -39,6 +39,7 @@
 #include "gw_routes.h"
 #include "gw_endpoints.h"
 #include "gw_metrics.h"
+#include "gw_path.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -91,57 +92,20 @@ const char *const *gw_routes_labels(int *n)
 
 /* ==== matching ================================================================================= */
 
-/* Match path p[0..len) against pattern pat, capturing {id} and {sid} (a non-empty segment each). */
-static bool s_match(const char *pat, const char *p, size_t len, gw_rctx_t *rc)
-{
-    const char *end = p + len;
-    while (*pat) {
-        if (*pat == '[') {
-            if (p == end) /* the optional tail is absent: nothing may follow it */
-                return strchr(pat, ']')[1] == '\0';
-            pat++;
-            continue;
-        }
-        if (*pat == ']') {
-            pat++;
-            continue;
-        }
-        if (*pat == '{') {
-            const char *close = strchr(pat, '}');
-            const char *seg = p;
-            while (p < end && *p != '/')
-                p++;
-            if (p == seg)
-                return false;
-            if (close - pat == 3 && memcmp(pat, "{id", 3) == 0) {
-                rc->seg_id = seg;
-                rc->seg_id_len = (size_t)(p - seg);
-            } else {
-                rc->seg_sid = seg;
-                rc->seg_sid_len = (size_t)(p - seg);
-            }
-            pat = close + 1;
-            continue;
-        }
-        if (p == end || *p != *pat)
-            return false;
-        p++;
-        pat++;
-    }
-    return p == end;
-}
-
 int gw_routes_match(const char *path, size_t len, gw_rctx_t *rc)
 {
+    gw_path_params_t pp;
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 1; i < ARRAY_LEN(s_routes); i++) {
-            bool params = strchr(s_routes[i].path, '{') != NULL;
-            if (params != (pass == 1))
+            if (gw_path_has_params(s_routes[i].path) != (pass == 1))
                 continue;
-            rc->seg_id = rc->seg_sid = NULL;
-            rc->seg_id_len = rc->seg_sid_len = 0;
-            if (s_match(s_routes[i].path, path, len, rc))
+            if (gw_path_match(s_routes[i].path, path, len, &pp)) {
+                rc->seg_id = pp.id;
+                rc->seg_id_len = pp.id_len;
+                rc->seg_sid = pp.sid;
+                rc->seg_sid_len = pp.sid_len;
                 return (int)i;
+            }
         }
     rc->seg_id = rc->seg_sid = NULL;
     rc->seg_id_len = rc->seg_sid_len = 0;

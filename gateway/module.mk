@@ -1,7 +1,7 @@
 # gateway/: the HTTP gateway. libgw.a holds the pure logic (unit tested); the binary adds h2o glue.
 GW_LIB := $(B)/libgw.a
 GW_LIB_OBJS := $(B)/gateway/gw_json.o $(B)/gateway/gw_auth.o $(B)/gateway/gw_cors.o $(B)/gateway/gw_ratelimit.o \
-               $(B)/gateway/gw_rendezvous.o
+               $(B)/gateway/gw_rendezvous.o $(B)/gateway/gw_path.o
 $(GW_LIB): $(GW_LIB_OBJS)
 	$(AR) rcs $@ $^
 

@@ -94,22 +94,26 @@ const char *const *gw_routes_labels(int *n)
 
 int gw_routes_match(const char *path, size_t len, gw_rctx_t *rc)
 {
-    gw_path_params_t pp;
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 1; i < ARRAY_LEN(s_routes); i++) {
-            if (gw_path_has_params(s_routes[i].path) != (pass == 1))
-                continue;
-            if (gw_path_match(s_routes[i].path, path, len, &pp)) {
-                rc->seg_id = pp.id;
-                rc->seg_id_len = pp.id_len;
-                rc->seg_sid = pp.sid;
-                rc->seg_sid_len = pp.sid_len;
-                return (int)i;
-            }
+    gw_path_params_t pp, first_pp = {0};
+    int first = 0; /* the first row with parameters that matched: a literal match wins over it */
+    for (size_t i = 1; i < ARRAY_LEN(s_routes); i++) {
+        if (!gw_path_match(s_routes[i].path, path, len, &pp))
+            continue;
+        if (!gw_path_has_params(s_routes[i].path)) {
+            first = (int)i;
+            first_pp = pp;
+            break;
         }
-    rc->seg_id = rc->seg_sid = NULL;
-    rc->seg_id_len = rc->seg_sid_len = 0;
-    return 0;
+        if (!first) {
+            first = (int)i;
+            first_pp = pp;
+        }
+    }
+    rc->seg_id = first_pp.id;
+    rc->seg_id_len = first_pp.id_len;
+    rc->seg_sid = first_pp.sid;
+    rc->seg_sid_len = first_pp.sid_len;
+    return first;
 }
 
 static const char *const s_method_names[GW_M_COUNT] = {"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "OTHER"};

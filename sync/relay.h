@@ -3,8 +3,8 @@
  * The process (sync/relay_main.c) reads the environment into a relay_config_t, makes a relay
  * (which binds the region's sockets and connects to the center) and runs it until a signal. The
  * same calls serve unit tests: a test binds its own "center" on inproc endpoints, makes a relay
- * between it and a "cache-node" DEALER of its own, and drives it turn by turn (relay_turn) --
- * no process, no sleep, real ZeroMQ.
+ * between it and a "cache-node" DEALER of its own, and runs it on a thread of its own -- no
+ * process, no sleep, real ZeroMQ (tests/unit/check_relay.c).
  *
  * A relay is one thread's: none of these calls is thread-safe.
  */

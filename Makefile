@@ -60,7 +60,9 @@ REPL_LIB := $(B)/librepl.a
 CACHE_LIB := $(B)/libcache.a
 GW_LIB := $(B)/libgw.a
 
-# Filled in by the module fragments.
+# Filled in by the module fragments. NODE_LIBS: each process's own logic as a library (its
+# state struct and request handling, unit tested without a process); the binary adds its main.
+NODE_LIBS :=
 BINS :=
 TEST_BINS :=
 UNIT_TESTS :=

@@ -1,10 +1,12 @@
-/* cli.c -- --help, --version and the unknown-variable warning shared by every binary (cli.h).
+/* cli.c -- --help, --version, the unknown-variable warning and the opening of main() shared by
+ * every binary (cli.h).
  *
  * The version and commit are compiled into this file only (common/module.mk passes them as
  * -D flags and rebuilds it when the checkout's commit changes), so a new commit relinks the
  * binaries without recompiling everything.
  */
 #include "cli.h"
+#include "cfg.h"
 #include "envreg.h"
 #include "log.h"
 
@@ -86,4 +88,32 @@ void cli_tool(int argc, char **argv, const char *name, const char *usage, const 
 {
     cli_desc_t d = {.name = name, .summary = summary, .usage = usage, .takes_args = true};
     cli_handle(argc, argv, &d);
+}
+
+void cli_start(int argc, char **argv, const cli_desc_t *d, const char *log_component,
+               int (*config)(void *arg, char *err), void *arg)
+{
+    cli_handle(argc, argv, d);
+    char err[CFG_ERR_LEN] = "";
+    if (log_init(log_component, err, sizeof err) < 0 || (cli_check_env(), config(arg, err) < 0)) {
+        fprintf(stderr, "%s: %s\n", d->name, err);
+        exit(2);
+    }
+}
+
+static volatile sig_atomic_t *s_stop_flag;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    *s_stop_flag = 1;
+}
+
+void cli_stop_on_signals(volatile sig_atomic_t *flag)
+{
+    s_stop_flag = flag;
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }

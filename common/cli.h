@@ -1,4 +1,5 @@
-/* cli.h -- what every binary does with its command line before it starts anything.
+/* cli.h -- what every binary does with its command line before it starts anything, and the
+ * opening every daemon's main() shares (cli_start, cli_stop_on_signals).
  *
  * `--help` (or -h) prints the usage, what the binary is for and the environment variables it
  * reads (from envreg.h), and exits 0; `--version` (or -V) prints the version and the commit it
@@ -11,6 +12,7 @@
 #ifndef PRESENCE_CLI_H
 #define PRESENCE_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 typedef struct cli_desc {
@@ -41,5 +43,16 @@ const char *cli_commit(void);
  * PRESENCE_ENV_CHECKED is set (the launcher did it for the whole node). Call after log_init().
  * Returns how many were unknown. */
 int cli_check_env(void);
+
+/* The opening of every daemon's main(): cli_handle, log_init(log_component), cli_check_env (before
+ * the configuration: a typo is named even when it makes the rest fail), then config(arg, err). When
+ * logging or the configuration fails it prints "<name>: <err>" to stderr and exits 2; it returns
+ * only when the daemon should go on. */
+void cli_start(int argc, char **argv, const cli_desc_t *d, const char *log_component,
+               int (*config)(void *arg, char *err), void *arg);
+
+/* SIGTERM and SIGINT set *flag (the daemon's loop checks it); SIGPIPE is ignored. For a
+ * single-threaded daemon (the gateway waits for its signals with sigwait instead). */
+void cli_stop_on_signals(volatile sig_atomic_t *flag);
 
 #endif

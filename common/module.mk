@@ -1,4 +1,5 @@
-# common/: libcommon.a, helpers shared by every process (log, cfg, util, zsock, cli, envreg).
+# common/: libcommon.a, what every process shares: log, cfg, util, zutil, cli, envreg, curve, and
+# the kit the process shells are built on (idtab, seqwin, zloop; proto/dispatch.c is the fourth).
 COMMON_SRCS := $(wildcard common/*.c)
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(B)/%.o)
 COMMON_LIB := $(B)/libcommon.a

@@ -14,8 +14,12 @@
  * ping tick) and (re)connects the slots that changed. Keys are placed by rendezvous hashing over
  * the slots' addresses, so every gateway agrees on a key's owner without talking to the others,
  * and a pod that goes or comes moves only its own share of the keys.
+ *
+ * Threads: the resolver thread writes s_slots under s_lock (a mutex nothing else is taken under,
+ * held only for a copy); event-loop threads copy the table under it (gw_discovery_snapshot) and
+ * read the generation and count as atomics.
  */
-#include "gw.h"
+#include "gw_discovery.h"
 #include "log.h"
 #include "util.h"
 
@@ -24,6 +28,8 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -171,9 +171,4 @@ unsigned gw_ratelimit_take(gw_ratelimit_t *rl, const void *key, size_t klen, dou
 /* The table's burst (the most one take can ever be granted). */
 double gw_ratelimit_burst(const gw_ratelimit_t *rl);
 
-/* ==== routing =============================================================================== */
-
-/* Rendezvous (highest random weight) choice among nodes with up[i] true. Returns -1 if none. */
-int gw_rendezvous(const char *key, size_t klen, const uint64_t *node_seeds, const bool *up, int n);
-
 #endif

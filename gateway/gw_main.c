@@ -1,28 +1,30 @@
-/* gw_main.c -- the gateway process: configuration, listeners, event-loop threads, shutdown.
+/* gw_main.c -- the gateway process: the top of its layers (gateway/gw_thread.c and below).
  *
- * Startup: read and validate the whole environment (an invalid value names its variable and
- * stops the process), bind one listening socket that every thread accepts on (a port already in
- * use is an error, exit 2), start the threads, and print the ready line once every thread is
- * serving.
+ * Startup: read and validate the whole environment (gw_config.c: an invalid value names its
+ * variable, exit 2), name the routes for the metrics, register the one h2o handler (gw_http.c),
+ * bind one listening socket that every thread accepts on (a port already in use is exit 2), start
+ * CACHE_DNS discovery and the event-loop threads, and print the ready line once every thread is
+ * ready (at most 5 s: with the cache tier down the gateway still starts, and readiness says so).
  *
- * Signals are blocked in every thread; the main thread waits for SIGTERM/SIGINT with sigwait and
- * then asks the threads to stop: each closes its listener, asks h2o to shut its connections down
- * gracefully (HTTP/2 GOAWAY, HTTP/1 close after the response), keeps serving until the requests in
- * flight are answered or SHUTDOWN_GRACE_MS passes, then tears its sockets down.
+ * Signals are blocked in every thread; this thread waits for SIGTERM/SIGINT with sigwait, takes the
+ * listening socket out of LISTEN, and stops the threads (each drains gracefully: gw_thread.c).
  */
 #include "cfg.h"
 #include "cli.h"
 #include "envreg.h"
-#include "gw.h"
+#include "gw_config.h"
+#include "gw_discovery.h"
+#include "gw_http.h"
+#include "gw_metrics.h"
+#include "gw_thread.h"
+#include "gw_upstream.h"
 #include "log.h"
 #include "util.h"
 #include "zutil.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <jwt.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,193 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* How long a thread waits for a cache-node's first answer before it accepts connections anyway. */
-#define ACCEPT_WAIT_MS 1000
-
-gw_config_t gw_cfg;
-gw_metrics_t gw_metrics;
-atomic_int gw_threads_with_nodes;
-
 static h2o_globalconf_t s_conf;
-static gw_thread_t *s_threads;
-static int s_listen_fd = -1;
-static void *s_zctx;
-static atomic_int s_stop;
-static pthread_barrier_t s_started;
-static uint64_t s_http_timeout_ms = 10000;
 
-/* ==== configuration ========================================================================== */
-
-static int s_split_endpoints(const char *list, char *err)
-{
-    gw_cfg.nnodes = 0;
-    const char *p = list;
-    while (*p) {
-        while (*p == ',' || *p == ' ')
-            p++;
-        if (!*p)
-            break;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        size_t n = (size_t)(e - p);
-        while (n && p[n - 1] == ' ')
-            n--;
-        if (gw_cfg.nnodes == GW_MAX_NODES || n == 0 || n >= sizeof gw_cfg.endpoints[0]) {
-            snprintf(err, CFG_ERR_LEN, "CACHE_ENDPOINTS: at most %d endpoints of < 512 bytes", GW_MAX_NODES);
-            return -1;
-        }
-        memcpy(gw_cfg.endpoints[gw_cfg.nnodes], p, n);
-        gw_cfg.endpoints[gw_cfg.nnodes][n] = '\0';
-        /* The node's rendezvous seed comes from its endpoint, so every gateway (and every thread)
-         * agrees on the owner of a key without coordination. */
-        gw_cfg.node_seeds[gw_cfg.nnodes] = util_hash64(p, n, 0x5eed5);
-        gw_cfg.nnodes++;
-        p = e;
-    }
-    if (!gw_cfg.nnodes) {
-        snprintf(err, CFG_ERR_LEN, "CACHE_ENDPOINTS: no endpoint given");
-        return -1;
-    }
-    return 0;
-}
-
-/* CACHE_DNS=name:port: the cache tier is every address the name resolves to (gw_discovery.c). */
-static int s_dns_config(const char *dns, char *err)
-{
-    const char *colon = strrchr(dns, ':');
-    char *end = NULL;
-    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
-    size_t hl = colon ? (size_t)(colon - dns) : 0;
-    if (!colon || hl == 0 || hl >= sizeof gw_cfg.cache_dns_host || !colon[1] || *end || port == 0 || port > 65535 ||
-        strspn(colon + 1, "0123456789") != strlen(colon + 1)) {
-        snprintf(err, CFG_ERR_LEN, "CACHE_DNS: expected NAME:PORT (e.g. presence-cache.presence.svc.cluster.local:7100)");
-        return -1;
-    }
-    if (getenv("CACHE_ENDPOINTS") && getenv("CACHE_ENDPOINTS")[0]) {
-        snprintf(err, CFG_ERR_LEN, "CACHE_DNS and CACHE_ENDPOINTS are both set: set one");
-        return -1;
-    }
-    memcpy(gw_cfg.cache_dns_host, dns, hl);
-    gw_cfg.cache_dns_host[hl] = '\0';
-    snprintf(gw_cfg.cache_dns_port, sizeof gw_cfg.cache_dns_port, "%lu", port);
-    gw_cfg.cache_dns = true;
-    gw_cfg.nnodes = GW_MAX_NODES;
-    return 0;
-}
-
-static int s_config(char *err)
-{
-    static const char *const reads[] = {"public", "required", NULL};
-    static const char *const types[] = {"center", "leaf", NULL};
-    static const char *const algs[] = {"HS256", "HS384", "HS512", NULL};
-    char data_dir[400] = "./data";
-    snprintf(gw_cfg.addr, sizeof gw_cfg.addr, "0.0.0.0");
-    gw_cfg.port = 8080;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    gw_cfg.threads = ncpu > 0 ? (uint64_t)ncpu : 1;
-    snprintf(gw_cfg.node_id, sizeof gw_cfg.node_id, "node-1");
-    gw_cfg.request_timeout_ms = 2000;
-    gw_cfg.default_ttl = 3600;
-    gw_cfg.max_batch = 1000;
-    gw_cfg.shutdown_grace_ms = 10000;
-    gw_cfg.sse_max_streams = 10000;
-    gw_cfg.sse_max_ids = 1000;
-    gw_cfg.sse_ping_ms = 15000;
-    gw_cfg.sse_queue_max = 256 << 10;
-    gw_cfg.sse_window_bytes = 32 << 20;
-    gw_cfg.jwt_cache_size = 65536;
-    uint64_t wr = 20, wb = 40, ar = 0, ab = 0, rr = 0, rb = 0, leeway = 60;
-    int auth_reads = 0, node_type = 0, alg = 0;
-    bool weak = false;
-    char secret[1024] = "";
-    if (cfg_str("DATA_DIR", data_dir, sizeof data_dir, err) < 0 ||
-        cfg_str("SERVICE_ADDR", gw_cfg.addr, sizeof gw_cfg.addr, err) < 0 ||
-        cfg_u64("SERVICE_PORT", 0, 65535, &gw_cfg.port, err) < 0 ||
-        cfg_u64("GATEWAY_THREADS", 1, GW_MAX_THREADS, &gw_cfg.threads, err) < 0 ||
-        cfg_str("NODE_ID", gw_cfg.node_id, sizeof gw_cfg.node_id, err) < 0 ||
-        cfg_enum("NODE_TYPE", types, &node_type, err) < 0 ||
-        cfg_u64("REQUEST_TIMEOUT_MS", 50, 600000, &gw_cfg.request_timeout_ms, err) < 0 ||
-        cfg_u64("PRESENCE_TTL", 1, PROTO_TTL_MAX, &gw_cfg.default_ttl, err) < 0 ||
-        cfg_u64("MAX_BATCH", 1, 10000, &gw_cfg.max_batch, err) < 0 ||
-        cfg_enum("AUTH_READS", reads, &auth_reads, err) < 0 ||
-        cfg_str("JWT_SECRET", secret, sizeof secret, err) < 0 ||
-        cfg_bool("JWT_ALLOW_WEAK_SECRET", &weak, err) < 0 ||
-        cfg_str("JWT_ISSUER", gw_cfg.auth.issuer, sizeof gw_cfg.auth.issuer, err) < 0 ||
-        cfg_enum("JWT_ALGORITHM", algs, &alg, err) < 0 || cfg_u64("JWT_LEEWAY_S", 0, 3600, &leeway, err) < 0 ||
-        cfg_u64("RATE_LIMIT_WRITES", 0, 1000000, &wr, err) < 0 ||
-        cfg_u64("RATE_LIMIT_WRITE_BURST", 0, 10000000, &wb, err) < 0 ||
-        cfg_u64("RATE_LIMIT_ADMIN_WRITES", 0, 100000000, &ar, err) < 0 ||
-        cfg_u64("RATE_LIMIT_ADMIN_WRITE_BURST", 0, 1000000000, &ab, err) < 0 ||
-        cfg_u64("RATE_LIMIT_READS", 0, 10000000, &rr, err) < 0 ||
-        cfg_u64("RATE_LIMIT_READ_BURST", 0, 100000000, &rb, err) < 0 ||
-        cfg_bool("TRUST_PROXY", &gw_cfg.trust_proxy, err) < 0 ||
-        cfg_u64("SHUTDOWN_GRACE_MS", 0, 600000, &gw_cfg.shutdown_grace_ms, err) < 0 ||
-        cfg_u64("HTTP_REQUEST_TIMEOUT_MS", 100, 600000, &s_http_timeout_ms, err) < 0 ||
-        cfg_u64("SSE_MAX_STREAMS", 0, 1000000, &gw_cfg.sse_max_streams, err) < 0 ||
-        cfg_u64("SSE_MAX_IDS", 1, 100000, &gw_cfg.sse_max_ids, err) < 0 ||
-        cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
-        cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0 ||
-        cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0 ||
-        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0)
-        return -1;
-    if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
-        snprintf(err, CFG_ERR_LEN, "NODE_ID: invalid value '%s' (1-64 of [A-Za-z0-9._~@:=+-])", gw_cfg.node_id);
-        return -1;
-    }
-    snprintf(gw_cfg.node_type, sizeof gw_cfg.node_type, "%s", types[node_type]);
-    gw_cfg.auth_reads = auth_reads == 1;
-    if (!secret[0]) {
-        snprintf(err, CFG_ERR_LEN, "JWT_SECRET: required (the gateway refuses to start without it)");
-        return -1;
-    }
-    if (strlen(secret) < 32 && !weak) {
-        snprintf(err, CFG_ERR_LEN,
-                 "JWT_SECRET: %zu bytes is too short (at least 32; set JWT_ALLOW_WEAK_SECRET=true to override)",
-                 strlen(secret));
-        return -1;
-    }
-    gw_cfg.auth.secret_len = strlen(secret);
-    gw_cfg.auth.secret = (unsigned char *)xstrdup(secret);
-    memset(secret, 0, sizeof secret);
-    if (!gw_cfg.auth.issuer[0])
-        snprintf(gw_cfg.auth.issuer, sizeof gw_cfg.auth.issuer, "presence-service");
-    gw_cfg.auth.alg = alg == 0 ? JWT_ALG_HS256 : alg == 1 ? JWT_ALG_HS384 : JWT_ALG_HS512;
-    gw_cfg.auth.leeway_s = (int64_t)leeway;
-    if (gw_cors_config(&gw_cfg.cors, err) < 0)
-        return -1;
-    gw_cfg.write_rate = (double)wr;
-    gw_cfg.write_burst = wb ? (double)wb : (double)wr * 2;
-    gw_cfg.read_rate = (double)rr;
-    gw_cfg.read_burst = rb ? (double)rb : (double)rr * 2;
-    if (wr)
-        gw_cfg.rl_writes = gw_ratelimit_new(gw_cfg.write_rate, gw_cfg.write_burst, 1 << 18);
-    /* presence:admin tokens are backends writing for many users: their own bucket, off by default. */
-    if (ar)
-        gw_cfg.rl_admin = gw_ratelimit_new((double)ar, ab ? (double)ab : (double)ar * 2, 1 << 12);
-    if (rr)
-        gw_cfg.rl_reads = gw_ratelimit_new(gw_cfg.read_rate, gw_cfg.read_burst, 1 << 18);
-
-    snprintf(gw_cfg.store_cmd, sizeof gw_cfg.store_cmd, "ipc://%s/run/store-cmd.sock", data_dir);
-    snprintf(gw_cfg.store_pub, sizeof gw_cfg.store_pub, "ipc://%s/run/store-pub.sock", data_dir);
-    if (cfg_str("STORE_CMD_ENDPOINT", gw_cfg.store_cmd, sizeof gw_cfg.store_cmd, err) < 0 ||
-        cfg_str("STORE_PUB_ENDPOINT", gw_cfg.store_pub, sizeof gw_cfg.store_pub, err) < 0)
-        return -1;
-    char dns[300] = "";
-    gw_cfg.cache_dns_interval_ms = 2000;
-    if (cfg_str("CACHE_DNS", dns, sizeof dns, err) < 0 ||
-        cfg_u64("CACHE_DNS_INTERVAL_MS", 100, 600000, &gw_cfg.cache_dns_interval_ms, err) < 0)
-        return -1;
-    if (dns[0])
-        return s_dns_config(dns, err);
-    char eps[GW_MAX_NODES * 520];
-    snprintf(eps, sizeof eps, "ipc://%s/run/cache-1.sock,ipc://%s/run/cache-2.sock", data_dir, data_dir);
-    if (cfg_str("CACHE_ENDPOINTS", eps, sizeof eps, err) < 0 || s_split_endpoints(eps, err) < 0)
-        return -1;
-    return 0;
-}
-
-/* ==== listeners and threads ================================================================== */
+/* ==== the listening socket =================================================================== */
 
 /* One listening socket for the whole process; every thread accepts on it (h2o's own server does
  * the same with a dup'ed fd). No SO_REUSEPORT: with it a second gateway started on the same port
@@ -271,159 +89,10 @@ bad_addr:
     return -1;
 }
 
-/* ==== connections ============================================================================= *
- * We accept connections ourselves (rather than h2o_evloop_socket_accept) so each thread knows the
- * fd behind every h2o socket: h2o 2.2.5 offers no way to abort a streaming response, and a
- * client that does not read its SSE stream must be cut. An entry lives until h2o closes the socket
- * (its public on_close hook). */
-
-typedef struct gw_connent {
-    struct gw_connent *next;
-    gw_thread_t *t;
-    h2o_socket_t *sock;
-    int fd;
-} gw_connent_t;
-
-static size_t s_conn_slot(const gw_thread_t *t, const h2o_socket_t *sock)
+static int s_config(void *arg, char *err)
 {
-    return util_mix64((uint64_t)(uintptr_t)sock) & (t->conns_size - 1);
-}
-
-static void on_conn_close(void *data)
-{
-    gw_connent_t *e = data;
-    gw_thread_t *t = e->t;
-    for (gw_connent_t **pp = &t->conns[s_conn_slot(t, e->sock)]; *pp; pp = &(*pp)->next)
-        if (*pp == e) {
-            *pp = e->next;
-            t->conns_count--;
-            break;
-        }
-    free(e);
-}
-
-static void s_conn_add(gw_thread_t *t, h2o_socket_t *sock, int fd)
-{
-    if (t->conns_count + 1 > t->conns_size / 2) {
-        size_t ns = t->conns_size ? t->conns_size * 2 : 1024;
-        gw_connent_t **nt = xcalloc(ns, sizeof *nt);
-        for (size_t i = 0; i < t->conns_size; i++)
-            for (gw_connent_t *x = t->conns[i], *nx; x; x = nx) {
-                nx = x->next;
-                size_t b = util_mix64((uint64_t)(uintptr_t)x->sock) & (ns - 1);
-                x->next = nt[b];
-                nt[b] = x;
-            }
-        free(t->conns);
-        t->conns = nt;
-        t->conns_size = ns;
-    }
-    gw_connent_t *e = xmalloc(sizeof *e);
-    e->t = t;
-    e->sock = sock;
-    e->fd = fd;
-    size_t b = s_conn_slot(t, sock);
-    e->next = t->conns[b];
-    t->conns[b] = e;
-    t->conns_count++;
-    sock->on_close.cb = on_conn_close;
-    sock->on_close.data = e;
-}
-
-int gw_conn_shutdown(h2o_req_t *req)
-{
-    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, ctx, req->conn->ctx);
-    if (req->version >= 0x200 || !req->conn->callbacks->get_socket || !t->conns_size)
-        return -1;
-    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
-    if (!sock)
-        return -1;
-    for (gw_connent_t *e = t->conns[s_conn_slot(t, sock)]; e; e = e->next)
-        if (e->sock == sock) {
-            /* The pending write fails; h2o closes the connection and stops the response. */
-            shutdown(e->fd, SHUT_RDWR);
-            return 0;
-        }
-    return -1;
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    gw_thread_t *t = listener->data;
-    if (err)
-        return;
-    /* Accept a bounded number per wake-up so one busy listener cannot starve the loop. */
-    for (int i = 0; i < 64; i++) {
-        int fd = accept4(s_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        h2o_socket_t *sock = h2o_evloop_socket_create(t->ctx.loop, fd, H2O_SOCKET_FLAG_IS_ACCEPTED_CONNECTION);
-        s_conn_add(t, sock, fd);
-        h2o_accept(&t->accept_ctx, sock);
-    }
-}
-
-void gw_thread_ready_check(gw_thread_t *t)
-{
-    if (t->reported_up || !t->node_answered || !gw_watch_live(t))
-        return;
-    t->reported_up = true;
-    atomic_fetch_add(&gw_threads_with_nodes, 1);
-    gw_accept_start(t);
-}
-
-void gw_accept_start(gw_thread_t *t)
-{
-    if (t->accepting || !t->listener || t->stopping)
-        return;
-    t->accepting = true;
-    h2o_socket_read_start(t->listener, on_accept);
-}
-
-static void *s_thread_main(void *arg)
-{
-    gw_thread_t *t = arg;
-    char err[CFG_ERR_LEN];
-    h2o_context_init(&t->ctx, h2o_evloop_create(), &s_conf);
-    t->accept_ctx.ctx = &t->ctx;
-    t->accept_ctx.hosts = s_conf.hosts;
-    gw_buf_init(&t->out);
-    proto_buf_init(&t->pb);
-    t->authcache = gw_cfg.jwt_cache_size ? gw_authcache_new(gw_cfg.jwt_cache_size) : NULL;
-    if (gw_upstream_init(t, s_zctx, err) < 0 || gw_watch_init(t, s_zctx, err) < 0) {
-        LOG(LOG_ERROR, "thread %d: %s", t->idx, err);
-        exit(1);
-    }
-    /* h2o gets its own dup of the listening fd (it closes it); we accept on ours. */
-    t->listener = h2o_evloop_socket_create(t->ctx.loop, dup(s_listen_fd), H2O_SOCKET_FLAG_DONT_READ);
-    t->listener->data = t;
-    /* Connections are accepted once a cache-node has answered this thread (gw_upstream.c), or
-     * after ACCEPT_WAIT_MS without one. Accepting at once made a restarted gateway answer 503 for
-     * up to a ping interval: its first sends fail while the DEALERs are still connecting, which
-     * marks every node down until the next ping. Meanwhile clients wait in the listen backlog. */
-    t->accept_by_ms = util_mono_ms() + ACCEPT_WAIT_MS;
-    pthread_barrier_wait(&s_started);
-
-    while (!atomic_load(&s_stop))
-        h2o_evloop_run(t->ctx.loop, 100);
-
-    /* Graceful stop. */
-    t->stopping = true;
-    h2o_socket_read_stop(t->listener);
-    h2o_socket_close(t->listener);
-    t->listener = NULL;
-    h2o_context_request_shutdown(&t->ctx);
-    gw_watch_fini(t);
-    uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
-    while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
-        h2o_evloop_run(t->ctx.loop, 50);
-    gw_upstream_fini(t);
-    for (int i = 0; i < 5; i++)
-        h2o_evloop_run(t->ctx.loop, 1);
-    gw_authcache_free(t->authcache);
-    return NULL;
+    (void)arg;
+    return gw_config_load(err);
 }
 
 static const cli_desc_t s_cli = {
@@ -436,17 +105,8 @@ static const cli_desc_t s_cli = {
 
 int main(int argc, char **argv)
 {
-    cli_handle(argc, argv, &s_cli);
+    cli_start(argc, argv, &s_cli, "gw", s_config, NULL);
     char err[CFG_ERR_LEN] = "";
-    if (log_init("gw", err, sizeof err) < 0) {
-        fprintf(stderr, "gateway: %s\n", err);
-        return 2;
-    }
-    cli_check_env(); /* before the configuration: a typo is named even when it makes the rest fail */
-    if (s_config(err) < 0) {
-        fprintf(stderr, "gateway: %s\n", err);
-        return 2;
-    }
     signal(SIGPIPE, SIG_IGN);
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -454,22 +114,23 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    for (int r = 0; r < GW_R_COUNT; r++)
-        stats_hist_init_latency(&gw_metrics.duration[r]);
+    int nroutes;
+    const char *const *labels = gw_http_route_labels(&nroutes);
+    gw_metrics_init(labels, nroutes);
 
     h2o_config_init(&s_conf);
     s_conf.server_name = h2o_iovec_init(H2O_STRLIT("presence"));
     s_conf.max_request_entity_size = 4 * GW_BODY_MAX; /* h2o answers above this; we answer 413 above GW_BODY_MAX */
-    s_conf.http1.req_timeout = s_http_timeout_ms;
-    s_conf.http2.idle_timeout = s_http_timeout_ms;
+    s_conf.http1.req_timeout = gw_cfg.http_timeout_ms;
+    s_conf.http2.idle_timeout = gw_cfg.http_timeout_ms;
     h2o_hostconf_t *host = h2o_config_register_host(&s_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(path, sizeof *h);
     h->on_req = gw_http_on_req;
 
     int bound = 0, lerr = 0;
-    s_listen_fd = s_listen((int)gw_cfg.port, &bound, err, &lerr);
-    if (s_listen_fd < 0) {
+    int listen_fd = s_listen((int)gw_cfg.port, &bound, err, &lerr);
+    if (listen_fd < 0) {
         LOG(LOG_ERROR, "%s", err);
         return lerr == EADDRINUSE || lerr == 0 ? 2 : 1;
     }
@@ -477,23 +138,17 @@ int main(int argc, char **argv)
         LOG(LOG_ERROR, "%s", err);
         return 1;
     }
-    s_zctx = zmq_ctx_new();
-    s_threads = xcalloc(gw_cfg.threads, sizeof *s_threads);
-    pthread_barrier_init(&s_started, NULL, (unsigned)gw_cfg.threads + 1);
-    for (uint64_t i = 0; i < gw_cfg.threads; i++) {
-        s_threads[i].idx = (int)i;
-        pthread_create(&s_threads[i].tid, NULL, s_thread_main, &s_threads[i]);
-    }
-    pthread_barrier_wait(&s_started); /* every thread is serving */
+    void *zctx = zmq_ctx_new();
+    gw_thread_start_all(&s_conf, listen_fd, zctx, (int)gw_cfg.threads);
     /* Say ready once every thread has heard from a cache-node (bounded: with the cache tier down
      * the gateway still starts, and readiness reports it). */
     uint64_t until = util_mono_ms() + 5000;
-    while (atomic_load(&gw_threads_with_nodes) < (int)gw_cfg.threads && util_mono_ms() < until) {
+    while (gw_thread_ready_count() < (int)gw_cfg.threads && util_mono_ms() < until) {
         struct timespec ts = {0, 2 * 1000000L};
         nanosleep(&ts, NULL);
     }
     LOG(LOG_NOTICE, "ready http=%s:%d threads=%llu cache_nodes=%d node_id=%s auth_reads=%s", gw_cfg.addr, bound,
-        (unsigned long long)gw_cfg.threads, gw_nodes_configured(), gw_cfg.node_id, gw_cfg.auth_reads ? "required" : "public");
+        (unsigned long long)gw_cfg.threads, gw_upstream_configured(), gw_cfg.node_id, gw_cfg.auth_reads ? "required" : "public");
     char ready[128];
     snprintf(ready, sizeof ready, "gateway http=%s:%d", gw_cfg.addr, bound);
     zu_signal_ready(ready);
@@ -501,16 +156,14 @@ int main(int argc, char **argv)
     int sig = 0;
     sigwait(&sigs, &sig);
     LOG(LOG_NOTICE, "signal %d: stopping (grace %llu ms)", sig, (unsigned long long)gw_cfg.shutdown_grace_ms);
-    atomic_store(&s_stop, 1);
     /* Refuse new connections at once: the threads share the listening socket, and it closes only
      * with its last fd. shutdown() takes it out of LISTEN for every dup (Linux). */
-    shutdown(s_listen_fd, SHUT_RDWR);
+    shutdown(listen_fd, SHUT_RDWR);
     if (gw_cfg.cache_dns)
         gw_discovery_stop();
-    for (uint64_t i = 0; i < gw_cfg.threads; i++)
-        pthread_join(s_threads[i].tid, NULL);
-    close(s_listen_fd);
-    zmq_ctx_term(s_zctx);
+    gw_thread_stop_all();
+    close(listen_fd);
+    zmq_ctx_term(zctx);
     LOG(LOG_NOTICE, "stopped");
     return 0;
 }

@@ -1,16 +1,53 @@
-/* gw_metrics.c -- the Prometheus text exposition of /metrics (format 0.0.4).
+/* gw_metrics.c -- what the gateway counts, and the Prometheus text exposition of /metrics
+ * (format 0.0.4; see gw_metrics.h).
  *
  * The gateway's own series (requests, durations, in-flight, upstream failures, SSE) are merged with
  * what every cache-node reports (its cache and sync numbers, labelled node="<id>") and, once, the
  * store-node's (or sync relay's) numbers that the cache-nodes poll. Series are grouped by metric
  * family, as the format requires, each family preceded by its # TYPE line. A stat name ending in
- * ":us" carries microseconds and is printed in seconds.
+ * ":us" carries microseconds and is printed in seconds. Counters are relaxed atomics: any thread.
  */
-#include "gw.h"
+#include "gw_metrics.h"
+#include "gw_config.h"
 #include "util.h"
+
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
+
+const int gw_codes[GW_CODES] = {200, 201, 204, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503, 504};
+
+gw_metrics_t gw_metrics;
+
+static const char *const *s_labels;
+static int s_nroutes;
+
+void gw_metrics_init(const char *const *labels, int nroutes)
+{
+    s_labels = labels;
+    s_nroutes = nroutes < GW_ROUTES_MAX ? nroutes : GW_ROUTES_MAX;
+    for (int r = 0; r < GW_ROUTES_MAX; r++)
+        stats_hist_init_latency(&gw_metrics.duration[r]);
+}
+
+void gw_metrics_begin(void)
+{
+    atomic_fetch_add_explicit(&gw_metrics.inflight, 1, memory_order_relaxed);
+}
+
+void gw_metrics_request(int route, int method, int status, uint64_t start_us)
+{
+    int ci = GW_CODES;
+    for (int i = 0; i < GW_CODES; i++)
+        if (gw_codes[i] == status)
+            ci = i;
+    atomic_fetch_add_explicit(&gw_metrics.requests[route][method][ci], 1, memory_order_relaxed);
+    stats_hist_observe(&gw_metrics.duration[route], util_mono_us() - start_us);
+    atomic_fetch_sub_explicit(&gw_metrics.inflight, 1, memory_order_relaxed);
+}
+
+/* ==== rendering ================================================================================ */
 
 typedef struct entry {
     char name[PROTO_STAT_NAME_MAX + 1]; /* printed name (":us" removed) */
@@ -71,29 +108,26 @@ static bool s_seen(const elist_t *l, const char *name)
     return false;
 }
 
-void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes);
-const char *gw_route_label(int r);
-
-void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes)
+/* The gateway's own series. */
+static void s_own(elist_t *l, int nodes_configured)
 {
     static const char *const methods[GW_M_COUNT] = {"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "OTHER"};
-    elist_t l = {0};
     stats_list_t own;
     stats_list_init(&own);
-    for (int r = 0; r < GW_R_COUNT; r++) {
+    for (int r = 0; r < s_nroutes; r++) {
         for (int m = 0; m < GW_M_COUNT; m++)
             for (int c = 0; c <= GW_CODES; c++) {
                 uint64_t v = atomic_load_explicit(&gw_metrics.requests[r][m][c], memory_order_relaxed);
                 if (v)
                     stats_addf(&own, v, "http_requests_total{method=\"%s\",route=\"%s\",code=\"%d\"}", methods[m],
-                               gw_route_label(r), c < GW_CODES ? gw_codes[c] : 0);
+                               s_labels[r], c < GW_CODES ? gw_codes[c] : 0);
             }
     }
-    for (int r = 0; r < GW_R_COUNT; r++) {
+    for (int r = 0; r < s_nroutes; r++) {
         if (!atomic_load_explicit(&gw_metrics.duration[r].count, memory_order_relaxed))
             continue;
         char lab[64];
-        snprintf(lab, sizeof lab, "route=\"%s\"", gw_route_label(r));
+        snprintf(lab, sizeof lab, "route=\"%s\"", s_labels[r]);
         stats_add_hist(&own, "http_request_duration_seconds", lab, &gw_metrics.duration[r]);
     }
     int64_t inflight = atomic_load(&gw_metrics.inflight);
@@ -106,12 +140,15 @@ void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes
     stats_add(&own, "gateway_upstream_unavailable_total", atomic_load(&gw_metrics.upstream_unavailable));
     stats_add(&own, "gateway_upstream_retries_total", atomic_load(&gw_metrics.upstream_retries));
     stats_add(&own, "gateway_node_failovers_total", atomic_load(&gw_metrics.node_failovers));
-    stats_addf(&own, (uint64_t)gw_nodes_configured(), "gateway_cache_nodes{node_id=\"%s\"}", gw_cfg.node_id);
+    stats_addf(&own, (uint64_t)nodes_configured, "gateway_cache_nodes{node_id=\"%s\"}", gw_cfg.node_id);
     for (uint32_t i = 0; i < own.n; i++)
-        s_push(&l, own.v[i].name.p, own.v[i].name.len, own.v[i].value);
+        s_push(l, own.v[i].name.p, own.v[i].name.len, own.v[i].value);
     stats_list_fini(&own);
+}
 
-    /* Node series; the store's (and relay's) once, from the first node that reports them. */
+/* The cache-nodes' series; the store's (and relay's) once, from the first node that reports them. */
+static void s_nodes(elist_t *l, const stats_list_t *const *nodes, int nnodes)
+{
     for (int k = 0; k < nnodes; k++) {
         const stats_list_t *sl = nodes[k];
         for (uint32_t i = 0; i < sl->n; i++) {
@@ -124,16 +161,19 @@ void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes
                 tmp[n] = '\0';
                 if (n > 3 && strcmp(tmp + n - 3, ":us") == 0)
                     tmp[n - 3] = '\0';
-                if (s_seen(&l, tmp))
+                if (s_seen(l, tmp))
                     continue;
             }
-            s_push(&l, nm->p, nm->len, sl->v[i].value);
+            s_push(l, nm->p, nm->len, sl->v[i].value);
         }
     }
+}
 
-    /* Histogram families: those with a _bucket series; their _sum/_count join the family. */
-    for (size_t i = 0; i < l.n; i++) {
-        entry_t *e = &l.v[i];
+/* Histogram families: those with a _bucket series; their _sum/_count join the family. */
+static void s_histograms(elist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        entry_t *e = &l->v[i];
         const char *sufs[] = {"_bucket", "_sum", "_count"};
         for (int s = 0; s < 3; s++) {
             if (!s_has_suffix(e->family, sufs[s]))
@@ -146,8 +186,8 @@ void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes
             snprintf(bucket, sizeof bucket, "%s_bucket", base);
             bool hist = s == 0;
             /* The _bucket series may already have been renamed to the base family above. */
-            for (size_t j = 0; j < l.n && !hist; j++)
-                if (strcmp(l.v[j].family, bucket) == 0 || (l.v[j].hist && strcmp(l.v[j].family, base) == 0))
+            for (size_t j = 0; j < l->n && !hist; j++)
+                if (strcmp(l->v[j].family, bucket) == 0 || (l->v[j].hist && strcmp(l->v[j].family, base) == 0))
                     hist = true;
             if (hist) {
                 snprintf(e->family, sizeof e->family, "%s", base);
@@ -156,6 +196,14 @@ void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes
             break;
         }
     }
+}
+
+void gw_metrics_render(gw_buf_t *b, const stats_list_t *const *nodes, int nnodes, int nodes_configured)
+{
+    elist_t l = {0};
+    s_own(&l, nodes_configured);
+    s_nodes(&l, nodes, nnodes);
+    s_histograms(&l);
     qsort(l.v, l.n, sizeof *l.v, s_cmp);
     const char *last = "";
     for (size_t i = 0; i < l.n; i++) {

@@ -1,4 +1,4 @@
-/* gw_ratelimit.c -- token buckets per key, and rendezvous hashing (see gw_lib.h).
+/* gw_ratelimit.c -- token buckets per key (see gw_lib.h).
  *
  * The bucket table is a fixed array of 4-way sets (no allocation after start, bounded memory):
  * a key's 64-bit hash picks a set; within it the key's slot, or else the slot that has been idle
@@ -99,20 +99,4 @@ unsigned gw_ratelimit_take(gw_ratelimit_t *rl, const void *key, size_t klen, dou
     }
     atomic_flag_clear_explicit(&set->lock, memory_order_release);
     return wait;
-}
-
-int gw_rendezvous(const char *key, size_t klen, const uint64_t *node_seeds, const bool *up, int n)
-{
-    uint64_t h = util_hash64(key, klen, 0x4e0de), best = 0;
-    int pick = -1;
-    for (int i = 0; i < n; i++) {
-        if (!up[i])
-            continue;
-        uint64_t score = util_mix64(h ^ node_seeds[i]);
-        if (pick < 0 || score > best) {
-            best = score;
-            pick = i;
-        }
-    }
-    return pick;
 }

@@ -1,12 +1,13 @@
 /* gw_upstream.c -- ZeroMQ DEALERs to the cache-nodes, inside each thread's h2o event loop.
  *
- * The ZMQ_FD recipe (TECH-NOTES 1.4 and pitfall 1): each DEALER's ZMQ_FD is dup()ed and wrapped
- * in an h2o socket with H2O_SOCKET_FLAG_DONT_READ (h2o must never read libzmq's signaler); on
- * readiness, and after every send (scheduled on the context's zero timeout), we drain the socket
- * with non-blocking receives until EAGAIN, at most DRAIN_MAX messages per turn, rescheduling ourselves when
- * there is more. Nothing here blocks: sends use ZMQ_DONTWAIT, and with ZMQ_IMMEDIATE a send to a
- * node with no live connection fails at once (the node is marked down and the key goes to the
- * next node by the hash).
+ * Each DEALER (and its socket monitor) is watched through its ZMQ_FD (gw_zfd.h): drained to EAGAIN
+ * on readiness, at most DRAIN_MAX messages per turn, and again on the next turn after every send.
+ * Nothing here blocks: sends use ZMQ_DONTWAIT, and with ZMQ_IMMEDIATE a send to a node with no
+ * live connection fails at once (the node is marked down and the key goes to the next node).
+ *
+ * Calls are kept by request id (an idtab). Commands queued during one loop turn leave together, one
+ * BATCH frame per node, from a zero-timeout flush at the turn's end (at once when the batch reaches
+ * PROTO_BATCH_SOFT_MAX).
  *
  * Deferred replies: the HTTP request may be disposed (client gone, HTTP/2 RST) while a call is
  * out. Each call allocates a pointer-sized token from the request's pool with a dispose callback;
@@ -17,9 +18,17 @@
  * when the socket monitor reports its connection gone; it is up again when any reply from it
  * arrives. Every thread pings every node every PING_MS. Reads in flight to a node that
  * disconnects are re-sent to another node; writes are answered 503 (they may or may not have
- * reached the store -- the client retries, and PUT is idempotent in its outcome).
+ * reached the store -- the client retries, and PUT is idempotent in its outcome). With CACHE_DNS
+ * the node slots follow gw_discovery.c's table, applied on the ping tick.
+ *
+ * One upstream per event-loop thread; no locks (gw_discovery.c's table is read under its own).
  */
-#include "gw.h"
+#include "gw_upstream.h"
+#include "dispatch.h"
+#include "gw_discovery.h"
+#include "gw_metrics.h"
+#include "gw_rendezvous.h"
+#include "gw_zfd.h"
 #include "log.h"
 #include "util.h"
 #include "zutil.h"
@@ -28,58 +37,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define DRAIN_MAX 1024
 #define PING_MS 250
 
-static void s_drain(gw_node_conn_t *nc);
-static void s_queue(gw_node_conn_t *nc, gw_call_t *c);
+typedef struct node {
+    gw_upstream_t *owner;
+    int idx;
+    char endpoint[GW_ENDPOINT_MAX]; /* "" = a vacant slot (CACHE_DNS): never up, never sent to */
+    void *sock, *mon;
+    gw_zfd_t zsock, zmon;
+    bool up;
+    bool seen; /* has answered at least once */
+    uint64_t last_ok_ms;
+    bool ping_out;
+    h2o_timeout_entry_t flush; /* sends the pending batch at the end of the loop turn */
+    proto_batch_t batch;       /* commands queued for this node during this turn */
+    uint64_t *batch_rids;      /* their calls */
+    uint32_t batch_cap;
+    proto_buf_t frame;
+} node_t;
+
+struct gw_upstream {
+    h2o_context_t *h2o;
+    int thread_idx;
+    void *zctx;
+    void (*on_answer)(void *arg);
+    void *on_answer_arg;
+    node_t nodes[GW_MAX_NODES];
+    uint64_t seeds[GW_MAX_NODES]; /* each node's rendezvous seed: a hash of its endpoint */
+    unsigned dns_gen;             /* the discovery table applied */
+    unsigned sock_gen;            /* names each monitor's inproc endpoint uniquely */
+    idtab_t calls;                /* by request id */
+    uint64_t next_rid;
+    h2o_timeout_t req_timeout;
+    h2o_timeout_t ping_timeout; /* deadline of a ping */
+    h2o_timeout_t ping_tick;    /* how often every node is pinged */
+    h2o_timeout_entry_t ping_timer;
+    proto_buf_t pb;
+};
+
+static void s_queue(node_t *nc, gw_call_t *c);
 static void on_flush_timer(h2o_timeout_entry_t *e);
-static void s_apply_discovery(gw_thread_t *t);
+static void s_apply_discovery(gw_upstream_t *up);
 
-/* ==== call table ============================================================================= */
+/* ==== calls ==================================================================================== */
 
-static void s_ctab_insert(gw_thread_t *t, gw_call_t *c)
+static gw_call_t *s_take(gw_upstream_t *up, uint64_t rid)
 {
-    if (t->ccount + 1 > t->csize / 2) {
-        size_t nsize = t->csize ? t->csize * 2 : 1024;
-        gw_call_t **nt = xcalloc(nsize, sizeof *nt);
-        for (size_t i = 0; i < t->csize; i++)
-            for (gw_call_t *x = t->ctab[i], *next; x; x = next) {
-                next = x->hnext;
-                size_t b = util_mix64(x->rid) & (nsize - 1);
-                x->hnext = nt[b];
-                nt[b] = x;
-            }
-        free(t->ctab);
-        t->ctab = nt;
-        t->csize = nsize;
-    }
-    size_t b = util_mix64(c->rid) & (t->csize - 1);
-    c->hnext = t->ctab[b];
-    t->ctab[b] = c;
-    t->ccount++;
-}
-
-static gw_call_t *s_ctab_remove(gw_thread_t *t, uint64_t rid)
-{
-    if (!t->csize)
-        return NULL;
-    for (gw_call_t **pp = &t->ctab[util_mix64(rid) & (t->csize - 1)]; *pp; pp = &(*pp)->hnext) {
-        if ((*pp)->rid == rid) {
-            gw_call_t *c = *pp;
-            *pp = c->hnext;
-            t->ccount--;
-            return c;
-        }
-    }
-    return NULL;
-}
-
-uint64_t gw_next_rid(gw_thread_t *t)
-{
-    return ++t->next_rid;
+    idtab_link_t *l = idtab_take(&up->calls, rid);
+    return l ? IDTAB_ENTRY(l, gw_call_t, link) : NULL;
 }
 
 static void on_token_dispose(void *p)
@@ -103,9 +110,14 @@ static void s_complete(gw_call_t *c, const proto_msg_t *m, int status)
     free(c);
 }
 
-/* ==== node state ============================================================================= */
+uint64_t gw_upstream_rid(gw_upstream_t *up)
+{
+    return ++up->next_rid;
+}
 
-static void s_node_down(gw_node_conn_t *nc, const char *why)
+/* ==== node state =============================================================================== */
+
+static void s_node_down(node_t *nc, const char *why)
 {
     if (nc->up) {
         nc->up = false;
@@ -116,33 +128,53 @@ static void s_node_down(gw_node_conn_t *nc, const char *why)
     }
 }
 
-int gw_nodes_up(gw_thread_t *t)
+static void s_mark_up(node_t *nc)
+{
+    if (!nc->up && nc->seen)
+        LOG(LOG_INFO, "cache-node %d (%s) is up again", nc->idx, nc->endpoint);
+    nc->up = true;
+    nc->seen = true;
+    nc->last_ok_ms = util_mono_ms();
+    nc->owner->on_answer(nc->owner->on_answer_arg);
+}
+
+int gw_upstream_up_count(const gw_upstream_t *up)
 {
     int n = 0;
     for (int i = 0; i < gw_cfg.nnodes; i++)
-        n += t->nodes[i].up;
+        n += up->nodes[i].up;
     return n;
 }
 
-int gw_nodes_configured(void)
+uint64_t gw_upstream_deadline(void)
+{
+    return util_now_us() + gw_cfg.request_timeout_ms * 1000u;
+}
+
+int gw_upstream_configured(void)
 {
     return gw_cfg.cache_dns ? gw_discovery_assigned() : gw_cfg.nnodes;
 }
 
-int gw_route_key(gw_thread_t *t, const char *key, size_t klen)
+const char *gw_upstream_endpoint(const gw_upstream_t *up, int i)
 {
-    bool up[GW_MAX_NODES];
-    for (int i = 0; i < gw_cfg.nnodes; i++)
-        up[i] = t->nodes[i].up;
-    return gw_rendezvous(key, klen, t->seeds, up, gw_cfg.nnodes);
+    return up->nodes[i].endpoint;
 }
 
-int gw_any_node(gw_thread_t *t, int avoid)
+int gw_upstream_route(gw_upstream_t *up, const char *key, size_t klen)
+{
+    bool isup[GW_MAX_NODES];
+    for (int i = 0; i < gw_cfg.nnodes; i++)
+        isup[i] = up->nodes[i].up;
+    return gw_rendezvous(key, klen, up->seeds, isup, gw_cfg.nnodes);
+}
+
+int gw_upstream_any(gw_upstream_t *up, int avoid)
 {
     int fallback = -1;
     for (int k = 0; k < gw_cfg.nnodes; k++) {
-        int i = (int)((t->next_rid + (uint64_t)k) % (uint64_t)gw_cfg.nnodes);
-        if (!t->nodes[i].up)
+        int i = (int)((up->next_rid + (uint64_t)k) % (uint64_t)gw_cfg.nnodes);
+        if (!up->nodes[i].up)
             continue;
         if (i != avoid)
             return i;
@@ -151,20 +183,14 @@ int gw_any_node(gw_thread_t *t, int avoid)
     return fallback;
 }
 
-static void s_schedule_drain(gw_node_conn_t *nc)
-{
-    if (!h2o_timeout_is_linked(&nc->drain))
-        h2o_timeout_link(nc->t->ctx.loop, &nc->t->ctx.zero_timeout, &nc->drain);
-}
-
-/* ==== calls ================================================================================== */
+/* ==== sending ================================================================================== */
 
 static void on_call_timeout(h2o_timeout_entry_t *e)
 {
     gw_call_t *c = H2O_STRUCT_FROM_MEMBER(gw_call_t, te, e);
-    gw_thread_t *t = c->t;
-    s_ctab_remove(t, c->rid);
-    s_node_down(&t->nodes[c->node], "missed its deadline");
+    gw_upstream_t *up = c->up;
+    idtab_remove(&up->calls, &c->link);
+    s_node_down(&up->nodes[c->node], "missed its deadline");
     if (c->type != PROTO_PING)
         atomic_fetch_add(&gw_metrics.upstream_timeouts, 1);
     s_complete(c, NULL, PROTO_ETIMEOUT);
@@ -175,15 +201,14 @@ static bool s_is_read(uint8_t type)
     return type == PROTO_GET || type == PROTO_MGET || type == PROTO_STATS || type == PROTO_PING;
 }
 
-gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, uint8_t type, const proto_buf_t *b,
-                        gw_call_cb cb, void *arg)
+gw_call_t *gw_upstream_send(gw_upstream_t *up, h2o_req_t *req, int node, uint64_t rid, uint8_t type,
+                            const proto_buf_t *b, gw_call_cb cb, void *arg)
 {
-    if (node < 0 || node >= gw_cfg.nnodes || !t->nodes[node].sock)
+    if (node < 0 || node >= gw_cfg.nnodes || !up->nodes[node].sock)
         return NULL; /* no such node, or a vacant slot */
-    gw_node_conn_t *nc = &t->nodes[node];
     gw_call_t *c = xcalloc(1, sizeof *c);
-    c->rid = rid;
-    c->t = t;
+    c->link.id = rid;
+    c->up = up;
     c->node = node;
     c->type = type;
     c->cb = cb;
@@ -198,15 +223,13 @@ gw_call_t *gw_call_send(gw_thread_t *t, h2o_req_t *req, int node, uint64_t rid, 
     c->msg = xmalloc(b->len);
     memcpy(c->msg, b->data, b->len);
     c->msg_len = b->len;
-    s_ctab_insert(t, c);
-    h2o_timeout_link(t->ctx.loop, type == PROTO_PING ? &t->ping_timeout : &t->req_timeout, &c->te);
-    s_queue(nc, c);
+    idtab_add(&up->calls, &c->link);
+    h2o_timeout_link(up->h2o->loop, type == PROTO_PING ? &up->ping_timeout : &up->req_timeout, &c->te);
+    s_queue(&up->nodes[node], c);
     return c;
 }
 
-/* ==== batching =============================================================================== */
-
-static void s_queue(gw_node_conn_t *nc, gw_call_t *c)
+static void s_queue(node_t *nc, gw_call_t *c)
 {
     c->node = nc->idx;
     c->sent = false;
@@ -214,7 +237,7 @@ static void s_queue(gw_node_conn_t *nc, gw_call_t *c)
         nc->batch_cap = nc->batch_cap ? nc->batch_cap * 2 : 64;
         nc->batch_rids = xrealloc(nc->batch_rids, nc->batch_cap * sizeof *nc->batch_rids);
     }
-    nc->batch_rids[nc->batch.n] = c->rid;
+    nc->batch_rids[nc->batch.n] = c->link.id;
     proto_batch_add(&nc->batch, c->msg, c->msg_len);
     if (nc->batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* big enough: send now, not at the turn's end */
         if (h2o_timeout_is_linked(&nc->flush))
@@ -223,20 +246,20 @@ static void s_queue(gw_node_conn_t *nc, gw_call_t *c)
         return;
     }
     if (!h2o_timeout_is_linked(&nc->flush))
-        h2o_timeout_link(nc->t->ctx.loop, &nc->t->ctx.zero_timeout, &nc->flush);
+        h2o_timeout_link(nc->owner->h2o->loop, &nc->owner->h2o->zero_timeout, &nc->flush);
 }
 
 /* Re-route a call that could not be sent, or whose node went away. Reads may always move;
  * commands that never left this process may move too (nobody saw them). */
-static void s_reroute(gw_thread_t *t, gw_call_t *c, int from)
+static void s_reroute(gw_upstream_t *up, gw_call_t *c, int from)
 {
     /* Pings and stats are about one node; they are never moved. */
     bool movable = c->type != PROTO_PING && c->type != PROTO_STATS && (s_is_read(c->type) || !c->sent);
-    int other = movable ? gw_any_node(t, from) : -1;
+    int other = movable ? gw_upstream_any(up, from) : -1;
     if (other >= 0 && other != from) {
         atomic_fetch_add(&gw_metrics.upstream_retries, 1);
-        s_ctab_insert(t, c);
-        s_queue(&t->nodes[other], c);
+        idtab_add(&up->calls, &c->link);
+        s_queue(&up->nodes[other], c);
         return;
     }
     if (c->type != PROTO_PING)
@@ -246,8 +269,8 @@ static void s_reroute(gw_thread_t *t, gw_call_t *c, int from)
 
 static void on_flush_timer(h2o_timeout_entry_t *e)
 {
-    gw_node_conn_t *nc = H2O_STRUCT_FROM_MEMBER(gw_node_conn_t, flush, e);
-    gw_thread_t *t = nc->t;
+    node_t *nc = H2O_STRUCT_FROM_MEMBER(node_t, flush, e);
+    gw_upstream_t *up = nc->owner;
     if (!nc->batch.n)
         return;
     proto_batch_encode(&nc->batch, &nc->frame);
@@ -255,15 +278,11 @@ static void on_flush_timer(h2o_timeout_entry_t *e)
     proto_batch_reset(&nc->batch);
     if (zu_send(nc->sock, NULL, 0, nc->frame.data, nc->frame.len) == 0) {
         for (uint32_t i = 0; i < n; i++) {
-            gw_call_t *c = NULL;
-            /* Mark sent without unlinking: look the call up in place. */
-            for (c = t->ctab[util_mix64(nc->batch_rids[i]) & (t->csize - 1)]; c && c->rid != nc->batch_rids[i];
-                 c = c->hnext)
-                ;
-            if (c)
-                c->sent = true;
+            idtab_link_t *l = idtab_find(&up->calls, nc->batch_rids[i]); /* marked sent in place */
+            if (l)
+                IDTAB_ENTRY(l, gw_call_t, link)->sent = true;
         }
-        s_schedule_drain(nc); /* the post-send drain (ZMQ_FD contract) */
+        gw_zfd_kick(&nc->zsock); /* the post-send drain (ZMQ_FD contract) */
         return;
     }
     s_node_down(nc, errno == EAGAIN ? "not connected" : zmq_strerror(errno));
@@ -271,62 +290,70 @@ static void on_flush_timer(h2o_timeout_entry_t *e)
     uint64_t *rids = xmalloc(n * sizeof *rids);
     memcpy(rids, nc->batch_rids, n * sizeof *rids);
     for (uint32_t i = 0; i < n; i++) {
-        gw_call_t *c = s_ctab_remove(t, rids[i]);
+        gw_call_t *c = s_take(up, rids[i]);
         if (c)
-            s_reroute(t, c, nc->idx);
+            s_reroute(up, c, nc->idx);
     }
     free(rids);
 }
 
 /* A node went away: re-send its reads elsewhere, fail its writes. */
-static void s_fail_node_calls(gw_thread_t *t, int node)
+static void s_fail_node_calls(gw_upstream_t *up, int node)
 {
-    gw_call_t *moved = NULL;
-    for (size_t i = 0; i < t->csize; i++) {
-        for (gw_call_t **pp = &t->ctab[i]; *pp;) {
-            gw_call_t *c = *pp;
-            if (c->node != node) {
-                pp = &c->hnext;
-                continue;
-            }
-            *pp = c->hnext;
-            t->ccount--;
-            c->hnext = moved;
-            moved = c;
-        }
+    size_t n = 0;
+    gw_call_t **moved = xmalloc((idtab_count(&up->calls) + 1) * sizeof *moved);
+    idtab_iter_t it;
+    idtab_iter_init(&it, &up->calls);
+    for (idtab_link_t *l; (l = idtab_iter_next(&it));) {
+        gw_call_t *c = IDTAB_ENTRY(l, gw_call_t, link);
+        if (c->node != node)
+            continue;
+        idtab_remove(&up->calls, l);
+        moved[n++] = c;
     }
     /* Calls still in the node's unsent batch are among them: drop the batch first. */
-    proto_batch_reset(&t->nodes[node].batch);
-    while (moved) {
-        gw_call_t *c = moved;
-        moved = c->hnext;
-        s_reroute(t, c, node);
-    }
+    proto_batch_reset(&up->nodes[node].batch);
+    for (size_t i = 0; i < n; i++)
+        s_reroute(up, moved[i], node);
+    free(moved);
 }
 
-/* ==== receiving ============================================================================== */
+/* ==== receiving ================================================================================ */
 
-static void on_drain_timer(h2o_timeout_entry_t *e)
+static void on_reply(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
-    gw_node_conn_t *nc = H2O_STRUCT_FROM_MEMBER(gw_node_conn_t, drain, e);
-    s_drain(nc);
+    node_t *nc = ctx;
+    if (!in->in_batch)
+        s_mark_up(nc); /* a lone reply: the node is up before its caller hears (a BATCH: after) */
+    gw_call_t *c = s_take(nc->owner, m->rid);
+    if (c)
+        s_complete(c, m, m->status);
 }
 
-static void s_mark_up(gw_node_conn_t *nc)
+static void on_batch(void *ctx, const dispatch_in_t *in, bool begin)
 {
-    gw_thread_t *t = nc->t;
-    if (!nc->up && nc->seen)
-        LOG(LOG_INFO, "cache-node %d (%s) is up again", nc->idx, nc->endpoint);
-    nc->up = true;
-    nc->seen = true;
-    nc->last_ok_ms = util_mono_ms();
-    t->node_answered = true;
-    gw_thread_ready_check(t);
+    if (!begin)
+        s_mark_up(ctx);
 }
 
-static void s_drain(gw_node_conn_t *nc)
+static void on_malformed(void *ctx, const dispatch_in_t *in, const char *why, bool has_rid, uint64_t rid)
 {
-    gw_thread_t *t = nc->t;
+    node_t *nc = ctx;
+    if (in->in_batch)
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed batch part from cache-node %d dropped", nc->idx);
+    else
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed reply from cache-node %d dropped", nc->idx);
+}
+
+static const dispatch_t s_replies = {
+    .on_other = on_reply,
+    .on_malformed = on_malformed,
+    .on_batch = on_batch,
+};
+
+static bool s_drain(void *arg)
+{
+    node_t *nc = arg;
     for (int k = 0; k < DRAIN_MAX; k++) {
         /* No ZMQ_EVENTS check first: a non-blocking receive that finds nothing processes the
          * socket's pending commands exactly as ZMQ_EVENTS would (re-arming ZMQ_FD's edge) and
@@ -336,173 +363,111 @@ static void s_drain(gw_node_conn_t *nc)
         if (zu_recv(nc->sock, frames, ZU_FRAMES_MAX, &n) < 0) {
             if (errno == EPROTO)
                 continue;
-            return;
+            return false;
         }
-        proto_msg_t m;
-        if (n != 1 || proto_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &m) != PROTO_DEC_OK) {
-            LOG_RATELIMITED(LOG_WARN, 1000, "malformed reply from cache-node %d dropped", nc->idx);
-            if (n == 1)
-                proto_msg_fini(&m);
-            zu_close_frames(frames, n);
-            continue;
-        }
-        if (m.type == PROTO_BATCH) {
-            for (uint32_t i = 0; i < m.n; i++) {
-                proto_msg_t part;
-                if (proto_decode(m.parts[i].p, m.parts[i].len, &part) != PROTO_DEC_OK || part.type == PROTO_BATCH) {
-                    LOG_RATELIMITED(LOG_WARN, 1000, "malformed batch part from cache-node %d dropped", nc->idx);
-                    proto_msg_fini(&part);
-                    continue;
-                }
-                gw_call_t *c = s_ctab_remove(t, part.rid);
-                if (c)
-                    s_complete(c, &part, part.status);
-                proto_msg_fini(&part);
-            }
-            proto_msg_fini(&m);
-            zu_close_frames(frames, n);
-            s_mark_up(nc);
-            continue;
-        }
-        s_mark_up(nc);
-        gw_call_t *c = s_ctab_remove(t, m.rid);
-        if (c)
-            s_complete(c, &m, m.status);
-        proto_msg_fini(&m);
+        dispatch_frames(&s_replies, nc, nc->sock, frames, n);
         zu_close_frames(frames, n);
     }
-    /* More may be waiting: continue on the next loop turn so other sockets get their share. */
-    s_schedule_drain(nc);
+    return true; /* more may be waiting: the next loop turn, so other sockets get their share */
 }
 
-static void on_zmq_ready(h2o_socket_t *sock, const char *err)
+static bool s_drain_monitor(void *arg)
 {
-    gw_node_conn_t *nc = sock->data;
-    s_drain(nc);
-}
-
-static void on_monitor_ready(h2o_socket_t *sock, const char *err)
-{
-    gw_node_conn_t *nc = sock->data;
+    node_t *nc = arg;
     for (int k = 0; k < 64; k++) {
-        int ev = 0;
-        size_t len = sizeof ev;
-        if (zmq_getsockopt(nc->mon, ZMQ_EVENTS, &ev, &len) < 0 || !(ev & ZMQ_POLLIN))
-            return;
+        if (!zu_readable(nc->mon))
+            return false;
         zmq_msg_t frames[ZU_FRAMES_MAX];
         int n;
         if (zu_recv(nc->mon, frames, ZU_FRAMES_MAX, &n) < 0)
-            return;
+            return false;
         if (n >= 1 && zmq_msg_size(&frames[0]) >= 2) {
             uint16_t event;
             memcpy(&event, zmq_msg_data(&frames[0]), 2);
             if (event == ZMQ_EVENT_DISCONNECTED) {
                 s_node_down(nc, "disconnected");
-                s_fail_node_calls(nc->t, nc->idx);
+                s_fail_node_calls(nc->owner, nc->idx);
             }
         }
         zu_close_frames(frames, n);
     }
+    return false;
 }
 
-/* ==== pings ================================================================================== */
+/* ==== pings ==================================================================================== */
 
 static void on_pong(gw_call_t *c, const proto_msg_t *m, int status)
 {
-    gw_node_conn_t *nc = &c->t->nodes[c->node];
-    nc->ping_out = false;
+    c->up->nodes[c->node].ping_out = false;
 }
 
 static void on_ping_timer(h2o_timeout_entry_t *e)
 {
-    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, ping_timer, e);
-    if (t->stopping)
-        return;
-    if (!t->accepting && util_mono_ms() >= t->accept_by_ms)
-        gw_accept_start(t); /* not ready in time: serve anyway (health, readiness say so) */
+    gw_upstream_t *up = H2O_STRUCT_FROM_MEMBER(gw_upstream_t, ping_timer, e);
     if (gw_cfg.cache_dns)
-        s_apply_discovery(t);
+        s_apply_discovery(up);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
-        gw_node_conn_t *nc = &t->nodes[i];
+        node_t *nc = &up->nodes[i];
         if (nc->ping_out || !nc->sock)
             continue;
-        uint64_t rid = gw_next_rid(t);
-        proto_buf_reset(&t->pb);
-        proto_enc_simple(&t->pb, PROTO_PING, rid);
+        uint64_t rid = gw_upstream_rid(up);
+        proto_buf_reset(&up->pb);
+        proto_enc_simple(&up->pb, PROTO_PING, rid);
         /* A down node is probed the same way; its first answer brings it back. */
-        gw_call_send(t, NULL, i, rid, PROTO_PING, &t->pb, on_pong, NULL);
+        gw_upstream_send(up, NULL, i, rid, PROTO_PING, &up->pb, on_pong, NULL);
         nc->ping_out = true;
     }
-    h2o_timeout_link(t->ctx.loop, &t->ping_tick, &t->ping_timer);
+    h2o_timeout_link(up->h2o->loop, &up->ping_tick, &up->ping_timer);
 }
 
-/* ==== setup ================================================================================== */
+/* ==== node slots =============================================================================== */
 
 /* Connect slot nc to endpoint ep: a DEALER, its monitor, both watched by the loop. A node from
  * CACHE_ENDPOINTS starts up (optimistic: the first send tells, ZMQ_IMMEDIATE); one found by DNS
  * starts down and comes up with its first answer to a ping, so a pod that is still starting is not
  * sent requests that would fail and bounce. */
-static int s_node_open(gw_node_conn_t *nc, const char *ep, bool optimistic, char *err)
+static int s_node_open(node_t *nc, const char *ep, bool optimistic, char *err)
 {
-    gw_thread_t *t = nc->t;
+    gw_upstream_t *up = nc->owner;
     snprintf(nc->endpoint, sizeof nc->endpoint, "%s", ep);
-    nc->seed = util_hash64(ep, strlen(ep), 0x5eed5);
-    t->seeds[nc->idx] = nc->seed;
+    up->seeds[nc->idx] = util_hash64(ep, strlen(ep), 0x5eed5);
     nc->up = optimistic;
     nc->seen = false;
     nc->ping_out = false;
-    nc->sock = zu_socket(t->zctx, ZMQ_DEALER, 100000, 100000);
+    nc->sock = zu_socket(up->zctx, ZMQ_DEALER, 100000, 100000);
     int one = 1, ivl_max = 500;
     zmq_setsockopt(nc->sock, ZMQ_IMMEDIATE, &one, sizeof one);
     zmq_setsockopt(nc->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     if (strchr(ep, '['))
         zmq_setsockopt(nc->sock, ZMQ_IPV6, &one, sizeof one);
     char mon_ep[96];
-    snprintf(mon_ep, sizeof mon_ep, "inproc://gw-mon-%d-%d-%u", t->idx, nc->idx, t->sock_gen++);
+    snprintf(mon_ep, sizeof mon_ep, "inproc://gw-mon-%d-%d-%u", up->thread_idx, nc->idx, up->sock_gen++);
     if (zmq_socket_monitor(nc->sock, mon_ep, ZMQ_EVENT_DISCONNECTED) < 0) {
         snprintf(err, 256, "zmq_socket_monitor: %s", zmq_strerror(errno));
         return -1;
     }
-    nc->mon = zu_socket(t->zctx, ZMQ_PAIR, 0, 0);
+    nc->mon = zu_socket(up->zctx, ZMQ_PAIR, 0, 0);
     if (zmq_connect(nc->mon, mon_ep) < 0 || zmq_connect(nc->sock, ep) < 0) {
         snprintf(err, 256, "connect %s: %s", ep, zmq_strerror(errno));
         return -1;
     }
-    int fd;
-    size_t len = sizeof fd;
-    zmq_getsockopt(nc->sock, ZMQ_FD, &fd, &len);
-    nc->hsock = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
-    nc->hsock->data = nc;
-    h2o_socket_read_start(nc->hsock, on_zmq_ready);
-    zmq_getsockopt(nc->mon, ZMQ_FD, &fd, &len);
-    nc->hmon = h2o_evloop_socket_create(t->ctx.loop, dup(fd), H2O_SOCKET_FLAG_DONT_READ);
-    nc->hmon->data = nc;
-    h2o_socket_read_start(nc->hmon, on_monitor_ready);
-    /* ZMQ_FD only signals once the socket has been found empty (pitfall 1): check it once now,
-     * or the first monitor event never wakes us and in-flight calls to a dead node wait for
-     * their deadline instead of failing over. */
-    on_monitor_ready(nc->hmon, NULL);
+    gw_zfd_open(&nc->zsock, up->h2o, nc->sock, s_drain, nc);
+    gw_zfd_open(&nc->zmon, up->h2o, nc->mon, s_drain_monitor, nc);
+    /* ZMQ_FD only signals once the socket has been found empty: check it once now, or the first
+     * monitor event never wakes us and in-flight calls to a dead node wait for their deadline
+     * instead of failing over. */
+    s_drain_monitor(nc);
     return 0;
 }
 
 /* Close slot nc's sockets (its calls must have been dealt with); the slot is vacant after. */
-static void s_node_close(gw_node_conn_t *nc)
+static void s_node_close(node_t *nc)
 {
-    if (h2o_timeout_is_linked(&nc->drain))
-        h2o_timeout_unlink(&nc->drain);
     if (h2o_timeout_is_linked(&nc->flush))
         h2o_timeout_unlink(&nc->flush);
     proto_batch_reset(&nc->batch);
-    if (nc->hsock) {
-        h2o_socket_read_stop(nc->hsock);
-        h2o_socket_close(nc->hsock);
-        nc->hsock = NULL;
-    }
-    if (nc->hmon) {
-        h2o_socket_read_stop(nc->hmon);
-        h2o_socket_close(nc->hmon);
-        nc->hmon = NULL;
-    }
+    gw_zfd_close(&nc->zsock);
+    gw_zfd_close(&nc->zmon);
     if (nc->sock) {
         zmq_socket_monitor(nc->sock, NULL, 0);
         zmq_close(nc->mon);
@@ -513,26 +478,26 @@ static void s_node_close(gw_node_conn_t *nc)
     nc->up = false;
     nc->seen = false;
     nc->ping_out = false;
-    nc->t->seeds[nc->idx] = 0;
+    nc->owner->seeds[nc->idx] = 0;
 }
 
 /* CACHE_DNS: bring this thread's slots in line with the resolver's table (gw_discovery.c). A
  * slot whose address left is closed (its reads re-sent elsewhere, its writes answered 503, as when
  * a node disconnects); a new address is connected and used from its first answer. */
-static void s_apply_discovery(gw_thread_t *t)
+static void s_apply_discovery(gw_upstream_t *up)
 {
-    if (gw_discovery_gen() == t->dns_gen)
+    if (gw_discovery_gen() == up->dns_gen)
         return;
     static __thread char eps[GW_MAX_NODES][GW_ENDPOINT_MAX];
-    t->dns_gen = gw_discovery_snapshot(eps);
+    up->dns_gen = gw_discovery_snapshot(eps);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
-        gw_node_conn_t *nc = &t->nodes[i];
+        node_t *nc = &up->nodes[i];
         if (strcmp(nc->endpoint, eps[i]) == 0)
             continue;
         if (nc->sock) {
             s_node_down(nc, "left the cache tier (DNS)");
             nc->up = false;
-            s_fail_node_calls(t, i);
+            s_fail_node_calls(up, i);
             s_node_close(nc);
         }
         char err[256];
@@ -543,52 +508,67 @@ static void s_apply_discovery(gw_thread_t *t)
     }
 }
 
-int gw_upstream_init(gw_thread_t *t, void *zctx, char *err)
+/* ==== life ===================================================================================== */
+
+gw_upstream_t *gw_upstream_new(h2o_context_t *h2o, int thread_idx, void *zctx, void (*on_answer)(void *arg), void *arg,
+                               char *err)
 {
-    h2o_timeout_init(t->ctx.loop, &t->req_timeout, gw_cfg.request_timeout_ms);
-    h2o_timeout_init(t->ctx.loop, &t->ping_timeout, MIN(gw_cfg.request_timeout_ms, 1000));
-    h2o_timeout_init(t->ctx.loop, &t->ping_tick, PING_MS);
-    t->zctx = zctx;
+    gw_upstream_t *up = xcalloc(1, sizeof *up);
+    up->h2o = h2o;
+    up->thread_idx = thread_idx;
+    up->zctx = zctx;
+    up->on_answer = on_answer;
+    up->on_answer_arg = arg;
+    idtab_init(&up->calls);
+    proto_buf_init(&up->pb);
+    h2o_timeout_init(h2o->loop, &up->req_timeout, gw_cfg.request_timeout_ms);
+    h2o_timeout_init(h2o->loop, &up->ping_timeout, MIN(gw_cfg.request_timeout_ms, 1000));
+    h2o_timeout_init(h2o->loop, &up->ping_tick, PING_MS);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
-        gw_node_conn_t *nc = &t->nodes[i];
-        nc->t = t;
+        node_t *nc = &up->nodes[i];
+        nc->owner = up;
         nc->idx = i;
-        nc->drain.cb = on_drain_timer;
         nc->flush.cb = on_flush_timer;
         proto_batch_init(&nc->batch);
         proto_buf_init(&nc->frame);
-        if (!gw_cfg.cache_dns && s_node_open(nc, gw_cfg.endpoints[i], true, err) < 0)
-            return -1;
+        if (!gw_cfg.cache_dns && s_node_open(nc, gw_cfg.endpoints[i], true, err) < 0) {
+            gw_upstream_destroy(&up);
+            return NULL;
+        }
     }
     if (gw_cfg.cache_dns) {
-        t->dns_gen = gw_discovery_gen() - 1; /* take the table now */
-        s_apply_discovery(t);
+        up->dns_gen = gw_discovery_gen() - 1; /* take the table now */
+        s_apply_discovery(up);
     }
-    t->ping_timer.cb = on_ping_timer;
-    h2o_timeout_link(t->ctx.loop, &t->ctx.zero_timeout, &t->ping_timer);
-    return 0;
+    up->ping_timer.cb = on_ping_timer;
+    h2o_timeout_link(h2o->loop, &h2o->zero_timeout, &up->ping_timer);
+    return up;
 }
 
-void gw_upstream_fini(gw_thread_t *t)
+void gw_upstream_destroy(gw_upstream_t **upp)
 {
-    if (h2o_timeout_is_linked(&t->ping_timer))
-        h2o_timeout_unlink(&t->ping_timer);
+    gw_upstream_t *up = *upp;
+    if (!up)
+        return;
+    if (h2o_timeout_is_linked(&up->ping_timer))
+        h2o_timeout_unlink(&up->ping_timer);
     /* Answer whatever is still out so no request waits on a closed socket. */
-    for (size_t i = 0; i < t->csize; i++)
-        while (t->ctab[i]) {
-            gw_call_t *c = t->ctab[i];
-            t->ctab[i] = c->hnext;
-            t->ccount--;
-            s_complete(c, NULL, PROTO_EUNAVAIL);
-        }
-    h2o_timeout_dispose(t->ctx.loop, &t->ping_tick);
+    idtab_iter_t it;
+    idtab_iter_init(&it, &up->calls);
+    for (idtab_link_t *l; (l = idtab_iter_next(&it));) {
+        idtab_remove(&up->calls, l);
+        s_complete(IDTAB_ENTRY(l, gw_call_t, link), NULL, PROTO_EUNAVAIL);
+    }
+    h2o_timeout_dispose(up->h2o->loop, &up->ping_tick);
     for (int i = 0; i < gw_cfg.nnodes; i++) {
-        gw_node_conn_t *nc = &t->nodes[i];
+        node_t *nc = &up->nodes[i];
         s_node_close(nc);
         proto_batch_fini(&nc->batch);
         proto_buf_fini(&nc->frame);
         free(nc->batch_rids);
     }
-    free(t->ctab);
-    t->ctab = NULL;
+    idtab_fini(&up->calls);
+    proto_buf_fini(&up->pb);
+    free(up);
+    *upp = NULL;
 }

@@ -330,74 +330,81 @@ static const cli_desc_t s_cli = {
     .procs = ENVREG_LAUNCHER,
 };
 
-int main(int argc, char **argv)
-{
-    cli_handle(argc, argv, &s_cli);
-    char err[CFG_ERR_LEN] = "";
-    const char *rfd = getenv("READY_FD");
-    if (rfd && *rfd)
-        fcntl(atoi(rfd), F_SETFD, FD_CLOEXEC); /* our own ready pipe is not the children's */
-    if (log_init("launcher", err, sizeof err) < 0) {
-        fprintf(stderr, "presenced: %s\n", err);
-        return 2;
-    }
-    cli_check_env();
-    setenv("PRESENCE_ENV_CHECKED", "1", 1); /* the children need not warn again */
-    static const char *const types[] = {"center", "leaf", NULL};
-    int node_type = 0;
-    uint64_t ncache = 2, port = 8080;
-    char data_dir[400] = "./data", center[512] = "", node_id[65] = "node-1";
-    if (cfg_enum("NODE_TYPE", types, &node_type, err) < 0 || cfg_str("DATA_DIR", data_dir, sizeof data_dir, err) < 0 ||
-        cfg_u64("CACHE_NODES", 1, 8, &ncache, err) < 0 || cfg_u64("SERVICE_PORT", 0, 65535, &port, err) < 0 ||
-        cfg_str("CENTER_ENDPOINT", center, sizeof center, err) < 0 ||
-        cfg_str("NODE_ID", node_id, sizeof node_id, err) < 0 ||
-        cfg_u64("STOP_GRACE_MS", 100, 600000, &s_stop_grace_ms, err) < 0) {
-        LOG(LOG_ERROR, "%s", err);
-        return 2;
-    }
-    if (node_type == 1 && !center[0]) {
-        LOG(LOG_ERROR, "CENTER_ENDPOINT: required for NODE_TYPE=leaf (tcp://HOST:PORT of the center's CENTER_PORT)");
-        return 2;
-    }
-    /* Children get absolute paths: they may chdir, and ipc:// paths must be absolute anyway. */
-    if (mkdir(data_dir, 0750) < 0 && errno != EEXIST) {
-        LOG(LOG_ERROR, "DATA_DIR: cannot create %s: %s", data_dir, strerror(errno));
-        return 1;
-    }
-    char abs_dir[PATH_MAX];
-    if (!realpath(data_dir, abs_dir)) {
-        LOG(LOG_ERROR, "DATA_DIR: %s: %s", data_dir, strerror(errno));
-        return 1;
-    }
-    char run_dir[PATH_MAX];
-    snprintf(run_dir, sizeof run_dir, "%s/run", abs_dir);
-    mkdir(run_dir, 0750);
-    if (strlen(run_dir) + 32 > 107) {
-        LOG(LOG_ERROR, "DATA_DIR: %s is too long for ipc:// socket paths (108 bytes max); use a shorter path", abs_dir);
-        return 2;
-    }
-    if (s_lock_data_dir(abs_dir) < 0 || s_check_port(port) < 0)
-        return 2;
-    setenv("DATA_DIR", abs_dir, 1);
-    if (!getenv("NODE_TYPE"))
-        setenv("NODE_TYPE", types[node_type], 1);
-    if (s_dev_secret(abs_dir, data_dir) < 0)
-        return 1;
+/* The node's settings, as the launcher reads them (the children read their own). */
+typedef struct node {
+    int type; /* 0 center, 1 leaf */
+    uint64_t ncache, port;
+    char data_dir[400], center[512], node_id[65];
+    char abs_dir[PATH_MAX], run_dir[PATH_MAX];
+} node_t;
 
+static const char *const s_types[] = {"center", "leaf", NULL};
+
+static int s_config(void *arg, char *err)
+{
+    node_t *n = arg;
+    n->ncache = 2;
+    n->port = 8080;
+    snprintf(n->data_dir, sizeof n->data_dir, "./data");
+    snprintf(n->node_id, sizeof n->node_id, "node-1");
+    if (cfg_enum("NODE_TYPE", s_types, &n->type, err) < 0 || cfg_str("DATA_DIR", n->data_dir, sizeof n->data_dir, err) < 0 ||
+        cfg_u64("CACHE_NODES", 1, 8, &n->ncache, err) < 0 || cfg_u64("SERVICE_PORT", 0, 65535, &n->port, err) < 0 ||
+        cfg_str("CENTER_ENDPOINT", n->center, sizeof n->center, err) < 0 ||
+        cfg_str("NODE_ID", n->node_id, sizeof n->node_id, err) < 0 ||
+        cfg_u64("STOP_GRACE_MS", 100, 600000, &s_stop_grace_ms, err) < 0)
+        return -1;
+    if (n->type == 1 && !n->center[0]) {
+        snprintf(err, CFG_ERR_LEN, "CENTER_ENDPOINT: required for NODE_TYPE=leaf (tcp://HOST:PORT of the center's CENTER_PORT)");
+        return -1;
+    }
+    return 0;
+}
+
+/* DATA_DIR made absolute (children may chdir; ipc:// paths must be absolute anyway) with its run/
+ * directory; then one node per DATA_DIR and per port. Returns 0, or the exit status. */
+static int s_prepare(node_t *n)
+{
+    if (mkdir(n->data_dir, 0750) < 0 && errno != EEXIST) {
+        LOG(LOG_ERROR, "DATA_DIR: cannot create %s: %s", n->data_dir, strerror(errno));
+        return 1;
+    }
+    if (!realpath(n->data_dir, n->abs_dir)) {
+        LOG(LOG_ERROR, "DATA_DIR: %s: %s", n->data_dir, strerror(errno));
+        return 1;
+    }
+    snprintf(n->run_dir, sizeof n->run_dir, "%s/run", n->abs_dir);
+    mkdir(n->run_dir, 0750);
+    if (strlen(n->run_dir) + 32 > 107) {
+        LOG(LOG_ERROR, "DATA_DIR: %s is too long for ipc:// socket paths (108 bytes max); use a shorter path", n->abs_dir);
+        return 2;
+    }
+    if (s_lock_data_dir(n->abs_dir) < 0 || s_check_port(n->port) < 0)
+        return 2;
+    setenv("DATA_DIR", n->abs_dir, 1);
+    if (!getenv("NODE_TYPE"))
+        setenv("NODE_TYPE", s_types[n->type], 1);
+    if (s_dev_secret(n->abs_dir, n->data_dir) < 0)
+        return 1;
     char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
         LOG(LOG_ERROR, "cannot find my own binary: %s", strerror(errno));
         return 1;
     }
-    self[n] = '\0';
+    self[len] = '\0';
     snprintf(s_bindir, sizeof s_bindir, "%s", self);
     *strrchr(s_bindir, '/') = '\0';
+    return 0;
+}
 
+/* The children, in the order they start: the store-node (a leaf: the sync-relay), the cache-nodes,
+ * the gateway, wired over ipc:// in run/. */
+static void s_plan(const node_t *n)
+{
     char store_cmd[600], store_pub[600];
-    snprintf(store_cmd, sizeof store_cmd, "ipc://%s/store-cmd.sock", run_dir);
-    snprintf(store_pub, sizeof store_pub, "ipc://%s/store-pub.sock", run_dir);
-    if (node_type == 0) {
+    snprintf(store_cmd, sizeof store_cmd, "ipc://%s/store-cmd.sock", n->run_dir);
+    snprintf(store_pub, sizeof store_pub, "ipc://%s/store-pub.sock", n->run_dir);
+    if (n->type == 0) {
         child_t *c = s_add("store-node", "store-node");
         s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
         s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
@@ -407,14 +414,14 @@ int main(int argc, char **argv)
         s_env(c, "RELAY_PUB_ENDPOINT", "%s", store_pub);
     }
     char eps[8 * 620] = "";
-    for (uint64_t i = 1; i <= ncache; i++) {
+    for (uint64_t i = 1; i <= n->ncache; i++) {
         char name[32];
         snprintf(name, sizeof name, "cache-node-%llu", (unsigned long long)i);
         child_t *c = s_add(name, "cache-node");
         char ep[620];
-        snprintf(ep, sizeof ep, "ipc://%s/cache-%llu.sock", run_dir, (unsigned long long)i);
+        snprintf(ep, sizeof ep, "ipc://%s/cache-%llu.sock", n->run_dir, (unsigned long long)i);
         s_env(c, "CACHE_ENDPOINT", "%s", ep);
-        s_env(c, "CACHE_ID", "%s-c%llu", node_id, (unsigned long long)i);
+        s_env(c, "CACHE_ID", "%s-c%llu", n->node_id, (unsigned long long)i);
         s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
         s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
         if (i > 1)
@@ -426,13 +433,12 @@ int main(int argc, char **argv)
     /* The gateway follows the change stream too (SSE watch streams). */
     s_env(gw, "STORE_CMD_ENDPOINT", "%s", store_cmd);
     s_env(gw, "STORE_PUB_ENDPOINT", "%s", store_pub);
+}
 
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGCHLD, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+/* Start the children in order, each once the previous one is ready; then the launcher's own
+ * ready line naming the address the gateway bound. Returns 0, or the exit status. */
+static int s_start_all(const node_t *n)
+{
     char ready[512] = "";
     for (int i = 0; i < s_nchildren; i++) {
         if (s_start(&s_children[i], true, ready, sizeof ready) < 0) {
@@ -447,12 +453,18 @@ int main(int argc, char **argv)
     if (http)
         snprintf(bound, sizeof bound, "%.*s", (int)strcspn(http + 5, " \n"), http + 5);
     char line[700];
-    snprintf(line, sizeof line, "http=%s node_id=%s node_type=%s data_dir=%s", bound, node_id, types[node_type],
-             abs_dir);
+    snprintf(line, sizeof line, "http=%s node_id=%s node_type=%s data_dir=%s", bound, n->node_id, s_types[n->type],
+             n->abs_dir);
     printf("ready %s\n", line);
     fflush(stdout);
     zu_signal_ready(line); /* for supervisors and tests that start the launcher itself */
+    return 0;
+}
 
+/* Restart what exits, with backoff (100 ms doubling to 5 s; back to 100 ms after 30 s of running),
+ * until SIGINT/SIGTERM. */
+static void s_supervise(void)
+{
     while (!s_stop) {
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL); /* woken early by SIGCHLD/SIGTERM; restarts are timer driven */
@@ -488,6 +500,29 @@ int main(int argc, char **argv)
             }
         }
     }
+}
+
+int main(int argc, char **argv)
+{
+    const char *rfd = getenv("READY_FD");
+    if (rfd && *rfd)
+        fcntl(atoi(rfd), F_SETFD, FD_CLOEXEC); /* our own ready pipe is not the children's */
+    node_t n = {0};
+    cli_start(argc, argv, &s_cli, "launcher", s_config, &n);
+    setenv("PRESENCE_ENV_CHECKED", "1", 1); /* the children need not warn again */
+    int rc = s_prepare(&n);
+    if (rc)
+        return rc;
+    s_plan(&n);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = s_start_all(&n);
+    if (rc)
+        return rc;
+    s_supervise();
     LOG(LOG_NOTICE, "stopping all children");
     s_stop_all();
     LOG(LOG_NOTICE, "stopped");

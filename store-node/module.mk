@@ -1,10 +1,16 @@
-# store-node/: the LMDB store engine (libstore.a) and the store-node process.
+# store-node/: the LMDB store engine (libstore.a), the store-node (libstorenode.a: the node itself,
+# unit tested; the binary adds its main).
 STORE_LIB := $(B)/libstore.a
 $(STORE_LIB): $(B)/store-node/store.o
 	$(AR) rcs $@ $^
 
+STORE_NODE_LIB := $(B)/libstorenode.a
+$(STORE_NODE_LIB): $(B)/store-node/store_node.o $(B)/store-node/store_writer.o
+	$(AR) rcs $@ $^
+NODE_LIBS += $(STORE_NODE_LIB)
+
 BINS += $(B)/bin/store-node
-$(B)/bin/store-node: $(B)/store-node/store_node.o $(STORE_LIB) $(PROTO_LIB) $(COMMON_LIB)
+$(B)/bin/store-node: $(B)/store-node/store_node_main.o $(STORE_NODE_LIB) $(STORE_LIB) $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 

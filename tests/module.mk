@@ -12,7 +12,7 @@ TOOLS := $(TOOL_SRCS:tests/tools/%.c=$(B)/bin/%)
 TEST_BINS += $(UNIT_TESTS) $(INTEG_TESTS) $(TOOLS)
 
 # Every library, users before what they use (static link order).
-ALL_LIBS = $(GW_LIB) $(STORE_LIB) $(SYNC_LIB) $(CACHE_LIB) $(PROTO_LIB) $(COMMON_LIB)
+ALL_LIBS = $(NODE_LIBS) $(GW_LIB) $(STORE_LIB) $(SYNC_LIB) $(CACHE_LIB) $(PROTO_LIB) $(COMMON_LIB)
 
 $(B)/tests/unit/check_%: $(B)/tests/unit/check_%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lcrypto -lm

@@ -3,7 +3,8 @@
 -- users: key space (keys are "u1".."uN", hashed ranks so hot keys spread over shards)
 -- mode "presence": PUT put_prefix..key with a JSON body and an Authorization header;
 -- mode "webdis": the write is GET put_prefix..key/<json> (webdis encodes commands in the path).
--- Requests are pre-generated in init() (a dynamic request() is slower: TECH-NOTES 7).
+-- Requests are pre-generated in init(): building each one in request() costs wrk CPU it shares
+-- with the gateway it measures on a 2-core machine.
 local N, S, PREFIX, PUTPCT, PUTPREFIX, AUTH, MODE = 10000, 1.0, "/api/v2/presence/", 0, "", "", "presence"
 local reqs, idx = {}, 0
 local counter = 0

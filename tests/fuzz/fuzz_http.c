@@ -20,7 +20,11 @@
  * application/json; an error body is {"success":false,"error":"..."}.
  */
 #include "fuzz_common.h"
-#include "gw.h"
+#include "gw_config.h"
+#include "gw_ctx.h"
+#include "gw_http.h"
+#include "gw_metrics.h"
+#include "gw_upstream.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -28,12 +32,12 @@
 
 #define FZ_SECRET "fuzz-secret-0123456789abcdef-0123456789"
 
-/* gw_cfg, gw_metrics and the rest of gw_main.c come from gw_main.o linked in with its main()
- * renamed (tests/fuzz/module.mk): this target fills gw_cfg itself instead of calling s_config. */
+/* gw_cfg and gw_metrics come from gw_config.o and gw_metrics.o: this target fills gw_cfg itself
+ * instead of loading it, and builds the one thread context (gw_ctx.h) the request path sees. */
 
 static h2o_globalconf_t s_conf;
 static h2o_pathconf_t *s_pathconf;
-static gw_thread_t *s_t;
+static gw_ctx_t *s_t;
 static h2o_conn_t s_conn;
 static h2o_handler_t s_handler;
 static char *s_tok_admin, *s_tok_expired;
@@ -75,6 +79,11 @@ static void s_do_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, si
 
 static h2o_ostream_t s_ostr = {.next = NULL, .do_send = s_do_send};
 
+static void s_no_answer(void *arg)
+{
+    (void)arg;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     fz_quiet();
@@ -84,11 +93,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     s_pathconf = h2o_config_register_path(host, "/", 0);
 
     s_t = calloc(1, sizeof *s_t);
-    h2o_context_init(&s_t->ctx, h2o_evloop_create(), &s_conf);
+    h2o_context_init(&s_t->h2o, h2o_evloop_create(), &s_conf);
     gw_buf_init(&s_t->out);
     proto_buf_init(&s_t->pb);
     s_t->authcache = gw_authcache_new(64);
-    s_conn.ctx = &s_t->ctx;
+    s_t->conns = gw_conns_new();
+    s_conn.ctx = &s_t->h2o;
     s_conn.hosts = s_conf.hosts;
     s_conn.callbacks = &s_callbacks;
 
@@ -118,8 +128,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     gw_cfg.trust_proxy = true;
     gw_cfg.sse_max_streams = 10;
     gw_cfg.sse_max_ids = 100;
-    for (int i = 0; i < GW_R_COUNT; i++)
-        stats_hist_init_latency(&gw_metrics.duration[i]);
+    int nroutes;
+    const char *const *labels = gw_http_route_labels(&nroutes);
+    gw_metrics_init(labels, nroutes);
+    char uerr[256];
+    s_t->up = gw_upstream_new(&s_t->h2o, 0, NULL, s_no_answer, NULL, uerr); /* no node: nothing connects */
+    if (!s_t->up) {
+        fprintf(stderr, "upstream: %s\n", uerr);
+        abort();
+    }
 
     int64_t now = (int64_t)(util_now_us() / 1000000u);
     /* Valid for a day: long enough for any fuzzing session. */

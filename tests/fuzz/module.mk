@@ -36,9 +36,12 @@ FUZZ_OBJS_jwt_claims := gateway/gw_auth.o $(FUZZ_COMMON)
 FUZZ_OBJS_ws := gateway/gw_wsframe.o gateway/gw_wsmsg.o gateway/gw_json.o proto/proto.o $(FUZZ_COMMON)
 FUZZ_OBJS_store := store-node/store.o proto/proto.o $(FUZZ_COMMON)
 FUZZ_OBJS_sync := sync/sync_client.o proto/proto.o common/zutil.o $(FUZZ_COMMON)
-FUZZ_OBJS_http := gateway/gw_main-nomain.o gateway/gw_http.o gateway/gw_upstream.o gateway/gw_watch.o gateway/gw_metrics.o gateway/gw_discovery.o \
+FUZZ_OBJS_http := gateway/gw_http.o gateway/gw_upstream.o gateway/gw_watch.o gateway/gw_metrics.o gateway/gw_discovery.o \
+                  gateway/gw_rendezvous.o gateway/gw_path.o gateway/gw_config.o gateway/gw_zfd.o gateway/gw_conns.o gateway/gw_reply.o \
+                  gateway/gw_routes.o gateway/gw_guard.o gateway/gw_single.o gateway/gw_multi.o gateway/gw_batch.o \
+                  gateway/gw_health.o gateway/gw_watch_hub.o common/seqwin.o \
                   gateway/gw_json.o gateway/gw_auth.o gateway/gw_cors.o gateway/gw_ratelimit.o \
-                  sync/sync_client.o proto/proto.o proto/stats.o common/zutil.o $(FUZZ_COMMON)
+                  sync/sync_client.o proto/proto.o proto/stats.o proto/dispatch.o common/zutil.o common/idtab.o $(FUZZ_COMMON)
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_B)/bin/fuzz_%)
 
@@ -67,11 +70,6 @@ $(FUZZ_B)/%.o: %.c | $(FUZZ_STAMP) $(DEB_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZCC $<"
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
-
-# gw_main.o without its main() (libFuzzer brings one): fuzz_http gets the gateway's globals and
-# helpers from the real file, so it follows changes there.
-$(FUZZ_B)/gateway/gw_main-nomain.o: $(FUZZ_B)/gateway/gw_main.o
-	@objcopy --redefine-sym main=gw_main_replaced_by_libfuzzer $< $@
 
 define FUZZ_template
 $(FUZZ_B)/bin/fuzz_$(1): $(FUZZ_B)/tests/fuzz/fuzz_$(1).o $(addprefix $(FUZZ_B)/,$(FUZZ_OBJS_$(1)))

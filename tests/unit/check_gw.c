@@ -6,11 +6,14 @@
  * gw_auth_sign, with libjwt directly (missing or odd claims) and by hand (alg none, tampering),
  * then checked by gw_auth_verify against a fixed "now". CORS reads the CORS_* environment, set
  * inside each (forked) test. The rate limiter runs on a fake clock, plus a 4-thread smoke test;
- * rendezvous routing is checked for determinism, balance and minimal disruption.
+ * rendezvous routing is checked for determinism, balance and minimal disruption; route patterns
+ * (gw_path.h) for their parameters and optional tails.
  *
  * Threads only in the rate-limiter smoke test; no sockets, no files.
  */
 #include "gw_lib.h"
+#include "gw_path.h"
+#include "gw_rendezvous.h"
 #include "util.h"
 
 #include <check.h>
@@ -1744,6 +1747,51 @@ END_TEST
  * Suite
  * ------------------------------------------------------------------------------------------------- */
 
+/* ==== route patterns ========================================================================== */
+
+static bool s_path(const char *pat, const char *path, gw_path_params_t *pp)
+{
+    return gw_path_match(pat, path, strlen(path), pp);
+}
+
+START_TEST(test_path_patterns)
+{
+    gw_path_params_t pp;
+    /* Literal patterns: the whole path, nothing more, nothing less. */
+    ck_assert(s_path("/health", "/health", &pp));
+    ck_assert_ptr_null(pp.id);
+    ck_assert(!s_path("/health", "/health/", &pp));
+    ck_assert(!s_path("/health", "/healthz", &pp));
+    ck_assert(!s_path("/health/liveness", "/health", &pp));
+    ck_assert(!gw_path_has_params("/api/v2/presence/batch"));
+    ck_assert(gw_path_has_params("/api/v2/presence/{id}"));
+    /* {id}: one non-empty segment, raw (decoding is the guard's). */
+    ck_assert(s_path("/api/v2/presence/{id}", "/api/v2/presence/alice%40x", &pp));
+    ck_assert_int_eq((int)pp.id_len, 9);
+    ck_assert_int_eq(memcmp(pp.id, "alice%40x", 9), 0);
+    ck_assert(!s_path("/api/v2/presence/{id}", "/api/v2/presence/", &pp));
+    ck_assert(!s_path("/api/v2/presence/{id}", "/api/v2/presence", &pp));
+    ck_assert(!s_path("/api/v2/presence/{id}", "/api/v2/presence/a/b", &pp));
+    ck_assert(!s_path("/api/v2/presence/{id}", "/api/v2/presence//", &pp));
+    ck_assert(s_path("/api/v2/presence/{id}/heartbeat", "/api/v2/presence/bob/heartbeat", &pp));
+    ck_assert_int_eq((int)pp.id_len, 3);
+    ck_assert(!s_path("/api/v2/presence/{id}/heartbeat", "/api/v2/presence//heartbeat", &pp));
+    ck_assert(!s_path("/api/v2/presence/{id}/heartbeat", "/api/v2/presence/bob/heartbeat/", &pp));
+    /* An optional tail with a second parameter. */
+    const char *sessions = "/api/v2/presence/{id}/sessions[/{sid}]";
+    ck_assert(s_path(sessions, "/api/v2/presence/carol/sessions", &pp));
+    ck_assert_int_eq((int)pp.id_len, 5);
+    ck_assert_ptr_null(pp.sid);
+    ck_assert(s_path(sessions, "/api/v2/presence/carol/sessions/phone-1", &pp));
+    ck_assert_int_eq((int)pp.sid_len, 7);
+    ck_assert_int_eq(memcmp(pp.sid, "phone-1", 7), 0);
+    ck_assert(!s_path(sessions, "/api/v2/presence/carol/sessions/", &pp));
+    ck_assert(!s_path(sessions, "/api/v2/presence/carol/sessions/a/b", &pp));
+    ck_assert(!s_path(sessions, "/api/v2/presence/carol/sessionsx", &pp));
+    ck_assert(!s_path(sessions, "/api/v2/presence/carol", &pp));
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("gw");
@@ -1804,6 +1852,9 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_rendezvous_basics);
     tcase_add_test(tc, test_rendezvous_balance_disruption);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("paths");
+    tcase_add_test(tc, test_path_patterns);
     suite_add_tcase(s, tc);
     return s;
 }

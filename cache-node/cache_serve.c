@@ -1,0 +1,665 @@
+/* cache_serve.c -- the cache-node's side towards the gateways: their reads, writes, APPLYs, pings
+ * and stats on the ROUTER, and the change stream applied to the cache.
+ *
+ * Coherence rules (no cache serves an older version than it served: DESIGN.md, "Coherence"):
+ *   - every entry carries the store version it shows; it never moves to an older one (cache.c);
+ *   - a miss asks the store once per key however many readers wait (single flight: a `fetch` per
+ *     key); while a fetch is out, every change to that key seen on the stream or in a write reply
+ *     is remembered (max_seen, and the newest whole record when there is one). When the answer
+ *     (current as of the store's sequence `as_of`) comes back it is cached only if nothing newer
+ *     was seen meanwhile; otherwise the newest known record is cached, or -- if that cannot be
+ *     rebuilt -- nothing is cached and the waiters get the answer they asked for;
+ *   - "not found" is cached as a negative entry at version as_of, replaced by any later change;
+ *   - writes go to the store; the acknowledged record updates the cache before the reply;
+ *   - a gap or a silent stream makes the state untrusted (sync client): while the store answers,
+ *     reads go to the store; while it does not, cached entries are served marked stale.
+ *
+ * Replies to one gateway socket made while its BATCH is being read leave as one BATCH frame.
+ * One thread: the node's loop.
+ */
+#include "cache_node_int.h"
+#include "log.h"
+#include "util.h"
+#include "zutil.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ==== fetches in flight ======================================================================= */
+
+static uint64_t s_hash(const char *k, size_t len)
+{
+    return util_hash64(k, len, 0x5eed);
+}
+
+static fetch_t *s_fetch_find(cache_node_t *cn, const char *key, size_t klen)
+{
+    for (idtab_link_t *l = idtab_find(&cn->fetches, s_hash(key, klen)); l; l = idtab_find_next(l)) {
+        fetch_t *f = IDTAB_ENTRY(l, fetch_t, link);
+        if (f->klen == klen && memcmp(f->key, key, klen) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* ==== replies to gateways ===================================================================== */
+
+static void s_send_to(cache_node_t *cn, const uint8_t *ident, size_t ident_len, proto_buf_t *b)
+{
+    if (cn->in_batch && ident_len == cn->batch_ident_len && memcmp(ident, cn->batch_ident, ident_len) == 0) {
+        proto_batch_add(&cn->out_batch, b->data, b->len);
+        proto_buf_reset(b);
+        if (cn->out_batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* keep frames small: send this part now */
+            proto_batch_encode(&cn->out_batch, &cn->out_frame);
+            proto_batch_reset(&cn->out_batch);
+            cn->in_batch = false;
+            s_send_to(cn, ident, ident_len, &cn->out_frame);
+            cn->in_batch = true;
+        }
+        return;
+    }
+    size_t len;
+    char *data = proto_buf_steal(b, &len);
+    zloop_sent(cn->loop, cn->router);
+    if (zu_send_owned(cn->router, ident, ident_len, data, len) < 0)
+        LOG_RATELIMITED(LOG_WARN, 1000, "reply to gateway dropped: %s", zmq_strerror(errno));
+}
+
+static void s_reply_status(cache_node_t *cn, const uint8_t *ident, size_t ident_len, uint64_t rid, uint8_t status, const char *msg)
+{
+    proto_buf_reset(&cn->buf);
+    proto_enc_reply(&cn->buf, rid, status, 0, NULL, 0, msg, 0);
+    s_send_to(cn, ident, ident_len, &cn->buf);
+}
+
+static void s_greq_finish(cache_node_t *cn, greq_t *g)
+{
+    proto_enc_t e;
+    proto_buf_reset(&cn->buf);
+    proto_enc_init(&e, &cn->buf);
+    uint32_t flags = g->stale ? PROTO_REPLY_F_STALE : 0;
+    if (g->status != PROTO_OK) {
+        proto_enc_reply_raw_begin(&e, g->rid, g->status, 0, 0);
+        proto_enc_reply_raw_end(&e, g->status == PROTO_ETIMEOUT ? "store timed out" : "store unavailable", flags);
+    } else {
+        uint32_t found = 0;
+        for (uint32_t i = 0; i < g->nkeys; i++)
+            found += g->vals[i].len > 0;
+        uint8_t st = (g->type == PROTO_GET && !found) ? PROTO_NOTFOUND : PROTO_OK;
+        proto_enc_reply_raw_begin(&e, g->rid, st, 0, found);
+        for (uint32_t i = 0; i < g->nkeys; i++)
+            if (g->vals[i].len)
+                proto_enc_raw(&e, g->vals[i].data, g->vals[i].len);
+        proto_enc_reply_raw_end(&e, NULL, flags);
+    }
+    s_send_to(cn, g->ident, g->ident_len, &cn->buf);
+    for (uint32_t i = 0; i < g->nkeys; i++)
+        proto_buf_fini(&g->vals[i]);
+    free(g->vals);
+    free(g);
+}
+
+/* ==== the cache and its versions =============================================================== */
+
+/* Put a whole record into the cache (owner fill: admission decides). */
+static void s_cache_record(cache_node_t *cn, const proto_record_t *r, unsigned flags)
+{
+    proto_buf_reset(&cn->rec);
+    proto_record_encode(&cn->rec, r);
+    cache_put(cn->cache, r->user_id, r->uid_len, r->version, cn->rec.data, cn->rec.len, flags);
+}
+
+/* Remember a change to `key` for a fetch in flight. `r` is the whole record after the change (NULL
+ * when unknown); `gone` means the change deleted the key. */
+static void s_fetch_note(cache_node_t *cn, const char *key, size_t klen, uint64_t seq, const proto_record_t *r, bool gone)
+{
+    if (!idtab_count(&cn->fetches))
+        return;
+    fetch_t *f = s_fetch_find(cn, key, klen);
+    if (!f || seq <= f->max_seen)
+        return;
+    f->max_seen = seq;
+    if (gone) {
+        f->have_latest = true;
+        f->latest_gone = true;
+    } else if (r) {
+        f->have_latest = true;
+        f->latest_gone = false;
+        f->latest = *r;
+    } else {
+        f->have_latest = false;
+    }
+}
+
+/* Apply a change from the stream. Keys that are not resident are not inserted (the stream would
+ * otherwise flood the cache with keys nobody reads here); a fetch in flight still learns of it. */
+static void on_change(void *ctx, const proto_change_t *c)
+{
+    cache_node_t *cn = ctx;
+    const proto_record_t *r = &c->rec;
+    cache_view_t v;
+    bool present = cache_peek(cn->cache, r->user_id, r->uid_len, &v) && v.version < r->version;
+    switch (c->kind) {
+    case PROTO_CH_SET:
+        s_fetch_note(cn, r->user_id, r->uid_len, r->version, r, false);
+        if (present)
+            s_cache_record(cn, r, CACHE_PUT_IF_PRESENT);
+        break;
+    case PROTO_CH_DEL:
+        s_fetch_note(cn, r->user_id, r->uid_len, r->version, NULL, true);
+        if (present)
+            cache_put(cn->cache, r->user_id, r->uid_len, r->version, "", 0, CACHE_PUT_NEGATIVE | CACHE_PUT_IF_PRESENT);
+        break;
+    case PROTO_CH_TOUCH: {
+        /* A compact heartbeat change: rebuild the whole record from what we hold. */
+        proto_record_t full;
+        bool have = false;
+        if (present && !v.negative && proto_record_decode(v.value, v.value_len, &full) == 0)
+            have = true;
+        fetch_t *f = idtab_count(&cn->fetches) ? s_fetch_find(cn, r->user_id, r->uid_len) : NULL;
+        if (!have && f && f->have_latest && !f->latest_gone) {
+            full = f->latest;
+            have = true;
+        }
+        if (have) {
+            full.last_seen_us = r->last_seen_us;
+            full.expires_at_us = r->expires_at_us;
+            full.ttl_s = r->ttl_s;
+            proto_record_set_node(&full, r->node_id, r->node_len);
+            full.version = r->version;
+        }
+        s_fetch_note(cn, r->user_id, r->uid_len, r->version, have ? &full : NULL, false);
+        if (present) {
+            if (have)
+                s_cache_record(cn, &full, CACHE_PUT_IF_PRESENT);
+            else
+                cache_del(cn->cache, r->user_id, r->uid_len); /* cannot rebuild: drop rather than keep stale */
+        }
+        break;
+    }
+    }
+}
+
+static void on_reset(void *ctx)
+{
+    cache_node_t *cn = ctx;
+    cache_clear(cn->cache);
+    /* Fetches in flight may carry answers from a database we no longer follow: never cache them. */
+    idtab_iter_t it;
+    idtab_iter_init(&it, &cn->fetches);
+    for (idtab_link_t *l; (l = idtab_iter_next(&it));) {
+        fetch_t *f = IDTAB_ENTRY(l, fetch_t, link);
+        f->max_seen = UINT64_MAX;
+        f->have_latest = false;
+    }
+}
+
+static void on_sync_state(void *ctx, int state)
+{
+    cache_node_t *cn = ctx;
+    /* The relay's heartbeat says at once when its link to the center goes down or comes back;
+     * its PONGs (every CACHE_PING_INTERVAL_MS) say it too, later. */
+    if (state == SYNC_UPSTREAM_DOWN)
+        cn->link_up = false;
+    else if (state == SYNC_LIVE)
+        cn->link_up = true;
+    LOG(state == SYNC_LIVE ? LOG_INFO : LOG_NOTICE, "sync state: %s", sync_state_name(state));
+}
+
+void cache_serve_stream(cache_node_t *cn, sync_handler_t *h)
+{
+    *h = (sync_handler_t){.ctx = cn, .apply = on_change, .reset = on_reset, .state = on_sync_state};
+}
+
+/* ==== gateway reads ============================================================================ */
+
+static void s_fetch_fail(cache_node_t *cn, fetch_t *f, uint8_t status)
+{
+    /* The store did not answer: a key the cache holds is served from it, marked stale, as when the
+     * store is known to be down. (A read that bypassed the cache because the stream is catching up
+     * -- e.g. just after the store restarted, before this node's command socket reconnected -- must
+     * not turn a cached record into a 503.) */
+    cache_view_t v;
+    proto_buf_t held;
+    proto_buf_init(&held);
+    bool cached = (status == PROTO_EUNAVAIL || status == PROTO_ETIMEOUT) && cache_peek(cn->cache, f->key, f->klen, &v);
+    if (cached && !v.negative)
+        proto_buf_append(&held, v.value, v.value_len);
+    for (waiter_t *w = f->waiters, *wn; w; w = wn) {
+        wn = w->next;
+        greq_t *g = w->g;
+        if (cached) {
+            if (held.len) /* else a cached "not found" */
+                proto_buf_append(&g->vals[w->slot], held.data, held.len);
+            g->stale = true;
+            cn->stale_served++;
+        } else if (g->status == PROTO_OK) {
+            g->status = status;
+        }
+        if (--g->outstanding == 0)
+            s_greq_finish(cn, g);
+        free(w);
+    }
+    proto_buf_fini(&held);
+    free(f);
+}
+
+static void s_waiter_add(cache_node_t *cn, fetch_t *f, greq_t *g, uint32_t slot)
+{
+    waiter_t *w = xmalloc(sizeof *w);
+    w->g = g;
+    w->slot = slot;
+    w->next = f->waiters;
+    f->waiters = w;
+}
+
+/* Resolve a fetch with the store's answer: `r` (NULL = not found) as of sequence as_of. */
+static void s_fetch_resolve(cache_node_t *cn, fetch_t *f, const proto_record_t *r, uint64_t as_of)
+{
+    const proto_record_t *best = r;
+    bool gone = r == NULL;
+    uint64_t ver = r ? r->version : as_of;
+    bool cacheable = true;
+    if (f->max_seen > ver) {
+        /* Something newer happened while the answer was on its way. */
+        if (f->have_latest) {
+            best = f->latest_gone ? NULL : &f->latest;
+            gone = f->latest_gone;
+            ver = f->max_seen;
+        } else {
+            cacheable = false;
+            cn->fills_dropped++;
+        }
+    }
+    if (cacheable && f->max_seen != UINT64_MAX) {
+        if (gone)
+            cache_put(cn->cache, f->key, f->klen, ver, "", 0, CACHE_PUT_NEGATIVE);
+        else
+            s_cache_record(cn, best, 0);
+    }
+    proto_buf_reset(&cn->rec);
+    if (!gone)
+        proto_record_encode(&cn->rec, best);
+    for (waiter_t *w = f->waiters, *wn; w; w = wn) {
+        wn = w->next;
+        greq_t *g = w->g;
+        if (!gone)
+            proto_buf_append(&g->vals[w->slot], cn->rec.data, cn->rec.len);
+        if (--g->outstanding == 0)
+            s_greq_finish(cn, g);
+        free(w);
+    }
+    free(f);
+}
+
+static void s_on_fetch_reply(cache_node_t *cn, preq_t *p, const proto_msg_t *m)
+{
+    if (m->status != PROTO_OK) {
+        for (uint32_t i = 0; i < p->nfetch; i++) {
+            idtab_remove(&cn->fetches, &p->fetches[i]->link);
+            s_fetch_fail(cn, p->fetches[i], m->status == PROTO_EOVERLOAD ? PROTO_EOVERLOAD : PROTO_EUNAVAIL);
+        }
+        return;
+    }
+    /* The store answers found records in request order: merge. */
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < p->nfetch; i++) {
+        fetch_t *f = p->fetches[i];
+        idtab_remove(&cn->fetches, &f->link);
+        const proto_record_t *r = NULL;
+        if (j < m->n && m->recs[j].uid_len == f->klen && memcmp(m->recs[j].user_id, f->key, f->klen) == 0)
+            r = &m->recs[j++];
+        s_fetch_resolve(cn, f, r, m->seq);
+    }
+}
+
+/* A fetch's end (cache_link.c): the store's answer, or its failure. */
+static void s_fetch_done(cache_node_t *cn, preq_t *p, const proto_msg_t *m, uint8_t status)
+{
+    if (m && m->type == PROTO_REPLY) {
+        s_on_fetch_reply(cn, p, m);
+        return;
+    }
+    for (uint32_t i = 0; i < p->nfetch; i++) {
+        idtab_remove(&cn->fetches, &p->fetches[i]->link);
+        s_fetch_fail(cn, p->fetches[i], m ? PROTO_EINTERNAL : status);
+    }
+}
+
+static void s_handle_read(cache_node_t *cn, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    cn->reads_total++;
+    uint32_t n = m->type == PROTO_GET ? 1 : m->n;
+    const proto_str_t *keys = m->type == PROTO_GET ? &m->key : m->keys;
+    bool live = sync_client_state(cn->sync) == SYNC_LIVE && util_mono_ms() >= cn->distrust_until_ms;
+    bool store_up = cache_link_up(cn);
+    /* Untrusted stream but a reachable store: read through. Unreachable store: serve what we
+     * have, marked stale. */
+    bool use_cache = live || !store_up;
+    if (!use_cache)
+        cn->bypass_reads++;
+
+    greq_t *g = xcalloc(1, sizeof *g);
+    memcpy(g->ident, ident, ident_len);
+    g->ident_len = (uint8_t)ident_len;
+    g->type = m->type;
+    g->rid = m->rid;
+    g->nkeys = n;
+    g->vals = xcalloc(n ? n : 1, sizeof *g->vals);
+    g->outstanding = 1; /* held until the loop below is done */
+
+    fetch_t **newf = NULL;
+    uint32_t nnew = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k = keys[i].p;
+        size_t kl = keys[i].len;
+        cache_view_t v;
+        if (use_cache && cache_get(cn->cache, k, kl, &v)) {
+            if (!v.negative)
+                proto_buf_append(&g->vals[i], v.value, v.value_len);
+            if (!live) {
+                g->stale = true;
+                cn->stale_served++;
+            }
+            continue;
+        }
+        if (!store_up) {
+            /* Miss while the store is unreachable: 503 quickly instead of waiting a timeout. */
+            g->status = PROTO_EUNAVAIL;
+            continue;
+        }
+        fetch_t *f = s_fetch_find(cn, k, kl);
+        if (f) {
+            cn->coalesced_total++;
+        } else {
+            f = xcalloc(1, sizeof *f);
+            f->link.id = s_hash(k, kl);
+            f->klen = (uint8_t)kl;
+            memcpy(f->key, k, kl);
+            idtab_add(&cn->fetches, &f->link);
+            if (!newf)
+                newf = xmalloc(n * sizeof *newf);
+            newf[nnew++] = f;
+        }
+        s_waiter_add(cn, f, g, i);
+        g->outstanding++;
+    }
+    if (nnew) {
+        /* One store request for every key this read could not answer. */
+        preq_t *p = cache_link_request(cn, PK_FETCH, s_fetch_done);
+        p->fetches = newf;
+        p->nfetch = nnew;
+        proto_str_t *ks = xmalloc(nnew * sizeof *ks);
+        for (uint32_t i = 0; i < nnew; i++) {
+            ks[i].p = newf[i]->key;
+            ks[i].len = newf[i]->klen;
+        }
+        proto_buf_reset(&cn->buf);
+        proto_enc_keys(&cn->buf, p->link.id, ks, nnew);
+        free(ks);
+        cn->fetches_total++;
+        cn->fetch_keys_total += nnew;
+        cache_link_send(cn, p, &cn->buf, 0);
+    }
+    if (--g->outstanding == 0)
+        s_greq_finish(cn, g);
+}
+
+/* ==== gateway writes =========================================================================== */
+
+static void s_on_forward_reply(cache_node_t *cn, preq_t *p, const proto_msg_t *m)
+{
+    if (p->type == PROTO_DEL && (m->status == PROTO_OK || m->status == PROTO_NOTFOUND) && m->seq) {
+        /* Known absent as of the tombstone (or, for a miss, of the store's sequence). */
+        s_fetch_note(cn, p->key, p->klen, m->seq, NULL, true);
+        cache_put(cn->cache, p->key, p->klen, m->seq, "", 0, CACHE_PUT_NEGATIVE);
+    } else if (m->status == PROTO_OK) {
+        for (uint32_t i = 0; i < m->n; i++) {
+            s_fetch_note(cn, m->recs[i].user_id, m->recs[i].uid_len, m->recs[i].version, &m->recs[i], false);
+            s_cache_record(cn, &m->recs[i], 0);
+        }
+    }
+    char errmsg[PROTO_ERRMSG_MAX + 1];
+    memcpy(errmsg, m->key.p ? m->key.p : "", m->key.len);
+    errmsg[m->key.len] = '\0';
+    proto_buf_reset(&cn->buf);
+    proto_enc_reply(&cn->buf, p->client_rid, m->status, m->seq, m->recs, m->n, errmsg, 0);
+    s_send_to(cn, p->ident, p->ident_len, &cn->buf);
+}
+
+/* A write's end (cache_link.c): the store's answer, or its failure. */
+static void s_forward_done(cache_node_t *cn, preq_t *p, const proto_msg_t *m, uint8_t status)
+{
+    if (m && m->type == PROTO_REPLY)
+        s_on_forward_reply(cn, p, m);
+    else if (m)
+        s_reply_status(cn, p->ident, p->ident_len, p->client_rid, PROTO_EINTERNAL, "unexpected store reply");
+    else
+        s_reply_status(cn, p->ident, p->ident_len, p->client_rid, status,
+                       status == PROTO_ETIMEOUT ? "store timed out" : "store unavailable");
+}
+
+static void s_handle_write(cache_node_t *cn, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    cn->writes_total++;
+    if (m->deadline_us && util_now_us() >= m->deadline_us) {
+        /* The gateway has given up on it (504) and may already have had the client's next write
+         * acknowledged through another node: forwarding it now could undo that write. This happens
+         * when this process was stopped or starved with the command queued on its socket. (The
+         * same check runs again just before the command leaves for the store: cache_link_flush.) */
+        cn->expired_writes++;
+        LOG_RATELIMITED(LOG_WARN, 1000, "write from a gateway dropped: its deadline passed %llu ms ago",
+                        (unsigned long long)((util_now_us() - m->deadline_us) / 1000));
+        s_reply_status(cn, ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was forwarded");
+        return;
+    }
+    if (!cache_link_up(cn)) {
+        cn->store_unavailable++;
+        s_reply_status(cn, ident, ident_len, m->rid, PROTO_EUNAVAIL, "store unavailable");
+        return;
+    }
+    preq_t *p = cache_link_request(cn, PK_FORWARD, s_forward_done);
+    p->type = m->type;
+    memcpy(p->ident, ident, ident_len);
+    p->ident_len = (uint8_t)ident_len;
+    p->client_rid = m->rid;
+    if (m->type == PROTO_DEL) {
+        memcpy(p->key, m->key.p, m->key.len);
+        p->klen = (uint8_t)m->key.len;
+    }
+    /* The store (or the relay, and the center behind it) must not apply the write once we have
+     * given up on it: we answer ETIMEOUT at store_timeout_ms, and the client may then write again
+     * through another region or node. Ask it to refuse after our deadline less a margin for its
+     * commit, so that whatever it applies lands before our ETIMEOUT (PROTOCOL.md, write deadline). */
+    uint64_t margin_ms = MIN(100, cn->cfg.store_timeout_ms / 4);
+    uint64_t dl = util_now_us() + (cn->cfg.store_timeout_ms - margin_ms) * 1000u;
+    if (m->deadline_us && m->deadline_us < dl)
+        dl = m->deadline_us;
+    proto_buf_reset(&cn->buf);
+    if (m->type == PROTO_DEL)
+        proto_enc_get_dl(&cn->buf, PROTO_DEL, p->link.id, m->key.p, m->key.len, dl);
+    else
+        proto_enc_records_cmd_dl(&cn->buf, m->type, p->link.id, m->recs, m->n, dl);
+    cache_link_send(cn, p, &cn->buf, m->deadline_us);
+}
+
+/* ==== stats and health ========================================================================= */
+
+static void s_collect_stats(cache_node_t *cn, stats_list_t *l, bool full)
+{
+    cache_metrics_t cm;
+    cache_get_metrics(cn->cache, &cm);
+    sync_stats_t ss;
+    sync_client_get_stats(cn->sync, &ss);
+    const char *id = cn->cfg.id;
+    stats_addf(l, ss.state, "cache_sync_state{node=\"%s\"}", id);
+    stats_addf(l, ss.seq, "sync_sequence{node=\"%s\"}", id);
+    stats_addf(l, ss.epoch, "sync_epoch{node=\"%s\"}", id);
+    stats_addf(l, ss.lag_ms * 1000, "sync_lag_seconds{node=\"%s\"}:us", id);
+    /* Requests are served optimistically from the start (cache_link_up); readiness and health report
+     * the store path only once it has really answered. */
+    stats_addf(l, cache_link_up(cn) && cn->store_answered, "cache_store_up{node=\"%s\"}", id);
+    stats_addf(l, cn->store_rtt_us, "cache_store_rtt_seconds{node=\"%s\"}:us", id);
+    stats_addf(l, cn->store_seq, "cache_store_sequence{node=\"%s\"}", id);
+    stats_addf(l, cn->link_up, "cache_link_up{node=\"%s\"}", id);
+    stats_addf(l, cn->link_lag_us, "cache_link_lag_seconds{node=\"%s\"}:us", id);
+    stats_addf(l, cm.items, "cache_items{node=\"%s\"}", id);
+    if (!full)
+        return;
+    stats_addf(l, ss.gaps, "sync_gaps_total{node=\"%s\"}", id);
+    stats_addf(l, ss.resyncs, "sync_resyncs_total{node=\"%s\"}", id);
+    stats_addf(l, ss.snapshots, "sync_snapshots_total{node=\"%s\"}", id);
+    stats_addf(l, ss.silences, "sync_silences_total{node=\"%s\"}", id);
+    stats_addf(l, ss.changes_applied, "sync_changes_applied_total{node=\"%s\"}", id);
+    stats_addf(l, ss.malformed + cn->malformed_total, "cache_malformed_total{node=\"%s\"}", id);
+    stats_addf(l, cm.hits, "cache_hits_total{node=\"%s\"}", id);
+    stats_addf(l, cm.misses, "cache_misses_total{node=\"%s\"}", id);
+    stats_addf(l, cm.keys_added, "cache_keys_added_total{node=\"%s\"}", id);
+    stats_addf(l, cm.keys_updated, "cache_keys_updated_total{node=\"%s\"}", id);
+    stats_addf(l, cm.keys_evicted, "cache_evictions_total{node=\"%s\"}", id);
+    stats_addf(l, cm.cost_added, "cache_cost_added_total{node=\"%s\"}", id);
+    stats_addf(l, cm.cost_evicted, "cache_cost_evicted_total{node=\"%s\"}", id);
+    stats_addf(l, cm.rejections, "cache_rejections_total{node=\"%s\"}", id);
+    stats_addf(l, cm.stale_refused, "cache_stale_refused_total{node=\"%s\"}", id);
+    stats_addf(l, cm.cost, "cache_cost_bytes{node=\"%s\"}", id);
+    stats_addf(l, cm.max_cost, "cache_max_cost_bytes{node=\"%s\"}", id);
+    stats_addf(l, cm.window_max_cost, "cache_window_cost_bytes{node=\"%s\"}", id);
+    stats_addf(l, cn->requests_total, "cache_requests_total{node=\"%s\"}", id);
+    stats_addf(l, cn->fetches_total, "cache_store_fetches_total{node=\"%s\"}", id);
+    stats_addf(l, cn->fetch_keys_total, "cache_store_fetch_keys_total{node=\"%s\"}", id);
+    stats_addf(l, cn->coalesced_total, "cache_coalesced_misses_total{node=\"%s\"}", id);
+    stats_addf(l, cn->store_timeouts, "cache_store_timeouts_total{node=\"%s\"}", id);
+    stats_addf(l, cn->store_unavailable, "cache_store_unavailable_total{node=\"%s\"}", id);
+    stats_addf(l, cn->stale_served, "cache_stale_served_total{node=\"%s\"}", id);
+    stats_addf(l, cn->bypass_reads, "cache_bypass_reads_total{node=\"%s\"}", id);
+    stats_addf(l, cn->fills_dropped, "cache_fills_dropped_total{node=\"%s\"}", id);
+    stats_addf(l, cn->expired_writes, "cache_expired_writes_total{node=\"%s\"}", id);
+    stats_addf(l, cn->stalls, "cache_stalls_total{node=\"%s\"}", id);
+    stats_addf(l, idtab_count(&cn->pending), "cache_store_inflight{node=\"%s\"}", id);
+    /* The store's own numbers, as last polled (the gateway keeps one copy). */
+    for (uint32_t i = 0; i < cn->store_stats.n; i++) {
+        char name[PROTO_STAT_NAME_MAX + 1];
+        memcpy(name, cn->store_stats.v[i].name.p, cn->store_stats.v[i].name.len);
+        name[cn->store_stats.v[i].name.len] = '\0';
+        stats_add(l, name, cn->store_stats.v[i].value);
+    }
+}
+
+static void s_handle_stats(cache_node_t *cn, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
+{
+    stats_list_t l;
+    stats_list_init(&l);
+    s_collect_stats(cn, &l, m->type == PROTO_STATS);
+    proto_buf_reset(&cn->buf);
+    proto_enc_stats(&cn->buf, m->type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m->rid, PROTO_OK, l.v, l.n);
+    stats_list_fini(&l);
+    s_send_to(cn, ident, ident_len, &cn->buf);
+}
+
+/* ==== dispatch ================================================================================= */
+
+static void on_read(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    cache_node_t *cn = ctx;
+    cn->requests_total++;
+    s_handle_read(cn, in->ident, in->ident_len, m);
+}
+
+static void on_write(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    cache_node_t *cn = ctx;
+    cn->requests_total++;
+    s_handle_write(cn, in->ident, in->ident_len, m);
+}
+
+/* Another node's acknowledged write, for read-your-writes (the stream brings it too, later). */
+static void on_apply(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    cache_node_t *cn = ctx;
+    cn->requests_total++;
+    for (uint32_t i = 0; i < m->n; i++) {
+        s_fetch_note(cn, m->recs[i].user_id, m->recs[i].uid_len, m->recs[i].version, &m->recs[i], false);
+        s_cache_record(cn, &m->recs[i], 0);
+    }
+    s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_OK, NULL);
+}
+
+static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    cache_node_t *cn = ctx;
+    cn->requests_total++;
+    s_handle_stats(cn, in->ident, in->ident_len, m);
+}
+
+static void on_unexpected(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    cache_node_t *cn = ctx;
+    cn->requests_total++;
+    cn->malformed_total++;
+    s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_EBADREQ, "unexpected message type");
+}
+
+static void on_malformed(void *ctx, const dispatch_in_t *in, const char *why, bool has_rid, uint64_t rid)
+{
+    cache_node_t *cn = ctx;
+    cn->malformed_total++;
+    if (in->raw)
+        LOG_RATELIMITED(LOG_WARN, 1000, "malformed request from a gateway: %s", why);
+    if (has_rid)
+        s_reply_status(cn, in->ident, in->ident_len, rid, PROTO_EBADREQ, why);
+}
+
+/* A BATCH from one gateway socket: what can be answered now leaves in one frame; deferred answers
+ * (misses, writes) leave on their own when they are ready. */
+static void on_batch(void *ctx, const dispatch_in_t *in, bool begin)
+{
+    cache_node_t *cn = ctx;
+    if (begin) {
+        cn->in_batch = true;
+        cn->batch_ident = in->ident;
+        cn->batch_ident_len = in->ident_len;
+        proto_batch_reset(&cn->out_batch);
+        return;
+    }
+    cn->in_batch = false;
+    if (cn->out_batch.n) {
+        proto_batch_encode(&cn->out_batch, &cn->out_frame);
+        s_send_to(cn, in->ident, in->ident_len, &cn->out_frame);
+    }
+}
+
+static const dispatch_t s_gateways = {
+    .routed = true,
+    .on = {[PROTO_GET] = on_read, [PROTO_MGET] = on_read, [PROTO_PUT] = on_write, [PROTO_TOUCH] = on_write,
+           [PROTO_DEL] = on_write, [PROTO_APPLY] = on_apply, [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
+    .on_other = on_unexpected,
+    .on_malformed = on_malformed,
+    .on_batch = on_batch,
+};
+
+void cache_serve_frames(cache_node_t *cn, void *sock, zmq_msg_t *frames, int n)
+{
+    dispatch_frames(&s_gateways, cn, sock, frames, n);
+}
+
+/* ==== life ======================================================================================= */
+
+void cache_serve_init(cache_node_t *cn)
+{
+    idtab_init(&cn->fetches);
+    proto_buf_init(&cn->buf);
+    proto_buf_init(&cn->rec);
+    proto_batch_init(&cn->out_batch);
+    proto_buf_init(&cn->out_frame);
+}
+
+void cache_serve_fini(cache_node_t *cn)
+{
+    idtab_fini(&cn->fetches); /* the link failed every fetch before (cache_link_fini) */
+    proto_buf_fini(&cn->buf);
+    proto_buf_fini(&cn->rec);
+    proto_batch_fini(&cn->out_batch);
+    proto_buf_fini(&cn->out_frame);
+}

@@ -1,0 +1,122 @@
+/* gw_single.c -- one user's record: GET, PUT/POST, DELETE /api/v2/presence/{id} and
+ * POST /api/v2/presence/{id}/heartbeat (API.md).
+ *
+ * One command to the node that owns the user (rendezvous over the nodes that are up; none up: 503
+ * at once). Writes carry the moment this gateway stops waiting, so a cache-node that gets to them
+ * late drops them instead of undoing the client's next write (gw_upstream_deadline). The reply is
+ * the record as stored; a read of an unknown user, or a delete of one, is 404. The guard has
+ * checked the id, the token (SELF for writes) and the limit. Runs on the request's thread.
+ */
+#include "gw_endpoints.h"
+#include "gw_config.h"
+#include "gw_metrics.h"
+#include "gw_reply.h"
+#include "gw_upstream.h"
+#include "util.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct op_single {
+    gw_rctx_t *rc;
+    uint8_t type;
+    char uid[PROTO_USER_ID_MAX + 1];
+    size_t uid_len;
+} op_single_t;
+
+static void on_single_reply(gw_call_t *c, const proto_msg_t *m, int status)
+{
+    h2o_req_t *req = c->req;
+    if (!req)
+        return;
+    op_single_t *op = c->arg;
+    gw_rctx_t *rc = op->rc;
+    if (!m) {
+        gw_reply_upstream_error(req, rc, status);
+        return;
+    }
+    gw_reply_stale(req, m->flags);
+    if (m->status == PROTO_NOTFOUND && (op->type == PROTO_GET || op->type == PROTO_DEL)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "presence not found for user %s", op->uid);
+        gw_reply_error(req, rc, 404, msg);
+        return;
+    }
+    if (m->status != PROTO_OK) {
+        gw_reply_upstream_error(req, rc, m->status);
+        return;
+    }
+    gw_buf_t *b = &rc->t->out;
+    gw_buf_reset(b);
+    if (op->type == PROTO_DEL)
+        gw_buf_adds(b, "{\"success\":true}");
+    else
+        gw_json_envelope(b, m->recs, m->n, util_now_us());
+    gw_reply(req, rc, 200, b->p, b->len);
+}
+
+static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const char *uid, size_t len,
+                          const proto_record_t *rec)
+{
+    gw_ctx_t *t = rc->t;
+    op_single_t *op = h2o_mem_alloc_pool(&req->pool, sizeof *op);
+    op->rc = rc;
+    op->type = type;
+    memcpy(op->uid, uid, len);
+    op->uid[len] = '\0';
+    op->uid_len = len;
+    int node = gw_upstream_route(t->up, uid, len);
+    if (node >= 0) {
+        uint64_t rid = gw_upstream_rid(t->up);
+        proto_buf_reset(&t->pb);
+        if (type == PROTO_GET)
+            proto_enc_get(&t->pb, type, rid, uid, len);
+        else if (type == PROTO_DEL)
+            proto_enc_get_dl(&t->pb, type, rid, uid, len, gw_upstream_deadline());
+        else
+            proto_enc_records_cmd_dl(&t->pb, type, rid, rec, 1, gw_upstream_deadline());
+        if (gw_upstream_send(t->up, req, node, rid, type, &t->pb, on_single_reply, op))
+            return;
+    }
+    atomic_fetch_add(&gw_metrics.upstream_unavailable, 1);
+    gw_reply_error(req, rc, 503, "cache tier unavailable");
+}
+
+void gw_single_on_req(h2o_req_t *req, gw_rctx_t *rc)
+{
+    if (rc->method == GW_M_GET || rc->method == GW_M_HEAD) {
+        s_send_single(req, rc, PROTO_GET, rc->uid, rc->uid_len, NULL);
+        return;
+    }
+    if (rc->method == GW_M_DELETE) {
+        s_send_single(req, rc, PROTO_DEL, rc->uid, rc->uid_len, NULL);
+        return;
+    }
+    proto_record_t rec;
+    memset(&rec, 0, offsetof(proto_record_t, user_id));
+    proto_record_set_uid(&rec, rc->uid, rc->uid_len);
+    proto_record_set_node(&rec, gw_cfg.node_id, strlen(gw_cfg.node_id));
+    const char *err;
+    if (gw_parse_set_body(req->entity.base, req->entity.len, (uint32_t)gw_cfg.default_ttl, &rec, &err) < 0) {
+        gw_reply_error(req, rc, 400, err);
+        return;
+    }
+    s_send_single(req, rc, PROTO_PUT, rc->uid, rc->uid_len, &rec);
+}
+
+void gw_single_heartbeat(h2o_req_t *req, gw_rctx_t *rc)
+{
+    proto_record_t rec;
+    memset(&rec, 0, offsetof(proto_record_t, user_id));
+    proto_record_set_uid(&rec, rc->uid, rc->uid_len);
+    proto_record_set_node(&rec, gw_cfg.node_id, strlen(gw_cfg.node_id));
+    proto_record_set_msg(&rec, "", 0);
+    const char *err;
+    if (gw_parse_heartbeat_body(req->entity.base, req->entity.len, &rec.ttl_s, &err) < 0) {
+        gw_reply_error(req, rc, 400, err);
+        return;
+    }
+    s_send_single(req, rc, PROTO_TOUCH, rc->uid, rc->uid_len, &rec);
+}

@@ -1,0 +1,84 @@
+/* gw_watch_hub.h -- a gateway thread's watch hub: the region's change stream, handed to the
+ * subscribers that watch each user (gateway/gw_watch_hub.c explains it).
+ *
+ * A subscriber -- an SSE stream (gw_watch.c) or any other kind of watcher -- embeds a
+ * gw_watch_sub_t, names its sink (how it takes events) and subscribes to a list of user ids. The
+ * hub then calls the sink with every change of a watched user that is newer than what that
+ * subscriber was given for the user: live changes, the changes it missed (a resume from the hub's
+ * window of recent changes), or the users' current records (a new subscriber, or a resume older
+ * than the window). Per subscriber and user, versions only go up.
+ *
+ * One thread: a hub, its subscribers and their sinks run on the hub's event-loop thread.
+ */
+#ifndef PRESENCE_GW_WATCH_HUB_H
+#define PRESENCE_GW_WATCH_HUB_H
+
+#include "gw_ctx.h"
+#include "proto.h"
+
+#include <h2o.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct gw_watch_sub gw_watch_sub_t;
+
+/* One change as a subscriber is given it. Borrowed: valid during the call. */
+typedef struct gw_watch_event {
+    uint64_t version; /* the change's sequence number: the record's version */
+    const char *uid;
+    size_t uid_len;
+    bool deleted;
+    const char *json; /* the record as REST shows it, or {"user_id":..,"deleted":true,"version":N} */
+    size_t json_len;
+} gw_watch_event_t;
+
+/* How a subscriber takes what the hub gives it. */
+typedef struct gw_watch_sink {
+    /* An event for one of its users (already known to be newer than what it was given). */
+    void (*event)(gw_watch_sub_t *s, const gw_watch_event_t *ev);
+    /* A notice without an event: "resync" (a resume older than the window: the current records
+     * follow instead of every change missed) or "reset" (another database: versions start over;
+     * end follows). */
+    void (*notice)(gw_watch_sub_t *s, const char *what);
+    /* Events were queued: send them. */
+    void (*flush)(gw_watch_sub_t *s);
+    /* The hub ends the subscriber (a reset, or the thread is stopping). The subscriber ends itself
+     * and calls gw_watch_hub_unsubscribe (at once or later). */
+    void (*end)(gw_watch_sub_t *s);
+} gw_watch_sink_t;
+
+/* Embedded in a subscriber. The subscriber sets sink and req before gw_watch_hub_subscribe; the rest
+ * is the hub's. */
+struct gw_watch_sub {
+    const gw_watch_sink_t *sink;
+    h2o_req_t *req; /* the request the subscriber serves: current records are read for it */
+    gw_watch_hub_t *hub;
+    gw_watch_sub_t *prev, *next;
+    uint32_t nids;
+    char (*ids)[PROTO_USER_ID_MAX + 1];
+    uint8_t *idlen;
+    uint64_t *ver;          /* last version given per id */
+    uint64_t resume_since;  /* != 0: a resume waiting for the hub's stream to reach it */
+    uint64_t resume_by_ms;  /* ... until then; after, the current records instead */
+};
+
+/* Start the thread's hub (*out = NULL when SSE_MAX_STREAMS is 0: no hub). on_live(arg) runs when
+ * the hub's stream becomes live (the thread's readiness: gw_thread.c). Returns 0, or -1 with err
+ * (256 bytes). */
+int gw_watch_hub_new(gw_ctx_t *cx, void *zctx, void (*on_live)(void *arg), void *arg, gw_watch_hub_t **out, char *err);
+/* The thread is stopping: end every subscriber (sink->end) and stop following the change stream.
+ * NULL-safe. The hub itself is not freed -- subscribers h2o has not released yet still point at
+ * it (they unsubscribe when h2o stops them); the thread is about to exit. */
+void gw_watch_hub_stop(gw_watch_hub_t *h);
+/* The hub's stream has been live at least once (or there is no hub). */
+bool gw_watch_hub_live(const gw_watch_hub_t *h);
+
+/* Subscribe s to the users ids[0..n) (copied; distinct, valid ids). since == 0: the current
+ * records first (read through the cache tier), then live changes. since > 0 (Last-Event-ID): every
+ * change after it from the window when the window has it; when this thread's stream has not
+ * reached it yet, wait for it (REQUEST_TIMEOUT_MS at most); else "resync" and the current records. */
+void gw_watch_hub_subscribe(gw_watch_hub_t *h, gw_watch_sub_t *s, const proto_str_t *ids, uint32_t n, uint64_t since);
+/* Stop giving s anything; frees what the hub allocated for it. */
+void gw_watch_hub_unsubscribe(gw_watch_sub_t *s);
+
+#endif

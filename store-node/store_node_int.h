@@ -1,0 +1,122 @@
+/* store_node_int.h -- inside the store-node: its state and the calls between its two threads' files.
+ * Not for anything outside store-node/store_node*.c and store-node/store_writer.c.
+ *
+ *   store_node.c    the main thread: sockets, commands, reads, catch-ups, publishing, acks, the loop
+ *   store_writer.c  the writer thread: every LMDB write transaction (group commit), the sweeper,
+ *                   flushes; and the two queues between the threads
+ *
+ *   main --(job queue: queue_lock + queue_cond, bounded by queue_max items)--> writer
+ *   writer --(completion queue: done_lock + an eventfd the main loop polls)--> main
+ *
+ * Lock order: queue_lock and done_lock are never held together; store.c's own locks (resize_lock,
+ * pool_lock) are taken inside store.c only, never while a queue lock is held.
+ */
+#ifndef PRESENCE_STORE_NODE_INT_H
+#define PRESENCE_STORE_NODE_INT_H
+
+#include "curve.h"
+#include "dispatch.h"
+#include "proto.h"
+#include "stats.h"
+#include "store.h"
+#include "store_node.h"
+#include "zloop.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One write command, from the main thread to the writer and back. */
+typedef struct job {
+    struct job *next;
+    void *router; /* which ROUTER the command came from (answers go back there) */
+    uint8_t ident[DISPATCH_IDENT_MAX];
+    uint8_t ident_len;
+    uint8_t type;
+    uint64_t rid;
+    store_op_t op;
+    proto_record_t *in, *out;
+    uint64_t t_recv_us;
+    uint64_t deadline_us; /* the sender's deadline (wall clock): not applied after it; 0 = none */
+    bool expired;         /* taken by the writer after deadline_us: answered ETIMEOUT, not applied */
+} job_t;
+
+/* What one commit (or one sweep) did: its jobs, answered, and its changes, to publish first. */
+typedef struct completion {
+    struct completion *next;
+    job_t *jobs;
+    store_changes_t changes;
+} completion_t;
+
+/* Acknowledgements of one group, one frame per peer (a BATCH when a peer has several). */
+#define ACKBOXES 16
+
+typedef struct ackbox {
+    void *router;
+    uint8_t ident[DISPATCH_IDENT_MAX];
+    uint8_t ident_len;
+    proto_batch_t batch;
+} ackbox_t;
+
+struct store_node {
+    store_node_config_t cfg;
+    curve_zap_t *zap;
+    store_t *store;
+    void *zctx;
+    void *routers[2], *pubs[2];
+    int nrouters, npubs;
+    zloop_t *loop;
+
+    /* store_writer.c: the job queue (main -> writer) */
+    pthread_mutex_t queue_lock;
+    pthread_cond_t queue_cond;
+    job_t *q_head, *q_tail;
+    uint64_t q_items; /* items queued or being written */
+    bool stopping;
+    /* store_writer.c: completions (writer -> main) */
+    pthread_mutex_t done_lock;
+    completion_t *d_head, *d_tail;
+    int efd;
+    pthread_t writer;
+    bool writer_started;
+    bool unsynced; /* writer thread only: relaxed commits not yet flushed */
+
+    /* main thread */
+    uint64_t pub_seq;
+    proto_buf_t buf;
+    ackbox_t acks[ACKBOXES];
+    int nacks;
+    uint64_t next_hugz;
+
+    /* metrics (either thread) */
+    _Atomic uint64_t writes_total, write_ops_total, commits_total, commit_errors, expirations_total, purges_total;
+    _Atomic uint64_t overload_total, malformed_total, reads_total, catchups_total, snapshots_total, expired_total;
+    _Atomic uint64_t pub_msgs_total, pub_drops_total, flushes_total, sweeps_total, relaxed_commits_total;
+    stats_hist_t commit_hist, group_hist; /* writer thread */
+    stats_hist_t ack_hist;                /* main thread */
+};
+
+/* ---- store_writer.c (called from the main thread) -------------------------------------------- */
+
+/* Make the queues and the eventfd. Returns 0, or -1 (errno) when the eventfd cannot be made. */
+int store_writer_init(store_node_t *sn);
+/* Start the writer thread. Returns 0 or -1. */
+int store_writer_start(store_node_t *sn);
+/* Let the writer finish what is queued, then stop it (joins). Completions stay to be taken. */
+void store_writer_stop(store_node_t *sn);
+/* Free the queues and the eventfd (the writer stopped, every completion taken). */
+void store_writer_fini(store_node_t *sn);
+/* Room for n more items (STORE_QUEUE_MAX; a lone command larger than the bound still goes when
+ * nothing is queued)? If so they are counted as queued until store_writer_release. */
+bool store_writer_reserve(store_node_t *sn, uint64_t n);
+/* Queue a job (its items reserved) for the writer; ownership passes to the queue. */
+void store_writer_push(store_node_t *sn, job_t *j);
+/* Take every completion the writer has reported (and reset the eventfd). Caller owns the list. */
+completion_t *store_writer_take(store_node_t *sn);
+/* n items left the queue (their jobs were answered). */
+void store_writer_release(store_node_t *sn, uint64_t n);
+/* Items queued or being written. */
+uint64_t store_writer_queued(store_node_t *sn);
+
+#endif

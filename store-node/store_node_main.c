@@ -1,0 +1,160 @@
+/* store_node_main.c -- the store-node process: the environment, the store directory's lock, the
+ * signals, one node run until SIGTERM/SIGINT (the node itself is store-node/store_node.c).
+ *
+ * A configuration error names its variable and exits 2 before anything is opened; so does a store
+ * directory another store-node holds. The ready line goes out once the store is open and the
+ * sockets are bound.
+ */
+#include "cfg.h"
+#include "cli.h"
+#include "curve.h"
+#include "envreg.h"
+#include "log.h"
+#include "store_node.h"
+#include "util.h"
+#include "zutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+static volatile sig_atomic_t s_stop;
+
+typedef struct config {
+    store_node_config_t node;
+    char data_dir[400];
+} config_t;
+
+static int s_config(void *arg, char *err)
+{
+    static const char *const modes[] = {"full", "nometa", "none", NULL};
+    config_t *cf = arg;
+    store_node_config_t *c = &cf->node;
+    char *data_dir = cf->data_dir;
+    size_t dlen = sizeof cf->data_dir;
+    memset(cf, 0, sizeof *cf);
+    snprintf(data_dir, dlen, "./data");
+    int sync_mode = STORE_SYNC_FULL;
+    c->flush_ms = 200;
+    c->hugz_ms = 1000;
+    c->batch_max = 4096;
+    c->queue_max = 65536;
+    c->sweep_max = 1000;
+    c->pub_hwm = 100000;
+    c->touch_sync_ms = 1000;
+    uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, log_max = 2000000;
+    if (cfg_str("DATA_DIR", data_dir, dlen, err) < 0 || cfg_enum("SYNC_MODE", modes, &sync_mode, err) < 0 ||
+        cfg_u64("SYNC_FLUSH_MS", 1, 60000, &c->flush_ms, err) < 0 ||
+        cfg_u64("STORE_HUGZ_MS", 10, 60000, &c->hugz_ms, err) < 0 ||
+        cfg_u64("STORE_BATCH_MAX", 1, 100000, &c->batch_max, err) < 0 ||
+        cfg_u64("STORE_QUEUE_MAX", 1, 10000000, &c->queue_max, err) < 0 ||
+        cfg_u64("STORE_SWEEP_MAX", 1, 100000, &c->sweep_max, err) < 0 ||
+        cfg_u64("STORE_PUB_HWM", 1, 10000000, &c->pub_hwm, err) < 0 ||
+        cfg_u64("TOUCH_SYNC_MS", 0, 60000, &c->touch_sync_ms, err) < 0 ||
+        cfg_u64("STORE_MAP_SIZE_MB", 1, 1u << 24, &map_mb, err) < 0 ||
+        cfg_u64("STORE_MAP_MAX_MB", 1, 1u << 24, &map_max_mb, err) < 0 ||
+        cfg_duration_ms("RETENTION", 1000, 1, 3650ull * 86400000, &retention_ms, err) < 0 ||
+        cfg_u64("PRESENCE_TTL", 1, PROTO_TTL_MAX, &ttl, err) < 0 ||
+        cfg_u64("STORE_LOG_MAX", 1, 1000000000, &log_max, err) < 0 ||
+        cfg_u64("CENTER_PORT", 1, 65534, &c->center_port, err) < 0)
+        return -1;
+    snprintf(c->cmd_ep, sizeof c->cmd_ep, "ipc://%s/run/store-cmd.sock", data_dir);
+    snprintf(c->pub_ep, sizeof c->pub_ep, "ipc://%s/run/store-pub.sock", data_dir);
+    if (cfg_str("STORE_CMD_ENDPOINT", c->cmd_ep, sizeof c->cmd_ep, err) < 0 ||
+        cfg_str("STORE_PUB_ENDPOINT", c->pub_ep, sizeof c->pub_ep, err) < 0)
+        return -1;
+    snprintf(c->center_addr, sizeof c->center_addr, "*");
+    if (cfg_str("CENTER_BIND_ADDR", c->center_addr, sizeof c->center_addr, err) < 0)
+        return -1;
+    int k = curve_key_load("CURVE_SERVER_SECRET_KEY", c->curve_sec, err);
+    if (k < 0)
+        return -1;
+    c->curve = k == 1;
+    snprintf(c->store_path, sizeof c->store_path, "%s/store", data_dir);
+    c->store.path = c->store_path;
+    c->store.sync_mode = sync_mode;
+    c->store.map_size = map_mb << 20;
+    c->store.map_size_max = MAX(map_max_mb, map_mb) << 20;
+    c->store.retention_us = retention_ms * 1000;
+    c->store.default_ttl_s = ttl;
+    c->store.log_max = log_max;
+    return 0;
+}
+
+/* One store-node per database: LMDB itself lets several processes open an environment, and two
+ * writers would each continue the sequence from what they read. An exclusive lock held for the
+ * process's life (released by the kernel if it dies) makes a second one exit 2 at once. */
+static int s_lock_store_dir(const char *store_path)
+{
+    if (mkdir(store_path, 0750) < 0 && errno != EEXIST) {
+        LOG(LOG_ERROR, "DATA_DIR: cannot create %s: %s", store_path, strerror(errno));
+        return -1;
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/store-node.lock", store_path);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        LOG(LOG_ERROR, "DATA_DIR: the store in %s is in use by another store-node (%s); stop it or choose another DATA_DIR",
+            store_path, fd < 0 ? strerror(errno) : "locked");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return 0; /* the fd stays open (and locked) until exit */
+}
+
+static const cli_desc_t s_cli = {
+    .name = "store-node",
+    .summary = "The center's durable store: LMDB with group commit, the TTL sweeper, and the sequenced change\n"
+               "stream every cache-node, gateway and leaf relay follows.",
+    .usage = "",
+    .procs = ENVREG_STORE,
+};
+
+int main(int argc, char **argv)
+{
+    config_t cf;
+    cli_start(argc, argv, &s_cli, "store", s_config, &cf);
+    cli_stop_on_signals(&s_stop);
+    const store_node_config_t cfg = cf.node;
+    char err[CFG_ERR_LEN] = "";
+    if (s_lock_store_dir(cfg.store_path) < 0)
+        return 2;
+    char rundir[600];
+    snprintf(rundir, sizeof rundir, "%s/run", cf.data_dir);
+    mkdir(rundir, 0750);
+
+    void *zctx = zmq_ctx_new();
+    store_node_t *n;
+    int rc = store_node_new(zctx, &cfg, &n, err);
+    if (rc < 0) {
+        LOG(LOG_ERROR, "%s", err);
+        zmq_ctx_term(zctx);
+        return rc == -2 ? 2 : 1;
+    }
+    char center[160] = "";
+    if (cfg.center_port)
+        snprintf(center, sizeof center, " center=tcp://%s:%llu curve=%s", cfg.center_addr,
+                 (unsigned long long)cfg.center_port, cfg.curve ? "on" : "off");
+    store_info_t info;
+    store_get_info(store_node_store(n), &info);
+    LOG(LOG_NOTICE, "ready cmd=%s pub=%s%s sync=%s epoch=%llu seq=%llu records=%llu", cfg.cmd_ep, cfg.pub_ep, center,
+        store_sync_mode_name(cfg.store.sync_mode), (unsigned long long)info.epoch, (unsigned long long)info.last_seq,
+        (unsigned long long)info.records);
+    char ready[800];
+    snprintf(ready, sizeof ready, "store cmd=%s pub=%s", cfg.cmd_ep, cfg.pub_ep);
+    zu_signal_ready(ready);
+
+    rc = store_node_run(n, &s_stop);
+    LOG(LOG_NOTICE, "stopping: draining the write queue");
+    store_node_destroy(&n);
+    zmq_ctx_term(zctx);
+    LOG(LOG_NOTICE, "stopped");
+    return rc < 0 ? 1 : 0;
+}

@@ -1,6 +1,6 @@
 # store-node/: the LMDB store engine (libstore.a) and the store-node process.
 STORE_LIB := $(B)/libstore.a
-$(STORE_LIB): $(B)/store-node/store.o
+$(STORE_LIB): $(B)/store-node/store.o $(B)/store-node/store_write.o $(B)/store-node/store_model.o
 	$(AR) rcs $@ $^
 
 BINS += $(B)/bin/store-node

@@ -39,18 +39,27 @@ typedef struct store_config {
     uint64_t retention_us;   /* offline records are purged this long after last_seen */
     uint64_t default_ttl_s;  /* TTL for a TOUCH that creates a record with ttl 0 */
     uint64_t log_max;        /* keep at most this many changelog entries (older ones move the floor) */
+    uint32_t max_sessions;   /* MAX_SESSIONS per user (default 32, at most 256) */
+    uint64_t now_us;         /* the opening time (tests; 0 = the clock): leases get their ttl after it */
 } store_config_t;
 
 typedef struct store store_t;
 
 /* A write operation inside a group commit. */
 typedef struct store_op {
-    uint8_t type;              /* PROTO_PUT, PROTO_TOUCH or PROTO_DEL */
-    uint32_t n;                /* items (DEL: 1) */
+    uint8_t type;              /* PROTO_PUT, PROTO_TOUCH, PROTO_DEL or PROTO_LEASE */
+    uint32_t n;                /* items (DEL: 1, LEASE: 0) */
     const proto_record_t *in;  /* borrowed input items (DEL: in[0].user_id) */
     proto_record_t *out;       /* caller-provided, n entries: the stored records (PUT, TOUCH) */
-    uint8_t status;            /* out: PROTO_OK, PROTO_NOTFOUND (DEL), PROTO_EINTERNAL */
+    uint8_t status;            /* out: PROTO_OK, PROTO_NOTFOUND (DEL; a PUT of a session that does not
+                                  exist or is held elsewhere), PROTO_EINTERNAL */
     uint64_t as_of;            /* out: the op's last sequence number (DEL: the tombstone's) */
+    /* LEASE */
+    uint64_t lease_id;
+    uint32_t lease_ttl_ms;
+    uint8_t lease_op;          /* enum proto_lease_op */
+    char lease_node[PROTO_NODE_ID_MAX + 1];
+    uint32_t flags;            /* out: PROTO_REPLY_F_LAPSED */
 } store_op_t;
 
 /* A growable list of changes produced by writes and sweeps, in sequence order. */
@@ -161,9 +170,16 @@ int store_catchup(store_read_t *r, uint64_t epoch, const proto_msg_t *m, store_c
 void store_get_info(store_t *s, store_info_t *info);
 uint64_t store_epoch(const store_t *s);
 
-/* The due time of a record in the expiry index: expires_at while it shows a live status,
- * last_seen + retention once offline. */
+/* The due time of a record in the expiry index: its due_us (when the store must look at the user
+ * next: an expiry, a message's, a session's, the purge); for a record written before sessions
+ * existed, expires_at while it shows a live status, last_seen + retention once offline. */
 uint64_t store_due_us(const store_t *s, const proto_record_t *r);
+
+/* The live sessions of a user as of read snapshot r at `now` (a REST session past its expiry or
+ * one of a lapsed lease is not live; a lease-held session's expires_at is its lease's). At most
+ * max into out. Returns STORE_OK (n set, 0 for none), or STORE_ERROR. */
+int store_read_sessions(store_read_t *r, const char *uid, size_t len, uint64_t now, proto_session_t *out, uint32_t max,
+                        uint32_t *n);
 
 const char *store_sync_mode_name(int mode);
 

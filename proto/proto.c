@@ -751,7 +751,7 @@ static int s_record(const msgpack_object *o, proto_record_t *r)
     if (s_uint(&f[15], PRESENCE_SOURCE_COUNT - 1, &v) < 0)
         return -1;
     r->source = (uint8_t)v;
-    if (s_uint(&f[16], PROTO_REC_F_RT, &v) < 0)
+    if (s_uint(&f[16], PROTO_REC_F_MASK, &v) < 0)
         return -1;
     r->rflags = (uint8_t)v;
     return 0;

@@ -120,7 +120,9 @@ enum proto_catchup_mode {
 #define PROTO_LEASE_TTL_MAX_MS 600000u
 
 /* Record flags (proto_record_t.rflags). */
-#define PROTO_REC_F_RT 0x1u /* the user has used sessions or message_ttl: render the real-time fields */
+#define PROTO_REC_F_RT 0x1u     /* the user has used sessions or message_ttl: render the real-time fields */
+#define PROTO_REC_F_PUB_RT 0x2u /* ... in the view everyone but the user sees (frozen while invisible) */
+#define PROTO_REC_F_MASK 0x3u
 
 /* Write-command flags (proto_record_t.cflags, PUT and TOUCH entries; never stored). */
 #define PROTO_CMD_F_MSG 0x1u   /* PUT: the message is given (without it a session's PUT keeps the user's) */

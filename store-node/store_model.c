@@ -418,6 +418,8 @@ void sm_public_view(const proto_record_t *r, proto_record_t *out)
     out->sessions = 0;
     out->last_seen_us = r->vis_last_seen_us;
     out->version = r->pub_version;
+    if (!(r->rflags & PROTO_REC_F_PUB_RT))
+        out->rflags = 0; /* others saw the 2.0 shape before: they keep it */
 }
 
 static bool s_same_str(const char *a, size_t al, const char *b, size_t bl)
@@ -431,7 +433,8 @@ int sm_classify(const proto_record_t *old, const proto_record_t *nu)
         return SM_CH_SET;
     bool rt = (nu->rflags & PROTO_REC_F_RT) != 0;
     if (old->status != nu->status || !s_same_str(old->message, old->msg_len, nu->message, nu->msg_len) ||
-        old->rflags != nu->rflags || (rt && (old->sessions != nu->sessions || old->source != nu->source)))
+        (old->rflags & PROTO_REC_F_RT) != (nu->rflags & PROTO_REC_F_RT) ||
+        (rt && (old->sessions != nu->sessions || old->source != nu->source)))
         return SM_CH_SET;
     if (old->last_seen_us != nu->last_seen_us || old->expires_at_us != nu->expires_at_us || old->ttl_s != nu->ttl_s ||
         !s_same_str(old->node_id, old->node_len, nu->node_id, nu->node_len) ||
@@ -462,10 +465,16 @@ void sm_stamp(const proto_record_t *old, proto_record_t *nu, uint64_t version, u
     /* While invisible, others keep the last_seen they saw before: sessions connecting, ending or
      * heartbeating must not show. A preferred write -- what a client with no device could also do
      * -- moves it, as it would for anyone. */
-    if (!proto_record_invisible(nu) || public_write || !old)
+    if (!proto_record_invisible(nu) || public_write || !old) {
         nu->vis_last_seen_us = nu->last_seen_us;
-    else
-        nu->vis_last_seen_us = proto_record_invisible(old) ? old->vis_last_seen_us : old->last_seen_us;
+        nu->rflags = (uint8_t)((nu->rflags & PROTO_REC_F_RT) ? nu->rflags | PROTO_REC_F_PUB_RT
+                                                               : nu->rflags & ~PROTO_REC_F_PUB_RT);
+    } else {
+        bool was = proto_record_invisible(old);
+        nu->vis_last_seen_us = was ? old->vis_last_seen_us : old->last_seen_us;
+        bool pub_rt = was ? (old->rflags & PROTO_REC_F_PUB_RT) != 0 : (old->rflags & PROTO_REC_F_RT) != 0;
+        nu->rflags = (uint8_t)(pub_rt ? nu->rflags | PROTO_REC_F_PUB_RT : nu->rflags & ~PROTO_REC_F_PUB_RT);
+    }
     if (!old || s_public_differs(old, nu))
         nu->pub_version = version;
     else

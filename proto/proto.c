@@ -672,6 +672,18 @@ bool proto_record_invisible(const proto_record_t *r)
     return r->source == PRESENCE_SRC_PREFERRED && r->status == PRESENCE_OFFLINE && r->sessions > 0;
 }
 
+void proto_record_public(const proto_record_t *r, proto_record_t *out)
+{
+    *out = *r;
+    if (!proto_record_invisible(r))
+        return;
+    out->sessions = 0;
+    out->last_seen_us = r->vis_last_seen_us;
+    out->version = r->pub_version;
+    if (!(r->rflags & PROTO_REC_F_PUB_RT))
+        out->rflags = 0;
+}
+
 const char *proto_source_name(int source)
 {
     static const char *const names[] = {"none", "preferred", "session"};

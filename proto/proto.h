@@ -363,6 +363,9 @@ bool proto_valid_session_id(const char *s, size_t len);
 bool proto_valid_device(const char *s, size_t len);
 /* A record is "invisible" to others: preferred offline while sessions are live. */
 bool proto_record_invisible(const proto_record_t *r);
+/* The record as everyone but the user (and admins) sees it: while invisible, no session count, the
+ * last_seen and version of before, and the 2.0 shape if that is what they saw before. */
+void proto_record_public(const proto_record_t *r, proto_record_t *out);
 const char *proto_source_name(int source); /* "none", "preferred", "session" */
 
 const char *proto_status_name(int status);        /* "ok", "notfound", ... */

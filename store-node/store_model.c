@@ -412,14 +412,7 @@ bool sm_recompute(store_user_t *u, uint64_t now, const sm_config_t *cfg, bool (*
 
 void sm_public_view(const proto_record_t *r, proto_record_t *out)
 {
-    *out = *r;
-    if (!proto_record_invisible(r))
-        return;
-    out->sessions = 0;
-    out->last_seen_us = r->vis_last_seen_us;
-    out->version = r->pub_version;
-    if (!(r->rflags & PROTO_REC_F_PUB_RT))
-        out->rflags = 0; /* others saw the 2.0 shape before: they keep it */
+    proto_record_public(r, out);
 }
 
 static bool s_same_str(const char *a, size_t al, const char *b, size_t bl)

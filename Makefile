@@ -28,7 +28,8 @@ B := $(BUILD)
 
 # Debian packages the build and tests need. `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libh2o-evloop-dev libssl-dev libzmq3-dev libmsgpack-dev \
-                liblmdb-dev libjwt-dev libjansson-dev check curl zlib1g-dev iproute2 procps python3
+                liblmdb-dev libjwt-dev libjansson-dev check curl zlib1g-dev iproute2 procps python3 \
+                libwslay-dev
 DEB_STAMP := $(B)/.deps-ok
 
 PKGS := libh2o-evloop libzmq msgpack lmdb libjwt jansson zlib
@@ -80,6 +81,7 @@ include launcher/module.mk
 include tools/module.mk
 include tests/module.mk
 include tests/readme/module.mk
+include tests/bench/module.mk
 # Optional fragments (partition, fuzzing, deployment checks, valgrind) add their steps to TEST_STEPS.
 -include tests/partition/module.mk
 -include tests/fuzz/module.mk

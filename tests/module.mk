@@ -6,6 +6,7 @@ INTEG_SRCS := $(wildcard tests/integ/integ_*.c)
 INTEG_TESTS := $(INTEG_SRCS:%.c=$(B)/%)
 INTEG_HARNESS_SRCS := $(filter-out tests/integ/integ_%.c,$(wildcard tests/integ/*.c))
 INTEG_HARNESS_OBJS := $(INTEG_HARNESS_SRCS:%.c=$(B)/%.o)
+# (ws_client.c verifies Sec-WebSocket-Accept with OpenSSL SHA-1: -lcrypto on the integ link line.)
 TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOLS := $(TOOL_SRCS:tests/tools/%.c=$(B)/bin/%)
 TEST_BINS += $(UNIT_TESTS) $(INTEG_TESTS) $(TOOLS)
@@ -17,7 +18,7 @@ $(B)/tests/unit/check_%: $(B)/tests/unit/check_%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lcrypto -lm
 
 $(B)/tests/integ/integ_%: $(B)/tests/integ/integ_%.o $(INTEG_HARNESS_OBJS) $(ALL_LIBS)
-	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_HARNESS_OBJS) $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lm
+	$(CC) $(LDFLAGS) -o $@ $< $(INTEG_HARNESS_OBJS) $(ALL_LIBS) $(PKG_LIBS) $(CHECK_LIBS) -lcrypto -lm
 
 $(B)/bin/%: $(B)/tests/tools/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
@@ -45,10 +46,12 @@ test: all
 	@set -o pipefail; status=0; : > $(B)/test-summary.log; \
 	for t in $(TEST_STEPS); do \
 	  $(MAKE) --no-print-directory $$t 2>&1 | tee $(B)/$$t.log || status=1; \
-	  line=$$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' $(B)/$$t.log | tail -n 1); \
-	  echo "$${line:-$$t: 0 passed, 1 failed (no summary: see $(B)/$$t.log)}" >> $(B)/test-summary.log; \
+	  line=$$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' $(B)/$$t.log | tail -n 1); \
+	  echo "$${line:-$$t: 0 passed, 1 failed, 0 skipped (no summary: see $(B)/$$t.log)}" >> $(B)/test-summary.log; \
 	done; \
 	echo "=== summary"; cat $(B)/test-summary.log; \
-	awk '/ passed, [0-9]+ failed/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/) f += $$i } } \
-	     END { printf "%d passed, %d failed\n", p, f }' $(B)/test-summary.log; \
+	grep -h '^skip ' $(B)/*.log 2>/dev/null | sort -u | sed 's/^/  /'; \
+	awk '/ passed, [0-9]+ failed/ { for (i = 1; i < NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; \
+	       if ($$(i+1) ~ /^failed/) f += $$i; if ($$(i+1) ~ /^skipped/) s += $$i } } \
+	     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' $(B)/test-summary.log; \
 	exit $$status

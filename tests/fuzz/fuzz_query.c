@@ -138,7 +138,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (dn >= 0) {
         FZ_CHECK(out[dn] == '\0');
         bool ok = gw_valid_user_id(out, (size_t)dn);
-        bool reserved = dn == 5 && (memcmp(out, "batch", 5) == 0 || memcmp(out, "watch", 5) == 0);
+        bool reserved = (dn == 5 && (memcmp(out, "batch", 5) == 0 || memcmp(out, "watch", 5) == 0)) ||
+                        (dn == 7 && memcmp(out, "connect", 7) == 0) || (dn == 1 && out[0] == '.') ||
+                        (dn == 2 && memcmp(out, "..", 2) == 0);
         FZ_CHECK(ok == (s_ref_id(out, (size_t)dn, UTIL_USER_ID_MAX) && !reserved));
     }
     free(out);

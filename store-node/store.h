@@ -102,13 +102,16 @@ void store_close(store_t **s);
 int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool relaxed, store_changes_t *changes,
                 char *err);
 
-/* Expire and purge: records whose expires_at <= now turn offline (message cleared, last_seen kept,
- * new version); offline records whose last_seen + retention <= now are purged (a DEL change);
- * expiry-index entries left behind by later writes are dropped as they come due; the oldest
- * changelog entries beyond log_max are pruned. At most `max` index entries per call, one
- * transaction. Returns the number of actions (changes appended), or -1. *next_due_us is set to
- * the earliest remaining due time (UINT64_MAX if none; `now_us` when the call stopped at `max`).
- * *expired and *purged count actions. */
+/* Let time act: every user whose due time passed is recomputed (store_model.h: REST sessions past
+ * their ttl end, a preferred status and a message past theirs are cleared, lease-held sessions
+ * get their horizon moved on; a record that falls offline this way has its message cleared and
+ * updated_at set to the deadline), offline records whose last_seen + retention <= now are purged
+ * (a DEL change), lapsed leases end the sessions they hold; expiry-index entries left behind by
+ * later writes are dropped as they come due; the oldest changelog entries beyond log_max are
+ * pruned. At most `max` users per call, one transaction. Returns the number of changes appended
+ * (SET, TOUCH or DEL, each a new sequence), or -1. *next_due_us is set to the earliest remaining
+ * due time (UINT64_MAX if none; `now_us` when the call stopped at `max`). *expired counts users
+ * that went offline, *purged records purged. */
 int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *changes, uint64_t *next_due_us,
                 uint64_t *expired, uint64_t *purged, char *err);
 

@@ -789,6 +789,7 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
                         uint64_t *purged, int *actions, bool *capped)
 {
     sweep_t w = {.s = s, .now = now, .seq = s->last_seq, .budget = max, .ch = ch};
+    size_t mark = ch->n;
     int rc = mdb_txn_begin(s->env, NULL, 0, &w.txn);
     if (rc)
         return rc;
@@ -813,7 +814,7 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
         mdb_txn_abort(w.txn);
         return rc;
     }
-    *actions = (int)(w.nexp + w.npur + w.ended);
+    *actions = (int)(ch->n - mark);
     if (n == 0 && !w.capped && floor == s->log_floor) {
         mdb_txn_abort(w.txn); /* nothing changed: no commit, no fsync */
         return 0;

@@ -432,6 +432,11 @@ void proto_batch_add(proto_batch_t *bt, const void *msg, size_t len)
     bt->ends[bt->n++] = (uint32_t)bt->data.len;
 }
 
+bool proto_batch_full(const proto_batch_t *bt)
+{
+    return bt->data.len >= PROTO_BATCH_SOFT_MAX || bt->n >= PROTO_ITEMS_MAX;
+}
+
 void proto_batch_encode(const proto_batch_t *bt, proto_buf_t *out)
 {
     proto_buf_reset(out);

@@ -342,6 +342,11 @@ void proto_batch_init(proto_batch_t *bt);
 void proto_batch_fini(proto_batch_t *bt);
 void proto_batch_reset(proto_batch_t *bt);
 void proto_batch_add(proto_batch_t *bt, const void *msg, size_t len);
+/* True once the batch must be sent before another message is added: it holds PROTO_BATCH_SOFT_MAX
+ * bytes, or PROTO_ITEMS_MAX messages (the most a BATCH may carry: a receiver refuses more, and a
+ * turn of small GETs reaches that count long before the byte bound). Every sender checks it after
+ * each add. */
+bool proto_batch_full(const proto_batch_t *bt);
 /* Encode the collected messages into out (reset first): one BATCH, or the lone message. */
 void proto_batch_encode(const proto_batch_t *bt, proto_buf_t *out);
 

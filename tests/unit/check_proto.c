@@ -1060,6 +1060,38 @@ START_TEST(test_record_rt_fields)
 }
 END_TEST
 
+
+/* A batch of small messages reaches the part limit long before the byte bound (a GET is ~15
+ * bytes): senders split by count too. PROTO_ITEMS_MAX parts decode; one more is refused. */
+START_TEST(test_batch_part_limit)
+{
+    proto_batch_t bt;
+    proto_batch_init(&bt);
+    proto_buf_t part, frame;
+    proto_buf_init(&part);
+    proto_buf_init(&frame);
+    proto_enc_get(&part, PROTO_GET, 1, "alice", 5);
+    uint32_t added = 0;
+    while (!proto_batch_full(&bt)) {
+        proto_batch_add(&bt, part.data, part.len);
+        added++;
+    }
+    ck_assert_uint_eq(added, PROTO_ITEMS_MAX);
+    ck_assert_uint_lt(bt.data.len, PROTO_BATCH_SOFT_MAX); /* the count, not the bytes, filled it */
+    proto_batch_encode(&bt, &frame);
+    proto_msg_t m;
+    ck_assert_int_eq(proto_decode(frame.data, frame.len, &m), PROTO_DEC_OK);
+    ck_assert_uint_eq(m.n, PROTO_ITEMS_MAX);
+    proto_msg_fini(&m);
+    proto_batch_add(&bt, part.data, part.len); /* a sender that ignores proto_batch_full */
+    proto_batch_encode(&bt, &frame);
+    s_expect_malformed(frame.data, frame.len, "a batch over PROTO_ITEMS_MAX parts");
+    proto_batch_fini(&bt);
+    proto_buf_fini(&part);
+    proto_buf_fini(&frame);
+}
+END_TEST
+
 START_TEST(test_record_codec)
 {
     proto_buf_t b;
@@ -2292,6 +2324,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_rt_batch);
     tcase_add_test(tc, test_rt_sessions_msgs);
     tcase_add_test(tc, test_rt_session_commands);
+    tcase_add_test(tc, test_batch_part_limit);
     tcase_add_test(tc, test_names);
     suite_add_tcase(s, tc);
 

@@ -824,6 +824,8 @@ static int s_cmd_fields(const msgpack_object *f, proto_record_t *r, bool put)
         return -1;
     if ((r->lease_id || r->conn_id || dev.len || (r->cflags & (PROTO_CMD_F_OPEN | PROTO_CMD_F_IDLE))) && !sid.len)
         return -1;
+    if ((r->cflags & PROTO_CMD_F_CLEAR) && (sid.len || !put))
+        return -1; /* only a preferred status can be cleared */
     if ((r->lease_id == 0) != (r->conn_id == 0))
         return -1;
     proto_record_set_sid(r, sid.p, sid.len);

@@ -128,7 +128,8 @@ enum proto_catchup_mode {
 #define PROTO_CMD_F_MSG 0x1u   /* PUT: the message is given (without it a session's PUT keeps the user's) */
 #define PROTO_CMD_F_OPEN 0x2u  /* PUT with a lease: open the session, or take it over (a resume) */
 #define PROTO_CMD_F_IDLE 0x4u  /* PUT with a session: an automatic status (idle away / back), not the client's */
-#define PROTO_CMD_MASK 0x7u
+#define PROTO_CMD_F_CLEAR 0x8u /* PUT without a session: end the preferred status (status ignored) */
+#define PROTO_CMD_MASK 0xfu
 
 /* A presence record: the user's effective presence as the store computed it. Strings are
  * NUL-terminated copies (fixed buffers: decoding never mallocs per record). Times are

@@ -150,6 +150,15 @@ static void s_set_message(store_user_t *u, const proto_record_t *in, uint64_t no
 
 void sm_put_preferred(store_user_t *u, const proto_record_t *in, uint64_t now)
 {
+    if (in->cflags & PROTO_CMD_F_CLEAR) {
+        /* The user's own choice ends: the sessions decide again (invisible mode off). */
+        u->pref_status = -1;
+        u->pref_until = 0;
+        u->rec.last_seen_us = now;
+        u->pref_written = true;
+        u->force_set = true;
+        return;
+    }
     u->pref_status = in->status;
     u->pref_until = now + (uint64_t)in->ttl_s * 1000000u;
     u->pref_ttl = in->ttl_s;

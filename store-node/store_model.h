@@ -74,7 +74,8 @@ enum sm_result {
 /* Start a user that has no record: user_id set, everything else empty. */
 void sm_user_init(store_user_t *u, const char *uid, size_t len);
 
-/* PUT without a session: the preferred status for ttl seconds (offline included: appear offline),
+/* PUT without a session: with PROTO_CMD_F_CLEAR, the preferred status ends (message untouched);
+ * otherwise the preferred status for ttl seconds (offline included: appear offline),
  * and the message (every PUT without a session sets it, as before sessions existed; absent =
  * cleared), expiring after message_ttl_s when that is given. */
 void sm_put_preferred(store_user_t *u, const proto_record_t *in, uint64_t now);

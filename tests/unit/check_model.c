@@ -377,6 +377,20 @@ START_TEST(test_invisible)
     sm_public_view(&u->rec, &pub);
     ck_assert_uint_eq(pub.version, pub_v);
     ck_assert_uint_eq(pub.last_seen_us, T0 + 10 * SEC);
+    /* turning invisible off by hand: the sessions decide again at once */
+    {
+        store_user_t *c = calloc(1, sizeof *c);
+        *c = *u;
+        s_reload(c, T0 + 40 * SEC);
+        proto_record_t clr = s_cmd(PRESENCE_ONLINE, NULL, 60);
+        clr.cflags = PROTO_CMD_F_CLEAR;
+        s_put(c, clr, T0 + 40 * SEC);
+        ck_assert(!proto_record_invisible(&c->rec));
+        ck_assert_int_eq(c->rec.status, PRESENCE_BUSY);
+        ck_assert_int_eq(c->rec.source, PRESENCE_SRC_SESSION);
+        ck_assert_uint_eq(c->rec.preferred_until_us, 0);
+        free(c);
+    }
     /* the preferred offline ends: visible again, from the sessions */
     s_reload(u, T0 + 3610 * SEC);
     sm_recompute(u, T0 + 3610 * SEC, &CFG, s_all_leases_live, NULL);

@@ -2,8 +2,9 @@
  *
  * Lines go to stderr, one per event, as text
  *   2026-11-23T10:00:00.123456Z I gw 1234 message key=value
- * or, with LOG_FORMAT=json, as one JSON object per line:
- *   {"ts":"...","level":"info","comp":"gw","pid":1234,"msg":"message key=value"}
+ * or, with LOG_FORMAT=json, as one JSON object per line whose fields are the message's trailing
+ * key=value tokens (integers and true/false as JSON values, the rest as strings):
+ *   {"ts":"...","level":"info","proc":"gw","pid":1234,"msg":"message","key":"value","n":3}
  * The level is checked before formatting, so disabled levels cost one comparison.
  * log_init() is called once at startup, before threads start; LOG() is thread-safe after that.
  */

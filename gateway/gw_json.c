@@ -121,7 +121,11 @@ static void s_time(gw_buf_t *b, uint64_t us)
     b->p[b->len++] = '"';
 }
 
-void gw_json_record(gw_buf_t *b, const proto_record_t *r, uint64_t now_us)
+/* One record as the API orders it: the nine fields of 2.0, then -- for a user who used sessions or
+ * message_ttl (PROTO_REC_F_RT) -- sessions, source, and preferred_until / message_expires_at when
+ * set. A record past its expires_at that still shows a live status is rendered offline without
+ * its message (the store makes it so moments later). */
+static void s_record(gw_buf_t *b, const proto_record_t *r, uint64_t now_us)
 {
     bool expired = r->status != PRESENCE_OFFLINE && now_us >= r->expires_at_us;
     int status = expired ? PRESENCE_OFFLINE : r->status;
@@ -146,10 +150,46 @@ void gw_json_record(gw_buf_t *b, const proto_record_t *r, uint64_t now_us)
     gw_buf_add_u64(b, r->ttl_s);
     gw_buf_add(b, ",\"version\":", 11);
     gw_buf_add_u64(b, r->version);
+    if (r->rflags & PROTO_REC_F_RT) {
+        gw_buf_add(b, ",\"sessions\":", 12);
+        gw_buf_add_u64(b, expired ? 0 : r->sessions);
+        gw_buf_add(b, ",\"source\":\"", 11);
+        gw_buf_adds(b, proto_source_name(expired ? PRESENCE_SRC_NONE : r->source));
+        gw_buf_add(b, "\"", 1);
+        if (r->preferred_until_us && !expired) {
+            gw_buf_add(b, ",\"preferred_until\":", 19);
+            s_time(b, r->preferred_until_us);
+        }
+        if (r->message_expires_at_us && r->msg_len && !expired) {
+            gw_buf_add(b, ",\"message_expires_at\":", 22);
+            s_time(b, r->message_expires_at_us);
+        }
+    }
     gw_buf_add(b, "}", 1);
 }
 
-void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us)
+bool gw_viewer_is_private(const gw_viewer_t *v, const char *uid, size_t len)
+{
+    return v && (v->admin || (v->sub_len == len && memcmp(v->sub, uid, len) == 0));
+}
+
+void gw_json_record_as(gw_buf_t *b, const proto_record_t *r, uint64_t now_us, bool private_view)
+{
+    if (private_view || !proto_record_invisible(r)) {
+        s_record(b, r, now_us);
+        return;
+    }
+    proto_record_t pub;
+    proto_record_public(r, &pub);
+    s_record(b, &pub, now_us);
+}
+
+void gw_json_record(gw_buf_t *b, const proto_record_t *r, uint64_t now_us)
+{
+    gw_json_record_as(b, r, now_us, false);
+}
+
+void gw_json_envelope_as(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us, const gw_viewer_t *v)
 {
     gw_buf_add(b, "{\"success\":true,\"data\":{", 24);
     for (uint32_t i = 0; i < n; i++) {
@@ -157,9 +197,14 @@ void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint6
             gw_buf_add(b, ",", 1);
         gw_buf_add_jstr(b, recs[i].user_id, recs[i].uid_len);
         gw_buf_add(b, ":", 1);
-        gw_json_record(b, &recs[i], now_us);
+        gw_json_record_as(b, &recs[i], now_us, gw_viewer_is_private(v, recs[i].user_id, recs[i].uid_len));
     }
     gw_buf_add(b, "}}", 2);
+}
+
+void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us)
+{
+    gw_json_envelope_as(b, recs, n, now_us, NULL);
 }
 
 static size_t s_utf8_seq(const unsigned char *p, size_t n);
@@ -376,6 +421,54 @@ static int s_set_fields(json_t *o, uint32_t default_ttl, proto_record_t *out, co
     return 0;
 }
 
+/* session and device of a PUT or heartbeat body (REALTIME.md): both optional, device only with a
+ * session. */
+static int s_session_fields(json_t *o, proto_record_t *out, const char **err)
+{
+    json_t *sid = json_object_get(o, "session"), *dev = json_object_get(o, "device");
+    out->sid_len = out->device_len = 0;
+    out->session_id[0] = out->device[0] = '\0';
+    if (sid && !json_is_null(sid)) {
+        if (!json_is_string(sid) || !proto_valid_session_id(json_string_value(sid), json_string_length(sid))) {
+            *err = GW_ERR_SESSION;
+            return -1;
+        }
+        proto_record_set_sid(out, json_string_value(sid), json_string_length(sid));
+    }
+    if (dev && !json_is_null(dev)) {
+        if (!json_is_string(dev) || !proto_valid_device(json_string_value(dev), json_string_length(dev))) {
+            *err = GW_ERR_DEVICE;
+            return -1;
+        }
+        if (!out->sid_len) {
+            *err = GW_ERR_DEVICE_NO_SESSION;
+            return -1;
+        }
+        proto_record_set_device(out, json_string_value(dev), json_string_length(dev));
+    }
+    return 0;
+}
+
+/* PUT's message handling: without a session the message is always set (absent = cleared, as in
+ * 2.0); with one, only when the body has the key. message_ttl needs a message. */
+static int s_message_fields(json_t *o, proto_record_t *out, const char **err)
+{
+    json_t *msg = json_object_get(o, "message"), *mttl = json_object_get(o, "message_ttl");
+    out->cflags = (msg || !out->sid_len) ? PROTO_CMD_F_MSG : 0;
+    out->message_ttl_s = 0;
+    if (mttl && !json_is_null(mttl)) {
+        if (s_ttl(mttl, &out->message_ttl_s) < 0) {
+            *err = GW_ERR_MESSAGE_TTL;
+            return -1;
+        }
+        if (!msg || json_is_null(msg) || json_string_length(msg) == 0) {
+            *err = GW_ERR_MESSAGE_TTL_ALONE;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_record_t *out, const char **err)
 {
     bool ill;
@@ -385,6 +478,10 @@ int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_
         return -1;
     }
     int rc = s_set_fields(o, default_ttl, out, err);
+    if (rc == 0)
+        rc = s_session_fields(o, out, err);
+    if (rc == 0)
+        rc = s_message_fields(o, out, err);
     if (rc == 0 && ill) {
         *err = GW_ERR_JSON;
         rc = -1;
@@ -393,9 +490,11 @@ int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_
     return rc;
 }
 
-int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const char **err)
+int gw_parse_heartbeat(const char *body, size_t len, proto_record_t *out, const char **err)
 {
-    *ttl = 0;
+    out->ttl_s = 0;
+    out->sid_len = out->device_len = 0;
+    out->session_id[0] = out->device[0] = '\0';
     size_t i = 0;
     while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
         i++;
@@ -409,14 +508,24 @@ int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const c
     }
     json_t *t = json_object_get(o, "ttl");
     int rc = 0;
-    if (t && !json_is_null(t) && s_ttl(t, ttl) < 0) {
+    if (t && !json_is_null(t) && s_ttl(t, &out->ttl_s) < 0) {
         *err = GW_ERR_TTL;
+        rc = -1;
+    } else if (s_session_fields(o, out, err) < 0) {
         rc = -1;
     } else if (ill) {
         *err = GW_ERR_JSON;
         rc = -1;
     }
     json_decref(o);
+    return rc;
+}
+
+int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const char **err)
+{
+    proto_record_t r;
+    int rc = gw_parse_heartbeat(body, len, &r, err);
+    *ttl = r.ttl_s;
     return rc;
 }
 
@@ -518,6 +627,7 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
             memset(r, 0, sizeof *r);
             proto_record_set_uid(r, id, il);
             const char *ferr;
+            r->cflags = PROTO_CMD_F_MSG; /* a batch entry sets the message, like a PUT without a session */
             if (s_set_fields(e, default_ttl, r, &ferr) < 0) {
                 /* "invalid ttl: <rule>" -> "invalid ttl for user <id>: <rule>" */
                 const char *colon = strchr(ferr, ':');

@@ -34,11 +34,29 @@ void gw_buf_add_jstr(gw_buf_t *b, const char *s, size_t n);
 
 /* ==== JSON output =========================================================================== */
 
-/* One record as API.md orders it. A record whose status is not offline but whose expires_at has
- * passed at `now_us` is shown offline without a message (the store will make that durable). */
+/* Who reads: the token's subject and whether it is an admin (presence:admin). A user and admins
+ * see the user's own view of the record; everyone else the public view (invisible mode applied,
+ * proto_record_public). */
+typedef struct gw_viewer {
+    const char *sub; /* NULL or "": anonymous */
+    size_t sub_len;
+    bool admin;
+} gw_viewer_t;
+
+/* True when viewer v (NULL = anonymous) sees user uid's own view. */
+bool gw_viewer_is_private(const gw_viewer_t *v, const char *uid, size_t len);
+
+/* One record as API.md orders it (docs/API.md "Record"): the 2.0 fields, then sessions, source,
+ * preferred_until and message_expires_at for users of sessions. A record whose status is not
+ * offline but whose expires_at has passed at `now_us` is shown offline without a message (the
+ * store will make that durable). gw_json_record renders the public view (the safe default);
+ * gw_json_record_as the user's own when private_view. */
 void gw_json_record(gw_buf_t *b, const proto_record_t *r, uint64_t now_us);
-/* {"success":true,"data":{"<id>":<record>,...}} */
+void gw_json_record_as(gw_buf_t *b, const proto_record_t *r, uint64_t now_us, bool private_view);
+/* {"success":true,"data":{"<id>":<record>,...}}, each record in the view viewer v may see (NULL =
+ * anonymous: all public). */
 void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us);
+void gw_json_envelope_as(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us, const gw_viewer_t *v);
 /* {"success":false,"error":"<msg>"} */
 void gw_json_error(gw_buf_t *b, const char *msg);
 
@@ -57,6 +75,11 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 #define GW_ERR_JSON "invalid JSON: the body must be one JSON object"
 #define GW_ERR_BATCH_SHAPE                                                                                             \
     "the body holds exactly one of user_ids (a batch read), presences (a batch write) or heartbeats (bulk heartbeats)"
+#define GW_ERR_SESSION "invalid session: a session id is 1-64 bytes of A-Z a-z 0-9 . _ -"
+#define GW_ERR_DEVICE "invalid device: at most 64 bytes of UTF-8 text without control characters"
+#define GW_ERR_DEVICE_NO_SESSION "invalid device: a device names a session (give session too)"
+#define GW_ERR_MESSAGE_TTL "invalid message_ttl: message_ttl must be an integer from 1 to 604800 (seconds)"
+#define GW_ERR_MESSAGE_TTL_ALONE "invalid message_ttl: message_ttl needs a non-empty message"
 #define GW_ERR_LEN 400 /* room for any of the texts above with a quoted id */
 
 /* A user id the API accepts: util_valid_user_id, and not one of the words reserved for routes
@@ -67,11 +90,18 @@ bool gw_valid_user_id(const char *s, size_t len);
 /* Decode %XX once into out (size >= len+1). Returns the decoded length, or -1 on a bad escape. */
 ssize_t gw_pct_decode(const char *s, size_t len, char *out);
 
-/* A PUT/POST body for one record: {status, message?, ttl?}. default_ttl applies when ttl is absent.
- * Returns 0, or -1 with *err set to the API's error text ("invalid JSON", "invalid status", ...). */
+/* A PUT/POST body for one record: {status, message?, ttl?, message_ttl?, session?, device?}
+ * (REALTIME.md). default_ttl applies when ttl is absent. Fills out's status, message, ttl_s, and the
+ * command inputs: session_id, device, message_ttl_s, cflags (PROTO_CMD_F_MSG when the message is to
+ * be set: always without a session, with one only when the body has "message"). Returns 0, or -1
+ * with *err set to the API's error text ("invalid JSON: ...", "invalid status: ...", ...). */
 int gw_parse_set_body(const char *body, size_t len, uint32_t default_ttl, proto_record_t *out, const char **err);
 
-/* A heartbeat body: empty, or {ttl?}. *ttl = 0 when absent (keep the record's). */
+/* A heartbeat body: empty, or {ttl?, session?, device?}: out->ttl_s (0 when absent: keep the
+ * record's or the session's), out->session_id / device (empty when absent). Returns 0, or -1 with
+ * *err set. */
+int gw_parse_heartbeat(const char *body, size_t len, proto_record_t *out, const char **err);
+/* The same, ttl only (no sessions): *ttl = 0 when absent. */
 int gw_parse_heartbeat_body(const char *body, size_t len, uint32_t *ttl, const char **err);
 
 /* A batch body. Exactly one of user_ids (a read), presences (a write) or heartbeats (a bulk

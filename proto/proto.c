@@ -119,9 +119,10 @@ void proto_enc_raw(proto_enc_t *e, const void *p, size_t n)
     proto_buf_append(e->b, p, n);
 }
 
+/* A record: the nine fields of protocol 2.0, then the real-time ones (PROTOCOL.md, Record). */
 void proto_enc_record(proto_enc_t *e, const proto_record_t *r)
 {
-    proto_enc_array(e, 9);
+    proto_enc_array(e, PROTO_RECORD_FIELDS);
     proto_enc_str(e, r->user_id, r->uid_len);
     proto_enc_u64(e, r->status);
     proto_enc_str(e, r->message, r->msg_len);
@@ -131,6 +132,32 @@ void proto_enc_record(proto_enc_t *e, const proto_record_t *r)
     proto_enc_str(e, r->node_id, r->node_len);
     proto_enc_u64(e, r->ttl_s);
     proto_enc_u64(e, r->version);
+    proto_enc_u64(e, r->preferred_until_us);
+    proto_enc_u64(e, r->message_expires_at_us);
+    proto_enc_u64(e, r->pub_version);
+    proto_enc_u64(e, r->vis_last_seen_us);
+    proto_enc_u64(e, r->due_us);
+    proto_enc_u64(e, r->sessions);
+    proto_enc_u64(e, r->source);
+    proto_enc_u64(e, r->rflags);
+}
+
+void proto_session_encode(proto_buf_t *b, const proto_session_t *ss)
+{
+    proto_enc_t e;
+    proto_enc_init(&e, b);
+    proto_enc_array(&e, 11);
+    proto_enc_str(&e, ss->session_id, ss->sid_len);
+    proto_enc_str(&e, ss->device, ss->device_len);
+    proto_enc_u64(&e, ss->status);
+    proto_enc_u64(&e, ss->manual_status);
+    proto_enc_u64(&e, ss->connected_at_us);
+    proto_enc_u64(&e, ss->last_seen_us);
+    proto_enc_u64(&e, ss->expires_at_us);
+    proto_enc_str(&e, ss->node_id, ss->node_len);
+    proto_enc_u64(&e, ss->ttl_s);
+    proto_enc_u64(&e, ss->lease_id);
+    proto_enc_u64(&e, ss->conn_id);
 }
 
 void proto_enc_change(proto_enc_t *e, const proto_change_t *c)
@@ -146,12 +173,16 @@ void proto_enc_change(proto_enc_t *e, const proto_change_t *c)
         proto_enc_str(e, c->rec.user_id, c->rec.uid_len);
         break;
     case PROTO_CH_TOUCH:
-        proto_enc_array(e, 5);
+        proto_enc_array(e, 9);
         proto_enc_str(e, c->rec.user_id, c->rec.uid_len);
         proto_enc_u64(e, c->rec.last_seen_us);
         proto_enc_u64(e, c->rec.expires_at_us);
         proto_enc_str(e, c->rec.node_id, c->rec.node_len);
         proto_enc_u64(e, c->rec.ttl_s);
+        proto_enc_u64(e, c->rec.preferred_until_us);
+        proto_enc_u64(e, c->rec.message_expires_at_us);
+        proto_enc_u64(e, c->rec.vis_last_seen_us);
+        proto_enc_u64(e, c->rec.pub_version);
         break;
     default:
         /* Programming error: encode a harmless DEL-shaped entry that decoders reject. */
@@ -208,18 +239,39 @@ void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const 
     proto_enc_array(&e, n);
     for (uint32_t i = 0; i < n; i++) {
         const proto_record_t *r = &recs[i];
+        /* The short (2.0) forms when a command carries nothing of sessions: a PUT then always
+         * sets the message. */
+        bool plain = (r->cflags & ~PROTO_CMD_F_MSG) == 0 && !r->message_ttl_s && !r->sid_len && !r->lease_id &&
+                     !r->conn_id && !r->device_len;
         if (type == PROTO_PUT) {
-            proto_enc_array(&e, 5);
+            plain = plain && (r->cflags & PROTO_CMD_F_MSG);
+            proto_enc_array(&e, plain ? 5 : 11);
             proto_enc_str(&e, r->user_id, r->uid_len);
             proto_enc_u64(&e, r->status);
             proto_enc_str(&e, r->message, r->msg_len);
             proto_enc_u64(&e, r->ttl_s);
             proto_enc_str(&e, r->node_id, r->node_len);
+            if (!plain) {
+                proto_enc_u64(&e, r->cflags);
+                proto_enc_u64(&e, r->message_ttl_s);
+                proto_enc_str(&e, r->session_id, r->sid_len);
+                proto_enc_str(&e, r->device, r->device_len);
+                proto_enc_u64(&e, r->lease_id);
+                proto_enc_u64(&e, r->conn_id);
+            }
         } else if (type == PROTO_TOUCH) {
-            proto_enc_array(&e, 3);
+            plain = plain && !(r->cflags & PROTO_CMD_F_MSG);
+            proto_enc_array(&e, plain ? 3 : 8);
             proto_enc_str(&e, r->user_id, r->uid_len);
             proto_enc_u64(&e, r->ttl_s);
             proto_enc_str(&e, r->node_id, r->node_len);
+            if (!plain) {
+                proto_enc_u64(&e, r->cflags);
+                proto_enc_str(&e, r->session_id, r->sid_len);
+                proto_enc_str(&e, r->device, r->device_len);
+                proto_enc_u64(&e, r->lease_id);
+                proto_enc_u64(&e, r->conn_id);
+            }
         } else {
             proto_enc_record(&e, r);
         }
@@ -316,6 +368,29 @@ void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status,
     }
 }
 
+void proto_enc_lease(proto_buf_t *b, uint64_t rid, uint64_t lease_id, uint8_t op, uint32_t ttl_ms, const char *node,
+                     size_t node_len)
+{
+    proto_enc_t e;
+    proto_enc_init(&e, b);
+    proto_enc_header(&e, 7, PROTO_LEASE, rid);
+    proto_enc_u64(&e, lease_id);
+    proto_enc_u64(&e, op);
+    proto_enc_u64(&e, ttl_ms);
+    proto_enc_str(&e, node, node_len);
+}
+
+void proto_enc_sessions_reply(proto_buf_t *b, uint64_t rid, uint8_t status, const proto_session_t *ss, uint32_t n)
+{
+    proto_enc_t e;
+    proto_enc_init(&e, b);
+    proto_enc_header(&e, 5, PROTO_SESSIONS_REPLY, rid);
+    proto_enc_u64(&e, status);
+    proto_enc_array(&e, n);
+    for (uint32_t i = 0; i < n; i++)
+        proto_session_encode(b, &ss[i]);
+}
+
 void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us)
 {
     proto_enc_t e;
@@ -355,6 +430,11 @@ void proto_batch_add(proto_batch_t *bt, const void *msg, size_t len)
     }
     proto_buf_append(&bt->data, msg, len);
     bt->ends[bt->n++] = (uint32_t)bt->data.len;
+}
+
+bool proto_batch_full(const proto_batch_t *bt)
+{
+    return bt->data.len >= PROTO_BATCH_SOFT_MAX || bt->n >= PROTO_ITEMS_MAX;
 }
 
 void proto_batch_encode(const proto_batch_t *bt, proto_buf_t *out)
@@ -556,6 +636,65 @@ void proto_record_set_msg(proto_record_t *r, const char *s, size_t len)
     r->msg_len = (uint16_t)len;
 }
 
+void proto_record_set_sid(proto_record_t *r, const char *s, size_t len)
+{
+    if (len > PROTO_SESSION_ID_MAX)
+        len = PROTO_SESSION_ID_MAX;
+    memcpy(r->session_id, s, len);
+    r->session_id[len] = '\0';
+    r->sid_len = (uint8_t)len;
+}
+
+void proto_record_set_device(proto_record_t *r, const char *s, size_t len)
+{
+    if (len > PROTO_DEVICE_MAX)
+        len = PROTO_DEVICE_MAX;
+    memcpy(r->device, s, len);
+    r->device[len] = '\0';
+    r->device_len = (uint8_t)len;
+}
+
+bool proto_valid_session_id(const char *s, size_t len)
+{
+    if (len == 0 || len > PROTO_SESSION_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+bool proto_valid_device(const char *s, size_t len)
+{
+    return len <= PROTO_DEVICE_MAX && util_valid_message(s, len);
+}
+
+bool proto_record_invisible(const proto_record_t *r)
+{
+    return r->source == PRESENCE_SRC_PREFERRED && r->status == PRESENCE_OFFLINE && r->sessions > 0;
+}
+
+void proto_record_public(const proto_record_t *r, proto_record_t *out)
+{
+    *out = *r;
+    if (!proto_record_invisible(r))
+        return;
+    out->sessions = 0;
+    out->last_seen_us = r->vis_last_seen_us;
+    out->version = r->pub_version;
+    if (!(r->rflags & PROTO_REC_F_PUB_RT))
+        out->rflags = 0;
+}
+
+const char *proto_source_name(int source)
+{
+    static const char *const names[] = {"none", "preferred", "session"};
+    return (source >= 0 && source < PRESENCE_SOURCE_COUNT) ? names[source] : "none";
+}
+
 static int s_uid(const msgpack_object *o, proto_record_t *r)
 {
     proto_str_t s;
@@ -583,24 +722,114 @@ static int s_msg(const msgpack_object *o, proto_record_t *r)
     return 0;
 }
 
-/* A whole record: [uid, status, msg, last_seen, updated_at, expires_at, node, ttl, version]. */
+static int s_time(const msgpack_object *o, uint64_t *out)
+{
+    return s_uint(o, PROTO_TIME_MAX, out);
+}
+
+/* A whole record: [uid, status, msg, last_seen, updated_at, expires_at, node, ttl, version] (the
+ * nine fields a 2.0 store kept in LMDB, still read), then [preferred_until, message_expires_at,
+ * pub_version, vis_last_seen, due, sessions, source, rflags]. Every field is checked against what
+ * a store can produce: a record a store never wrote is refused wherever it comes from. */
 static int s_record(const msgpack_object *o, proto_record_t *r)
 {
     uint32_t n;
-    const msgpack_object *f = s_arr(o, 9, 9, &n);
+    const msgpack_object *f = s_arr(o, 9, PROTO_RECORD_FIELDS, &n);
     uint64_t v;
-    if (!f)
+    if (!f || (n != 9 && n != PROTO_RECORD_FIELDS))
         return -1;
     memset(r, 0, offsetof(proto_record_t, user_id));
+    r->session_id[0] = r->device[0] = '\0';
     if (s_uid(&f[0], r) < 0 || s_uint(&f[1], PRESENCE_STATUS_COUNT - 1, &v) < 0)
         return -1;
     r->status = (uint8_t)v;
-    if (s_msg(&f[2], r) < 0 || s_u64(&f[3], &r->last_seen_us) < 0 || s_u64(&f[4], &r->updated_at_us) < 0 ||
-        s_u64(&f[5], &r->expires_at_us) < 0 || s_node(&f[6], r) < 0 || s_uint(&f[7], PROTO_TTL_MAX, &v) < 0)
+    if (s_msg(&f[2], r) < 0 || s_time(&f[3], &r->last_seen_us) < 0 || s_time(&f[4], &r->updated_at_us) < 0 ||
+        s_time(&f[5], &r->expires_at_us) < 0 || s_node(&f[6], r) < 0 || s_uint(&f[7], PROTO_TTL_MAX, &v) < 0 ||
+        v == 0)
         return -1;
     r->ttl_s = (uint32_t)v;
-    if (s_u64(&f[8], &r->version) < 0)
+    if (s_uint(&f[8], PROTO_VERSION_MAX, &r->version) < 0 || r->version == 0)
         return -1;
+    if (n == 9) {
+        /* A 2.0 record: its status is what its writer set until expires_at. */
+        r->pub_version = r->version;
+        r->vis_last_seen_us = r->last_seen_us;
+        r->source = r->status == PRESENCE_OFFLINE ? PRESENCE_SRC_NONE : PRESENCE_SRC_PREFERRED;
+        r->preferred_until_us = r->status == PRESENCE_OFFLINE ? 0 : r->expires_at_us;
+        return 0;
+    }
+    if (s_time(&f[9], &r->preferred_until_us) < 0 || s_time(&f[10], &r->message_expires_at_us) < 0 ||
+        s_uint(&f[11], r->version, &r->pub_version) < 0 || s_time(&f[12], &r->vis_last_seen_us) < 0 ||
+        s_time(&f[13], &r->due_us) < 0 || s_uint(&f[14], PROTO_SESSIONS_MAX, &v) < 0)
+        return -1;
+    if (r->pub_version == 0) /* unset: everyone sees the record's own version */
+        r->pub_version = r->version;
+    r->sessions = (uint16_t)v;
+    if (s_uint(&f[15], PRESENCE_SOURCE_COUNT - 1, &v) < 0)
+        return -1;
+    r->source = (uint8_t)v;
+    if (s_uint(&f[16], PROTO_REC_F_MASK, &v) < 0)
+        return -1;
+    r->rflags = (uint8_t)v;
+    return 0;
+}
+
+static int s_session(const msgpack_object *o, proto_session_t *ss)
+{
+    uint32_t n;
+    const msgpack_object *f = s_arr(o, 11, 11, &n);
+    proto_str_t sid, dev, node;
+    uint64_t st, man, ttl;
+    if (!f || s_str(&f[0], PROTO_SESSION_ID_MAX, &sid) < 0 || !proto_valid_session_id(sid.p, sid.len) ||
+        s_str(&f[1], PROTO_DEVICE_MAX, &dev) < 0 || !proto_valid_device(dev.p, dev.len) ||
+        s_uint(&f[2], PRESENCE_BUSY, &st) < 0 || s_uint(&f[3], PRESENCE_BUSY, &man) < 0 ||
+        s_time(&f[4], &ss->connected_at_us) < 0 || s_time(&f[5], &ss->last_seen_us) < 0 ||
+        s_time(&f[6], &ss->expires_at_us) < 0 || s_str(&f[7], PROTO_NODE_ID_MAX, &node) < 0 ||
+        !util_valid_node_id(node.p, node.len) || s_uint(&f[8], PROTO_TTL_MAX, &ttl) < 0 || ttl == 0 ||
+        s_u64(&f[9], &ss->lease_id) < 0 || s_u64(&f[10], &ss->conn_id) < 0)
+        return -1;
+    ss->status = (uint8_t)st;
+    ss->manual_status = (uint8_t)man;
+    ss->ttl_s = (uint32_t)ttl;
+    memcpy(ss->session_id, sid.p, sid.len);
+    ss->session_id[sid.len] = '\0';
+    ss->sid_len = (uint8_t)sid.len;
+    memcpy(ss->device, dev.p, dev.len);
+    ss->device[dev.len] = '\0';
+    ss->device_len = (uint8_t)dev.len;
+    memcpy(ss->node_id, node.p, node.len);
+    ss->node_id[node.len] = '\0';
+    ss->node_len = (uint8_t)node.len;
+    return 0;
+}
+
+/* The session fields of a PUT (from cflags: cflags, message_ttl, sid, device, lease, conn) or a
+ * TOUCH (cflags, sid, device, lease, conn) entry. A lease needs a session and a connection. */
+static int s_cmd_fields(const msgpack_object *f, proto_record_t *r, bool put)
+{
+    uint64_t v;
+    proto_str_t sid, dev;
+    int i = 0;
+    if (s_uint(&f[i++], PROTO_CMD_MASK, &v) < 0)
+        return -1;
+    r->cflags = (uint8_t)v;
+    if (put) {
+        if (s_uint(&f[i++], PROTO_TTL_MAX, &v) < 0)
+            return -1;
+        r->message_ttl_s = (uint32_t)v;
+    }
+    if (s_str(&f[i++], PROTO_SESSION_ID_MAX, &sid) < 0 || (sid.len && !proto_valid_session_id(sid.p, sid.len)) ||
+        s_str(&f[i++], PROTO_DEVICE_MAX, &dev) < 0 || !proto_valid_device(dev.p, dev.len) ||
+        s_u64(&f[i++], &r->lease_id) < 0 || s_u64(&f[i++], &r->conn_id) < 0)
+        return -1;
+    if ((r->lease_id || r->conn_id || dev.len || (r->cflags & (PROTO_CMD_F_OPEN | PROTO_CMD_F_IDLE))) && !sid.len)
+        return -1;
+    if ((r->cflags & PROTO_CMD_F_CLEAR) && (sid.len || !put))
+        return -1; /* only a preferred status can be cleared */
+    if ((r->lease_id == 0) != (r->conn_id == 0))
+        return -1;
+    proto_record_set_sid(r, sid.p, sid.len);
+    proto_record_set_device(r, dev.p, dev.len);
     return 0;
 }
 
@@ -626,14 +855,26 @@ static int s_change(const msgpack_object *o, proto_change_t *c)
         break;
     case PROTO_CH_TOUCH: {
         uint32_t tn;
-        const msgpack_object *t = s_arr(&f[2], 5, 5, &tn);
+        const msgpack_object *t = s_arr(&f[2], 5, 9, &tn);
         uint64_t ttl;
         memset(r, 0, offsetof(proto_record_t, user_id));
         r->message[0] = '\0';
-        if (!t || s_uid(&t[0], r) < 0 || s_u64(&t[1], &r->last_seen_us) < 0 || s_u64(&t[2], &r->expires_at_us) < 0 ||
-            s_node(&t[3], r) < 0 || s_uint(&t[4], PROTO_TTL_MAX, &ttl) < 0)
+        if (!t || (tn != 5 && tn != 9) || s_uid(&t[0], r) < 0 || s_time(&t[1], &r->last_seen_us) < 0 ||
+            s_time(&t[2], &r->expires_at_us) < 0 || s_node(&t[3], r) < 0 || s_uint(&t[4], PROTO_TTL_MAX, &ttl) < 0 ||
+            ttl == 0)
             return -1;
         r->ttl_s = (uint32_t)ttl;
+        if (tn == 9) {
+            if (s_time(&t[5], &r->preferred_until_us) < 0 || s_time(&t[6], &r->message_expires_at_us) < 0 ||
+                s_time(&t[7], &r->vis_last_seen_us) < 0 || s_uint(&t[8], seq, &r->pub_version) < 0)
+                return -1;
+            if (r->pub_version == 0)
+                r->pub_version = seq;
+        } else {
+            r->vis_last_seen_us = r->last_seen_us; /* a 2.0 TOUCH: a visible user's heartbeat */
+            r->pub_version = seq;
+            r->preferred_until_us = r->expires_at_us;
+        }
         break;
     }
     }
@@ -654,6 +895,8 @@ void proto_msg_fini(proto_msg_t *m)
     free(m->recs);
     free(m->changes);
     free(m->stats);
+    free(m->sessions);
+    m->sessions = NULL;
     m->keys = NULL;
     m->recs = NULL;
     m->changes = NULL;
@@ -756,6 +999,7 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
     switch (m->type) {
     case PROTO_GET:
     case PROTO_DEL:
+    case PROTO_SESSIONS:
         if (m->type == PROTO_DEL && n == 5) {
             if (s_u64(&f[4], &m->deadline_us) < 0)
                 FAIL("bad deadline");
@@ -795,18 +1039,23 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
                 if (s_record(&items[i], r) < 0)
                     FAIL("bad record %u", i);
             } else if (m->type == PROTO_PUT) {
-                if (!(rf = s_arr(&items[i], 5, 5, &fn)) || s_uid(&rf[0], r) < 0 ||
+                if (!(rf = s_arr(&items[i], 5, 11, &fn)) || (fn != 5 && fn != 11) || s_uid(&rf[0], r) < 0 ||
                     s_uint(&rf[1], PRESENCE_STATUS_COUNT - 1, &v) < 0)
                     FAIL("bad put %u", i);
                 r->status = (uint8_t)v;
                 if (s_msg(&rf[2], r) < 0 || s_uint(&rf[3], PROTO_TTL_MAX, &v) < 0 || v == 0 || s_node(&rf[4], r) < 0)
                     FAIL("bad put %u", i);
                 r->ttl_s = (uint32_t)v;
+                r->cflags = PROTO_CMD_F_MSG; /* the 2.0 form always sets the message */
+                if (fn == 11 && s_cmd_fields(&rf[5], r, true) < 0)
+                    FAIL("bad put %u session fields", i);
             } else {
-                if (!(rf = s_arr(&items[i], 3, 3, &fn)) || s_uid(&rf[0], r) < 0 || s_uint(&rf[1], PROTO_TTL_MAX, &v) < 0 ||
-                    s_node(&rf[2], r) < 0)
+                if (!(rf = s_arr(&items[i], 3, 8, &fn)) || (fn != 3 && fn != 8) || s_uid(&rf[0], r) < 0 ||
+                    s_uint(&rf[1], PROTO_TTL_MAX, &v) < 0 || s_node(&rf[2], r) < 0)
                     FAIL("bad touch %u", i);
                 r->ttl_s = (uint32_t)v;
+                if (fn == 8 && s_cmd_fields(&rf[3], r, false) < 0)
+                    FAIL("bad touch %u session fields", i);
             }
         }
         m->n = cnt;
@@ -814,6 +1063,33 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
     case PROTO_STATS:
     case PROTO_PING:
         NFIELDS(3);
+        break;
+    case PROTO_LEASE: {
+        NFIELDS(7);
+        proto_str_t node;
+        if (s_u64(&f[3], &m->lease_id) < 0 || m->lease_id == 0 || s_uint(&f[4], PROTO_LEASE_END, &v) < 0)
+            FAIL("bad lease");
+        m->op = (uint8_t)v;
+        if (s_uint(&f[5], PROTO_LEASE_TTL_MAX_MS, &v) < 0 || v == 0 || s_str(&f[6], PROTO_NODE_ID_MAX, &node) < 0 ||
+            !util_valid_node_id(node.p, node.len))
+            FAIL("bad lease");
+        m->ttl_ms = (uint32_t)v;
+        memcpy(m->node, node.p, node.len);
+        m->node[node.len] = '\0';
+        break;
+    }
+    case PROTO_SESSIONS_REPLY:
+        NFIELDS(5);
+        if (s_uint(&f[3], PROTO_STATUS_MAX_, &v) < 0)
+            FAIL("bad status");
+        m->status = (uint8_t)v;
+        if (!(items = s_arr(&f[4], 0, PROTO_SESSIONS_MAX, &cnt)))
+            FAIL("bad session list");
+        m->sessions = xcalloc(cnt ? cnt : 1, sizeof *m->sessions);
+        for (uint32_t i = 0; i < cnt; i++)
+            if (s_session(&items[i], &m->sessions[i]) < 0)
+                FAIL("bad session %u", i);
+        m->n = cnt;
         break;
     case PROTO_CATCHUP:
         NFIELDS(9);
@@ -936,6 +1212,21 @@ out:
     return rc;
 }
 
+int proto_session_decode(const void *data, size_t len, proto_session_t *ss)
+{
+    char err[64];
+    if (len == 0 || len > 4096 || s_prescan(data, len, err, sizeof err) < 0)
+        return -1;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    int rc = -1;
+    if (msgpack_unpack_next(&up, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len)
+        rc = s_session(&up.data, ss);
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
 int proto_record_decode(const void *data, size_t len, proto_record_t *r)
 {
     char err[64];
@@ -994,6 +1285,9 @@ const char *proto_type_name(int type)
     case PROTO_STATS_REPLY: return "STATS_REPLY";
     case PROTO_CHANGES: return "CHANGES";
     case PROTO_HUGZ: return "HUGZ";
+    case PROTO_LEASE: return "LEASE";
+    case PROTO_SESSIONS: return "SESSIONS";
+    case PROTO_SESSIONS_REPLY: return "SESSIONS_REPLY";
     default: return "?";
     }
 }

@@ -44,11 +44,14 @@ enum proto_type {
     PROTO_APPLY = 9,   /* [V,T,rid, [record...]]  cache fill after a write -> REPLY */
     PROTO_BATCH = 10,  /* [V,T,0, [bin...]] several whole messages in one frame (either way);
                           each part is answered as if it had come alone */
+    PROTO_LEASE = 11,    /* [V,T,rid, lease_id, op, ttl_ms, node]            -> REPLY (F_LAPSED) */
+    PROTO_SESSIONS = 12, /* [V,T,rid, key]  a user's live sessions           -> SESSIONS_REPLY */
     /* replies */
     PROTO_REPLY = 32,         /* [V,T,rid, status, as_of, [record...], errmsg, flags] */
     PROTO_CATCHUP_REPLY = 33, /* [V,T,rid, status, epoch, mode, through_seq, done, [change...], cursor] */
     PROTO_PONG = 34,          /* [V,T,rid, status, [[name,value]...]] */
     PROTO_STATS_REPLY = 35,   /* [V,T,rid, status, [[name,value]...]] */
+    PROTO_SESSIONS_REPLY = 36, /* [V,T,rid, status, [session...]] */
     /* change stream */
     PROTO_CHANGES = 64, /* [V,T,0, epoch, first_seq, last_seq, [change...]] */
     PROTO_HUGZ = 65,    /* [V,T,0, epoch, seq, now_us (, flags)] */
@@ -67,7 +70,11 @@ enum proto_status {
 };
 
 /* REPLY flags */
-#define PROTO_REPLY_F_STALE 0x1u /* served from a cache whose change stream is not live (center unreachable) */
+#define PROTO_REPLY_F_STALE 0x1u  /* served from a cache whose change stream is not live (center unreachable) */
+#define PROTO_REPLY_F_LAPSED 0x2u /* LEASE: the lease was unknown or had lapsed: its sessions were ended */
+
+/* LEASE ops */
+enum proto_lease_op { PROTO_LEASE_REFRESH = 0, PROTO_LEASE_END = 1 };
 
 /* HUGZ flags */
 #define PROTO_HUGZ_F_UPSTREAM_DOWN 0x1u /* a relay's link to the center is down: its stream is intact
@@ -76,6 +83,11 @@ enum proto_status {
 /* Presence statuses, in wire order. */
 enum presence_status { PRESENCE_ONLINE = 0, PRESENCE_AWAY = 1, PRESENCE_BUSY = 2, PRESENCE_OFFLINE = 3 };
 #define PRESENCE_STATUS_COUNT 4
+
+/* Why a record's status is what it is (REALTIME.md): the preferred status while it lasts, else the
+ * highest of the live sessions' statuses (busy > online > away), else offline. */
+enum presence_source { PRESENCE_SRC_NONE = 0, PRESENCE_SRC_PREFERRED = 1, PRESENCE_SRC_SESSION = 2 };
+#define PRESENCE_SOURCE_COUNT 3
 
 /* Change kinds on the stream and in catch-up replies. */
 enum proto_change_kind {
@@ -99,23 +111,79 @@ enum proto_catchup_mode {
 #define PROTO_NODE_ID_MAX 64
 #define PROTO_MESSAGE_MAX 256
 #define PROTO_TTL_MAX 604800u
+#define PROTO_SESSION_ID_MAX 64 /* 1-64 bytes of [A-Za-z0-9._-] */
+#define PROTO_DEVICE_MAX 64     /* free label: UTF-8 text without control characters */
+#define PROTO_SESSIONS_MAX 1024 /* sessions in one SESSIONS_REPLY (MAX_SESSIONS is at most this) */
+#define PROTO_RECORD_FIELDS 17
+#define PROTO_TIME_MAX (1ull << 62)    /* no timestamp (us) is later than this (year 148,000) */
+#define PROTO_VERSION_MAX (1ull << 62) /* versions are sequences: far below this */
+#define PROTO_LEASE_TTL_MAX_MS 600000u
 
-/* A presence record. Strings are NUL-terminated copies (fixed buffers: decoding never mallocs
- * per record). Times are microseconds since the Unix epoch, UTC. */
+/* Record flags (proto_record_t.rflags). */
+#define PROTO_REC_F_RT 0x1u     /* the user has used sessions or message_ttl: render the real-time fields */
+#define PROTO_REC_F_PUB_RT 0x2u /* ... in the view everyone but the user sees (frozen while invisible) */
+#define PROTO_REC_F_MASK 0x3u
+
+/* Write-command flags (proto_record_t.cflags, PUT and TOUCH entries; never stored). */
+#define PROTO_CMD_F_MSG 0x1u   /* PUT: the message is given (without it a session's PUT keeps the user's) */
+#define PROTO_CMD_F_OPEN 0x2u  /* PUT with a lease: open the session, or take it over (a resume) */
+#define PROTO_CMD_F_IDLE 0x4u  /* PUT with a session: an automatic status (idle away / back), not the client's */
+#define PROTO_CMD_F_CLEAR 0x8u /* PUT without a session: end the preferred status (status ignored) */
+#define PROTO_CMD_MASK 0xfu
+
+/* A presence record: the user's effective presence as the store computed it. Strings are
+ * NUL-terminated copies (fixed buffers: decoding never mallocs per record). Times are
+ * microseconds since the Unix epoch, UTC. Every numeric field comes before user_id, so
+ * memset(r, 0, offsetof(proto_record_t, user_id)) clears them all (string lengths included).
+ *
+ * The same struct carries the inputs of write commands (PUT, TOUCH): the fields after "command
+ * inputs" are never stored and mean nothing in a stored record. */
 typedef struct proto_record {
     uint64_t version;
     uint64_t last_seen_us, updated_at_us, expires_at_us;
+    /* sessions and preferred status (REALTIME.md) */
+    uint64_t preferred_until_us;    /* the preferred status (= status) lasts until then; 0 = none in force */
+    uint64_t message_expires_at_us; /* the message is cleared then; 0 = it does not expire */
+    uint64_t pub_version;           /* the version everyone but the user sees (< version only while invisible) */
+    uint64_t vis_last_seen_us;      /* the last_seen everyone but the user sees (frozen while invisible) */
+    uint64_t due_us;                /* store-internal: when the store looks at this user next; 0 = legacy rule */
+    uint16_t sessions;              /* live sessions */
+    uint8_t source;                 /* enum presence_source */
+    uint8_t rflags;                 /* PROTO_REC_F_* */
     uint32_t ttl_s;
     uint8_t status; /* enum presence_status */
     uint8_t uid_len, node_len;
     uint16_t msg_len;
+    /* command inputs (PUT, TOUCH entries) */
+    uint8_t cflags;         /* PROTO_CMD_F_* */
+    uint8_t sid_len, device_len;
+    uint32_t message_ttl_s; /* PUT: the message expires this long after the write; 0 = never */
+    uint64_t lease_id;      /* the session is held by this gateway lease; 0 = by its own ttl (REST) */
+    uint64_t conn_id;       /* ... by this connection of that gateway (resume and grace checks) */
     char user_id[PROTO_USER_ID_MAX + 1];
     char node_id[PROTO_NODE_ID_MAX + 1];
     char message[PROTO_MESSAGE_MAX + 1];
+    char session_id[PROTO_SESSION_ID_MAX + 1]; /* command input: "" = not about a session */
+    char device[PROTO_DEVICE_MAX + 1];         /* command input */
 } proto_record_t;
 
+/* One live session of a user (SESSIONS_REPLY; the store keeps them beside the record). */
+typedef struct proto_session {
+    uint64_t connected_at_us, last_seen_us, expires_at_us;
+    uint64_t lease_id, conn_id; /* 0, 0: a REST session held by its own ttl */
+    uint32_t ttl_s;
+    uint8_t status; /* online, away or busy */
+    uint8_t manual_status; /* the status the client chose (an idle session shows away) */
+    uint8_t sid_len, device_len, node_len;
+    char session_id[PROTO_SESSION_ID_MAX + 1];
+    char device[PROTO_DEVICE_MAX + 1];
+    char node_id[PROTO_NODE_ID_MAX + 1];
+} proto_session_t;
+
 /* A change (stream and catch-up). For DEL only rec.user_id/uid_len are set; for TOUCH user_id,
- * last_seen_us, expires_at_us, node_id and ttl_s are set. rec.version is always the change's seq. */
+ * last_seen_us, expires_at_us, node_id, ttl_s, preferred_until_us, message_expires_at_us,
+ * vis_last_seen_us and pub_version are set (the fields a change no reader sees as an event can
+ * move). rec.version is always the change's seq. */
 typedef struct proto_change {
     uint8_t kind; /* enum proto_change_kind */
     proto_record_t rec;
@@ -132,7 +200,9 @@ typedef struct proto_stat {
 } proto_stat_t;
 
 /* A decoded message. Which fields are meaningful depends on `type` (see enum proto_type):
- *   GET, DEL:           key
+ *   GET, DEL, SESSIONS: key
+ *   LEASE:              lease_id, op, ttl_ms, node
+ *   SESSIONS_REPLY:     status, sessions[n]
  *   MGET:               keys[n]
  *   PUT:                recs[n] with user_id, status, message, ttl_s, node_id
  *   TOUCH:              recs[n] with user_id, ttl_s (0 = keep), node_id
@@ -161,6 +231,11 @@ typedef struct proto_msg {
     proto_change_t *changes;
     proto_stat_t *stats;
     proto_str_t *parts;
+    proto_session_t *sessions; /* SESSIONS_REPLY */
+    uint64_t lease_id;         /* LEASE */
+    uint32_t ttl_ms;           /* LEASE */
+    uint8_t op;                /* LEASE: enum proto_lease_op */
+    char node[PROTO_NODE_ID_MAX + 1]; /* LEASE */
     char err[96]; /* why decoding failed */
 } proto_msg_t;
 
@@ -243,6 +318,14 @@ void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags);
 void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status, const proto_stat_t *stats,
                      uint32_t n);
 void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us);
+/* LEASE: refresh (or create) gateway lease `lease_id` for ttl_ms, or end it (its sessions end now). */
+void proto_enc_lease(proto_buf_t *b, uint64_t rid, uint64_t lease_id, uint8_t op, uint32_t ttl_ms, const char *node,
+                     size_t node_len);
+/* SESSIONS_REPLY with n sessions. */
+void proto_enc_sessions_reply(proto_buf_t *b, uint64_t rid, uint8_t status, const proto_session_t *s, uint32_t n);
+/* One session's encoding (the store keeps it in LMDB) and its decoding. */
+void proto_session_encode(proto_buf_t *b, const proto_session_t *s);
+int proto_session_decode(const void *data, size_t len, proto_session_t *s);
 void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags);
 
 /* Batching: collect whole encoded messages, then emit one BATCH frame (or the single message
@@ -260,6 +343,11 @@ void proto_batch_init(proto_batch_t *bt);
 void proto_batch_fini(proto_batch_t *bt);
 void proto_batch_reset(proto_batch_t *bt);
 void proto_batch_add(proto_batch_t *bt, const void *msg, size_t len);
+/* True once the batch must be sent before another message is added: it holds PROTO_BATCH_SOFT_MAX
+ * bytes, or PROTO_ITEMS_MAX messages (the most a BATCH may carry: a receiver refuses more, and a
+ * turn of small GETs reaches that count long before the byte bound). Every sender checks it after
+ * each add. */
+bool proto_batch_full(const proto_batch_t *bt);
 /* Encode the collected messages into out (reset first): one BATCH, or the lone message. */
 void proto_batch_encode(const proto_batch_t *bt, proto_buf_t *out);
 
@@ -272,6 +360,19 @@ int proto_record_decode(const void *data, size_t len, proto_record_t *r);
 void proto_record_set_uid(proto_record_t *r, const char *s, size_t len);
 void proto_record_set_node(proto_record_t *r, const char *s, size_t len);
 void proto_record_set_msg(proto_record_t *r, const char *s, size_t len);
+void proto_record_set_sid(proto_record_t *r, const char *s, size_t len);
+void proto_record_set_device(proto_record_t *r, const char *s, size_t len);
+
+/* Session ids: 1-64 bytes of [A-Za-z0-9._-]. Device labels: at most 64 bytes of UTF-8 text without
+ * control characters (empty allowed). */
+bool proto_valid_session_id(const char *s, size_t len);
+bool proto_valid_device(const char *s, size_t len);
+/* A record is "invisible" to others: preferred offline while sessions are live. */
+bool proto_record_invisible(const proto_record_t *r);
+/* The record as everyone but the user (and admins) sees it: while invisible, no session count, the
+ * last_seen and version of before, and the 2.0 shape if that is what they saw before. */
+void proto_record_public(const proto_record_t *r, proto_record_t *out);
+const char *proto_source_name(int source); /* "none", "preferred", "session" */
 
 const char *proto_status_name(int status);        /* "ok", "notfound", ... */
 const char *proto_presence_name(int presence);    /* "online", ... or NULL */

@@ -1,7 +1,7 @@
 # store-node/: the LMDB store engine (libstore.a), the store-node (libstorenode.a: the node itself,
 # unit tested; the binary adds its main).
 STORE_LIB := $(B)/libstore.a
-$(STORE_LIB): $(B)/store-node/store.o
+$(STORE_LIB): $(B)/store-node/store.o $(B)/store-node/store_write.o $(B)/store-node/store_model.o
 	$(AR) rcs $@ $^
 
 STORE_NODE_LIB := $(B)/libstorenode.a

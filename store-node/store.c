@@ -1,9 +1,15 @@
-/* store.c -- the LMDB presence store (see store.h).
+/* store.c -- the LMDB presence store (see store.h): the environment, reads and catch-up. Writes,
+ * sessions, leases and the sweeper are in store_write.c; the presence model in store_model.c.
  *
- * Layout: one environment, four named databases, all updated in the same write transaction:
+ * Layout: one environment, seven named databases, all updated in the same write transaction:
  *
  *   rec   user_id                      -> encoded record (proto_record_encode)
- *   due   BE64(due_us) . user_id       -> ""        next action time: expiry while live, purge once offline
+ *   ses   user_id . 0 . session_id     -> encoded session (proto_session_encode)
+ *   lease BE64(lease_id)               -> BE64(expires_us) . BE32(ttl_ms) . node   a gateway's lease
+ *   lses  BE64(lease_id) . user_id . 0 . session_id -> ""   the sessions a lease holds
+ *   due   BE64(due_us) . user_id       -> ""   when the store looks at a user next (its record's due_us:
+ *                                               an expiry, a message's, a session's, or the purge)
+ *         BE64(due_us) . 0x01 . BE64(lease_id) -> ""   when a lease lapses (0x01 is no user-id byte)
  *   log   BE64(seq)                    -> kind . user_id   the changelog (append-only, pruned at the head)
  *   meta  "epoch" | "last_seq" | "log_floor" | "seq_reserved" -> u64 (native endian, 8 bytes)
  *
@@ -32,48 +38,19 @@
  * Map growth: MDB_MAP_FULL aborts the group, the map doubles (readers excluded by resize_lock,
  * since LMDB requires no open transaction in this process), and the group is re-run whole.
  */
-#include "store.h"
+#include "store_int.h"
+#include "store_model.h"
 #include "util.h"
 
 #include <errno.h>
-#include <lmdb.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#define STORE_READ_POOL 8
-#define SEQ_RESERVE_STEP (1u << 20)
-
-struct store_read {
-    store_t *s;
-    MDB_txn *txn;
-    uint64_t seq, floor;
-    struct store_read *next;
-};
-
-struct store {
-    MDB_env *env;
-    MDB_dbi rec, due, log, meta;
-    store_config_t cfg;
-    char path[512];
-    uint64_t epoch;
-    uint64_t last_seq; /* writer thread only */
-    uint64_t seq_reserved; /* writer thread only: durable bound for sequences of unsynced commits */
-    uint64_t log_floor;
-    uint64_t map_size;
-    uint64_t map_grows, readers_cleared;
-    pthread_rwlock_t resize_lock;
-    pthread_mutex_t pool_lock;
-    struct store_read *pool;
-    int pool_n;
-    proto_buf_t enc; /* writer thread scratch */
-};
-
 /* ==== small helpers ========================================================================== */
 
-static void s_be64(uint64_t v, unsigned char *out)
+void store_be64(uint64_t v, unsigned char *out)
 {
     for (int i = 7; i >= 0; i--) {
         out[i] = (unsigned char)(v & 0xff);
@@ -81,7 +58,7 @@ static void s_be64(uint64_t v, unsigned char *out)
     }
 }
 
-static uint64_t s_rd_be64(const void *p)
+uint64_t store_rd_be64(const void *p)
 {
     const unsigned char *b = p;
     uint64_t v = 0;
@@ -107,7 +84,7 @@ void store_changes_fini(store_changes_t *c)
     store_changes_init(c);
 }
 
-static proto_change_t *s_changes_push(store_changes_t *c)
+proto_change_t *store_changes_push(store_changes_t *c)
 {
     if (c->n == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 64;
@@ -128,6 +105,8 @@ const char *store_sync_mode_name(int mode)
 
 uint64_t store_due_us(const store_t *s, const proto_record_t *r)
 {
+    if (r->due_us)
+        return r->due_us;
     if (r->status == PRESENCE_OFFLINE)
         return r->last_seen_us + s->cfg.retention_us;
     return r->expires_at_us;
@@ -138,7 +117,7 @@ uint64_t store_epoch(const store_t *s)
     return s->epoch;
 }
 
-static int s_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out)
+int store_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
     int rc = mdb_get(txn, dbi, &k, &v);
@@ -150,7 +129,7 @@ static int s_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out
     return rc;
 }
 
-static int s_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t val)
+int store_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t val)
 {
     MDB_val k = {strlen(name), (void *)name}, v = {8, &val};
     return mdb_put(txn, dbi, &k, &v, 0);
@@ -172,9 +151,14 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
         s->cfg.map_size_max = s->cfg.map_size;
     if (s->cfg.log_max == 0)
         s->cfg.log_max = 1;
+    if (s->cfg.max_sessions == 0 || s->cfg.max_sessions > STORE_SESSIONS_CAP)
+        s->cfg.max_sessions = s->cfg.max_sessions ? STORE_SESSIONS_CAP : 32;
+    s->opened_us = cfg->now_us ? cfg->now_us : util_now_us();
     pthread_rwlock_init(&s->resize_lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
     proto_buf_init(&s->enc);
+    s->user = xmalloc(sizeof *s->user);
+    s->user2 = xmalloc(sizeof *s->user2);
 
     if (strlen(cfg->path) >= sizeof s->path) { /* never open a silently shortened path */
         snprintf(err, STORE_ERR_LEN, "path too long (%zu bytes, at most %zu)", strlen(cfg->path), sizeof s->path - 1);
@@ -210,9 +194,12 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
     if ((rc = mdb_dbi_open(txn, "rec", MDB_CREATE, &s->rec)) != 0 ||
         (rc = mdb_dbi_open(txn, "due", MDB_CREATE, &s->due)) != 0 ||
         (rc = mdb_dbi_open(txn, "log", MDB_CREATE, &s->log)) != 0 ||
-        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0)
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
+        (rc = mdb_dbi_open(txn, "ses", MDB_CREATE, &s->ses)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &s->lease)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lses", MDB_CREATE, &s->lses)) != 0)
         goto lmdb_fail;
-    rc = s_meta_get(txn, s->meta, "epoch", &s->epoch);
+    rc = store_meta_get(txn, s->meta, "epoch", &s->epoch);
     if (rc == MDB_NOTFOUND) {
         do {
             if (util_random(&s->epoch, sizeof s->epoch) < 0) {
@@ -221,22 +208,22 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
             }
             s->epoch &= 0x7fffffffffffffffULL; /* keep it positive for every consumer */
         } while (s->epoch == 0);
-        if ((rc = s_meta_put(txn, s->meta, "epoch", s->epoch)) != 0)
+        if ((rc = store_meta_put(txn, s->meta, "epoch", s->epoch)) != 0)
             goto lmdb_fail;
     } else if (rc != 0) {
         goto lmdb_fail;
     }
-    if ((rc = s_meta_get(txn, s->meta, "last_seq", &s->last_seq)) != 0 && rc != MDB_NOTFOUND)
+    if ((rc = store_meta_get(txn, s->meta, "last_seq", &s->last_seq)) != 0 && rc != MDB_NOTFOUND)
         goto lmdb_fail;
-    if ((rc = s_meta_get(txn, s->meta, "log_floor", &s->log_floor)) != 0 && rc != MDB_NOTFOUND)
+    if ((rc = store_meta_get(txn, s->meta, "log_floor", &s->log_floor)) != 0 && rc != MDB_NOTFOUND)
         goto lmdb_fail;
-    if ((rc = s_meta_get(txn, s->meta, "seq_reserved", &s->seq_reserved)) != 0 && rc != MDB_NOTFOUND)
+    if ((rc = store_meta_get(txn, s->meta, "seq_reserved", &s->seq_reserved)) != 0 && rc != MDB_NOTFOUND)
         goto lmdb_fail;
     if (s->seq_reserved > s->last_seq) {
         /* Not closed cleanly while unsynced commits were possible: sequences up to the reservation
          * may have been published and lost. Continue after them. */
         s->last_seq = s->seq_reserved;
-        if ((rc = s_meta_put(txn, s->meta, "last_seq", s->last_seq)) != 0)
+        if ((rc = store_meta_put(txn, s->meta, "last_seq", s->last_seq)) != 0)
             goto lmdb_fail;
     }
     rc = mdb_txn_commit(txn);
@@ -269,7 +256,7 @@ void store_close(store_t **sp)
         if (s->seq_reserved > s->last_seq) { /* release the reservation: everything is synced below */
             MDB_txn *txn;
             if (mdb_txn_begin(s->env, NULL, 0, &txn) == 0) {
-                if (s_meta_put(txn, s->meta, "seq_reserved", s->last_seq) == 0)
+                if (store_meta_put(txn, s->meta, "seq_reserved", s->last_seq) == 0)
                     mdb_txn_commit(txn);
                 else
                     mdb_txn_abort(txn);
@@ -279,6 +266,8 @@ void store_close(store_t **sp)
         mdb_env_close(s->env);
     }
     proto_buf_fini(&s->enc);
+    free(s->user);
+    free(s->user2);
     pthread_rwlock_destroy(&s->resize_lock);
     pthread_mutex_destroy(&s->pool_lock);
     free(s);
@@ -287,7 +276,7 @@ void store_close(store_t **sp)
 
 /* ==== map growth ============================================================================= */
 
-static int s_grow(store_t *s, char *err)
+int store_grow(store_t *s, char *err)
 {
     if (s->map_size >= s->cfg.map_size_max) {
         snprintf(err, STORE_ERR_LEN, "map full at STORE_MAP_MAX (%llu bytes)", (unsigned long long)s->map_size);
@@ -320,500 +309,6 @@ static int s_grow(store_t *s, char *err)
 
 /* ==== write path ============================================================================= */
 
-static int s_get_rec(store_t *s, MDB_txn *txn, const char *uid, size_t len, proto_record_t *out, bool *found)
-{
-    MDB_val k = {len, (void *)uid}, v;
-    int rc = mdb_get(txn, s->rec, &k, &v);
-    if (rc == MDB_NOTFOUND) {
-        *found = false;
-        return 0;
-    }
-    if (rc != 0)
-        return rc;
-    if (proto_record_decode(v.mv_data, v.mv_size, out) < 0)
-        return MDB_CORRUPTED;
-    *found = true;
-    return 0;
-}
-
-static void s_due_key(uint64_t due, const char *uid, size_t len, unsigned char *buf, MDB_val *k)
-{
-    s_be64(due, buf);
-    memcpy(buf + 8, uid, len);
-    k->mv_size = 8 + len;
-    k->mv_data = buf;
-}
-
-/* Write a record and its current expiry-index entry (an older entry, if any, stays until the
- * sweeper finds it stale). */
-static int s_store_rec(store_t *s, MDB_txn *txn, const proto_record_t *r)
-{
-    proto_buf_reset(&s->enc);
-    proto_record_encode(&s->enc, r);
-    MDB_val k = {r->uid_len, (void *)r->user_id}, v = {s->enc.len, s->enc.data};
-    int rc = mdb_put(txn, s->rec, &k, &v, 0);
-    if (rc != 0)
-        return rc;
-    unsigned char kb[8 + PROTO_USER_ID_MAX];
-    MDB_val dk, empty = {0, NULL};
-    s_due_key(store_due_us(s, r), r->user_id, r->uid_len, kb, &dk);
-    return mdb_put(txn, s->due, &dk, &empty, 0);
-}
-
-/* Append the change at `seq` to the changelog (sequences only grow: MDB_APPEND). */
-static int s_log(store_t *s, MDB_txn *txn, uint64_t seq, uint8_t kind, const char *uid, size_t len)
-{
-    unsigned char kb[8], vb[1 + PROTO_USER_ID_MAX];
-    s_be64(seq, kb);
-    vb[0] = kind;
-    memcpy(vb + 1, uid, len);
-    MDB_val k = {8, kb}, v = {1 + len, vb};
-    return mdb_put(txn, s->log, &k, &v, MDB_APPEND);
-}
-
-static bool s_effectively_offline(const proto_record_t *r, uint64_t now)
-{
-    return r->status == PRESENCE_OFFLINE || now >= r->expires_at_us;
-}
-
-static int s_apply_put(store_t *s, MDB_txn *txn, const proto_record_t *in, uint64_t now, uint64_t *seq,
-                       proto_record_t *out, store_changes_t *ch)
-{
-    proto_record_t old;
-    bool found;
-    int rc = s_get_rec(s, txn, in->user_id, in->uid_len, &old, &found);
-    if (rc)
-        return rc;
-    *out = *in;
-    out->version = ++*seq;
-    out->last_seen_us = now;
-    out->expires_at_us = now + (uint64_t)in->ttl_s * 1000000u;
-    bool changed = true;
-    uint64_t old_updated = 0;
-    if (found) {
-        bool old_off = s_effectively_offline(&old, now);
-        bool old_expired = old_off && old.status != PRESENCE_OFFLINE;
-        int old_status = old_off ? PRESENCE_OFFLINE : old.status;
-        size_t old_mlen = old_expired ? 0 : old.msg_len;
-        changed = old_status != in->status || old_mlen != in->msg_len || memcmp(old.message, in->message, old_mlen) != 0;
-        /* An expired record went offline at its expires_at (as readers and the sweeper see it). */
-        old_updated = old_expired ? old.expires_at_us : old.updated_at_us;
-    }
-    out->updated_at_us = changed ? now : old_updated;
-    if ((rc = s_store_rec(s, txn, out)) != 0 || (rc = s_log(s, txn, out->version, PROTO_CH_SET, out->user_id, out->uid_len)))
-        return rc;
-    proto_change_t *c = s_changes_push(ch);
-    c->kind = PROTO_CH_SET;
-    c->rec = *out;
-    return 0;
-}
-
-static int s_apply_touch(store_t *s, MDB_txn *txn, const proto_record_t *in, uint64_t now, uint64_t *seq,
-                         proto_record_t *out, store_changes_t *ch)
-{
-    proto_record_t old;
-    bool found;
-    int rc = s_get_rec(s, txn, in->user_id, in->uid_len, &old, &found);
-    if (rc)
-        return rc;
-    bool status_change;
-    if (found) {
-        *out = old;
-        status_change = s_effectively_offline(&old, now);
-        if (in->ttl_s)
-            out->ttl_s = in->ttl_s;
-        if (status_change) {
-            /* An offline or expired user comes back online; the old message belonged to the old status. */
-            out->status = PRESENCE_ONLINE;
-            proto_record_set_msg(out, "", 0);
-            out->updated_at_us = now;
-        }
-    } else {
-        memset(out, 0, sizeof *out);
-        proto_record_set_uid(out, in->user_id, in->uid_len);
-        out->status = PRESENCE_ONLINE;
-        out->ttl_s = in->ttl_s ? in->ttl_s : (uint32_t)s->cfg.default_ttl_s;
-        out->updated_at_us = now;
-        status_change = true;
-    }
-    proto_record_set_node(out, in->node_id, in->node_len);
-    out->version = ++*seq;
-    out->last_seen_us = now;
-    out->expires_at_us = now + (uint64_t)out->ttl_s * 1000000u;
-    if ((rc = s_store_rec(s, txn, out)) != 0 ||
-        (rc = s_log(s, txn, out->version, status_change ? PROTO_CH_SET : PROTO_CH_TOUCH, out->user_id, out->uid_len)))
-        return rc;
-    proto_change_t *c = s_changes_push(ch);
-    if (status_change) {
-        c->kind = PROTO_CH_SET;
-        c->rec = *out;
-    } else {
-        c->kind = PROTO_CH_TOUCH;
-        memset(&c->rec, 0, offsetof(proto_record_t, user_id));
-        proto_record_set_uid(&c->rec, out->user_id, out->uid_len);
-        proto_record_set_node(&c->rec, out->node_id, out->node_len);
-        c->rec.message[0] = '\0';
-        c->rec.version = out->version;
-        c->rec.last_seen_us = out->last_seen_us;
-        c->rec.expires_at_us = out->expires_at_us;
-        c->rec.ttl_s = out->ttl_s;
-    }
-    return 0;
-}
-
-static int s_del_change(store_t *s, MDB_txn *txn, const char *uid, size_t len, uint64_t seq, store_changes_t *ch)
-{
-    int rc = s_log(s, txn, seq, PROTO_CH_DEL, uid, len);
-    if (rc)
-        return rc;
-    proto_change_t *c = s_changes_push(ch);
-    memset(c, 0, sizeof *c);
-    c->kind = PROTO_CH_DEL;
-    proto_record_set_uid(&c->rec, uid, len);
-    c->rec.version = seq;
-    return 0;
-}
-
-static int s_apply_del(store_t *s, MDB_txn *txn, const proto_record_t *in, uint64_t *seq, uint8_t *status,
-                       uint64_t *as_of, store_changes_t *ch)
-{
-    MDB_val k = {in->uid_len, (void *)in->user_id};
-    int rc = mdb_del(txn, s->rec, &k, NULL);
-    if (rc == MDB_NOTFOUND) {
-        *status = PROTO_NOTFOUND;
-        *as_of = *seq;
-        return 0;
-    }
-    if (rc)
-        return rc;
-    *as_of = ++*seq;
-    *status = PROTO_OK;
-    return s_del_change(s, txn, in->user_id, in->uid_len, *as_of, ch);
-}
-
-/* One attempt at a group: returns an LMDB code (0 = committed). */
-static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, store_changes_t *ch)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    uint64_t seq = s->last_seq;
-    for (size_t i = 0; i < nops && rc == 0; i++) {
-        store_op_t *op = &ops[i];
-        op->status = PROTO_OK;
-        switch (op->type) {
-        case PROTO_PUT:
-            for (uint32_t j = 0; j < op->n && rc == 0; j++)
-                rc = s_apply_put(s, txn, &op->in[j], now, &seq, &op->out[j], ch);
-            op->as_of = seq;
-            break;
-        case PROTO_TOUCH:
-            for (uint32_t j = 0; j < op->n && rc == 0; j++)
-                rc = s_apply_touch(s, txn, &op->in[j], now, &seq, &op->out[j], ch);
-            op->as_of = seq;
-            break;
-        case PROTO_DEL:
-            rc = s_apply_del(s, txn, &op->in[0], &seq, &op->status, &op->as_of, ch);
-            break;
-        default:
-            op->status = PROTO_EBADREQ;
-            break;
-        }
-    }
-    if (rc == 0 && seq != s->last_seq)
-        rc = s_meta_put(txn, s->meta, "last_seq", seq);
-    if (rc) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    rc = mdb_txn_commit(txn); /* frees txn even on failure */
-    if (rc == 0)
-        s->last_seq = seq;
-    return rc;
-}
-
-/* Make sure the next `count` sequences are below a durable reservation before a commit that will
- * not be fsynced. Returns an LMDB code. */
-static int s_reserve(store_t *s, uint64_t count)
-{
-    if (s->last_seq + count <= s->seq_reserved)
-        return 0;
-    uint64_t upto = s->last_seq + count + SEQ_RESERVE_STEP;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    if ((rc = s_meta_put(txn, s->meta, "seq_reserved", upto)) != 0) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    if ((rc = mdb_txn_commit(txn)) != 0)
-        return rc;
-    if ((rc = mdb_env_sync(s->env, 1)) != 0) /* the commit may not have synced (nometa/none) */
-        return rc;
-    s->seq_reserved = upto;
-    return 0;
-}
-
-int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool relaxed, store_changes_t *changes,
-                char *err)
-{
-    size_t mark = changes->n;
-    bool toggled = relaxed && s->cfg.sync_mode != STORE_SYNC_NONE;
-    if (relaxed || s->cfg.sync_mode != STORE_SYNC_FULL) {
-        uint64_t count = 0;
-        for (size_t i = 0; i < nops; i++)
-            count += ops[i].n ? ops[i].n : 1;
-        int rc = s_reserve(s, count);
-        while (rc == MDB_MAP_FULL && s_grow(s, err) == 0)
-            rc = s_reserve(s, count);
-        if (rc) {
-            snprintf(err, STORE_ERR_LEN, "sequence reservation: %s", mdb_strerror(rc));
-            for (size_t i = 0; i < nops; i++)
-                ops[i].status = PROTO_EINTERNAL;
-            return -1;
-        }
-    }
-    if (toggled)
-        mdb_env_set_flags(s->env, MDB_NOSYNC, 1); /* the writer thread: no write txn is open */
-    for (;;) {
-        changes->n = mark;
-        int rc = s_apply_once(s, ops, nops, now_us, changes);
-        if (rc == 0) {
-            if (toggled)
-                mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
-            return 0;
-        }
-        changes->n = mark;
-        if (rc == MDB_MAP_FULL) {
-            if (s_grow(s, err) == 0)
-                continue;
-        } else if (rc == MDB_TXN_FULL && nops > 1) {
-            /* Too many dirty pages for one transaction: commit the group in two halves. */
-            if (toggled)
-                mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
-            size_t half = nops / 2;
-            if (store_apply(s, ops, half, now_us, relaxed, changes, err) < 0)
-                return -1;
-            return store_apply(s, ops + half, nops - half, now_us, relaxed, changes, err);
-        } else {
-            snprintf(err, STORE_ERR_LEN, "write transaction: %s", mdb_strerror(rc));
-        }
-        if (toggled)
-            mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
-        for (size_t i = 0; i < nops; i++)
-            ops[i].status = PROTO_EINTERNAL;
-        return -1;
-    }
-}
-
-/* ==== sweeper ================================================================================ */
-
-typedef struct due_item {
-    uint64_t due;
-    uint8_t len;
-    char uid[PROTO_USER_ID_MAX];
-} due_item_t;
-
-static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t *ch, uint64_t *expired,
-                        uint64_t *purged, int *actions, bool *capped)
-{
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc)
-        return rc;
-    uint64_t seq = s->last_seq, nexp = 0, npur = 0, floor = s->log_floor;
-    due_item_t *items = xmalloc((size_t)max * sizeof *items);
-    uint32_t n = 0;
-    MDB_val k, v;
-    *capped = false;
-    if ((rc = mdb_cursor_open(txn, s->due, &cur)) != 0)
-        goto out;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (n == max) {
-            *capped = true;
-            break;
-        }
-        if (k.mv_size < 9 || k.mv_size > 8 + PROTO_USER_ID_MAX) {
-            /* Not a key we write: drop it rather than stall the sweeper on it forever. */
-            if ((rc = mdb_cursor_del(cur, 0)) != 0)
-                goto out;
-            continue;
-        }
-        uint64_t due = s_rd_be64(k.mv_data);
-        if (due > now)
-            break;
-        items[n].due = due;
-        items[n].len = (uint8_t)(k.mv_size - 8);
-        memcpy(items[n].uid, (char *)k.mv_data + 8, k.mv_size - 8);
-        n++;
-    }
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        goto out;
-    rc = 0;
-    mdb_cursor_close(cur);
-    cur = NULL;
-
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
-        proto_record_t r;
-        bool found;
-        unsigned char kb[8 + PROTO_USER_ID_MAX];
-        MDB_val dk;
-        s_due_key(items[i].due, items[i].uid, items[i].len, kb, &dk);
-        if ((rc = mdb_del(txn, s->due, &dk, NULL)) != 0)
-            break;
-        if ((rc = s_get_rec(s, txn, items[i].uid, items[i].len, &r, &found)) != 0)
-            break;
-        if (!found || store_due_us(s, &r) != items[i].due)
-            continue; /* left behind by a later write or a delete: nothing else to do */
-        if (r.status != PRESENCE_OFFLINE) {
-            /* Expired: the store, never a cache, turns the record offline. */
-            r.status = PRESENCE_OFFLINE;
-            proto_record_set_msg(&r, "", 0);
-            r.updated_at_us = r.expires_at_us;
-            r.version = ++seq;
-            if ((rc = s_store_rec(s, txn, &r)) != 0 || (rc = s_log(s, txn, r.version, PROTO_CH_SET, r.user_id, r.uid_len)))
-                break;
-            proto_change_t *c = s_changes_push(ch);
-            c->kind = PROTO_CH_SET;
-            c->rec = r;
-            nexp++;
-        } else {
-            MDB_val rk = {r.uid_len, r.user_id};
-            if ((rc = mdb_del(txn, s->rec, &rk, NULL)) != 0)
-                break;
-            rc = s_del_change(s, txn, r.user_id, r.uid_len, ++seq, ch);
-            npur++;
-        }
-    }
-    if (rc)
-        goto out;
-
-    /* Prune the oldest changelog entries beyond the bound; the floor says how far back catch-up
-     * can still go. Deleting at the head touches sequential pages. */
-    MDB_stat st;
-    if ((rc = mdb_stat(txn, s->log, &st)) != 0)
-        goto out;
-    if (st.ms_entries > s->cfg.log_max) {
-        size_t extra = st.ms_entries - s->cfg.log_max;
-        if (extra > max) {
-            extra = max;
-            *capped = true;
-        }
-        if ((rc = mdb_cursor_open(txn, s->log, &cur)) != 0)
-            goto out;
-        for (size_t i = 0; i < extra; i++) {
-            if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) != 0)
-                goto out;
-            floor = s_rd_be64(k.mv_data);
-            if ((rc = mdb_cursor_del(cur, 0)) != 0)
-                goto out;
-        }
-        mdb_cursor_close(cur);
-        cur = NULL;
-        if ((rc = s_meta_put(txn, s->meta, "log_floor", floor)) != 0)
-            goto out;
-    }
-    if (seq != s->last_seq && (rc = s_meta_put(txn, s->meta, "last_seq", seq)) != 0)
-        goto out;
-    *actions = (int)(nexp + npur);
-out:
-    free(items);
-    if (cur)
-        mdb_cursor_close(cur);
-    if (rc) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    if (n == 0 && !*capped && floor == s->log_floor) {
-        mdb_txn_abort(txn); /* nothing changed: no commit, no fsync */
-        return 0;
-    }
-    rc = mdb_txn_commit(txn);
-    if (rc == 0) {
-        s->last_seq = seq;
-        s->log_floor = floor;
-        *expired += nexp;
-        *purged += npur;
-    }
-    return rc;
-}
-
-static uint64_t s_first_due(store_t *s)
-{
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    uint64_t due = UINT64_MAX;
-    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
-        return due;
-    if (mdb_cursor_open(txn, s->due, &cur) == 0) {
-        MDB_val k, v;
-        if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size >= 8)
-            due = s_rd_be64(k.mv_data);
-        mdb_cursor_close(cur);
-    }
-    mdb_txn_abort(txn);
-    return due;
-}
-
-int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *changes, uint64_t *next_due_us,
-                uint64_t *expired, uint64_t *purged, char *err)
-{
-    size_t mark = changes->n;
-    if (max == 0)
-        max = 1;
-    if (s->cfg.sync_mode != STORE_SYNC_FULL) { /* each due entry makes at most one change */
-        int rc = s_reserve(s, max);
-        while (rc == MDB_MAP_FULL && s_grow(s, err) == 0)
-            rc = s_reserve(s, max);
-        if (rc) {
-            snprintf(err, STORE_ERR_LEN, "sequence reservation: %s", mdb_strerror(rc));
-            *next_due_us = now_us + 1000000u;
-            return -1;
-        }
-    }
-    for (;;) {
-        int actions = 0;
-        bool capped = false;
-        changes->n = mark;
-        int rc = s_sweep_once(s, now_us, max, changes, expired, purged, &actions, &capped);
-        if (rc == 0) {
-            *next_due_us = capped ? now_us : s_first_due(s);
-            return actions;
-        }
-        changes->n = mark;
-        if (rc == MDB_MAP_FULL && s_grow(s, err) == 0)
-            continue;
-        if (rc != MDB_MAP_FULL)
-            snprintf(err, STORE_ERR_LEN, "sweep: %s", mdb_strerror(rc));
-        *next_due_us = now_us + 1000000u;
-        return -1;
-    }
-}
-
-int store_flush(store_t *s, char *err)
-{
-    int rc = mdb_env_sync(s->env, 1);
-    if (rc) {
-        snprintf(err, STORE_ERR_LEN, "mdb_env_sync: %s", mdb_strerror(rc));
-        return -1;
-    }
-    return 0;
-}
-
-int store_reader_check(store_t *s)
-{
-    int dead = 0;
-    if (mdb_reader_check(s->env, &dead) != 0)
-        return -1;
-    s->readers_cleared += (uint64_t)dead;
-    return dead;
-}
-
-/* ==== reads ================================================================================== */
-
 store_read_t *store_read_begin(store_t *s, char *err)
 {
     pthread_rwlock_rdlock(&s->resize_lock);
@@ -845,8 +340,8 @@ store_read_t *store_read_begin(store_t *s, char *err)
         }
     }
     r->seq = r->floor = 0;
-    s_meta_get(r->txn, s->meta, "last_seq", &r->seq);
-    s_meta_get(r->txn, s->meta, "log_floor", &r->floor);
+    store_meta_get(r->txn, s->meta, "last_seq", &r->seq);
+    store_meta_get(r->txn, s->meta, "log_floor", &r->floor);
     return r;
 }
 
@@ -926,7 +421,7 @@ int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, 
     }
     if (mdb_cursor_open(r->txn, s->log, &c) != 0)
         return STORE_ERROR;
-    s_be64(after_seq + 1, kb);
+    store_be64(after_seq + 1, kb);
     k.mv_size = 8;
     k.mv_data = kb;
     int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
@@ -935,7 +430,7 @@ int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, 
             *done = false;
             break;
         }
-        uint64_t seq = k.mv_size == 8 ? s_rd_be64(k.mv_data) : 0;
+        uint64_t seq = k.mv_size == 8 ? store_rd_be64(k.mv_data) : 0;
         if (seq > r->seq)
             break; /* committed after our snapshot of meta: not part of this answer */
         if (seq && v.mv_size >= 2 && v.mv_size <= 1 + PROTO_USER_ID_MAX) {
@@ -943,7 +438,7 @@ int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, 
             const char *uid = (const char *)val + 1;
             size_t ulen = v.mv_size - 1;
             if (val[0] == PROTO_CH_DEL) {
-                proto_change_t *ch = s_changes_push(out);
+                proto_change_t *ch = store_changes_push(out);
                 memset(ch, 0, sizeof *ch);
                 ch->kind = PROTO_CH_DEL;
                 proto_record_set_uid(&ch->rec, uid, ulen);
@@ -952,7 +447,7 @@ int store_read_changes(store_read_t *r, uint64_t after_seq, uint32_t max_items, 
             } else {
                 proto_record_t rec;
                 if (store_read_get(r, uid, ulen, &rec) == STORE_OK && rec.version == seq) {
-                    proto_change_t *ch = s_changes_push(out);
+                    proto_change_t *ch = store_changes_push(out);
                     ch->kind = PROTO_CH_SET;
                     ch->rec = rec;
                     n++;
@@ -999,7 +494,7 @@ int store_read_records(store_read_t *r, const char *after_key, size_t after_len,
         }
         proto_record_t rec;
         if (proto_record_decode(v.mv_data, v.mv_size, &rec) == 0) {
-            proto_change_t *ch = s_changes_push(out);
+            proto_change_t *ch = store_changes_push(out);
             ch->kind = PROTO_CH_SET;
             ch->rec = rec;
             n++;

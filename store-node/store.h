@@ -39,18 +39,27 @@ typedef struct store_config {
     uint64_t retention_us;   /* offline records are purged this long after last_seen */
     uint64_t default_ttl_s;  /* TTL for a TOUCH that creates a record with ttl 0 */
     uint64_t log_max;        /* keep at most this many changelog entries (older ones move the floor) */
+    uint32_t max_sessions;   /* MAX_SESSIONS per user (default 32, at most 256) */
+    uint64_t now_us;         /* the opening time (tests; 0 = the clock): leases get their ttl after it */
 } store_config_t;
 
 typedef struct store store_t;
 
 /* A write operation inside a group commit. */
 typedef struct store_op {
-    uint8_t type;              /* PROTO_PUT, PROTO_TOUCH or PROTO_DEL */
-    uint32_t n;                /* items (DEL: 1) */
+    uint8_t type;              /* PROTO_PUT, PROTO_TOUCH, PROTO_DEL or PROTO_LEASE */
+    uint32_t n;                /* items (DEL: 1, LEASE: 0) */
     const proto_record_t *in;  /* borrowed input items (DEL: in[0].user_id) */
     proto_record_t *out;       /* caller-provided, n entries: the stored records (PUT, TOUCH) */
-    uint8_t status;            /* out: PROTO_OK, PROTO_NOTFOUND (DEL), PROTO_EINTERNAL */
+    uint8_t status;            /* out: PROTO_OK, PROTO_NOTFOUND (DEL; a PUT of a session that does not
+                                  exist or is held elsewhere), PROTO_EINTERNAL */
     uint64_t as_of;            /* out: the op's last sequence number (DEL: the tombstone's) */
+    /* LEASE */
+    uint64_t lease_id;
+    uint32_t lease_ttl_ms;
+    uint8_t lease_op;          /* enum proto_lease_op */
+    char lease_node[PROTO_NODE_ID_MAX + 1];
+    uint32_t flags;            /* out: PROTO_REPLY_F_LAPSED */
 } store_op_t;
 
 /* A growable list of changes produced by writes and sweeps, in sequence order. */
@@ -93,13 +102,16 @@ void store_close(store_t **s);
 int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool relaxed, store_changes_t *changes,
                 char *err);
 
-/* Expire and purge: records whose expires_at <= now turn offline (message cleared, last_seen kept,
- * new version); offline records whose last_seen + retention <= now are purged (a DEL change);
- * expiry-index entries left behind by later writes are dropped as they come due; the oldest
- * changelog entries beyond log_max are pruned. At most `max` index entries per call, one
- * transaction. Returns the number of actions (changes appended), or -1. *next_due_us is set to
- * the earliest remaining due time (UINT64_MAX if none; `now_us` when the call stopped at `max`).
- * *expired and *purged count actions. */
+/* Let time act: every user whose due time passed is recomputed (store_model.h: REST sessions past
+ * their ttl end, a preferred status and a message past theirs are cleared, lease-held sessions
+ * get their horizon moved on; a record that falls offline this way has its message cleared and
+ * updated_at set to the deadline), offline records whose last_seen + retention <= now are purged
+ * (a DEL change), lapsed leases end the sessions they hold; expiry-index entries left behind by
+ * later writes are dropped as they come due; the oldest changelog entries beyond log_max are
+ * pruned. At most `max` users per call, one transaction. Returns the number of changes appended
+ * (SET, TOUCH or DEL, each a new sequence), or -1. *next_due_us is set to the earliest remaining
+ * due time (UINT64_MAX if none; `now_us` when the call stopped at `max`). *expired counts users
+ * that went offline, *purged records purged. */
 int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *changes, uint64_t *next_due_us,
                 uint64_t *expired, uint64_t *purged, char *err);
 
@@ -161,9 +173,16 @@ int store_catchup(store_read_t *r, uint64_t epoch, const proto_msg_t *m, store_c
 void store_get_info(store_t *s, store_info_t *info);
 uint64_t store_epoch(const store_t *s);
 
-/* The due time of a record in the expiry index: expires_at while it shows a live status,
- * last_seen + retention once offline. */
+/* The due time of a record in the expiry index: its due_us (when the store must look at the user
+ * next: an expiry, a message's, a session's, the purge); for a record written before sessions
+ * existed, expires_at while it shows a live status, last_seen + retention once offline. */
 uint64_t store_due_us(const store_t *s, const proto_record_t *r);
+
+/* The live sessions of a user as of read snapshot r at `now` (a REST session past its expiry or
+ * one of a lapsed lease is not live; a lease-held session's expires_at is its lease's). At most
+ * max into out. Returns STORE_OK (n set, 0 for none), or STORE_ERROR. */
+int store_read_sessions(store_read_t *r, const char *uid, size_t len, uint64_t now, proto_session_t *out, uint32_t max,
+                        uint32_t *n);
 
 const char *store_sync_mode_name(int mode);
 

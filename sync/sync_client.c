@@ -214,6 +214,17 @@ static void s_start_catchup(sync_client_t *sc, const char *why)
     s_send_catchup(sc, util_mono_ms());
 }
 
+int sync_client_set_position(sync_client_t *sc, uint64_t epoch, uint64_t seq)
+{
+    if (sc->seq || sc->epoch || sc->st.changes_applied)
+        return -1;
+    sc->epoch = epoch;
+    sc->seq = seq;
+    sc->st.epoch = epoch;
+    sc->st.seq = seq;
+    return 0;
+}
+
 void sync_client_resync(sync_client_t *sc)
 {
     s_start_catchup(sc, "requested");

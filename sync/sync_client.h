@@ -91,6 +91,12 @@ uint64_t sync_client_tick(sync_client_t *sc, uint64_t now_ms);
 /* Force a resync from the last applied sequence (e.g. after an outside hint of loss). */
 void sync_client_resync(sync_client_t *sc);
 
+/* Start from a position the consumer kept durably (database epoch, last applied sequence) instead
+ * of from nothing: the first catch-up then asks only for the changes after it (or gets a snapshot
+ * when the store cannot serve them: another epoch, a pruned changelog). Call before the first
+ * sync_client_tick. Returns 0, or -1 when the client has already applied something. */
+int sync_client_set_position(sync_client_t *sc, uint64_t epoch, uint64_t seq);
+
 void sync_client_get_stats(const sync_client_t *sc, sync_stats_t *out);
 int sync_client_state(const sync_client_t *sc);
 uint64_t sync_client_seq(const sync_client_t *sc);

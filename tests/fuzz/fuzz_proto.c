@@ -47,7 +47,10 @@ static bool s_rec_eq(const proto_record_t *a, const proto_record_t *b)
            a->expires_at_us == b->expires_at_us && a->ttl_s == b->ttl_s && a->status == b->status &&
            a->uid_len == b->uid_len && a->node_len == b->node_len && a->msg_len == b->msg_len &&
            memcmp(a->user_id, b->user_id, a->uid_len) == 0 && memcmp(a->node_id, b->node_id, a->node_len) == 0 &&
-           memcmp(a->message, b->message, a->msg_len) == 0;
+           memcmp(a->message, b->message, a->msg_len) == 0 && a->preferred_until_us == b->preferred_until_us &&
+           a->message_expires_at_us == b->message_expires_at_us && a->pub_version == b->pub_version &&
+           a->vis_last_seen_us == b->vis_last_seen_us && a->due_us == b->due_us && a->sessions == b->sessions &&
+           a->source == b->source && a->rflags == b->rflags;
 }
 
 static bool s_str_eq(proto_str_t a, proto_str_t b)
@@ -76,7 +79,10 @@ static void s_check_same(const proto_msg_t *a, const proto_msg_t *b)
                          memcmp(x->node_id, y->node_id, x->node_len) == 0);
                 if (a->type == PROTO_PUT)
                     FZ_CHECK(x->status == y->status && x->msg_len == y->msg_len &&
-                             memcmp(x->message, y->message, x->msg_len) == 0);
+                             memcmp(x->message, y->message, x->msg_len) == 0 && x->message_ttl_s == y->message_ttl_s);
+                FZ_CHECK(x->sid_len == y->sid_len && memcmp(x->session_id, y->session_id, x->sid_len) == 0 &&
+                         x->device_len == y->device_len && memcmp(x->device, y->device, x->device_len) == 0 &&
+                         x->lease_id == y->lease_id && x->conn_id == y->conn_id);
             } else {
                 FZ_CHECK(s_rec_eq(&a->recs[i], &b->recs[i]));
             }
@@ -89,7 +95,10 @@ static void s_check_same(const proto_msg_t *a, const proto_msg_t *b)
             FZ_CHECK(s_str_eq(a->stats[i].name, b->stats[i].name) && a->stats[i].value == b->stats[i].value);
         if (a->parts)
             FZ_CHECK(s_str_eq(a->parts[i], b->parts[i]));
+        if (a->sessions)
+            FZ_CHECK(memcmp(&a->sessions[i], &b->sessions[i], sizeof a->sessions[i]) == 0);
     }
+    FZ_CHECK(a->lease_id == b->lease_id && a->op == b->op && a->ttl_ms == b->ttl_ms && strcmp(a->node, b->node) == 0);
 }
 
 /* Encode m with proto's encoders. Returns false for what the encoders cannot express exactly. */
@@ -100,7 +109,14 @@ static bool s_encode(const proto_msg_t *m, proto_buf_t *b)
     switch (m->type) {
     case PROTO_GET:
     case PROTO_DEL:
+    case PROTO_SESSIONS:
         proto_enc_get(b, m->type, m->rid, m->key.p, m->key.len);
+        return true;
+    case PROTO_LEASE:
+        proto_enc_lease(b, m->rid, m->lease_id, m->op, m->ttl_ms, m->node, strlen(m->node));
+        return true;
+    case PROTO_SESSIONS_REPLY:
+        proto_enc_sessions_reply(b, m->rid, m->status, m->sessions, m->n);
         return true;
     case PROTO_MGET:
         proto_enc_keys(b, m->rid, m->keys, m->n);

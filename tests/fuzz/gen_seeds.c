@@ -143,6 +143,44 @@ static void s_proto(void)
     proto_enc_hugz_flags(&b, 77, 104, 1767225600000000ull, PROTO_HUGZ_F_UPSTREAM_DOWN);
     s_buf("proto", "hugz-flags", &b);
 
+    /* sessions and leases */
+    proto_record_t srec[2] = {s_rec("alice", PRESENCE_AWAY, "", 0), s_rec("bob", PRESENCE_BUSY, "on a call", 0)};
+    proto_record_set_sid(&srec[0], "phone-1", 7);
+    proto_record_set_device(&srec[0], "phone", 5);
+    srec[1].cflags = PROTO_CMD_F_OPEN | PROTO_CMD_F_MSG;
+    proto_record_set_sid(&srec[1], "tab.2", 5);
+    srec[1].lease_id = 0x51;
+    srec[1].conn_id = 9;
+    srec[1].message_ttl_s = 120;
+    proto_enc_records_cmd_dl(&b, PROTO_PUT, 31, srec, 2, 1767225600000000ull);
+    s_buf("proto", "put-sessions", &b);
+    proto_enc_records_cmd(&b, PROTO_TOUCH, 32, srec, 2);
+    s_buf("proto", "touch-sessions", &b);
+    proto_enc_lease(&b, 33, 0x51, PROTO_LEASE_REFRESH, 15000, "gw-1", 4);
+    s_buf("proto", "lease", &b);
+    proto_enc_lease(&b, 34, 0x51, PROTO_LEASE_END, 15000, "gw-1", 4);
+    s_buf("proto", "lease-end", &b);
+    proto_enc_get(&b, PROTO_SESSIONS, 35, "alice", 5);
+    s_buf("proto", "sessions", &b);
+    proto_session_t ses = {.connected_at_us = 1767225600000000ull, .last_seen_us = 1767225601000000ull,
+                           .expires_at_us = 1767225660000000ull, .lease_id = 0x51, .conn_id = 9, .ttl_s = 60,
+                           .status = PRESENCE_BUSY, .manual_status = PRESENCE_BUSY};
+    snprintf(ses.session_id, sizeof ses.session_id, "tab.2");
+    ses.sid_len = 5;
+    snprintf(ses.node_id, sizeof ses.node_id, "node-1");
+    ses.node_len = 6;
+    proto_enc_sessions_reply(&b, 36, PROTO_OK, &ses, 1);
+    s_buf("proto", "sessions-reply", &b);
+    proto_record_t rt = s_rec("ivy", PRESENCE_OFFLINE, "", 140);
+    rt.rflags = PROTO_REC_F_RT | PROTO_REC_F_PUB_RT;
+    rt.sessions = 2;
+    rt.source = PRESENCE_SRC_PREFERRED;
+    rt.preferred_until_us = rt.expires_at_us;
+    rt.pub_version = 120;
+    rt.vis_last_seen_us = rt.last_seen_us - 5;
+    proto_enc_reply(&b, 37, PROTO_OK, 140, &rt, 1, NULL, 0);
+    s_buf("proto", "reply-invisible", &b);
+
     proto_batch_t bt;
     proto_batch_init(&bt);
     proto_buf_t part;
@@ -325,6 +363,33 @@ static void s_store(void)
     proto_enc_catchup(&b, 9, 1, 2, 1, PROTO_CATCHUP_F_NO_DATA, 0, "", 0);
     s_frame(&s, 0, &b);
     s_write("store", "group-prune", s.b, s.n);
+
+    /* Sessions: a REST one, a lease and its connections (open, resume, end), the lease lapsing. */
+    s.n = 0;
+    PUT(&s, 0x01);
+    proto_record_t ses[2] = {s_rec("alice", PRESENCE_ONLINE, "", 0), s_rec("bob", PRESENCE_BUSY, "", 0)};
+    proto_record_set_sid(&ses[0], "desk", 4);
+    ses[0].ttl_s = 30;
+    proto_enc_records_cmd(&b, PROTO_PUT, 1, ses, 1);
+    s_frame(&s, 0, &b);
+    proto_enc_lease(&b, 2, 0x77, PROTO_LEASE_REFRESH, 2000, "gw", 2);
+    s_frame(&s, 0, &b);
+    proto_record_set_sid(&ses[1], "tab", 3);
+    ses[1].lease_id = 0x77;
+    ses[1].conn_id = 1;
+    ses[1].cflags = PROTO_CMD_F_OPEN;
+    proto_enc_records_cmd(&b, PROTO_PUT, 3, &ses[1], 1);
+    s_frame(&s, 0, &b);
+    ses[1].conn_id = 2; /* a resume on another connection */
+    proto_enc_records_cmd(&b, PROTO_PUT, 4, &ses[1], 1);
+    s_frame(&s, 0, &b);
+    proto_enc_get(&b, PROTO_SESSIONS, 5, "bob", 3);
+    s_frame(&s, 0, &b);
+    PUT(&s, 2, 0x00, 0x02, 50); /* +5.12 s: the lease lapses, the REST session still lives */
+    PUT(&s, 2, 0x00, 0x10, 50);
+    proto_enc_get(&b, PROTO_SESSIONS, 6, "alice", 5);
+    s_frame(&s, 0, &b);
+    s_write("store", "sessions", s.b, s.n);
     proto_buf_fini(&b);
 }
 

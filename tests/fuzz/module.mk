@@ -34,7 +34,7 @@ FUZZ_OBJS_query := gateway/gw_json.o gateway/gw_cors.o proto/proto.o $(FUZZ_COMM
 FUZZ_OBJS_jwt := gateway/gw_auth.o $(FUZZ_COMMON)
 FUZZ_OBJS_jwt_claims := gateway/gw_auth.o $(FUZZ_COMMON)
 FUZZ_OBJS_ws := gateway/gw_wsframe.o gateway/gw_wsmsg.o gateway/gw_json.o proto/proto.o $(FUZZ_COMMON)
-FUZZ_OBJS_store := store-node/store.o proto/proto.o $(FUZZ_COMMON)
+FUZZ_OBJS_store := store-node/store.o store-node/store_write.o store-node/store_model.o proto/proto.o $(FUZZ_COMMON)
 FUZZ_OBJS_sync := sync/sync_client.o proto/proto.o common/zutil.o $(FUZZ_COMMON)
 FUZZ_OBJS_http := gateway/gw_http.o gateway/gw_upstream.o gateway/gw_watch.o gateway/gw_metrics.o gateway/gw_discovery.o \
                   gateway/gw_rendezvous.o gateway/gw_path.o gateway/gw_config.o gateway/gw_zfd.o gateway/gw_conns.o gateway/gw_reply.o \

@@ -8,6 +8,7 @@
  *   - under a heartbeat storm nobody reads online past expires_at.
  */
 #include "harness.h"
+#include "sse_client.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -25,114 +26,30 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- a minimal SSE client ------------------------------------------------------------------- */
+/* ---- the SSE client (sse_client.h) under this file's names ---------------------------------- */
 
+typedef th_event_t event_t;
 typedef struct sse {
-    int fd;
-    char buf[1 << 20];
-    size_t have;
+    th_sse_t *p;
 } sse_t;
-
-typedef struct event {
-    uint64_t id;
-    char data[2048];
-} event_t;
 
 static int s_sse_open(sse_t *s, int port, const char *path, const char *last_id)
 {
-    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    s->have = 0;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(s->fd, (struct sockaddr *)&a, sizeof a) < 0)
-        return -1;
-    char req[1024];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n%s%s%s\r\n", path,
-                     last_id ? "Last-Event-ID: " : "", last_id ? last_id : "", last_id ? "\r\n" : "");
-    if (send(s->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
-        return -1;
-    /* headers */
-    uint64_t deadline = th_now_ms() + 5000;
-    while (!strstr(s->buf, "\r\n\r\n")) {
-        if (th_now_ms() > deadline)
-            return -1;
-        struct pollfd p = {.fd = s->fd, .events = POLLIN};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        ssize_t r = recv(s->fd, s->buf + s->have, sizeof s->buf - 1 - s->have, 0);
-        if (r <= 0)
-            return -1;
-        s->have += (size_t)r;
-        s->buf[s->have] = '\0';
-    }
-    if (strncmp(s->buf, "HTTP/1.1 200", 12) != 0 || !strstr(s->buf, "text/event-stream"))
-        return -1;
-    char *body = strstr(s->buf, "\r\n\r\n") + 4;
-    s->have -= (size_t)(body - s->buf);
-    memmove(s->buf, body, s->have);
-    s->buf[s->have] = '\0';
-    return 0;
+    char h[128] = "";
+    if (last_id)
+        snprintf(h, sizeof h, "Last-Event-ID: %s\r\n", last_id);
+    s->p = th_sse_open(port, path, h, NULL);
+    return s->p ? 0 : -1;
 }
 
-/* De-chunk in place and return the next event (skipping comments), or -1 on timeout/close. */
 static int s_sse_next(sse_t *s, event_t *ev, int timeout_ms)
 {
-    static char text[1 << 20];
-    static size_t tlen;
-    uint64_t deadline = th_now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        /* move whole chunks from buf to text */
-        for (;;) {
-            char *crlf = strstr(s->buf, "\r\n");
-            if (!crlf)
-                break;
-            long sz = strtol(s->buf, NULL, 16);
-            size_t need = (size_t)(crlf - s->buf) + 2 + (size_t)sz + 2;
-            if (s->have < need)
-                break;
-            if (sz == 0)
-                return -1; /* end of stream */
-            memcpy(text + tlen, crlf + 2, (size_t)sz);
-            tlen += (size_t)sz;
-            text[tlen] = '\0';
-            memmove(s->buf, s->buf + need, s->have - need);
-            s->have -= need;
-            s->buf[s->have] = '\0';
-        }
-        char *end;
-        while ((end = strstr(text, "\n\n"))) {
-            size_t blen = (size_t)(end - text) + 2;
-            char block[4096];
-            snprintf(block, sizeof block, "%.*s", (int)MIN(blen, sizeof block - 1), text);
-            memmove(text, text + blen, tlen - blen + 1);
-            tlen -= blen;
-            if (block[0] == ':' || strncmp(block, "retry:", 6) == 0)
-                continue; /* comment / retry */
-            char *id = strstr(block, "id: "), *data = strstr(block, "data: ");
-            if (!id || !data)
-                continue;
-            ev->id = strtoull(id + 4, NULL, 10);
-            char *nl = strchr(data + 6, '\n');
-            snprintf(ev->data, sizeof ev->data, "%.*s", nl ? (int)(nl - data - 6) : (int)strlen(data + 6), data + 6);
-            return 0;
-        }
-        uint64_t now = th_now_ms();
-        if (now >= deadline)
-            return -1;
-        struct pollfd p = {.fd = s->fd, .events = POLLIN};
-        if (poll(&p, 1, (int)MIN(deadline - now, 100)) <= 0)
-            continue;
-        ssize_t r = recv(s->fd, s->buf + s->have, sizeof s->buf - 1 - s->have, 0);
-        if (r <= 0)
-            return -1;
-        s->have += (size_t)r;
-        s->buf[s->have] = '\0';
-    }
+    return th_sse_next(s->p, ev, timeout_ms);
 }
 
 static void s_sse_close(sse_t *s)
 {
-    close(s->fd);
+    th_sse_close(&s->p);
 }
 
 static const char *s_field(const event_t *e, const char *name, char *out, size_t len)

@@ -11,11 +11,14 @@
  * tests. Single-threaded; no files, no network.
  */
 #include "cfg.h"
+#include "envreg.h"
+#include "log.h"
 #include "proto.h"
 #include "util.h"
 #include "zutil.h"
 
 #include <check.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -627,6 +630,85 @@ END_TEST
  * Suite
  * ------------------------------------------------------------------------------------------------- */
 
+
+/* ==== logs ======================================================================================= */
+
+/* Log one line with LOG_FORMAT=json and return it parsed. */
+static json_t *s_json_log(const char *fmt_msg)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    int saved = dup(2);
+    dup2(fds[1], 2);
+    setenv("LOG_FORMAT", "json", 1);
+    char err[128];
+    ck_assert_int_eq(log_init("gw", err, sizeof err), 0);
+    log_write(LOG_NOTICE, "%s", fmt_msg);
+    dup2(saved, 2);
+    close(saved);
+    close(fds[1]);
+    char buf[8192];
+    ssize_t n = read(fds[0], buf, sizeof buf - 1);
+    close(fds[0]);
+    ck_assert_int_gt(n, 0);
+    buf[n] = '\0';
+    ck_assert_msg(buf[n - 1] == '\n' && strchr(buf, '\n') == buf + n - 1, "not one line: %s", buf);
+    json_error_t je;
+    json_t *o = json_loads(buf, 0, &je);
+    ck_assert_msg(o != NULL, "not JSON (%s): %s", je.text, buf);
+    return o;
+}
+
+START_TEST(test_log_json_fields)
+{
+    json_t *o = s_json_log("ready http=127.0.0.1:8080 threads=2 neg=-3 ok=true big=12345678901234567890 z=007");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "msg")), "ready");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "level")), "notice");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "proc")), "gw");
+    ck_assert(json_is_integer(json_object_get(o, "pid")));
+    ck_assert_str_eq(json_string_value(json_object_get(o, "http")), "127.0.0.1:8080");
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "threads")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "neg")), -3);
+    ck_assert(json_is_true(json_object_get(o, "ok")));
+    ck_assert_str_eq(json_string_value(json_object_get(o, "big")), "12345678901234567890"); /* too long: a string */
+    ck_assert_str_eq(json_string_value(json_object_get(o, "z")), "007");
+    json_decref(o);
+    /* words after a key=value are message words; a key that would shadow a fixed field gets x_ */
+    o = s_json_log("cache-node 0 marked down: missed its deadline level=9 msg=x");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "msg")), "cache-node 0 marked down: missed its deadline");
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "x_level")), 9);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "x_msg")), "x");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "level")), "notice");
+    json_decref(o);
+    /* quotes, control characters and ill-formed UTF-8 stay valid JSON */
+    o = s_json_log("a \"q\" \\ \x01 \xff\xfe caf\xc3\xa9 user=b\"o\xc3");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "msg")), "a \"q\" \\ \x01 \xef\xbf\xbd\xef\xbf\xbd caf\xc3\xa9");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "user")), "b\"o\xef\xbf\xbd");
+    json_decref(o);
+    unsetenv("LOG_FORMAT");
+}
+END_TEST
+
+/* Every variable a process reads is listed (cfg.c refuses others), and look-alikes are found. */
+START_TEST(test_envreg)
+{
+    size_t n;
+    const envreg_var_t *v = envreg_all(&n);
+    ck_assert_uint_gt(n, 50);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_ptr_eq(envreg_find(v[i].name), &v[i]);
+        ck_assert_msg(v[i].procs != 0, "%s is read by nobody", v[i].name);
+        for (size_t k = i + 1; k < n; k++)
+            ck_assert_str_ne(v[i].name, v[k].name);
+    }
+    ck_assert_ptr_null(envreg_find("RATE_LIMIT_WRITES_BURST"));
+    ck_assert(envreg_looks_ours("RATE_LIMIT_WRITES_BURST"));
+    ck_assert(envreg_looks_ours("WS_PING_MS"));
+    ck_assert(!envreg_looks_ours("PATH"));
+    ck_assert(!envreg_looks_ours("HOME"));
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("common");
@@ -663,6 +745,11 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_cfg_enum);
     tcase_add_test(tc, test_cfg_duration);
     tcase_add_test(tc, test_cfg_str);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("logs_env");
+    tcase_add_test(tc, test_log_json_fields);
+    tcase_add_test(tc, test_envreg);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("zutil");

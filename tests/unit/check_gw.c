@@ -1706,6 +1706,140 @@ static void s_assert_json_error(const char *msg, const char *want)
     gw_buf_free(&b);
 }
 
+
+/* ==== sessions: record fields, views, request fields (REALTIME.md) =========================== */
+
+START_TEST(test_json_record_sessions)
+{
+    gw_buf_t b;
+    gw_buf_init(&b);
+    proto_record_t r = s_rec("alice", PRESENCE_BUSY, "in a meeting", LS, UP, 3600, "eu-1", 42);
+    /* a 2.0 user (no sessions ever): the 2.0 shape, exactly */
+    r.sessions = 0;
+    r.source = PRESENCE_SRC_PREFERRED;
+    r.preferred_until_us = r.expires_at_us;
+    gw_json_record(&b, &r, LS);
+    ck_assert_ptr_null(strstr(s_str(&b), "sessions"));
+    ck_assert_ptr_null(strstr(s_str(&b), "source"));
+    /* a user of sessions: the new fields after version, in this order */
+    gw_buf_reset(&b);
+    r.rflags = PROTO_REC_F_RT | PROTO_REC_F_PUB_RT;
+    r.sessions = 2;
+    r.source = PRESENCE_SRC_SESSION;
+    r.preferred_until_us = 0;
+    r.message_expires_at_us = LS + 60000000ULL;
+    gw_json_record(&b, &r, LS);
+    ck_assert_str_eq(s_str(&b), "{\"user_id\":\"alice\",\"status\":\"busy\",\"message\":\"in a meeting\","
+                                "\"last_seen\":\"2026-01-15T10:30:00.123456Z\","
+                                "\"updated_at\":\"2026-01-15T10:13:20.000001Z\","
+                                "\"expires_at\":\"2026-01-15T11:30:00.123456Z\","
+                                "\"node_id\":\"eu-1\",\"ttl\":3600,\"version\":42,\"sessions\":2,\"source\":\"session\","
+                                "\"message_expires_at\":\"2026-01-15T10:31:00.123456Z\"}");
+    /* preferred: its end is shown */
+    gw_buf_reset(&b);
+    r.source = PRESENCE_SRC_PREFERRED;
+    r.preferred_until_us = LS + 1000000ULL;
+    r.message_expires_at_us = 0;
+    gw_json_record(&b, &r, LS);
+    ck_assert_ptr_nonnull(strstr(s_str(&b), ",\"source\":\"preferred\",\"preferred_until\":\"2026-01-15T10:30:01.123456Z\"}"));
+    gw_buf_free(&b);
+}
+END_TEST
+
+/* Invisible: everyone but the user and admins sees an offline record with no sessions, the old
+ * last_seen and version; the user and admins see their own view. */
+START_TEST(test_json_record_invisible)
+{
+    gw_buf_t b;
+    gw_buf_init(&b);
+    proto_record_t r = s_rec("ivy", PRESENCE_OFFLINE, "", LS, UP, 3600, "n", 50);
+    r.rflags = PROTO_REC_F_RT | PROTO_REC_F_PUB_RT;
+    r.sessions = 2;
+    r.source = PRESENCE_SRC_PREFERRED;
+    r.preferred_until_us = LS + 3600000000ULL;
+    r.pub_version = 40;
+    r.vis_last_seen_us = UP;
+    ck_assert(proto_record_invisible(&r));
+    gw_json_record(&b, &r, LS); /* the default: public */
+    ck_assert_ptr_nonnull(strstr(s_str(&b), "\"version\":40,\"sessions\":0,"));
+    ck_assert_ptr_nonnull(strstr(s_str(&b), "\"last_seen\":\"2026-01-15T10:13:20.000001Z\""));
+    gw_buf_reset(&b);
+    gw_viewer_t self = {.sub = "ivy", .sub_len = 3}, other = {.sub = "bob", .sub_len = 3},
+                admin = {.sub = "ops", .sub_len = 3, .admin = true};
+    ck_assert(gw_viewer_is_private(&self, "ivy", 3));
+    ck_assert(!gw_viewer_is_private(&other, "ivy", 3));
+    ck_assert(gw_viewer_is_private(&admin, "ivy", 3));
+    ck_assert(!gw_viewer_is_private(NULL, "ivy", 3));
+    gw_json_envelope_as(&b, &r, 1, LS, &self);
+    ck_assert_ptr_nonnull(strstr(s_str(&b), "\"version\":50,\"sessions\":2,"));
+    gw_buf_reset(&b);
+    gw_json_envelope_as(&b, &r, 1, LS, &other);
+    ck_assert_ptr_nonnull(strstr(s_str(&b), "\"version\":40,\"sessions\":0,"));
+    /* others who saw the 2.0 shape before keep it */
+    gw_buf_reset(&b);
+    r.rflags = PROTO_REC_F_RT;
+    gw_json_envelope_as(&b, &r, 1, LS, &other);
+    ck_assert_ptr_null(strstr(s_str(&b), "sessions"));
+    gw_buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_parse_session_fields)
+{
+    proto_record_t r;
+    const char *err = NULL;
+    memset(&r, 0, sizeof r);
+    static const char ok[] = "{\"status\":\"away\",\"session\":\"phone-1\",\"device\":\"phone\",\"ttl\":60}";
+    ck_assert_int_eq(gw_parse_set_body(ok, strlen(ok), 3600, &r, &err), 0);
+    ck_assert_str_eq(r.session_id, "phone-1");
+    ck_assert_str_eq(r.device, "phone");
+    ck_assert_int_eq(r.cflags & PROTO_CMD_F_MSG, 0); /* a session's PUT without message keeps it */
+    static const char msg[] = "{\"status\":\"busy\",\"session\":\"s\",\"message\":\"x\",\"message_ttl\":30}";
+    ck_assert_int_eq(gw_parse_set_body(msg, strlen(msg), 3600, &r, &err), 0);
+    ck_assert_int_eq(r.cflags & PROTO_CMD_F_MSG, PROTO_CMD_F_MSG);
+    ck_assert_uint_eq(r.message_ttl_s, 30);
+    static const char legacy[] = "{\"status\":\"busy\"}";
+    ck_assert_int_eq(gw_parse_set_body(legacy, strlen(legacy), 3600, &r, &err), 0);
+    ck_assert_int_eq(r.cflags & PROTO_CMD_F_MSG, PROTO_CMD_F_MSG); /* 2.0: absent message = cleared */
+    ck_assert_uint_eq(r.sid_len, 0);
+    static const struct {
+        const char *body, *err;
+    } bad[] = {
+        {"{\"status\":\"online\",\"session\":\"\"}", GW_ERR_SESSION},
+        {"{\"status\":\"online\",\"session\":\"a b\"}", GW_ERR_SESSION},
+        {"{\"status\":\"online\",\"session\":7}", GW_ERR_SESSION},
+        {"{\"status\":\"online\",\"device\":\"phone\"}", GW_ERR_DEVICE_NO_SESSION},
+        {"{\"status\":\"online\",\"session\":\"s\",\"device\":\"a\\u0001\"}", GW_ERR_DEVICE},
+        {"{\"status\":\"online\",\"message\":\"m\",\"message_ttl\":0}", GW_ERR_MESSAGE_TTL},
+        {"{\"status\":\"online\",\"message_ttl\":60}", GW_ERR_MESSAGE_TTL_ALONE},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        err = NULL;
+        ck_assert_msg(gw_parse_set_body(bad[i].body, strlen(bad[i].body), 3600, &r, &err) == -1, "%s accepted",
+                      bad[i].body);
+        ck_assert_str_eq(err, bad[i].err);
+    }
+    /* the texts, word for word */
+    ck_assert_str_eq(GW_ERR_SESSION, "invalid session: a session id is 1-64 bytes of A-Z a-z 0-9 . _ -");
+    char sid65[80];
+    memset(sid65, 's', 65);
+    sid65[65] = '\0';
+    char body[200];
+    snprintf(body, sizeof body, "{\"status\":\"online\",\"session\":\"%s\"}", sid65);
+    ck_assert_int_eq(gw_parse_set_body(body, strlen(body), 3600, &r, &err), -1);
+    sid65[64] = '\0';
+    snprintf(body, sizeof body, "{\"status\":\"online\",\"session\":\"%s\"}", sid65);
+    ck_assert_int_eq(gw_parse_set_body(body, strlen(body), 3600, &r, &err), 0);
+    /* heartbeats */
+    static const char hb[] = "{\"session\":\"tab-2\",\"device\":\"desktop\"}";
+    ck_assert_int_eq(gw_parse_heartbeat(hb, strlen(hb), &r, &err), 0);
+    ck_assert_str_eq(r.session_id, "tab-2");
+    ck_assert_uint_eq(r.ttl_s, 0);
+    ck_assert_int_eq(gw_parse_heartbeat("", 0, &r, &err), 0);
+    ck_assert_uint_eq(r.sid_len, 0);
+}
+END_TEST
+
 /* fuzz_http: GET /api/v2/presence?users=alice,car%A5ol answered 400 with the raw byte 0xa5 in
  * "invalid user_id: ...", so the body was not valid UTF-8, hence not JSON. */
 START_TEST(test_fuzz_error_body_utf8)
@@ -1798,6 +1932,9 @@ static Suite *s_suite(void)
 
     TCase *tc = tcase_create("json");
     tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_json_record_sessions);
+    tcase_add_test(tc, test_json_record_invisible);
+    tcase_add_test(tc, test_parse_session_fields);
     tcase_add_test(tc, test_json_record_exact);
     tcase_add_test(tc, test_json_record_expired);
     tcase_add_test(tc, test_json_escaping);

@@ -73,11 +73,12 @@ static proto_record_t s_rec_max(void)
     }
     proto_record_set_msg(&r, b, PROTO_MESSAGE_MAX);
     r.status = PRESENCE_OFFLINE;
-    r.last_seen_us = UINT64_MAX;
+    /* The largest values a store can write (the decoder refuses anything beyond them). */
+    r.last_seen_us = PROTO_TIME_MAX;
     r.updated_at_us = 0;
-    r.expires_at_us = UINT64_MAX - 1;
+    r.expires_at_us = PROTO_TIME_MAX - 1;
     r.ttl_s = PROTO_TTL_MAX;
-    r.version = UINT64_MAX;
+    r.version = PROTO_VERSION_MAX;
     return r;
 }
 
@@ -834,6 +835,263 @@ END_TEST
  * Records alone, and proto_peek_header
  * ------------------------------------------------------------------------------------------------- */
 
+
+/* ==== sessions, leases, the real-time record fields ========================================= */
+
+START_TEST(test_rt_sessions_msgs)
+{
+    proto_buf_t b;
+    proto_msg_t m;
+    proto_buf_init(&b);
+    /* LEASE */
+    proto_enc_lease(&b, 77, 0x123456789abcULL, PROTO_LEASE_REFRESH, 15000, "gw-eu-1", 7);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.type, PROTO_LEASE);
+    ck_assert_uint_eq(m.rid, 77);
+    ck_assert_uint_eq(m.lease_id, 0x123456789abcULL);
+    ck_assert_uint_eq(m.op, PROTO_LEASE_REFRESH);
+    ck_assert_uint_eq(m.ttl_ms, 15000);
+    ck_assert_str_eq(m.node, "gw-eu-1");
+    proto_msg_fini(&m);
+    static const struct {
+        uint64_t id;
+        uint8_t op;
+        uint32_t ttl;
+        const char *node;
+    } badl[] = {{0, 0, 1000, "n"}, {1, 2, 1000, "n"}, {1, 0, 0, "n"}, {1, 0, PROTO_LEASE_TTL_MAX_MS + 1, "n"}, {1, 0, 5, "a b"},
+                {1, 0, 5, ""}};
+    for (size_t i = 0; i < ARRAY_LEN(badl); i++) {
+        proto_buf_reset(&b);
+        proto_enc_lease(&b, 1, badl[i].id, badl[i].op, badl[i].ttl, badl[i].node, strlen(badl[i].node));
+        s_expect_malformed(b.data, b.len, "bad lease");
+    }
+    /* SESSIONS and its reply */
+    proto_buf_reset(&b);
+    proto_enc_get(&b, PROTO_SESSIONS, 5, "alice", 5);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.type, PROTO_SESSIONS);
+    ck_assert_uint_eq(m.key.len, 5);
+    proto_msg_fini(&m);
+    proto_session_t ss[3];
+    memset(ss, 0, sizeof ss);
+    for (int i = 0; i < 3; i++) {
+        snprintf(ss[i].session_id, sizeof ss[i].session_id, "s-%d", i);
+        ss[i].sid_len = (uint8_t)strlen(ss[i].session_id);
+        snprintf(ss[i].device, sizeof ss[i].device, i ? "phone \xf0\x9f\x93\xb1" : "");
+        ss[i].device_len = (uint8_t)strlen(ss[i].device);
+        snprintf(ss[i].node_id, sizeof ss[i].node_id, "node-%d", i);
+        ss[i].node_len = (uint8_t)strlen(ss[i].node_id);
+        ss[i].status = (uint8_t)i;
+        ss[i].manual_status = (uint8_t)(2 - i);
+        ss[i].connected_at_us = T0 + (uint64_t)i;
+        ss[i].last_seen_us = T0 + 10 + (uint64_t)i;
+        ss[i].expires_at_us = T0 + 100 + (uint64_t)i;
+        ss[i].ttl_s = 60 + (uint32_t)i;
+        ss[i].lease_id = i == 2 ? 99 : 0;
+        ss[i].conn_id = i == 2 ? 5 : 0;
+    }
+    proto_buf_reset(&b);
+    proto_enc_sessions_reply(&b, 6, PROTO_OK, ss, 3);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.type, PROTO_SESSIONS_REPLY);
+    ck_assert_uint_eq(m.n, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_str_eq(m.sessions[i].session_id, ss[i].session_id);
+        ck_assert_str_eq(m.sessions[i].device, ss[i].device);
+        ck_assert_str_eq(m.sessions[i].node_id, ss[i].node_id);
+        ck_assert_uint_eq(m.sessions[i].status, ss[i].status);
+        ck_assert_uint_eq(m.sessions[i].manual_status, ss[i].manual_status);
+        ck_assert_uint_eq(m.sessions[i].connected_at_us, ss[i].connected_at_us);
+        ck_assert_uint_eq(m.sessions[i].last_seen_us, ss[i].last_seen_us);
+        ck_assert_uint_eq(m.sessions[i].expires_at_us, ss[i].expires_at_us);
+        ck_assert_uint_eq(m.sessions[i].ttl_s, ss[i].ttl_s);
+        ck_assert_uint_eq(m.sessions[i].lease_id, ss[i].lease_id);
+        ck_assert_uint_eq(m.sessions[i].conn_id, ss[i].conn_id);
+    }
+    proto_msg_fini(&m);
+    /* a session the store never writes: an offline status, a bad id */
+    ss[0].status = PRESENCE_OFFLINE;
+    proto_buf_reset(&b);
+    proto_enc_sessions_reply(&b, 6, PROTO_OK, ss, 3);
+    s_expect_malformed(b.data, b.len, "offline session");
+    ss[0].status = PRESENCE_ONLINE;
+    ss[0].session_id[1] = ' ';
+    proto_buf_reset(&b);
+    proto_enc_sessions_reply(&b, 6, PROTO_OK, ss, 3);
+    s_expect_malformed(b.data, b.len, "bad session id");
+    proto_buf_fini(&b);
+}
+END_TEST
+
+/* PUT and TOUCH entries: the 2.0 short forms, and the session forms with their rules. */
+START_TEST(test_rt_session_commands)
+{
+    proto_buf_t b;
+    proto_msg_t m;
+    proto_buf_init(&b);
+    proto_record_t in[2];
+    in[0] = s_rec(1);
+    in[0].cflags = PROTO_CMD_F_MSG;
+    in[1] = s_rec(2);
+    proto_record_set_sid(&in[1], "tab-9", 5);
+    proto_record_set_device(&in[1], "desktop", 7);
+    in[1].lease_id = 44;
+    in[1].conn_id = 3;
+    in[1].message_ttl_s = 90;
+    in[1].cflags = PROTO_CMD_F_OPEN | PROTO_CMD_F_MSG;
+    proto_enc_records_cmd_dl(&b, PROTO_PUT, 8, in, 2, T0);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.n, 2);
+    ck_assert_uint_eq(m.recs[0].cflags, PROTO_CMD_F_MSG);
+    ck_assert_uint_eq(m.recs[0].sid_len, 0);
+    ck_assert_str_eq(m.recs[1].session_id, "tab-9");
+    ck_assert_str_eq(m.recs[1].device, "desktop");
+    ck_assert_uint_eq(m.recs[1].lease_id, 44);
+    ck_assert_uint_eq(m.recs[1].conn_id, 3);
+    ck_assert_uint_eq(m.recs[1].message_ttl_s, 90);
+    ck_assert_uint_eq(m.recs[1].cflags, PROTO_CMD_F_OPEN | PROTO_CMD_F_MSG);
+    ck_assert_uint_eq(m.deadline_us, T0);
+    proto_msg_fini(&m);
+    /* the short form is what a command without sessions costs */
+    proto_buf_reset(&b);
+    proto_enc_records_cmd(&b, PROTO_PUT, 8, in, 1);
+    size_t short_len = b.len;
+    in[0].cflags = 0; /* without F_MSG: the long form (the message is the store's decision) */
+    proto_buf_reset(&b);
+    proto_enc_records_cmd(&b, PROTO_PUT, 8, in, 1);
+    ck_assert_uint_gt(b.len, short_len);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.recs[0].cflags, 0);
+    proto_msg_fini(&m);
+    /* TOUCH with a session */
+    proto_buf_reset(&b);
+    in[1].cflags = 0;
+    proto_enc_records_cmd(&b, PROTO_TOUCH, 9, &in[1], 1);
+    s_dec_ok(&b, &m);
+    ck_assert_str_eq(m.recs[0].session_id, "tab-9");
+    ck_assert_uint_eq(m.recs[0].lease_id, 44);
+    proto_msg_fini(&m);
+    /* a lease without a session, a lease without a connection, a device without a session */
+    proto_record_t bad = s_rec(3);
+    bad.lease_id = 1;
+    bad.conn_id = 1;
+    proto_buf_reset(&b);
+    proto_enc_records_cmd(&b, PROTO_PUT, 1, &bad, 1);
+    s_expect_malformed(b.data, b.len, "lease without session");
+    proto_record_set_sid(&bad, "s", 1);
+    bad.conn_id = 0;
+    proto_buf_reset(&b);
+    proto_enc_records_cmd(&b, PROTO_PUT, 1, &bad, 1);
+    s_expect_malformed(b.data, b.len, "lease without connection");
+    bad = s_rec(3);
+    proto_record_set_device(&bad, "d", 1);
+    proto_buf_reset(&b);
+    proto_enc_records_cmd(&b, PROTO_TOUCH, 1, &bad, 1);
+    s_expect_malformed(b.data, b.len, "device without session");
+    proto_buf_fini(&b);
+}
+END_TEST
+
+/* The record's real-time fields round-trip; a 2.0 record (nine fields) still decodes; values a
+ * store never writes are refused (a cache must never hold them). */
+START_TEST(test_record_rt_fields)
+{
+    proto_buf_t b;
+    proto_buf_init(&b);
+    proto_record_t r = s_rec(5), d;
+    r.preferred_until_us = T0 + 1;
+    r.message_expires_at_us = T0 + 2;
+    r.pub_version = r.version - 3;
+    r.vis_last_seen_us = T0 + 4;
+    r.due_us = T0 + 5;
+    r.sessions = 7;
+    r.source = PRESENCE_SRC_SESSION;
+    r.rflags = PROTO_REC_F_RT;
+    proto_record_encode(&b, &r);
+    ck_assert_int_eq(proto_record_decode(b.data, b.len, &d), 0);
+    s_rec_eq(&d, &r);
+    ck_assert_uint_eq(d.preferred_until_us, r.preferred_until_us);
+    ck_assert_uint_eq(d.message_expires_at_us, r.message_expires_at_us);
+    ck_assert_uint_eq(d.pub_version, r.pub_version);
+    ck_assert_uint_eq(d.vis_last_seen_us, r.vis_last_seen_us);
+    ck_assert_uint_eq(d.due_us, r.due_us);
+    ck_assert_uint_eq(d.sessions, 7);
+    ck_assert_uint_eq(d.source, PRESENCE_SRC_SESSION);
+    ck_assert_uint_eq(d.rflags, PROTO_REC_F_RT);
+    /* a 2.0 record: [uid, status, msg, last_seen, updated_at, expires_at, node, ttl, version] */
+    proto_enc_t e;
+    proto_buf_reset(&b);
+    proto_enc_init(&e, &b);
+    proto_enc_array(&e, 9);
+    proto_enc_str(&e, "old", 3);
+    proto_enc_u64(&e, PRESENCE_AWAY);
+    proto_enc_str(&e, "hi", 2);
+    proto_enc_u64(&e, T0);
+    proto_enc_u64(&e, T0);
+    proto_enc_u64(&e, T0 + 60);
+    proto_enc_str(&e, "n", 1);
+    proto_enc_u64(&e, 60);
+    proto_enc_u64(&e, 12);
+    ck_assert_int_eq(proto_record_decode(b.data, b.len, &d), 0);
+    ck_assert_uint_eq(d.source, PRESENCE_SRC_PREFERRED);
+    ck_assert_uint_eq(d.preferred_until_us, T0 + 60);
+    ck_assert_uint_eq(d.pub_version, 12);
+    ck_assert_uint_eq(d.rflags, 0);
+    /* refused: version 0 and 2^64-1, ttl 0, times beyond PROTO_TIME_MAX, pub_version > version,
+     * sessions > PROTO_SESSIONS_MAX, unknown source and flags */
+    for (int k = 0; k < 9; k++) {
+        proto_record_t x = r;
+        switch (k) {
+        case 0: x.version = 0; break;
+        case 1: x.version = UINT64_MAX; break;
+        case 2: x.ttl_s = 0; break;
+        case 3: x.last_seen_us = PROTO_TIME_MAX + 1; break;
+        case 4: x.pub_version = x.version + 1; break;
+        case 5: x.sessions = PROTO_SESSIONS_MAX + 1; break;
+        case 6: x.source = PRESENCE_SOURCE_COUNT; break;
+        case 7: x.rflags = 0x80; break;
+        case 8: x.due_us = UINT64_MAX; break;
+        }
+        proto_buf_reset(&b);
+        proto_record_encode(&b, &x);
+        ck_assert_msg(proto_record_decode(b.data, b.len, &d) == -1, "case %d accepted", k);
+    }
+    proto_buf_fini(&b);
+}
+END_TEST
+
+
+/* A batch of small messages reaches the part limit long before the byte bound (a GET is ~15
+ * bytes): senders split by count too. PROTO_ITEMS_MAX parts decode; one more is refused. */
+START_TEST(test_batch_part_limit)
+{
+    proto_batch_t bt;
+    proto_batch_init(&bt);
+    proto_buf_t part, frame;
+    proto_buf_init(&part);
+    proto_buf_init(&frame);
+    proto_enc_get(&part, PROTO_GET, 1, "alice", 5);
+    uint32_t added = 0;
+    while (!proto_batch_full(&bt)) {
+        proto_batch_add(&bt, part.data, part.len);
+        added++;
+    }
+    ck_assert_uint_eq(added, PROTO_ITEMS_MAX);
+    ck_assert_uint_lt(bt.data.len, PROTO_BATCH_SOFT_MAX); /* the count, not the bytes, filled it */
+    proto_batch_encode(&bt, &frame);
+    proto_msg_t m;
+    ck_assert_int_eq(proto_decode(frame.data, frame.len, &m), PROTO_DEC_OK);
+    ck_assert_uint_eq(m.n, PROTO_ITEMS_MAX);
+    proto_msg_fini(&m);
+    proto_batch_add(&bt, part.data, part.len); /* a sender that ignores proto_batch_full */
+    proto_batch_encode(&bt, &frame);
+    s_expect_malformed(frame.data, frame.len, "a batch over PROTO_ITEMS_MAX parts");
+    proto_batch_fini(&bt);
+    proto_buf_fini(&part);
+    proto_buf_fini(&frame);
+}
+END_TEST
+
 START_TEST(test_record_codec)
 {
     proto_buf_t b;
@@ -1031,7 +1289,7 @@ END_TEST
 
 START_TEST(test_unknown_types)
 {
-    static const unsigned types[] = {0, 11, 12, 31, 36, 63, 66, 100, 127, 128, 255};
+    static const unsigned types[] = {0, 13, 14, 31, 37, 63, 66, 100, 127, 128, 255} /* 11, 12, 36: LEASE, SESSIONS, SESSIONS_REPLY */;
     for (size_t i = 0; i < ARRAY_LEN(types); i++) {
         proto_buf_t b;
         proto_buf_init(&b);
@@ -2064,12 +2322,16 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_rt_stats_msgs);
     tcase_add_test(tc, test_rt_corpus_and_buf);
     tcase_add_test(tc, test_rt_batch);
+    tcase_add_test(tc, test_rt_sessions_msgs);
+    tcase_add_test(tc, test_rt_session_commands);
+    tcase_add_test(tc, test_batch_part_limit);
     tcase_add_test(tc, test_names);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("record_header");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_record_codec);
+    tcase_add_test(tc, test_record_rt_fields);
     tcase_add_test(tc, test_peek_header);
     suite_add_tcase(s, tc);
 

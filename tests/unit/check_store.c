@@ -1588,6 +1588,236 @@ START_TEST(test_seq_reservation_after_crash)
 }
 END_TEST
 
+
+/* ==== sessions and leases ===================================================================== */
+
+static proto_record_t s_ses_in(const char *uid, int status, const char *sid, uint32_t ttl, uint64_t lease, uint64_t conn,
+                               uint8_t flags)
+{
+    proto_record_t r = s_in(uid, status, "", ttl, "node-s");
+    proto_record_set_sid(&r, sid, strlen(sid));
+    r.lease_id = lease;
+    r.conn_id = conn;
+    r.cflags = flags;
+    return r;
+}
+
+static uint32_t s_lease(store_t *st, uint64_t now, uint64_t id, uint8_t op, uint32_t ttl_ms)
+{
+    store_op_t o = {.type = PROTO_LEASE, .lease_id = id, .lease_op = op, .lease_ttl_ms = ttl_ms};
+    snprintf(o.lease_node, sizeof o.lease_node, "gw-1");
+    char err[STORE_ERR_LEN] = "";
+    store_changes_t ch;
+    store_changes_init(&ch);
+    ck_assert_msg(store_apply(st, &o, 1, now, true, &ch, err) == 0, "lease: %s", err);
+    ck_assert_uint_eq(ch.n, 0); /* a lease changes nothing a reader sees */
+    store_changes_fini(&ch);
+    return o.flags;
+}
+
+static uint32_t s_read_sessions(store_t *st, const char *uid, uint64_t now, proto_session_t *out, uint32_t max)
+{
+    char err[STORE_ERR_LEN];
+    store_read_t *r = store_read_begin(st, err);
+    ck_assert_ptr_nonnull(r);
+    uint32_t n = 0;
+    ck_assert_int_eq(store_read_sessions(r, uid, strlen(uid), now, out, max, &n), STORE_OK);
+    store_read_end(&r);
+    return n;
+}
+
+/* Two devices; one ends: still online; both end: offline -- each visible change one version. */
+START_TEST(test_sessions_two_devices)
+{
+    store_config_t cfg = s_cfg();
+    store_t *st = s_open(&cfg);
+    store_changes_t ch;
+    store_changes_init(&ch);
+    proto_record_t in = s_ses_in("sue", PRESENCE_ONLINE, "desktop", 60, 0, 0, 0), out;
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0, &out, NULL, &ch), PROTO_OK);
+    ck_assert_int_eq(out.status, PRESENCE_ONLINE);
+    ck_assert_int_eq(out.sessions, 1);
+    ck_assert_int_eq(out.source, PRESENCE_SRC_SESSION);
+    in = s_ses_in("sue", PRESENCE_AWAY, "phone", 60, 0, 0, 0);
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0 + SEC, &out, NULL, &ch), PROTO_OK);
+    ck_assert_int_eq(out.status, PRESENCE_ONLINE);
+    ck_assert_int_eq(out.sessions, 2);
+    proto_session_t ses[8];
+    ck_assert_uint_eq(s_read_sessions(st, "sue", T0 + SEC, ses, 8), 2);
+    in = s_ses_in("sue", PRESENCE_OFFLINE, "desktop", 60, 0, 0, 0);
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0 + 2 * SEC, &out, NULL, &ch), PROTO_OK);
+    ck_assert_int_eq(out.status, PRESENCE_AWAY);
+    in = s_ses_in("sue", PRESENCE_OFFLINE, "phone", 60, 0, 0, 0);
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0 + 3 * SEC, &out, NULL, &ch), PROTO_OK);
+    ck_assert_int_eq(out.status, PRESENCE_OFFLINE);
+    ck_assert_int_eq(out.sessions, 0);
+    ck_assert_uint_eq(ch.n, 4);
+    for (size_t i = 0; i < ch.n; i++)
+        ck_assert_int_eq(ch.v[i].kind, PROTO_CH_SET);
+    ck_assert_uint_eq(s_read_sessions(st, "sue", T0 + 3 * SEC, ses, 8), 0);
+    /* a session that is gone: NOTFOUND, nothing written */
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0 + 4 * SEC, &out, NULL, &ch), PROTO_NOTFOUND);
+    ck_assert_uint_eq(ch.n, 4);
+    store_changes_fini(&ch);
+    store_close(&st);
+}
+END_TEST
+
+/* A REST session ends on its ttl: the sweeper publishes the user offline. */
+START_TEST(test_sessions_expire)
+{
+    store_config_t cfg = s_cfg();
+    store_t *st = s_open(&cfg);
+    proto_record_t in = s_ses_in("ted", PRESENCE_BUSY, "cli", 10, 0, 0, 0), out;
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0, &out, NULL, NULL), PROTO_OK);
+    ck_assert_uint_eq(store_due_us(st, &out), T0 + 10 * SEC);
+    store_changes_t ch;
+    store_changes_init(&ch);
+    uint64_t next, exp = 0, pur = 0;
+    ck_assert_int_eq(s_sweep(st, T0 + 10 * SEC - 1, 100, &ch, &next, &exp, &pur), 0);
+    ck_assert_int_eq(s_sweep(st, T0 + 10 * SEC, 100, &ch, &next, &exp, &pur), 1);
+    ck_assert_uint_eq(ch.n, 1);
+    ck_assert_int_eq(ch.v[0].kind, PROTO_CH_SET);
+    ck_assert_int_eq(ch.v[0].rec.status, PRESENCE_OFFLINE);
+    ck_assert_int_eq(ch.v[0].rec.sessions, 0);
+    ck_assert_uint_eq(ch.v[0].rec.updated_at_us, T0 + 10 * SEC);
+    ck_assert_uint_eq(exp, 1);
+    store_changes_fini(&ch);
+    store_close(&st);
+}
+END_TEST
+
+/* A gateway's lease holds its connections' sessions; refreshing it writes no record; when it
+ * lapses, the sweeper ends every session it held (a bounded number per transaction). */
+START_TEST(test_lease_lapse)
+{
+    enum { USERS = 25 };
+    store_config_t cfg = s_cfg();
+    cfg.now_us = T0;
+    store_t *st = s_open(&cfg);
+    /* an open under a lease the store does not hold is refused */
+    proto_record_t in = s_ses_in("u0", PRESENCE_ONLINE, "c", 60, 77, 1, PROTO_CMD_F_OPEN), out;
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0, &out, NULL, NULL), PROTO_NOTFOUND);
+    ck_assert_uint_eq(s_lease(st, T0, 77, PROTO_LEASE_REFRESH, 15000), PROTO_REPLY_F_LAPSED); /* new */
+    for (int i = 0; i < USERS; i++) {
+        char uid[16];
+        snprintf(uid, sizeof uid, "u%d", i);
+        in = s_ses_in(uid, PRESENCE_ONLINE, "c", 60, 77, (uint64_t)i + 1, PROTO_CMD_F_OPEN);
+        ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0, &out, NULL, NULL), PROTO_OK);
+        ck_assert_int_eq(out.status, PRESENCE_ONLINE);
+    }
+    /* refreshed: lives on */
+    ck_assert_uint_eq(s_lease(st, T0 + 10 * SEC, 77, PROTO_LEASE_REFRESH, 15000), 0);
+    store_changes_t ch;
+    store_changes_init(&ch);
+    uint64_t next, exp = 0, pur = 0;
+    ck_assert_int_eq(s_sweep(st, T0 + 20 * SEC, 100, &ch, &next, &exp, &pur), 0);
+    ck_assert_uint_eq(ch.n, 0);
+    /* lapsed at T0+25: ended 10 users per sweep */
+    ck_assert_int_eq(s_sweep(st, T0 + 25 * SEC, 10, &ch, &next, &exp, &pur), 10);
+    ck_assert_uint_eq(next, T0 + 25 * SEC); /* capped: more right away */
+    while (s_sweep(st, T0 + 25 * SEC, 10, &ch, &next, &exp, &pur) > 0)
+        ;
+    ck_assert_uint_eq(ch.n, USERS);
+    for (size_t i = 0; i < ch.n; i++) {
+        ck_assert_int_eq(ch.v[i].kind, PROTO_CH_SET);
+        ck_assert_int_eq(ch.v[i].rec.status, PRESENCE_OFFLINE);
+    }
+    proto_session_t ses[4];
+    ck_assert_uint_eq(s_read_sessions(st, "u3", T0 + 25 * SEC, ses, 4), 0);
+    /* the lease is gone: a late refresh learns it lapsed */
+    ck_assert_uint_eq(s_lease(st, T0 + 26 * SEC, 77, PROTO_LEASE_REFRESH, 15000), PROTO_REPLY_F_LAPSED);
+    store_changes_fini(&ch);
+    store_close(&st);
+}
+END_TEST
+
+/* A store that restarts gives every lease its ttl before it can lapse. */
+START_TEST(test_lease_grace_after_restart)
+{
+    store_config_t cfg = s_cfg();
+    cfg.now_us = T0;
+    store_t *st = s_open(&cfg);
+    s_lease(st, T0, 5, PROTO_LEASE_REFRESH, 15000);
+    proto_record_t in = s_ses_in("gwen", PRESENCE_BUSY, "c", 60, 5, 1, PROTO_CMD_F_OPEN), out;
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0, &out, NULL, NULL), PROTO_OK);
+    store_close(&st);
+    /* down for a minute; back at T0+60: the lease (expired at T0+15) lives until T0+75 */
+    cfg.now_us = T0 + 60 * SEC;
+    st = s_open(&cfg);
+    store_changes_t ch;
+    store_changes_init(&ch);
+    uint64_t next, exp = 0, pur = 0;
+    s_sweep(st, T0 + 61 * SEC, 100, &ch, &next, &exp, &pur);
+    /* the session's horizon moved on (a TOUCH: no reader sees it as an event); nothing ended */
+    ck_assert_uint_eq(ch.n, 1);
+    ck_assert_int_eq(ch.v[0].kind, PROTO_CH_TOUCH);
+    ck_assert_uint_eq(ch.v[0].rec.expires_at_us, T0 + 121 * SEC);
+    ck_assert_uint_eq(next, T0 + 75 * SEC);
+    store_changes_reset(&ch);
+    ck_assert_uint_eq(s_lease(st, T0 + 62 * SEC, 5, PROTO_LEASE_REFRESH, 15000), 0); /* its gateway is back */
+    s_sweep(st, T0 + 76 * SEC, 100, &ch, &next, &exp, &pur);
+    ck_assert_uint_eq(ch.n, 0);
+    proto_record_t got;
+    ck_assert_int_eq(s_get(st, "gwen", &got), STORE_OK);
+    ck_assert_int_eq(got.status, PRESENCE_BUSY);
+    /* the gateway ends its lease (a clean stop): the sessions end at the next sweep */
+    s_lease(st, T0 + 80 * SEC, 5, PROTO_LEASE_END, 15000);
+    ck_assert_int_eq(s_sweep(st, T0 + 80 * SEC, 100, &ch, &next, &exp, &pur), 1);
+    ck_assert_int_eq(ch.v[0].rec.status, PRESENCE_OFFLINE);
+    store_changes_fini(&ch);
+    store_close(&st);
+}
+END_TEST
+
+/* Invisible: the store keeps the public version still while only the user's own view moves. */
+START_TEST(test_sessions_invisible)
+{
+    store_config_t cfg = s_cfg();
+    store_t *st = s_open(&cfg);
+    store_changes_t ch;
+    store_changes_init(&ch);
+    proto_record_t in = s_ses_in("ivy", PRESENCE_ONLINE, "d1", 600, 0, 0, 0), out;
+    s_apply1(st, PROTO_PUT, &in, 1, T0, &out, NULL, &ch);
+    in = s_in("ivy", PRESENCE_OFFLINE, "", 3600, "node-a"); /* appear offline */
+    s_apply1(st, PROTO_PUT, &in, 1, T0 + SEC, &out, NULL, &ch);
+    ck_assert(proto_record_invisible(&out));
+    uint64_t pubv = out.pub_version;
+    ck_assert_uint_eq(pubv, out.version);
+    in = s_ses_in("ivy", PRESENCE_BUSY, "d2", 600, 0, 0, 0);
+    s_apply1(st, PROTO_PUT, &in, 1, T0 + 2 * SEC, &out, NULL, &ch);
+    ck_assert_int_eq(out.sessions, 2);
+    ck_assert_uint_gt(out.version, pubv);
+    ck_assert_uint_eq(out.pub_version, pubv);
+    ck_assert_uint_eq(out.vis_last_seen_us, T0 + SEC);
+    /* the stream carries the whole record: gateways render what each reader may see */
+    ck_assert_uint_eq(ch.v[ch.n - 1].rec.pub_version, pubv);
+    proto_record_t got;
+    ck_assert_int_eq(s_get(st, "ivy", &got), STORE_OK);
+    ck_assert_uint_eq(got.pub_version, pubv);
+    store_changes_fini(&ch);
+    store_close(&st);
+}
+END_TEST
+
+/* Erasing a user erases its sessions too. */
+START_TEST(test_sessions_del)
+{
+    store_config_t cfg = s_cfg();
+    store_t *st = s_open(&cfg);
+    proto_record_t in = s_ses_in("zed", PRESENCE_ONLINE, "d1", 600, 0, 0, 0), out;
+    s_apply1(st, PROTO_PUT, &in, 1, T0, &out, NULL, NULL);
+    uint64_t as_of;
+    ck_assert_uint_eq(s_del(st, T0 + SEC, "zed", &as_of, NULL), PROTO_OK);
+    proto_session_t ses[4];
+    ck_assert_uint_eq(s_read_sessions(st, "zed", T0 + SEC, ses, 4), 0);
+    /* the same session id starts afresh */
+    ck_assert_uint_eq(s_apply1(st, PROTO_PUT, &in, 1, T0 + 2 * SEC, &out, NULL, NULL), PROTO_OK);
+    ck_assert_int_eq(out.sessions, 1);
+    store_close(&st);
+}
+END_TEST
+
 static TCase *s_tcase(Suite *s, const char *name, int timeout)
 {
     TCase *tc = tcase_create(name);
@@ -1628,6 +1858,14 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_read_snapshot_isolation);
     tcase_add_test(tc, test_catchup_model);
     tcase_add_test(tc, test_info_numbers);
+
+    tc = s_tcase(s, "sessions", 30);
+    tcase_add_test(tc, test_sessions_two_devices);
+    tcase_add_test(tc, test_sessions_expire);
+    tcase_add_test(tc, test_lease_lapse);
+    tcase_add_test(tc, test_lease_grace_after_restart);
+    tcase_add_test(tc, test_sessions_invisible);
+    tcase_add_test(tc, test_sessions_del);
     return s;
 }
 

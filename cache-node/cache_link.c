@@ -94,7 +94,7 @@ static void s_queue(cache_node_t *cn, const proto_buf_t *b, uint64_t rid)
     }
     cn->store_rids[cn->store_batch.n] = rid;
     proto_batch_add(&cn->store_batch, b->data, b->len);
-    if (cn->store_batch.data.len >= PROTO_BATCH_SOFT_MAX)
+    if (proto_batch_full(&cn->store_batch))
         cache_link_flush(cn);
 }
 

@@ -51,7 +51,7 @@ static void s_send_to(cache_node_t *cn, const uint8_t *ident, size_t ident_len, 
     if (cn->in_batch && ident_len == cn->batch_ident_len && memcmp(ident, cn->batch_ident, ident_len) == 0) {
         proto_batch_add(&cn->out_batch, b->data, b->len);
         proto_buf_reset(b);
-        if (cn->out_batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* keep frames small: send this part now */
+        if (proto_batch_full(&cn->out_batch)) { /* keep frames small: send this part now */
             proto_batch_encode(&cn->out_batch, &cn->out_frame);
             proto_batch_reset(&cn->out_batch);
             cn->in_batch = false;
@@ -167,6 +167,10 @@ static void on_change(void *ctx, const proto_change_t *c)
             full.last_seen_us = r->last_seen_us;
             full.expires_at_us = r->expires_at_us;
             full.ttl_s = r->ttl_s;
+            full.preferred_until_us = r->preferred_until_us;
+            full.message_expires_at_us = r->message_expires_at_us;
+            full.vis_last_seen_us = r->vis_last_seen_us;
+            full.pub_version = r->pub_version;
             proto_record_set_node(&full, r->node_id, r->node_len);
             full.version = r->version;
         }
@@ -485,6 +489,53 @@ static void s_handle_write(cache_node_t *cn, const uint8_t *ident, size_t ident_
     cache_link_send(cn, p, &cn->buf, m->deadline_us);
 }
 
+/* LEASE and SESSIONS: the store's business, passed through as they are (their answers too). */
+static void s_pass_done(cache_node_t *cn, preq_t *p, const proto_msg_t *m, uint8_t status)
+{
+    proto_buf_reset(&cn->buf);
+    if (m && m->type == PROTO_REPLY && p->type == PROTO_LEASE) {
+        char errmsg[PROTO_ERRMSG_MAX + 1];
+        memcpy(errmsg, m->key.p ? m->key.p : "", m->key.len);
+        errmsg[m->key.len] = '\0';
+        proto_enc_reply(&cn->buf, p->client_rid, m->status, m->seq, NULL, 0, errmsg, m->flags);
+    } else if (m && m->type == PROTO_SESSIONS_REPLY && p->type == PROTO_SESSIONS) {
+        proto_enc_sessions_reply(&cn->buf, p->client_rid, m->status, m->sessions, m->n);
+    } else if (m && m->type == PROTO_REPLY && m->status != PROTO_OK) {
+        char errmsg[PROTO_ERRMSG_MAX + 1];
+        memcpy(errmsg, m->key.p ? m->key.p : "", m->key.len);
+        errmsg[m->key.len] = '\0';
+        proto_enc_reply(&cn->buf, p->client_rid, m->status, m->seq, NULL, 0, errmsg, 0);
+    } else if (m) {
+        s_reply_status(cn, p->ident, p->ident_len, p->client_rid, PROTO_EINTERNAL, "unexpected store reply");
+        return;
+    } else {
+        s_reply_status(cn, p->ident, p->ident_len, p->client_rid, status,
+                       status == PROTO_ETIMEOUT ? "store timed out" : "store unavailable");
+        return;
+    }
+    s_send_to(cn, p->ident, p->ident_len, &cn->buf);
+}
+
+static void s_handle_pass(cache_node_t *cn, const dispatch_in_t *in, const proto_msg_t *m)
+{
+    if (!cache_link_up(cn)) {
+        cn->store_unavailable++;
+        s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_EUNAVAIL, "store unavailable");
+        return;
+    }
+    preq_t *p = cache_link_request(cn, PK_FORWARD, s_pass_done);
+    p->type = m->type;
+    memcpy(p->ident, in->ident, in->ident_len);
+    p->ident_len = (uint8_t)in->ident_len;
+    p->client_rid = m->rid;
+    if (proto_rewrite_rid(in->raw, in->raw_len, p->link.id, &cn->buf) < 0) {
+        /* cannot happen for a message that decoded; answered through the request's failure path */
+        proto_buf_reset(&cn->buf);
+        proto_enc_get(&cn->buf, PROTO_SESSIONS, p->link.id, "", 0);
+    }
+    cache_link_send(cn, p, &cn->buf, 0);
+}
+
 /* ==== stats and health ========================================================================= */
 
 static void s_collect_stats(cache_node_t *cn, stats_list_t *l, bool full)
@@ -586,6 +637,13 @@ static void on_apply(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_OK, NULL);
 }
 
+static void on_pass(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    cache_node_t *cn = ctx;
+    cn->requests_total++;
+    s_handle_pass(cn, in, m);
+}
+
 static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
     cache_node_t *cn = ctx;
@@ -633,7 +691,8 @@ static void on_batch(void *ctx, const dispatch_in_t *in, bool begin)
 static const dispatch_t s_gateways = {
     .routed = true,
     .on = {[PROTO_GET] = on_read, [PROTO_MGET] = on_read, [PROTO_PUT] = on_write, [PROTO_TOUCH] = on_write,
-           [PROTO_DEL] = on_write, [PROTO_APPLY] = on_apply, [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
+           [PROTO_DEL] = on_write, [PROTO_APPLY] = on_apply, [PROTO_LEASE] = on_pass, [PROTO_SESSIONS] = on_pass,
+           [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
     .on_other = on_unexpected,
     .on_malformed = on_malformed,
     .on_batch = on_batch,

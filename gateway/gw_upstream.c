@@ -239,7 +239,7 @@ static void s_queue(node_t *nc, gw_call_t *c)
     }
     nc->batch_rids[nc->batch.n] = c->link.id;
     proto_batch_add(&nc->batch, c->msg, c->msg_len);
-    if (nc->batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* big enough: send now, not at the turn's end */
+    if (proto_batch_full(&nc->batch)) { /* big enough: send now, not at the turn's end */
         if (h2o_timeout_is_linked(&nc->flush))
             h2o_timeout_unlink(&nc->flush);
         on_flush_timer(&nc->flush);

@@ -14,6 +14,7 @@
  * One loop (common/zloop.h) over the writer's eventfd, the CurveZMQ authenticator (when the relays'
  * link has one) and the ROUTERs, in that order: completions are answered before new commands.
  */
+#include "store_model.h"
 #include "store_node_int.h"
 #include "cfg.h"
 #include "log.h"
@@ -103,7 +104,10 @@ static void s_flush_acks(store_node_t *sn)
 static void s_finish_job(store_node_t *sn, job_t *j)
 {
     proto_buf_reset(&sn->buf);
-    if (j->op.status == PROTO_OK && j->type != PROTO_DEL)
+    if (j->type == PROTO_LEASE)
+        proto_enc_reply(&sn->buf, j->rid, j->op.status, j->op.as_of, NULL, 0,
+                        j->op.status == PROTO_EINTERNAL ? "storage error" : NULL, j->op.flags);
+    else if (j->op.status == PROTO_OK && j->type != PROTO_DEL)
         proto_enc_reply(&sn->buf, j->rid, PROTO_OK, j->op.as_of, j->out, j->op.n, NULL, 0);
     else
         proto_enc_reply(&sn->buf, j->rid, j->op.status, j->op.as_of, NULL, 0,
@@ -125,7 +129,7 @@ static void s_finish_job(store_node_t *sn, job_t *j)
         memcpy(a->ident, j->ident, j->ident_len);
     }
     proto_batch_add(&a->batch, sn->buf.data, sn->buf.len);
-    if (a->batch.data.len >= PROTO_BATCH_SOFT_MAX) { /* keep frames small: send this part now */
+    if (proto_batch_full(&a->batch)) { /* keep frames small: send this part now */
         proto_batch_encode(&a->batch, &sn->buf);
         s_reply(sn, a->router, a->ident, a->ident_len, &sn->buf);
         proto_batch_reset(&a->batch);
@@ -163,7 +167,8 @@ static void s_drain_completions(store_node_t *sn)
 
 static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, proto_msg_t *m)
 {
-    uint32_t n = m->type == PROTO_DEL ? 1 : m->n;
+    /* Items, for the queue's bound: a DEL and a LEASE are one each. */
+    uint32_t n = m->type == PROTO_DEL || m->type == PROTO_LEASE ? 1 : m->n;
     if (n == 0) {
         proto_buf_reset(&sn->buf);
         proto_enc_reply(&sn->buf, m->rid, PROTO_OK, sn->pub_seq, NULL, 0, NULL, 0);
@@ -190,7 +195,12 @@ static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size
     j->rid = m->rid;
     j->t_recv_us = util_mono_us();
     j->deadline_us = m->deadline_us;
-    if (m->type == PROTO_DEL) {
+    if (m->type == PROTO_LEASE) {
+        j->op.lease_id = m->lease_id;
+        j->op.lease_op = m->op;
+        j->op.lease_ttl_ms = m->ttl_ms;
+        snprintf(j->op.lease_node, sizeof j->op.lease_node, "%s", m->node);
+    } else if (m->type == PROTO_DEL) {
         j->in = xcalloc(1, sizeof *j->in);
         proto_record_set_uid(j->in, m->key.p, m->key.len);
     } else {
@@ -333,6 +343,27 @@ static void on_read(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     s_handle_read(ctx, in->sock, in->ident, in->ident_len, m);
 }
 
+/* SESSIONS: a user's live sessions, from a read snapshot (REALTIME.md, GET .../sessions). */
+static void on_sessions(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    store_node_t *sn = ctx;
+    char err[STORE_ERR_LEN];
+    store_read_t *r = store_read_begin(sn->store, err);
+    if (!r) {
+        LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
+        s_reply_status(sn, in->sock, in->ident, in->ident_len, m->rid, PROTO_EINTERNAL, "storage error");
+        return;
+    }
+    atomic_fetch_add(&sn->reads_total, 1);
+    uint32_t n = 0;
+    int rc = store_read_sessions(r, m->key.p, m->key.len, util_now_us(), sn->ses_scratch, STORE_SESSIONS_CAP, &n);
+    store_read_end(&r);
+    proto_buf_reset(&sn->buf);
+    proto_enc_sessions_reply(&sn->buf, m->rid, rc == STORE_OK ? PROTO_OK : PROTO_EINTERNAL, sn->ses_scratch,
+                             rc == STORE_OK ? n : 0);
+    s_reply(sn, in->sock, in->ident, in->ident_len, &sn->buf);
+}
+
 static void on_write(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
     s_enqueue(ctx, in->sock, in->ident, in->ident_len, m);
@@ -381,7 +412,8 @@ static void on_malformed(void *ctx, const dispatch_in_t *in, const char *why, bo
 static const dispatch_t s_commands = {
     .routed = true,
     .on = {[PROTO_GET] = on_read, [PROTO_MGET] = on_read, [PROTO_PUT] = on_write, [PROTO_TOUCH] = on_write,
-           [PROTO_DEL] = on_write, [PROTO_CATCHUP] = on_catchup, [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
+           [PROTO_DEL] = on_write, [PROTO_LEASE] = on_write, [PROTO_SESSIONS] = on_sessions,
+           [PROTO_CATCHUP] = on_catchup, [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
     .on_other = on_unexpected,
     .on_malformed = on_malformed,
 };
@@ -512,9 +544,11 @@ int store_node_new(void *zctx, const store_node_config_t *c, store_node_t **out,
     sn->cfg.store.path = sn->cfg.store_path;
     sn->zctx = zctx;
     sn->efd = -1;
+    sn->ses_scratch = xcalloc(STORE_SESSIONS_CAP, sizeof *sn->ses_scratch);
     char serr[STORE_ERR_LEN];
     if (store_open(&sn->cfg.store, &sn->store, serr) < 0) {
         snprintf(err, CFG_ERR_LEN, "cannot open store: %s", serr);
+        free(sn->ses_scratch);
         free(sn);
         return -1;
     }
@@ -579,6 +613,7 @@ void store_node_destroy(store_node_t **np)
     proto_buf_fini(&sn->buf);
     for (int i = 0; i < ACKBOXES; i++)
         proto_batch_fini(&sn->acks[i].batch);
+    free(sn->ses_scratch);
     free(sn);
     *np = NULL;
 }

@@ -88,6 +88,7 @@ struct store_node {
     ackbox_t acks[ACKBOXES];
     int nacks;
     uint64_t next_hugz;
+    proto_session_t *ses_scratch; /* STORE_SESSIONS_CAP sessions: a SESSIONS answer is built here */
 
     /* metrics (either thread) */
     _Atomic uint64_t writes_total, write_ops_total, commits_total, commit_errors, expirations_total, purges_total;

@@ -10,6 +10,7 @@
 #include "curve.h"
 #include "envreg.h"
 #include "log.h"
+#include "store_model.h"
 #include "store_node.h"
 #include "util.h"
 #include "zutil.h"
@@ -48,7 +49,7 @@ static int s_config(void *arg, char *err)
     c->sweep_max = 1000;
     c->pub_hwm = 100000;
     c->touch_sync_ms = 1000;
-    uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, log_max = 2000000;
+    uint64_t map_mb = 64, map_max_mb = 65536, retention_ms = 30ull * 86400000, ttl = 3600, log_max = 2000000, max_ses = 32;
     if (cfg_str("DATA_DIR", data_dir, dlen, err) < 0 || cfg_enum("SYNC_MODE", modes, &sync_mode, err) < 0 ||
         cfg_u64("SYNC_FLUSH_MS", 1, 60000, &c->flush_ms, err) < 0 ||
         cfg_u64("STORE_HUGZ_MS", 10, 60000, &c->hugz_ms, err) < 0 ||
@@ -62,6 +63,7 @@ static int s_config(void *arg, char *err)
         cfg_duration_ms("RETENTION", 1000, 1, 3650ull * 86400000, &retention_ms, err) < 0 ||
         cfg_u64("PRESENCE_TTL", 1, PROTO_TTL_MAX, &ttl, err) < 0 ||
         cfg_u64("STORE_LOG_MAX", 1, 1000000000, &log_max, err) < 0 ||
+        cfg_u64("MAX_SESSIONS", 1, STORE_SESSIONS_CAP, &max_ses, err) < 0 ||
         cfg_u64("CENTER_PORT", 1, 65534, &c->center_port, err) < 0)
         return -1;
     snprintf(c->cmd_ep, sizeof c->cmd_ep, "ipc://%s/run/store-cmd.sock", data_dir);
@@ -84,6 +86,7 @@ static int s_config(void *arg, char *err)
     c->store.retention_us = retention_ms * 1000;
     c->store.default_ttl_s = ttl;
     c->store.log_max = log_max;
+    c->store.max_sessions = (uint32_t)max_ses;
     return 0;
 }
 

@@ -120,8 +120,8 @@ static void s_write_group(store_node_t *sn, job_t *jobs, size_t njobs)
         }
         ops[nops++] = j->op;
         items += j->op.n;
-        if (j->type != PROTO_TOUCH)
-            relaxed = false;
+        if (j->type != PROTO_TOUCH && j->type != PROTO_LEASE)
+            relaxed = false; /* heartbeats and lease refreshes may wait for the flush; nothing else */
     }
     completion_t *c = xcalloc(1, sizeof *c);
     store_changes_init(&c->changes);

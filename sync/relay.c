@@ -327,7 +327,7 @@ static void s_forward(relay_t *r, const dispatch_in_t *in, const proto_msg_t *m)
     s_padd(r, p);
 }
 
-/* GET, MGET, PUT, TOUCH, DEL: the center's business. (A BATCH is forwarded part by part; the
+/* GET, MGET, PUT, TOUCH, DEL, LEASE, SESSIONS: the center's business. (A BATCH is forwarded part by part; the
  * center batches its answers per peer.) */
 static void on_command(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
@@ -385,7 +385,8 @@ static void on_region_malformed(void *ctx, const dispatch_in_t *in, const char *
 static const dispatch_t s_region = {
     .routed = true,
     .on = {[PROTO_GET] = on_command, [PROTO_MGET] = on_command, [PROTO_PUT] = on_command,
-           [PROTO_TOUCH] = on_command, [PROTO_DEL] = on_command, [PROTO_CATCHUP] = on_catchup,
+           [PROTO_TOUCH] = on_command, [PROTO_DEL] = on_command, [PROTO_LEASE] = on_command,
+           [PROTO_SESSIONS] = on_command, [PROTO_CATCHUP] = on_catchup,
            [PROTO_PING] = on_stats, [PROTO_STATS] = on_stats},
     .on_other = on_region_unexpected,
     .on_malformed = on_region_malformed,

@@ -891,13 +891,14 @@ static void s_loop(notifier_t *N)
         again = false;
         if (sync_client_handle(N->sync))
             again = true;
-        if (s_drain_router(N))
-            again = true;
         s_collect(N);
         now = util_mono_ms();
         s_commit(N, util_now_us() / 1000);
         if (N->fatal)
             break;
+        /* After the commit: what STATS reports (the applied sequence, cursors) is durable. */
+        if (s_drain_router(N))
+            again = true;
         if (!N->ready && N->live && N->meta.baseline && !N->snap.active) {
             N->ready = true;
             char line[700];

@@ -360,7 +360,26 @@ START_TEST(test_events_in_order)
 }
 END_TEST
 
-/* HMAC-SHA256 of "<t>.<body>" recomputed here. */
+/* Run docs/webhooks/verify.{py,js} (the snippets of docs/WEBHOOKS.md) on one delivery: returns
+ * the script's exit status, or -1 when the interpreter or the script is not there. */
+static int s_doc_verify(const char *dir, const char *interp, const char *script, const char *secret, const char *sig,
+                        const char *body, size_t len)
+{
+    char path[300], cmd[1200];
+    snprintf(path, sizeof path, "docs/webhooks/%s", script);
+    if (access(path, R_OK) != 0 || (access("/usr/bin/node", X_OK) != 0 && strcmp(interp, "node") == 0))
+        return -1;
+    char file[300];
+    snprintf(file, sizeof file, "%s/body", dir);
+    FILE *f = fopen(file, "wb");
+    fwrite(body, 1, len, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s %s '%s' '%s' '%s'", interp, path, secret, sig, file);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* HMAC-SHA256 of "<t>.<body>" recomputed here, and by the documented snippets. */
 START_TEST(test_signature)
 {
     wh_t w;
@@ -398,6 +417,17 @@ START_TEST(test_signature)
                 sprintf(want + 2 * k, "%02x", md[k]);
             ck_assert_str_ne(hex, want);
             ck_assert_str_eq(b[i].path, r == 0 ? "/hook/0" : "/hook/1");
+            static const char *const snippets[][2] = {{"python3", "verify.py"}, {"node", "verify.js"}};
+            for (int k = 0; k < 2; k++) {
+                int ok = s_doc_verify(w.node.dir, snippets[k][0], snippets[k][1], key, b[i].sig, b[i].body, b[i].len);
+                if (ok < 0) {
+                    fprintf(stderr, "skipped: %s %s (not installed or not run from the source tree)\n",
+                            snippets[k][0], snippets[k][1]);
+                    continue;
+                }
+                ck_assert_msg(ok == 0, "%s says the signature is invalid", snippets[k][1]);
+                ck_assert_int_eq(s_doc_verify(w.node.dir, snippets[k][0], snippets[k][1], other, b[i].sig, b[i].body, b[i].len), 1);
+            }
             free(msg);
             free(b[i].body);
         }
@@ -673,12 +703,45 @@ START_TEST(test_debounce)
 }
 END_TEST
 
+/* `presenced` starts the notifier when WEBHOOK_URLS is set (and only then). */
+START_TEST(test_launcher_starts_notifier)
+{
+    const char *dir = th_tmpdir();
+    char data[300];
+    snprintf(data, sizeof data, "%s/data", dir);
+    wrx_t *rx = wrx_start(true);
+    th_proc_t *l = th_proc("presenced", "presenced");
+    th_env(l, "DATA_DIR", "%s", data);
+    th_env(l, "SERVICE_PORT", "0");
+    th_env(l, "CACHE_NODES", "1");
+    th_env(l, "GATEWAY_THREADS", "1");
+    th_env(l, "JWT_SECRET", "%s", TH_SECRET);
+    th_env(l, "WEBHOOK_URLS", "http://127.0.0.1:%d/launched", wrx_port(rx));
+    th_env(l, "WEBHOOK_SECRETS", SECRET0);
+    th_env(l, "WEBHOOK_DEBOUNCE_MS", "0");
+    ck_assert_int_eq(th_start(l, 30000), 0);
+    wh_t w;
+    memset(&w, 0, sizeof w);
+    w.node.port = atoi(strrchr(l->ready, ':') + 1);
+    snprintf(w.endpoint, sizeof w.endpoint, "ipc://%s/run/notifier.sock", data);
+    ck_assert_uint_eq(s_stat(&w, "notifier_live"), 1);
+    uint64_t v = s_put(&w, "launched", "busy", NULL);
+    ck_assert(s_wait_events(rx, 1, WAIT_MS));
+    evs_t got = {.n = 0};
+    s_events(rx, &got);
+    want_t want[] = {{v, "online", "launched", "offline"}};
+    s_expect(&got, want, 1, "receiver");
+    s_evs_free(&got);
+    ck_assert_int_eq(th_stop(l, 20000), 0);
+    wrx_stop(&rx);
+}
+END_TEST
+
 /* --help, --version, and configuration errors that name the variable. */
-static int s_run(const char *const *env, const char *arg, char *out, size_t outlen)
+static int s_run(const char *dir, const char *const *env, const char *arg, char *out, size_t outlen)
 {
     th_proc_t *p = th_proc("notifier-cfg", "notifier");
-    const char *d = th_tmpdir();
-    snprintf(p->err_path, sizeof p->err_path, "%s/out.log", d);
+    snprintf(p->err_path, sizeof p->err_path, "%s/out.log", dir);
     pid_t pid = fork();
     if (pid == 0) {
         int fd = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -713,13 +776,15 @@ static int s_run(const char *const *env, const char *arg, char *out, size_t outl
 START_TEST(test_cli_and_config_errors)
 {
     static char out[16384];
-    ck_assert_int_eq(s_run(NULL, "--help", out, sizeof out), 0);
+    const char *d = th_tmpdir();
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(s_run(d, NULL, "--help", out, sizeof out), 0);
     ck_assert_ptr_nonnull(strstr(out, "WEBHOOK_URLS"));
     ck_assert_ptr_nonnull(strstr(out, "WEBHOOK_SECRETS"));
     ck_assert_ptr_nonnull(strstr(out, "WEBHOOK_DEBOUNCE_MS"));
-    ck_assert_int_eq(s_run(NULL, "--version", out, sizeof out), 0);
+    ck_assert_int_eq(s_run(d, NULL, "--version", out, sizeof out), 0);
     ck_assert(strncmp(out, "notifier ", 9) == 0);
-    ck_assert_int_eq(s_run(NULL, "--bogus", out, sizeof out), 2);
+    ck_assert_int_eq(s_run(d, NULL, "--bogus", out, sizeof out), 2);
     struct {
         const char *env[4];
         const char *want;
@@ -735,7 +800,7 @@ START_TEST(test_cli_and_config_errors)
         {{"WEBHOOK_URLS=http://[::1/x", "WEBHOOK_SECRETS=0123456789abcdef", NULL}, "notifier: WEBHOOK_URLS: item 1: "},
     };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
-        ck_assert_int_eq(s_run(bad[i].env, NULL, out, sizeof out), 2);
+        ck_assert_int_eq(s_run(d, bad[i].env, NULL, out, sizeof out), 2);
         ck_assert_msg(strncmp(out, bad[i].want, strlen(bad[i].want)) == 0, "case %zu: '%s'", i, out);
     }
 }
@@ -827,6 +892,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_filters);
     tcase_add_test(tc, test_debounce);
     tcase_add_test(tc, test_cli_and_config_errors);
+    tcase_add_test(tc, test_launcher_starts_notifier);
     suite_add_tcase(s, tc);
     if (getenv("WEBHOOK_BENCH")) {
         TCase *b = tcase_create("bench");

@@ -643,13 +643,18 @@ static void s_on_done(notifier_t *N, const notify_http_done_t *d)
     }
 }
 
-static void s_collect(notifier_t *N)
+/* Drive the transfers and take their answers. Returns the number of answers taken. */
+static int s_collect(notifier_t *N)
 {
     if (notify_http_perform(N->http) < 0)
         LOG_RATELIMITED(LOG_ERROR, 10000, "libcurl: curl_multi_perform failed");
     notify_http_done_t d;
-    while (notify_http_next_done(N->http, &d))
+    int n = 0;
+    while (notify_http_next_done(N->http, &d)) {
         s_on_done(N, &d);
+        n++;
+    }
+    return n;
 }
 
 /* ==== stats and the ROUTER =================================================================== */
@@ -908,8 +913,10 @@ static void s_loop(notifier_t *N)
             zu_signal_ready(line);
         }
         s_schedule(N);
-        if (notify_http_perform(N->http) < 0)
-            LOG_RATELIMITED(LOG_ERROR, 10000, "libcurl: curl_multi_perform failed");
+        /* Start the new requests. A fast receiver may answer within this very call: its answer
+         * would then wake no poll, so take it now and turn again at once. */
+        if (s_collect(N))
+            again = true;
         if (N->cfg.stats_log_ms && now >= N->next_stats_log_ms) {
             s_log_stats(N);
             N->next_stats_log_ms = now + N->cfg.stats_log_ms;

@@ -137,7 +137,7 @@ run compose-config env -i PATH="$PATH" PRESENCE_SECRETS_DIR="$tmp/secrets" \
     docker-compose -f "$compose" --env-file "$tmp/compose.env" config -q
 refuses compose-requires-jwt 'JWT_SECRET is required' env -i PATH="$PATH" \
     docker-compose -f "$compose" --env-file "$tmp/empty.env" config -q
-if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compose" 2>&1); then
+if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compose" --profile webhooks 2>&1); then
     ok compose-local "$(tail -n 1 <<<"$out" | sed 's/^compose-local: //')"
 else
     bad compose-local "$out"

@@ -725,6 +725,11 @@ START_TEST(test_launcher_starts_notifier)
     w.node.port = atoi(strrchr(l->ready, ':') + 1);
     snprintf(w.endpoint, sizeof w.endpoint, "ipc://%s/run/notifier.sock", data);
     ck_assert_uint_eq(s_stat(&w, "notifier_live"), 1);
+    /* The container health probe finds it by role, on its default endpoint. */
+    char bin[512], cmd[1200];
+    snprintf(cmd, sizeof cmd, "env PRESENCE_ROLE=notifier DATA_DIR='%s' '%s' -t 5000 -r notifier_live", data,
+             th_bin("presence-probe", bin, sizeof bin));
+    ck_assert_int_eq(system(cmd), 0);
     uint64_t v = s_put(&w, "launched", "busy", NULL);
     ck_assert(s_wait_events(rx, 1, WAIT_MS));
     evs_t got = {.n = 0};

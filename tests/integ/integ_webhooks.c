@@ -173,15 +173,16 @@ typedef struct ev {
 } ev_t;
 
 typedef struct evs {
-    ev_t v[4096];
-    size_t n;
+    ev_t *v;
+    size_t n, cap;
 } evs_t;
 
 static void s_evs_free(evs_t *e)
 {
     for (size_t i = 0; i < e->n; i++)
         json_decref(e->v[i].obj);
-    e->n = 0;
+    free(e->v);
+    memset(e, 0, sizeof *e);
 }
 
 /* Every event the receiver accepted so far, in arrival order. */
@@ -197,7 +198,10 @@ static void s_events(wrx_t *rx, evs_t *out)
         ck_assert_uint_gt(json_array_size(arr), 0);
         for (size_t k = 0; k < json_array_size(arr); k++) {
             json_t *o = json_array_get(arr, k);
-            ck_assert_uint_lt(out->n, 4096);
+            if (out->n == out->cap) {
+                out->cap = out->cap ? out->cap * 2 : 256;
+                out->v = realloc(out->v, out->cap * sizeof *out->v);
+            }
             ev_t *e = &out->v[out->n++];
             e->id = (uint64_t)json_integer_value(json_object_get(o, "id"));
             snprintf(e->type, sizeof e->type, "%s", json_string_value(json_object_get(o, "type")));
@@ -354,6 +358,9 @@ START_TEST(test_events_in_order)
     ck_assert_str_eq(json_string_value(json_object_get(got.v[0].obj, "at")),
                      json_string_value(json_object_get(json_object_get(got.v[0].obj, "record"), "updated_at")));
     ck_assert_uint_eq(s_stat(&w, "notifier_webhook_delivered_events_total"), 9);
+    /* Every batch went over one kept-alive connection. */
+    ck_assert_uint_gt(wrx_accepted(w.rx[0]), 1);
+    ck_assert_uint_eq(wrx_connections(w.rx[0]), 1);
     ck_assert_uint_eq(s_stat(&w, "notifier_live"), 1);
     s_evs_free(&got);
     s_stop(&w);
@@ -565,7 +572,7 @@ START_TEST(test_sigkill_loses_nothing)
     /* The receiver keeps the first batch (as a receiver that processed it) but never answers. */
     wrx_set_mode(w.rx[0], WRX_TAKE_STALL);
     enum { N1 = 40, N2 = 15, NB = 5 };
-    want_t want[N1 + N2 + NB];
+    want_t want[N1 + N2 + NB + 1];
     char users[N1 + N2][16];
     size_t nw = 0;
     for (int i = 0; i < N1; i++) {
@@ -584,6 +591,11 @@ START_TEST(test_sigkill_loses_nothing)
     }
     for (int i = 0; i < NB; i++)
         want[nw++] = (want_t){s_put(&w, users[i], "busy", NULL), "status", users[i], "online"};
+    /* ... and one is deleted: found missing from the snapshot; its id is where the snapshot ended
+     * (after every version written so far), so it comes last. */
+    uint64_t before_restart = want[nw - 1].id;
+    s_delete(&w, users[NB]);
+    want[nw++] = (want_t){0, "offline", users[NB], "online"};
     wrx_set_mode(w.rx[0], WRX_OK);
     ck_assert_int_eq(th_restart(w.notifier, 20000), 0);
     ck_assert(s_wait_events(w.rx[0], nw, WAIT_MS * 2));
@@ -607,7 +619,11 @@ START_TEST(test_sigkill_loses_nothing)
             continue;
         if (uniq < nw) {
             const want_t *x = &want[uniq];
-            ck_assert_msg(got.v[i].id == x->id && strcmp(got.v[i].type, x->type) == 0 &&
+            if (x->id == 0) { /* the snapshot's delete */
+                ck_assert_uint_gt(got.v[i].id, before_restart);
+                ck_assert(json_is_null(json_object_get(got.v[i].obj, "record")));
+            }
+            ck_assert_msg((x->id == 0 || got.v[i].id == x->id) && strcmp(got.v[i].type, x->type) == 0 &&
                               strcmp(got.v[i].user, x->user) == 0 && strcmp(got.v[i].prev, x->prev) == 0,
                           "event %zu: id=%llu %s %s prev=%s, want id=%llu %s %s prev=%s", uniq,
                           (unsigned long long)got.v[i].id, got.v[i].type, got.v[i].user, got.v[i].prev,
@@ -633,6 +649,65 @@ START_TEST(test_sigkill_loses_nothing)
     s_events(w.rx[0], &got);
     ck_assert_uint_eq(got.n, before + 1);
     ck_assert_uint_eq(got.v[got.n - 1].id, m2);
+    s_evs_free(&got);
+    s_stop(&w);
+}
+END_TEST
+
+/* The log's bound: a target that fails while more than WEBHOOK_LOG_MAX_BYTES of events pile up
+ * loses the oldest ones (a counted gap) and gets the rest, in order, once it recovers. */
+START_TEST(test_log_bound_gap)
+{
+    wh_t w;
+    static const char *const extra[] = {"WEBHOOK_LOG_MAX_BYTES=1048576", NULL};
+    s_start(&w, 1, NULL, extra);
+    wrx_set_mode(w.rx[0], WRX_FAIL);
+    th_zc_t z;
+    ck_assert_int_eq(th_zc_open(&z, w.node.store_cmd), 0);
+    /* 6,000 status changes (~430 bytes of log each: 2.5 MiB) straight to the store. */
+    enum { TOTAL = 6000, USERS = 1000, PER = 500 };
+    static proto_record_t recs[PER];
+    proto_buf_t b;
+    proto_buf_init(&b);
+    uint64_t last = 0;
+    for (int sent = 0; sent < TOTAL; sent += PER) {
+        for (int i = 0; i < PER; i++) {
+            char uid[32];
+            snprintf(uid, sizeof uid, "g%04d", (sent + i) % USERS);
+            memset(&recs[i], 0, sizeof recs[i]);
+            proto_record_set_uid(&recs[i], uid, strlen(uid));
+            proto_record_set_node(&recs[i], "test", 4);
+            recs[i].status = (uint8_t)(((sent + i) / USERS) % 3);
+            recs[i].ttl_s = 3600;
+        }
+        uint64_t rid = ++z.rid;
+        proto_buf_reset(&b);
+        proto_enc_records_cmd(&b, PROTO_PUT, rid, recs, PER);
+        proto_msg_t m;
+        ck_assert_int_eq(th_zc_call(&z, &b, rid, &m, 10000), 0);
+        ck_assert_int_eq(m.status, PROTO_OK);
+        last = m.recs[PER - 1].version;
+        proto_msg_fini(&m);
+    }
+    proto_buf_fini(&b);
+    th_zc_close(&z);
+    seqwait_t sw = {&w, last};
+    ck_assert(th_wait_for(s_notifier_at, &sw, WAIT_MS));
+    ck_assert_uint_le(s_stat(&w, "notifier_log_bytes"), 1048576);
+    ck_assert_uint_gt(s_stat(&w, "notifier_log_bound_pruned_total"), 0);
+    wrx_set_mode(w.rx[0], WRX_OK);
+    ck_assert(s_wait_id(w.rx[0], last, WAIT_MS));
+    evs_t got = {.n = 0};
+    s_events(w.rx[0], &got);
+    uint64_t delivered = s_stat(&w, "notifier_webhook_delivered_events_total");
+    uint64_t gap = s_stat(&w, "notifier_webhook_gap_events_total");
+    ck_assert_uint_ge(s_stat(&w, "notifier_webhook_gaps_total"), 1);
+    ck_assert_uint_eq(delivered, got.n);
+    ck_assert_uint_eq(delivered + gap, TOTAL); /* every event: delivered or counted in the gap */
+    ck_assert_uint_gt(gap, 0);
+    for (size_t i = 1; i < got.n; i++)
+        ck_assert_uint_eq(got.v[i].id, got.v[i - 1].id + 1); /* the rest, in order, none missing */
+    ck_assert_uint_eq(got.v[got.n - 1].id, last);
     s_evs_free(&got);
     s_stop(&w);
 }
@@ -944,6 +1019,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_closing_target_retried);
     tcase_add_test(tc, test_4xx_dropped);
     tcase_add_test(tc, test_sigkill_loses_nothing);
+    tcase_add_test(tc, test_log_bound_gap);
     tcase_add_test(tc, test_filters);
     tcase_add_test(tc, test_debounce);
     tcase_add_test(tc, test_cli_and_config_errors);

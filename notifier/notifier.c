@@ -128,6 +128,20 @@ static void s_all_stale(notifier_t *N)
 
 /* ==== changes -> events ====================================================================== */
 
+/* Did a target that wants offline events take the log entry `seq` (acknowledged, or in flight)?
+ * Only a held entry whose hold the wall clock undid (it went back) can have been. */
+static bool s_taken(const notifier_t *N, uint64_t seq)
+{
+    for (uint32_t i = 0; i < N->ntargets; i++) {
+        const target_rt_t *t = &N->targets[i];
+        if (!(t->cfg->mask & (1u << NOTIFY_OFFLINE)))
+            continue;
+        if (t->st.cursor >= seq || (t->st.phase != NOTIFY_IDLE && t->st.inflight_last >= seq))
+            return true;
+    }
+    return false;
+}
+
 /* Apply one change of a user: plan it against the stored state and write what the plan says.
  * quiet: the baseline (first snapshot ever): take the state, emit nothing. */
 static void s_apply(notifier_t *N, const proto_record_t *rec, const char *uid, size_t len, uint64_t id, bool quiet)
@@ -153,6 +167,8 @@ static void s_apply(notifier_t *N, const proto_record_t *rec, const char *uid, s
             s_fatal(N, rc, "write user");
         return;
     }
+    if (found && prev.pend_seq && s_taken(N, prev.pend_seq))
+        prev.pend_seq = prev.pend_until_ms = prev.pend_prev = 0; /* delivered: nothing to cancel */
     notify_plan_t p;
     notify_plan(found ? &prev : NULL, rec, id, now_us, N->cfg.debounce_ms, N->meta.next_seq, &p);
     if (p.cancel_seq) {
@@ -568,7 +584,7 @@ static void s_schedule(notifier_t *N)
             t->st.phase = NOTIFY_IDLE;
             continue;
         }
-        notify_batch_begin(&t->batch, t->st.cursor, t->st.batch_limit, N->cfg.batch_bytes);
+        notify_batch_begin(&t->batch, t->st.cursor, t->st.batch_limit, N->cfg.batch_bytes, N->cfg.debounce_ms);
         build_ctx_t bc = {.b = &t->batch, .mask = t->cfg->mask, .now_ms = wall,
                           .scan_max = t->st.batch_limit + SCAN_MAX_EXTRA};
         int rc = notify_db_log_scan(N->db, t->st.cursor, on_entry, &bc, &N->bad_entries);

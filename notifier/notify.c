@@ -177,7 +177,7 @@ void notify_plan(const notify_user_t *prev, const proto_record_t *rec, uint64_t 
         memset(&p, 0, sizeof p);
         p.status = PRESENCE_OFFLINE;
     }
-    bool held = p.pend_seq && p.pend_until_ms > now_ms;
+    bool held = p.pend_seq && p.pend_until_ms > now_ms && p.pend_until_ms - now_ms <= debounce_ms;
     bool state_dirty = false;
     out->next = p;
     if (p.pend_seq && !held) {
@@ -330,8 +330,10 @@ void notify_batch_fini(notify_batch_t *b)
     gw_buf_free(&b->body);
 }
 
-void notify_batch_begin(notify_batch_t *b, uint64_t after, uint32_t max_events, size_t max_bytes)
+void notify_batch_begin(notify_batch_t *b, uint64_t after, uint32_t max_events, size_t max_bytes,
+                        uint64_t hold_max_ms)
 {
+    b->hold_max_ms = hold_max_ms;
     gw_buf_reset(&b->body);
     b->n = 0;
     b->max_events = max_events ? max_events : 1;
@@ -348,7 +350,7 @@ int notify_batch_offer(notify_batch_t *b, uint32_t mask, const notify_entry_t *e
         b->last_seq = e->seq;
         return NOTIFY_SKIPPED;
     }
-    if (e->visible_at_ms > now_ms) {
+    if (e->visible_at_ms > now_ms && e->visible_at_ms - now_ms <= b->hold_max_ms) {
         b->held_until_ms = e->visible_at_ms;
         return NOTIFY_HELD;
     }

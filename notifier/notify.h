@@ -112,7 +112,10 @@ typedef struct notify_plan {
  *               entry is to be deleted (cancel_seq) and the online is not emitted; if the status
  *               the user comes back with differs from the one before the offline, a `status`
  *               event (previous_status = that one) is emitted instead. An offline made by a
- *               delete is never held (there is no state left to cancel it against).
+ *               delete is never held (there is no state left to cancel it against). A hold whose
+ *               time is more than debounce_ms away (a clock that went back) is over.
+ *               The caller must clear prev's hold (pend_* fields) when a target already took the
+ *               held entry (possible only if the wall clock went back): it is no hold any more.
  *   next_seq    the log seq the first event gets; events take consecutive seqs.
  * A change that changes nothing a reader sees (a SET with the same effective status, message and
  * sessions, or a version not newer than prev->version) makes no event and leaves the state alone
@@ -166,6 +169,7 @@ typedef struct notify_batch {
     uint64_t first_id, last_id;
     uint64_t oldest_ms;     /* appended_ms of the first entry taken (lag); 0 = none */
     uint64_t held_until_ms; /* set when a held entry stopped the batch */
+    uint64_t hold_max_ms;   /* a hold never lasts longer than this from now (the debounce) */
 } notify_batch_t;
 
 enum notify_offer {
@@ -177,8 +181,12 @@ enum notify_offer {
 
 void notify_batch_init(notify_batch_t *b);
 void notify_batch_fini(notify_batch_t *b);
-/* Start a batch after log seq `after` (the target's cursor) with these bounds (>= 1 event). */
-void notify_batch_begin(notify_batch_t *b, uint64_t after, uint32_t max_events, size_t max_bytes);
+/* Start a batch after log seq `after` (the target's cursor) with these bounds (>= 1 event).
+ * hold_max_ms is the debounce: an entry held until more than that after now (the wall clock went
+ * back, or the entry comes from a run whose clock was ahead) counts as deliverable, as
+ * notify_plan treats it, so a hold can never stall a target for longer than the window. */
+void notify_batch_begin(notify_batch_t *b, uint64_t after, uint32_t max_events, size_t max_bytes,
+                        uint64_t hold_max_ms);
 /* Offer the next log entry (entries must come in seq order, each > last_seq). mask is the
  * target's set of wanted types (1u << type). Returns enum notify_offer. */
 int notify_batch_offer(notify_batch_t *b, uint32_t mask, const notify_entry_t *e, uint64_t now_ms);

@@ -252,6 +252,13 @@ START_TEST(test_plan_debounce)
     ck_assert(p.write_state);
     ck_assert_uint_eq(p.next.pend_seq, 0);
 
+    /* A hold more than the debounce away (the wall clock went back) is over: an ordinary online. */
+    r = s_rec("dave", PRESENCE_BUSY, "", 57);
+    notify_plan(&held, &r, 57, t - 10000000, db, 3, &p);
+    ck_assert_uint_eq(p.n, 1);
+    ck_assert_uint_eq(p.cancel_seq, 0);
+    ck_assert_int_eq(p.ev[0].type, NOTIFY_ONLINE);
+
     /* debounce 0: offline is deliverable at once. */
     r = s_rec("dave", PRESENCE_OFFLINE, "", 60);
     notify_plan(&u, &r, 60, t, 0, 2, &p);
@@ -404,7 +411,7 @@ START_TEST(test_batch_fill)
     notify_batch_t b;
     notify_batch_init(&b);
     uint32_t mask = 1u << NOTIFY_ONLINE | 1u << NOTIFY_OFFLINE;
-    notify_batch_begin(&b, 10, 3, 1 << 20);
+    notify_batch_begin(&b, 10, 3, 1 << 20, 2000);
     notify_entry_t e = s_entry(11, NOTIFY_ONLINE, "{\"a\":1}", 0);
     ck_assert_int_eq(notify_batch_offer(&b, mask, &e, 5000), NOTIFY_TAKEN);
     e = s_entry(12, NOTIFY_MESSAGE, "{\"m\":1}", 0); /* not wanted: covered, not sent */
@@ -425,7 +432,7 @@ START_TEST(test_batch_fill)
     ck_assert(memcmp(b.body.p, "[{\"a\":1},{\"b\":2},{\"c\":3}]", b.body.len) == 0);
 
     /* Bytes: "[" + 7 + "," + 7 + "]" = 17 fits 17, a third does not. */
-    notify_batch_begin(&b, 0, 100, 17);
+    notify_batch_begin(&b, 0, 100, 17, 2000);
     e = s_entry(1, NOTIFY_ONLINE, "{\"a\":1}", 0);
     ck_assert_int_eq(notify_batch_offer(&b, NOTIFY_MASK_ALL, &e, 0), NOTIFY_TAKEN);
     e = s_entry(2, NOTIFY_ONLINE, "{\"b\":2}", 0);
@@ -433,14 +440,14 @@ START_TEST(test_batch_fill)
     e = s_entry(3, NOTIFY_ONLINE, "{\"c\":3}", 0);
     ck_assert_int_eq(notify_batch_offer(&b, NOTIFY_MASK_ALL, &e, 0), NOTIFY_FULL);
     /* A first event larger than the bound still goes, alone. */
-    notify_batch_begin(&b, 0, 100, 4);
+    notify_batch_begin(&b, 0, 100, 4, 2000);
     e = s_entry(1, NOTIFY_ONLINE, "{\"a\":1}", 0);
     ck_assert_int_eq(notify_batch_offer(&b, NOTIFY_MASK_ALL, &e, 0), NOTIFY_TAKEN);
     e = s_entry(2, NOTIFY_ONLINE, "{}", 0);
     ck_assert_int_eq(notify_batch_offer(&b, NOTIFY_MASK_ALL, &e, 0), NOTIFY_FULL);
 
     /* Held (debounce): a wanted held entry stops the batch; an unwanted one is passed over. */
-    notify_batch_begin(&b, 0, 100, 1 << 20);
+    notify_batch_begin(&b, 0, 100, 1 << 20, 2000);
     e = s_entry(1, NOTIFY_ONLINE, "{\"a\":1}", 0);
     ck_assert_int_eq(notify_batch_offer(&b, mask, &e, 5000), NOTIFY_TAKEN);
     e = s_entry(2, NOTIFY_OFFLINE, "{\"o\":1}", 6000);
@@ -452,6 +459,9 @@ START_TEST(test_batch_fill)
     ck_assert_uint_eq(b.n, 1);
     /* ... and is taken once its time has come. */
     ck_assert_int_eq(notify_batch_offer(&b, mask, &e, 6000), NOTIFY_TAKEN);
+    /* A hold further away than the debounce (the clock went back) is over. */
+    e = s_entry(4, NOTIFY_OFFLINE, "{\"o\":3}", 5000 + 2001);
+    ck_assert_int_eq(notify_batch_offer(&b, mask, &e, 5000), NOTIFY_TAKEN);
     notify_batch_fini(&b);
 }
 END_TEST

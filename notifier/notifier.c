@@ -1,22 +1,17 @@
 /* notifier.c -- the webhook notifier: follows the store's change stream and POSTs signed JSON
  * batches of presence events to backend URLs, at least once and in order per target.
  *
- *   store PUB/ROUTER --sync client--> notify_plan --> LMDB: users, log, cursors --> batches
- *                                                        (one txn per turn)          |
- *   target i <-- POST [events] (libcurl multi) <----------------------------------- +
+ *   store PUB/ROUTER --sync client--> notify_plan --> LMDB (users, log, cursors; one txn a turn)
+ *   target i <-- POST [events] (libcurl multi) <-- batches built from the committed log
  *
- * One thread, one loop: curl_multi_poll waits on libcurl's sockets and the ZeroMQ sockets' ZMQ_FDs
- * (stream SUB, catch-up DEALER, our ROUTER for PING/STATS) with a timeout from the next timer.
- * Every turn: stream changes are planned and written into one LMDB write transaction; answers
- * move cursors; the log is pruned below the slowest cursor (and to its bound); then the
- * transaction commits (fsync) -- and only then are new batches built from the committed log and
- * handed to libcurl, so nothing is sent that a crash could take back.
- *
- * A snapshot from the store (always at start: the sync client begins without a position; and
- * whenever the store's changelog no longer covers ours) is diffed against the stored per-user
- * states: changed users are staged by version and replayed in version order once the snapshot is
- * complete; users missing from it (a merge walk over both key-ordered sets) were deleted. The first
- * snapshot ever is a silent baseline. docs/WEBHOOKS.md has the contract, DESIGN.md the reasoning.
+ * One thread, one loop: curl_multi_poll waits on libcurl's sockets and the ZeroMQ ZMQ_FDs (stream
+ * SUB, catch-up DEALER, our PING/STATS ROUTER). A turn plans the stream's changes into one write
+ * transaction, moves cursors by the answers, prunes the log, commits (fsync) -- and only then
+ * builds batches from the committed log, so nothing is sent that a crash could take back.
+ * A snapshot from the store (at every start, and when its changelog no longer covers us) is
+ * diffed against the stored per-user states, replayed in version order; users missing from it
+ * (a merge walk over both key-ordered sets) were deleted. The first snapshot ever is a silent
+ * baseline. Single-threaded. docs/WEBHOOKS.md: the contract; DESIGN.md: the reasoning.
  */
 #include "cfg.h"
 #include "log.h"

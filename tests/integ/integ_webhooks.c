@@ -1,7 +1,7 @@
 /* integ_webhooks.c -- the webhook notifier against the real processes: store-node, a cache-node and
  * a gateway (writes go through the HTTP API), the notifier following the store's change stream,
- * and receivers run by this process (tests/integ/webhook_rx.c) that answer 200, 500 or 400, stall,
- * or close the connection.
+ * and receivers run by this process (tests/integ/webhooks/webhook_rx.c) that answer 200, 500 or
+ * 400, stall, or close the connection, over HTTP or TLS.
  *
  * Every test pins the exact events a target must receive (id = the version the write was
  * answered with, type, user, previous_status), in order; a marker write after the changes under
@@ -13,7 +13,7 @@
 #include "harness.h"
 #include "proto.h"
 #include "util.h"
-#include "webhook_rx.h"
+#include "tests/integ/webhooks/webhook_rx.h"
 
 #include <check.h>
 #include <fcntl.h>
@@ -778,6 +778,63 @@ START_TEST(test_debounce)
 }
 END_TEST
 
+static bool s_two_tls_failures(void *arg)
+{
+    return wrx_tls_failures(arg) >= 2;
+}
+
+/* https: the server's certificate is verified. A self-signed one is refused (the handshake fails,
+ * the event waits and is retried); with WEBHOOK_CA_FILE naming it, the same event is delivered. */
+START_TEST(test_tls_verified)
+{
+    wh_t w;
+    memset(&w, 0, sizeof w);
+    ck_assert_int_eq(th_node_start(&w.node, 1, NULL), 0);
+    char cert[300], key[300], cmd[1200];
+    snprintf(cert, sizeof cert, "%s/cert.pem", w.node.dir);
+    snprintf(key, sizeof key, "%s/key.pem", w.node.dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 1 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+             key, cert);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "skipped: test_tls_verified (no openssl command to make a certificate)\n");
+        th_node_stop(&w.node);
+        return;
+    }
+    w.rx[0] = wrx_start_tls(true, cert, key);
+    ck_assert_ptr_nonnull(w.rx[0]);
+    w.nrx = 1;
+    snprintf(w.endpoint, sizeof w.endpoint, "ipc://%s/run/notifier.sock", w.node.dir);
+    th_proc_t *p = w.notifier = th_proc("notifier", "notifier");
+    th_env(p, "DATA_DIR", "%s", w.node.dir);
+    th_env(p, "STORE_CMD_ENDPOINT", "%s", w.node.store_cmd);
+    th_env(p, "STORE_PUB_ENDPOINT", "%s", w.node.store_pub);
+    th_env(p, "NOTIFIER_ENDPOINT", "%s", w.endpoint);
+    th_env(p, "WEBHOOK_URLS", "https://127.0.0.1:%d/tls", wrx_port(w.rx[0]));
+    th_env(p, "WEBHOOK_SECRETS", SECRET0);
+    th_env(p, "WEBHOOK_BACKOFF_MIN_MS", "50");
+    th_env(p, "WEBHOOK_BACKOFF_MAX_MS", "300");
+    ck_assert_int_eq(th_start(p, 20000), 0);
+    uint64_t v = s_put(&w, "tls-user", "online", NULL);
+    /* Refused: handshakes fail, nothing is read, the notifier counts failures and retries. */
+    ck_assert(th_wait_for(s_two_tls_failures, w.rx[0], WAIT_MS));
+    ck_assert_uint_eq(wrx_requests(w.rx[0]), 0);
+    ck_assert_uint_ge(s_stat(&w, "notifier_webhook_failures_total"), 2);
+    /* Trust the certificate: the event that waited is delivered. */
+    ck_assert_int_eq(th_stop(p, 10000), 0);
+    th_env(p, "WEBHOOK_CA_FILE", "%s", cert);
+    ck_assert_int_eq(th_start(p, 20000), 0);
+    ck_assert(s_wait_events(w.rx[0], 1, WAIT_MS));
+    evs_t got = {.n = 0};
+    s_events(w.rx[0], &got);
+    want_t want[] = {{v, "online", "tls-user", "offline"}};
+    s_expect(&got, want, 1, "TLS receiver");
+    s_evs_free(&got);
+    s_stop(&w);
+}
+END_TEST
+
 /* `presenced` starts the notifier when WEBHOOK_URLS is set (and only then). */
 START_TEST(test_launcher_starts_notifier)
 {
@@ -1024,6 +1081,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_debounce);
     tcase_add_test(tc, test_cli_and_config_errors);
     tcase_add_test(tc, test_launcher_starts_notifier);
+    tcase_add_test(tc, test_tls_verified);
     suite_add_tcase(s, tc);
     if (getenv("WEBHOOK_BENCH")) {
         TCase *b = tcase_create("bench");

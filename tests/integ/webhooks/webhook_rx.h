@@ -36,6 +36,10 @@ typedef struct wrx_body {
 
 /* Start on 127.0.0.1:0. keep: keep accepted bodies (else only count them). NULL on failure. */
 wrx_t *wrx_start(bool keep);
+/* The same over TLS with this certificate and key (PEM files). Connections are then served one
+ * at a time (blocking, 2 s socket timeouts); a failed handshake is counted, not served. */
+wrx_t *wrx_start_tls(bool keep, const char *cert_pem, const char *key_pem);
+uint64_t wrx_tls_failures(wrx_t *w); /* handshakes that failed (the client refused us, or EOF) */
 int wrx_port(const wrx_t *w);
 void wrx_set_mode(wrx_t *w, int mode);
 /* Stop the thread, close everything, free. */

@@ -4,14 +4,17 @@
  * mode change is seen promptly). Requests are parsed by hand: request line, headers up to the
  * blank line (Content-Length required for a body; no chunked bodies: libcurl sends POSTFIELDS with
  * a length), then the body. The answer depends on the mode at the moment the request is complete.
- * State shared with the test thread (counters, bodies, mode) is under one mutex.
+ * State shared with the test thread (counters, bodies, mode) is under one mutex. The TLS variant
+ * (OpenSSL) serves one connection at a time with blocking reads bounded by socket timeouts.
  */
-#include "webhook_rx.h"
+#include "tests/integ/webhooks/webhook_rx.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -29,6 +32,7 @@
 
 typedef struct conn {
     int fd;
+    SSL *ssl; /* TLS variant */
     char *buf;
     size_t len, cap;
     bool stalled;
@@ -41,7 +45,8 @@ struct wrx {
     atomic_int mode;
     bool keep;
     pthread_mutex_t mu;
-    uint64_t requests, accepted, events, connections;
+    uint64_t requests, accepted, events, connections, tls_failures;
+    SSL_CTX *tls;
     wrx_body_t *bodies;
     size_t nbodies, cap;
     conn_t conns[RX_CONNS];
@@ -69,6 +74,10 @@ static void s_send(conn_t *c, const char *s)
 {
     size_t n = strlen(s), off = 0;
     uint64_t deadline = s_mono_ms() + 2000;
+    if (c->ssl) {
+        SSL_write(c->ssl, s, (int)n);
+        return;
+    }
     while (off < n && s_mono_ms() < deadline) {
         ssize_t w = send(c->fd, s + off, n - off, MSG_NOSIGNAL);
         if (w > 0) {
@@ -198,6 +207,43 @@ static bool s_process(wrx_t *w, conn_t *c)
     return true;
 }
 
+/* TLS: serve one connection to its end (blocking, bounded by the socket timeouts). */
+static void s_serve_tls(wrx_t *w, int fd)
+{
+    conn_t c = {.fd = fd};
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    c.ssl = SSL_new(w->tls);
+    SSL_set_fd(c.ssl, fd);
+    if (SSL_accept(c.ssl) != 1) {
+        ERR_clear_error();
+        pthread_mutex_lock(&w->mu);
+        w->tls_failures++;
+        pthread_mutex_unlock(&w->mu);
+        goto out;
+    }
+    while (!atomic_load(&w->stop) && !c.stalled) {
+        if (c.cap - c.len < 65536) {
+            if (c.cap >= RX_HEAD_MAX + RX_BODY_MAX + 65536)
+                break;
+            c.cap = c.cap ? c.cap * 2 : 131072;
+            c.buf = realloc(c.buf, c.cap);
+        }
+        int got = SSL_read(c.ssl, c.buf + c.len, (int)(c.cap - c.len));
+        if (got <= 0)
+            break;
+        c.len += (size_t)got;
+        if (!s_process(w, &c))
+            break;
+    }
+out:
+    SSL_free(c.ssl);
+    c.ssl = NULL;
+    free(c.buf);
+    close(fd);
+}
+
 static void *s_main(void *arg)
 {
     wrx_t *w = arg;
@@ -220,9 +266,16 @@ static void *s_main(void *arg)
             if (!pf[k].revents)
                 continue;
             if (map[k] < 0) {
-                int fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                int fd = accept4(w->lfd, NULL, NULL, (w->tls ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC);
                 if (fd < 0)
                     continue;
+                if (w->tls) {
+                    pthread_mutex_lock(&w->mu);
+                    w->connections++;
+                    pthread_mutex_unlock(&w->mu);
+                    s_serve_tls(w, fd);
+                    continue;
+                }
                 int slot = -1;
                 for (int i = 0; i < RX_CONNS && slot < 0; i++)
                     if (w->conns[i].fd < 0)
@@ -268,10 +321,11 @@ static void *s_main(void *arg)
     return NULL;
 }
 
-wrx_t *wrx_start(bool keep)
+static wrx_t *s_start(bool keep, SSL_CTX *tls)
 {
     wrx_t *w = calloc(1, sizeof *w);
     w->keep = keep;
+    w->tls = tls;
     for (int i = 0; i < RX_CONNS; i++)
         w->conns[i].fd = -1;
     pthread_mutex_init(&w->mu, NULL);
@@ -292,6 +346,25 @@ wrx_t *wrx_start(bool keep)
         free(w);
         return NULL;
     }
+    return w;
+}
+
+wrx_t *wrx_start(bool keep)
+{
+    return s_start(keep, NULL);
+}
+
+wrx_t *wrx_start_tls(bool keep, const char *cert_pem, const char *key_pem)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, cert_pem) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key_pem, SSL_FILETYPE_PEM) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    wrx_t *w = s_start(keep, ctx);
+    if (!w)
+        SSL_CTX_free(ctx);
     return w;
 }
 
@@ -318,6 +391,7 @@ void wrx_stop(wrx_t **wp)
     for (size_t i = 0; i < w->nbodies; i++)
         free(w->bodies[i].body);
     free(w->bodies);
+    SSL_CTX_free(w->tls);
     pthread_mutex_destroy(&w->mu);
     free(w);
     *wp = NULL;
@@ -335,6 +409,7 @@ GETTER(wrx_requests, requests)
 GETTER(wrx_accepted, accepted)
 GETTER(wrx_events, events)
 GETTER(wrx_connections, connections)
+GETTER(wrx_tls_failures, tls_failures)
 
 size_t wrx_bodies(wrx_t *w, size_t from, wrx_body_t *out, size_t max)
 {

@@ -1,6 +1,7 @@
 /* presenced.c -- the launcher: one command starts a whole node on one machine.
  *
  *   NODE_TYPE=center (default): store-node, CACHE_NODES cache-nodes (2), gateway
+ *                               (+ notifier after the store-node when WEBHOOK_URLS is set)
  *   NODE_TYPE=leaf:             sync-relay (to CENTER_ENDPOINT), cache-nodes, gateway
  *
  * Processes are wired with ipc:// endpoints under $DATA_DIR/run. Each child is started with
@@ -408,6 +409,14 @@ static void s_plan(const node_t *n)
         child_t *c = s_add("store-node", "store-node");
         s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
         s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
+        /* Webhooks (docs/WEBHOOKS.md): the notifier follows the center's stream; it validates
+         * its own WEBHOOK_* settings (passed through). */
+        const char *hooks = getenv("WEBHOOK_URLS");
+        if (hooks && *hooks) {
+            c = s_add("notifier", "notifier");
+            s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
+            s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
+        }
     } else {
         child_t *c = s_add("sync-relay", "sync-relay");
         s_env(c, "RELAY_CMD_ENDPOINT", "%s", store_cmd);

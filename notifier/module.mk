@@ -5,13 +5,11 @@ NOTIFY_LIB := $(B)/libnotify.a
 NOTIFY_LIB_OBJS := $(B)/notifier/notify.o $(B)/notifier/notify_cfg.o $(B)/notifier/notify_db.o
 CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
-NOTIFIER_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 $(NOTIFY_LIB): $(NOTIFY_LIB_OBJS)
 	$(AR) rcs $@ $^
 
 $(B)/notifier/notify_http.o $(B)/notifier/notifier.o: CFLAGS += $(CURL_CFLAGS)
-$(B)/notifier/notifier.o: CFLAGS += -DNOTIFIER_VERSION='"$(NOTIFIER_VERSION)"'
 
 BINS += $(B)/bin/notifier
 $(B)/bin/notifier: $(B)/notifier/notifier.o $(B)/notifier/notify_http.o $(NOTIFY_LIB) $(GW_LIB) $(SYNC_LIB) \

@@ -1,27 +1,34 @@
 /* notifier.c -- the webhook notifier: follows the store's change stream and POSTs signed JSON
  * batches of presence events to backend URLs, at least once and in order per target.
  *
- *   store PUB/ROUTER --sync client--> notify_plan --> LMDB (users, log, cursors; one txn a turn)
- *   target i <-- POST [events] (libcurl multi) <-- batches built from the committed log
+ *   store PUB/ROUTER --sync client--> notify_plan (x2 views) --> LMDB (users, log, cursors, position)
+ *   target i <-- POST [events] (libcurl multi_socket) <-- batches built from the committed log
  *
- * One thread, one loop: curl_multi_poll waits on libcurl's sockets and the ZeroMQ ZMQ_FDs (stream
- * SUB, catch-up DEALER, our PING/STATS ROUTER). A turn plans the stream's changes into one write
- * transaction, moves cursors by the answers, prunes the log, commits (fsync) -- and only then
- * builds batches from the committed log, so nothing is sent that a crash could take back.
- * A snapshot from the store (at every start, and when its changelog no longer covers us) is
- * diffed against the stored per-user states, replayed in version order; users missing from it
- * (a merge walk over both key-ordered sets) were deleted. The first snapshot ever is a silent
- * baseline. Single-threaded. docs/WEBHOOKS.md: the contract; DESIGN.md: the reasoning.
+ * One thread, one loop (common/zloop.h): the stream's SUB and catch-up DEALER, our PING/STATS
+ * ROUTER and the epoll fd of libcurl's sockets. A turn plans the stream's changes into one write
+ * transaction, moves cursors by the answers, prunes the log, records the stream position,
+ * commits (fsync) -- and only then answers STATS and builds batches from the committed log, so
+ * nothing is sent that a crash could take back. A restart resumes the stream from the committed
+ * position (sync_client_set_position): the store's catch-up brings the changes after it. A
+ * snapshot (the first start, or a position the store can no longer serve) is diffed against the
+ * stored per-user states, replayed in version order; users missing from it (a merge walk over
+ * both key-ordered sets) were deleted. The first snapshot ever is a silent baseline.
+ * Single-threaded. docs/WEBHOOKS.md: the contract; DESIGN.md: the reasoning.
  */
 #include "cfg.h"
+#include "cli.h"
+#include "dispatch.h"
+#include "envreg.h"
 #include "log.h"
 #include "notify.h"
 #include "notify_cfg.h"
 #include "notify_db.h"
 #include "notify_http.h"
+#include "procstat.h"
 #include "stats.h"
 #include "sync_client.h"
 #include "util.h"
+#include "zloop.h"
 #include "zutil.h"
 
 #include <errno.h>
@@ -32,13 +39,9 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef NOTIFIER_VERSION
-#define NOTIFIER_VERSION "dev"
-#endif
-
 #define PRUNE_MAX 20000          /* log entries deleted per turn */
 #define SCAN_MAX_EXTRA 10000     /* entries a batch build may look at beyond its batch size */
-#define ROUTER_DRAIN 256
+#define ASKS_MAX 256             /* PING/STATS questions answered per turn (more: dropped, counted) */
 #define WAIT_MAX_MS 500
 #define SNAP_DELETED UINT64_MAX  /* staging key of a user the snapshot no longer has */
 
@@ -50,9 +53,19 @@ typedef struct target_rt {
     notify_target_t st;
     notify_batch_t batch;   /* the batch out (its body is libcurl's until the answer) */
     bool stale;             /* the log or the state changed: try to build a batch */
+    stats_hist_t req_hist;  /* POST durations */
+    stats_hist_t lag_hist;  /* logged -> acknowledged, per batch (its oldest event) */
     uint64_t held_until_ms; /* wall: a held entry it wants stops it until then (0 = none) */
     uint64_t lag_from_ms;   /* wall: appended_ms of the oldest event not yet delivered (0 = none) */
 } target_rt_t;
+
+/* A PING or STATS to answer after the turn's commit. */
+typedef struct ask {
+    uint8_t ident[DISPATCH_IDENT_MAX];
+    size_t ident_len;
+    uint64_t rid;
+    uint8_t type;
+} ask_t;
 
 typedef struct notifier {
     notify_cfg_t cfg;
@@ -63,8 +76,11 @@ typedef struct notifier {
     uint64_t floor;     /* first seq in the log (meta.next_seq when empty) */
     uint64_t oldest_ms; /* appended_ms of the first entry (0 when empty) */
     void *zctx, *router;
+    zloop_t *loop;
     sync_client_t *sync;
     notify_http_t *http;
+    ask_t asks[ASKS_MAX];
+    uint32_t nasks;
     target_rt_t targets[NOTIFY_TARGETS_MAX];
     uint32_t ntargets;
     struct {
@@ -74,22 +90,16 @@ typedef struct notifier {
         uint64_t staged, deleted;
     } snap;
     int fatal;          /* an LMDB error: stop and exit 1 (the state on disk is the last commit) */
-    bool live, ready, sent_router;
+    bool live, ready;
     uint64_t next_stats_log_ms;
     gw_buf_t json, entry;
     proto_buf_t buf, rec;
     /* counters */
     uint64_t changes_total, events_total[NOTIFY_TYPE_COUNT], debounced_total, pruned_total, bound_pruned_total;
-    uint64_t bad_entries, commits, router_malformed;
+    uint64_t bad_entries, commits, router_malformed, asks_dropped, resumes;
 } notifier_t;
 
 static volatile sig_atomic_t s_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    s_stop = 1;
-}
 
 static void s_fatal(notifier_t *N, int rc, const char *what)
 {
@@ -137,11 +147,92 @@ static bool s_taken(const notifier_t *N, uint64_t seq)
     return false;
 }
 
+/* What one change does in both views (docs/WEBHOOKS.md, "Invisible mode"). While the views agree
+ * (the user is not invisible and was not, or the views have met again), one plan serves both and
+ * its events are for every target; otherwise each view has its own plan, the public one's events
+ * for ordinary targets and the user's own for privileged ones. Without privileged targets the
+ * own view's events are not logged (its state is still kept, with no debounce holds: a hold would
+ * name a log entry that does not exist). */
+typedef struct vplan {
+    notify_plan_t pub, own;
+    bool split;    /* the views disagree: own is a plan of its own */
+    bool log_own;  /* own's events go to the log */
+} vplan_t;
+
+static void s_plan_views(const notifier_t *N, const notify_views_t *prev, const proto_record_t *rec, uint64_t id,
+                         uint64_t now_us, uint64_t next_seq, vplan_t *vp)
+{
+    proto_record_t pubrec;
+    if (rec)
+        proto_record_public(rec, &pubrec);
+    bool agree = !prev || notify_user_same(&prev->pub, &prev->own);
+    vp->split = !(agree && (!rec || !proto_record_invisible(rec)));
+    vp->log_own = vp->split && N->cfg.any_privileged;
+    notify_plan(prev ? &prev->pub : NULL, rec ? &pubrec : NULL, id, now_us, N->cfg.debounce_ms, next_seq, &vp->pub);
+    if (!vp->split) {
+        vp->own = vp->pub;
+        return;
+    }
+    notify_plan(prev ? &prev->own : NULL, rec, id, now_us, vp->log_own ? N->cfg.debounce_ms : 0,
+                next_seq + vp->pub.n, &vp->own);
+    for (uint32_t i = 0; i < vp->pub.n; i++)
+        vp->pub.ev[i].view = NOTIFY_VIEW_PUBLIC;
+    for (uint32_t i = 0; i < vp->own.n; i++)
+        vp->own.ev[i].view = NOTIFY_VIEW_PRIVATE;
+}
+
+/* Delete a held entry the plan cancelled (debounce). */
+static void s_cancel(notifier_t *N, uint64_t seq, const char *uid, size_t len)
+{
+    size_t elen = 0;
+    int rc = notify_db_log_del(N->db, seq, &elen);
+    if (rc == 0) {
+        N->meta.log_bytes -= MIN(N->meta.log_bytes, elen);
+        N->meta.log_entries -= MIN(N->meta.log_entries, 1);
+    } else if (rc != MDB_NOTFOUND) {
+        s_fatal(N, rc, "delete held event");
+        return;
+    }
+    N->debounced_total++;
+    LOG(LOG_DEBUG, "debounce: %.*s back within %llu ms: offline (seq %llu) and online dropped", (int)len, uid,
+        (unsigned long long)N->cfg.debounce_ms, (unsigned long long)seq);
+}
+
+/* Render and append a plan's events to the log. */
+static void s_append(notifier_t *N, const notify_plan_t *p, const proto_record_t *rec, const char *uid, size_t len,
+                     uint64_t now_us)
+{
+    uint64_t now_ms = now_us / 1000;
+    for (uint32_t i = 0; i < p->n && !N->fatal; i++) {
+        gw_buf_reset(&N->json);
+        notify_event_render(&N->json, &p->ev[i], uid, len, rec, now_us, now_us);
+        notify_entry_encode(&N->entry, &p->ev[i], now_ms, N->json.p, N->json.len);
+        int rc = notify_db_log_append(N->db, p->ev[i].seq, N->entry.p, N->entry.len);
+        if (rc) {
+            s_fatal(N, rc, "append event");
+            return;
+        }
+        N->meta.log_bytes += N->entry.len;
+        N->meta.log_entries++;
+        N->events_total[p->ev[i].type]++;
+        if (!N->oldest_ms)
+            N->oldest_ms = now_ms; /* the log was empty */
+    }
+}
+
+/* A held offline a target already took (possible only when the wall clock went back) is no hold
+ * any more: nothing may cancel it. */
+static void s_unhold_taken(const notifier_t *N, notify_user_t *u)
+{
+    if (u->pend_seq && s_taken(N, u->pend_seq))
+        u->pend_seq = u->pend_until_ms = u->pend_prev = 0;
+}
+
 /* Apply one change of a user: plan it against the stored state and write what the plan says.
  * quiet: the baseline (first snapshot ever): take the state, emit nothing. */
 static void s_apply(notifier_t *N, const proto_record_t *rec, const char *uid, size_t len, uint64_t id, bool quiet)
 {
-    notify_user_t prev;
+    notify_views_t prev;
     bool found;
     int rc = notify_db_user_get(N->db, uid, len, &prev, &found);
     if (rc) {
@@ -152,8 +243,12 @@ static void s_apply(notifier_t *N, const proto_record_t *rec, const char *uid, s
     N->changes_total++;
     if (quiet) {
         if (rec) {
-            notify_user_t u;
-            notify_user_from_record(&u, rec, now_us);
+            notify_views_t u;
+            proto_record_t pubrec;
+            proto_record_public(rec, &pubrec);
+            notify_user_from_record(&u.pub, &pubrec, now_us);
+            notify_user_from_record(&u.own, rec, now_us);
+            u.pub.version = u.own.version = id;
             rc = notify_db_user_put(N->db, uid, len, &u);
         } else {
             rc = notify_db_user_del(N->db, uid, len);
@@ -162,53 +257,48 @@ static void s_apply(notifier_t *N, const proto_record_t *rec, const char *uid, s
             s_fatal(N, rc, "write user");
         return;
     }
-    if (found && prev.pend_seq && s_taken(N, prev.pend_seq))
-        prev.pend_seq = prev.pend_until_ms = prev.pend_prev = 0; /* delivered: nothing to cancel */
-    notify_plan_t p;
-    notify_plan(found ? &prev : NULL, rec, id, now_us, N->cfg.debounce_ms, N->meta.next_seq, &p);
-    if (p.cancel_seq) {
-        size_t elen = 0;
-        rc = notify_db_log_del(N->db, p.cancel_seq, &elen);
-        if (rc == 0) {
-            N->meta.log_bytes -= MIN(N->meta.log_bytes, elen);
-            N->meta.log_entries -= MIN(N->meta.log_entries, 1);
-        } else if (rc != MDB_NOTFOUND) {
-            s_fatal(N, rc, "delete held event");
-            return;
-        }
-        N->debounced_total++;
-        LOG(LOG_DEBUG, "debounce: %.*s back within %llu ms: offline (seq %llu) and online dropped", (int)len, uid,
-            (unsigned long long)N->cfg.debounce_ms, (unsigned long long)p.cancel_seq);
+    if (found) {
+        s_unhold_taken(N, &prev.pub);
+        s_unhold_taken(N, &prev.own);
+    } else {
+        memset(&prev, 0, sizeof prev); /* what notify_plan assumes of an unknown user */
+        prev.pub.status = prev.own.status = PRESENCE_OFFLINE;
     }
-    uint64_t now_ms = now_us / 1000;
-    for (uint32_t i = 0; i < p.n; i++) {
-        gw_buf_reset(&N->json);
-        notify_event_render(&N->json, &p.ev[i], uid, len, rec, now_us, now_us);
-        notify_entry_encode(&N->entry, &p.ev[i], now_ms, N->json.p, N->json.len);
-        if ((rc = notify_db_log_append(N->db, p.ev[i].seq, N->entry.p, N->entry.len)) != 0) {
-            s_fatal(N, rc, "append event");
-            return;
-        }
-        N->meta.log_bytes += N->entry.len;
-        N->meta.log_entries++;
-        N->events_total[p.ev[i].type]++;
+    vplan_t vp;
+    s_plan_views(N, found ? &prev : NULL, rec, id, now_us, N->meta.next_seq, &vp);
+    if (vp.pub.cancel_seq)
+        s_cancel(N, vp.pub.cancel_seq, uid, len);
+    if (vp.split && vp.own.cancel_seq && vp.own.cancel_seq != vp.pub.cancel_seq && vp.log_own)
+        s_cancel(N, vp.own.cancel_seq, uid, len);
+    if (N->fatal)
+        return;
+    s_append(N, &vp.pub, rec, uid, len, now_us);
+    uint32_t n = vp.pub.n;
+    if (vp.log_own) {
+        s_append(N, &vp.own, rec, uid, len, now_us);
+        n += vp.own.n;
     }
-    if (p.n) {
-        if (!N->oldest_ms)
-            N->oldest_ms = now_ms; /* the log was empty */
-        N->meta.next_seq += p.n;
-    }
-    if (p.write_state)
-        rc = notify_db_user_put(N->db, uid, len, &p.next);
-    else if (p.delete_state)
+    if (N->fatal)
+        return;
+    N->meta.next_seq += n;
+    bool write = vp.pub.write_state || vp.own.write_state;
+    bool del = vp.pub.delete_state && (!vp.split || vp.own.delete_state);
+    if (del) {
         rc = notify_db_user_del(N->db, uid, len);
+    } else if (write) {
+        notify_views_t next = {.pub = vp.pub.write_state ? vp.pub.next : prev.pub,
+                               .own = vp.own.write_state ? vp.own.next : prev.own};
+        if (!vp.split)
+            next.own = next.pub;
+        rc = notify_db_user_put(N->db, uid, len, &next);
+    }
     if (rc) {
         s_fatal(N, rc, "write user");
         return;
     }
-    if (p.n || p.cancel_seq || p.write_state || p.delete_state)
+    if (n || vp.pub.cancel_seq || vp.own.cancel_seq || write || del)
         N->meta_dirty = true;
-    if (p.n || p.cancel_seq)
+    if (n || vp.pub.cancel_seq || vp.own.cancel_seq)
         s_all_stale(N);
 }
 
@@ -217,7 +307,7 @@ static void s_apply(notifier_t *N, const proto_record_t *rec, const char *uid, s
  * stored user whose id falls strictly between two consecutive snapshot records (or after the
  * last) is not in the store any more. */
 
-static int on_walk(void *ctx, const char *uid, size_t len, const notify_user_t *u)
+static int on_walk(void *ctx, const char *uid, size_t len, const notify_views_t *u)
 {
     notifier_t *N = ctx;
     (void)u;
@@ -279,16 +369,16 @@ static void s_snap_change(notifier_t *N, const proto_change_t *c)
             return;
         }
         /* Stage only users whose state this record changes (the rest cost one read). */
-        notify_user_t prev;
+        notify_views_t prev;
         bool found;
         int rc = notify_db_user_get(N->db, r->user_id, r->uid_len, &prev, &found);
         if (rc) {
             s_fatal(N, rc, "read user");
             return;
         }
-        notify_plan_t p;
-        notify_plan(found ? &prev : NULL, r, r->version, util_now_us(), N->cfg.debounce_ms, 1, &p);
-        if (p.n || p.cancel_seq)
+        vplan_t vp;
+        s_plan_views(N, found ? &prev : NULL, r, r->version, util_now_us(), 1, &vp);
+        if (vp.pub.n || vp.pub.cancel_seq || vp.own.n || vp.own.cancel_seq)
             s_stage(N, c);
         return;
     }
@@ -458,13 +548,31 @@ static void s_prune(notifier_t *N, uint64_t now_ms)
     }
 }
 
-/* Write the turn: dirty cursors, prune, meta; commit (fsync). */
+/* The stream position to keep: where the users' states are complete up to. Not during a
+ * snapshot (its staged diff is not applied yet: a restart must not skip it) nor before the
+ * baseline. Returns true when it moved. */
+static bool s_position(notifier_t *N)
+{
+    if (N->snap.active || !N->meta.baseline)
+        return false;
+    sync_stats_t ss;
+    sync_client_get_stats(N->sync, &ss);
+    if (ss.epoch == 0 || (ss.epoch == N->meta.pos_epoch && ss.seq == N->meta.pos_seq))
+        return false;
+    N->meta.pos_epoch = ss.epoch;
+    N->meta.pos_seq = ss.seq;
+    N->meta_dirty = true;
+    return true;
+}
+
+/* Write the turn: dirty cursors, prune, the stream position, meta; commit (fsync). */
 static void s_commit(notifier_t *N, uint64_t now_ms)
 {
+    s_position(N);
     bool prune_due = N->floor <= s_min_cursor(N) ||
                      (N->meta.log_entries && notify_over_bound(N->meta.log_bytes, N->cfg.log_max_bytes, N->oldest_ms,
                                                                N->cfg.log_max_age_ms, now_ms));
-    if (!notify_db_in_txn(N->db) && !s_any_dirty(N) && !prune_due)
+    if (!notify_db_in_txn(N->db) && !s_any_dirty(N) && !prune_due && !N->meta_dirty)
         return;
     if (!s_txn(N))
         return;
@@ -616,11 +724,16 @@ static void s_on_done(notifier_t *N, const notify_http_done_t *d)
     uint64_t rnd = 0;
     util_random(&rnd, sizeof rnd);
     uint32_t attempts = t->st.attempt + 1, n = t->st.inflight_n;
+    stats_hist_observe(&t->req_hist, d->elapsed_us);
     int out = notify_target_result(&t->st, &N->policy, d->status, d->retry_after_s, t->batch.last_id, util_mono_ms(),
                                    rnd, (uint32_t)N->cfg.batch_max);
     t->stale = true;
     switch (out) {
     case NOTIFY_ACKED:
+        if (t->batch.oldest_ms) {
+            uint64_t wall = util_now_us() / 1000;
+            stats_hist_observe(&t->lag_hist, wall > t->batch.oldest_ms ? (wall - t->batch.oldest_ms) * 1000 : 0);
+        }
         if (attempts > 1)
             LOG(LOG_NOTICE, "target %u (%s): delivered after %u attempts (ids %llu..%llu)", d->target, t->cfg->shown,
                 attempts, (unsigned long long)t->batch.first_id, (unsigned long long)t->batch.last_id);
@@ -657,8 +770,8 @@ static void s_on_done(notifier_t *N, const notify_http_done_t *d)
 /* Drive the transfers and take their answers. Returns the number of answers taken. */
 static int s_collect(notifier_t *N)
 {
-    if (notify_http_perform(N->http) < 0)
-        LOG_RATELIMITED(LOG_ERROR, 10000, "libcurl: curl_multi_perform failed");
+    if (notify_http_drive(N->http, util_mono_ms()) < 0)
+        LOG_RATELIMITED(LOG_ERROR, 10000, "libcurl: curl_multi_socket_action failed");
     notify_http_done_t d;
     int n = 0;
     while (notify_http_next_done(N->http, &d)) {
@@ -680,13 +793,14 @@ static uint64_t s_lag_us(const notifier_t *N, const target_rt_t *t)
 static void s_collect_stats(notifier_t *N, stats_list_t *l, bool full)
 {
     stats_add(l, "notifier_live", N->ready && N->live ? 1 : 0);
-    stats_add(l, "notifier_sync_seq", sync_client_seq(N->sync));
+    stats_add(l, "notifier_sync_sequence", sync_client_seq(N->sync));
     if (!full)
         return;
     sync_stats_t ss;
     sync_client_get_stats(N->sync, &ss);
     stats_add(l, "notifier_sync_gaps_total", ss.gaps);
     stats_add(l, "notifier_sync_snapshots_total", ss.snapshots);
+    stats_add(l, "notifier_sync_resumes_total", N->resumes);
     stats_add(l, "notifier_sync_lag_seconds:us", ss.lag_ms * 1000);
     stats_add(l, "notifier_changes_total", N->changes_total);
     for (int i = 0; i < NOTIFY_TYPE_COUNT; i++)
@@ -697,67 +811,102 @@ static void s_collect_stats(notifier_t *N, stats_list_t *l, bool full)
     stats_add(l, "notifier_log_pruned_total", N->pruned_total);
     stats_add(l, "notifier_log_bound_pruned_total", N->bound_pruned_total);
     stats_add(l, "notifier_commits_total", N->commits);
+    stats_add(l, "notifier_malformed_total", N->router_malformed);
     for (uint32_t i = 0; i < N->ntargets; i++) {
         const target_rt_t *t = &N->targets[i];
-        stats_addf(l, t->st.delivered_events, "notifier_webhook_delivered_events_total{target=\"%u\"}", i);
-        stats_addf(l, t->st.delivered_batches, "notifier_webhook_delivered_batches_total{target=\"%u\"}", i);
-        stats_addf(l, t->st.retries, "notifier_webhook_retries_total{target=\"%u\"}", i);
-        stats_addf(l, t->st.failures, "notifier_webhook_failures_total{target=\"%u\"}", i);
-        stats_addf(l, t->st.dropped_events, "notifier_webhook_dropped_events_total{target=\"%u\"}", i);
-        stats_addf(l, t->st.gaps, "notifier_webhook_gaps_total{target=\"%u\"}", i);
-        stats_addf(l, t->st.gap_entries, "notifier_webhook_gap_events_total{target=\"%u\"}", i);
-        stats_addf(l, s_lag_us(N, t), "notifier_webhook_lag_seconds:us{target=\"%u\"}", i);
-        stats_addf(l, t->st.cursor, "notifier_webhook_cursor{target=\"%u\"}", i);
+        char lab[48];
+        snprintf(lab, sizeof lab, "target=\"%u\"", i);
+        stats_addf(l, t->st.delivered_events, "notifier_webhook_delivered_events_total{%s}", lab);
+        stats_addf(l, t->st.delivered_batches, "notifier_webhook_delivered_batches_total{%s}", lab);
+        stats_addf(l, t->st.retries, "notifier_webhook_retries_total{%s}", lab);
+        stats_addf(l, t->st.failures, "notifier_webhook_failures_total{%s}", lab);
+        stats_addf(l, t->st.dropped_events, "notifier_webhook_dropped_events_total{%s}", lab);
+        stats_addf(l, t->st.gaps, "notifier_webhook_gaps_total{%s}", lab);
+        stats_addf(l, t->st.gap_entries, "notifier_webhook_gap_events_total{%s}", lab);
+        stats_addf(l, s_lag_us(N, t), "notifier_webhook_lag_seconds{%s}:us", lab);
+        stats_addf(l, t->st.cursor, "notifier_webhook_cursor{%s}", lab);
         stats_addf(l, N->meta.next_seq - 1 - MIN(t->st.cursor, N->meta.next_seq - 1),
-                   "notifier_webhook_pending_entries{target=\"%u\"}", i);
+                   "notifier_webhook_pending_entries{%s}", lab);
+        stats_add_hist(l, "notifier_webhook_request_duration_seconds", lab, &t->req_hist);
+        stats_add_hist(l, "notifier_webhook_delivery_seconds", lab, &t->lag_hist);
     }
+    procstat_t ps;
+    procstat_read(&ps);
+    stats_add_process(l, "proc=\"notifier\"", &ps);
+    stats_add_build_info(l, "proc=\"notifier\"", cli_version(), cli_commit());
 }
 
-static void s_on_router(notifier_t *N, zmq_msg_t *f, int n)
+/* PING and STATS are answered after the turn's commit (what they report is durable): queued
+ * here, answered by s_answer_asks. */
+static void on_ask(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
-    if (n != 2) {
-        N->router_malformed++;
+    notifier_t *N = ctx;
+    if (N->nasks == ASKS_MAX || !in->ident) {
+        N->asks_dropped++;
         return;
     }
-    proto_msg_t m;
-    int rc = proto_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &m);
-    if (rc == PROTO_DEC_OK && (m.type == PROTO_PING || m.type == PROTO_STATS)) {
-        stats_list_t l;
-        stats_list_init(&l);
-        s_collect_stats(N, &l, m.type == PROTO_STATS);
-        proto_buf_reset(&N->buf);
-        proto_enc_stats(&N->buf, m.type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m.rid, PROTO_OK, l.v, l.n);
-        stats_list_fini(&l);
+    ask_t *a = &N->asks[N->nasks++];
+    memcpy(a->ident, in->ident, in->ident_len);
+    a->ident_len = in->ident_len;
+    a->rid = m->rid;
+    a->type = m->type;
+}
+
+static void s_reject(notifier_t *N, const dispatch_in_t *in, uint64_t rid, const char *why)
+{
+    N->router_malformed++;
+    if (!in->ident)
+        return;
+    proto_buf_reset(&N->buf);
+    proto_enc_reply(&N->buf, rid, PROTO_EBADREQ, 0, NULL, 0, why, 0);
+    zu_send(N->router, in->ident, in->ident_len, N->buf.data, N->buf.len);
+    zloop_sent(N->loop, N->router);
+}
+
+static void on_other(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
+{
+    s_reject(ctx, in, m->rid, "unsupported: the notifier answers PING and STATS only");
+}
+
+static void on_malformed(void *ctx, const dispatch_in_t *in, const char *why, bool has_rid, uint64_t rid)
+{
+    notifier_t *N = ctx;
+    if (has_rid) {
+        char err[160];
+        snprintf(err, sizeof err, "malformed: %s", why);
+        s_reject(N, in, rid, err);
     } else {
         N->router_malformed++;
-        proto_buf_reset(&N->buf);
-        if (rc == PROTO_DEC_OK || rc == PROTO_EVERSION)
-            proto_enc_reply(&N->buf, m.rid, PROTO_EBADREQ, 0, NULL, 0, "the notifier answers PING and STATS only", 0);
-    }
-    proto_msg_fini(&m);
-    if (N->buf.len) {
-        zu_send(N->router, zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), N->buf.data, N->buf.len);
-        N->sent_router = true;
     }
 }
 
-static bool s_drain_router(notifier_t *N)
+static const dispatch_t s_router_dispatch = {
+    .routed = true,
+    .on = {[PROTO_PING] = on_ask, [PROTO_STATS] = on_ask},
+    .on_other = on_other,
+    .on_malformed = on_malformed,
+};
+
+static void s_on_router_frames(void *arg, void *sock, zmq_msg_t *frames, int n)
 {
-    int k;
-    for (k = 0; k < ROUTER_DRAIN; k++) {
-        zmq_msg_t f[ZU_FRAMES_MAX];
-        int n;
-        if (zu_recv(N->router, f, ZU_FRAMES_MAX, &n) < 0) {
-            if (errno == EPROTO) {
-                N->router_malformed++;
-                continue;
-            }
-            break;
-        }
-        s_on_router(N, f, n);
-        zu_close_frames(f, n);
+    dispatch_frames(&s_router_dispatch, arg, sock, frames, n);
+}
+
+static void s_answer_asks(notifier_t *N)
+{
+    for (uint32_t i = 0; i < N->nasks; i++) {
+        const ask_t *a = &N->asks[i];
+        stats_list_t l;
+        stats_list_init(&l);
+        s_collect_stats(N, &l, a->type == PROTO_STATS);
+        proto_buf_reset(&N->buf);
+        proto_enc_stats(&N->buf, a->type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, a->rid, PROTO_OK, l.v, l.n);
+        stats_list_fini(&l);
+        zu_send(N->router, a->ident, a->ident_len, N->buf.data, N->buf.len);
     }
-    return k == ROUTER_DRAIN;
+    if (N->nasks)
+        zloop_sent(N->loop, N->router);
+    N->nasks = 0;
 }
 
 static void s_log_stats(notifier_t *N)
@@ -815,6 +964,8 @@ static int s_load(notifier_t *N, char *err)
         notify_target_init(&t->st, cursor, (uint32_t)N->cfg.batch_max);
         t->st.acked_id = acked;
         notify_batch_init(&t->batch);
+        stats_hist_init_latency(&t->req_hist);
+        stats_hist_init_latency(&t->lag_hist);
         t->stale = true;
     }
     uint32_t removed = 0;
@@ -846,6 +997,7 @@ static void s_fini(notifier_t *N)
 {
     sync_client_destroy(&N->sync);
     notify_http_destroy(&N->http);
+    zloop_destroy(&N->loop);
     if (N->router)
         zmq_close(N->router);
     if (N->zctx)
@@ -860,78 +1012,75 @@ static void s_fini(notifier_t *N)
     curl_global_cleanup();
 }
 
-/* ==== the loop =============================================================================== */
+/* ==== the loop ================================================================================
+ * zloop turn: s_turn (timers: the stream's, libcurl's, retries, holds) -> wait -> the stream
+ * (drained by the sync client; changes go into the turn's transaction), libcurl's sockets, the
+ * ROUTER (questions queued) -> s_after: answers taken, commit, questions answered, new batches
+ * started. */
 
-static int s_wait_ms(notifier_t *N, uint64_t next_sync, bool again)
+static uint64_t s_turn(void *arg, uint64_t now)
 {
-    if (again)
-        return 0;
-    uint64_t mono = util_mono_ms(), wall = util_now_us() / 1000;
-    uint64_t next = MIN(next_sync, mono + WAIT_MAX_MS);
+    notifier_t *N = arg;
+    uint64_t next = sync_client_tick(N->sync, now);
+    if (sync_client_take_sent(N->sync)) {
+        zmq_pollitem_t items[2];
+        sync_client_poll_items(N->sync, items);
+        zloop_sent(N->loop, items[1].socket);
+    }
+    if (now >= notify_http_deadline(N->http))
+        s_collect(N);
+    next = MIN(next, notify_http_deadline(N->http));
+    uint64_t wall = util_now_us() / 1000;
     for (uint32_t i = 0; i < N->ntargets; i++) {
         const target_rt_t *t = &N->targets[i];
         if (t->st.phase == NOTIFY_BACKOFF)
             next = MIN(next, t->st.retry_at_ms);
         if (t->held_until_ms)
-            next = MIN(next, mono + (t->held_until_ms > wall ? t->held_until_ms - wall : 0));
-        if (t->stale && t->st.phase != NOTIFY_INFLIGHT && t->st.phase != NOTIFY_BACKOFF)
-            return 0;
+            next = MIN(next, now + (t->held_until_ms > wall ? t->held_until_ms - wall : 0));
+        if (t->stale && t->st.phase == NOTIFY_IDLE)
+            next = now; /* a batch to build: no sleep */
     }
     if (N->cfg.stats_log_ms)
         next = MIN(next, N->next_stats_log_ms);
-    return next > mono ? (int)(next - mono) : 0;
+    return next;
 }
 
-static void s_loop(notifier_t *N)
+static bool s_pump_stream(void *arg)
 {
-    zmq_pollitem_t items[2];
-    sync_client_poll_items(N->sync, items);
-    struct curl_waitfd fds[3];
-    bool again = true;
-    N->next_stats_log_ms = util_mono_ms() + N->cfg.stats_log_ms;
-    while (!s_stop && !N->fatal) {
-        uint64_t now = util_mono_ms();
-        uint64_t next_sync = sync_client_tick(N->sync, now);
-        if (sync_client_take_sent(N->sync) && !again)
-            again = zu_readable(items[1].socket);
-        if (N->sent_router && !again)
-            again = zu_readable(N->router);
-        N->sent_router = false;
-        fds[0] = (struct curl_waitfd){.fd = zu_fd(items[0].socket), .events = CURL_WAIT_POLLIN};
-        fds[1] = (struct curl_waitfd){.fd = zu_fd(items[1].socket), .events = CURL_WAIT_POLLIN};
-        fds[2] = (struct curl_waitfd){.fd = zu_fd(N->router), .events = CURL_WAIT_POLLIN};
-        if (notify_http_wait(N->http, fds, 3, s_wait_ms(N, next_sync, again)) < 0) {
-            LOG(LOG_ERROR, "libcurl: curl_multi_poll failed");
-            break;
-        }
-        again = false;
-        if (sync_client_handle(N->sync))
-            again = true;
-        s_collect(N);
-        now = util_mono_ms();
-        s_commit(N, util_now_us() / 1000);
-        if (N->fatal)
-            break;
-        /* After the commit: what STATS reports (the applied sequence, cursors) is durable. */
-        if (s_drain_router(N))
-            again = true;
-        if (!N->ready && N->live && N->meta.baseline && !N->snap.active) {
-            N->ready = true;
-            char line[700];
-            snprintf(line, sizeof line, "notifier endpoint=%s targets=%u seq=%llu", N->cfg.endpoint, N->ntargets,
-                     (unsigned long long)sync_client_seq(N->sync));
-            LOG(LOG_NOTICE, "ready %s", line);
-            zu_signal_ready(line);
-        }
-        s_schedule(N);
-        /* Start the new requests. A fast receiver may answer within this very call: its answer
-         * would then wake no poll, so take it now and turn again at once. */
-        if (s_collect(N))
-            again = true;
-        if (N->cfg.stats_log_ms && now >= N->next_stats_log_ms) {
-            s_log_stats(N);
-            N->next_stats_log_ms = now + N->cfg.stats_log_ms;
-        }
+    notifier_t *N = arg;
+    return sync_client_handle(N->sync) != 0;
+}
+
+static void s_on_http(void *arg, int fd)
+{
+    (void)fd;
+    s_collect(arg);
+}
+
+static void s_after(void *arg)
+{
+    notifier_t *N = arg;
+    s_collect(N);
+    s_commit(N, util_now_us() / 1000);
+    if (N->fatal) {
+        zloop_stop(N->loop);
+        return;
+    }
+    /* After the commit: what STATS reports (the applied sequence, cursors) is durable. */
+    s_answer_asks(N);
+    if (!N->ready && N->live && N->meta.baseline && !N->snap.active) {
+        N->ready = true;
+        char line[700];
+        snprintf(line, sizeof line, "notifier endpoint=%s targets=%u seq=%llu", N->cfg.endpoint, N->ntargets,
+                 (unsigned long long)sync_client_seq(N->sync));
+        LOG(LOG_NOTICE, "ready %s", line);
+        zu_signal_ready(line);
+    }
+    s_schedule(N);
+    uint64_t now = util_mono_ms();
+    if (N->cfg.stats_log_ms && now >= N->next_stats_log_ms) {
+        s_log_stats(N);
+        N->next_stats_log_ms = now + N->cfg.stats_log_ms;
     }
 }
 
@@ -942,7 +1091,7 @@ static void s_drain(notifier_t *N)
     uint64_t deadline = util_mono_ms() + N->cfg.stop_grace_ms;
     while (!N->fatal && notify_http_inflight(N->http) && util_mono_ms() < deadline) {
         uint64_t left = deadline - util_mono_ms();
-        notify_http_wait(N->http, NULL, 0, (int)MIN(left, 50));
+        notify_http_wait(N->http, (int)MIN(left, 50));
         s_collect(N);
     }
     for (uint32_t i = 0; i < N->ntargets; i++)
@@ -953,41 +1102,86 @@ static void s_drain(notifier_t *N)
         notify_db_abort(N->db);
 }
 
+/* ==== main ==================================================================================== */
+
+static int s_config(void *arg, char *err)
+{
+    notifier_t *N = arg;
+    if (notify_cfg_load(&N->cfg, err) < 0)
+        return -1;
+    for (uint32_t i = 0; i < N->cfg.ntargets; i++) {
+        char why[CFG_ERR_LEN];
+        if (notify_http_check_url(N->cfg.targets[i].url, why) < 0) {
+            snprintf(err, CFG_ERR_LEN, "WEBHOOK_URLS: item %u: %.200s", i + 1, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const cli_desc_t s_cli = {
+    .name = "notifier",
+    .summary = "Follows the store's change stream and POSTs signed JSON batches of presence events to webhook\n"
+               "URLs, at least once and in order per target (docs/WEBHOOKS.md).",
+    .usage = "",
+    .more = "Targets are given by index: item i of WEBHOOK_SECRETS, WEBHOOK_EVENTS and WEBHOOK_PRIVILEGED\n"
+            "belongs to URL i; a list of one item applies to every URL. Event types: online, offline, status,\n"
+            "message, session_start, session_end. State (event log, cursors) lives in DATA_DIR/notifier.",
+    .procs = ENVREG_NOTIFIER,
+};
+
+static int s_sockets(notifier_t *N, char *err)
+{
+    N->zctx = zmq_ctx_new();
+    N->router = zu_socket(N->zctx, ZMQ_ROUTER, 1000, 1000);
+    int one = 1;
+    if (N->router)
+        zmq_setsockopt(N->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (!N->router || zmq_bind(N->router, N->cfg.endpoint) < 0) {
+        snprintf(err, CFG_ERR_LEN, "NOTIFIER_ENDPOINT: bind %s: %s", N->cfg.endpoint, zmq_strerror(errno));
+        return -1;
+    }
+    char ua[64];
+    snprintf(ua, sizeof ua, "presence-notifier/%s", cli_version());
+    notify_http_cfg_t hc = {.connect_timeout_ms = N->cfg.connect_timeout_ms, .timeout_ms = N->cfg.timeout_ms,
+                            .ca_file = N->cfg.ca_file, .proxy = N->cfg.proxy, .user_agent = ua};
+    if (!(N->http = notify_http_new(&hc, N->ntargets, err)))
+        return -1;
+    sync_config_t scfg = {.pub_ep = N->cfg.store_pub, .cmd_ep = N->cfg.store_cmd,
+                          .heartbeat_limit_ms = N->cfg.hb_limit_ms, .request_timeout_ms = N->cfg.request_timeout_ms,
+                          .sub_hwm = (uint32_t)N->cfg.sub_hwm, .want_snapshot_data = true};
+    sync_handler_t sh = {.ctx = N, .apply = on_change, .reset = on_reset, .state = on_sync_state};
+    if (!(N->sync = sync_client_new(N->zctx, &scfg, &sh, err)))
+        return -1;
+    /* Resume where the committed state ends (the store's catch-up brings what came after), or
+     * take a snapshot when there is no position (first start) or the store cannot serve it. */
+    if (N->meta.baseline && N->meta.pos_epoch) {
+        sync_client_set_position(N->sync, N->meta.pos_epoch, N->meta.pos_seq);
+        N->resumes++;
+    }
+    zloop_hooks_t hooks = {.arg = N, .turn = s_turn, .after = s_after};
+    N->loop = zloop_new(&hooks, WAIT_MAX_MS);
+    zmq_pollitem_t items[2];
+    sync_client_poll_items(N->sync, items);
+    void *socks[2] = {items[0].socket, items[1].socket};
+    if (zloop_add_drainer(N->loop, socks, 2, s_pump_stream, N) < 0 ||
+        zloop_add_fd(N->loop, notify_http_fd(N->http), s_on_http, N) < 0 ||
+        zloop_add_socket(N->loop, N->router, s_on_router_frames, N) < 0) {
+        snprintf(err, CFG_ERR_LEN, "cannot poll the notifier's sockets");
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            notify_cfg_usage(stdout);
-            return 0;
-        }
-        if (strcmp(argv[i], "--version") == 0) {
-            printf("notifier %s (libcurl %s)\n", NOTIFIER_VERSION, curl_version_info(CURLVERSION_NOW)->version);
-            return 0;
-        }
-        fprintf(stderr, "notifier: unknown argument '%s'\n", argv[i]);
-        notify_cfg_usage(stderr);
-        return 2;
-    }
     static notifier_t n;
     notifier_t *N = &n;
-    char err[CFG_ERR_LEN] = "";
-    if (log_init("notifier", err, sizeof err) < 0 || notify_cfg_load(&N->cfg, err) < 0) {
-        fprintf(stderr, "notifier: %s\n", err);
-        return 2;
-    }
-    for (uint32_t i = 0; i < N->cfg.ntargets; i++) {
-        if (notify_http_check_url(N->cfg.targets[i].url, err) < 0) {
-            fprintf(stderr, "notifier: WEBHOOK_URLS: item %u: %s\n", i + 1, err);
-            return 2;
-        }
-    }
+    cli_start(argc, argv, &s_cli, "notifier", s_config, N);
+    cli_stop_on_signals(&s_stop);
     N->ntargets = N->cfg.ntargets;
     N->policy = (notify_policy_t){.backoff_min_ms = N->cfg.backoff_min_ms, .backoff_max_ms = N->cfg.backoff_max_ms,
                                   .retry_4xx = N->cfg.retry_4xx};
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         LOG(LOG_ERROR, "libcurl: curl_global_init failed");
         return 1;
@@ -997,45 +1191,27 @@ int main(int argc, char **argv)
     proto_buf_init(&N->buf);
     proto_buf_init(&N->rec);
 
-    char dir[600];
+    char dir[600], err[CFG_ERR_LEN] = "";
     snprintf(dir, sizeof dir, "%s/notifier", N->cfg.data_dir);
     int rc = 1;
-    if (notify_db_open(&N->db, dir, N->cfg.map_size_mb, N->cfg.map_max_mb, err) < 0 || s_load(N, err) < 0) {
-        LOG(LOG_ERROR, "%s", err);
-        goto out;
-    }
-    N->zctx = zmq_ctx_new();
-    N->router = zu_socket(N->zctx, ZMQ_ROUTER, 1000, 1000);
-    int one = 1;
-    if (N->router)
-        zmq_setsockopt(N->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (!N->router || zmq_bind(N->router, N->cfg.endpoint) < 0) {
-        LOG(LOG_ERROR, "NOTIFIER_ENDPOINT: bind %s: %s", N->cfg.endpoint, zmq_strerror(errno));
-        goto out;
-    }
-    char ua[64];
-    snprintf(ua, sizeof ua, "presence-notifier/%s", NOTIFIER_VERSION);
-    notify_http_cfg_t hc = {.connect_timeout_ms = N->cfg.connect_timeout_ms, .timeout_ms = N->cfg.timeout_ms,
-                            .ca_file = N->cfg.ca_file, .proxy = N->cfg.proxy, .user_agent = ua};
-    if (!(N->http = notify_http_new(&hc, N->ntargets, err))) {
-        LOG(LOG_ERROR, "%s", err);
-        goto out;
-    }
-    sync_config_t scfg = {.pub_ep = N->cfg.store_pub, .cmd_ep = N->cfg.store_cmd,
-                          .heartbeat_limit_ms = N->cfg.hb_limit_ms, .request_timeout_ms = N->cfg.request_timeout_ms,
-                          .sub_hwm = (uint32_t)N->cfg.sub_hwm, .want_snapshot_data = true};
-    sync_handler_t sh = {.ctx = N, .apply = on_change, .reset = on_reset, .state = on_sync_state};
-    if (!(N->sync = sync_client_new(N->zctx, &scfg, &sh, err))) {
+    if (notify_db_open(&N->db, dir, N->cfg.map_size_mb, N->cfg.map_max_mb, err) < 0 || s_load(N, err) < 0 ||
+        s_sockets(N, err) < 0) {
         LOG(LOG_ERROR, "%s", err);
         goto out;
     }
     for (uint32_t i = 0; i < N->ntargets; i++)
-        LOG(LOG_NOTICE, "target %u: %s events=0x%x cursor=%llu", i, N->targets[i].cfg->shown, N->targets[i].cfg->mask,
+        LOG(LOG_NOTICE, "target %u: %s events=0x%x privileged=%s cursor=%llu", i, N->targets[i].cfg->shown,
+            N->targets[i].cfg->mask & NOTIFY_MASK_ALL,
+            (N->targets[i].cfg->mask & NOTIFY_MASK_PRIVILEGED) ? "true" : "false",
             (unsigned long long)N->targets[i].st.cursor);
-    LOG(LOG_NOTICE, "starting: store=%s stream=%s endpoint=%s next_seq=%llu log=%llu entries debounce=%llu ms",
+    LOG(LOG_NOTICE,
+        "starting: store=%s stream=%s endpoint=%s next_seq=%llu log=%llu entries debounce=%llu ms position=%llu/%llu",
         N->cfg.store_cmd, N->cfg.store_pub, N->cfg.endpoint, (unsigned long long)N->meta.next_seq,
-        (unsigned long long)N->meta.log_entries, (unsigned long long)N->cfg.debounce_ms);
-    s_loop(N);
+        (unsigned long long)N->meta.log_entries, (unsigned long long)N->cfg.debounce_ms,
+        (unsigned long long)N->meta.pos_epoch, (unsigned long long)N->meta.pos_seq);
+    N->next_stats_log_ms = util_mono_ms() + N->cfg.stats_log_ms;
+    if (zloop_run(N->loop, &s_stop) < 0)
+        LOG(LOG_ERROR, "poll failed: %s", strerror(errno));
     if (N->fatal) {
         notify_db_abort(N->db);
         goto out;

@@ -75,11 +75,7 @@ static uint32_t s_be32_get(const unsigned char *p)
 
 uint32_t notify_record_sessions(const proto_record_t *r)
 {
-    /* proto_record_t carries no session count yet (REALTIME.md's `sessions`). When it does:
-     * return r->sessions (0 while the effective status is offline or the user is invisible,
-     * as the record shows it). */
-    (void)r;
-    return 0;
+    return r->sessions;
 }
 
 void notify_user_from_record(notify_user_t *u, const proto_record_t *r, uint64_t now_us)
@@ -136,27 +132,78 @@ int notify_user_decode(const void *data, size_t len, notify_user_t *u)
     return 0;
 }
 
+bool notify_user_same(const notify_user_t *a, const notify_user_t *b)
+{
+    return a->version == b->version && a->pend_seq == b->pend_seq && a->pend_until_ms == b->pend_until_ms &&
+           a->sessions == b->sessions && a->status == b->status && a->pend_prev == b->pend_prev &&
+           a->msg_len == b->msg_len && memcmp(a->message, b->message, a->msg_len) == 0;
+}
+
+#define VIEWS_ENC_VERSION 2
+#define VIEWS_F_OWN 0x1u
+
+size_t notify_views_encode(const notify_views_t *v, unsigned char *out)
+{
+    bool own = !notify_user_same(&v->pub, &v->own);
+    out[0] = VIEWS_ENC_VERSION;
+    out[1] = own ? VIEWS_F_OWN : 0;
+    size_t n = 2 + notify_user_encode(&v->pub, out + 2);
+    if (own)
+        n += notify_user_encode(&v->own, out + n);
+    return n;
+}
+
+int notify_views_decode(const void *data, size_t len, notify_views_t *v)
+{
+    const unsigned char *p = data;
+    if (len >= 1 && p[0] == USER_ENC_VERSION) {
+        if (notify_user_decode(data, len, &v->pub) < 0)
+            return -1;
+        v->own = v->pub;
+        return 0;
+    }
+    if (len < 2 + USER_HDR || p[0] != VIEWS_ENC_VERSION || (p[1] & ~VIEWS_F_OWN))
+        return -1;
+    /* The first state's length is in its own header (USER_HDR + its message length). */
+    size_t first = USER_HDR + ((size_t)p[2 + 32] << 8 | p[2 + 33]);
+    if (first > len - 2)
+        return -1;
+    if (notify_user_decode(p + 2, first, &v->pub) < 0)
+        return -1;
+    if (!(p[1] & VIEWS_F_OWN)) {
+        if (len != 2 + first)
+            return -1;
+        v->own = v->pub;
+        return 0;
+    }
+    return notify_user_decode(p + 2 + first, len - 2 - first, &v->own);
+}
+
 /* ==== planning =============================================================================== */
 
-static void s_push(notify_plan_t *out, int type, int prev_status, uint64_t id)
+static notify_event_t *s_push(notify_plan_t *out, int type, int prev_status, uint64_t id)
 {
+    static notify_event_t sink; /* cannot be used: at most one of each family per change */
     if (out->n == NOTIFY_PLAN_EVENTS_MAX)
-        return; /* cannot happen: at most one of each family per change */
+        return &sink;
     notify_event_t *e = &out->ev[out->n++];
     memset(e, 0, sizeof *e);
     e->type = (uint8_t)type;
     e->prev_status = (uint8_t)prev_status;
     e->id = id;
+    return e;
 }
 
-/* The session family: one event when the count went up or down. Adding session details later
- * (e.g. one event per session) changes only this function. */
+/* The session family: one event when the count went up or down. The stream carries the count,
+ * not the sessions (docs/WEBHOOKS.md): a change that moves it by more than one (a gateway's
+ * lease lapsing ends all its sessions of a user at once) is one event, whose previous_sessions
+ * and record.sessions give the difference. */
 static void s_session_events(notify_plan_t *out, const notify_user_t *p, const notify_user_t *n, uint64_t id)
 {
-    if (n->sessions > p->sessions)
-        s_push(out, NOTIFY_SESSION_START, p->status, id);
-    else if (n->sessions < p->sessions)
-        s_push(out, NOTIFY_SESSION_END, p->status, id);
+    if (n->sessions == p->sessions)
+        return;
+    notify_event_t *e = s_push(out, n->sessions > p->sessions ? NOTIFY_SESSION_START : NOTIFY_SESSION_END, p->status, id);
+    e->prev_sessions = (uint16_t)MIN(p->sessions, UINT16_MAX);
 }
 
 static void s_remove(notify_plan_t *out, uint32_t i)
@@ -206,6 +253,7 @@ void notify_plan(const notify_user_t *prev, const proto_record_t *rec, uint64_t 
 
     notify_user_t n;
     notify_user_from_record(&n, rec, now_us);
+    n.version = id; /* the change applied (a public view's record carries an older version) */
     bool was_off = p.status == PRESENCE_OFFLINE, is_off = n.status == PRESENCE_OFFLINE;
     if (was_off && !is_off)
         s_push(out, NOTIFY_ONLINE, p.status, id);
@@ -266,7 +314,7 @@ void notify_event_render(gw_buf_t *b, const notify_event_t *e, const char *uid, 
     gw_buf_add_jstr(b, uid, uid_len);
     gw_buf_add(b, ",\"record\":", 10);
     if (rec) {
-        gw_json_record(b, rec, now_us);
+        gw_json_record_as(b, rec, now_us, e->view == NOTIFY_VIEW_PRIVATE);
         bool expired = rec->status != PRESENCE_OFFLINE && now_us >= rec->expires_at_us;
         at_us = expired ? rec->expires_at_us : rec->updated_at_us;
     } else {
@@ -274,7 +322,12 @@ void notify_event_render(gw_buf_t *b, const notify_event_t *e, const char *uid, 
     }
     gw_buf_add(b, ",\"previous_status\":\"", 20);
     gw_buf_adds(b, proto_presence_name(e->prev_status));
-    gw_buf_add(b, "\",\"at\":\"", 8);
+    gw_buf_add(b, "\"", 1);
+    if (e->type == NOTIFY_SESSION_START || e->type == NOTIFY_SESSION_END) {
+        gw_buf_add(b, ",\"previous_sessions\":", 21);
+        gw_buf_add_u64(b, e->prev_sessions);
+    }
+    gw_buf_add(b, ",\"at\":\"", 7);
     char t[UTIL_TIME_LEN];
     size_t tl = util_fmt_time(at_us, t);
     gw_buf_add(b, t, tl);
@@ -290,7 +343,7 @@ void notify_entry_encode(gw_buf_t *out, const notify_event_t *e, uint64_t append
     h[0] = ENTRY_VERSION;
     h[1] = e->type;
     h[2] = e->prev_status;
-    h[3] = 0;
+    h[3] = e->view; /* 0 (every target) in entries written before views existed */
     s_be32_put(h + 4, (uint32_t)json_len);
     notify_be64_put(h + 8, e->id);
     notify_be64_put(h + 16, e->visible_at_ms);
@@ -303,12 +356,13 @@ void notify_entry_encode(gw_buf_t *out, const notify_event_t *e, uint64_t append
 int notify_entry_decode(const void *data, size_t len, notify_entry_t *e)
 {
     const unsigned char *p = data;
-    if (len < NOTIFY_ENTRY_HDR || p[0] != ENTRY_VERSION || p[1] >= NOTIFY_TYPE_COUNT)
+    if (len < NOTIFY_ENTRY_HDR || p[0] != ENTRY_VERSION || p[1] >= NOTIFY_TYPE_COUNT || p[3] > NOTIFY_VIEW_PRIVATE)
         return -1;
     uint32_t jl = s_be32_get(p + 4);
     if ((size_t)jl != len - NOTIFY_ENTRY_HDR)
         return -1;
     e->type = p[1];
+    e->view = p[3];
     e->id = notify_be64_get(p + 8);
     e->visible_at_ms = notify_be64_get(p + 16);
     e->appended_ms = notify_be64_get(p + 24);
@@ -346,7 +400,9 @@ void notify_batch_begin(notify_batch_t *b, uint64_t after, uint32_t max_events, 
 
 int notify_batch_offer(notify_batch_t *b, uint32_t mask, const notify_entry_t *e, uint64_t now_ms)
 {
-    if (!(mask & (1u << e->type))) {
+    bool privileged = (mask & NOTIFY_MASK_PRIVILEGED) != 0;
+    bool other_view = (e->view == NOTIFY_VIEW_PUBLIC && privileged) || (e->view == NOTIFY_VIEW_PRIVATE && !privileged);
+    if (!(mask & (1u << e->type)) || other_view) {
         b->last_seq = e->seq;
         return NOTIFY_SKIPPED;
     }

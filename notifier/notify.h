@@ -40,6 +40,18 @@ enum notify_type {
 };
 #define NOTIFY_TYPE_COUNT 6
 #define NOTIFY_MASK_ALL ((1u << NOTIFY_TYPE_COUNT) - 1)
+/* A target's mask bit beside the types: it is privileged (takes the user's own view). */
+#define NOTIFY_MASK_PRIVILEGED (1u << 31)
+
+/* Which view of a record an event was derived from (docs/WEBHOOKS.md, "Invisible mode").
+ * Most events are the same in both views (NOTIFY_VIEW_ALL); while a user is invisible, or until
+ * the two views agree again, the public view's events go to ordinary targets and the user's own
+ * view's events to privileged ones. */
+enum notify_view {
+    NOTIFY_VIEW_ALL = 0,     /* both views: every target */
+    NOTIFY_VIEW_PUBLIC = 1,  /* proto_record_public(): targets that are not privileged */
+    NOTIFY_VIEW_PRIVATE = 2, /* the user's own view: privileged targets */
+};
 
 /* "online", "offline", ... or NULL for an unknown value. */
 const char *notify_type_name(int type);
@@ -62,20 +74,34 @@ typedef struct notify_user {
     char message[PROTO_MESSAGE_MAX + 1];
 } notify_user_t;
 
-/* The number of sessions a record shows. The record (proto_record_t) has no session count yet
- * (REALTIME.md adds `sessions`), so this returns 0 and session_start/session_end never fire; when
- * the field lands, this function is the one place to change. */
+/* The number of sessions record r shows (its `sessions`, REALTIME.md). Pass the view: the public
+ * view of an invisible user shows none. */
 uint32_t notify_record_sessions(const proto_record_t *r);
 
 /* The state readers see in record r at wall time now_us (effective status and message). */
 void notify_user_from_record(notify_user_t *u, const proto_record_t *r, uint64_t now_us);
 
-/* Byte layout of a user's state in LMDB (users database). notify_user_encode writes at most
- * NOTIFY_USER_ENC_MAX bytes into out and returns the length; decode returns 0, or -1 for bytes
- * that are not a state of this layout version. */
+/* Byte layout of one view's state. notify_user_encode writes at most NOTIFY_USER_ENC_MAX bytes
+ * into out and returns the length; decode returns 0, or -1 for bytes that are not a state of this
+ * layout version. */
 #define NOTIFY_USER_ENC_MAX (40 + PROTO_MESSAGE_MAX)
 size_t notify_user_encode(const notify_user_t *u, unsigned char *out);
 int notify_user_decode(const void *data, size_t len, notify_user_t *u);
+
+/* A user's state in both views: what everyone sees (pub) and what the user sees (own). They are
+ * equal unless the user is (or was, until the views agree again) invisible. */
+typedef struct notify_views {
+    notify_user_t pub, own;
+} notify_views_t;
+
+/* The users database's value: a layout byte, a flag "own differs", pub, then own if it differs.
+ * A layout-1 value (one state, written before views existed) decodes as both views. Encode
+ * writes at most NOTIFY_VIEWS_ENC_MAX bytes and returns the length; decode returns 0 or -1. */
+#define NOTIFY_VIEWS_ENC_MAX (2 + 2 * NOTIFY_USER_ENC_MAX)
+size_t notify_views_encode(const notify_views_t *v, unsigned char *out);
+int notify_views_decode(const void *data, size_t len, notify_views_t *v);
+/* True when the two states are the same (the views agree). */
+bool notify_user_same(const notify_user_t *a, const notify_user_t *b);
 
 /* ==== planning: what one change does ========================================================= */
 
@@ -85,6 +111,8 @@ typedef struct notify_event {
     uint64_t visible_at_ms; /* 0: deliverable at once; else held by the debounce until then */
     uint8_t type;           /* enum notify_type */
     uint8_t prev_status;    /* enum presence_status before the change ("previous_status") */
+    uint8_t view;           /* enum notify_view (set by the caller that merges the views' plans) */
+    uint16_t prev_sessions; /* session_start / session_end: the count before the change */
 } notify_event_t;
 
 #define NOTIFY_PLAN_EVENTS_MAX 4
@@ -128,9 +156,11 @@ void notify_plan(const notify_user_t *prev, const proto_record_t *rec, uint64_t 
 
 /* Append one event as JSON:
  *   {"id":V,"type":"T","user_id":"U","record":{...}|null,"previous_status":"S","at":"RFC 3339"}
- * `record` is gw_json_record(rec, now_us) (the REST API's rendering), null for a delete. `at` is
- * when the change happened: the record's updated_at (expires_at when it is shown offline because
- * it expired), or at_us for a delete. */
+ * and, for session_start / session_end, "previous_sessions":N before "at". `record` is the REST
+ * API's rendering of rec (gw_json_record_as) in the event's view -- the user's own for
+ * NOTIFY_VIEW_PRIVATE, else the public one --, null for a delete. `at` is when the change
+ * happened: the record's updated_at (expires_at when it is shown offline because it expired), or
+ * at_us for a delete. */
 void notify_event_render(gw_buf_t *b, const notify_event_t *e, const char *uid, size_t uid_len,
                          const proto_record_t *rec, uint64_t now_us, uint64_t at_us);
 
@@ -142,6 +172,7 @@ typedef struct notify_entry {
     uint64_t visible_at_ms; /* 0 = deliverable */
     uint64_t appended_ms;   /* wall clock when logged (lag) */
     uint8_t type;
+    uint8_t view;           /* enum notify_view */
     const char *json;       /* borrowed */
     uint32_t json_len;
 } notify_entry_t;
@@ -188,7 +219,8 @@ void notify_batch_fini(notify_batch_t *b);
 void notify_batch_begin(notify_batch_t *b, uint64_t after, uint32_t max_events, size_t max_bytes,
                         uint64_t hold_max_ms);
 /* Offer the next log entry (entries must come in seq order, each > last_seq). mask is the
- * target's set of wanted types (1u << type). Returns enum notify_offer. */
+ * target's set of wanted types (1u << type), with NOTIFY_MASK_PRIVILEGED for a privileged target:
+ * an entry of the other view is skipped like an unwanted type. Returns enum notify_offer. */
 int notify_batch_offer(notify_batch_t *b, uint32_t mask, const notify_entry_t *e, uint64_t now_ms);
 /* Close the JSON array (call once, when n > 0). */
 void notify_batch_end(notify_batch_t *b);

@@ -216,6 +216,36 @@ int notify_cfg_targets(notify_cfg_t *c, const char *urls, const char *secrets, c
     return 0;
 }
 
+int notify_cfg_privileged(notify_cfg_t *c, const char *list, char *err)
+{
+    c->any_privileged = false;
+    if (!list || !*list)
+        return 0;
+    const char *st[NOTIFY_TARGETS_MAX];
+    size_t sl[NOTIFY_TARGETS_MAX];
+    size_t k = s_items(list, ",", false, st, sl, NOTIFY_TARGETS_MAX);
+    if (k != 1 && k != c->ntargets) {
+        snprintf(err, CFG_ERR_LEN, "WEBHOOK_PRIVILEGED: %zu items for %u URLs (want one for all, or one per URL)", k,
+                 c->ntargets);
+        return -1;
+    }
+    for (uint32_t i = 0; i < c->ntargets; i++) {
+        size_t j = k == 1 ? 0 : i;
+        bool yes = sl[j] == 4 && strncasecmp(st[j], "true", 4) == 0;
+        bool no = sl[j] == 5 && strncasecmp(st[j], "false", 5) == 0;
+        if (!yes && !no) {
+            snprintf(err, CFG_ERR_LEN, "WEBHOOK_PRIVILEGED: item %zu '%.*s' is not true or false", j + 1,
+                     (int)MIN(sl[j], 40), st[j]);
+            return -1;
+        }
+        if (yes) {
+            c->targets[i].mask |= NOTIFY_MASK_PRIVILEGED;
+            c->any_privileged = true;
+        }
+    }
+    return 0;
+}
+
 /* ==== the environment ======================================================================== */
 
 static int s_read_file(const char *name, const char *path, char *out, size_t outlen, char *err)
@@ -328,53 +358,7 @@ int notify_cfg_load(notify_cfg_t *c, char *err)
         secrets = filebuf;
         sname = "WEBHOOK_SECRETS_FILE";
     }
-    return notify_cfg_targets(c, getenv("WEBHOOK_URLS"), secrets, sname, getenv("WEBHOOK_EVENTS"), err);
-}
-
-void notify_cfg_usage(FILE *f)
-{
-    fputs("usage: notifier [--help | --version]\n"
-          "\n"
-          "Follows the store's change stream and POSTs signed JSON batches of presence events to\n"
-          "webhook URLs, at least once and in order per target (docs/WEBHOOKS.md). Configured by\n"
-          "the environment; an invalid value is a startup error naming the variable (exit 2).\n"
-          "\n"
-          "Targets:\n"
-          "  WEBHOOK_URLS                 required: comma-separated http:// or https:// URLs (at most 16)\n"
-          "  WEBHOOK_SECRETS              required (or WEBHOOK_SECRETS_FILE): signing secrets, one for all\n"
-          "                               targets or one per URL in order; 16..256 printable bytes, no ','\n"
-          "  WEBHOOK_SECRETS_FILE         a file with the same list (commas or one a line)\n"
-          "  WEBHOOK_EVENTS               event filters, one for all or one per URL: all, or types joined\n"
-          "                               by '+' (online, offline, status, message, session_start,\n"
-          "                               session_end). Default: all\n"
-          "Delivery:\n"
-          "  WEBHOOK_CONNECT_TIMEOUT_MS   3000    connection (and TLS handshake) timeout\n"
-          "  WEBHOOK_TIMEOUT_MS           10000   whole request timeout\n"
-          "  WEBHOOK_BATCH_MAX            500     events per POST (1..10000)\n"
-          "  WEBHOOK_BATCH_BYTES          1048576 bytes per POST body (a single larger event goes alone)\n"
-          "  WEBHOOK_DEBOUNCE_MS          2000    an offline followed by an online of the same user within\n"
-          "                                       this sends nothing (0 = off)\n"
-          "  WEBHOOK_BACKOFF_MIN_MS       500     retries: full-jitter exponential backoff from this ...\n"
-          "  WEBHOOK_BACKOFF_MAX_MS       60000   ... up to this\n"
-          "  WEBHOOK_ON_4XX               drop    drop | retry: what a 3xx/4xx answer (but 408, 413, 429) does\n"
-          "  WEBHOOK_CA_FILE              (system) extra CA bundle (PEM) for https targets; TLS\n"
-          "                                       verification is always on\n"
-          "  WEBHOOK_PROXY                (none)  proxy URL; the *_proxy variables are ignored\n"
-          "Event log (DATA_DIR/notifier):\n"
-          "  WEBHOOK_LOG_MAX_BYTES        268435456  events kept for slow targets; beyond, the oldest go\n"
-          "  WEBHOOK_LOG_MAX_AGE          7d      ... and those older than this (N[ms|s|m|h|d]; 0 = no bound)\n"
-          "  NOTIFIER_MAP_SIZE_MB         64      initial LMDB map; doubles when full ...\n"
-          "  NOTIFIER_MAP_MAX_MB          16384   ... up to this\n"
-          "Process:\n"
-          "  DATA_DIR                     ./data  state in DATA_DIR/notifier\n"
-          "  STORE_CMD_ENDPOINT           ipc://$DATA_DIR/run/store-cmd.sock  the store (catch-up)\n"
-          "  STORE_PUB_ENDPOINT           ipc://$DATA_DIR/run/store-pub.sock  the change stream\n"
-          "  NOTIFIER_ENDPOINT            ipc://$DATA_DIR/run/notifier.sock   ROUTER answering PING/STATS\n"
-          "  REQUEST_TIMEOUT_MS           2000    catch-up request deadline\n"
-          "  SYNC_HEARTBEAT_LIMIT_MS      3000    a silent stream past this is resynced\n"
-          "  SYNC_SUB_HWM                 500000  stream messages queued before the store drops (gap)\n"
-          "  NOTIFIER_STOP_GRACE_MS       2000    on SIGTERM, wait this long for requests in flight\n"
-          "  NOTIFIER_STATS_LOG_MS        60000   log the delivery counters this often (0 = never)\n"
-          "  LOG_LEVEL, LOG_FORMAT        as every process\n",
-          f);
+    if (notify_cfg_targets(c, getenv("WEBHOOK_URLS"), secrets, sname, getenv("WEBHOOK_EVENTS"), err) < 0)
+        return -1;
+    return notify_cfg_privileged(c, getenv("WEBHOOK_PRIVILEGED"), err);
 }

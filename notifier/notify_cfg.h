@@ -7,11 +7,15 @@
  *                    or one a line). Required; each 16..256 printable ASCII bytes without ','.
  *   WEBHOOK_EVENTS   comma-separated event filters: one for every target, or one per URL; a filter
  *                    is `all` (or `*`) or type names joined by '+' (online+offline). Default all.
+ *   WEBHOOK_PRIVILEGED  comma-separated true/false, one for every target or one per URL: a
+ *                    privileged target gets the user's own view (invisible mode not applied).
  * Every value is validated strictly: an invalid one is a startup error whose text names the
  * variable (and the item), as common/cfg.h does for the other processes.
  *
- * notify_cfg_targets() parses given strings (no environment: unit-testable); notify_cfg_load()
- * reads the environment. Not thread-safe (getenv); called once at startup.
+ * notify_cfg_targets() and notify_cfg_privileged() parse given strings (no environment:
+ * unit-testable); notify_cfg_load() reads the environment (every variable is listed in
+ * common/envreg.c, which `notifier --help` prints). Not thread-safe (getenv); called once at
+ * startup.
  */
 #ifndef PRESENCE_NOTIFY_CFG_H
 #define PRESENCE_NOTIFY_CFG_H
@@ -31,12 +35,13 @@ typedef struct notify_target_cfg {
     char shown[NOTIFY_URL_MAX + 1]; /* scheme://host[:port]/path: no user info, no query (for logs) */
     char secret[NOTIFY_SECRET_MAX + 1];
     size_t secret_len;
-    uint32_t mask; /* wanted event types: 1u << enum notify_type */
+    uint32_t mask; /* wanted event types: 1u << enum notify_type; NOTIFY_MASK_PRIVILEGED */
 } notify_target_cfg_t;
 
 typedef struct notify_cfg {
     notify_target_cfg_t targets[NOTIFY_TARGETS_MAX];
     uint32_t ntargets;
+    bool any_privileged; /* some target takes the user's own view */
     char data_dir[400];
     char store_cmd[512], store_pub[512]; /* the change stream, as the gateway and cache-nodes */
     char endpoint[512];                  /* our ROUTER: PING and STATS (presence-probe, metrics) */
@@ -59,11 +64,13 @@ typedef struct notify_cfg {
 int notify_cfg_targets(notify_cfg_t *c, const char *urls, const char *secrets, const char *secrets_name,
                        const char *events, char *err);
 
-/* Defaults, then every variable of the environment (see notify_cfg_usage). Returns 0, or -1
- * with err naming the variable. */
-int notify_cfg_load(notify_cfg_t *c, char *err);
+/* Parse WEBHOOK_PRIVILEGED (list: NULL or empty = none) for the c->ntargets targets already
+ * parsed: sets NOTIFY_MASK_PRIVILEGED in their masks and c->any_privileged. Returns 0, or -1 with
+ * err naming the variable. */
+int notify_cfg_privileged(notify_cfg_t *c, const char *list, char *err);
 
-/* The --help text: usage and every variable with its default. */
-void notify_cfg_usage(FILE *f);
+/* Defaults, then every variable of the environment. Returns 0, or -1 with err naming the
+ * variable. */
+int notify_cfg_load(notify_cfg_t *c, char *err);
 
 #endif

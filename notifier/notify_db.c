@@ -158,13 +158,17 @@ int notify_db_meta_get(notify_db_t *db, notify_meta_t *m)
         return 0;
     if (rc)
         return rc;
-    if (v.mv_size != 25)
-        return MDB_CORRUPTED;
+    if (v.mv_size != 25 && v.mv_size != 41)
+        return MDB_CORRUPTED; /* 25: written before the stream position was kept */
     const unsigned char *p = v.mv_data;
     m->next_seq = notify_be64_get(p);
     m->log_bytes = notify_be64_get(p + 8);
     m->log_entries = notify_be64_get(p + 16);
     m->baseline = p[24] != 0;
+    if (v.mv_size == 41) {
+        m->pos_epoch = notify_be64_get(p + 25);
+        m->pos_seq = notify_be64_get(p + 33);
+    }
     if (m->next_seq == 0)
         m->next_seq = 1;
     return 0;
@@ -172,18 +176,20 @@ int notify_db_meta_get(notify_db_t *db, notify_meta_t *m)
 
 int notify_db_meta_put(notify_db_t *db, const notify_meta_t *m)
 {
-    unsigned char b[25];
+    unsigned char b[41];
     notify_be64_put(b, m->next_seq);
     notify_be64_put(b + 8, m->log_bytes);
     notify_be64_put(b + 16, m->log_entries);
     b[24] = m->baseline ? 1 : 0;
+    notify_be64_put(b + 25, m->pos_epoch);
+    notify_be64_put(b + 33, m->pos_seq);
     MDB_val k = {1, "m"}, v = {sizeof b, b};
     return mdb_put(db->txn, db->meta, &k, &v, 0);
 }
 
 /* ==== users ================================================================================== */
 
-int notify_db_user_get(notify_db_t *db, const char *uid, size_t len, notify_user_t *u, bool *found)
+int notify_db_user_get(notify_db_t *db, const char *uid, size_t len, notify_views_t *u, bool *found)
 {
     MDB_val k = {len, (void *)uid}, v;
     *found = false;
@@ -192,16 +198,16 @@ int notify_db_user_get(notify_db_t *db, const char *uid, size_t len, notify_user
         return 0;
     if (rc)
         return rc;
-    if (notify_user_decode(v.mv_data, v.mv_size, u) < 0)
+    if (notify_views_decode(v.mv_data, v.mv_size, u) < 0)
         return 0; /* unreadable: as if unknown (it is rewritten by the next change) */
     *found = true;
     return 0;
 }
 
-int notify_db_user_put(notify_db_t *db, const char *uid, size_t len, const notify_user_t *u)
+int notify_db_user_put(notify_db_t *db, const char *uid, size_t len, const notify_views_t *u)
 {
-    unsigned char b[NOTIFY_USER_ENC_MAX];
-    size_t n = notify_user_encode(u, b);
+    unsigned char b[NOTIFY_VIEWS_ENC_MAX];
+    size_t n = notify_views_encode(u, b);
     MDB_val k = {len, (void *)uid}, v = {n, b};
     return mdb_put(db->txn, db->users, &k, &v, 0);
 }
@@ -236,8 +242,8 @@ int notify_db_user_range(notify_db_t *db, const char *after, size_t alen, const 
     while (rc == 0) {
         if (before && s_keycmp(k.mv_data, k.mv_size, before, blen) >= 0)
             break;
-        notify_user_t u;
-        bool ok = notify_user_decode(v.mv_data, v.mv_size, &u) == 0;
+        notify_views_t u;
+        bool ok = notify_views_decode(v.mv_data, v.mv_size, &u) == 0;
         int act = fn(ctx, k.mv_data, k.mv_size, ok ? &u : NULL);
         if (act == 1) {
             /* MDB_NEXT after a delete yields the item that followed the deleted one. */

@@ -3,13 +3,15 @@
  * Databases (all written in the process's one write transaction per loop turn, so a user's new
  * state, the events it made and the cursors acknowledged in that turn commit together, fsynced):
  *
- *   users    user id -> notify_user_t (notify_user_encode): the last known state per user
+ *   users    user id -> notify_views_t (notify_views_encode): the last known state per user, in
+ *            the public view and the user's own
  *   log      big-endian seq -> event entry (notify_entry_encode): the event log, appended in seq
  *            order, pruned at its head
  *   targets  SHA-256 of a target's URL -> cursor (last seq it acknowledged), last acked id
  *   snap     big-endian version . user id -> staged change: what a snapshot of the store brought,
  *            replayed in version order once the snapshot is complete (notifier.c)
- *   meta     "m" -> next seq, log bytes, log entries, baseline flag
+ *   meta     "m" -> next seq, log bytes, log entries, baseline flag, and the stream position
+ *            (database epoch, sequence) the users' states are complete up to
  *
  * Errors are LMDB return codes (0 = success; mdb_strerror() says what). MDB_MAP_FULL from a put
  * means: abort, notify_db_grow(), redo the turn. Reads hand out data borrowed from the map,
@@ -31,6 +33,8 @@ typedef struct notify_meta {
     uint64_t log_bytes;   /* sum of the sizes of the log's entries */
     uint64_t log_entries;
     bool baseline;        /* the first snapshot was absorbed (events are computed from then on) */
+    uint64_t pos_epoch;   /* the store's database epoch of pos_seq (0 = no position: snapshot) */
+    uint64_t pos_seq;     /* every change up to this sequence is in the users' states */
 } notify_meta_t;
 
 /* Open (creating dir and the environment). map_mb is the initial map, grown by notify_db_grow up
@@ -56,14 +60,14 @@ uint64_t notify_db_map_bytes(const notify_db_t *db);
 int notify_db_meta_get(notify_db_t *db, notify_meta_t *m); /* zeroes (next_seq 1) when absent */
 int notify_db_meta_put(notify_db_t *db, const notify_meta_t *m);
 
-int notify_db_user_get(notify_db_t *db, const char *uid, size_t len, notify_user_t *u, bool *found);
-int notify_db_user_put(notify_db_t *db, const char *uid, size_t len, const notify_user_t *u);
+int notify_db_user_get(notify_db_t *db, const char *uid, size_t len, notify_views_t *u, bool *found);
+int notify_db_user_put(notify_db_t *db, const char *uid, size_t len, const notify_views_t *u);
 int notify_db_user_del(notify_db_t *db, const char *uid, size_t len); /* absent is not an error */
 
 /* Visit the users whose id sorts strictly after `after` (alen 0 = from the first) and strictly
  * before `before` (NULL = to the last), in key order. fn returns 0 to keep the row, 1 to delete
  * it, or an LMDB code to stop with it. A row that does not decode is passed with u == NULL. */
-typedef int (*notify_db_user_fn)(void *ctx, const char *uid, size_t len, const notify_user_t *u);
+typedef int (*notify_db_user_fn)(void *ctx, const char *uid, size_t len, const notify_views_t *u);
 int notify_db_user_range(notify_db_t *db, const char *after, size_t alen, const char *before, size_t blen,
                          notify_db_user_fn fn, void *ctx);
 

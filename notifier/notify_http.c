@@ -1,8 +1,10 @@
 /* notify_http.c -- libcurl multi glue for webhook POSTs (see notify_http.h).
  *
- * Why curl_multi_poll: it waits on libcurl's sockets and on caller fds (the ZeroMQ sockets'
- * ZMQ_FDs) in one poll, with libcurl's own timers folded into the timeout, so the notifier has one
- * loop and one place where it sleeps. The per-target easy handle is removed from the multi handle
+ * Why the multi_socket API with an epoll set: the notifier's one loop (common/zloop.c) polls a
+ * fixed set of fds, and libcurl's sockets come and go. libcurl tells us each socket it wants
+ * watched (CURLMOPT_SOCKETFUNCTION) and its next timeout (CURLMOPT_TIMERFUNCTION); the sockets go
+ * into one level-triggered epoll set, whose own fd is one more fd of the loop, so the notifier
+ * still sleeps in exactly one place. The per-target easy handle is removed from the multi handle
  * when its request ends and added again for the next one; options persist on the handle, and the
  * connection stays in the multi handle's cache (keep-alive).
  *
@@ -13,10 +15,16 @@
 #include "cfg.h"
 #include "util.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define EVENTS_MAX 64
 
 typedef struct slot {
     CURL *easy;
@@ -31,7 +39,38 @@ struct notify_http {
     slot_t *slots;
     uint32_t n, inflight;
     notify_http_cfg_t cfg;
+    int epfd;
+    uint64_t timer_at_ms; /* libcurl's next timeout (monotonic ms); UINT64_MAX = none */
 };
+
+/* libcurl: watch socket s for `what` (or stop watching it). */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    notify_http_t *h = userp;
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL); /* may be closed already: nothing to undo */
+        return 0;
+    }
+    struct epoll_event ev = {.events = 0, .data.fd = s};
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, s, &ev) < 0 && errno == ENOENT && epoll_ctl(h->epfd, EPOLL_CTL_ADD, s, &ev) < 0)
+        return -1;
+    return 0;
+}
+
+/* libcurl: call us back (CURL_SOCKET_TIMEOUT) in timeout_ms; -1 = no timer. */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    notify_http_t *h = userp;
+    (void)multi;
+    h->timer_at_ms = timeout_ms < 0 ? UINT64_MAX : util_mono_ms() + (uint64_t)timeout_ms;
+    return 0;
+}
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 {
@@ -77,11 +116,21 @@ static int s_setup(notify_http_t *h, slot_t *s, uint32_t idx, char *err)
 notify_http_t *notify_http_new(const notify_http_cfg_t *cfg, uint32_t ntargets, char *err)
 {
     notify_http_t *h = xcalloc(1, sizeof *h);
+    h->epfd = -1;
     h->cfg = *cfg;
     h->n = ntargets;
     h->slots = xcalloc(ntargets ? ntargets : 1, sizeof *h->slots);
+    h->timer_at_ms = UINT64_MAX;
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (h->epfd < 0) {
+        snprintf(err, CFG_ERR_LEN, "epoll_create1: %s", strerror(errno));
+        goto fail;
+    }
     h->multi = curl_multi_init();
-    if (!h->multi) {
+    if (!h->multi || curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h) != CURLM_OK ||
+        curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer) != CURLM_OK ||
+        curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h) != CURLM_OK) {
         snprintf(err, CFG_ERR_LEN, "libcurl: curl_multi_init failed");
         goto fail;
     }
@@ -115,6 +164,8 @@ void notify_http_destroy(notify_http_t **hp)
     }
     if (h->multi)
         curl_multi_cleanup(h->multi);
+    if (h->epfd >= 0)
+        close(h->epfd);
     free(h->slots);
     free(h);
     *hp = NULL;
@@ -173,16 +224,49 @@ int notify_http_post(notify_http_t *h, uint32_t target, const char *url, const c
     return 0;
 }
 
-int notify_http_wait(notify_http_t *h, struct curl_waitfd *extra, unsigned n, int timeout_ms)
+int notify_http_fd(const notify_http_t *h)
 {
-    int numfds = 0;
-    return curl_multi_poll(h->multi, extra, n, timeout_ms, &numfds) == CURLM_OK ? 0 : -1;
+    return h->epfd;
 }
 
-int notify_http_perform(notify_http_t *h)
+uint64_t notify_http_deadline(const notify_http_t *h)
 {
-    int running = 0;
-    return curl_multi_perform(h->multi, &running) == CURLM_OK ? 0 : -1;
+    return h->timer_at_ms;
+}
+
+int notify_http_drive(notify_http_t *h, uint64_t now_ms)
+{
+    struct epoll_event ev[EVENTS_MAX];
+    int running = 0, rc = 0;
+    int n = epoll_wait(h->epfd, ev, EVENTS_MAX, 0);
+    for (int i = 0; i < n; i++) {
+        int flags = 0;
+        if (ev[i].events & (EPOLLIN | EPOLLHUP))
+            flags |= CURL_CSELECT_IN;
+        if (ev[i].events & EPOLLOUT)
+            flags |= CURL_CSELECT_OUT;
+        if (ev[i].events & EPOLLERR)
+            flags |= CURL_CSELECT_ERR;
+        if (curl_multi_socket_action(h->multi, ev[i].data.fd, flags, &running) != CURLM_OK)
+            rc = -1;
+    }
+    if (now_ms >= h->timer_at_ms) {
+        h->timer_at_ms = UINT64_MAX; /* libcurl sets the next one from inside the call */
+        if (curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running) != CURLM_OK)
+            rc = -1;
+    }
+    return rc;
+}
+
+int notify_http_wait(notify_http_t *h, int timeout_ms)
+{
+    uint64_t now = util_mono_ms();
+    if (h->timer_at_ms != UINT64_MAX)
+        timeout_ms = (int)MIN((uint64_t)timeout_ms, h->timer_at_ms > now ? h->timer_at_ms - now : 0);
+    struct pollfd p = {.fd = h->epfd, .events = POLLIN};
+    if (poll(&p, 1, timeout_ms) < 0 && errno != EINTR)
+        return -1;
+    return notify_http_drive(h, util_mono_ms());
 }
 
 int notify_http_next_done(notify_http_t *h, notify_http_done_t *d)

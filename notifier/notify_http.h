@@ -1,11 +1,12 @@
 /* notify_http.h -- webhook POSTs through libcurl's multi interface, one request per target at a
- * time, driven from the notifier's single loop.
+ * time, driven from the notifier's single loop (common/zloop.h).
  *
  * Each target has one easy handle, reused for every request, so the connection (and TLS session)
  * to a target is kept alive in the multi handle's connection cache between batches. Transfers
- * never block: the loop waits in notify_http_wait() (curl_multi_poll over libcurl's sockets plus
- * the loop's own fds, at most until the given timeout and libcurl's own next timer), then drives
- * transfers with notify_http_perform() and collects answers with notify_http_next_done().
+ * never block. libcurl's sockets live in one epoll set whose fd (notify_http_fd) the loop polls
+ * with its ZeroMQ sockets; the loop calls notify_http_drive() when that fd is readable or
+ * libcurl's timer (notify_http_deadline) is due, and collects answers with
+ * notify_http_next_done().
  *
  * Every request has a connect timeout and a total timeout, TLS peer and host verification on
  * (there is no switch to turn it off), only http and https, no redirects followed, no proxy
@@ -47,11 +48,16 @@ int notify_http_check_url(const char *url, char *err);
  * collected or it was cancelled. Returns 0, or -1 (nothing started). */
 int notify_http_post(notify_http_t *h, uint32_t target, const char *url, const char *const *headers, const void *body,
                      size_t len);
-/* Wait for socket activity, one of the extra fds, or timeout_ms (never longer than libcurl's own
- * next timer). Returns 0, or -1 on a libcurl error. */
-int notify_http_wait(notify_http_t *h, struct curl_waitfd *extra, unsigned n, int timeout_ms);
-/* Drive the transfers. Returns 0, or -1 on a libcurl error. */
-int notify_http_perform(notify_http_t *h);
+/* The epoll fd holding libcurl's sockets: readable when one of them has something to do. */
+int notify_http_fd(const notify_http_t *h);
+/* libcurl's next timer as a monotonic ms deadline (UINT64_MAX: none). */
+uint64_t notify_http_deadline(const notify_http_t *h);
+/* Drive the transfers: the sockets epoll reports ready, then libcurl's timer when it is due at
+ * now_ms (monotonic). Never blocks. Returns 0, or -1 on a libcurl error. */
+int notify_http_drive(notify_http_t *h, uint64_t now_ms);
+/* Wait (at most timeout_ms, and never past libcurl's timer) for libcurl's sockets, then drive.
+ * For the shutdown drain, outside the loop. Returns 0, or -1 on an error. */
+int notify_http_wait(notify_http_t *h, int timeout_ms);
 /* Fill *d with one finished request (its target may post again). Returns 1, or 0 when none. */
 int notify_http_next_done(notify_http_t *h, notify_http_done_t *d);
 /* Abandon target's request, if any. */

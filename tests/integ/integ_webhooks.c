@@ -40,12 +40,15 @@ typedef struct wh {
     char endpoint[300];
 } wh_t;
 
+/* NAME=value settings for every process of the node (NULL: none), set by a test before s_start. */
+static const char *const *s_node_extra;
+
 /* Start the node, nrx receivers and the notifier with one URL per receiver. `events` (or NULL)
  * is WEBHOOK_EVENTS; extra is a NULL-terminated NAME=value list for the notifier. */
 static void s_start(wh_t *w, int nrx, const char *events, const char *const *extra)
 {
     memset(w, 0, sizeof *w);
-    ck_assert_int_eq(th_node_start(&w->node, 1, NULL), 0);
+    ck_assert_int_eq(th_node_start(&w->node, 1, s_node_extra), 0);
     char urls[256] = "";
     for (int i = 0; i < nrx; i++) {
         w->rx[i] = wrx_start(true);
@@ -209,7 +212,11 @@ static void s_events(wrx_t *rx, evs_t *out)
             snprintf(e->prev, sizeof e->prev, "%s", json_string_value(json_object_get(o, "previous_status")));
             ck_assert_ptr_nonnull(json_object_get(o, "record"));
             ck_assert(json_is_string(json_object_get(o, "at")));
-            ck_assert_uint_eq(json_object_size(o), 6);
+            /* session events carry previous_sessions besides the six fields of every event */
+            bool session = strncmp(e->type, "session_", 8) == 0;
+            ck_assert_uint_eq(json_object_size(o), session ? 7 : 6);
+            if (session)
+                ck_assert(json_is_integer(json_object_get(o, "previous_sessions")));
             e->obj = json_incref(o);
             e->body = i;
         }
@@ -556,7 +563,7 @@ static bool s_notifier_at(void *arg)
     if (th_zc_open(&z, s->w->endpoint) != 0)
         return false;
     uint64_t v = 0;
-    bool ok = th_zc_stat(&z, "notifier_sync_seq", &v) == 0 && v >= s->seq;
+    bool ok = th_zc_stat(&z, "notifier_sync_sequence", &v) == 0 && v >= s->seq;
     th_zc_close(&z);
     return ok;
 }
@@ -591,8 +598,8 @@ START_TEST(test_sigkill_loses_nothing)
     }
     for (int i = 0; i < NB; i++)
         want[nw++] = (want_t){s_put(&w, users[i], "busy", NULL), "status", users[i], "online"};
-    /* ... and one is deleted: found missing from the snapshot; its id is where the snapshot ended
-     * (after every version written so far), so it comes last. */
+    /* ... and one is deleted: the store's catch-up from the notifier's saved position brings the
+     * tombstone, whose version comes after every write so far, so it comes last. */
     uint64_t before_restart = want[nw - 1].id;
     s_delete(&w, users[NB]);
     want[nw++] = (want_t){0, "offline", users[NB], "online"};
@@ -619,7 +626,7 @@ START_TEST(test_sigkill_loses_nothing)
             continue;
         if (uniq < nw) {
             const want_t *x = &want[uniq];
-            if (x->id == 0) { /* the snapshot's delete */
+            if (x->id == 0) { /* the delete: its tombstone's version */
                 ck_assert_uint_gt(got.v[i].id, before_restart);
                 ck_assert(json_is_null(json_object_get(got.v[i].obj, "record")));
             }
@@ -639,6 +646,9 @@ START_TEST(test_sigkill_loses_nothing)
                     got.v[i].type, got.v[i].user, got.v[i].prev, got.v[i].body);
     ck_assert_uint_eq(uniq, nw + 1);
     ck_assert_uint_gt(got.n, uniq); /* the unacknowledged first batch came again */
+    /* The restart resumed from the saved stream position: no snapshot. */
+    ck_assert_uint_eq(s_stat(&w, "notifier_sync_resumes_total"), 1);
+    ck_assert_uint_eq(s_stat(&w, "notifier_sync_snapshots_total"), 0);
     fprintf(stderr, "sigkill: %zu events received for %zu distinct (%zu duplicates)\n", got.n, uniq, got.n - uniq);
     /* A clean restart now re-sends nothing that was acknowledged. */
     size_t before = wrx_events(w.rx[0]);
@@ -650,6 +660,146 @@ START_TEST(test_sigkill_loses_nothing)
     ck_assert_uint_eq(got.n, before + 1);
     ck_assert_uint_eq(got.v[got.n - 1].id, m2);
     s_evs_free(&got);
+    s_stop(&w);
+}
+END_TEST
+
+typedef struct floorwait {
+    const char *store;
+    uint64_t past;
+} floorwait_t;
+
+static bool s_store_floor_past(void *arg)
+{
+    floorwait_t *f = arg;
+    th_zc_t z;
+    if (th_zc_open(&z, f->store) != 0)
+        return false;
+    uint64_t floor = 0;
+    bool ok = th_zc_stat(&z, "store_log_floor", &floor) == 0 && floor > f->past;
+    th_zc_close(&z);
+    return ok;
+}
+
+/* A position the store can no longer serve (its changelog was pruned past it while the notifier
+ * was down): the restart takes a snapshot and emits the difference -- the latest state of each
+ * user that changed, in version order, nothing for users that did not. */
+START_TEST(test_restart_snapshot_when_log_pruned)
+{
+    wh_t w;
+    static const char *const node_extra[] = {"STORE_LOG_MAX=20", NULL};
+    s_node_extra = node_extra;
+    s_start(&w, 1, NULL, NULL);
+    s_node_extra = NULL;
+    uint64_t k0 = s_put(&w, "k0", "online", NULL), k1 = s_put(&w, "k1", "online", NULL);
+    ck_assert(s_wait_id(w.rx[0], k1, WAIT_MS));
+    ck_assert_int_eq(th_stop(w.notifier, 10000), 0);
+    /* While it is down: k0 busy then away (one status event: away, previous online), 40 new
+     * users (the changelog of 20 entries no longer reaches back), k1 untouched. */
+    want_t want[43];
+    size_t nw = 0;
+    (void)s_put(&w, "k0", "busy", NULL);
+    uint64_t k0b = s_put(&w, "k0", "away", NULL);
+    want[nw++] = (want_t){k0b, "status", "k0", "online"};
+    static char names[40][16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], "n%02d", i);
+        want[nw] = (want_t){s_put(&w, names[i], "online", NULL), "online", names[i], "offline"};
+        nw++;
+    }
+    /* The store's sweeper prunes its changelog to 20 entries: wait until it no longer reaches back
+     * to where the notifier stopped (k1). */
+    floorwait_t fw = {w.node.store_cmd, k1};
+    ck_assert(th_wait_for(s_store_floor_past, &fw, WAIT_MS));
+    ck_assert_int_eq(th_start(w.notifier, 20000), 0);
+    uint64_t marker = s_put(&w, "zz-marker", "online", NULL);
+    want[nw++] = (want_t){marker, "online", "zz-marker", "offline"};
+    ck_assert(s_wait_id(w.rx[0], marker, WAIT_MS));
+    evs_t got = {.n = 0};
+    s_events(w.rx[0], &got);
+    ck_assert_uint_ge(got.n, 2);
+    ck_assert_uint_eq(got.v[0].id, k0);
+    ck_assert_uint_eq(got.v[1].id, k1);
+    evs_t rest = {.v = got.v + 2, .n = got.n - 2};
+    s_expect(&rest, want, nw, "after the snapshot");
+    ck_assert_uint_eq(s_stat(&w, "notifier_sync_resumes_total"), 1);
+    ck_assert_uint_eq(s_stat(&w, "notifier_sync_snapshots_total"), 1);
+    s_evs_free(&got);
+    s_stop(&w);
+}
+END_TEST
+
+/* Sessions (REALTIME.md) and invisible mode: target 0 gets the public view, target 1 is
+ * privileged (WEBHOOK_PRIVILEGED) and gets the user's own. */
+START_TEST(test_sessions_and_invisible)
+{
+    wh_t w;
+    static const char *const extra[] = {"WEBHOOK_PRIVILEGED=false,true", NULL};
+    s_start(&w, 2, NULL, extra);
+    char auth[1024];
+    th_auth_header(auth, sizeof auth, "ivy", NULL);
+    const char *path = "/api/v2/presence/ivy";
+    const char *bodies[] = {
+        "{\"status\":\"online\",\"session\":\"s1\",\"device\":\"desk\",\"ttl\":600}", /* online, session_start */
+        "{\"status\":\"online\",\"session\":\"s2\",\"device\":\"phone\",\"ttl\":600}", /* session_start */
+        "{\"status\":\"offline\",\"ttl\":600}",              /* invisible */
+        "{\"status\":\"offline\",\"session\":\"s2\"}",      /* a session ends while invisible */
+        "{\"status\":\"online\",\"ttl\":600}",               /* visible again */
+    };
+    uint64_t v[5];
+    for (int i = 0; i < 5; i++) {
+        th_resp_t r;
+        ck_assert_int_eq(th_http(w.node.port, "PUT", path, auth, bodies[i], strlen(bodies[i]), &r, 5000), 0);
+        ck_assert_msg(r.status == 200, "PUT %d: %d %s", i, r.status, r.body);
+        th_resp_free(&r);
+        /* The change's version as the store has it (the answer shows the public view, whose
+         * version stays put while the user is invisible). */
+        th_zc_t z;
+        proto_record_t rec;
+        ck_assert_int_eq(th_zc_open(&z, w.node.store_cmd), 0);
+        ck_assert_int_eq(th_zc_get(&z, "ivy", &rec, NULL), 0);
+        th_zc_close(&z);
+        v[i] = rec.version;
+    }
+    uint64_t m = s_put(&w, "zz-marker", "online", NULL);
+    ck_assert(s_wait_id(w.rx[0], m, WAIT_MS));
+    ck_assert(s_wait_id(w.rx[1], m, WAIT_MS));
+    evs_t got0 = {.n = 0}, got1 = {.n = 0};
+    s_events(w.rx[0], &got0);
+    s_events(w.rx[1], &got1);
+    /* The public view: going invisible is going offline with no sessions; the session that ends
+     * meanwhile is not seen; coming back shows the one session left. */
+    want_t pub[] = {
+        {v[0], "online", "ivy", "offline"},       {v[0], "session_start", "ivy", "offline"},
+        {v[1], "session_start", "ivy", "online"}, {v[2], "offline", "ivy", "online"},
+        {v[2], "session_end", "ivy", "online"},   {v[4], "online", "ivy", "offline"},
+        {v[4], "session_start", "ivy", "offline"}, {m, "online", "zz-marker", "offline"},
+    };
+    s_expect(&got0, pub, ARRAY_LEN(pub), "public target");
+    int pub_prev_sessions[] = {-1, 0, 1, -1, 2, -1, 0, -1};
+    for (size_t i = 0; i < ARRAY_LEN(pub); i++)
+        if (pub_prev_sessions[i] >= 0)
+            ck_assert_int_eq(json_integer_value(json_object_get(got0.v[i].obj, "previous_sessions")),
+                             pub_prev_sessions[i]);
+    /* Going invisible, the public record shows offline with no sessions. */
+    json_t *rec = json_object_get(got0.v[3].obj, "record");
+    ck_assert_str_eq(json_string_value(json_object_get(rec, "status")), "offline");
+    ck_assert_int_eq(json_integer_value(json_object_get(rec, "sessions")), 0);
+    ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(rec, "version")), v[2]);
+    /* The user's own view: offline while the sessions stay, the session's end, and back online. */
+    want_t own[] = {
+        {v[0], "online", "ivy", "offline"},       {v[0], "session_start", "ivy", "offline"},
+        {v[1], "session_start", "ivy", "online"}, {v[2], "offline", "ivy", "online"},
+        {v[3], "session_end", "ivy", "offline"},  {v[4], "online", "ivy", "offline"},
+        {m, "online", "zz-marker", "offline"},
+    };
+    s_expect(&got1, own, ARRAY_LEN(own), "privileged target");
+    rec = json_object_get(got1.v[3].obj, "record");
+    ck_assert_int_eq(json_integer_value(json_object_get(rec, "sessions")), 2);
+    ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(rec, "version")), v[2]);
+    ck_assert_int_eq(json_integer_value(json_object_get(got1.v[4].obj, "previous_sessions")), 2);
+    s_evs_free(&got0);
+    s_evs_free(&got1);
     s_stop(&w);
 }
 END_TEST
@@ -1077,6 +1227,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_4xx_dropped);
     tcase_add_test(tc, test_sigkill_loses_nothing);
     tcase_add_test(tc, test_log_bound_gap);
+    tcase_add_test(tc, test_restart_snapshot_when_log_pruned);
+    tcase_add_test(tc, test_sessions_and_invisible);
     tcase_add_test(tc, test_filters);
     tcase_add_test(tc, test_debounce);
     tcase_add_test(tc, test_cli_and_config_errors);

@@ -267,22 +267,118 @@ START_TEST(test_plan_debounce)
 }
 END_TEST
 
-START_TEST(test_plan_sessions_not_yet)
+START_TEST(test_plan_sessions)
 {
-    /* The record has no session count yet: no session event can fire. */
-    proto_record_t r = s_rec("erin", PRESENCE_ONLINE, "", 60);
-    ck_assert_uint_eq(notify_record_sessions(&r), 0);
     notify_plan_t p;
+    /* A first device connects: online and session_start (previous_sessions 0). */
+    proto_record_t r = s_rec("erin", PRESENCE_ONLINE, "", 60);
+    r.sessions = 1;
+    r.source = PRESENCE_SRC_SESSION;
+    ck_assert_uint_eq(notify_record_sessions(&r), 1);
     notify_plan(NULL, &r, 60, T0_US, 0, 1, &p);
-    for (uint32_t i = 0; i < p.n; i++)
-        ck_assert(p.ev[i].type != NOTIFY_SESSION_START && p.ev[i].type != NOTIFY_SESSION_END);
-    /* A stored state with sessions (from a future record) that the record no longer shows: end. */
+    ck_assert_uint_eq(p.n, 2);
+    ck_assert_int_eq(p.ev[0].type, NOTIFY_ONLINE);
+    ck_assert_int_eq(p.ev[1].type, NOTIFY_SESSION_START);
+    ck_assert_uint_eq(p.ev[1].prev_sessions, 0);
+    ck_assert_int_eq(p.ev[1].prev_status, PRESENCE_OFFLINE);
     notify_user_t u = s_state(&p);
-    u.sessions = 2;
+    ck_assert_uint_eq(u.sessions, 1);
+    /* A second device: session_start alone (the status stays online). */
+    r.sessions = 2;
     r.version = 61;
-    notify_plan(&u, &r, 61, T0_US, 0, 2, &p);
+    notify_plan(&u, &r, 61, T0_US, 0, 3, &p);
     ck_assert_uint_eq(p.n, 1);
-    ck_assert_int_eq(p.ev[0].type, NOTIFY_SESSION_END);
+    ck_assert_int_eq(p.ev[0].type, NOTIFY_SESSION_START);
+    ck_assert_uint_eq(p.ev[0].prev_sessions, 1);
+    ck_assert_int_eq(p.ev[0].prev_status, PRESENCE_ONLINE);
+    u = s_state(&p);
+    /* The gateway's lease lapses: both sessions end in one change: offline and one session_end
+     * whose previous_sessions says two ended. */
+    r = s_rec("erin", PRESENCE_OFFLINE, "", 62);
+    r.sessions = 0;
+    notify_plan(&u, &r, 62, T0_US, 0, 4, &p);
+    ck_assert_uint_eq(p.n, 2);
+    ck_assert_int_eq(p.ev[0].type, NOTIFY_OFFLINE);
+    ck_assert_int_eq(p.ev[1].type, NOTIFY_SESSION_END);
+    ck_assert_uint_eq(p.ev[1].prev_sessions, 2);
+    ck_assert_uint_eq(s_state(&p).sessions, 0);
+    /* An expired record shows no sessions either (as readers see it). */
+    r = s_rec("erin", PRESENCE_ONLINE, "", 63);
+    r.sessions = 3;
+    notify_user_t fresh;
+    notify_user_from_record(&fresh, &r, r.expires_at_us + 1);
+    ck_assert_int_eq(fresh.status, PRESENCE_OFFLINE);
+    ck_assert_uint_eq(fresh.sessions, 0);
+}
+END_TEST
+
+START_TEST(test_plan_invisible_views)
+{
+    /* Invisible: preferred offline while 2 sessions are live. Everyone else sees offline with no
+     * sessions; the user's own view keeps the count. */
+    proto_record_t r = s_rec("ivy", PRESENCE_OFFLINE, "", 80);
+    r.sessions = 2;
+    r.source = PRESENCE_SRC_PREFERRED;
+    r.pub_version = 70;
+    r.vis_last_seen_us = T0_US - 1000000;
+    r.rflags = PROTO_REC_F_RT | PROTO_REC_F_PUB_RT;
+    ck_assert(proto_record_invisible(&r));
+    proto_record_t pub;
+    proto_record_public(&r, &pub);
+    ck_assert_uint_eq(notify_record_sessions(&pub), 0);
+    ck_assert_uint_eq(notify_record_sessions(&r), 2);
+    /* From online with 2 sessions (both views equal): the public view goes offline and loses its
+     * sessions; the own view goes offline and keeps them. */
+    notify_user_t before;
+    memset(&before, 0, sizeof before);
+    before.status = PRESENCE_ONLINE;
+    before.sessions = 2;
+    before.version = 79;
+    notify_plan_t pp, po;
+    notify_plan(&before, &pub, 80, T0_US, 0, 1, &pp);
+    notify_plan(&before, &r, 80, T0_US, 0, 1 + pp.n, &po);
+    ck_assert_uint_eq(pp.n, 2);
+    ck_assert_int_eq(pp.ev[0].type, NOTIFY_OFFLINE);
+    ck_assert_int_eq(pp.ev[1].type, NOTIFY_SESSION_END);
+    ck_assert_uint_eq(pp.ev[1].prev_sessions, 2);
+    ck_assert_uint_eq(po.n, 1);
+    ck_assert_int_eq(po.ev[0].type, NOTIFY_OFFLINE);
+    ck_assert_uint_eq(po.ev[0].seq, 3);
+    /* Both states record the change applied (its id), not the public view's older version. */
+    ck_assert_uint_eq(pp.next.version, 80);
+    ck_assert_uint_eq(po.next.version, 80);
+    /* The rendered record in each view: the public one hides the sessions. */
+    gw_buf_t b;
+    gw_buf_init(&b);
+    pp.ev[0].view = NOTIFY_VIEW_PUBLIC;
+    notify_event_render(&b, &pp.ev[0], "ivy", 3, &r, T0_US, 0);
+    json_error_t je;
+    json_t *j = json_loadb(b.p, b.len, 0, &je);
+    ck_assert_msg(j != NULL, "%s", je.text);
+    json_t *rec = json_object_get(j, "record");
+    ck_assert_int_eq(json_integer_value(json_object_get(rec, "version")), 70);
+    ck_assert_int_eq(json_integer_value(json_object_get(rec, "sessions")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "id")), 80);
+    json_decref(j);
+    gw_buf_reset(&b);
+    po.ev[0].view = NOTIFY_VIEW_PRIVATE;
+    notify_event_render(&b, &po.ev[0], "ivy", 3, &r, T0_US, 0);
+    j = json_loadb(b.p, b.len, 0, &je);
+    ck_assert_msg(j != NULL, "%s", je.text);
+    rec = json_object_get(j, "record");
+    ck_assert_int_eq(json_integer_value(json_object_get(rec, "version")), 80);
+    ck_assert_int_eq(json_integer_value(json_object_get(rec, "sessions")), 2);
+    json_decref(j);
+    /* A session event carries previous_sessions. */
+    gw_buf_reset(&b);
+    pp.ev[1].view = NOTIFY_VIEW_PUBLIC;
+    notify_event_render(&b, &pp.ev[1], "ivy", 3, &r, T0_US, 0);
+    j = json_loadb(b.p, b.len, 0, &je);
+    ck_assert_msg(j != NULL, "%s", je.text);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "session_end");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "previous_sessions")), 2);
+    json_decref(j);
+    gw_buf_free(&b);
 }
 END_TEST
 
@@ -319,6 +415,41 @@ START_TEST(test_user_encoding)
     b[0] = 1;
     b[1] = 9;
     ck_assert_int_eq(notify_user_decode(b, n, &v), -1); /* no such status */
+}
+END_TEST
+
+START_TEST(test_views_encoding)
+{
+    notify_views_t v, w;
+    memset(&v, 0, sizeof v);
+    v.pub.status = PRESENCE_ONLINE;
+    v.pub.version = 5;
+    memcpy(v.pub.message, "hey", 3);
+    v.pub.msg_len = 3;
+    v.own = v.pub;
+    unsigned char b[NOTIFY_VIEWS_ENC_MAX];
+    /* Equal views are stored once. */
+    size_t n = notify_views_encode(&v, b);
+    ck_assert_uint_eq(n, 2 + 34 + 3);
+    ck_assert_int_eq(notify_views_decode(b, n, &w), 0);
+    ck_assert(notify_user_same(&w.pub, &v.pub) && notify_user_same(&w.own, &v.own));
+    ck_assert_int_eq(notify_views_decode(b, n + 1, &w), -1);
+    /* Different views: both. */
+    v.own.sessions = 2;
+    v.own.status = PRESENCE_OFFLINE;
+    n = notify_views_encode(&v, b);
+    ck_assert_uint_eq(n, 2 + 2 * (34 + 3));
+    ck_assert_int_eq(notify_views_decode(b, n, &w), 0);
+    ck_assert_uint_eq(w.own.sessions, 2);
+    ck_assert_int_eq(w.own.status, PRESENCE_OFFLINE);
+    ck_assert_uint_eq(w.pub.sessions, 0);
+    ck_assert_int_eq(notify_views_decode(b, n - 1, &w), -1);
+    b[1] = 0x80; /* unknown flag */
+    ck_assert_int_eq(notify_views_decode(b, n, &w), -1);
+    /* A state written before views existed (layout 1) is both views. */
+    n = notify_user_encode(&v.pub, b);
+    ck_assert_int_eq(notify_views_decode(b, n, &w), 0);
+    ck_assert(notify_user_same(&w.pub, &v.pub) && notify_user_same(&w.own, &v.pub));
 }
 END_TEST
 
@@ -371,7 +502,8 @@ END_TEST
 
 START_TEST(test_entry_encoding)
 {
-    notify_event_t e = {.seq = 5, .id = 99, .visible_at_ms = 1234, .type = NOTIFY_STATUS, .prev_status = 1};
+    notify_event_t e = {.seq = 5, .id = 99, .visible_at_ms = 1234, .type = NOTIFY_STATUS, .prev_status = 1,
+                        .view = NOTIFY_VIEW_PRIVATE};
     gw_buf_t b;
     gw_buf_init(&b);
     notify_entry_encode(&b, &e, 5678, "{\"x\":1}", 7);
@@ -382,10 +514,14 @@ START_TEST(test_entry_encoding)
     ck_assert_uint_eq(d.visible_at_ms, 1234);
     ck_assert_uint_eq(d.appended_ms, 5678);
     ck_assert_int_eq(d.type, NOTIFY_STATUS);
+    ck_assert_int_eq(d.view, NOTIFY_VIEW_PRIVATE);
     ck_assert_uint_eq(d.json_len, 7);
     ck_assert(memcmp(d.json, "{\"x\":1}", 7) == 0);
     ck_assert_int_eq(notify_entry_decode(b.p, b.len - 1, &d), -1);
     ck_assert_int_eq(notify_entry_decode(b.p, 8, &d), -1);
+    b.p[3] = 3; /* no such view */
+    ck_assert_int_eq(notify_entry_decode(b.p, b.len, &d), -1);
+    b.p[3] = 0;
     b.p[1] = NOTIFY_TYPE_COUNT;
     ck_assert_int_eq(notify_entry_decode(b.p, b.len, &d), -1);
     gw_buf_free(&b);
@@ -405,6 +541,38 @@ static notify_entry_t s_entry(uint64_t seq, int type, const char *json, uint64_t
                         .json_len = (uint32_t)strlen(json), .visible_at_ms = visible_at, .appended_ms = 1000 + seq};
     return e;
 }
+
+START_TEST(test_batch_views)
+{
+    notify_batch_t b;
+    notify_batch_init(&b);
+    uint32_t ordinary = NOTIFY_MASK_ALL, privileged = NOTIFY_MASK_ALL | NOTIFY_MASK_PRIVILEGED;
+    notify_entry_t all = s_entry(11, NOTIFY_ONLINE, "{\"a\":1}", 0);
+    notify_entry_t pub = s_entry(12, NOTIFY_OFFLINE, "{\"p\":1}", 0);
+    pub.view = NOTIFY_VIEW_PUBLIC;
+    notify_entry_t own = s_entry(13, NOTIFY_OFFLINE, "{\"o\":1}", 0);
+    own.view = NOTIFY_VIEW_PRIVATE;
+    notify_batch_begin(&b, 10, 10, 1 << 20, 2000);
+    ck_assert_int_eq(notify_batch_offer(&b, ordinary, &all, 5000), NOTIFY_TAKEN);
+    ck_assert_int_eq(notify_batch_offer(&b, ordinary, &pub, 5000), NOTIFY_TAKEN);
+    ck_assert_int_eq(notify_batch_offer(&b, ordinary, &own, 5000), NOTIFY_SKIPPED);
+    notify_batch_end(&b);
+    ck_assert_str_eq(b.body.p, "[{\"a\":1},{\"p\":1}]");
+    ck_assert_uint_eq(b.last_seq, 13);
+    notify_batch_begin(&b, 10, 10, 1 << 20, 2000);
+    ck_assert_int_eq(notify_batch_offer(&b, privileged, &all, 5000), NOTIFY_TAKEN);
+    ck_assert_int_eq(notify_batch_offer(&b, privileged, &pub, 5000), NOTIFY_SKIPPED);
+    ck_assert_int_eq(notify_batch_offer(&b, privileged, &own, 5000), NOTIFY_TAKEN);
+    notify_batch_end(&b);
+    ck_assert_str_eq(b.body.p, "[{\"a\":1},{\"o\":1}]");
+    /* A held entry of the other view does not stop a target. */
+    pub.visible_at_ms = 6000;
+    notify_batch_begin(&b, 11, 10, 1 << 20, 2000);
+    ck_assert_int_eq(notify_batch_offer(&b, privileged, &pub, 5000), NOTIFY_SKIPPED);
+    ck_assert_int_eq(notify_batch_offer(&b, ordinary, &pub, 5000), NOTIFY_HELD);
+    notify_batch_fini(&b);
+}
+END_TEST
 
 START_TEST(test_batch_fill)
 {
@@ -667,6 +835,18 @@ START_TEST(test_cfg_env)
     ck_assert_int_eq(notify_cfg_load(&c, err), 0);
     ck_assert_uint_eq(c.debounce_ms, 3000);
     ck_assert(c.retry_4xx);
+    ck_assert(!c.any_privileged);
+    setenv("WEBHOOK_PRIVILEGED", "yes", 1);
+    ck_assert_int_eq(notify_cfg_load(&c, err), -1);
+    ck_assert_str_eq(err, "WEBHOOK_PRIVILEGED: item 1 'yes' is not true or false");
+    setenv("WEBHOOK_PRIVILEGED", "true", 1);
+    ck_assert_int_eq(notify_cfg_load(&c, err), 0);
+    ck_assert(c.any_privileged);
+    ck_assert(c.targets[0].mask & NOTIFY_MASK_PRIVILEGED);
+    setenv("WEBHOOK_PRIVILEGED", "false,true", 1);
+    ck_assert_int_eq(notify_cfg_load(&c, err), -1);
+    ck_assert_str_eq(err, "WEBHOOK_PRIVILEGED: 2 items for 1 URLs (want one for all, or one per URL)");
+    unsetenv("WEBHOOK_PRIVILEGED");
     setenv("WEBHOOK_BATCH_MAX", "0", 1);
     ck_assert_int_eq(notify_cfg_load(&c, err), -1);
     ck_assert_str_eq(err, "WEBHOOK_BATCH_MAX: invalid value '0' (want an integer in 1..10000)");
@@ -720,7 +900,7 @@ static int on_scan(void *ctx, const notify_entry_t *e)
     return s->n == s->stop_at;
 }
 
-static int on_range(void *ctx, const char *uid, size_t len, const notify_user_t *u)
+static int on_range(void *ctx, const char *uid, size_t len, const notify_views_t *u)
 {
     char *seen = ctx;
     strncat(seen, uid, len);
@@ -758,6 +938,8 @@ START_TEST(test_db_log_users_cursors)
     m.next_seq = 6;
     m.baseline = true;
     m.log_bytes = 4 * len;
+    m.pos_epoch = 77;
+    m.pos_seq = 4242;
     ck_assert_int_eq(notify_db_meta_put(db, &m), 0);
     ck_assert_int_eq(notify_db_commit(db), 0);
 
@@ -778,6 +960,8 @@ START_TEST(test_db_log_users_cursors)
     ck_assert_int_eq(notify_db_meta_get(db, &m), 0);
     ck_assert_uint_eq(m.next_seq, 6);
     ck_assert(m.baseline);
+    ck_assert_uint_eq(m.pos_epoch, 77);
+    ck_assert_uint_eq(m.pos_seq, 4242);
     uint64_t seq, appended;
     ck_assert_int_eq(notify_db_log_first(db, &seq, &appended, &len), 0);
     ck_assert_uint_eq(seq, 1);
@@ -785,14 +969,19 @@ START_TEST(test_db_log_users_cursors)
 
     /* users: put, get, range with a delete in the middle of the walk */
     const char *ids[] = {"a", "b", "c", "d", "e"};
-    notify_user_t u;
+    notify_views_t u;
     memset(&u, 0, sizeof u);
-    u.status = PRESENCE_ONLINE;
+    u.pub.status = u.own.status = PRESENCE_ONLINE;
+    u.own.sessions = 1;
     for (int i = 0; i < 5; i++)
         ck_assert_int_eq(notify_db_user_put(db, ids[i], 1, &u), 0);
     bool found;
+    memset(&u, 0, sizeof u);
     ck_assert_int_eq(notify_db_user_get(db, "b", 1, &u, &found), 0);
     ck_assert(found);
+    ck_assert_uint_eq(u.own.sessions, 1);
+    ck_assert_uint_eq(u.pub.sessions, 0);
+    ck_assert_int_eq(u.pub.status, PRESENCE_ONLINE);
     ck_assert_int_eq(notify_db_user_get(db, "zz", 2, &u, &found), 0);
     ck_assert(!found);
     char seen[256] = "";
@@ -889,9 +1078,9 @@ static Suite *s_suite(void)
         {"types", {test_type_names}},
         {"plan",
          {test_plan_transitions, test_plan_effective_status, test_plan_delete, test_plan_debounce,
-          test_plan_sessions_not_yet}},
-        {"encoding", {test_user_encoding, test_render, test_entry_encoding}},
-        {"batch", {test_batch_fill}},
+          test_plan_sessions, test_plan_invisible_views}},
+        {"encoding", {test_user_encoding, test_views_encoding, test_render, test_entry_encoding}},
+        {"batch", {test_batch_fill, test_batch_views}},
         {"target", {test_target_results, test_backoff}},
         {"sign", {test_sign}},
         {"cfg", {test_cfg_targets, test_cfg_env}},

@@ -402,7 +402,10 @@ static int s_prepare(node_t *n)
  * the gateway, wired over ipc:// in run/. */
 static void s_plan(const node_t *n)
 {
-    char store_cmd[600], store_pub[600];
+    char store_cmd[600], store_pub[600], notifier_ep[600] = "";
+    const char *hooks_on = getenv("WEBHOOK_URLS");
+    if (n->type == 0 && hooks_on && *hooks_on)
+        snprintf(notifier_ep, sizeof notifier_ep, "ipc://%s/notifier.sock", n->run_dir);
     snprintf(store_cmd, sizeof store_cmd, "ipc://%s/store-cmd.sock", n->run_dir);
     snprintf(store_pub, sizeof store_pub, "ipc://%s/store-pub.sock", n->run_dir);
     if (n->type == 0) {
@@ -416,6 +419,7 @@ static void s_plan(const node_t *n)
             c = s_add("notifier", "notifier");
             s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
             s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
+            s_env(c, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
         }
     } else {
         child_t *c = s_add("sync-relay", "sync-relay");
@@ -442,6 +446,9 @@ static void s_plan(const node_t *n)
     /* The gateway follows the change stream too (SSE watch streams). */
     s_env(gw, "STORE_CMD_ENDPOINT", "%s", store_cmd);
     s_env(gw, "STORE_PUB_ENDPOINT", "%s", store_pub);
+    /* The gateway's /metrics shows the notifier's numbers (it polls its STATS). */
+    if (notifier_ep[0])
+        s_env(gw, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
 }
 
 /* Start the children in order, each once the previous one is ready; then the launcher's own

@@ -6,6 +6,7 @@
 #       leaf-a.pub/.secret, leaf-b.*    each leaf relay's key pair
 #       allowed-clients                 the relays' public keys, one a line (the center's ZAP list)
 #       webhook-secrets                 the notifier's webhook signing secret (profile "webhooks")
+#       grafana-admin-password          Grafana's admin password (profile "monitoring")
 #   $PRESENCE_ENV_FILE (default compose/.env): JWT_SECRET=<64 hex digits>, read by compose
 #
 # Existing files are kept, so re-running is safe. Keys come from presence-keygen: the one in
@@ -65,6 +66,11 @@ if [ ! -s "$dir/webhook-secrets" ]; then
     (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/webhook-secrets" && echo >>"$dir/webhook-secrets")
     protect "$dir/webhook-secrets"
     echo "gen-secrets: wrote $dir/webhook-secrets (webhook signing secret: your backend verifies X-Presence-Signature with it)"
+fi
+if [ ! -s "$dir/grafana-admin-password" ]; then
+    (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$dir/grafana-admin-password" && echo >>"$dir/grafana-admin-password")
+    protect "$dir/grafana-admin-password"
+    echo "gen-secrets: wrote $dir/grafana-admin-password (Grafana's admin password, profile \"monitoring\")"
 fi
 if ! grep -q '^JWT_SECRET=' "$envfile" 2>/dev/null; then
     secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')

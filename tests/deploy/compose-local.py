@@ -339,6 +339,7 @@ def main():
         external = {}
         if receiver:
             env["WEBHOOK_URLS"] = "http://webhook-receiver:8000/hook"
+            env["GATEWAY_NOTIFIER_ENDPOINT"] = "tcp://notifier:7020"  # the notifier's numbers on /metrics
             external[("webhook-receiver", 8000)] = receiver.port
         gen = subprocess.run([os.path.join(os.path.dirname(a.compose), "gen-secrets.sh"),
                               os.path.join(bindir, "presence-keygen")],
@@ -483,6 +484,11 @@ def main():
                       json.dumps(ev)[:200] if ev else "not received; got %s" % sorted(got))
         st, body = http("GET", url(c, "/metrics"))
         check("GET /metrics at %s" % c, st == 200 and "store_" in body, "%d" % st)
+        if receiver:
+            def notifier_on_metrics():
+                st2, body2 = http("GET", url(c, "/metrics"))
+                return st2 == 200 and "\nnotifier_up 1\n" in body2 and "\nnotifier_live 1\n" in body2
+            check("the notifier's numbers on %s's /metrics (GATEWAY_NOTIFIER_ENDPOINT)" % c, poll(notifier_on_metrics, 10.0))
 
         # every process must still be running
         for name, p, _ in runner.procs:

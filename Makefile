@@ -92,6 +92,7 @@ include notifier/module.mk
 -include tests/fuzz/module.mk
 -include tests/deploy/module.mk
 -include tests/hardening/module.mk
+-include tests/monitoring/module.mk
 
 all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
 

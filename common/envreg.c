@@ -112,6 +112,7 @@ static const envreg_var_t s_vars[] = {
     /* notifier (webhooks, docs/WEBHOOKS.md) */
     {"WEBHOOK_URLS", L | N, "", "comma-separated http(s) URLs to POST events to (at most 16); the launcher starts the notifier when set"},
     {"WEBHOOK_SECRETS", N, "", "signing secrets: one for all URLs or one per URL (or WEBHOOK_SECRETS_FILE)"},
+    {"WEBHOOK_SECRETS_FILE", N, "", "... read from this file (commas or one a line)"},
     {"WEBHOOK_EVENTS", N, "all", "event filters, one for all URLs or one per URL: all, or types joined by +"},
     {"WEBHOOK_PRIVILEGED", N, "false", "true|false, one for all URLs or one per URL: true sends the user's own view (invisible mode not applied)"},
     {"WEBHOOK_CONNECT_TIMEOUT_MS", N, "3000", "connection (and TLS handshake) timeout"},

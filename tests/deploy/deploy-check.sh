@@ -187,7 +187,7 @@ for region in center leaf; do
             bad k8s-schema-$region "$out"
         fi
         run k8s-wiring-$region "$PYTHON" tests/deploy/k8s-wiring.py --dockerfile "$dockerfile" \
-            --gateway-routes gateway/gw_http.c --namespace "presence-$region" "$tmp/$region.yaml"
+            --gateway-routes gateway/gw_routes.c --namespace "presence-$region" "$tmp/$region.yaml"
     else
         bad helm-template-$region "$out"
         bad k8s-schema-$region "nothing rendered"

@@ -1115,6 +1115,12 @@ static double s_cpu_s(pid_t pid)
 
 /* Write `total` status changes straight to the store (PUT batches of 1000 over its ROUTER), each
  * one event. Returns the last version written. */
+static int s_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static uint64_t s_bench_write(th_zc_t *z, uint64_t first, uint64_t total)
 {
     const uint32_t users = 10000, per_put = 1000;
@@ -1209,6 +1215,84 @@ START_TEST(test_bench_delivery)
             (unsigned long long)total, secs, (double)total / secs,
             (double)total / (double)(wrx_accepted(w.rx[0]) - reqs), cpu, cpu * 1e6 / (double)total);
     ck_assert_uint_eq(wrx_events(w.rx[0]), 2 * total);
+
+    /* 3. latency at a steady rate: WEBHOOK_BENCH_RATE events/s (default 2,000) for 5 s, written
+     * 10 per PUT; for each event, from the moment the store acknowledged its write to the moment
+     * the receiver answered the POST that carried it. */
+    const char *rs = getenv("WEBHOOK_BENCH_RATE");
+    uint64_t rate = rs ? strtoull(rs, NULL, 10) : 2000, per = 10, nputs = rate * 5 / per;
+    uint64_t *vfirst = calloc(nputs, sizeof *vfirst), *acked = calloc(nputs, sizeof *acked);
+    wrx_set_keep(w.rx[0], true);
+    uint64_t base = 2 * total, start_us = th_now_ms() * 1000;
+    static proto_record_t lrecs[10];
+    proto_buf_t lb;
+    proto_buf_init(&lb);
+    for (uint64_t k = 0; k < nputs; k++) {
+        uint64_t due_us = start_us + k * 1000000 * per / rate;
+        for (;;) { /* pacing to the rate (not synchronisation: the receiver's clock decides nothing) */
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            uint64_t n_us = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+            if (n_us >= due_us)
+                break;
+            struct timespec d = {0, (long)MIN(due_us - n_us, 1000) * 1000};
+            nanosleep(&d, NULL);
+        }
+        for (uint64_t i = 0; i < per; i++) {
+            char uid[32];
+            snprintf(uid, sizeof uid, "lat%05llu", (unsigned long long)((k * per + i) % 5000));
+            memset(&lrecs[i], 0, sizeof lrecs[i]);
+            proto_record_set_uid(&lrecs[i], uid, strlen(uid));
+            proto_record_set_node(&lrecs[i], "bench", 5);
+            lrecs[i].status = (uint8_t)(((k * per + i) / 5000) % 3);
+            lrecs[i].ttl_s = 3600;
+        }
+        uint64_t rid = ++z.rid;
+        proto_buf_reset(&lb);
+        proto_enc_records_cmd(&lb, PROTO_PUT, rid, lrecs, (uint32_t)per);
+        proto_msg_t m;
+        ck_assert_int_eq(th_zc_call(&z, &lb, rid, &m, 10000), 0);
+        ck_assert_int_eq(m.status, PROTO_OK);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        acked[k] = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+        vfirst[k] = m.recs[0].version;
+        proto_msg_fini(&m);
+    }
+    proto_buf_fini(&lb);
+    uint64_t nlat = nputs * per;
+    ck_assert(s_wait_events(w.rx[0], base + nlat, 60000));
+    uint64_t *lat = calloc(nlat, sizeof *lat);
+    size_t got = 0;
+    static wrx_body_t lbodies[100000];
+    size_t nb = wrx_bodies(w.rx[0], 0, lbodies, 100000);
+    for (size_t i = 0; i < nb; i++) {
+        for (const char *q = lbodies[i].body; (q = strstr(q, "{\"id\":")); q += 6) {
+            uint64_t id = strtoull(q + 6, NULL, 10);
+            /* the PUT that wrote it: the last one whose first version is <= id */
+            size_t lo = 0, hi = nputs;
+            while (hi - lo > 1) {
+                size_t mid = (lo + hi) / 2;
+                if (vfirst[mid] <= id)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            if (id >= vfirst[lo] && id < vfirst[lo] + per && got < nlat)
+                lat[got++] = lbodies[i].at_us > acked[lo] ? lbodies[i].at_us - acked[lo] : 0;
+        }
+        free(lbodies[i].body);
+    }
+    ck_assert_uint_eq(got, nlat);
+    qsort(lat, got, sizeof *lat, s_cmp_u64);
+    fprintf(stderr,
+            "bench latency: %llu events at %llu/s: write acknowledged -> receiver answered p50 %.2f ms p99 %.2f ms "
+            "max %.2f ms (%zu requests)\n",
+            (unsigned long long)nlat, (unsigned long long)rate, (double)lat[got / 2] / 1000.0,
+            (double)lat[got * 99 / 100] / 1000.0, (double)lat[got - 1] / 1000.0, nb);
+    free(lat);
+    free(vfirst);
+    free(acked);
     th_zc_close(&z);
     s_stop(&w);
 }

@@ -180,6 +180,9 @@ static bool s_process(wrx_t *w, conn_t *c)
                 s_header(c->buf, hlen, "X-Presence-Signature", b->sig, sizeof b->sig);
                 snprintf(b->path, sizeof b->path, "%s", path);
                 b->at_ms = s_mono_ms();
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                b->at_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
             }
             pthread_mutex_unlock(&w->mu);
             if (mode == WRX_TAKE_STALL) {
@@ -376,6 +379,13 @@ int wrx_port(const wrx_t *w)
 void wrx_set_mode(wrx_t *w, int mode)
 {
     atomic_store(&w->mode, mode);
+}
+
+void wrx_set_keep(wrx_t *w, bool keep)
+{
+    pthread_mutex_lock(&w->mu);
+    w->keep = keep;
+    pthread_mutex_unlock(&w->mu);
 }
 
 void wrx_stop(wrx_t **wp)

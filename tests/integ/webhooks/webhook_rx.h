@@ -32,6 +32,7 @@ typedef struct wrx_body {
     char sig[256];  /* X-Presence-Signature value ("" if none) */
     char path[256];
     uint64_t at_ms; /* monotonic ms when it was answered */
+    uint64_t at_us; /* ... in microseconds */
 } wrx_body_t;
 
 /* Start on 127.0.0.1:0. keep: keep accepted bodies (else only count them). NULL on failure. */
@@ -42,6 +43,8 @@ wrx_t *wrx_start_tls(bool keep, const char *cert_pem, const char *key_pem);
 uint64_t wrx_tls_failures(wrx_t *w); /* handshakes that failed (the client refused us, or EOF) */
 int wrx_port(const wrx_t *w);
 void wrx_set_mode(wrx_t *w, int mode);
+/* Start (or stop) keeping accepted bodies (latency measurements keep only what they measure). */
+void wrx_set_keep(wrx_t *w, bool keep);
 /* Stop the thread, close everything, free. */
 void wrx_stop(wrx_t **w);
 

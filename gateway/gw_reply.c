@@ -42,7 +42,6 @@ static const char *s_reason(int status)
 /* ACCESS_LOG: the request's line (gw_access.h), one write(2) so threads never interleave. */
 static void s_access_log(gw_rctx_t *rc, int status)
 {
-    static __thread gw_buf_t line;
     h2o_req_t *req = rc->req;
     char client[GW_CLIENTADDR_LEN];
     gw_guard_client_addr(req, client);
@@ -66,10 +65,12 @@ static void s_access_log(gw_rctx_t *rc, int status)
         .user_id = rc->uid_len ? rc->uid : NULL,
         .uid_len = rc->uid_len,
     };
-    gw_buf_reset(&line);
+    gw_buf_t line;
+    gw_buf_init(&line);
     gw_access_line(&line, &a);
     ssize_t w = write(STDERR_FILENO, line.p, line.len);
     (void)w; /* a full or closed stderr loses the line, never the request */
+    gw_buf_free(&line);
 }
 
 void gw_reply_count(gw_rctx_t *rc, int status)

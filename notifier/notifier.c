@@ -735,34 +735,36 @@ static void s_on_done(notifier_t *N, const notify_http_done_t *d)
             stats_hist_observe(&t->lag_hist, wall > t->batch.oldest_ms ? (wall - t->batch.oldest_ms) * 1000 : 0);
         }
         if (attempts > 1)
-            LOG(LOG_NOTICE, "target %u (%s): delivered after %u attempts (ids %llu..%llu)", d->target, t->cfg->shown,
-                attempts, (unsigned long long)t->batch.first_id, (unsigned long long)t->batch.last_id);
+            LOG(LOG_NOTICE, "webhook delivered after retries target=%u url=%s attempts=%u events=%u first_id=%llu last_id=%llu",
+                d->target, t->cfg->shown, attempts, n, (unsigned long long)t->batch.first_id,
+                (unsigned long long)t->batch.last_id);
         else
-            LOG(LOG_DEBUG, "target %u: %u events delivered (ids %llu..%llu) in %llu us", d->target, n,
+            LOG(LOG_DEBUG, "webhook delivered target=%u events=%u first_id=%llu last_id=%llu us=%llu", d->target, n,
                 (unsigned long long)t->batch.first_id, (unsigned long long)t->batch.last_id,
                 (unsigned long long)d->elapsed_us);
         if (t->st.cursor >= N->meta.next_seq - 1)
             t->lag_from_ms = 0;
         break;
     case NOTIFY_SPLIT:
-        LOG(LOG_WARN, "target %u (%s): 413 for %u events: retrying in batches of %u", d->target, t->cfg->shown, n,
-            t->st.batch_limit);
+        LOG(LOG_WARN, "webhook 413: retrying in smaller batches target=%u url=%s code=413 events=%u batch=%u", d->target,
+            t->cfg->shown, n, t->st.batch_limit);
         break;
     case NOTIFY_DROPPED:
         LOG_RATELIMITED(LOG_WARN, 1000,
-                        "target %u (%s): HTTP %d: %u events dropped (ids %llu..%llu; a 3xx/4xx answer is not retried, "
-                        "WEBHOOK_ON_4XX=drop)",
+                        "webhook events dropped (a 3xx/4xx answer is not retried: WEBHOOK_ON_4XX=drop) target=%u url=%s "
+                        "code=%d events=%u first_id=%llu last_id=%llu",
                         d->target, t->cfg->shown, d->status, n, (unsigned long long)t->batch.first_id,
                         (unsigned long long)t->batch.last_id);
         break;
     default:
         if (d->status)
-            LOG_RATELIMITED(LOG_WARN, 1000, "target %u (%s): HTTP %d (attempt %u): retry in %llu ms", d->target,
-                            t->cfg->shown, d->status, attempts,
+            LOG_RATELIMITED(LOG_WARN, 1000, "webhook failed, will retry target=%u url=%s code=%d attempt=%u retry_ms=%llu",
+                            d->target, t->cfg->shown, d->status, attempts,
                             (unsigned long long)(t->st.retry_at_ms - util_mono_ms()));
         else
-            LOG_RATELIMITED(LOG_WARN, 1000, "target %u (%s): %s (attempt %u): retry in %llu ms", d->target,
-                            t->cfg->shown, d->error, attempts, (unsigned long long)(t->st.retry_at_ms - util_mono_ms()));
+            LOG_RATELIMITED(LOG_WARN, 1000, "webhook failed (%s), will retry target=%u url=%s attempt=%u retry_ms=%llu",
+                            d->error, d->target, t->cfg->shown, attempts,
+                            (unsigned long long)(t->st.retry_at_ms - util_mono_ms()));
         break;
     }
 }

@@ -183,9 +183,8 @@ int notify_views_decode(const void *data, size_t len, notify_views_t *v)
 
 static notify_event_t *s_push(notify_plan_t *out, int type, int prev_status, uint64_t id)
 {
-    static notify_event_t sink; /* cannot be used: at most one of each family per change */
     if (out->n == NOTIFY_PLAN_EVENTS_MAX)
-        return &sink;
+        return NULL; /* cannot happen: at most one of each family per change */
     notify_event_t *e = &out->ev[out->n++];
     memset(e, 0, sizeof *e);
     e->type = (uint8_t)type;
@@ -203,7 +202,8 @@ static void s_session_events(notify_plan_t *out, const notify_user_t *p, const n
     if (n->sessions == p->sessions)
         return;
     notify_event_t *e = s_push(out, n->sessions > p->sessions ? NOTIFY_SESSION_START : NOTIFY_SESSION_END, p->status, id);
-    e->prev_sessions = (uint16_t)MIN(p->sessions, UINT16_MAX);
+    if (e)
+        e->prev_sessions = (uint16_t)MIN(p->sessions, UINT16_MAX);
 }
 
 static void s_remove(notify_plan_t *out, uint32_t i)

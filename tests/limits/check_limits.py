@@ -128,7 +128,7 @@ def main(argv):
         with open(path, errors='replace') as f:
             lines = f.read().split('\n')
         nlines = len(lines) - 1 if lines and lines[-1] == '' else len(lines)
-        funcs = long_functions(path, lines) if path.endswith('.c') else []
+        funcs = long_functions(path, lines)
         over = nlines > FILE_MAX
         if path in exempt:
             what = [f'{name} at line {n} is {length} lines' for name, n, length in funcs]

@@ -1,6 +1,7 @@
 # notifier/: the webhook notifier (build/bin/notifier). libnotify.a holds the engine (notify.c,
 # pure), the configuration and the LMDB layer, which the unit tests link; the binary adds the
-# libcurl glue (notify_http.c) and the process (notifier.c). libcurl is linked here only.
+# libcurl glue (notify_http.c) and the process (notifier.c and its notifier_*.c parts, sharing
+# notifier_int.h). libcurl is linked here only.
 NOTIFY_LIB := $(B)/libnotify.a
 NOTIFY_LIB_OBJS := $(B)/notifier/notify.o $(B)/notifier/notify_cfg.o $(B)/notifier/notify_db.o
 CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
@@ -9,10 +10,12 @@ CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
 $(NOTIFY_LIB): $(NOTIFY_LIB_OBJS)
 	$(AR) rcs $@ $^
 
-$(B)/notifier/notify_http.o $(B)/notifier/notifier.o: CFLAGS += $(CURL_CFLAGS)
+NOTIFIER_OBJS := $(B)/notifier/notifier.o $(B)/notifier/notifier_stream.o $(B)/notifier/notifier_state.o \
+                 $(B)/notifier/notifier_deliver.o $(B)/notifier/notify_http.o
+$(NOTIFIER_OBJS): CFLAGS += $(CURL_CFLAGS)
 
 BINS += $(B)/bin/notifier
-$(B)/bin/notifier: $(B)/notifier/notifier.o $(B)/notifier/notify_http.o $(NOTIFY_LIB) $(GW_LIB) $(SYNC_LIB) \
+$(B)/bin/notifier: $(NOTIFIER_OBJS) $(NOTIFY_LIB) $(GW_LIB) $(SYNC_LIB) \
                    $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CURL_LIBS) -lcrypto -lm

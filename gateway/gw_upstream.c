@@ -569,6 +569,9 @@ void gw_upstream_destroy(gw_upstream_t **upp)
     }
     idtab_fini(&up->calls);
     proto_buf_fini(&up->pb);
+    /* The loop keeps a list of its timeouts: every one of ours leaves it before the struct goes. */
+    h2o_timeout_dispose(up->h2o->loop, &up->req_timeout);
+    h2o_timeout_dispose(up->h2o->loop, &up->ping_timeout);
     free(up);
     *upp = NULL;
 }

@@ -18,6 +18,7 @@
 #include "gw_metrics.h"
 #include "gw_thread.h"
 #include "gw_upstream.h"
+#include "gw_ws.h"
 #include "log.h"
 #include "util.h"
 #include "zutil.h"
@@ -138,6 +139,7 @@ int main(int argc, char **argv)
         LOG(LOG_ERROR, "%s", err);
         return 1;
     }
+    gw_ws_process_init(); /* RLIMIT_NOFILE up to the hard limit; the WebSocket cap */
     void *zctx = zmq_ctx_new();
     gw_thread_start_all(&s_conf, listen_fd, zctx, (int)gw_cfg.threads);
     /* Say ready once every thread has heard from a cache-node (bounded: with the cache tier down

@@ -25,6 +25,7 @@
  *   /api/v2/presence?users=a,b             GET HEAD               READ    READ    CAP USERS    presence.multi
  *   /api/v2/presence/batch                 POST                   BODY    BODY    CAP          presence.batch
  *   /api/v2/presence/watch?users=a,b       GET (SSE)              READ    READ    CAP USERS    presence.watch
+ *   /api/v2/presence/connect               GET (WebSocket)        TOKEN   WRITE   QUERY_TOKEN  presence.connect
  *   /health, /health/liveness              GET HEAD               NONE    NONE    -            health, health.liveness
  *   /health/readiness                      GET HEAD               NONE    NONE    -            health.readiness
  *   /health/store, /health/cache           GET HEAD               NONE    NONE    -            health.store, health.cache
@@ -60,6 +61,8 @@ static const gw_route_t s_routes[] = {
      "presence.batch"},
     {"/api/v2/presence/watch", M(GET), {GW_AUTH_READ, GW_LIMIT_READ, GW_RF_BODY_CAP | GW_RF_USERS}, gw_watch_on_req,
      "presence.watch"},
+    {"/api/v2/presence/connect", M(GET), {GW_AUTH_TOKEN, GW_LIMIT_WRITE, GW_RF_QUERY_TOKEN}, gw_connect_on_req,
+     "presence.connect"},
     {"/health", READS, {0}, gw_health_live, "health"},
     {"/health/liveness", READS, {0}, gw_health_live, "health.liveness"},
     {"/health/readiness", READS, {0}, gw_health_ready, "health.readiness"},

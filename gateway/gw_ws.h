@@ -31,6 +31,7 @@
 #define GW_WS_TICK_MS 100    /* how often a thread looks at the lease (re-opens after a lapse) */
 #define GW_WS_REOPEN_MAX 1000 /* sessions re-opened per tick after a lease change */
 #define GW_WS_FD_RESERVE 1024 /* file descriptors kept for everything but WebSockets */
+#define GW_WS_SNDBUF (64 << 10) /* SO_SNDBUF of a WebSocket (the kernel doubles it): bounds what waits in the kernel */
 
 typedef struct gw_wsconn gw_wsconn_t;
 

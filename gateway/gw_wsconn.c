@@ -303,6 +303,7 @@ static void s_close(gw_wsconn_t *c, unsigned code, const char *reason)
     h2o_timeout_link(s_loop(c), &c->ws->linger_to, &c->timer);
     if (c->watches)
         gw_ws_reap_later(c->ws, c);
+    gw_wsconn_flush(c);
 }
 
 void gw_wsconn_close(gw_wsconn_t *c, unsigned code, const char *reason)
@@ -477,6 +478,10 @@ void gw_wsconn_start(gw_wsconn_t *c, h2o_socket_t *sock, size_t reqsize)
         return;
     }
     h2o_buffer_consume(&sock->input, reqsize);
+    /* A fixed kernel send buffer: without it Linux grows it (up to tcp_wmem's 4 MiB) for a client
+     * that does not read, and WS_QUEUE_MAX would bound only the part of the backlog we hold. */
+    int sndbuf = GW_WS_SNDBUF;
+    setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     c->sock = sock;
     sock->data = c;
     c->state = GW_WSCONN_OPEN;

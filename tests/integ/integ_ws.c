@@ -16,6 +16,7 @@
  */
 #include "harness.h"
 #include "ws_client.h"
+#include "ws_steps.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -29,134 +30,16 @@
 
 static const char *const s_env[] = {"RATE_LIMIT_WRITES=0", "PRESENCE_GRACE_MS=1000", "GATEWAY_THREADS=2", NULL};
 
-/* ==== helpers ================================================================================== */
-
-/* Upgrade as `user` (token in ?access_token=, or none when user is NULL) with more query `q`
- * ("" or "&device=x...") and extra headers. Returns the HTTP status. */
-static int s_open(ws_client_t *c, int port, const char *user, const char *q, const char *headers)
-{
-    char path[2048];
-    if (user) {
-        char *tok = th_token(user, NULL);
-        snprintf(path, sizeof path, "/api/v2/presence/connect?access_token=%s%s", tok, q ? q : "");
-        free(tok);
-    } else {
-        snprintf(path, sizeof path, "/api/v2/presence/connect%s%s", q && *q ? "?" : "", q && *q ? q + 1 : "");
-    }
-    return ws_client_open(c, "127.0.0.1", port, path, headers, 5000);
-}
-
-/* The next text message: a JSON object of type `type` (caller owns it). */
-static json_t *s_next(ws_client_t *c, const char *type, int timeout_ms)
-{
-    int rc;
-    json_t *j = ws_client_recv_json(c, timeout_ms, &rc);
-    ck_assert_msg(j != NULL, "no '%s' message: rc %d (%s)", type, rc, c->err);
-    const char *t = ws_json_str(j, "type");
-    ck_assert_msg(t && strcmp(t, type) == 0, "expected a '%s' message, got: %s", type, json_dumps(j, 0));
-    return j;
-}
-
-/* Open as user and take the welcome (caller owns it). */
-static json_t *s_connect(ws_client_t *c, int port, const char *user, const char *q)
-{
-    int st = s_open(c, port, user, q, NULL);
-    ck_assert_msg(st == 101, "connect %s%s: status %d (%s) %s", user, q ? q : "", st, c->err, c->body ? c->body : "");
-    return s_next(c, "welcome", 5000);
-}
-
-/* Nothing arrives within ms (pings are answered by the client and not returned). */
-static void s_quiet(ws_client_t *c, int ms, const char *why)
-{
-    ws_msg_t m;
-    int rc = ws_client_recv(c, &m, ms);
-    ck_assert_msg(rc == WS_TIMEOUT, "%s: expected nothing, got rc %d: %s", why, rc, rc == WS_OK ? (char *)m.data : c->err);
-}
-
-/* The server's close frame with `code`, then the end of the connection. */
-static void s_expect_close(ws_client_t *c, int code, const char *why)
-{
-    ws_msg_t m;
-    int rc;
-    while ((rc = ws_client_recv(c, &m, 5000)) == WS_OK)
-        ws_msg_free(&m); /* frames queued before the close */
-    ck_assert_msg(rc == WS_CLOSED, "%s: expected a close frame, rc %d (%s)", why, rc, c->err);
-    ck_assert_msg(c->close_code == code, "%s: close code %d (%s), expected %d", why, c->close_code, c->close_reason,
-                  code);
-    ck_assert_int_eq(ws_client_recv(c, &m, 5000), WS_EOF);
-}
-
-/* GET one record: the HTTP status; *rec the record (caller owns it) on 200. */
-static int s_get(int port, const char *uid, json_t **rec)
-{
-    char path[160];
-    snprintf(path, sizeof path, "/api/v2/presence/%s", uid);
-    th_resp_t r;
-    ck_assert_int_eq(th_http(port, "GET", path, NULL, NULL, 0, &r, 5000), 0);
-    int st = r.status;
-    *rec = NULL;
-    if (st == 200) {
-        json_error_t e;
-        json_t *j = json_loads(r.body, 0, &e);
-        ck_assert_ptr_nonnull(j);
-        *rec = json_incref(json_object_get(json_object_get(j, "data"), uid));
-        json_decref(j);
-    }
-    th_resp_free(&r);
-    return st;
-}
-
-static int s_rest(int port, const char *method, const char *uid, const char *suffix, const char *body)
-{
-    char auth[1024], path[160];
-    th_auth_header(auth, sizeof auth, uid, NULL);
-    snprintf(path, sizeof path, "/api/v2/presence/%s%s", uid, suffix);
-    th_resp_t r;
-    ck_assert_int_eq(th_http(port, method, path, auth, body, body ? strlen(body) : 0, &r, 5000), 0);
-    int st = r.status;
-    th_resp_free(&r);
-    return st;
-}
-
-typedef struct want {
-    int port;
-    const char *uid, *status;
-    long long sessions; /* -1: any */
-} want_t;
-
-static bool s_is(void *arg)
-{
-    want_t *w = arg;
-    json_t *rec;
-    if (s_get(w->port, w->uid, &rec) != 200)
-        return false;
-    bool ok = strcmp(ws_json_str(rec, "status"), w->status) == 0 &&
-              (w->sessions < 0 || ws_json_int(rec, "sessions", -1) == w->sessions);
-    json_decref(rec);
-    return ok;
-}
-
-/* Poll (deadline, no sleeps) until uid shows status with `sessions` (-1: any). */
-static void s_wait_record(int port, const char *uid, const char *status, long long sessions, int timeout_ms)
-{
-    want_t w = {port, uid, status, sessions};
-    ck_assert_msg(th_wait_for(s_is, &w, timeout_ms), "%s never showed %s with %lld sessions within %d ms", uid, status,
-                  sessions, timeout_ms);
-}
-
-static uint64_t s_metric(int port, const char *name)
-{
-    th_resp_t r;
-    ck_assert_int_eq(th_http(port, "GET", "/metrics", NULL, NULL, 0, &r, 5000), 0);
-    uint64_t v = 0;
-    char key[128];
-    snprintf(key, sizeof key, "\n%s ", name);
-    const char *at = strstr(r.body, key);
-    if (at)
-        v = strtoull(at + strlen(key), NULL, 10);
-    th_resp_free(&r);
-    return v;
-}
+/* Short names for the shared steps (ws_steps.h). */
+#define s_open ws_step_open
+#define s_next ws_step_next
+#define s_connect ws_step_connect
+#define s_quiet ws_step_quiet
+#define s_expect_close ws_step_expect_close
+#define s_get ws_step_get
+#define s_rest ws_step_rest
+#define s_wait_record ws_step_wait_record
+#define s_metric ws_step_metric
 
 /* ==== connect = online ========================================================================= */
 

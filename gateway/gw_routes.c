@@ -22,6 +22,9 @@
  *   path                                   methods                auth    limit   flags        label
  *   /api/v2/presence/{id}                  GET HEAD PUT POST DEL  SELF_W  METHOD  CAP          presence.user
  *   /api/v2/presence/{id}/heartbeat        POST                   SELF    WRITE   CAP          presence.heartbeat
+ *   /api/v2/presence/{id}/sessions         GET HEAD               SELF    READ    CAP          presence.sessions
+ *   /api/v2/presence/{id}/sessions/{sid}   DELETE                 SELF    WRITE   CAP          presence.session
+ *   /api/v2/presence/{id}/preferred        DELETE                 SELF    WRITE   CAP          presence.preferred
  *   /api/v2/presence?users=a,b             GET HEAD               READ    READ    CAP USERS    presence.multi
  *   /api/v2/presence/batch                 POST                   BODY    BODY    CAP          presence.batch
  *   /api/v2/presence/watch?users=a,b       GET (SSE)              READ    READ    CAP USERS    presence.watch
@@ -33,9 +36,9 @@
  *   /api/v2/cache/metrics                  GET                    TOKEN   NONE    -            cache.metrics
  *
  * The rows' order is the metrics' order (row 0 counts what matched nothing). A new endpoint is a
- * row here and a handler; e.g. a WebSocket route whose token may come in the query is
- *   {"/api/v2/presence/connect", M(GET), {GW_AUTH_TOKEN, GW_LIMIT_READ, GW_RF_QUERY_TOKEN}, ...}
- * and the guard runs before its handler upgrades the connection.
+ * row here and a handler. The WebSocket row's token may come in the query (browsers cannot set
+ * headers on a WebSocket); each connect is charged as a write (it opens a session in the store);
+ * the guard runs before its handler upgrades the connection.
  */
 #include "gw_routes.h"
 #include "gw_endpoints.h"
@@ -55,6 +58,12 @@ static const gw_route_t s_routes[] = {
      gw_single_on_req, "presence.user"},
     {"/api/v2/presence/{id}/heartbeat", M(POST), {GW_AUTH_SELF, GW_LIMIT_WRITE, GW_RF_BODY_CAP}, gw_single_heartbeat,
      "presence.heartbeat"},
+    {"/api/v2/presence/{id}/sessions", READS, {GW_AUTH_SELF, GW_LIMIT_READ, GW_RF_BODY_CAP}, gw_sessions_on_req,
+     "presence.sessions"},
+    {"/api/v2/presence/{id}/sessions/{sid}", M(DELETE), {GW_AUTH_SELF, GW_LIMIT_WRITE, GW_RF_BODY_CAP},
+     gw_single_end_session, "presence.session"},
+    {"/api/v2/presence/{id}/preferred", M(DELETE), {GW_AUTH_SELF, GW_LIMIT_WRITE, GW_RF_BODY_CAP},
+     gw_single_end_preferred, "presence.preferred"},
     {"/api/v2/presence", READS, {GW_AUTH_READ, GW_LIMIT_READ, GW_RF_BODY_CAP | GW_RF_USERS}, gw_multi_on_req,
      "presence.multi"},
     {"/api/v2/presence/batch", M(POST), {GW_AUTH_BODY, GW_LIMIT_BODY, GW_RF_BODY_CAP}, gw_batch_on_req,

@@ -6,12 +6,11 @@
  * takes users out of whichever subscriber has them (gw_watch_hub_forget); an emptied subscriber is
  * dropped. WS_MAX_WATCH bounds the users of a connection over all its subscribers.
  *
- * Per viewer: the hub renders each change once, in the public view. The connection's own user
- * (and every user, for a presence:admin token) is rendered again in the user's own view. An
- * unprivileged viewer gets a change only when the public view moved with it (pub_version ==
- * version): while a user is invisible, devices coming and going change nothing anyone else can
- * observe -- no event at all. Current records (a new watch, a resync) are always given, in the
- * viewer's view.
+ * Per viewer: each subscriber carries the connection's viewer (its token's subject and whether
+ * it is presence:admin), and the hub renders and filters for it (gw_watch_hub.c): the user's own
+ * changes -- and everyone's, for an admin -- in the private view, every one of them; anyone else's
+ * in the public view, and only when the public view moved (pub_version == version), so while a
+ * user is invisible, devices coming and going change nothing another watcher can observe.
  *
  * Threading: the connection's thread, which is the hub's.
  */
@@ -36,18 +35,10 @@ static void on_event(gw_watch_sub_t *s, const gw_watch_event_t *ev)
     gw_wsconn_t *c = s_of(s)->c;
     if (c->state != GW_WSCONN_OPEN)
         return;
-    bool own = ev->uid_len == c->uid_len && memcmp(ev->uid, c->uid, c->uid_len) == 0;
-    bool private_view = c->admin || own;
-    const proto_record_t *r = ev->rec;
-    if (r && !private_view && !ev->current && r->pub_version && r->pub_version != r->version)
-        return; /* a change only the user's own view shows (invisible mode) */
     gw_buf_t *b = &c->ws->scratch;
     gw_buf_reset(b);
     gw_buf_adds(b, "{\"type\":\"presence\",\"record\":");
-    if (r && private_view)
-        gw_json_record_as(b, r, util_now_us(), true);
-    else
-        gw_buf_add(b, ev->json, ev->json_len);
+    gw_buf_add(b, ev->json, ev->json_len); /* already in this viewer's view (the hub's) */
     gw_buf_add(b, "}", 1);
     gw_wsconn_send(c, b->p, b->len);
     atomic_fetch_add(&gw_metrics.ws_events, 1);
@@ -155,6 +146,7 @@ int gw_wswatch_add(gw_wsconn_t *c, const gw_wsmsg_t *m, char *err, size_t errlen
         w->c = c;
         w->sub.sink = &s_sink;
         w->sub.req = NULL;
+        w->sub.viewer = (gw_viewer_t){c->uid, c->uid_len, c->admin}; /* c->uid outlives the subscription */
         w->next = c->watches;
         c->watches = w;
         c->nwatched += n;

@@ -124,8 +124,9 @@ static void s_send(uint8_t op)
     int node = gw_upstream_any(cx->up, -1);
     if (node < 0) {
         s_own.next_ms = util_mono_ms() + (s_own.held ? MIN(LEASE_RETRY_MS, s_interval_ms()) : LEASE_FIRST_RETRY_MS);
-        LOG_RATELIMITED(LOG_WARN, 5000, "lease %016llx: no cache-node is up to carry the %s",
-                        (unsigned long long)s_own.id, op == PROTO_LEASE_END ? "end" : "refresh");
+        if (s_own.held || util_mono_ms() - s_own.started_ms > 5000)
+            LOG_RATELIMITED(LOG_WARN, 5000, "lease %016llx: no cache-node is up to carry the %s",
+                            (unsigned long long)s_own.id, op == PROTO_LEASE_END ? "end" : "refresh");
         return;
     }
     uint64_t rid = gw_upstream_rid(cx->up);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
-#   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation
+#   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation ws
 #
 # Results go to stdout and to build/bench/results.md (markdown tables, with the commands).
 # Processes are started here and stopped by pid; data lives in a temp dir that is removed.
@@ -20,7 +20,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation}
+SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation ws}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -232,5 +232,13 @@ if [[ " $SECTIONS " == *" propagation "* ]]; then
     say "Command: \`build/bin/propbench PORT_A PORT_B 10000 TOKENS\` with a center (CENTER_PORT) and two leaves started by presenced on this machine; delay = SSE event at B minus the PUT's acknowledgement at A (0 when the event arrives first)."
     say ""
     cleanup
+fi
+# ---- WebSocket ----------------------------------------------------------------------------------
+if [[ " $SECTIONS " == *" ws "* ]]; then
+    say "## WebSocket: connections held, memory per connection, connects/s, delivery to 10,000 watchers, SIGKILL of a gateway"
+    say ""
+    tests/bench/ws_gateway.sh | tee -a "$RES"
+    say "Commands: \`tests/bench/ws_gateway.sh\` (hold: \`build/bin/wsload hold -p PORT -n 18000 -r 5000 -d 10 -c 5000 -T TOKENS -P GATEWAY_PID\`; watch: \`build/bin/wsload watch -p PORT -n 10000 -r 5000 -U 100 -k 5 -m 500 -R 50 -T TOKENS\`; the same against \`build/bin/h2o_bare\` on \`/ws-raw\`; kill: 10,000 connections on one gateway, SIGKILL, a second gateway reads them until all are offline). One process holds at most RLIMIT_NOFILE (20,000 here) connections."
+    say ""
 fi
 echo "results in $RES"

@@ -17,7 +17,8 @@
  *
  * Closing: our close frame, then shutdown(SHUT_WR) once it is written (closing with unread input
  * would send an RST that can destroy the frame), then the peer's FIN -- GW_WS_LINGER_MS at most from
- * the close. When the socket is gone the session's grace starts (gw_wsconn_grace).
+ * the close. When the socket is gone the session's grace starts (gw_wsconn_grace) -- except after
+ * the client's own close with 1000, which ends the session at once.
  *
  * Nothing here frees a connection from inside a socket or hub callback path that could still touch
  * it: a close only changes the state; the socket is closed from the read/write callbacks or a
@@ -136,7 +137,7 @@ void gw_wsconn_grace(gw_wsconn_t *c)
         return;
     }
     c->state = GW_WSCONN_GRACE;
-    if (gw_cfg.ws_grace_ms == 0) {
+    if (gw_cfg.ws_grace_ms == 0 || c->bye) {
         gw_wssess_end(c);
         return;
     }
@@ -391,7 +392,11 @@ static void s_event(gw_wsconn_t *c, int rc, gw_wsframe_event_t *ev)
     case GW_WSFRAME_PONG:
         break; /* liveness only */
     case GW_WSFRAME_CLOSE:
-        /* Echo the peer's code (RFC 6455 5.5.1); an empty close gets an empty close. */
+        /* Echo the peer's code (RFC 6455 5.5.1); an empty close gets an empty close. A normal
+         * closure (1000) is the client saying the device is done: no grace for its session. Any
+         * other ending -- 1001 on a page reload, a close without a code, a dropped connection --
+         * keeps the session for PRESENCE_GRACE_MS so a reconnect with session_id= resumes it. */
+        c->bye = ev->code == GW_WSFRAME_CLOSE_NORMAL;
         s_close(c, ev->code == GW_WSFRAME_CLOSE_NO_STATUS ? 0 : ev->code, NULL);
         break;
     case GW_WSFRAME_ERROR:

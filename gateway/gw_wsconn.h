@@ -81,6 +81,7 @@ struct gw_wsconn {
     bool reaping;              /* on ws->reap_list */
     bool reset_told;           /* the client was told its watches were reset */
     bool reopening;            /* a re-open under a new lease is out (gw_ws.c's lease watch) */
+    bool bye;                  /* the client closed with 1000: its session ends at once, no grace */
     bool indexed;              /* linked in ws->sessions */
     bool slot;                 /* holds one of the process's connection slots (gw_ws_slot_take) */
     uint16_t lost_code;        /* OPENING: the session was lost before the upgrade: close with it */
@@ -123,7 +124,8 @@ void gw_wsconn_session_lost(gw_wsconn_t *c, unsigned code);
  * this last (after calls--). */
 void gw_wsconn_release(gw_wsconn_t *c);
 /* Enter GRACE now (the socket is gone or never came): the session ends PRESENCE_GRACE_MS from now
- * unless resumed; DONE at once when c does not hold its session. */
+ * unless resumed -- at once when the client closed with 1000 (a deliberate sign-out of the device);
+ * DONE at once when c does not hold its session. */
 void gw_wsconn_grace(gw_wsconn_t *c);
 
 #endif

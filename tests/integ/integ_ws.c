@@ -2,8 +2,9 @@
  * store-node, two cache-nodes and a gateway started by pid, talked to with tests/integ/ws_client.c.
  *
  *   - connect = online: the welcome, and REST shows the session at once; two devices merge (busy
- *     wins); a close ends the session after PRESENCE_GRACE_MS, not before; a resume within the
- *     grace keeps the user online without any event, and closes a still-open old connection 4000;
+ *     wins); a close ends the session after PRESENCE_GRACE_MS, not before (a close with 1000 at
+ *     once); a resume within the grace keeps the user online without any event, and closes a
+ *     still-open old connection 4000;
  *   - every refusal before the upgrade with its status (400, 401, 403, 405, 426, 503);
  *   - the messages: set, activity, ping, watch (current records, then changes in order; `since`
  *     resumes without loss), unwatch, errors that keep the connection;
@@ -156,6 +157,22 @@ START_TEST(test_close_offline_after_grace)
     json_decref(p);
     ck_assert_msg(t1 - t0 >= GRACE_MS - 50, "offline after %llu ms: before the grace (%d ms)",
                   (unsigned long long)(t1 - t0), GRACE_MS);
+    /* a normal closure (1000) is the client signing the device out: no grace */
+    json_decref(s_connect(&a, n.port, "erin", ""));
+    p = s_next(&watcher, "presence", 5000);
+    ck_assert_str_eq(ws_json_str(p, "record.status"), "online");
+    json_decref(p);
+    ck_assert_int_eq(ws_client_send_close(&a, 1000, "signing out", 2000), 0);
+    ck_assert_int_eq(ws_client_recv(&a, &m, 5000), WS_CLOSED);
+    ck_assert_int_eq(a.close_code, 1000);
+    ws_client_close(&a);
+    t0 = th_now_ms();
+    p = s_next(&watcher, "presence", GRACE_MS);
+    t1 = th_now_ms();
+    ck_assert_str_eq(ws_json_str(p, "record.status"), "offline");
+    json_decref(p);
+    ck_assert_msg(t1 - t0 < GRACE_MS - 100, "a 1000 close ended the session only after %llu ms",
+                  (unsigned long long)(t1 - t0));
     ws_client_close(&watcher);
     ck_assert_int_eq(th_node_stop(&n), 0);
 }

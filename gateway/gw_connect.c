@@ -161,6 +161,8 @@ static void on_open(gw_wsconn_t *c, h2o_req_t *req, const proto_msg_t *m, int st
 {
     gw_rctx_t *rc = c->rc; /* valid only while req is */
     c->rc = NULL;
+    if (!req) /* the client went away: its request is counted here (as 499, "other"), not by a reply */
+        gw_metrics_request(c->req_route, GW_M_GET, 499, c->req_start_us);
     if (!m || m->status != PROTO_OK || m->n < 1) {
         int st = m ? m->status : status;
         if (st == PROTO_NOTFOUND) /* the store does not hold our lease: it lapsed, or is being replaced */
@@ -272,6 +274,8 @@ void gw_connect_on_req(h2o_req_t *req, gw_rctx_t *rc)
     c->slot = true;
     c->resumed = resume;
     c->rc = rc;
+    c->req_route = rc->route;
+    c->req_start_us = rc->start_us;
     if (!gw_wssess_open(c, req, on_open)) {
         c->rc = NULL;
         s_unavailable(req, rc, "1", "store unavailable: no cache-node is up");

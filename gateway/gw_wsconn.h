@@ -60,6 +60,8 @@ struct gw_wsconn {
     uint64_t last_rx_ms;       /* loop time of the last whole frame from the peer */
     uint64_t opened_us;
     void *rc;                  /* OPENING: the request's gw_rctx_t (valid only while the request is) */
+    uint64_t req_start_us;     /* OPENING: the request's start and route, to count it if it goes away */
+    int req_route;
     gw_wsframe_dec_t dec;
     gw_wsrate_t rate;
     char *out;                 /* frames waiting for the write in flight (heap, or NULL) */

@@ -9,7 +9,9 @@
 #          opened at WS_RATE/s (5000), held WS_HOLD_S s, closed at WS_RATE/s. Every connect is a session
 #          made live in the store before the 101. Reported: connects/s and the handshake (101 + welcome)
 #          p50/p99, gateway RSS growth per connection (fresh process; with the verified-token cache on
-#          -- every connection is another user's token -- and off), disconnects/s; the same for h2o_bare.
+#          -- every connection is another user's token -- and off), disconnects/s, and the CPU time
+#          (utime + stime of gateway, cache-nodes and store-node) per connection's whole life; the
+#          same for h2o_bare. (PRESENCE_GRACE_MS=1000 so the session ends fall inside the run.)
 #   watch  WS_WATCHERS (10000) connections each watching WS_PER (5) of WS_USERS (100) users; one writer
 #          PUTs WS_WRITES (500) changes at WS_WRITE_RATE/s (50); delay from the PUT's send to each
 #          watcher's `presence` frame of that version: p50/p99/max and how many never arrived. Same
@@ -73,25 +75,44 @@ start_bare() {
     BARE_PORT=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$TMP/bare.out" | head -1)
 }
 
-hold_row() { # label load-output
+# CPU time (ms, utime + stime) of the given processes together.
+cpu_ms() {
+    local t=0 p
+    for p in "$@"; do
+        t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+    done
+    echo $(( t * 1000 / $(getconf CLK_TCK) ))
+}
+
+hold_row() { # label load-output cpu-us-per-connection
     local r=$2
-    echo "| $1 | $(echo "$r" | field welcomed) | $(echo "$r" | field connects_per_s) | $(echo "$r" | field welcome_p50_ms) | $(echo "$r" | field welcome_p99_ms) | $(echo "$r" | field rss_per_conn_b) B | $(echo "$r" | field disconnects_per_s) |"
+    echo "| $1 | $(echo "$r" | field welcomed) | $(echo "$r" | field connects_per_s) | $(echo "$r" | field welcome_p50_ms) | $(echo "$r" | field welcome_p99_ms) | $(echo "$r" | field rss_per_conn_b) B | $(echo "$r" | field disconnects_per_s) | $3 |"
 }
 
 if [[ " $WHAT " == *" hold "* ]]; then
-    echo "| server | connections held | connects/s (target $RATE) | 101 + first frame p50 ms | p99 ms | RSS growth per connection | disconnects/s |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| server | connections held | connects/s (target $RATE) | 101 + first frame p50 ms | p99 ms | RSS growth per connection | disconnects/s | CPU per connection (connect, hold, close, session end; all processes) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for cache in 65536 0; do
-        start_node hold$cache JWT_CACHE_SIZE=$cache
+        start_node hold$cache JWT_CACHE_SIZE=$cache PRESENCE_GRACE_MS=1000
+        procs=$(pgrep -P "$NODE_PID" | tr '\n' ' ')
+        c0=$(cpu_ms $procs)
         r=$("$BIN/wsload" hold -p "$NODE_PORT" -n "$CONNS" -r "$RATE" -d "$HOLD_S" -c "$RATE" -T "$TMP/tokens.txt" \
             -P "$GW_PID" -w 20000 2>&1 | grep '^wsload ')
-        hold_row "gateway (2 threads, store + 2 cache-nodes; JWT_CACHE_SIZE=$cache)" "$r"
+        sleep 2 # the graces (1 s) end the sessions: their writes are part of a connection's cost
+        c1=$(cpu_ms $procs)
+        n=$(echo "$r" | field welcomed)
+        hold_row "gateway (2 threads, store + 2 cache-nodes; JWT_CACHE_SIZE=$cache)" "$r" \
+            "$(awk -v a="$c0" -v b="$c1" -v n="${n:-0}" 'BEGIN {printf "%.0f us", n ? (b - a) * 1000 / n : 0}')"
         cleanup
     done
     start_bare
+    c0=$(cpu_ms "$BARE_PID")
     r=$("$BIN/wsload" hold -p "$BARE_PORT" -n "$CONNS" -r "$RATE" -d "$HOLD_S" -c "$RATE" -u /ws-raw -P "$BARE_PID" \
         -w 20000 2>&1 | grep '^wsload ')
-    hold_row "h2o_bare /ws-raw (1 thread, no auth, no store)" "$r"
+    c1=$(cpu_ms "$BARE_PID")
+    n=$(echo "$r" | field welcomed)
+    hold_row "h2o_bare /ws-raw (1 thread, no auth, no store)" "$r" \
+        "$(awk -v a="$c0" -v b="$c1" -v n="${n:-0}" 'BEGIN {printf "%.0f us", n ? (b - a) * 1000 / n : 0}')"
     cleanup
     echo
 fi

@@ -187,6 +187,33 @@ static void s_defaults(void)
     gw_cfg.sse_queue_max = 256 << 10;
     gw_cfg.sse_window_bytes = 32 << 20;
     gw_cfg.jwt_cache_size = 65536;
+    gw_cfg.ws_ping_ms = 25000;
+    gw_cfg.ws_grace_ms = 5000;
+    gw_cfg.ws_idle_s = 600;
+    gw_cfg.ws_lease_ms = 15000;
+    gw_cfg.ws_max_conns = 100000;
+    gw_cfg.ws_max_frame = 64 << 10;
+    gw_cfg.ws_msg_rate = 20;
+    gw_cfg.ws_msg_burst = 40;
+    gw_cfg.ws_max_watch = 1000;
+    gw_cfg.ws_queue_max = 256 << 10;
+}
+
+/* The WebSocket endpoint's settings (REALTIME.md: the timing table and the limits). */
+static int s_read_ws(char *err)
+{
+    if (cfg_u64("WS_PING_INTERVAL_MS", 100, 3600000, &gw_cfg.ws_ping_ms, err) < 0 ||
+        cfg_u64("PRESENCE_GRACE_MS", 0, 600000, &gw_cfg.ws_grace_ms, err) < 0 ||
+        cfg_u64("PRESENCE_IDLE_S", 0, 604800, &gw_cfg.ws_idle_s, err) < 0 ||
+        cfg_u64("GATEWAY_LEASE_MS", 600, PROTO_LEASE_TTL_MAX_MS, &gw_cfg.ws_lease_ms, err) < 0 ||
+        cfg_u64("WS_MAX_CONNECTIONS", 0, 10000000, &gw_cfg.ws_max_conns, err) < 0 ||
+        cfg_u64("WS_MAX_FRAME", 1024, 16u << 20, &gw_cfg.ws_max_frame, err) < 0 ||
+        cfg_u64("WS_MSG_RATE", 0, 100000, &gw_cfg.ws_msg_rate, err) < 0 ||
+        cfg_u64("WS_MSG_BURST", 1, 100000, &gw_cfg.ws_msg_burst, err) < 0 ||
+        cfg_u64("WS_MAX_WATCH", 1, 100000, &gw_cfg.ws_max_watch, err) < 0 ||
+        cfg_u64("WS_QUEUE_MAX", 4096, 1u << 30, &gw_cfg.ws_queue_max, err) < 0)
+        return -1;
+    return 0;
 }
 
 /* ACCESS_LOG, METRICS_PREFIX (a metric name's start: [A-Za-z_][A-Za-z0-9_]*, at most 32 bytes),
@@ -242,7 +269,7 @@ int gw_config_load(char *err)
         cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
         cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0 ||
         cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0 ||
-        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0)
+        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0 || s_read_ws(err) < 0)
         return -1;
     if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
         snprintf(err, CFG_ERR_LEN, "NODE_ID: invalid value '%s' (1-64 of [A-Za-z0-9._~@:=+-])", gw_cfg.node_id);

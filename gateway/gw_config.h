@@ -44,6 +44,17 @@ typedef struct gw_config {
     uint64_t shutdown_grace_ms;
     uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
     uint64_t jwt_cache_size; /* verified tokens cached per thread */
+    /* WebSocket (REALTIME.md, "WebSocket: connect = online"; gateway/gw_ws.h) */
+    uint64_t ws_ping_ms;      /* WS_PING_INTERVAL_MS: server pings; silent for two: ended */
+    uint64_t ws_grace_ms;     /* PRESENCE_GRACE_MS: a closed connection's session ends this much later */
+    uint64_t ws_idle_s;       /* PRESENCE_IDLE_S: no set/activity this long: away (0 = never) */
+    uint64_t ws_lease_ms;     /* GATEWAY_LEASE_MS: the lease's ttl; refreshed every third of it */
+    uint64_t ws_max_conns;    /* WS_MAX_CONNECTIONS per process (0: the endpoint answers 503) */
+    uint64_t ws_max_frame;    /* WS_MAX_FRAME: largest message (close 1009 beyond) */
+    uint64_t ws_msg_rate;     /* WS_MSG_RATE: messages per second per connection (0 = off) */
+    uint64_t ws_msg_burst;    /* WS_MSG_BURST */
+    uint64_t ws_max_watch;    /* WS_MAX_WATCH: users one connection watches */
+    uint64_t ws_queue_max;    /* WS_QUEUE_MAX: bytes waiting for a client before it is dropped */
     char store_cmd[512], store_pub[512]; /* the change stream (store-node, or the region's relay) */
     bool access_log;                     /* ACCESS_LOG: one JSON line per request (gw_access.h) */
     char metrics_prefix[33];             /* METRICS_PREFIX: before every /metrics family but process_* */

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 typedef struct gw_watch_hub gw_watch_hub_t;
+typedef struct gw_ws gw_ws_t;
 
 typedef struct gw_ctx {
     h2o_context_t h2o;         /* the thread's h2o context: req->conn->ctx points here */
@@ -30,6 +31,7 @@ typedef struct gw_ctx {
     gw_upstream_t *up;         /* calls to the cache tier (gw_upstream.h) */
     gw_watch_hub_t *watch;     /* the change stream for watchers (gw_watch_hub.h); NULL without SSE */
     gw_conns_t *conns;         /* connections that can be cut (gw_conns.h) */
+    gw_ws_t *ws;               /* the thread's WebSocket connections (gw_ws.h) */
     gw_authcache_t *authcache; /* verified tokens (NULL: JWT_CACHE_SIZE=0) */
     gw_buf_t out;              /* scratch: a response being rendered */
     proto_buf_t pb;            /* scratch: a command being encoded */

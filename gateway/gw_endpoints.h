@@ -45,4 +45,8 @@ void gw_health_cache_metrics(h2o_req_t *req, gw_rctx_t *rc);
  * Last-Event-ID or ?since= . */
 void gw_watch_on_req(h2o_req_t *req, gw_rctx_t *rc);
 
+/* gw_connect.c: GET /api/v2/presence/connect -- the WebSocket endpoint: checks, the session opened
+ * in the store, then the upgrade (REALTIME.md, "WebSocket: connect = online"). */
+void gw_connect_on_req(h2o_req_t *req, gw_rctx_t *rc);
+
 #endif

@@ -15,10 +15,12 @@
 #include "gw_config.h"
 #include "gw_discovery.h"
 #include "gw_http.h"
+#include "gw_lease.h"
 #include "gw_metrics.h"
 #include "gw_notifier.h"
 #include "gw_thread.h"
 #include "gw_upstream.h"
+#include "gw_ws.h"
 #include "log.h"
 #include "util.h"
 #include "zutil.h"
@@ -139,16 +141,17 @@ int main(int argc, char **argv)
         LOG(LOG_ERROR, "%s", err);
         return 1;
     }
+    gw_ws_process_init(); /* RLIMIT_NOFILE up to the hard limit; the WebSocket cap */
     void *zctx = zmq_ctx_new();
     if (gw_cfg.notifier_ep[0] && gw_notifier_start(zctx, gw_cfg.notifier_ep, err) < 0) {
         LOG(LOG_ERROR, "%s", err);
         return 1;
     }
     gw_thread_start_all(&s_conf, listen_fd, zctx, (int)gw_cfg.threads);
-    /* Say ready once every thread has heard from a cache-node (bounded: with the cache tier down
-     * the gateway still starts, and readiness reports it). */
+    /* Say ready once every thread has heard from a cache-node and the store holds our lease
+     * (bounded: with the cache tier down the gateway still starts, and readiness reports it). */
     uint64_t until = util_mono_ms() + 5000;
-    while (gw_thread_ready_count() < (int)gw_cfg.threads && util_mono_ms() < until) {
+    while ((gw_thread_ready_count() < (int)gw_cfg.threads || !gw_lease_id()) && util_mono_ms() < until) {
         struct timespec ts = {0, 2 * 1000000L};
         nanosleep(&ts, NULL);
     }

@@ -79,6 +79,18 @@ static void s_own(stats_list_t *own, int nodes_configured)
     stats_add(own, "sse_clients", sse > 0 ? (uint64_t)sse : 0);
     stats_add(own, "sse_events_total", atomic_load(&gw_metrics.sse_events));
     stats_add(own, "sse_clients_dropped_total", atomic_load(&gw_metrics.sse_dropped));
+    int64_t ws = atomic_load(&gw_metrics.ws_connections);
+    stats_add(own, "ws_connections", ws > 0 ? (uint64_t)ws : 0);
+    stats_add(own, "ws_connects_total", atomic_load(&gw_metrics.ws_connects));
+    stats_add(own, "ws_refused_total", atomic_load(&gw_metrics.ws_refused));
+    stats_add(own, "ws_messages_total", atomic_load(&gw_metrics.ws_messages));
+    stats_add(own, "ws_events_total", atomic_load(&gw_metrics.ws_events));
+    stats_add(own, "ws_dropped_slow_total", atomic_load(&gw_metrics.ws_dropped));
+    stats_add(own, "ws_closed_policy_total", atomic_load(&gw_metrics.ws_closed_policy));
+    stats_add(own, "ws_dead_total", atomic_load(&gw_metrics.ws_dead));
+    stats_add(own, "ws_sessions_resumed_total", atomic_load(&gw_metrics.ws_resumed));
+    stats_add(own, "gateway_lease_refreshes_total", atomic_load(&gw_metrics.lease_refreshes));
+    stats_add(own, "gateway_lease_lapses_total", atomic_load(&gw_metrics.lease_lapses));
     stats_add(own, "gateway_upstream_timeouts_total", atomic_load(&gw_metrics.upstream_timeouts));
     stats_add(own, "gateway_upstream_unavailable_total", atomic_load(&gw_metrics.upstream_unavailable));
     stats_add(own, "gateway_upstream_retries_total", atomic_load(&gw_metrics.upstream_retries));

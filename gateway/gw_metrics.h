@@ -30,6 +30,10 @@ typedef struct gw_metrics {
     _Atomic uint64_t upstream_timeouts, upstream_unavailable, upstream_retries, node_failovers;
     _Atomic int64_t sse_clients;
     _Atomic uint64_t sse_events, sse_dropped;
+    /* WebSocket (gw_ws.h) and the gateway's lease (gw_lease.h) */
+    _Atomic int64_t ws_connections;  /* open (upgraded) connections */
+    _Atomic uint64_t ws_connects, ws_refused, ws_messages, ws_events, ws_dropped, ws_closed_policy;
+    _Atomic uint64_t ws_resumed, ws_dead, lease_refreshes, lease_lapses;
 } gw_metrics_t;
 
 extern gw_metrics_t gw_metrics;

@@ -28,6 +28,7 @@
  *   /api/v2/presence?users=a,b             GET HEAD               READ    READ    CAP USERS    presence.multi
  *   /api/v2/presence/batch                 POST                   BODY    BODY    CAP          presence.batch
  *   /api/v2/presence/watch?users=a,b       GET (SSE)              READ    READ    CAP USERS    presence.watch
+ *   /api/v2/presence/connect               GET (WebSocket)        TOKEN   WRITE   QUERY_TOKEN  presence.connect
  *   /health, /health/liveness              GET HEAD               NONE    NONE    -            health, health.liveness
  *   /health/readiness                      GET HEAD               NONE    NONE    -            health.readiness
  *   /health/store, /health/cache           GET HEAD               NONE    NONE    -            health.store, health.cache
@@ -35,9 +36,9 @@
  *   /api/v2/cache/metrics                  GET                    TOKEN   NONE    -            cache.metrics
  *
  * The rows' order is the metrics' order (row 0 counts what matched nothing). A new endpoint is a
- * row here and a handler; e.g. a WebSocket route whose token may come in the query is
- *   {"/api/v2/presence/connect", M(GET), {GW_AUTH_TOKEN, GW_LIMIT_READ, GW_RF_QUERY_TOKEN}, ...}
- * and the guard runs before its handler upgrades the connection.
+ * row here and a handler. The WebSocket row's token may come in the query (browsers cannot set
+ * headers on a WebSocket); each connect is charged as a write (it opens a session in the store);
+ * the guard runs before its handler upgrades the connection.
  */
 #include "gw_routes.h"
 #include "gw_endpoints.h"
@@ -69,6 +70,8 @@ static const gw_route_t s_routes[] = {
      "presence.batch"},
     {"/api/v2/presence/watch", M(GET), {GW_AUTH_READ, GW_LIMIT_READ, GW_RF_BODY_CAP | GW_RF_USERS}, gw_watch_on_req,
      "presence.watch"},
+    {"/api/v2/presence/connect", M(GET), {GW_AUTH_TOKEN, GW_LIMIT_WRITE, GW_RF_QUERY_TOKEN}, gw_connect_on_req,
+     "presence.connect"},
     {"/health", READS, {0}, gw_health_live, "health"},
     {"/health/liveness", READS, {0}, gw_health_live, "health.liveness"},
     {"/health/readiness", READS, {0}, gw_health_ready, "health.readiness"},

@@ -25,6 +25,7 @@
 #include "gw_ctx.h"
 #include "gw_metrics.h"
 #include "gw_watch_hub.h"
+#include "gw_ws.h"
 #include "log.h"
 #include "util.h"
 
@@ -135,6 +136,7 @@ static void s_open(gw_thread_t *t)
         LOG(LOG_ERROR, "thread %d: %s", cx->idx, err);
         exit(1);
     }
+    gw_ws_attach(cx); /* WebSockets; thread 0 also holds the lease (gw_lease.h) */
     /* h2o gets its own dup of the listening fd (it closes it); we accept on ours. */
     t->listener = h2o_evloop_socket_create(cx->h2o.loop, dup(s_listen_fd), H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
@@ -153,6 +155,7 @@ static void s_close(gw_thread_t *t)
     t->listener = NULL;
     if (h2o_timeout_is_linked(&t->accept_timer))
         h2o_timeout_unlink(&t->accept_timer);
+    gw_ws_stop(cx); /* 1001 to every WebSocket, their graces, then the lease's end */
     h2o_context_request_shutdown(&cx->h2o);
     gw_watch_hub_stop(cx->watch);
     uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;

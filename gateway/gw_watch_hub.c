@@ -408,10 +408,26 @@ static void s_resume_check(gw_watch_hub_t *h)
 
 /* ==== current records ========================================================================== */
 
+/* A read of current records in flight for a subscriber. The call points here, not at the
+ * subscriber: unsubscribing detaches it (s = NULL), so a subscriber without an HTTP request (a
+ * WebSocket) may be freed while the read is out. */
+typedef struct fetch {
+    gw_watch_sub_t *s;
+    struct fetch *next;
+} fetch_t;
+
 static void on_initial(gw_call_t *c, const proto_msg_t *m, int status)
 {
-    gw_watch_sub_t *s = c->arg;
-    if (!c->req || !m || m->status != PROTO_OK)
+    fetch_t *f = c->arg;
+    gw_watch_sub_t *s = f->s;
+    if (s)
+        for (fetch_t **pp = (fetch_t **)&s->fetches; *pp; pp = &(*pp)->next)
+            if (*pp == f) {
+                *pp = f->next;
+                break;
+            }
+    free(f);
+    if (!s || (s->req && !c->req) || !m || m->status != PROTO_OK)
         return; /* the subscriber still gets live events; a client may re-read with GET */
     /* Deliver in version order so the last id a client sees is the highest. */
     const proto_record_t **order = xmalloc((m->n ? m->n : 1) * sizeof *order);
@@ -453,7 +469,14 @@ static void s_fetch_current(gw_watch_sub_t *s)
             uint64_t rid = gw_upstream_rid(t->up);
             proto_buf_reset(&t->pb);
             proto_enc_keys(&t->pb, rid, grp, g);
-            gw_upstream_send(t->up, s->req, node, rid, PROTO_MGET, &t->pb, on_initial, s);
+            fetch_t *f = xmalloc(sizeof *f);
+            f->s = s;
+            f->next = s->fetches;
+            s->fetches = f;
+            if (!gw_upstream_send(t->up, s->req, node, rid, PROTO_MGET, &t->pb, on_initial, f)) {
+                s->fetches = f->next;
+                free(f);
+            }
         }
     }
     free(grp);
@@ -469,6 +492,7 @@ void gw_watch_hub_subscribe(gw_watch_hub_t *h, gw_watch_sub_t *s, const proto_st
     s->idlen = xmalloc(n ? n : 1);
     s->ver = xcalloc(n ? n : 1, sizeof *s->ver);
     s->resume_since = 0;
+    s->fetches = NULL;
     for (uint32_t i = 0; i < n; i++) {
         memcpy(s->ids[i], ids[i].p, ids[i].len);
         s->ids[i][ids[i].len] = '\0';
@@ -511,6 +535,9 @@ void gw_watch_hub_unsubscribe(gw_watch_sub_t *s)
         h->subs = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    for (fetch_t *f = s->fetches; f; f = f->next)
+        f->s = NULL; /* the read answers into nothing; on_initial frees f */
+    s->fetches = NULL;
     free(s->ids);
     free(s->idlen);
     free(s->ver);
@@ -518,4 +545,27 @@ void gw_watch_hub_unsubscribe(gw_watch_sub_t *s)
     s->idlen = NULL;
     s->ver = NULL;
     s->nids = 0;
+}
+
+uint32_t gw_watch_hub_forget(gw_watch_sub_t *s, const char *uid, size_t len)
+{
+    gw_watch_hub_t *h = s->hub;
+    uint32_t i = 0;
+    while (i < s->nids && (s->idlen[i] != len || memcmp(s->ids[i], uid, len) != 0))
+        i++;
+    if (i == s->nids)
+        return s->nids;
+    s_table_remove(h, s, i);
+    uint32_t last = --s->nids;
+    if (i != last) {
+        /* The last id moves into slot i: its table reference follows. */
+        entry_t *e = s_find(h, s->ids[last], s->idlen[last]);
+        for (uint32_t k = 0; e && k < e->n; k++)
+            if (e->refs[k].s == s && e->refs[k].idx == last)
+                e->refs[k].idx = i;
+        memcpy(s->ids[i], s->ids[last], sizeof s->ids[i]);
+        s->idlen[i] = s->idlen[last];
+        s->ver[i] = s->ver[last];
+    }
+    return s->nids;
 }

@@ -66,6 +66,7 @@ struct gw_watch_sub {
     uint64_t *ver;          /* last version given per id */
     uint64_t resume_since;  /* != 0: a resume waiting for the hub's stream to reach it */
     uint64_t resume_by_ms;  /* ... until then; after, the current records instead */
+    void *fetches;          /* reads of current records in flight for it (detached on unsubscribe) */
 };
 
 /* Start the thread's hub (*out = NULL when SSE_MAX_STREAMS is 0: no hub). on_live(arg) runs when
@@ -84,7 +85,12 @@ bool gw_watch_hub_live(const gw_watch_hub_t *h);
  * change after it from the window when the window has it; when this thread's stream has not
  * reached it yet, wait for it (REQUEST_TIMEOUT_MS at most); else "resync" and the current records. */
 void gw_watch_hub_subscribe(gw_watch_hub_t *h, gw_watch_sub_t *s, const proto_str_t *ids, uint32_t n, uint64_t since);
-/* Stop giving s anything; frees what the hub allocated for it. */
+/* Stop giving s anything; frees what the hub allocated for it. s->req may be NULL (a subscriber
+ * without an HTTP request, e.g. a WebSocket): its reads of current records are detached, so s may
+ * be freed right after this returns. */
 void gw_watch_hub_unsubscribe(gw_watch_sub_t *s);
+/* Stop giving s the changes of one user (uid[0..len)); the others stay. Returns the number of
+ * users s still watches (0: the caller unsubscribes it). Not from inside a sink callback. */
+uint32_t gw_watch_hub_forget(gw_watch_sub_t *s, const char *uid, size_t len);
 
 #endif

@@ -266,7 +266,7 @@ void gw_wsmsg_fini(gw_wsmsg_t *m)
 /* ==== rendering ============================================================================== */
 
 void gw_wsmsg_welcome(gw_buf_t *b, const char *session_id, size_t sid_len, const char *user_id, size_t uid_len,
-                      const char *record, size_t record_len)
+                      const char *record, size_t record_len, uint64_t ping_interval_ms, uint64_t grace_ms)
 {
     gw_buf_adds(b, "{\"type\":\"welcome\",\"session_id\":");
     gw_buf_add_jstr(b, session_id, sid_len);
@@ -274,6 +274,10 @@ void gw_wsmsg_welcome(gw_buf_t *b, const char *session_id, size_t sid_len, const
     gw_buf_add_jstr(b, user_id, uid_len);
     gw_buf_adds(b, ",\"record\":");
     gw_buf_add(b, record, record_len);
+    gw_buf_adds(b, ",\"ping_interval_ms\":");
+    gw_buf_add_u64(b, ping_interval_ms);
+    gw_buf_adds(b, ",\"grace_ms\":");
+    gw_buf_add_u64(b, grace_ms);
     gw_buf_add(b, "}", 1);
 }
 

@@ -7,7 +7,8 @@
  *                      {"type":"watch", "users":[...], "since"?}
  *                      {"type":"unwatch", "users":[...]}
  *                      {"type":"ping"}
- *   server -> client   {"type":"welcome","session_id":..,"user_id":..,"record":{..}}
+ *   server -> client   {"type":"welcome","session_id":..,"user_id":..,"record":{..},
+ *                       "ping_interval_ms":N,"grace_ms":N}
  *                      {"type":"presence","record":{..}}
  *                      {"type":"pong"}
  *                      {"type":"error","error":".."}
@@ -118,7 +119,7 @@ const char *gw_wsmsg_type_name(int type);
 /* Server messages, appended to b. Ids are from the safe id alphabet; `record` is one record's JSON
  * exactly as the caller rendered it (gw_json_record or a session-aware view) and is copied as is. */
 void gw_wsmsg_welcome(gw_buf_t *b, const char *session_id, size_t sid_len, const char *user_id, size_t uid_len,
-                      const char *record, size_t record_len);
+                      const char *record, size_t record_len, uint64_t ping_interval_ms, uint64_t grace_ms);
 void gw_wsmsg_presence(gw_buf_t *b, const char *record, size_t record_len);
 void gw_wsmsg_pong(gw_buf_t *b);
 /* {"type":"error","error":"<msg>"}; ill-formed UTF-8 in msg becomes U+FFFD so the output is JSON. */

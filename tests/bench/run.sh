@@ -2,7 +2,7 @@
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
 #   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation
-#                                        webhooks
+#                                        webhooks ws
 #
 # Results go to stdout and to build/bench/results.md (markdown tables, with the commands).
 # Processes are started here and stopped by pid; data lives in a temp dir that is removed.
@@ -21,7 +21,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation webhooks}
+SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation webhooks ws}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -248,6 +248,14 @@ if [[ " $SECTIONS " == *" webhooks "* ]]; then
     done
     say ""
     say "Command: \`WEBHOOK_BENCH=200000 [WEBHOOK_BENCH_BATCH=N] CK_RUN_CASE=bench build/tests/integ/integ_webhooks\` (store-node, cache-node, gateway and notifier as processes; PUT batches of 1,000 records over 10,000 users straight to the store, each write a status change = one event; the receiver is the test's own HTTP/1.1 server). live: from the first write to the last event received; backlog: the receiver answers 500 while another 200,000 changes are logged, then 200 -- the notifier's delivery rate from its log. latency: 2,000 status changes/s for 5 s (PUTs of 10), from the store's acknowledgement of a write to the receiver answering the POST that carried its event."
+    say ""
+fi
+# ---- WebSocket ----------------------------------------------------------------------------------
+if [[ " $SECTIONS " == *" ws "* ]]; then
+    say "## WebSocket: connections held, memory per connection, connects/s, delivery to 10,000 watchers, SIGKILL of a gateway"
+    say ""
+    tests/bench/ws_gateway.sh | tee -a "$RES"
+    say "Commands: \`tests/bench/ws_gateway.sh\` (hold: \`build/bin/wsload hold -p PORT -n 18000 -r 5000 -d 10 -c 5000 -T TOKENS -P GATEWAY_PID\`; watch: \`build/bin/wsload watch -p PORT -n 10000 -r 5000 -U 100 -k 5 -m 500 -R 50 -T TOKENS\`; the same against \`build/bin/h2o_bare\` on \`/ws-raw\`; kill: 10,000 connections on one gateway, SIGKILL, a second gateway reads them until all are offline). One process holds at most RLIMIT_NOFILE (20,000 here) connections."
     say ""
 fi
 echo "results in $RES"

@@ -108,7 +108,8 @@ def commands(block):
 
 
 # ---- expectations, keyed by the README's exact command text ----------------------------------
-# Each: (expected HTTP status, checks on the JSON body). None = not a curl (checked by `after`).
+# Each: (expected HTTP status, checks on the JSON body). None = not a curl (checked by `after`);
+# ("ws", checks on the JSON lines it printed) for the WebSocket client.
 
 def rec(body, uid):
     return body["data"][uid]
@@ -165,6 +166,21 @@ EXPECT = {
             (rec(b, "alice")["status"] == "online", "the session decides: online"),
             (rec(b, "alice")["source"] == "session", "source session"),
             ("preferred_until" not in rec(b, "alice"), "no preferred_until"),
+        ]),
+    # a WebSocket (REALTIME.md): not a curl -- ("ws", checks on the JSON lines the client printed)
+    "build/bin/presence-ws -n 2 \"ws://localhost:8080/api/v2/presence/connect?access_token=$TOKEN&device=laptop\" "
+    "'{\"type\":\"watch\",\"users\":[\"alice\"]}'":
+        ("ws", lambda lines, st: [
+            (len(lines) == 2, "two messages printed (%d)" % len(lines)),
+            (lines[0]["type"] == "welcome", "the welcome first"),
+            (lines[0]["user_id"] == "alice", "welcome user_id alice"),
+            (len(lines[0]["session_id"]) == 20, "a server-assigned session_id"),
+            (lines[0]["record"]["status"] == "online", "online"),
+            (lines[0]["record"]["sessions"] == 2, "two sessions: the phone and the laptop"),
+            (lines[0]["grace_ms"] == 5000 and lines[0]["ping_interval_ms"] == 25000, "grace_ms, ping_interval_ms"),
+            (lines[1]["type"] == "presence", "then a presence event"),
+            (lines[1]["record"]["user_id"] == "alice", "alice's current record"),
+            (lines[1]["record"]["sessions"] == 2, "with both sessions (alice sees her own view)"),
         ]),
 }
 
@@ -309,9 +325,18 @@ def main():
         token = tok.group(1) if tok else ""
         check(re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token) is not None, "make -s token prints one JWT")
         state, n = {}, 0
-        for c in try_cmds:
+        outputs = re.split(r"^@@done \d+\n", out, flags=re.M)  # outputs[i]: what command i printed
+        for i, c in enumerate(try_cmds):
             exp = EXPECT.get(c)
             if exp is None:
+                continue
+            if exp[0] == "ws":
+                try:
+                    lines = [json.loads(x) for x in outputs[i].strip().split("\n") if x.strip()]
+                    for cond, what in exp[1](lines, state):
+                        check(cond, "%s: %s" % (c[:50], what))
+                except (ValueError, KeyError, IndexError, TypeError) as e:
+                    bad("%s: unexpected output (%s): %s" % (c[:50], e, outputs[i][:300] if i < len(outputs) else ""))
                 continue
             n += 1
             try:

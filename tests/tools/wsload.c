@@ -555,15 +555,27 @@ static void s_writer_kick(worker_t *w)
     }
 }
 
+static void s_writer_open(worker_t *w);
+
 /* The PUT response: status, Content-Length body, data.<uid>.version. */
 static void s_writer_event(worker_t *w)
 {
     ssize_t r = recv(W.fd, W.rbuf + W.rlen, sizeof W.rbuf - 1 - W.rlen, 0);
     if (r <= 0) {
-        if (r < 0 && errno == EAGAIN)
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return;
-        fprintf(stderr, "wsload: writer connection closed by the server\n");
-        exit(1);
+        /* The server ended the keep-alive connection (an HTTP timeout while its loop was busy, or
+         * a restart): the write in flight counts as failed, and a new connection takes over. */
+        if (W.write_fail++ < 3)
+            fprintf(stderr, "wsload: writer connection closed by the server (%s): reconnecting\n",
+                    r < 0 ? strerror(errno) : "EOF");
+        epoll_ctl(w->ep, EPOLL_CTL_DEL, W.fd, NULL);
+        close(W.fd);
+        W.busy = false;
+        W.nearly = 0;
+        W.rlen = 0;
+        s_writer_open(w);
+        return;
     }
     W.rlen += (size_t)r;
     W.rbuf[W.rlen] = '\0';

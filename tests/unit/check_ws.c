@@ -1664,9 +1664,10 @@ START_TEST(test_msg_render)
     gw_buf_t b;
     gw_buf_init(&b);
     const char *rec = "{\"user_id\":\"alice\",\"status\":\"online\",\"version\":42}";
-    gw_wsmsg_welcome(&b, "s-1.x_Y", 7, "alice", 5, rec, strlen(rec));
+    gw_wsmsg_welcome(&b, "s-1.x_Y", 7, "alice", 5, rec, strlen(rec), 25000, 5000);
     ck_assert_str_eq(s_str(&b), "{\"type\":\"welcome\",\"session_id\":\"s-1.x_Y\",\"user_id\":\"alice\","
-                                "\"record\":{\"user_id\":\"alice\",\"status\":\"online\",\"version\":42}}");
+                                "\"record\":{\"user_id\":\"alice\",\"status\":\"online\",\"version\":42},"
+                                "\"ping_interval_ms\":25000,\"grace_ms\":5000}");
     s_assert_json(s_str(&b));
     gw_buf_reset(&b);
     gw_wsmsg_presence(&b, rec, strlen(rec));

@@ -56,6 +56,7 @@ static const envreg_var_t s_vars[] = {
     {"RATE_LIMIT_READS", G, "0", "reads per second per subject, else per client IP (0 = off)"},
     {"RATE_LIMIT_READ_BURST", G, "2 x rate", "burst of RATE_LIMIT_READS"},
     {"TRUST_PROXY", G, "false", "take the client address from X-Forwarded-For"},
+    {"TRUSTED_PROXIES", G, "", "CIDRs of our proxies: the client is the rightmost X-Forwarded-For hop not in them"},
     {"CORS_ENABLED", G, "true", "answer CORS requests"},
     {"CORS_ALLOWED_ORIGINS", G, "*", "comma-separated origins, or *"},
     {"CORS_ALLOWED_METHODS", G, "GET,POST,PUT,DELETE,OPTIONS", "preflight allow-list"},

@@ -169,6 +169,20 @@ static int s_config_upstream(const char *data_dir, char *err)
     return 0;
 }
 
+/* TRUSTED_PROXIES: the proxies whose X-Forwarded-For hops are believed (TRUST_PROXY). */
+static int s_read_trusted(char *err)
+{
+    char list[4096] = "";
+    if (cfg_str("TRUSTED_PROXIES", list, sizeof list, err) < 0 ||
+        gw_clientaddr_parse(list, &gw_cfg.trusted, err, CFG_ERR_LEN) < 0)
+        return -1;
+    if (gw_cfg.trusted.n && !gw_cfg.trust_proxy) {
+        snprintf(err, CFG_ERR_LEN, "TRUSTED_PROXIES: set without TRUST_PROXY=true (X-Forwarded-For is not read)");
+        return -1;
+    }
+    return 0;
+}
+
 static void s_defaults(void)
 {
     snprintf(gw_cfg.addr, sizeof gw_cfg.addr, "0.0.0.0");
@@ -223,7 +237,7 @@ int gw_config_load(char *err)
     }
     snprintf(gw_cfg.node_type, sizeof gw_cfg.node_type, "%s", types[node_type]);
     gw_cfg.auth_reads = auth_reads == 1;
-    if (s_apply_auth(&r, err) < 0 || gw_cors_config(&gw_cfg.cors, err) < 0)
+    if (s_apply_auth(&r, err) < 0 || gw_cors_config(&gw_cfg.cors, err) < 0 || s_read_trusted(err) < 0)
         return -1;
     s_apply_limits(&r);
     return s_config_upstream(data_dir, err);

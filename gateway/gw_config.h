@@ -7,6 +7,7 @@
 #ifndef PRESENCE_GW_CONFIG_H
 #define PRESENCE_GW_CONFIG_H
 
+#include "gw_clientaddr.h"
 #include "gw_lib.h"
 #include "proto.h"
 
@@ -40,6 +41,7 @@ typedef struct gw_config {
     gw_ratelimit_t *rl_writes, *rl_reads, *rl_admin; /* NULL = not limited */
     double write_rate, write_burst, read_rate, read_burst;
     bool trust_proxy;
+    gw_trusted_t trusted; /* TRUSTED_PROXIES (gw_clientaddr.h) */
     uint64_t max_connections;
     uint64_t shutdown_grace_ms;
     uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;

@@ -1,7 +1,7 @@
 /* gw_guard.c -- the checks a route's row asks for (see gw_guard.h for their order).
  *
  * Rate-limit keys: a token's subject ("sub:<id>"), else the client's address ("ip:<addr>"; with
- * TRUST_PROXY the first X-Forwarded-For hop). A token on a route that does not require one is
+ * TRUST_PROXY the rightmost X-Forwarded-For hop that is not a trusted proxy: gw_clientaddr.h). A token on a route that does not require one is
  * verified all the same (its subject keys the limit), and ignored when bad: the caller is
  * anonymous (API.md: 401 on reads only with AUTH_READS=required). Runs on the request's thread.
  */
@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #define TOKEN_QUERY_MAX 8192 /* an access_token= longer than this is not looked at */
+#define XFF_HEADERS_MAX 16   /* X-Forwarded-For header lines looked at (a list each) */
 
 static bool s_safe(const gw_rctx_t *rc)
 {
@@ -92,33 +93,27 @@ void gw_guard_forbidden(h2o_req_t *req, gw_rctx_t *rc)
 
 /* ==== rate limits ============================================================================== */
 
-/* The rate-limit key of an anonymous client: its address (or X-Forwarded-For's first hop when
- * TRUST_PROXY is on). */
-static size_t s_client_key(h2o_req_t *req, char *out, size_t outlen)
+size_t gw_guard_client_addr(h2o_req_t *req, char *out)
 {
-    if (gw_cfg.trust_proxy) {
-        ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1);
-        if (i >= 0) {
-            h2o_iovec_t v = req->headers.entries[i].value;
-            size_t n = 0;
-            while (n < v.len && v.base[n] != ',' && n < outlen - 4)
-                n++;
-            memcpy(out, "ip:", 3);
-            memcpy(out + 3, v.base, n);
-            return n + 3;
-        }
-    }
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    memcpy(out, "ip:", 3);
-    if (sl && ss.ss_family == AF_INET &&
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out + 3, (socklen_t)(outlen - 3)))
-        return strlen(out);
-    if (sl && ss.ss_family == AF_INET6 &&
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out + 3, (socklen_t)(outlen - 3)))
-        return strlen(out);
-    memcpy(out + 3, "?", 2);
-    return 4;
+    uint8_t peer[16];
+    bool have = false;
+    if (sl && ss.ss_family == AF_INET) {
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        memcpy(peer, mapped, 12);
+        memcpy(peer + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        have = true;
+    } else if (sl && ss.ss_family == AF_INET6) {
+        memcpy(peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        have = true;
+    }
+    proto_str_t hops[XFF_HEADERS_MAX];
+    size_t n = 0;
+    if (gw_cfg.trust_proxy)
+        for (ssize_t i = -1; n < XFF_HEADERS_MAX && (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) >= 0;)
+            hops[n++] = (proto_str_t){req->headers.entries[i].value.base, req->headers.entries[i].value.len};
+    return gw_clientaddr_pick(have ? peer : NULL, gw_cfg.trust_proxy, &gw_cfg.trusted, hops, n, out);
 }
 
 /* Writes per token subject (a presence:admin token -- a backend writing for many users -- has its
@@ -136,8 +131,10 @@ int gw_guard_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, double cost)
     size_t klen;
     if (rc->authed)
         klen = (size_t)snprintf(key, sizeof key, "sub:%s", rc->claims.sub);
-    else
-        klen = s_client_key(req, key, sizeof key);
+    else {
+        memcpy(key, "ip:", 3);
+        klen = 3 + gw_guard_client_addr(req, key + 3);
+    }
     unsigned wait = gw_ratelimit_take(rl, key, klen, cost, util_mono_us());
     if (wait) {
         gw_reply_too_many(req, rc, wait);

@@ -1,0 +1,169 @@
+/* check_gw_defense.c -- Check suite for the gateway's pure defences against hostile clients.
+ *
+ *   clientaddr  gw_clientaddr.h: TRUSTED_PROXIES parsing (valid and refused lists, exact error
+ *               texts), CIDR membership for both families, and the X-Forwarded-For walk: the
+ *               rightmost untrusted hop, spoofed left hops ignored, broken chains, several header
+ *               lines, an untrusted peer that sends the header.
+ *
+ * No sockets, no files, no threads.
+ */
+#include "gw_clientaddr.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ==== clientaddr =============================================================================== */
+
+static void s_addr(const char *text, uint8_t out[16])
+{
+    ck_assert_msg(gw_clientaddr_parse_addr(text, strlen(text), out) == 0, "'%s' should parse", text);
+}
+
+/* pick() with the peer as text and the header values as a NULL-terminated list. */
+static const char *s_pick(const char *peer, bool trust, const char *trusted, const char *const *xff)
+{
+    static char out[GW_CLIENTADDR_LEN];
+    gw_trusted_t t;
+    char err[256];
+    ck_assert_msg(gw_clientaddr_parse(trusted, &t, err, sizeof err) == 0, "%s", err);
+    proto_str_t v[8];
+    size_t n = 0;
+    for (; xff && xff[n]; n++)
+        v[n] = (proto_str_t){xff[n], strlen(xff[n])};
+    uint8_t p[16];
+    if (peer)
+        s_addr(peer, p);
+    size_t len = gw_clientaddr_pick(peer ? p : NULL, trust, &t, v, n, out);
+    ck_assert_uint_eq(len, strlen(out));
+    return out;
+}
+
+START_TEST(test_parse_lists)
+{
+    gw_trusted_t t;
+    char err[256] = "";
+    ck_assert_int_eq(gw_clientaddr_parse("", &t, err, sizeof err), 0);
+    ck_assert_uint_eq(t.n, 0);
+    ck_assert_int_eq(gw_clientaddr_parse(" 10.0.0.0/8 , 192.168.1.7,fd00::/8,::1 ", &t, err, sizeof err), 0);
+    ck_assert_uint_eq(t.n, 4);
+    ck_assert_uint_eq(t.v[0].bits, 96 + 8);
+    ck_assert_uint_eq(t.v[1].bits, 128);
+    ck_assert_uint_eq(t.v[2].bits, 8);
+    ck_assert_uint_eq(t.v[3].bits, 128);
+
+    const char *bad[] = {"10.0.0.0/33", "10.0.0.0/", "fd00::/129", "example.com", "10.0.0.0/8x", "1.2.3.4.5", "[::1]", NULL};
+    for (int i = 0; bad[i]; i++) {
+        ck_assert_msg(gw_clientaddr_parse(bad[i], &t, err, sizeof err) == -1, "'%s' accepted", bad[i]);
+        char want[256];
+        snprintf(want, sizeof want,
+                 "TRUSTED_PROXIES: '%s' is not an address or CIDR (IPv4 or IPv6 literal, optional /prefix)", bad[i]);
+        ck_assert_str_eq(err, want);
+    }
+    /* The bad entry is named even after good ones. */
+    ck_assert_int_eq(gw_clientaddr_parse("10.0.0.1, nope", &t, err, sizeof err), -1);
+    ck_assert_str_eq(err, "TRUSTED_PROXIES: 'nope' is not an address or CIDR (IPv4 or IPv6 literal, optional /prefix)");
+    /* At most GW_TRUSTED_MAX entries. */
+    char big[2048] = "";
+    for (int i = 0; i <= GW_TRUSTED_MAX; i++)
+        snprintf(big + strlen(big), sizeof big - strlen(big), "%s10.0.%d.1", i ? "," : "", i);
+    ck_assert_int_eq(gw_clientaddr_parse(big, &t, err, sizeof err), -1);
+    ck_assert_str_eq(err, "TRUSTED_PROXIES: at most 64 entries");
+}
+END_TEST
+
+START_TEST(test_membership)
+{
+    gw_trusted_t t;
+    char err[256];
+    ck_assert_int_eq(gw_clientaddr_parse("10.1.2.3/8,192.168.1.0/25,2001:db8::/32,::1", &t, err, sizeof err), 0);
+    struct {
+        const char *a;
+        bool in;
+    } cases[] = {
+        {"10.0.0.1", true},        {"10.255.255.255", true}, {"11.0.0.1", false},      {"192.168.1.127", true},
+        {"192.168.1.128", false},  {"2001:db8::5", true},    {"2001:db9::5", false},   {"::1", true},
+        {"::2", false},            {"::ffff:10.9.9.9", true}, {"9.9.9.9", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t a[16];
+        s_addr(cases[i].a, a);
+        ck_assert_msg(gw_clientaddr_is_trusted(&t, a) == cases[i].in, "%s", cases[i].a);
+    }
+    /* /0 trusts everything of its family. */
+    ck_assert_int_eq(gw_clientaddr_parse("0.0.0.0/0", &t, err, sizeof err), 0);
+    uint8_t a[16];
+    s_addr("203.0.113.9", a);
+    ck_assert(gw_clientaddr_is_trusted(&t, a));
+    s_addr("2001:db8::1", a);
+    ck_assert(!gw_clientaddr_is_trusted(&t, a));
+}
+END_TEST
+
+START_TEST(test_addr_forms)
+{
+    uint8_t a[16], b[16];
+    s_addr("1.2.3.4", a);
+    s_addr(" 1.2.3.4:8080 ", b);
+    ck_assert_mem_eq(a, b, 16);
+    s_addr("[2001:db8::1]:443", a);
+    s_addr("2001:DB8:0::1", b);
+    ck_assert_mem_eq(a, b, 16);
+    const char *bad[] = {"", " ", "1.2.3", "1.2.3.4:", "1.2.3.4:x", "[::1", "[::1]x", "unknown", "01.2.3.4.5", NULL};
+    for (int i = 0; bad[i]; i++)
+        ck_assert_msg(gw_clientaddr_parse_addr(bad[i], strlen(bad[i]), a) == -1, "'%s' parsed", bad[i]);
+}
+END_TEST
+
+START_TEST(test_pick)
+{
+    /* TRUST_PROXY off: the peer, whatever the header says. */
+    const char *spoof[] = {"6.6.6.6", NULL};
+    ck_assert_str_eq(s_pick("203.0.113.5", false, "", spoof), "203.0.113.5");
+    /* On, no list: the peer is the one proxy; the rightmost hop is the client, left hops are the
+     * client's own text. */
+    const char *chain[] = {"6.6.6.6, 198.51.100.7", NULL};
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "", chain), "198.51.100.7");
+    /* With a list: walk from the right over trusted proxies. */
+    const char *two[] = {"6.6.6.6, 198.51.100.7, 10.0.0.3", NULL};
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "10.0.0.0/8", two), "198.51.100.7");
+    /* A peer outside the list is the client: its header is not believed. */
+    ck_assert_str_eq(s_pick("203.0.113.5", true, "10.0.0.0/8", two), "203.0.113.5");
+    /* Several header lines are one list, in order. */
+    const char *lines[] = {"6.6.6.6", "198.51.100.7", "10.0.0.3", NULL};
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "10.0.0.0/8", lines), "198.51.100.7");
+    /* A broken hop stops the walk at the proxy that wrote it. */
+    const char *broken[] = {"6.6.6.6, garbage, 10.0.0.3", NULL};
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "10.0.0.0/8", broken), "10.0.0.3");
+    const char *broken_last[] = {"6.6.6.6, garbage", NULL};
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "", broken_last), "10.0.0.2");
+    /* Every hop trusted: the leftmost. */
+    const char *all[] = {"10.0.0.9, 10.0.0.3", NULL};
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "10.0.0.0/8", all), "10.0.0.9");
+    /* No header: the peer. Empty elements are skipped; ports and brackets dropped; canonical text. */
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "", NULL), "10.0.0.2");
+    const char *ports[] = {"[2001:DB8::0:1]:443,, ", NULL};
+    ck_assert_str_eq(s_pick("10.0.0.2", true, "", ports), "2001:db8::1");
+    const char *v4port[] = {"198.51.100.7:5555", NULL};
+    ck_assert_str_eq(s_pick("::1", true, "::1", v4port), "198.51.100.7");
+    /* Unknown peer. */
+    ck_assert_str_eq(s_pick(NULL, true, "", chain), "?");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gw_defense");
+    TCase *tc = tcase_create("clientaddr");
+    tcase_add_test(tc, test_parse_lists);
+    tcase_add_test(tc, test_membership);
+    tcase_add_test(tc, test_addr_forms);
+    tcase_add_test(tc, test_pick);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -220,9 +220,9 @@ if [[ " $SECTIONS " == *" propagation "* ]]; then
     say "## Propagation: acknowledged write at leaf A -> event at leaf B (10,000 writes)"
     say ""
     cport=$(( 20000 + RANDOM % 20000 ))
-    start_node center CENTER_PORT=$cport CENTER_BIND_ADDR=127.0.0.1 RATE_LIMIT_WRITES=0
-    start_node leafa NODE_TYPE=leaf CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-a RATE_LIMIT_WRITES=0; pa=$NODE_PORT
-    start_node leafb NODE_TYPE=leaf CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-b RATE_LIMIT_WRITES=0; pb=$NODE_PORT
+    start_node center CENTER_PORT=$cport CENTER_BIND_ADDR=127.0.0.1 CENTER_INSECURE=true RATE_LIMIT_WRITES=0
+    start_node leafa NODE_TYPE=leaf CENTER_INSECURE=true CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-a RATE_LIMIT_WRITES=0; pa=$NODE_PORT
+    start_node leafb NODE_TYPE=leaf CENTER_INSECURE=true CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-b RATE_LIMIT_WRITES=0; pb=$NODE_PORT
     JWT_SECRET=$SECRET "$BIN/mktokens" 100 > "$TMP/t100.txt"
     r=$("$BIN/propbench" "$pa" "$pb" 10000 "$TMP/t100.txt")
     say "| writes | events received | p50 ms | p99 ms | max ms |"

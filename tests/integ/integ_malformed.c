@@ -1178,8 +1178,8 @@ static int s_center_port(th_node_t *c, const char *const *more)
     ck_assert_int_gt(port, 0);
     static char p[32];
     snprintf(p, sizeof p, "CENTER_PORT=%d", port);
-    const char *env[16] = {p, "CENTER_BIND_ADDR=127.0.0.1"};
-    int k = 2;
+    const char *env[16] = {p, "CENTER_BIND_ADDR=127.0.0.1", "CENTER_INSECURE=true"};
+    int k = 3;
     for (int i = 0; more && more[i] && k < 15; i++)
         env[k++] = more[i];
     env[k] = NULL;

@@ -70,6 +70,8 @@ static const envreg_var_t s_vars[] = {
     {"SSE_PING_MS", G, "15000", "comment heartbeat on idle watch streams"},
     {"SSE_QUEUE_MAX", G, "262144", "bytes queued for a slow watch stream before it is dropped"},
     {"SSE_WINDOW_BYTES", G, "33554432", "recent changes kept for Last-Event-ID resumes"},
+    {"SSE_MAX_PER_IP", G, "256", "watch streams one client address may hold (0 = no bound)"},
+    {"SSE_MAX_PER_SUBJECT", G, "32", "watch streams one token subject may hold (0 = no bound)"},
     /* cache-node */
     {"CACHE_ENDPOINT", C | P, "ipc://$DATA_DIR/run/cache-1.sock", "the cache-node's ROUTER"},
     {"CACHE_ID", C, "cache-<pid>", "label in metrics"},

@@ -200,6 +200,8 @@ static void s_defaults(void)
     gw_cfg.sse_ping_ms = 15000;
     gw_cfg.sse_queue_max = 256 << 10;
     gw_cfg.sse_window_bytes = 32 << 20;
+    gw_cfg.sse_max_per_ip = 256;
+    gw_cfg.sse_max_per_subject = 32;
     gw_cfg.jwt_cache_size = 65536;
 }
 
@@ -229,6 +231,8 @@ int gw_config_load(char *err)
         cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
         cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0 ||
         cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0 ||
+        cfg_u64("SSE_MAX_PER_IP", 0, 1000000, &gw_cfg.sse_max_per_ip, err) < 0 ||
+        cfg_u64("SSE_MAX_PER_SUBJECT", 0, 1000000, &gw_cfg.sse_max_per_subject, err) < 0 ||
         cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0)
         return -1;
     if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {

@@ -1,9 +1,10 @@
 /* gw_conns.h -- the connections a gateway thread can cut.
  *
  * h2o 2.2.5 offers no way to abort a streaming response: a client that does not read its SSE
- * stream (or, later, its WebSocket) must be cut at the socket. The thread accepts connections
- * itself and records each one's fd here (keyed by its h2o socket, in an idtab); an entry lives
- * until h2o closes the socket (its on_close hook).
+ * stream (or, later, its WebSocket) must be cut at the socket, and a client that left an HTTP/1
+ * stream is not noticed until a write fails. The thread accepts connections itself and records
+ * each one's fd here (keyed by its h2o socket, in an idtab); an entry lives until h2o closes the
+ * socket (its on_close hook). Cutting and watching for departures use that fd.
  *
  * One table per event-loop thread, used on that thread only.
  */
@@ -23,5 +24,22 @@ void gw_conns_add(gw_conns_t *c, h2o_socket_t *sock, int fd);
 /* Shut down the connection req came on (its pending write fails; h2o closes it and stops the
  * response). HTTP/1 only: returns 0 when done, -1 when it is not a connection we can cut. */
 int gw_conns_cut(gw_conns_t *c, h2o_req_t *req);
+/* The same for any request, HTTP/2 included (the whole connection goes: every stream on it). */
+int gw_conns_cut_any(gw_conns_t *c, h2o_req_t *req);
+
+/* Be told at once when the client of req's HTTP/1 connection goes away -- it closes (FIN), resets
+ * (RST), or its socket errs (TCP_USER_TIMEOUT: a peer that vanished stops acknowledging within
+ * idle_ms + 3 probes) -- while h2o is not reading the socket (a streaming response). on_gone(arg)
+ * runs once, on this thread's loop, from the departure set's own readiness callback (never from
+ * inside a callback of that connection); the watch is over by then. Returns
+ * a watch id, or 0 when req's connection cannot be watched (HTTP/2: h2o reads those sockets
+ * itself and stops the response when the client goes). */
+uint64_t gw_conns_watch_peer(gw_conns_t *c, h2o_loop_t *loop, h2o_req_t *req, uint64_t idle_ms, void (*on_gone)(void *),
+                             void *arg);
+/* Stop watching (0 and finished watches are ignored). */
+void gw_conns_unwatch_peer(gw_conns_t *c, uint64_t id);
+/* The thread is stopping: end every watch (no on_gone) and close the departure set, while the
+ * loop still runs (h2o frees a closed socket on its next turn). NULL-safe. */
+void gw_conns_stop_watching(gw_conns_t *c);
 
 #endif

@@ -80,6 +80,10 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 #define GW_ERR_DEVICE_NO_SESSION "invalid device: a device names a session (give session too)"
 #define GW_ERR_MESSAGE_TTL "invalid message_ttl: message_ttl must be an integer from 1 to 604800 (seconds)"
 #define GW_ERR_MESSAGE_TTL_ALONE "invalid message_ttl: message_ttl needs a non-empty message"
+/* printf formats (one %llu: the bound) */
+#define GW_ERR_SSE_PER_IP "too many watch streams: at most %llu per client address (SSE_MAX_PER_IP)"
+#define GW_ERR_SSE_PER_SUBJECT "too many watch streams: at most %llu per user (SSE_MAX_PER_SUBJECT)"
+#define GW_ERR_SSE_MAX "too many watch streams: at most %llu per gateway (SSE_MAX_STREAMS)"
 #define GW_ERR_LEN 400 /* room for any of the texts above with a quoted id */
 
 /* A user id the API accepts: util_valid_user_id, and not one of the words reserved for routes

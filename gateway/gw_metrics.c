@@ -136,6 +136,16 @@ static void s_own(elist_t *l, int nodes_configured)
     stats_add(&own, "sse_clients", sse > 0 ? (uint64_t)sse : 0);
     stats_add(&own, "sse_events_total", atomic_load(&gw_metrics.sse_events));
     stats_add(&own, "sse_clients_dropped_total", atomic_load(&gw_metrics.sse_dropped));
+    stats_add(&own, "sse_events_coalesced_total", atomic_load(&gw_metrics.sse_coalesced));
+    stats_add(&own, "sse_clients_gone_total", atomic_load(&gw_metrics.sse_gone));
+    stats_add(&own, "sse_streams_limited_total", atomic_load(&gw_metrics.sse_limited));
+    int64_t conns = atomic_load(&gw_metrics.connections);
+    stats_add(&own, "http_connections", conns > 0 ? (uint64_t)conns : 0);
+    stats_add(&own, "http_connections_refused_total", atomic_load(&gw_metrics.conns_refused));
+    stats_add(&own, "http_accept_paused_total", atomic_load(&gw_metrics.accept_paused));
+    stats_add(&own, "http2_streams_cancelled_total", atomic_load(&gw_metrics.h2_cancelled));
+    stats_add(&own, "http2_connections_cut_total", atomic_load(&gw_metrics.h2_cut));
+    stats_add(&own, "http_heads_refused_total", atomic_load(&gw_metrics.heads_refused));
     stats_add(&own, "gateway_upstream_timeouts_total", atomic_load(&gw_metrics.upstream_timeouts));
     stats_add(&own, "gateway_upstream_unavailable_total", atomic_load(&gw_metrics.upstream_unavailable));
     stats_add(&own, "gateway_upstream_retries_total", atomic_load(&gw_metrics.upstream_retries));

@@ -155,6 +155,7 @@ static void s_close(gw_thread_t *t)
         h2o_timeout_unlink(&t->accept_timer);
     h2o_context_request_shutdown(&cx->h2o);
     gw_watch_hub_stop(cx->watch);
+    gw_conns_stop_watching(cx->conns);
     uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
     while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
         h2o_evloop_run(cx->h2o.loop, 50);

@@ -5,11 +5,17 @@
  *               rightmost untrusted hop, spoofed left hops ignored, broken chains, several header
  *               lines, an untrusted peer that sends the header.
  *
- * No sockets, no files, no threads.
+ *   climit      gw_climit.h: a key at its bound gets nothing until it gives one back, keys are
+ *               independent, an unbounded table, keys freed with their last count, and 8 threads
+ *               taking and giving one hot key never exceed the bound.
+ *
+ * No sockets, no files; threads only in the climit race.
  */
 #include "gw_clientaddr.h"
+#include "gw_climit.h"
 
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +158,79 @@ START_TEST(test_pick)
 }
 END_TEST
 
+/* ==== climit ==================================================================================== */
+
+START_TEST(test_climit_bounds)
+{
+    gw_climit_t *t = gw_climit_new();
+    gw_climit_slot_t *a[3];
+    for (int i = 0; i < 3; i++)
+        ck_assert_ptr_nonnull(a[i] = gw_climit_take(t, "10.0.0.1", 8, 3));
+    ck_assert_ptr_null(gw_climit_take(t, "10.0.0.1", 8, 3));
+    ck_assert_uint_eq(gw_climit_count(t, "10.0.0.1", 8), 3);
+    /* Another key is independent; a prefix is another key. */
+    gw_climit_slot_t *b = gw_climit_take(t, "10.0.0.2", 8, 3);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_nonnull(gw_climit_take(t, "10.0.0.1x", 9, 1));
+    ck_assert_uint_eq(gw_climit_keys(t), 3);
+    gw_climit_give(t, a[1]);
+    ck_assert_uint_eq(gw_climit_count(t, "10.0.0.1", 8), 2);
+    ck_assert_ptr_nonnull(a[1] = gw_climit_take(t, "10.0.0.1", 8, 3));
+    for (int i = 0; i < 3; i++)
+        gw_climit_give(t, a[i]);
+    gw_climit_give(t, b);
+    gw_climit_give(t, NULL);
+    ck_assert_uint_eq(gw_climit_count(t, "10.0.0.1", 8), 0);
+    ck_assert_uint_eq(gw_climit_keys(t), 1); /* only 10.0.0.1x is still held */
+    /* max 0: no bound; many keys (the stripes' tables grow). */
+    gw_climit_slot_t *many[5000];
+    for (int i = 0; i < 5000; i++) {
+        char k[32];
+        int n = snprintf(k, sizeof k, "sub:user%d", i % 2500);
+        ck_assert_ptr_nonnull(many[i] = gw_climit_take(t, k, (size_t)n, 0));
+    }
+    ck_assert_uint_eq(gw_climit_keys(t), 2501);
+    ck_assert_uint_eq(gw_climit_count(t, "sub:user7", 9), 2);
+    for (int i = 0; i < 5000; i++)
+        gw_climit_give(t, many[i]);
+    ck_assert_uint_eq(gw_climit_keys(t), 1);
+    gw_climit_free(t);
+    gw_climit_free(NULL);
+}
+END_TEST
+
+static gw_climit_t *s_hot;
+static _Atomic int s_over;
+
+static void *s_hot_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20000; i++) {
+        gw_climit_slot_t *s = gw_climit_take(s_hot, "hot", 3, 4);
+        if (!s)
+            continue;
+        if (gw_climit_count(s_hot, "hot", 3) > 4)
+            s_over++;
+        gw_climit_give(s_hot, s);
+    }
+    return NULL;
+}
+
+START_TEST(test_climit_threads)
+{
+    s_hot = gw_climit_new();
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, s_hot_worker, NULL);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(s_over, 0);
+    ck_assert_uint_eq(gw_climit_count(s_hot, "hot", 3), 0);
+    ck_assert_uint_eq(gw_climit_keys(s_hot), 0);
+    gw_climit_free(s_hot);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gw_defense");
@@ -160,6 +239,11 @@ int main(void)
     tcase_add_test(tc, test_membership);
     tcase_add_test(tc, test_addr_forms);
     tcase_add_test(tc, test_pick);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("climit");
+    tcase_add_test(tc, test_climit_bounds);
+    tcase_add_test(tc, test_climit_threads);
+    tcase_set_timeout(tc, 30);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,490 @@
+/* integ_hostile.c -- hostile and heavy clients against the real binaries (issue 20).
+ *
+ *   sse_departed      watch streams whose client closed (FIN), reset (RST) or half-closed are
+ *                     released at once: sse_clients and the gateway's fds back within a second,
+ *                     and a client at SSE_MAX_PER_IP gets its slot back as soon as one leaves;
+ *   sse_limits        SSE_MAX_PER_IP / SSE_MAX_PER_SUBJECT / SSE_MAX_STREAMS: 429 / 429 / 503 with
+ *                     the exact rule-naming bodies; the address is the TRUST_PROXY one (rightmost
+ *                     X-Forwarded-For hop), so a spoofed left hop changes nothing;
+ *   sse_coalesce      a reader that stops reading while 10 batches change 1,000 watched users
+ *                     gets, once it reads again, the latest record of every user (fewer events,
+ *                     coalesced) and is not dropped; a non-reader is dropped and released at once;
+ *   trust_proxy       the read rate limit keys on the rightmost untrusted hop (TRUSTED_PROXIES);
+ *   apply_store_wins  a hostile DEALER's APPLY beyond the store's sequence is refused; one within
+ *                     the slack is served until the store refutes it, then the acknowledged write
+ *                     (and, for a user the store never had, 404) wins;
+ *   center_curve      CENTER_PORT without CurveZMQ keys: the store-node and the relay refuse to
+ *                     start (exit 2, the rule named) unless CENTER_INSECURE=true, and then the
+ *                     store binds loopback and warns.
+ *
+ * Every process is started by pid and stopped by pid; waits poll with deadlines.
+ */
+#include "harness.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ==== helpers ==================================================================================== */
+
+static long s_metric(int port, const char *name)
+{
+    th_resp_t r;
+    if (th_http(port, "GET", "/metrics", NULL, NULL, 0, &r, 5000) < 0)
+        return -1;
+    char pat[128];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = r.body ? strstr(r.body, pat) : NULL;
+    long v = p ? atol(p + strlen(pat)) : -1;
+    th_resp_free(&r);
+    return v;
+}
+
+static int s_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int s_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Read into buf (NUL-terminated) until `until` appears or timeout; returns the bytes read. */
+static size_t s_read_until(int fd, char *buf, size_t cap, const char *until, int timeout_ms)
+{
+    size_t len = 0;
+    uint64_t deadline = th_now_ms() + (uint64_t)timeout_ms;
+    buf[0] = '\0';
+    while (len + 1 < cap && !strstr(buf, until) && th_now_ms() < deadline) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        buf[len] = '\0';
+    }
+    return len;
+}
+
+/* Open a raw HTTP/1.1 watch stream: the status code (200 once ": watching" came), the socket in
+ * *fd (closed unless 200), the answer's head and body in out. */
+static int s_watch(int port, const char *users, const char *headers, int *fd, char *out, size_t outlen)
+{
+    *fd = s_connect(port);
+    ck_assert_int_ge(*fd, 0);
+    char req[16384];
+    int n = snprintf(req, sizeof req, "GET /api/v2/presence/watch?users=%s HTTP/1.1\r\nHost: t\r\n%s\r\n", users,
+                     headers ? headers : "");
+    ck_assert_int_eq(send(*fd, req, (size_t)n, MSG_NOSIGNAL), n);
+    char tmp[8192];
+    char *buf = out ? out : tmp;
+    size_t cap = out ? outlen : sizeof tmp;
+    s_read_until(*fd, buf, cap, "\r\n\r\n", 5000);
+    int status = 0;
+    sscanf(buf, "HTTP/1.1 %d", &status);
+    if (status == 200) {
+        size_t have = strlen(buf);
+        if (!strstr(buf, ": watching"))
+            s_read_until(*fd, buf + have, cap - have, ": watching", 5000);
+        ck_assert_msg(strstr(buf, ": watching"), "no ': watching' in %s", buf);
+    } else {
+        size_t have = strlen(buf);
+        s_read_until(*fd, buf + have, cap - have, "}", 2000);
+        close(*fd);
+        *fd = -1;
+    }
+    return status;
+}
+
+typedef struct wait_metric {
+    int port;
+    const char *name;
+    long want;
+} wait_metric_t;
+
+static bool s_metric_is(void *arg)
+{
+    wait_metric_t *w = arg;
+    return s_metric(w->port, w->name) == w->want;
+}
+
+static void s_expect_metric(int port, const char *name, long want, int timeout_ms)
+{
+    wait_metric_t w = {port, name, want};
+    ck_assert_msg(th_wait_for(s_metric_is, &w, timeout_ms), "%s is %ld, want %ld (within %d ms)", name,
+                  s_metric(port, name), want, timeout_ms);
+}
+
+static void s_close_rst(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+
+/* ==== SSE: departed clients ====================================================================== */
+
+START_TEST(test_sse_departed)
+{
+    th_node_t n;
+    const char *env[] = {"SSE_MAX_PER_IP=30", "GATEWAY_THREADS=2", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    int base_fds = s_fds(n.gw->pid);
+    int fds[30];
+    for (int i = 0; i < 30; i++)
+        ck_assert_int_eq(s_watch(n.port, "ann,bob", NULL, &fds[i], NULL, 0), 200);
+    s_expect_metric(n.port, "sse_clients", 30, 2000);
+    ck_assert_int_ge(s_fds(n.gw->pid), base_fds + 30);
+
+    /* At SSE_MAX_PER_IP: the 31st is refused ... */
+    int extra;
+    char body[8192];
+    ck_assert_int_eq(s_watch(n.port, "ann", NULL, &extra, body, sizeof body), 429);
+    ck_assert_msg(strstr(body, "{\"success\":false,\"error\":\"too many watch streams: at most 30 per client address "
+                               "(SSE_MAX_PER_IP)\"}"),
+                  "429 body: %s", body);
+    ck_assert_msg(strstr(body, "\r\nretry-after: 5\r\n") || strstr(body, "\r\nRetry-After: 5\r\n"), "%s", body);
+
+    /* ... and gets in as soon as one leaves: 10 close (FIN), 10 reset (RST), 10 half-close. */
+    uint64_t t0 = th_now_ms();
+    for (int i = 0; i < 10; i++)
+        close(fds[i]);
+    s_expect_metric(n.port, "sse_clients", 20, 1000);
+    uint64_t fin_ms = th_now_ms() - t0;
+    ck_assert_int_eq(s_watch(n.port, "ann", NULL, &extra, NULL, 0), 200);
+    s_close_rst(extra);
+    t0 = th_now_ms();
+    for (int i = 10; i < 20; i++)
+        s_close_rst(fds[i]);
+    s_expect_metric(n.port, "sse_clients", 10, 1000);
+    uint64_t rst_ms = th_now_ms() - t0;
+    t0 = th_now_ms();
+    for (int i = 20; i < 30; i++)
+        shutdown(fds[i], SHUT_WR);
+    s_expect_metric(n.port, "sse_clients", 0, 1000);
+    uint64_t half_ms = th_now_ms() - t0;
+    for (int i = 20; i < 30; i++) {
+        /* The gateway closed its side: the half-closed client reads the end. */
+        char tmp[4096];
+        s_read_until(fds[i], tmp, sizeof tmp, "\x01", 2000);
+        close(fds[i]);
+    }
+    s_expect_metric(n.port, "sse_clients_gone_total", 31, 1000);
+    ck_assert_int_eq(s_metric(n.port, "sse_clients_dropped_total"), 0);
+    /* Every fd of those streams is closed: the gateway's fds are back to where they were, plus
+     * each thread's departure set (one epoll fd per thread, made with its first stream). */
+    bool back = false;
+    for (uint64_t until = th_now_ms() + 2000; !back && th_now_ms() < until;)
+        back = s_fds(n.gw->pid) <= base_fds + 2;
+    ck_assert_msg(back, "gateway fds %d, before the streams %d (+2 departure sets)", s_fds(n.gw->pid), base_fds);
+    fprintf(stderr, "integ_hostile: departed streams released after FIN %llu ms, RST %llu ms, half-close %llu ms\n",
+            (unsigned long long)fin_ms, (unsigned long long)rst_ms, (unsigned long long)half_ms);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+/* ==== SSE: limits ================================================================================ */
+
+static int s_watch_from(int port, const char *xff, const char *token_sub, int *fd, char *body, size_t blen)
+{
+    char h[2048] = "";
+    if (xff)
+        snprintf(h, sizeof h, "X-Forwarded-For: %s\r\n", xff);
+    if (token_sub)
+        th_auth_header(h + strlen(h), sizeof h - strlen(h), token_sub, NULL);
+    return s_watch(port, "ann", h, fd, body, blen);
+}
+
+START_TEST(test_sse_limits)
+{
+    th_node_t n;
+    const char *env[] = {"SSE_MAX_PER_IP=3", "SSE_MAX_PER_SUBJECT=2", "SSE_MAX_STREAMS=9", "TRUST_PROXY=true", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    int fds[16], k = 0, fd;
+    char body[8192];
+    /* Per client address: the rightmost hop, whatever the client put on its left. */
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.1", NULL, &fds[k++], NULL, 0), 200);
+    ck_assert_int_eq(s_watch_from(n.port, "1.1.1.1, 10.0.0.1", NULL, &fds[k++], NULL, 0), 200);
+    ck_assert_int_eq(s_watch_from(n.port, "2.2.2.2, 10.0.0.1", NULL, &fds[k++], NULL, 0), 200);
+    ck_assert_int_eq(s_watch_from(n.port, "3.3.3.3, 10.0.0.1", NULL, &fd, body, sizeof body), 429);
+    ck_assert_msg(strstr(body, "\r\n\r\n{\"success\":false,\"error\":\"too many watch streams: at most 3 per client "
+                               "address (SSE_MAX_PER_IP)\"}"),
+                  "%s", body);
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.2", NULL, &fds[k++], NULL, 0), 200);
+    /* Per token subject, across addresses. */
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.3", "alice", &fds[k++], NULL, 0), 200);
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.4", "alice", &fds[k++], NULL, 0), 200);
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.5", "alice", &fd, body, sizeof body), 429);
+    ck_assert_msg(strstr(body, "\r\n\r\n{\"success\":false,\"error\":\"too many watch streams: at most 2 per user "
+                               "(SSE_MAX_PER_SUBJECT)\"}"),
+                  "%s", body);
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.5", "bob", &fds[k++], NULL, 0), 200);
+    /* Per process. */
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.6", NULL, &fds[k++], NULL, 0), 200);
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.7", NULL, &fds[k++], NULL, 0), 200);
+    ck_assert_int_eq(k, 9);
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.8", NULL, &fd, body, sizeof body), 503);
+    ck_assert_msg(strstr(body, "\r\n\r\n{\"success\":false,\"error\":\"too many watch streams: at most 9 per gateway "
+                               "(SSE_MAX_STREAMS)\"}"),
+                  "%s", body);
+    ck_assert_int_eq(s_metric(n.port, "sse_streams_limited_total"), 2);
+    /* Alice leaves one: she may open one again. */
+    s_close_rst(fds[4]);
+    s_expect_metric(n.port, "sse_clients", 8, 1000);
+    ck_assert_int_eq(s_watch_from(n.port, "10.0.0.9", "alice", &fds[4], NULL, 0), 200);
+    for (int i = 0; i < k; i++)
+        close(fds[i]);
+    s_expect_metric(n.port, "sse_clients", 0, 2000);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+/* ==== SSE: a reader that falls behind ============================================================ */
+
+#define NU 200 /* users per batch: 200 entries with 250-byte messages stay under the 64 KiB body cap */
+
+/* One admin batch writing users u0..u199, each with a 250-byte message. The versions written (by
+ * user index) go to vers. */
+static void s_batch_round(int port, int round, uint64_t *vers)
+{
+    size_t cap = NU * 340 + 64;
+    char *body = malloc(cap);
+    size_t len = (size_t)snprintf(body, cap, "{\"presences\":[");
+    char msg[251];
+    memset(msg, 'a' + round % 26, 250);
+    msg[250] = '\0';
+    for (int i = 0; i < NU; i++)
+        len += (size_t)snprintf(body + len, cap - len, "%s{\"user_id\":\"u%d\",\"status\":\"%s\",\"message\":\"%s\"}",
+                                i ? "," : "", i, round % 2 ? "busy" : "away", msg);
+    len += (size_t)snprintf(body + len, cap - len, "]}");
+    char auth[1024];
+    th_auth_header(auth, sizeof auth, "backend", "presence:admin");
+    th_resp_t r;
+    ck_assert_int_eq(th_http(port, "POST", "/api/v2/presence/batch", auth, body, len, &r, 20000), 0);
+    ck_assert_msg(r.status == 200, "batch: %d %s", r.status, r.body);
+    json_error_t e;
+    json_t *j = json_loadb(r.body, r.body_len, 0, &e);
+    ck_assert_ptr_nonnull(j);
+    json_t *data = json_object_get(j, "data");
+    for (int i = 0; i < NU; i++) {
+        char uid[16];
+        snprintf(uid, sizeof uid, "u%d", i);
+        vers[i] = (uint64_t)json_integer_value(json_object_get(json_object_get(data, uid), "version"));
+        ck_assert_uint_gt(vers[i], 0);
+    }
+    json_decref(j);
+    th_resp_free(&r);
+    free(body);
+}
+
+/* Open a watch of u0..u199 on a socket with a small receive buffer. */
+static int s_watch_all(int port)
+{
+    char users[NU * 6];
+    size_t off = 0;
+    for (int i = 0; i < NU; i++)
+        off += (size_t)snprintf(users + off, sizeof users - off, "%su%d", i ? "," : "", i);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[NU * 6 + 256];
+    int rl = snprintf(req, sizeof req, "GET /api/v2/presence/watch?users=%s HTTP/1.1\r\nHost: t\r\n\r\n", users);
+    ck_assert_int_eq(send(fd, req, (size_t)rl, 0), rl);
+    char head[8192];
+    s_read_until(fd, head, sizeof head, ": watching", 5000);
+    ck_assert_msg(strstr(head, " 200 "), "%s", head);
+    return fd;
+}
+
+/* Read events until every user's last event is at vers[user] (or timeout); versions only go up
+ * per user. Returns the number of events read. */
+static long s_read_to_latest(int fd, const uint64_t *vers)
+{
+    uint64_t last[NU] = {0};
+    long events = 0;
+    size_t cap = 1 << 20, have = 0;
+    char *buf = malloc(cap + 1);
+    int done = 0;
+    for (int k = 0; k < NU; k++)
+        done += vers[k] == 0;
+    uint64_t deadline = th_now_ms() + 20000;
+    while (done < NU && th_now_ms() < deadline) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + have, cap - have, 0);
+        ck_assert_int_gt(r, 0);
+        have += (size_t)r;
+        buf[have] = '\0';
+        char *p = buf, *idp;
+        while ((idp = strstr(p, "\nid: ")) != NULL) {
+            char *end = strstr(idp, "\n\n");
+            if (!end)
+                break;
+            uint64_t id = strtoull(idp + 5, NULL, 10);
+            char *u = strstr(idp, "\"user_id\":\"u");
+            ck_assert_msg(u && u < end, "event without user_id");
+            int k = atoi(u + 12);
+            ck_assert_int_lt(k, NU);
+            ck_assert_uint_gt(id, last[k]); /* versions only go up per user */
+            if (last[k] < vers[k] && id >= vers[k])
+                done++;
+            last[k] = id;
+            events++;
+            p = end + 2;
+        }
+        memmove(buf, p, have - (size_t)(p - buf));
+        have -= (size_t)(p - buf);
+    }
+    for (int k = 0; k < NU; k++)
+        ck_assert_msg(last[k] == vers[k], "u%d: last event %llu, latest version %llu", k, (unsigned long long)last[k],
+                      (unsigned long long)vers[k]);
+    free(buf);
+    return events;
+}
+
+START_TEST(test_sse_coalesce)
+{
+    th_node_t n;
+    const char *env[] = {"RATE_LIMIT_WRITES=0", "SSE_QUEUE_MAX=1073741824", "SSE_PING_MS=60000", "GATEWAY_THREADS=1",
+                         "REQUEST_TIMEOUT_MS=10000", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    int fd = s_watch_all(n.port);
+    /* 40 rounds over the same 200 users while it does not read: ~4.5 MB of events, more than the
+     * sockets hold, so the gateway is behind and coalesces. */
+    uint64_t vers[NU];
+    for (int round = 0; round < 40; round++)
+        s_batch_round(n.port, round, vers);
+    ck_assert_int_eq(s_metric(n.port, "sse_clients_dropped_total"), 0);
+    long events = s_read_to_latest(fd, vers);
+    long coalesced = s_metric(n.port, "sse_events_coalesced_total");
+    fprintf(stderr, "integ_hostile: behind reader: %ld events for 40 x %d changes, %ld coalesced, 0 dropped\n", events,
+            NU, coalesced);
+    ck_assert_int_gt(coalesced, 0);
+    ck_assert_int_eq(events + coalesced, 40 * NU);
+    ck_assert_int_eq(s_metric(n.port, "sse_clients_dropped_total"), 0);
+    close(fd);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+/* A reader that keeps up is not dropped by a burst larger than SSE_QUEUE_MAX in one loop turn
+ * (one batch: ~110 KB of events against a 16 KiB queue bound). */
+START_TEST(test_sse_burst_not_dropped)
+{
+    th_node_t n;
+    const char *env[] = {"RATE_LIMIT_WRITES=0", "SSE_QUEUE_MAX=16384", "GATEWAY_THREADS=1", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    int fd = s_watch_all(n.port);
+    uint64_t vers[NU];
+    for (int round = 0; round < 3; round++) {
+        s_batch_round(n.port, round, vers);
+        s_read_to_latest(fd, vers);
+    }
+    ck_assert_int_eq(s_metric(n.port, "sse_clients_dropped_total"), 0);
+    ck_assert_int_eq(s_metric(n.port, "sse_clients"), 1);
+    close(fd);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+/* A client that never reads one user's stream while it changes: dropped, and everything it held
+ * released at once (its count, its fd), the connection closed. */
+START_TEST(test_sse_nonreader_released)
+{
+    th_node_t n;
+    const char *env[] = {"RATE_LIMIT_WRITES=0", "SSE_QUEUE_MAX=65536", "GATEWAY_THREADS=1", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    int base_fds = s_fds(n.gw->pid);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)n.port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const char *req = "GET /api/v2/presence/watch?users=dan HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+    s_expect_metric(n.port, "sse_clients", 1, 2000);
+    char body[400], msg[251], auth[1024];
+    memset(msg, 'x', 250);
+    msg[250] = '\0';
+    snprintf(body, sizeof body, "{\"status\":\"busy\",\"message\":\"%s\"}", msg);
+    th_auth_header(auth, sizeof auth, "dan", NULL);
+    th_conn_t c = {.fd = -1, .port = n.port};
+    long dropped = 0;
+    for (int i = 0; i < 20000 && dropped < 1; i++) {
+        th_resp_t r;
+        ck_assert_int_eq(th_conn_request(&c, "PUT", "/api/v2/presence/dan", auth, body, strlen(body), &r, 5000), 0);
+        th_resp_free(&r);
+        if (i % 100 == 99)
+            dropped = s_metric(n.port, "sse_clients_dropped_total");
+    }
+    th_conn_close(&c);
+    ck_assert_int_eq(dropped, 1);
+    /* Released at once: the count, the fd; the client reads the end of its connection. */
+    s_expect_metric(n.port, "sse_clients", 0, 1000);
+    bool back = false;
+    for (uint64_t until = th_now_ms() + 2000; !back && th_now_ms() < until;)
+        back = s_fds(n.gw->pid) <= base_fds + 1; /* + the thread's departure set */
+    ck_assert_msg(back, "gateway fds %d, before %d (+1 departure set)", s_fds(n.gw->pid), base_fds);
+    char tmp[65536];
+    ssize_t got;
+    uint64_t deadline = th_now_ms() + 5000;
+    while ((got = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT)) > 0 || (got < 0 && errno == EAGAIN && th_now_ms() < deadline))
+        ;
+    ck_assert_msg(got == 0 || (got < 0 && errno != EAGAIN), "the connection stayed open");
+    close(fd);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("integ_hostile");
+    TCase *tc = tcase_create("hostile");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, test_sse_departed);
+    tcase_add_test(tc, test_sse_limits);
+    tcase_add_test(tc, test_sse_coalesce);
+    tcase_add_test(tc, test_sse_burst_not_dropped);
+    tcase_add_test(tc, test_sse_nonreader_released);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    th_cleanup_all();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -470,6 +470,263 @@ START_TEST(test_sse_nonreader_released)
 }
 END_TEST
 
+/* ==== TRUST_PROXY: the rightmost untrusted hop ================================================= */
+
+static int s_get_from(int port, const char *xff)
+{
+    char h[256];
+    snprintf(h, sizeof h, "X-Forwarded-For: %s\r\n", xff);
+    th_resp_t r;
+    ck_assert_int_eq(th_http(port, "GET", "/api/v2/presence/nobody", h, NULL, 0, &r, 5000), 0);
+    int st = r.status;
+    if (st == 429)
+        ck_assert_msg(strstr(r.body, "rate limit exceeded"), "%s", r.body);
+    th_resp_free(&r);
+    return st;
+}
+
+START_TEST(test_trust_proxy)
+{
+    th_node_t n;
+    const char *env[] = {"RATE_LIMIT_READS=1", "RATE_LIMIT_READ_BURST=2", "TRUST_PROXY=true",
+                         "TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    /* The client 198.51.100.7 (appended by our proxy 10.1.1.1) has a burst of 2 ... */
+    ck_assert_int_eq(s_get_from(n.port, "1.1.1.1, 198.51.100.7, 10.1.1.1"), 404);
+    ck_assert_int_eq(s_get_from(n.port, "2.2.2.2, 198.51.100.7, 10.1.1.1"), 404);
+    /* ... whatever it writes on the left: a new first hop is not a new client. */
+    ck_assert_int_eq(s_get_from(n.port, "3.3.3.3, 198.51.100.7, 10.1.1.1"), 429);
+    ck_assert_int_eq(s_get_from(n.port, "198.51.100.7"), 429);
+    /* Another client behind the same proxy has its own bucket. */
+    ck_assert_int_eq(s_get_from(n.port, "3.3.3.3, 198.51.100.8, 10.1.1.1"), 404);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+
+    /* A peer that is not a trusted proxy: its X-Forwarded-For is not believed at all. */
+    const char *env2[] = {"RATE_LIMIT_READS=1", "RATE_LIMIT_READ_BURST=2", "TRUST_PROXY=true",
+                          "TRUSTED_PROXIES=10.0.0.0/8", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env2), 0);
+    ck_assert_int_eq(s_get_from(n.port, "198.51.100.1"), 404);
+    ck_assert_int_eq(s_get_from(n.port, "198.51.100.2"), 404);
+    ck_assert_int_eq(s_get_from(n.port, "198.51.100.3"), 429); /* all three are 127.0.0.1 */
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+/* ==== cache: the store wins over a hostile APPLY ================================================ */
+
+static int s_apply(th_zc_t *z, const proto_record_t *r, char *msg, size_t msglen)
+{
+    proto_buf_t b;
+    proto_buf_init(&b);
+    uint64_t rid = ++z->rid;
+    proto_enc_records_cmd(&b, PROTO_APPLY, rid, r, 1);
+    proto_msg_t m;
+    ck_assert_int_eq(th_zc_call(z, &b, rid, &m, 5000), 0);
+    proto_buf_fini(&b);
+    int st = m.status;
+    snprintf(msg, msglen, "%.*s", (int)m.key.len, m.key.p ? m.key.p : "");
+    proto_msg_fini(&m);
+    return st;
+}
+
+/* GET through the gateway: the status code; the record's status and version. */
+static int s_gw_get(int port, const char *uid, char *status, size_t slen, uint64_t *version)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/v2/presence/%s", uid);
+    th_resp_t r;
+    ck_assert_int_eq(th_http(port, "GET", path, NULL, NULL, 0, &r, 5000), 0);
+    int code = r.status;
+    status[0] = '\0';
+    *version = 0;
+    json_error_t e;
+    json_t *j = code == 200 ? json_loadb(r.body, r.body_len, 0, &e) : NULL;
+    json_t *d = j ? json_object_get(json_object_get(j, "data"), uid) : NULL;
+    if (d) {
+        snprintf(status, slen, "%s", json_string_value(json_object_get(d, "status")));
+        *version = (uint64_t)json_integer_value(json_object_get(d, "version"));
+    }
+    if (j)
+        json_decref(j);
+    th_resp_free(&r);
+    return code;
+}
+
+typedef struct want_get {
+    int port;
+    const char *uid;
+    int code;
+    const char *status;
+} want_get_t;
+
+static bool s_get_is(void *arg)
+{
+    want_get_t *w = arg;
+    char st[32];
+    uint64_t v;
+    int code = s_gw_get(w->port, w->uid, st, sizeof st, &v);
+    return code == w->code && (!w->status || strcmp(st, w->status) == 0);
+}
+
+/* A read that is served from the cache (the read-through counter does not move). */
+static bool s_cache_serves(void *arg)
+{
+    th_zc_t *z = arg;
+    uint64_t b0 = 0, b1 = 0;
+    proto_record_t r;
+    return th_zc_stat(z, "cache_bypass_reads_total", &b0) == 0 && th_zc_get(z, "alice", &r, NULL) == PROTO_OK &&
+           th_zc_stat(z, "cache_bypass_reads_total", &b1) == 0 && b1 == b0;
+}
+
+START_TEST(test_apply_store_wins)
+{
+    th_node_t n;
+    /* A 1 s confirmation window (SYNC_HEARTBEAT_LIMIT_MS), heartbeats well inside it. */
+    const char *env[] = {"RATE_LIMIT_WRITES=0", "SYNC_HEARTBEAT_LIMIT_MS=1000", "STORE_HUGZ_MS=200",
+                         "REQUEST_TIMEOUT_MS=500", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    char auth[1024];
+    th_auth_header(auth, sizeof auth, "alice", NULL);
+    th_resp_t r;
+    ck_assert_int_eq(th_http(n.port, "PUT", "/api/v2/presence/alice", auth, "{\"status\":\"online\"}", 19, &r, 5000), 0);
+    ck_assert_int_eq(r.status, 200);
+    th_resp_free(&r);
+    char st[32];
+    uint64_t v1, v;
+    ck_assert_int_eq(s_gw_get(n.port, "alice", st, sizeof st, &v1), 200);
+    ck_assert_str_eq(st, "online");
+
+    th_zc_t z;
+    ck_assert_int_eq(th_zc_open(&z, n.cache_eps), 0);
+    proto_record_t rec;
+    ck_assert_int_eq(th_zc_get(&z, "alice", &rec, NULL), PROTO_OK);
+    /* A cache-node reads through to the store for 2 x REQUEST_TIMEOUT_MS after it starts: wait
+     * until it serves from its cache (what an APPLY feeds). */
+    ck_assert_msg(th_wait_for(s_cache_serves, &z, 5000), "the cache-node never served from its cache");
+    uint64_t seq = 0;
+    ck_assert_int_eq(th_zc_stat(&z, "sync_sequence", &seq), 0);
+    ck_assert_uint_eq(seq, v1);
+
+    /* Far beyond what the store has acknowledged: refused, naming the rule; nothing changes. */
+    char msg[256], want[256];
+    rec.version = seq + 1000000;
+    ck_assert_int_eq(s_apply(&z, &rec, msg, sizeof msg), PROTO_EBADREQ);
+    snprintf(want, sizeof want, "apply: version %llu is beyond the store's sequence (%llu)",
+             (unsigned long long)(seq + 1000000), (unsigned long long)seq);
+    ck_assert_str_eq(msg, want);
+    ck_assert_int_eq(s_gw_get(n.port, "alice", st, sizeof st, &v), 200);
+    ck_assert_str_eq(st, "online");
+    ck_assert_uint_eq(v, v1);
+
+    /* Within the slack: taken on trust (read-your-writes) -- until the store says otherwise. */
+    rec.version = seq + 50;
+    rec.status = PRESENCE_BUSY;
+    proto_record_set_msg(&rec, "injected", 8);
+    ck_assert_int_eq(s_apply(&z, &rec, msg, sizeof msg), PROTO_OK);
+    ck_assert_int_eq(s_gw_get(n.port, "alice", st, sizeof st, &v), 200);
+    ck_assert_str_eq(st, "busy");
+    ck_assert_uint_eq(v, seq + 50);
+    /* An acknowledged admin write: the store's version is below the injected one, and wins. */
+    th_auth_header(auth, sizeof auth, "ops", "presence:admin");
+    ck_assert_int_eq(th_http(n.port, "PUT", "/api/v2/presence/alice", auth, "{\"status\":\"away\"}", 17, &r, 5000), 0);
+    ck_assert_int_eq(r.status, 200);
+    th_resp_free(&r);
+    want_get_t w = {n.port, "alice", 200, "away"};
+    uint64_t t0 = th_now_ms();
+    ck_assert_msg(th_wait_for(s_get_is, &w, 5000), "the injected record still hides the acknowledged write");
+    uint64_t took = th_now_ms() - t0;
+    ck_assert_int_eq(s_gw_get(n.port, "alice", st, sizeof st, &v), 200);
+    ck_assert_str_eq(st, "away");
+    ck_assert_uint_eq(v, v1 + 1);
+    uint64_t refuted = 0;
+    ck_assert_int_eq(th_zc_stat(&z, "cache_apply_refuted_total", &refuted), 0);
+    ck_assert_uint_eq(refuted, 1);
+
+    /* A user the store never had: gone after the confirmation window (404). */
+    ck_assert_int_eq(th_zc_stat(&z, "sync_sequence", &seq), 0);
+    proto_record_set_uid(&rec, "ghost", 5);
+    rec.version = seq + 10;
+    ck_assert_int_eq(s_apply(&z, &rec, msg, sizeof msg), PROTO_OK);
+    want_get_t g = {n.port, "ghost", 404, NULL};
+    ck_assert_msg(th_wait_for(s_get_is, &g, 5000), "a record the store never had is still served");
+    ck_assert_int_eq(th_zc_stat(&z, "cache_apply_refuted_total", &refuted), 0);
+    ck_assert_uint_eq(refuted, 2);
+    uint64_t rejected = 0;
+    ck_assert_int_eq(th_zc_stat(&z, "cache_apply_rejected_total", &rejected), 0);
+    ck_assert_uint_eq(rejected, 1);
+    fprintf(stderr, "integ_hostile: an injected APPLY hid the acknowledged write for %llu ms (window 1000 ms)\n",
+            (unsigned long long)took);
+    th_zc_close(&z);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+/* ==== the leaf link requires CurveZMQ ============================================================ */
+
+static bool s_log_has(const th_proc_t *p, const char *text)
+{
+    FILE *f = fopen(p->err_path, "r");
+    if (!f)
+        return false;
+    char line[2048];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
+    fclose(f);
+    return found;
+}
+
+START_TEST(test_center_curve)
+{
+    const char *dir = th_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+    int port = th_free_port_pair();
+    ck_assert_int_gt(port, 0);
+    th_proc_t *s = th_proc("store-node", "store-node");
+    th_env(s, "DATA_DIR", "%s", dir);
+    th_env(s, "STORE_CMD_ENDPOINT", "ipc://%s/cmd.sock", dir);
+    th_env(s, "STORE_PUB_ENDPOINT", "ipc://%s/pub.sock", dir);
+    th_env(s, "CENTER_PORT", "%d", port);
+    ck_assert_int_eq(th_start(s, 10000), -1);
+    ck_assert(WIFEXITED(s->status));
+    ck_assert_int_eq(WEXITSTATUS(s->status), 2);
+    ck_assert(s_log_has(s, "CENTER_PORT: the leaf link needs CurveZMQ: set CURVE_SERVER_SECRET_KEY and "
+                           "CURVE_ALLOWED_CLIENTS (presence-keygen makes keys), or CENTER_INSECURE=true on a network "
+                           "you trust"));
+    /* Asked for explicitly: a plain link, on loopback, with a warning. */
+    th_proc_t *s2 = th_proc("store-node", "store-node");
+    for (int i = 0; i < s->nenv; i++)
+        s2->env[s2->nenv++] = strdup(s->env[i]);
+    th_env(s2, "CENTER_INSECURE", "true");
+    ck_assert_int_eq(th_start(s2, 10000), 0);
+    char want[160];
+    snprintf(want, sizeof want, "CENTER_INSECURE=true: the leaf link tcp://127.0.0.1:%d (and +1) has no CurveZMQ", port);
+    ck_assert(s_log_has(s2, want));
+    snprintf(want, sizeof want, "center=tcp://127.0.0.1:%d curve=off", port);
+    ck_assert(s_log_has(s2, want));
+    /* The relay: no keys, no start ... */
+    th_proc_t *r = th_proc("sync-relay", "sync-relay");
+    th_env(r, "DATA_DIR", "%s", dir);
+    th_env(r, "CENTER_ENDPOINT", "tcp://127.0.0.1:%d", port);
+    th_env(r, "RELAY_CMD_ENDPOINT", "ipc://%s/rcmd.sock", dir);
+    th_env(r, "RELAY_PUB_ENDPOINT", "ipc://%s/rpub.sock", dir);
+    ck_assert_int_eq(th_start(r, 10000), -1);
+    ck_assert(WIFEXITED(r->status));
+    ck_assert_int_eq(WEXITSTATUS(r->status), 2);
+    ck_assert(s_log_has(r, "CENTER_ENDPOINT: the link to the center needs CurveZMQ: set CURVE_SERVER_PUBLIC_KEY, "
+                           "CURVE_PUBLIC_KEY and CURVE_SECRET_KEY, or CENTER_INSECURE=true on a network you trust"));
+    /* ... unless asked for. */
+    th_proc_t *r2 = th_proc("sync-relay", "sync-relay");
+    for (int i = 0; i < r->nenv; i++)
+        r2->env[r2->nenv++] = strdup(r->env[i]);
+    th_env(r2, "CENTER_INSECURE", "true");
+    ck_assert_int_eq(th_start(r2, 10000), 0);
+    ck_assert(s_log_has(r2, "CENTER_INSECURE=true: the link to tcp://127.0.0.1:"));
+    ck_assert_int_eq(th_stop(r2, 10000), 0);
+    ck_assert_int_eq(th_stop(s2, 10000), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_hostile");
@@ -480,6 +737,9 @@ int main(void)
     tcase_add_test(tc, test_sse_coalesce);
     tcase_add_test(tc, test_sse_burst_not_dropped);
     tcase_add_test(tc, test_sse_nonreader_released);
+    tcase_add_test(tc, test_trust_proxy);
+    tcase_add_test(tc, test_apply_store_wins);
+    tcase_add_test(tc, test_center_curve);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

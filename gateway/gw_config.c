@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 gw_config_t gw_cfg;
@@ -169,6 +170,23 @@ static int s_config_upstream(const char *data_dir, char *err)
     return 0;
 }
 
+/* MAX_CONNECTIONS (default: 10000, or the fd limit less a reserve when that is lower),
+ * HTTP_HEADER_MAX, HTTP_HEADER_TIMEOUT_MS (default: HTTP_REQUEST_TIMEOUT_MS, at most 5 s). Reads
+ * after HTTP_REQUEST_TIMEOUT_MS. */
+static int s_read_front(char *err)
+{
+    struct rlimit rl;
+    uint64_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY ? (uint64_t)rl.rlim_max : 1u << 20;
+    gw_cfg.max_connections = fds > 10000 + GW_FD_RESERVE ? 10000 : (fds > 2 * GW_FD_RESERVE ? fds - GW_FD_RESERVE : fds / 2);
+    gw_cfg.header_max = 128 << 10;
+    gw_cfg.header_timeout_ms = MIN(gw_cfg.http_timeout_ms, 5000);
+    return cfg_u64("MAX_CONNECTIONS", 1, 10000000, &gw_cfg.max_connections, err) < 0 ||
+                   cfg_u64("HTTP_HEADER_MAX", 4096, 400 << 10, &gw_cfg.header_max, err) < 0 ||
+                   cfg_u64("HTTP_HEADER_TIMEOUT_MS", 100, 600000, &gw_cfg.header_timeout_ms, err) < 0
+               ? -1
+               : 0;
+}
+
 /* TRUSTED_PROXIES: the proxies whose X-Forwarded-For hops are believed (TRUST_PROXY). */
 static int s_read_trusted(char *err)
 {
@@ -226,6 +244,7 @@ int gw_config_load(char *err)
         s_read_limits(&r, err) < 0 || cfg_bool("TRUST_PROXY", &gw_cfg.trust_proxy, err) < 0 ||
         cfg_u64("SHUTDOWN_GRACE_MS", 0, 600000, &gw_cfg.shutdown_grace_ms, err) < 0 ||
         cfg_u64("HTTP_REQUEST_TIMEOUT_MS", 100, 600000, &gw_cfg.http_timeout_ms, err) < 0 ||
+        s_read_front(err) < 0 ||
         cfg_u64("SSE_MAX_STREAMS", 0, 1000000, &gw_cfg.sse_max_streams, err) < 0 ||
         cfg_u64("SSE_MAX_IDS", 1, 100000, &gw_cfg.sse_max_ids, err) < 0 ||
         cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||

@@ -17,6 +17,7 @@
 #define GW_MAX_NODES 16
 #define GW_ENDPOINT_MAX 512
 #define GW_MAX_THREADS 64
+#define GW_FD_RESERVE 128 /* fds kept for the process's own sockets and files beyond its connections */
 
 typedef struct gw_config {
     char addr[64];
@@ -42,7 +43,9 @@ typedef struct gw_config {
     double write_rate, write_burst, read_rate, read_burst;
     bool trust_proxy;
     gw_trusted_t trusted; /* TRUSTED_PROXIES (gw_clientaddr.h) */
-    uint64_t max_connections;
+    uint64_t max_connections;   /* MAX_CONNECTIONS: accepting pauses at this many open connections */
+    uint64_t header_max;        /* HTTP_HEADER_MAX: bytes of a first request head (gw_front.c) */
+    uint64_t header_timeout_ms; /* HTTP_HEADER_TIMEOUT_MS: a first request head arrives within this */
     uint64_t shutdown_grace_ms;
     uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
     uint64_t sse_max_per_ip, sse_max_per_subject; /* 0: no bound */

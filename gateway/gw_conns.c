@@ -14,6 +14,7 @@
  * bounded time.
  */
 #include "gw_conns.h"
+#include "gw_metrics.h"
 #include "idtab.h"
 #include "log.h"
 #include "util.h"
@@ -86,6 +87,7 @@ void gw_conns_destroy(gw_conns_t **cp)
         e->sock->on_close.cb = NULL;
         e->sock->on_close.data = NULL;
         free(e);
+        atomic_fetch_sub_explicit(&gw_metrics.connections, 1, memory_order_relaxed);
     }
     idtab_fini(&c->tab);
     idtab_fini(&c->watches);
@@ -100,6 +102,7 @@ static void on_conn_close(void *data)
         idtab_remove(&e->owner->watches, &e->wlink);
     idtab_remove(&e->owner->tab, &e->link);
     free(e);
+    atomic_fetch_sub_explicit(&gw_metrics.connections, 1, memory_order_relaxed);
 }
 
 void gw_conns_add(gw_conns_t *c, h2o_socket_t *sock, int fd)
@@ -112,6 +115,7 @@ void gw_conns_add(gw_conns_t *c, h2o_socket_t *sock, int fd)
     idtab_add(&c->tab, &e->link);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = e;
+    atomic_fetch_add_explicit(&gw_metrics.connections, 1, memory_order_relaxed);
 }
 
 static conn_t *s_conn_of(gw_conns_t *c, h2o_req_t *req)

@@ -19,7 +19,8 @@ typedef struct gw_conns gw_conns_t;
 gw_conns_t *gw_conns_new(void);
 /* Free the table (h2o has closed every socket by then, or closes them without us). NULL-safe. */
 void gw_conns_destroy(gw_conns_t **cp);
-/* Record an accepted connection (sets sock's on_close hook: the entry goes with the socket). */
+/* Record an accepted connection (sets sock's on_close hook: the entry goes with the socket). Every
+ * table's connections are counted together in gw_metrics.connections (MAX_CONNECTIONS). */
 void gw_conns_add(gw_conns_t *c, h2o_socket_t *sock, int fd);
 /* Shut down the connection req came on (its pending write fails; h2o closes it and stops the
  * response). HTTP/1 only: returns 0 when done, -1 when it is not a connection we can cut. */

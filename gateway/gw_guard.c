@@ -19,9 +19,25 @@
 #define TOKEN_QUERY_MAX 8192 /* an access_token= longer than this is not looked at */
 #define XFF_HEADERS_MAX 16   /* X-Forwarded-For header lines looked at (a list each) */
 
+static bool s_safe_method(int method)
+{
+    return method == GW_M_GET || method == GW_M_HEAD;
+}
+
 static bool s_safe(const gw_rctx_t *rc)
 {
-    return rc->method == GW_M_GET || rc->method == GW_M_HEAD;
+    return s_safe_method(rc->method);
+}
+
+/* SELF: a token for the path's {id} (or admin) -- on every method, or only on writes. */
+static bool s_self(const gw_guard_rule_t *rule, int method)
+{
+    return rule->auth == GW_AUTH_SELF || (rule->auth == GW_AUTH_SELF_WRITES && !s_safe_method(method));
+}
+
+bool gw_guard_needs_token(const gw_guard_rule_t *rule, int method)
+{
+    return s_self(rule, method) || rule->auth == GW_AUTH_TOKEN || (rule->auth != GW_AUTH_NONE && gw_cfg.auth_reads);
 }
 
 /* ==== identity ================================================================================= */
@@ -182,8 +198,8 @@ int gw_guard_admit(h2o_req_t *req, gw_rctx_t *rc, const gw_guard_rule_t *rule)
 {
     if (rc->seg_id && s_path_id(req, rc) < 0)
         return -1;
-    bool self = rule->auth == GW_AUTH_SELF || (rule->auth == GW_AUTH_SELF_WRITES && !s_safe(rc));
-    bool required = self || rule->auth == GW_AUTH_TOKEN || (rule->auth != GW_AUTH_NONE && gw_cfg.auth_reads);
+    bool self = s_self(rule, rc->method);
+    bool required = gw_guard_needs_token(rule, rc->method);
     if (rule->auth != GW_AUTH_NONE && s_auth(req, rc, required, rule->flags) < 0)
         return -1;
     if ((rule->flags & GW_RF_BODY_CAP) && req->entity.len > GW_BODY_MAX) {

@@ -61,6 +61,10 @@ typedef struct gw_guard_rule {
  * handler may run, -1 after answering the request. */
 int gw_guard_admit(h2o_req_t *req, gw_rctx_t *rc, const gw_guard_rule_t *rule);
 
+/* Does rule require a valid token for `method` (enum gw_method) before anything else is looked at
+ * (what gw_guard_admit answers 401 for)? A batch (GW_AUTH_BODY) only when reads need one: its
+ * handler asks again once it knows the body is a write. Pure (reads gw_cfg). */
+bool gw_guard_needs_token(const gw_guard_rule_t *rule, int method);
 /* A token is required now (a batch write): 0 if the request has one, else -1 after answering 401. */
 int gw_guard_require_token(h2o_req_t *req, gw_rctx_t *rc);
 /* The request's token may write uid's record: its subject, or presence:admin. */

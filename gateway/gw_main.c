@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,9 +104,28 @@ static const cli_desc_t s_cli = {
     .procs = ENVREG_GATEWAY,
 };
 
+/* As many file descriptors as the hard limit allows (the default soft limit, often 1024, would
+ * cap connections far below MAX_CONNECTIONS). Runs before the configuration is read, so
+ * MAX_CONNECTIONS' default follows the raised limit. */
+static void s_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    s_raise_fd_limit();
     cli_start(argc, argv, &s_cli, "gw", s_config, NULL);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        gw_cfg.max_connections + GW_FD_RESERVE > (uint64_t)rl.rlim_cur)
+        LOG(LOG_WARN, "MAX_CONNECTIONS=%llu is above the file descriptor limit (%llu) less a reserve of %d: accepting "
+            "will also pause when descriptors run out",
+            (unsigned long long)gw_cfg.max_connections, (unsigned long long)rl.rlim_cur, GW_FD_RESERVE);
     char err[CFG_ERR_LEN] = "";
     signal(SIGPIPE, SIG_IGN);
     sigset_t sigs;

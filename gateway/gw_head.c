@@ -2,8 +2,11 @@
  *
  * The request line must start with an upper-case method of at most 16 letters and a space, or it
  * is not ours to judge (PRI is HTTP/2's preface). The head ends at the first empty line (CRLF or
- * bare LF line ends, as h2o's parser accepts). Header names compare without case; values are
- * trimmed of blanks. Content-Length must be 1-19 decimal digits, once. Pure; reentrant.
+ * bare LF line ends, as h2o's parser accepts). Header names compare without case; values lose
+ * their leading blanks only (as picohttpparser in h2o 2.2.5 gives them to the handler, so a token
+ * reads the same here and there). Content-Length must be 1-19 decimal digits, once. Anything h2o
+ * would refuse -- a bad header name, more than H2O_MAX_HEADERS lines -- is left to it. Pure;
+ * reentrant.
  */
 #include "gw_head.h"
 
@@ -12,6 +15,13 @@
 #include <strings.h>
 
 #define METHOD_MAX 16
+#define HEADERS_MAX 100 /* H2O_MAX_HEADERS */
+
+/* An RFC 7230 token character (header names). */
+static bool s_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
 
 static bool s_is(const char *name, size_t n, const char *lit)
 {
@@ -79,7 +89,7 @@ int gw_head_parse(const char *buf, size_t len, size_t max, gw_head_t *h)
     if (vl != 8 || memcmp(sp + 1, "HTTP/1.", 7) != 0 || (sp[8] != '0' && sp[8] != '1'))
         return GW_HEAD_NOT_HTTP1;
     /* Header lines. */
-    int lengths = 0, te = 0;
+    int lengths = 0, te = 0, lines = 0;
     bool chunked = false, bad_length = false;
     for (p = eol + 1; p < lim;) {
         eol = memchr(p, '\n', (size_t)(lim - p));
@@ -91,14 +101,15 @@ int gw_head_parse(const char *buf, size_t len, size_t max, gw_head_t *h)
         if (p[0] == ' ' || p[0] == '\t')
             return GW_HEAD_NOT_HTTP1; /* a folded line: h2o refuses it */
         const char *colon = memchr(p, ':', ll);
-        if (!colon)
+        if (!colon || colon == p || ++lines > HEADERS_MAX)
             return GW_HEAD_NOT_HTTP1;
         size_t nl = (size_t)(colon - p);
+        for (size_t i = 0; i < nl; i++)
+            if (!s_tchar(p[i]))
+                return GW_HEAD_NOT_HTTP1;
         const char *v = colon + 1, *ve = p + ll;
         while (v < ve && (*v == ' ' || *v == '\t'))
             v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
         size_t vn = (size_t)(ve - v);
         if (s_is(p, nl, "content-length")) {
             lengths++;

@@ -32,7 +32,7 @@ typedef struct gw_head {
     size_t method_len, target_len;
     int body; /* enum gw_head_body */
     uint64_t content_length;
-    const char *auth, *origin; /* the first Authorization / Origin value, trimmed (NULL: none) */
+    const char *auth, *origin; /* the first Authorization / Origin value, leading blanks skipped (NULL: none) */
     size_t auth_len, origin_len;
 } gw_head_t;
 

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -727,19 +728,275 @@ START_TEST(test_center_curve)
 }
 END_TEST
 
+/* ==== the front door: heads, bodies, connections, file descriptors ============================= */
+
+/* Send req on a new connection and read the whole answer (until the server closes, or timeout).
+ * Returns the status (-1: none); the answer in out; *ms: how long until the status line came. */
+static int s_exchange(int port, const char *req, size_t len, char *out, size_t cap, int timeout_ms, uint64_t *ms)
+{
+    int fd = s_connect(port);
+    ck_assert_int_ge(fd, 0);
+    uint64_t t0 = th_now_ms();
+    ck_assert_int_eq(send(fd, req, len, MSG_NOSIGNAL), (ssize_t)len);
+    size_t got = 0;
+    out[0] = '\0';
+    uint64_t deadline = t0 + (uint64_t)timeout_ms, first = 0;
+    while (got + 1 < cap && th_now_ms() < deadline) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 20) <= 0)
+            continue;
+        ssize_t r = recv(fd, out + got, cap - 1 - got, 0);
+        if (r <= 0)
+            break;
+        if (!first)
+            first = th_now_ms();
+        got += (size_t)r;
+        out[got] = '\0';
+    }
+    close(fd);
+    if (ms)
+        *ms = first ? first - t0 : 0;
+    int st = -1;
+    sscanf(out, "HTTP/1.1 %d", &st);
+    return st;
+}
+
+static const char *s_body_of(const char *resp)
+{
+    const char *b = strstr(resp, "\r\n\r\n");
+    return b ? b + 4 : "";
+}
+
+START_TEST(test_front_heads_and_bodies)
+{
+    th_node_t n;
+    const char *env[] = {"HTTP_HEADER_TIMEOUT_MS=500", "HTTP_HEADER_MAX=8192", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    char out[16384], req[20000];
+    uint64_t ms;
+
+    /* Slowloris: a head still incomplete after HTTP_HEADER_TIMEOUT_MS is 408, then closed. */
+    int fd = s_connect(n.port);
+    uint64_t t0 = th_now_ms();
+    const char *start = "GET /health HTTP/1.1\r\nHost: a\r\n";
+    ck_assert_int_eq(send(fd, start, strlen(start), 0), (ssize_t)strlen(start));
+    size_t got = 0;
+    out[0] = '\0';
+    for (int i = 0; i < 40 && !strstr(out, "}"); i++) {
+        send(fd, "X", 1, MSG_NOSIGNAL);
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 100) > 0) {
+            ssize_t r = recv(fd, out + got, sizeof out - 1 - got, 0);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            out[got] = '\0';
+        }
+    }
+    uint64_t held = th_now_ms() - t0;
+    close(fd);
+    ck_assert_msg(strncmp(out, "HTTP/1.1 408 ", 13) == 0, "%s", out);
+    ck_assert_str_eq(s_body_of(out), "{\"success\":false,\"error\":\"request header timeout: the request head must arrive "
+                                     "within 500 ms (HTTP_HEADER_TIMEOUT_MS)\"}");
+    ck_assert_uint_ge(held, 450);
+    ck_assert_uint_lt(held, 2500);
+
+    /* A head over HTTP_HEADER_MAX: 431. */
+    int k = snprintf(req, sizeof req, "GET /health HTTP/1.1\r\nHost: a\r\nX-Big: ");
+    memset(req + k, 'a', 9000);
+    k += 9000;
+    k += snprintf(req + k, sizeof req - (size_t)k, "\r\n\r\n");
+    ck_assert_int_eq(s_exchange(n.port, req, (size_t)k, out, sizeof out, 5000, NULL), 431);
+    ck_assert_str_eq(s_body_of(out),
+                     "{\"success\":false,\"error\":\"request header too large: at most 8192 bytes (HTTP_HEADER_MAX)\"}");
+
+    /* A write announcing 1 MB without a token: 401 at once -- the body is never sent. */
+    k = snprintf(req, sizeof req, "PUT /api/v2/presence/alice HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n");
+    ck_assert_int_eq(s_exchange(n.port, req, (size_t)k, out, sizeof out, 5000, &ms), 401);
+    ck_assert_str_eq(s_body_of(out), "{\"success\":false,\"error\":\"missing authorization header\"}");
+    ck_assert_msg(strstr(out, "\r\nwww-authenticate: Bearer realm=\"presence\", error=\"invalid_token\"\r\n"), "%s", out);
+    ck_assert_uint_lt(ms, 1000);
+    k = snprintf(req, sizeof req,
+                 "PUT /api/v2/presence/alice HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x.y.z\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n");
+    ck_assert_int_eq(s_exchange(n.port, req, (size_t)k, out, sizeof out, 5000, NULL), 401);
+    ck_assert_str_eq(s_body_of(out), "{\"success\":false,\"error\":\"invalid token\"}");
+    /* With a token, 1 MB announced: 413 at once. */
+    char auth[1024];
+    th_auth_header(auth, sizeof auth, "alice", NULL);
+    k = snprintf(req, sizeof req, "PUT /api/v2/presence/alice HTTP/1.1\r\nHost: a\r\n%sContent-Length: 1000000\r\n\r\n",
+                 auth);
+    ck_assert_int_eq(s_exchange(n.port, req, (size_t)k, out, sizeof out, 5000, &ms), 413);
+    ck_assert_str_eq(s_body_of(out), "{\"success\":false,\"error\":\"request body too large (at most 65536 bytes)\"}");
+    ck_assert_uint_lt(ms, 1000);
+    /* An anonymous batch read (no token needed) over the body cap: 413 at once too. */
+    k = snprintf(req, sizeof req, "POST /api/v2/presence/batch HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n\r\n");
+    ck_assert_int_eq(s_exchange(n.port, req, (size_t)k, out, sizeof out, 5000, NULL), 413);
+    ck_assert_str_eq(s_body_of(out), "{\"success\":false,\"error\":\"request body too large (at most 65536 bytes)\"}");
+    /* A good write, then a second request on the same connection: h2o serves both. */
+    th_conn_t c;
+    ck_assert_int_eq(th_conn_open(&c, n.port), 0);
+    th_resp_t r;
+    ck_assert_int_eq(th_conn_request(&c, "PUT", "/api/v2/presence/alice", auth, "{\"status\":\"away\"}", 17, &r, 5000), 0);
+    ck_assert_int_eq(r.status, 200);
+    th_resp_free(&r);
+    ck_assert_int_eq(th_conn_request(&c, "GET", "/api/v2/presence/alice", NULL, NULL, 0, &r, 5000), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(strstr(r.body, "\"status\":\"away\""), "%s", r.body);
+    th_resp_free(&r);
+    th_conn_close(&c);
+    ck_assert_int_eq(s_metric(n.port, "http_heads_refused_total"), 6);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+/* A raw connection that sends GET /health and reads its 200 (so it is accepted and counted). */
+static int s_held_conn(int port)
+{
+    int fd = s_connect(port);
+    const char *q = "GET /health HTTP/1.1\r\nHost: a\r\n\r\n";
+    ck_assert_int_eq(send(fd, q, strlen(q), 0), (ssize_t)strlen(q));
+    char buf[4096];
+    s_read_until(fd, buf, sizeof buf, "}", 5000);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200 ", 13) == 0, "%s", buf);
+    return fd;
+}
+
+static long s_conn_metric(th_conn_t *c, const char *name)
+{
+    th_resp_t r;
+    ck_assert_int_eq(th_conn_request(c, "GET", "/metrics", NULL, NULL, 0, &r, 5000), 0);
+    char pat[128];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = r.body ? strstr(r.body, pat) : NULL;
+    long v = p ? atol(p + strlen(pat)) : -1;
+    th_resp_free(&r);
+    return v;
+}
+
+START_TEST(test_max_connections)
+{
+    th_node_t n;
+    const char *env[] = {"MAX_CONNECTIONS=20", "GATEWAY_THREADS=2", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    th_conn_t c;
+    ck_assert_int_eq(th_conn_open(&c, n.port), 0);
+    ck_assert_int_eq(s_conn_metric(&c, "http_connections"), 1);
+    int held[19];
+    for (int i = 0; i < 19; i++)
+        held[i] = s_held_conn(n.port);
+    ck_assert_int_eq(s_conn_metric(&c, "http_connections"), 20);
+    /* The 21st waits in the backlog: no answer while 20 are open. */
+    int fd = s_connect(n.port);
+    const char *q = "GET /health HTTP/1.1\r\nHost: a\r\n\r\n";
+    ck_assert_int_eq(send(fd, q, strlen(q), 0), (ssize_t)strlen(q));
+    char buf[4096];
+    ck_assert_uint_eq(s_read_until(fd, buf, sizeof buf, "}", 1000), 0);
+    ck_assert_int_ge(s_conn_metric(&c, "http_connections_refused_total"), 1);
+    ck_assert_int_eq(s_conn_metric(&c, "http_connections"), 20);
+    ck_assert(s_log_has(n.gw, "MAX_CONNECTIONS=20 reached: accepting paused (new clients wait)"));
+    /* One leaves: the waiting one is served. */
+    close(held[0]);
+    uint64_t t0 = th_now_ms();
+    s_read_until(fd, buf, sizeof buf, "}", 3000);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200 ", 13) == 0, "the waiting client was not served: '%s'", buf);
+    fprintf(stderr, "integ_hostile: at MAX_CONNECTIONS a waiting client was served %llu ms after one left\n",
+            (unsigned long long)(th_now_ms() - t0));
+    close(fd);
+    for (int i = 1; i < 19; i++)
+        close(held[i]);
+    th_conn_close(&c);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
+static long s_cpu_ms(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long ut = -1, st = -1;
+    if (fgets(line, sizeof line, f)) {
+        const char *p = strrchr(line, ')');
+        /* after "pid (comm)": state is field 3; utime 14, stime 15 */
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st) != 2)
+            ut = st = -1;
+    }
+    fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    return ut < 0 ? -1 : (ut + st) * 1000 / hz;
+}
+
+START_TEST(test_emfile_no_spin)
+{
+    th_node_t n;
+    const char *env[] = {"MAX_CONNECTIONS=100000", "GATEWAY_THREADS=1", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    th_conn_t c;
+    ck_assert_int_eq(th_conn_open(&c, n.port), 0);
+    ck_assert_int_eq(s_conn_metric(&c, "http_connections"), 1);
+    /* Leave the gateway 8 spare descriptors. */
+    struct rlimit old, low;
+    ck_assert_int_eq(prlimit(n.gw->pid, RLIMIT_NOFILE, NULL, &old), 0);
+    low.rlim_cur = (rlim_t)(s_fds(n.gw->pid) + 8);
+    low.rlim_max = old.rlim_max;
+    ck_assert_int_eq(prlimit(n.gw->pid, RLIMIT_NOFILE, &low, NULL), 0);
+    enum { NC = 40 };
+    int fds[NC];
+    const char *q = "GET /health HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (int i = 0; i < NC; i++) {
+        fds[i] = s_connect(n.port);
+        ck_assert_int_eq(send(fds[i], q, strlen(q), 0), (ssize_t)strlen(q));
+    }
+    /* The listener stays readable while accept() fails: the loop must not spin. */
+    long cpu0 = s_cpu_ms(n.gw->pid);
+    uint64_t t0 = th_now_ms();
+    while (th_now_ms() - t0 < 2000)
+        poll(NULL, 0, 100); /* the measurement window, not a synchronisation */
+    long cpu = s_cpu_ms(n.gw->pid) - cpu0;
+    long paused = s_conn_metric(&c, "http_accept_paused_total");
+    fprintf(stderr, "integ_hostile: out of fds for 2 s with %d clients waiting: gateway CPU %ld ms, %ld pauses\n", NC,
+            cpu, paused);
+    ck_assert_int_ge(paused, 1);
+    ck_assert_msg(cpu < 400, "the gateway used %ld ms of CPU in 2 s out of descriptors (a spin)", cpu);
+    ck_assert(s_log_has(n.gw, "accept: Too many open files: accepting paused for 100 ms"));
+    /* Descriptors back: every waiting client is served. */
+    ck_assert_int_eq(prlimit(n.gw->pid, RLIMIT_NOFILE, &old, NULL), 0);
+    for (int i = 0; i < NC; i++) {
+        char buf[4096];
+        s_read_until(fds[i], buf, sizeof buf, "}", 5000);
+        ck_assert_msg(strncmp(buf, "HTTP/1.1 200 ", 13) == 0, "client %d: '%s'", i, buf);
+        close(fds[i]);
+    }
+    th_conn_close(&c);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_hostile");
-    TCase *tc = tcase_create("hostile");
+    TCase *tc = tcase_create("sse");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_sse_departed);
     tcase_add_test(tc, test_sse_limits);
     tcase_add_test(tc, test_sse_coalesce);
     tcase_add_test(tc, test_sse_burst_not_dropped);
     tcase_add_test(tc, test_sse_nonreader_released);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("trust");
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_trust_proxy);
     tcase_add_test(tc, test_apply_store_wins);
     tcase_add_test(tc, test_center_curve);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("front");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_front_heads_and_bodies);
+    tcase_add_test(tc, test_max_connections);
+    tcase_add_test(tc, test_emfile_no_spin);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

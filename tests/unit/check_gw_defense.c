@@ -9,10 +9,15 @@
  *               independent, an unbounded table, keys freed with their last count, and 8 threads
  *               taking and giving one hot key never exceed the bound.
  *
+ *   head        gw_head.h: complete and partial heads, the end of a head with CRLF or LF, too big,
+ *               not HTTP/1 (HTTP/2 preface, garbage, folded lines, bad names, too many lines), and
+ *               every body framing (none, length, chunked, unclear: repeated, invalid, both).
+ *
  * No sockets, no files; threads only in the climit race.
  */
 #include "gw_clientaddr.h"
 #include "gw_climit.h"
+#include "gw_head.h"
 
 #include <check.h>
 #include <pthread.h>
@@ -231,6 +236,83 @@ START_TEST(test_climit_threads)
 }
 END_TEST
 
+/* ==== head ====================================================================================== */
+
+static int s_head(const char *text, size_t max, gw_head_t *h)
+{
+    return gw_head_parse(text, strlen(text), max, h);
+}
+
+START_TEST(test_head_parse)
+{
+    gw_head_t h;
+    const char *put = "PUT /api/v2/presence/a%20b?x=1 HTTP/1.1\r\nHost: a\r\nauthorization:   Bearer t.k.n \r\n"
+                      "Origin: https://x\r\nContent-Length: 19\r\n\r\n{\"status\":\"online\"}";
+    ck_assert_int_eq(s_head(put, 8192, &h), GW_HEAD_DONE);
+    ck_assert_uint_eq(h.len, strlen(put) - 19);
+    ck_assert_int_eq((int)h.method_len, 3);
+    ck_assert(strncmp(h.method, "PUT", 3) == 0);
+    ck_assert(h.target_len == strlen("/api/v2/presence/a%20b?x=1") && strncmp(h.target, "/api/v2/presence/a%20b?x=1", h.target_len) == 0);
+    ck_assert_int_eq(h.body, GW_BODY_LENGTH);
+    ck_assert_uint_eq(h.content_length, 19);
+    /* leading blanks go, trailing ones stay (as h2o hands them over) */
+    ck_assert(h.auth_len == 13 && strncmp(h.auth, "Bearer t.k.n ", 13) == 0);
+    ck_assert(h.origin_len == 9 && strncmp(h.origin, "https://x", 9) == 0);
+    /* LF-only line ends; no body. */
+    ck_assert_int_eq(s_head("GET /health HTTP/1.0\nHost: a\n\n", 8192, &h), GW_HEAD_DONE);
+    ck_assert_int_eq(h.body, GW_BODY_NONE);
+    ck_assert_ptr_null(h.auth);
+    /* Partial heads: more, until max. */
+    ck_assert_int_eq(s_head("", 8192, &h), GW_HEAD_MORE);
+    ck_assert_int_eq(s_head("GE", 8192, &h), GW_HEAD_MORE);
+    ck_assert_int_eq(s_head("GET /x HTTP/1.1\r\nHost: a\r\n", 8192, &h), GW_HEAD_MORE);
+    ck_assert_int_eq(s_head("GET /x HTTP/1.1\r\nHost: a\r\n", 20, &h), GW_HEAD_TOO_BIG);
+    /* The end must lie within max. */
+    ck_assert_int_eq(s_head("GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 20, &h), GW_HEAD_TOO_BIG);
+    /* Not ours: the HTTP/2 preface, garbage, lower-case or long methods, bad lines. */
+    const char *other[] = {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "\x16\x03\x01\x02", "get / HTTP/1.1\r\n\r\n",
+                           "ABCDEFGHIJKLMNOPQ / HTTP/1.1\r\n\r\n", " GET / HTTP/1.1\r\n\r\n",
+                           "GET / HTTP/2.0\r\n\r\n", "GET /\r\n\r\n", "GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
+                           "GET / HTTP/1.1\r\nno colon\r\n\r\n", "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                           "GET / HTTP/1.1\r\n: x\r\n\r\n", NULL};
+    for (int i = 0; other[i]; i++)
+        ck_assert_msg(s_head(other[i], 8192, &h) == GW_HEAD_NOT_HTTP1, "case %d", i);
+    char many[4096] = "GET / HTTP/1.1\r\n";
+    for (int i = 0; i < 101; i++)
+        strcat(many, "X: y\r\n");
+    strcat(many, "\r\n");
+    ck_assert_int_eq(s_head(many, 8192, &h), GW_HEAD_NOT_HTTP1);
+    /* Body framings. */
+    struct {
+        const char *headers;
+        int body;
+        uint64_t len;
+    } bodies[] = {
+        {"Transfer-Encoding: chunked\r\n", GW_BODY_CHUNKED, 0},
+        {"Transfer-Encoding: gzip, CHUNKED\r\n", GW_BODY_CHUNKED, 0},
+        {"Transfer-Encoding: gzip\r\n", GW_BODY_UNCLEAR, 0},
+        {"Content-Length: 0\r\n", GW_BODY_LENGTH, 0},
+        {"content-length: 1000000\r\n", GW_BODY_LENGTH, 1000000},
+        {"Content-Length: 9999999999999999999\r\n", GW_BODY_LENGTH, 9999999999999999999ull},
+        {"Content-Length: 99999999999999999999\r\n", GW_BODY_UNCLEAR, 0},
+        {"Content-Length: 19 \r\n", GW_BODY_UNCLEAR, 0},
+        {"Content-Length: -1\r\n", GW_BODY_UNCLEAR, 0},
+        {"Content-Length: 0x10\r\n", GW_BODY_UNCLEAR, 0},
+        {"Content-Length:\r\n", GW_BODY_UNCLEAR, 0},
+        {"Content-Length: 5\r\nContent-Length: 5\r\n", GW_BODY_UNCLEAR, 0},
+        {"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", GW_BODY_UNCLEAR, 0},
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        char req[512];
+        snprintf(req, sizeof req, "POST /api/v2/presence/batch HTTP/1.1\r\nHost: a\r\n%s\r\n", bodies[i].headers);
+        ck_assert_int_eq(s_head(req, 8192, &h), GW_HEAD_DONE);
+        ck_assert_msg(h.body == bodies[i].body, "case %zu: body %d", i, h.body);
+        if (h.body == GW_BODY_LENGTH)
+            ck_assert_uint_eq(h.content_length, bodies[i].len);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gw_defense");
@@ -239,6 +321,9 @@ int main(void)
     tcase_add_test(tc, test_membership);
     tcase_add_test(tc, test_addr_forms);
     tcase_add_test(tc, test_pick);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("head");
+    tcase_add_test(tc, test_head_parse);
     suite_add_tcase(s, tc);
     tc = tcase_create("climit");
     tcase_add_test(tc, test_climit_bounds);

@@ -171,8 +171,8 @@ static int s_config_upstream(const char *data_dir, char *err)
 }
 
 /* MAX_CONNECTIONS (default: 10000, or the fd limit less a reserve when that is lower),
- * HTTP_HEADER_MAX, HTTP_HEADER_TIMEOUT_MS (default: HTTP_REQUEST_TIMEOUT_MS, at most 5 s). Reads
- * after HTTP_REQUEST_TIMEOUT_MS. */
+ * HTTP_HEADER_MAX, HTTP_HEADER_TIMEOUT_MS (default: HTTP_REQUEST_TIMEOUT_MS, at most 5 s), and the
+ * HTTP/2 stream bounds. Reads after HTTP_REQUEST_TIMEOUT_MS. */
 static int s_read_front(char *err)
 {
     struct rlimit rl;
@@ -180,9 +180,15 @@ static int s_read_front(char *err)
     gw_cfg.max_connections = fds > 10000 + GW_FD_RESERVE ? 10000 : (fds > 2 * GW_FD_RESERVE ? fds - GW_FD_RESERVE : fds / 2);
     gw_cfg.header_max = 128 << 10;
     gw_cfg.header_timeout_ms = MIN(gw_cfg.http_timeout_ms, 5000);
+    gw_cfg.h2_max_streams = 100;
+    gw_cfg.h2_reset_budget = 100;
+    gw_cfg.h2_resets_per_s = 20;
     return cfg_u64("MAX_CONNECTIONS", 1, 10000000, &gw_cfg.max_connections, err) < 0 ||
                    cfg_u64("HTTP_HEADER_MAX", 4096, 400 << 10, &gw_cfg.header_max, err) < 0 ||
-                   cfg_u64("HTTP_HEADER_TIMEOUT_MS", 100, 600000, &gw_cfg.header_timeout_ms, err) < 0
+                   cfg_u64("HTTP_HEADER_TIMEOUT_MS", 100, 600000, &gw_cfg.header_timeout_ms, err) < 0 ||
+                   cfg_u64("HTTP2_MAX_STREAMS", 1, 256, &gw_cfg.h2_max_streams, err) < 0 ||
+                   cfg_u64("HTTP2_RESET_BUDGET", 1, 1000000, &gw_cfg.h2_reset_budget, err) < 0 ||
+                   cfg_u64("HTTP2_RESETS_PER_S", 0, 1000000, &gw_cfg.h2_resets_per_s, err) < 0
                ? -1
                : 0;
 }

@@ -46,6 +46,8 @@ typedef struct gw_config {
     uint64_t max_connections;   /* MAX_CONNECTIONS: accepting pauses at this many open connections */
     uint64_t header_max;        /* HTTP_HEADER_MAX: bytes of a first request head (gw_front.c) */
     uint64_t header_timeout_ms; /* HTTP_HEADER_TIMEOUT_MS: a first request head arrives within this */
+    uint64_t h2_max_streams;    /* HTTP2_MAX_STREAMS: streams h2o runs at once per connection */
+    uint64_t h2_reset_budget, h2_resets_per_s; /* HTTP2_RESET_BUDGET, HTTP2_RESETS_PER_S (gw_h2guard.c) */
     uint64_t shutdown_grace_ms;
     uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
     uint64_t sse_max_per_ip, sse_max_per_subject; /* 0: no bound */

@@ -36,6 +36,11 @@ typedef struct conn {
     int fd;
     void (*on_gone)(void *arg);
     void *arg;
+    uint64_t serial;         /* this connection among all the table has had */
+    double cancel_tokens;    /* HTTP/2 streams it may still cancel (-1: a full budget) */
+    uint64_t cancel_ms;      /* ... as of then */
+    uint32_t cancels_pending; /* cancels noted this loop turn, not settled yet */
+    bool cut;                /* cut for cancelling too many */
 } conn_t;
 
 struct gw_conns {
@@ -44,6 +49,9 @@ struct gw_conns {
     int epfd;              /* the departure set (-1 until the first watch) */
     h2o_socket_t *epsock;  /* epfd in the thread's loop */
     uint64_t next_wid;
+    uint64_t next_serial;
+    gw_conns_ref_t *touched; /* connections with cancels to settle */
+    uint32_t ntouched, touched_cap;
 };
 
 gw_conns_t *gw_conns_new(void)
@@ -91,6 +99,7 @@ void gw_conns_destroy(gw_conns_t **cp)
     }
     idtab_fini(&c->tab);
     idtab_fini(&c->watches);
+    free(c->touched);
     free(c);
     *cp = NULL;
 }
@@ -112,6 +121,8 @@ void gw_conns_add(gw_conns_t *c, h2o_socket_t *sock, int fd)
     e->owner = c;
     e->sock = sock;
     e->fd = fd;
+    e->serial = ++c->next_serial;
+    e->cancel_tokens = -1; /* full, set on first use */
     idtab_add(&c->tab, &e->link);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = e;
@@ -143,6 +154,82 @@ int gw_conns_cut_any(gw_conns_t *c, h2o_req_t *req)
      * what is running on it. */
     shutdown(e->fd, SHUT_RDWR);
     return 0;
+}
+
+/* ==== cancelled streams (HTTP/2 Rapid Reset) ==================================================== */
+
+uint64_t gw_conns_serial(gw_conns_t *c, h2o_req_t *req, h2o_socket_t **sock)
+{
+    conn_t *e = s_conn_of(c, req);
+    *sock = e ? e->sock : NULL;
+    return e ? e->serial : 0;
+}
+
+static conn_t *s_by_serial(gw_conns_t *c, h2o_socket_t *sock, uint64_t serial)
+{
+    idtab_link_t *l = sock ? idtab_find(&c->tab, (uint64_t)(uintptr_t)sock) : NULL;
+    conn_t *e = l ? IDTAB_ENTRY(l, conn_t, link) : NULL;
+    return e && e->serial == serial ? e : NULL;
+}
+
+/* Refill e's budget up to now. */
+static void s_refill(conn_t *e, double rate, double burst, uint64_t now_ms)
+{
+    if (e->cancel_tokens < 0)
+        e->cancel_tokens = burst;
+    else
+        e->cancel_tokens = MIN(burst, e->cancel_tokens + (double)(now_ms - e->cancel_ms) * rate / 1000.0);
+    e->cancel_ms = now_ms;
+}
+
+void gw_conns_note_cancel(gw_conns_t *c, h2o_socket_t *sock, uint64_t serial)
+{
+    conn_t *e = s_by_serial(c, sock, serial);
+    if (!e || e->cut)
+        return;
+    if (!e->cancels_pending++) {
+        if (c->ntouched == c->touched_cap) {
+            c->touched_cap = c->touched_cap ? c->touched_cap * 2 : 16;
+            c->touched = xrealloc(c->touched, c->touched_cap * sizeof *c->touched);
+        }
+        c->touched[c->ntouched++] = (gw_conns_ref_t){sock, serial};
+    }
+}
+
+bool gw_conns_over_budget(gw_conns_t *c, h2o_req_t *req, double rate, double burst, uint64_t now_ms)
+{
+    conn_t *e = s_conn_of(c, req);
+    if (!e)
+        return false;
+    if (e->cut)
+        return true;
+    if (!e->cancels_pending)
+        return false;
+    s_refill(e, rate, burst, now_ms);
+    return e->cancel_tokens < (double)e->cancels_pending;
+}
+
+uint32_t gw_conns_settle_cancels(gw_conns_t *c, double rate, double burst, uint64_t now_ms, gw_conns_ref_t *cut,
+                                 uint32_t cut_max)
+{
+    uint32_t ncut = 0;
+    for (uint32_t i = 0; i < c->ntouched; i++) {
+        conn_t *e = s_by_serial(c, c->touched[i].sock, c->touched[i].serial);
+        if (!e) /* it closed meanwhile: its streams went with it, no resets */
+            continue;
+        s_refill(e, rate, burst, now_ms);
+        e->cancel_tokens -= (double)e->cancels_pending;
+        e->cancels_pending = 0;
+        if (e->cancel_tokens < 0 && !e->cut) {
+            e->cut = true;
+            shutdown(e->fd, SHUT_RDWR);
+            if (ncut < cut_max)
+                cut[ncut] = c->touched[i];
+            ncut++;
+        }
+    }
+    c->ntouched = 0;
+    return ncut;
 }
 
 /* ==== departures ================================================================================= */

@@ -12,6 +12,8 @@
 #define PRESENCE_GW_CONNS_H
 
 #include <h2o.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 typedef struct gw_conns gw_conns_t;
 
@@ -37,6 +39,27 @@ int gw_conns_cut_any(gw_conns_t *c, h2o_req_t *req);
  * itself and stops the response when the client goes). */
 uint64_t gw_conns_watch_peer(gw_conns_t *c, h2o_loop_t *loop, h2o_req_t *req, uint64_t idle_ms, void (*on_gone)(void *),
                              void *arg);
+/* A connection as it can be named after its request is gone: its socket and serial (a socket's
+ * address may be reused; the serial tells them apart). */
+typedef struct gw_conns_ref {
+    h2o_socket_t *sock;
+    uint64_t serial;
+} gw_conns_ref_t;
+
+/* Which connection req came on: its serial (0: not one of ours) and *sock. */
+uint64_t gw_conns_serial(gw_conns_t *c, h2o_req_t *req, h2o_socket_t **sock);
+/* A stream of that connection ended unanswered (HTTP/2): noted, settled at the end of the loop
+ * turn by gw_conns_settle_cancels -- by then a connection that was closing is gone, and its
+ * streams are not held against it. */
+void gw_conns_note_cancel(gw_conns_t *c, h2o_socket_t *sock, uint64_t serial);
+/* req's connection has overdrawn its budget of cancels (burst cancels, refilled at rate per
+ * second; now_ms monotonic), counting the ones not settled yet, or was cut for it. */
+bool gw_conns_over_budget(gw_conns_t *c, h2o_req_t *req, double rate, double burst, uint64_t now_ms);
+/* Charge every noted cancel to its connection (if it is still open); a connection left over
+ * budget is cut (shut down: h2o closes it) and marked. Returns how many were cut; the first
+ * cut_max go to cut[]. */
+uint32_t gw_conns_settle_cancels(gw_conns_t *c, double rate, double burst, uint64_t now_ms, gw_conns_ref_t *cut,
+                                 uint32_t cut_max);
 /* Stop watching (0 and finished watches are ignored). */
 void gw_conns_unwatch_peer(gw_conns_t *c, uint64_t id);
 /* The thread is stopping: end every watch (no on_gone) and close the departure set, while the

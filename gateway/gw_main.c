@@ -143,6 +143,7 @@ int main(int argc, char **argv)
     s_conf.max_request_entity_size = 4 * GW_BODY_MAX; /* h2o answers above this; we answer 413 above GW_BODY_MAX */
     s_conf.http1.req_timeout = gw_cfg.http_timeout_ms;
     s_conf.http2.idle_timeout = gw_cfg.http_timeout_ms;
+    s_conf.http2.max_concurrent_requests_per_connection = gw_cfg.h2_max_streams; /* and gw_h2guard.c */
     h2o_hostconf_t *host = h2o_config_register_host(&s_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(path, sizeof *h);

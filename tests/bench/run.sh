@@ -100,7 +100,7 @@ if [[ " $SECTIONS " == *" cachemem "* ]]; then
     say "|---:|---:|---:|---:|"
     say "| $(echo "$r" | field items) | $(echo "$r" | field rss_before_kb) kB | $(echo "$r" | field rss_after_kb) kB | $(echo "$r" | field bytes_per_record) |"
     say ""
-    say "Command: \`build/bin/fillcache ipc://DATA_DIR/run/cache-1.sock PID 1000000\` (APPLY fills of records with a 24-byte message; RSS from /proc/PID/status)."
+    say "Command: \`build/bin/fillcache ipc://DATA_DIR/run/cache-1.sock PID 1000000\` (PUTs through the cache-node of records with a 24-byte message, cached as the store acknowledges them; RSS from /proc/PID/status)."
     say ""
     cleanup
 fi

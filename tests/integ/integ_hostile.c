@@ -19,6 +19,7 @@
  *
  * Every process is started by pid and stopped by pid; waits poll with deadlines.
  */
+#include "h2_client.h"
 #include "harness.h"
 #include "util.h"
 
@@ -975,6 +976,75 @@ START_TEST(test_emfile_no_spin)
 }
 END_TEST
 
+/* ==== HTTP/2 Rapid Reset ======================================================================== */
+
+/* Reads the cache-node did for gateways: hits, misses and read-throughs. */
+static uint64_t s_cache_reads(th_zc_t *z)
+{
+    uint64_t h = 0, m = 0, b = 0;
+    ck_assert_int_eq(th_zc_stat(z, "cache_hits_total", &h), 0);
+    ck_assert_int_eq(th_zc_stat(z, "cache_misses_total", &m), 0);
+    ck_assert_int_eq(th_zc_stat(z, "cache_bypass_reads_total", &b), 0);
+    return h + m + b;
+}
+
+START_TEST(test_h2_rapid_reset)
+{
+    th_node_t n;
+    const char *env[] = {"HTTP2_RESET_BUDGET=100", "HTTP2_RESETS_PER_S=20", "GATEWAY_THREADS=1", NULL};
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    th_zc_t z;
+    ck_assert_int_eq(th_zc_open(&z, n.cache_eps), 0);
+    uint64_t reads0 = s_cache_reads(&z);
+
+    /* A client that cancels 50 streams (a page navigated away): within budget, kept. */
+    th_h2_t *h = th_h2_open(n.port);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_uint_eq(th_h2_rapid_reset(h, "/api/v2/presence/ok", 50), 50);
+    ck_assert(!th_h2_wait_closed(h, 500));
+    th_h2_close(&h);
+    s_expect_metric(n.port, "http2_streams_cancelled_total", 50, 2000);
+    ck_assert_int_eq(s_metric(n.port, "http2_connections_cut_total"), 0);
+
+    /* The attacker: 20,000 HEADERS+RST_STREAM pairs as fast as it can. Cut; the lookups it
+     * caused stay near its budget. */
+    h = th_h2_open(n.port);
+    ck_assert_ptr_nonnull(h);
+    uint64_t t0 = th_now_ms();
+    uint64_t sent = th_h2_rapid_reset(h, "/api/v2/presence/rr", 20000);
+    ck_assert_msg(th_h2_closed(h) || th_h2_wait_closed(h, 3000), "the attacker's connection was not cut (%llu pairs)",
+                  (unsigned long long)sent);
+    uint64_t took = th_now_ms() - t0;
+    th_h2_close(&h);
+    s_expect_metric(n.port, "http2_connections_cut_total", 1, 2000);
+    uint64_t reads = s_cache_reads(&z) - reads0;
+    long cancelled = s_metric(n.port, "http2_streams_cancelled_total");
+    fprintf(stderr, "integ_hostile: rapid reset: %llu pairs sent before the cut (%llu ms), %ld streams cancelled, "
+                    "%llu cache reads (50 of them the benign client's)\n",
+            (unsigned long long)sent, (unsigned long long)took, cancelled, (unsigned long long)reads);
+    ck_assert_uint_le(reads, 50 + 100 + 64); /* budget + one write of pairs at most */
+    ck_assert_int_le(cancelled, 50 + 100 + 64);
+    char want[200];
+    snprintf(want, sizeof want, "HTTP/2 connection from 127.0.0.1 cut (1 this turn): more than HTTP2_RESET_BUDGET=100 "
+                                "streams cancelled (refilled at HTTP2_RESETS_PER_S=20): rapid reset");
+    ck_assert(s_log_has(n.gw, want));
+    /* Not a ban: the same client connects again and is served. */
+    h = th_h2_open(n.port);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_uint_eq(th_h2_rapid_reset(h, "/api/v2/presence/ok", 10), 10);
+    ck_assert(!th_h2_wait_closed(h, 500));
+    th_h2_close(&h);
+    th_resp_t r;
+    ck_assert_int_eq(th_http(n.port, "GET", "/health", NULL, NULL, 0, &r, 5000), 0);
+    ck_assert_int_eq(r.status, 200);
+    th_resp_free(&r);
+    /* Cancelled requests are counted (499, "other"), not left in flight. */
+    s_expect_metric(n.port, "http_requests_inflight", 1, 2000); /* the /metrics request itself */
+    th_zc_close(&z);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_hostile");
@@ -997,6 +1067,10 @@ int main(void)
     tcase_add_test(tc, test_front_heads_and_bodies);
     tcase_add_test(tc, test_max_connections);
     tcase_add_test(tc, test_emfile_no_spin);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("h2");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_h2_rapid_reset);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

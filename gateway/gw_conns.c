@@ -40,6 +40,7 @@ typedef struct conn {
     double cancel_tokens;    /* HTTP/2 streams it may still cancel (-1: a full budget) */
     uint64_t cancel_ms;      /* ... as of then */
     uint32_t cancels_pending; /* cancels noted this loop turn, not settled yet */
+    bool over;               /* found over budget this turn: streams were refused */
     bool cut;                /* cut for cancelling too many */
 } conn_t;
 
@@ -206,7 +207,10 @@ bool gw_conns_over_budget(gw_conns_t *c, h2o_req_t *req, double rate, double bur
     if (!e->cancels_pending)
         return false;
     s_refill(e, rate, burst, now_ms);
-    return e->cancel_tokens < (double)e->cancels_pending;
+    if (e->cancel_tokens >= (double)e->cancels_pending)
+        return false;
+    e->over = true; /* the settling cuts it whatever the refill: its streams were refused */
+    return true;
 }
 
 uint32_t gw_conns_settle_cancels(gw_conns_t *c, double rate, double burst, uint64_t now_ms, gw_conns_ref_t *cut,
@@ -220,7 +224,7 @@ uint32_t gw_conns_settle_cancels(gw_conns_t *c, double rate, double burst, uint6
         s_refill(e, rate, burst, now_ms);
         e->cancel_tokens -= (double)e->cancels_pending;
         e->cancels_pending = 0;
-        if (e->cancel_tokens < 0 && !e->cut) {
+        if ((e->cancel_tokens < 0 || e->over) && !e->cut) {
             e->cut = true;
             shutdown(e->fd, SHUT_RDWR);
             if (ncut < cut_max)

@@ -53,7 +53,8 @@ uint64_t gw_conns_serial(gw_conns_t *c, h2o_req_t *req, h2o_socket_t **sock);
  * streams are not held against it. */
 void gw_conns_note_cancel(gw_conns_t *c, h2o_socket_t *sock, uint64_t serial);
 /* req's connection has overdrawn its budget of cancels (burst cancels, refilled at rate per
- * second; now_ms monotonic), counting the ones not settled yet, or was cut for it. */
+ * second; now_ms monotonic), counting the ones not settled yet, or was cut for it. A connection
+ * found over budget is cut by the next settling. */
 bool gw_conns_over_budget(gw_conns_t *c, h2o_req_t *req, double rate, double burst, uint64_t now_ms);
 /* Charge every noted cancel to its connection (if it is still open); a connection left over
  * budget is cut (shut down: h2o closes it) and marked. Returns how many were cut; the first

@@ -10,7 +10,8 @@
  *   - for a request with a body, on a route that will need a token for it (gw_guard_needs_token)
  *     and whose path id is valid: a missing or invalid token is 401 before a byte of the body is
  *     read; a Content-Length over GW_BODY_MAX is 413 (the guard's order: token, then size).
- * Everything else -- a head that passes, HTTP/2's preface, garbage, doubtful framing, CORS and
+ * An HTTP/2 connection (its preface) gets a small socket receive buffer (H2_RCVBUF: see
+ * gw_h2guard.c). Everything else -- a head that passes, HTTP/2's preface, garbage, doubtful framing, CORS and
  * routing answers -- goes to h2o, whose own rules then apply. Only the first request of a
  * connection passes here: later keep-alive requests are h2o's (its request timeout,
  * HTTP_REQUEST_TIMEOUT_MS, bounds them; max_request_entity_size their bodies).
@@ -21,6 +22,7 @@
 #include "gw_front.h"
 #include "gw_config.h"
 #include "gw_guard.h"
+#include "gw_h2guard.h"
 #include "gw_head.h"
 #include "gw_metrics.h"
 #include "gw_routes.h"
@@ -30,6 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+
+#define H2_RCVBUF 65536 /* an HTTP/2 connection's socket receive buffer (the kernel doubles it) */
 
 typedef struct front {
     struct front *prev, *next; /* the thread's fronts */
@@ -181,6 +186,17 @@ static void on_read(h2o_socket_t *sock, const char *err)
     case GW_HEAD_MORE:
         return;
     case GW_HEAD_NOT_HTTP1:
+        if (sock->input->size >= 3 && memcmp(sock->input->bytes, "PRI", 3) == 0) {
+            /* HTTP/2: many streams on one connection, request bodies flow-controlled to 64 KiB
+             * anyway. A small receive buffer bounds what one read hands h2o to parse at once (a
+             * rapid reset flood cannot queue megabytes of frames: gw_h2guard.c). */
+            int rb = H2_RCVBUF;
+            setsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_RCVBUF, &rb, sizeof rb);
+            if (gw_h2guard_refuse(sock)) { /* in the penalty box for rapid reset */
+                s_close(f);
+                return;
+            }
+        }
         s_handover(f);
         return;
     case GW_HEAD_TOO_BIG: {

@@ -10,13 +10,17 @@
 #include "gw_ctx.h"
 
 #include <h2o.h>
+#include <stdbool.h>
 
 /* Watch req until its pool goes: if it goes unanswered (the client cancelled it, or its
  * connection went), it is counted once (status 499, out of the in-flight gauge), and an HTTP/2
  * stream the client reset is charged to its connection's budget (HTTP2_RESET_BUDGET, refilled at
  * HTTP2_RESETS_PER_S; settled at the end of the loop turn); a connection over it is cut. Returns
- * 0, or -1 after answering 429 at once (a stream on a connection over budget: no work is done for
- * it). */
+ * 0, or -1 when req is on a connection over budget: it is taken and left unanswered (no work; the
+ * connection is cut at the end of this loop turn, which disposes of it). */
 int gw_h2guard_begin(h2o_req_t *req, gw_rctx_t *rc);
+/* A new HTTP/2 connection (its preface seen) from an address whose last was cut for rapid reset
+ * less than 10 s ago: true (counted, logged) -- the caller closes it. Thread-safe. */
+bool gw_h2guard_refuse(h2o_socket_t *sock);
 
 #endif

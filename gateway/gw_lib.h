@@ -84,7 +84,6 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 #define GW_ERR_SSE_PER_IP "too many watch streams: at most %llu per client address (SSE_MAX_PER_IP)"
 #define GW_ERR_SSE_PER_SUBJECT "too many watch streams: at most %llu per user (SSE_MAX_PER_SUBJECT)"
 #define GW_ERR_SSE_MAX "too many watch streams: at most %llu per gateway (SSE_MAX_STREAMS)"
-#define GW_ERR_H2_RESETS "too many cancelled streams: this connection cancelled more than HTTP2_RESET_BUDGET streams"
 #define GW_ERR_HEAD_TOO_BIG "request header too large: at most %llu bytes (HTTP_HEADER_MAX)"
 #define GW_ERR_HEAD_TIMEOUT "request header timeout: the request head must arrive within %llu ms (HTTP_HEADER_TIMEOUT_MS)"
 #define GW_ERR_LEN 400 /* room for any of the texts above with a quoted id */

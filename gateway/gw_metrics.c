@@ -145,6 +145,7 @@ static void s_own(elist_t *l, int nodes_configured)
     stats_add(&own, "http_accept_paused_total", atomic_load(&gw_metrics.accept_paused));
     stats_add(&own, "http2_streams_cancelled_total", atomic_load(&gw_metrics.h2_cancelled));
     stats_add(&own, "http2_connections_cut_total", atomic_load(&gw_metrics.h2_cut));
+    stats_add(&own, "http2_connections_refused_total", atomic_load(&gw_metrics.h2_refused));
     stats_add(&own, "http_heads_refused_total", atomic_load(&gw_metrics.heads_refused));
     stats_add(&own, "gateway_upstream_timeouts_total", atomic_load(&gw_metrics.upstream_timeouts));
     stats_add(&own, "gateway_upstream_unavailable_total", atomic_load(&gw_metrics.upstream_unavailable));

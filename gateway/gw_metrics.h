@@ -36,7 +36,7 @@ typedef struct gw_metrics {
      * it; request heads refused before h2o read them whole (gw_front.c). */
     _Atomic uint64_t sse_coalesced, sse_gone, sse_limited;
     _Atomic int64_t connections;
-    _Atomic uint64_t conns_refused, accept_paused, h2_cancelled, h2_cut, heads_refused;
+    _Atomic uint64_t conns_refused, accept_paused, h2_cancelled, h2_cut, h2_refused, heads_refused;
 } gw_metrics_t;
 
 extern gw_metrics_t gw_metrics;

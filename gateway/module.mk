@@ -3,7 +3,7 @@ GW_LIB := $(B)/libgw.a
 GW_LIB_OBJS := $(B)/gateway/gw_json.o $(B)/gateway/gw_auth.o $(B)/gateway/gw_cors.o $(B)/gateway/gw_ratelimit.o \
                $(B)/gateway/gw_rendezvous.o $(B)/gateway/gw_path.o \
                $(B)/gateway/gw_wsframe.o $(B)/gateway/gw_wsmsg.o $(B)/gateway/gw_wsrate.o
-GW_LIB_OBJS += $(B)/gateway/gw_clientaddr.o $(B)/gateway/gw_climit.o $(B)/gateway/gw_head.o
+GW_LIB_OBJS += $(B)/gateway/gw_clientaddr.o $(B)/gateway/gw_climit.o $(B)/gateway/gw_head.o $(B)/gateway/gw_penalty.o
 $(GW_LIB): $(GW_LIB_OBJS)
 	$(AR) rcs $@ $^
 

@@ -42,7 +42,7 @@ FUZZ_OBJS_http := gateway/gw_http.o gateway/gw_upstream.o gateway/gw_watch.o gat
                   gateway/gw_health.o gateway/gw_watch_hub.o common/seqwin.o \
                   gateway/gw_json.o gateway/gw_auth.o gateway/gw_cors.o gateway/gw_ratelimit.o \
                   sync/sync_client.o proto/proto.o proto/stats.o proto/dispatch.o common/zutil.o common/idtab.o $(FUZZ_COMMON)
-FUZZ_OBJS_http += gateway/gw_clientaddr.o gateway/gw_climit.o gateway/gw_h2guard.o
+FUZZ_OBJS_http += gateway/gw_clientaddr.o gateway/gw_climit.o gateway/gw_h2guard.o gateway/gw_penalty.o
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_B)/bin/fuzz_%)
 

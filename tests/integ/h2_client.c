@@ -108,9 +108,19 @@ static void s_read(th_h2_t *h, int timeout_ms)
 
 th_h2_t *th_h2_open(int port)
 {
+    return th_h2_open_from(port, NULL);
+}
+
+th_h2_t *th_h2_open_from(int port, const char *src)
+{
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    if (fd >= 0 && src && (inet_pton(AF_INET, src, &from.sin_addr) != 1 || bind(fd, (struct sockaddr *)&from, sizeof from) < 0)) {
+        close(fd);
+        return NULL;
+    }
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
         if (fd >= 0)
             close(fd);

@@ -16,6 +16,8 @@ typedef struct th_h2 th_h2_t;
 
 /* Connect to 127.0.0.1:port and send the preface and our SETTINGS. NULL on failure. */
 th_h2_t *th_h2_open(int port);
+/* The same from source address src (a loopback address such as "127.0.0.2": another client). */
+th_h2_t *th_h2_open_from(int port, const char *src);
 /* Send n HEADERS (GET path_prefix<k>, END_STREAM) each followed at once by RST_STREAM(CANCEL),
  * in writes of up to 64 pairs, reading (and discarding) what the server sends in between.
  * Returns the pairs sent, fewer when the server closed the connection meanwhile. */

@@ -1,10 +1,11 @@
 /* h2reset.c -- the HTTP/2 Rapid Reset probe (CVE-2023-44487) against a gateway on loopback.
  *
- *   h2reset PORT [SECONDS] [PATH_PREFIX]
+ *   h2reset PORT [SECONDS] [PATH_PREFIX] [SOURCE_ADDRESS]
  *
  * One attacker: opens a cleartext HTTP/2 connection and sends HEADERS+RST_STREAM pairs as fast as
  * the socket takes them (GET PATH_PREFIX<0..999>, default /api/v2/presence/rr); when the server
- * closes the connection it opens another, until SECONDS (default 10) have passed. Prints
+ * closes the connection it opens another, until SECONDS (default 10) have passed. It connects
+ * from SOURCE_ADDRESS (default 127.0.0.2: another client than a benchmark on 127.0.0.1). Prints
  *
  *   pairs P connections C closed_by_server K seconds S pairs_per_s R
  *
@@ -20,19 +21,20 @@
 
 int main(int argc, char **argv)
 {
-    cli_tool(argc, argv, "h2reset", "PORT [SECONDS] [PATH_PREFIX]",
+    cli_tool(argc, argv, "h2reset", "PORT [SECONDS] [PATH_PREFIX] [SOURCE_ADDRESS]",
              "HTTP/2 rapid reset probe: HEADERS+RST_STREAM pairs against 127.0.0.1:PORT (RELIABILITY.md).");
     if (argc < 2) {
-        fprintf(stderr, "usage: h2reset PORT [SECONDS] [PATH_PREFIX]\n");
+        fprintf(stderr, "usage: h2reset PORT [SECONDS] [PATH_PREFIX] [SOURCE_ADDRESS]\n");
         return 2;
     }
     int port = atoi(argv[1]);
     double secs = argc > 2 ? atof(argv[2]) : 10;
     const char *prefix = argc > 3 ? argv[3] : "/api/v2/presence/rr";
+    const char *src = argc > 4 ? argv[4] : "127.0.0.2";
     uint64_t t0 = util_mono_ms(), until = t0 + (uint64_t)(secs * 1000);
     uint64_t pairs = 0, conns = 0, closed = 0;
     while (util_mono_ms() < until) {
-        th_h2_t *h = th_h2_open(port);
+        th_h2_t *h = th_h2_open_from(port, src);
         if (!h) {
             fprintf(stderr, "h2reset: cannot connect to 127.0.0.1:%d\n", port);
             return 1;

@@ -11,13 +11,16 @@
  *
  *   head        gw_head.h: complete and partial heads, the end of a head with CRLF or LF, too big,
  *               not HTTP/1 (HTTP/2 preface, garbage, folded lines, bad names, too many lines), and
- *               every body framing (none, length, chunked, unclear: repeated, invalid, both).
+ *               every body framing (none, length, chunked, unclear: repeated, invalid, both);
+ *   penalty     gw_penalty.h: a key is penalised until its end, a later end extends it, other keys
+ *               are not, and a full set gives up the entry that ends first (bounded table).
  *
  * No sockets, no files; threads only in the climit race.
  */
 #include "gw_clientaddr.h"
 #include "gw_climit.h"
 #include "gw_head.h"
+#include "gw_penalty.h"
 
 #include <check.h>
 #include <pthread.h>
@@ -313,6 +316,36 @@ START_TEST(test_head_parse)
 }
 END_TEST
 
+/* ==== penalty ==================================================================================== */
+
+START_TEST(test_penalty)
+{
+    gw_penalty_t *p = gw_penalty_new(64);
+    ck_assert(!gw_penalty_check(p, "a", 1, 0));
+    gw_penalty_add(p, "a", 1, 1000);
+    ck_assert(gw_penalty_check(p, "a", 1, 999));
+    ck_assert(!gw_penalty_check(p, "a", 1, 1000));
+    ck_assert(!gw_penalty_check(p, "b", 1, 500));
+    gw_penalty_add(p, "a", 1, 5000); /* extended */
+    gw_penalty_add(p, "a", 1, 2000); /* an earlier end does not shorten it */
+    ck_assert(gw_penalty_check(p, "a", 1, 4999));
+    gw_penalty_free(p);
+    /* A tiny table (one set of 4): the fifth key takes the slot that ends first. */
+    p = gw_penalty_new(1);
+    for (int i = 0; i < 4; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "k%d", i);
+        gw_penalty_add(p, k, 2, (uint64_t)(1000 + i));
+    }
+    gw_penalty_add(p, "k9", 2, 9000);
+    ck_assert(gw_penalty_check(p, "k9", 2, 10));
+    ck_assert(!gw_penalty_check(p, "k0", 2, 10)); /* ended first: replaced */
+    ck_assert(gw_penalty_check(p, "k1", 2, 10) && gw_penalty_check(p, "k3", 2, 10));
+    gw_penalty_free(p);
+    gw_penalty_free(NULL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gw_defense");
@@ -324,6 +357,9 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("head");
     tcase_add_test(tc, test_head_parse);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("penalty");
+    tcase_add_test(tc, test_penalty);
     suite_add_tcase(s, tc);
     tc = tcase_create("climit");
     tcase_add_test(tc, test_climit_bounds);

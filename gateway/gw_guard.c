@@ -177,13 +177,39 @@ static int s_path_id(h2o_req_t *req, gw_rctx_t *rc)
     return 0;
 }
 
+/* The thread's scratch for GW_RF_USERS_NOW lists (valid until the thread's next request). */
+static __thread proto_str_t *s_scratch_ids;
+static __thread char *s_scratch_store;
+static __thread size_t s_scratch_nids, s_scratch_len;
+
 /* users=: at most MAX_BATCH distinct valid ids. */
-static int s_users(h2o_req_t *req, gw_rctx_t *rc)
+static int s_users(h2o_req_t *req, gw_rctx_t *rc, bool now_only)
 {
     char errbuf[GW_ERR_LEN];
     uint32_t max = (uint32_t)gw_cfg.max_batch;
-    proto_str_t *ids = h2o_mem_alloc_pool(&req->pool, max * sizeof *ids);
-    char *store = h2o_mem_alloc_pool(&req->pool, rc->qlen + 1);
+    /* Room for as many items as the list can hold (separators + 1), not MAX_BATCH: a watch
+     * stream keeps its request's pool for its whole life. */
+    uint32_t bound = 1;
+    for (size_t i = 0; i < rc->qlen && bound < max; i++)
+        bound += rc->query[i] == ',' || (rc->query[i] == '%' && i + 2 < rc->qlen && rc->query[i + 1] == '2' &&
+                                         (rc->query[i + 2] == 'C' || rc->query[i + 2] == 'c'));
+    proto_str_t *ids;
+    char *store;
+    if (now_only) {
+        if (s_scratch_nids < MIN(bound, max)) {
+            s_scratch_nids = MIN(bound, max);
+            s_scratch_ids = xrealloc(s_scratch_ids, s_scratch_nids * sizeof *s_scratch_ids);
+        }
+        if (s_scratch_len < rc->qlen + 1) {
+            s_scratch_len = rc->qlen + 1;
+            s_scratch_store = xrealloc(s_scratch_store, s_scratch_len);
+        }
+        ids = s_scratch_ids;
+        store = s_scratch_store;
+    } else {
+        ids = h2o_mem_alloc_pool(&req->pool, MIN(bound, max) * sizeof *ids);
+        store = h2o_mem_alloc_pool(&req->pool, rc->qlen + 1);
+    }
     int n = gw_parse_users(rc->query, rc->qlen, max, ids, store, errbuf, sizeof errbuf);
     if (n < 0) {
         gw_reply_error(req, rc, 400, errbuf);
@@ -210,7 +236,7 @@ int gw_guard_admit(h2o_req_t *req, gw_rctx_t *rc, const gw_guard_rule_t *rule)
         gw_guard_forbidden(req, rc);
         return -1;
     }
-    if ((rule->flags & GW_RF_USERS) && s_users(req, rc) < 0)
+    if ((rule->flags & GW_RF_USERS) && s_users(req, rc, rule->flags & GW_RF_USERS_NOW) < 0)
         return -1;
     switch (rule->limit) {
     case GW_LIMIT_READ:

@@ -48,6 +48,9 @@ enum gw_limit_class {
 
 #define GW_RF_BODY_CAP 0x1u    /* a body above GW_BODY_MAX is answered 413 */
 #define GW_RF_USERS 0x2u       /* the users= list is required and parsed into rc->ids */
+#define GW_RF_USERS_NOW 0x8u   /* with GW_RF_USERS: rc->ids is read only while the handler runs (it lives
+                                  in the thread's scratch, not the request's pool: a watch stream keeps
+                                  its pool for hours) */
 #define GW_RF_QUERY_TOKEN 0x4u /* a token may come as ?access_token= (RFC 6750 2.3: WebSocket clients
                                   cannot set headers); never logged */
 

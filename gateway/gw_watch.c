@@ -76,6 +76,8 @@ typedef struct stream {
 static atomic_int_fast64_t s_streams;
 static __thread h2o_timeout_t s_ping_to; /* this thread's SSE_PING_MS clock (made on first use) */
 static __thread bool s_ping_ready;
+static __thread h2o_timeout_t s_trim_to;
+static __thread h2o_timeout_entry_t s_trim_timer;
 static pthread_once_t s_limits_once = PTHREAD_ONCE_INIT;
 static gw_climit_t *s_per_ip, *s_per_sub;
 static atomic_uint_fast64_t s_closed_since_trim, s_last_trim_ms;
@@ -180,17 +182,40 @@ static void s_shrink(stream_t *w)
 
 /* ==== the stream's life ========================================================================= */
 
-/* After many streams closed, hand free memory back to the system (glibc keeps it otherwise: the
- * RSS of a gateway that once held 10,000 streams stayed at that peak). */
-static void s_maybe_trim(void)
+/* Hand free memory back to the system if TRIM_AFTER streams closed since the last time, at most
+ * every TRIM_EVERY_MS (any thread; one at a time). */
+static bool s_trim_now(void)
 {
-    if (atomic_fetch_add(&s_closed_since_trim, 1) + 1 < TRIM_AFTER)
-        return;
+    if (atomic_load(&s_closed_since_trim) < TRIM_AFTER)
+        return true; /* nothing to do */
     uint64_t now = util_mono_ms(), last = atomic_load(&s_last_trim_ms);
-    if (now - last < TRIM_EVERY_MS || !atomic_compare_exchange_strong(&s_last_trim_ms, &last, now))
+    if (now - last < TRIM_EVERY_MS)
+        return false; /* later */
+    if (atomic_compare_exchange_strong(&s_last_trim_ms, &last, now)) {
+        atomic_store(&s_closed_since_trim, 0);
+        malloc_trim(0);
+    }
+    return true;
+}
+
+static void on_trim_timer(h2o_timeout_entry_t *e)
+{
+    s_trim_now();
+}
+
+/* After many streams closed, hand free memory back to the system (glibc keeps it otherwise: the
+ * RSS of a gateway that once held 10,000 streams stayed at that peak). A burst of closes is
+ * trimmed once it is over: a trim that is due but too soon is retried TRIM_EVERY_MS later. */
+static void s_maybe_trim(gw_ctx_t *t)
+{
+    atomic_fetch_add(&s_closed_since_trim, 1);
+    if (s_trim_now() || h2o_timeout_is_linked(&s_trim_timer))
         return;
-    atomic_store(&s_closed_since_trim, 0);
-    malloc_trim(0);
+    if (!s_trim_timer.cb) {
+        h2o_timeout_init(t->h2o.loop, &s_trim_to, TRIM_EVERY_MS);
+        s_trim_timer.cb = on_trim_timer;
+    }
+    h2o_timeout_link(t->h2o.loop, &s_trim_to, &s_trim_timer);
 }
 
 /* Give back everything but the shell: hub slots, queue, counts, timers, the peer watch. Once. */
@@ -215,7 +240,7 @@ static void s_release(stream_t *w)
     w->q = NULL;
     w->byslot = NULL;
     w->nq = w->qcap = 0;
-    s_maybe_trim();
+    s_maybe_trim(w->t);
 }
 
 static void s_free(stream_t *w)

@@ -12,6 +12,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -181,6 +182,15 @@ static int s_path_id(h2o_req_t *req, gw_rctx_t *rc)
 static __thread proto_str_t *s_scratch_ids;
 static __thread char *s_scratch_store;
 static __thread size_t s_scratch_nids, s_scratch_len;
+
+void gw_guard_thread_done(void)
+{
+    free(s_scratch_ids);
+    free(s_scratch_store);
+    s_scratch_ids = NULL;
+    s_scratch_store = NULL;
+    s_scratch_nids = s_scratch_len = 0;
+}
 
 /* users=: at most MAX_BATCH distinct valid ids. */
 static int s_users(h2o_req_t *req, gw_rctx_t *rc, bool now_only)

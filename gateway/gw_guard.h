@@ -77,6 +77,8 @@ void gw_guard_forbidden(h2o_req_t *req, gw_rctx_t *rc);
 /* Charge cost tokens (a legal batch larger than the burst is charged the burst: delayed, never
  * refused forever) of the read or write limit. 0, or -1 after answering 429. */
 int gw_guard_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, double cost);
+/* The calling event-loop thread is done: free its scratch (GW_RF_USERS_NOW lists). */
+void gw_guard_thread_done(void);
 /* The client's address as text into out (GW_CLIENTADDR_LEN bytes; "?" when unknown): the peer,
  * or with TRUST_PROXY the rightmost X-Forwarded-For hop not in TRUSTED_PROXIES
  * (gw_clientaddr_pick). What rate limits, watch-stream limits and log lines key on. Returns its

@@ -30,6 +30,7 @@
 #include "gw_config.h"
 #include "gw_ctx.h"
 #include "gw_front.h"
+#include "gw_guard.h"
 #include "gw_metrics.h"
 #include "gw_watch_hub.h"
 #include "log.h"
@@ -221,6 +222,7 @@ static void s_close(gw_thread_t *t)
         h2o_evloop_run(cx->h2o.loop, 1);
     gw_authcache_free(cx->authcache);
     gw_conns_destroy(&cx->conns);
+    gw_guard_thread_done();
 }
 
 static void *s_thread_main(void *arg)

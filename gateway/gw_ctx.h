@@ -44,6 +44,7 @@ static inline gw_ctx_t *gw_ctx_of(h2o_req_t *req)
 /* One request's context, allocated from its pool. */
 typedef struct gw_rctx {
     gw_ctx_t *t;
+    h2o_req_t *req; /* the request (the access log reads it when the answer is counted) */
     int route, method; /* the route table's row and enum gw_method: what the request is counted as */
     uint64_t start_us;
     const char *allow_origin; /* CORS: the Access-Control-Allow-Origin to send (NULL: none) */
@@ -62,5 +63,14 @@ typedef struct gw_rctx {
     const proto_str_t *ids; /* users= (GW_RF_USERS): decoded, valid, distinct; pool memory */
     uint32_t nids;
 } gw_rctx_t;
+
+/* Who reads, for rendering (gw_json_record_as): the token's subject and scope when one came with
+ * the request, else anonymous (the public view). Borrows rc's claims. */
+static inline gw_viewer_t gw_rctx_viewer(const gw_rctx_t *rc)
+{
+    if (!rc->authed)
+        return (gw_viewer_t){NULL, 0, false};
+    return (gw_viewer_t){rc->claims.sub, rc->claims.sub_len, rc->claims.admin};
+}
 
 #endif

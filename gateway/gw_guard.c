@@ -1,7 +1,8 @@
 /* gw_guard.c -- the checks a route's row asks for (see gw_guard.h for their order).
  *
  * Rate-limit keys: a token's subject ("sub:<id>"), else the client's address ("ip:<addr>"; with
- * TRUST_PROXY the rightmost X-Forwarded-For hop that is not a trusted proxy: gw_clientaddr.h). A token on a route that does not require one is
+ * TRUST_PROXY the rightmost X-Forwarded-For hop that is not a trusted proxy: gw_clientaddr.h).
+ * The access log names the same address. A token on a route that does not require one is
  * verified all the same (its subject keys the limit), and ignored when bad: the caller is
  * anonymous (API.md: 401 on reads only with AUTH_READS=required). Runs on the request's thread.
  */

@@ -57,6 +57,12 @@ void gw_json_record_as(gw_buf_t *b, const proto_record_t *r, uint64_t now_us, bo
  * anonymous: all public). */
 void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us);
 void gw_json_envelope_as(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us, const gw_viewer_t *v);
+/* A user's live sessions (REALTIME.md, GET /api/v2/presence/{id}/sessions):
+ * {"success":true,"data":{"<id>":[{"session_id","device","status","connected_at","last_seen",
+ * "expires_at","node_id"},...]}} in the order given. Sessions past expires_at at now_us are left
+ * out (the store ends them moments later). */
+void gw_json_sessions(gw_buf_t *b, const char *uid, size_t uid_len, const proto_session_t *s, uint32_t n,
+                      uint64_t now_us);
 /* {"success":false,"error":"<msg>"} */
 void gw_json_error(gw_buf_t *b, const char *msg);
 
@@ -86,6 +92,7 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 #define GW_ERR_SSE_MAX "too many watch streams: at most %llu per gateway (SSE_MAX_STREAMS)"
 #define GW_ERR_HEAD_TOO_BIG "request header too large: at most %llu bytes (HTTP_HEADER_MAX)"
 #define GW_ERR_HEAD_TIMEOUT "request header timeout: the request head must arrive within %llu ms (HTTP_HEADER_TIMEOUT_MS)"
+#define GW_ERR_SESSION_NOT_FOUND "session not found: the user has no live session with that id"
 #define GW_ERR_LEN 400 /* room for any of the texts above with a quoted id */
 
 /* A user id the API accepts: util_valid_user_id, and not one of the words reserved for routes

@@ -56,6 +56,7 @@ static uint64_t s_turn(void *arg, uint64_t now)
     uint64_t next = sync_client_tick(cn->sync, now);
     cache_link_expire(cn, now);
     cache_link_poll(cn, now);
+    next = MIN(next, cache_serve_tick(cn, now));
     next = MIN(next, cn->next_ping_ms);
     next = MIN(next, cn->next_stats_ms);
     if (cn->t_head)

@@ -13,6 +13,7 @@
 #define PRESENCE_CACHE_NODE_INT_H
 
 #include "cache.h"
+#include "cache_apply.h"
 #include "cache_node.h"
 #include "dispatch.h"
 #include "idtab.h"
@@ -56,8 +57,10 @@ struct fetch {
     char key[PROTO_USER_ID_MAX];
     waiter_t *waiters;
     uint64_t max_seen;        /* highest change seq seen for this key while pending */
+    uint64_t max_store;       /* ... of those, the highest the store itself said (not an APPLY) */
     bool have_latest;         /* latest holds the record at max_seen (or latest_gone) */
     bool latest_gone;         /* the change at max_seen deleted the key */
+    bool latest_applied;      /* latest came from an APPLY the store has not confirmed */
     proto_record_t latest;
 };
 
@@ -125,6 +128,8 @@ struct cache_node {
     size_t batch_ident_len;
     proto_batch_t out_batch;
     proto_buf_t out_frame;
+    cache_apply_t *applies;     /* APPLYs the store has not confirmed (cache_apply.h) */
+    uint64_t applies_rejected, applies_refuted;
 
     uint64_t requests_total, reads_total, writes_total, fetches_total, fetch_keys_total, coalesced_total;
     uint64_t store_timeouts, store_unavailable, malformed_total, stale_served, bypass_reads, fills_dropped;
@@ -164,5 +169,8 @@ void cache_serve_fini(cache_node_t *cn);
 void cache_serve_frames(cache_node_t *cn, void *sock, zmq_msg_t *frames, int n);
 /* The callbacks the change stream's sync client applies to the cache with. */
 void cache_serve_stream(cache_node_t *cn, sync_handler_t *h);
+/* Timers: APPLYs the store did not confirm in time leave the cache. Returns the next deadline
+ * (UINT64_MAX: none). */
+uint64_t cache_serve_tick(cache_node_t *cn, uint64_t now);
 
 #endif

@@ -11,6 +11,11 @@
  *     rebuilt -- nothing is cached and the waiters get the answer they asked for;
  *   - "not found" is cached as a negative entry at version as_of, replaced by any later change;
  *   - writes go to the store; the acknowledged record updates the cache before the reply;
+ *   - an APPLY (another node's acknowledged write, for read-your-writes) is a claim the store has
+ *     not made here: one beyond the store's sequence we know (plus APPLY_SLACK) is refused, the
+ *     others are cached and held (cache_apply.h) until the store's own data -- stream, fill or
+ *     write reply -- confirms them; refuted, or unconfirmed after SYNC_HEARTBEAT_LIMIT_MS, they
+ *     leave the cache so the store's data wins;
  *   - a gap or a silent stream makes the state untrusted (sync client): while the store answers,
  *     reads go to the store; while it does not, cached entries are served marked stale.
  *
@@ -28,6 +33,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* An APPLY may be this far ahead of the store sequence this node knows (its stream lags the
+ * store a little); beyond it, it is refused. */
+#define APPLY_SLACK 100000
+/* APPLYs held unconfirmed at once; beyond, one more is refused (not cached). */
+#define APPLY_PENDING_MAX 65536
 
 /* ==== fetches in flight ======================================================================= */
 
@@ -114,15 +125,22 @@ static void s_cache_record(cache_node_t *cn, const proto_record_t *r, unsigned f
 }
 
 /* Remember a change to `key` for a fetch in flight. `r` is the whole record after the change (NULL
- * when unknown); `gone` means the change deleted the key. */
-static void s_fetch_note(cache_node_t *cn, const char *key, size_t klen, uint64_t seq, const proto_record_t *r, bool gone)
+ * when unknown); `gone` means the change deleted the key; `applied`: an APPLY said so, not the
+ * store. */
+static void s_fetch_note_by(cache_node_t *cn, const char *key, size_t klen, uint64_t seq, const proto_record_t *r,
+                            bool gone, bool applied)
 {
     if (!idtab_count(&cn->fetches))
         return;
     fetch_t *f = s_fetch_find(cn, key, klen);
-    if (!f || seq <= f->max_seen)
+    if (!f)
+        return;
+    if (!applied && seq > f->max_store)
+        f->max_store = seq;
+    if (seq <= f->max_seen)
         return;
     f->max_seen = seq;
+    f->latest_applied = applied;
     if (gone) {
         f->have_latest = true;
         f->latest_gone = true;
@@ -135,12 +153,70 @@ static void s_fetch_note(cache_node_t *cn, const char *key, size_t klen, uint64_
     }
 }
 
+static void s_fetch_note(cache_node_t *cn, const char *key, size_t klen, uint64_t seq, const proto_record_t *r, bool gone)
+{
+    s_fetch_note_by(cn, key, klen, seq, r, gone, false);
+}
+
+/* ==== APPLYs the store has not confirmed ======================================================== */
+
+/* A refuted APPLY (the store has moved past its version without it, or did not confirm it in
+ * time): out of the cache if the entry still shows it, and out of a fetch in flight that took it
+ * as the latest record -- the store's answer wins. */
+static void s_apply_drop(cache_node_t *cn, const char *key, size_t klen, uint64_t version)
+{
+    cache_view_t v;
+    if (cache_peek(cn->cache, key, klen, &v) && v.version == version)
+        cache_del(cn->cache, key, klen);
+    fetch_t *f = idtab_count(&cn->fetches) ? s_fetch_find(cn, key, klen) : NULL;
+    if (f && f->latest_applied) {
+        f->max_seen = f->max_store;
+        f->have_latest = false;
+        f->latest_applied = false;
+    }
+    cn->applies_refuted++;
+    LOG_RATELIMITED(LOG_WARN, 1000, "APPLY of '%.*s' at version %llu not confirmed by the store: dropped from the cache",
+                    (int)klen, key, (unsigned long long)version);
+}
+
+/* The store says key is at `version` (0: absent) as of its sequence `as_of`: settle an APPLY held
+ * for it (before the caller puts the store's data into the cache). */
+static void s_store_says(cache_node_t *cn, const char *key, size_t klen, uint64_t version, uint64_t as_of)
+{
+    bool refuted;
+    uint64_t v = cache_apply_store_says(cn->applies, key, klen, version, as_of, &refuted);
+    if (v && refuted)
+        s_apply_drop(cn, key, klen, v);
+}
+
+/* The stream reached seq: every APPLY at or below it that it did not confirm was never the
+ * store's; and those whose window passed. */
+static void s_applies_settle(cache_node_t *cn, uint64_t seq, uint64_t now_ms)
+{
+    char key[PROTO_USER_ID_MAX + 1];
+    size_t klen;
+    uint64_t v;
+    while ((v = cache_apply_take_refuted(cn->applies, seq, now_ms, key, &klen)))
+        s_apply_drop(cn, key, klen, v);
+}
+
+uint64_t cache_serve_tick(cache_node_t *cn, uint64_t now)
+{
+    if (cache_apply_count(cn->applies))
+        s_applies_settle(cn, 0, now);
+    return cache_apply_next_deadline(cn->applies);
+}
+
 /* Apply a change from the stream. Keys that are not resident are not inserted (the stream would
  * otherwise flood the cache with keys nobody reads here); a fetch in flight still learns of it. */
 static void on_change(void *ctx, const proto_change_t *c)
 {
     cache_node_t *cn = ctx;
     const proto_record_t *r = &c->rec;
+    if (cache_apply_count(cn->applies)) {
+        s_store_says(cn, r->user_id, r->uid_len, r->version, r->version);
+        s_applies_settle(cn, r->version, 0);
+    }
     cache_view_t v;
     bool present = cache_peek(cn->cache, r->user_id, r->uid_len, &v) && v.version < r->version;
     switch (c->kind) {
@@ -192,6 +268,7 @@ static void on_reset(void *ctx)
 {
     cache_node_t *cn = ctx;
     cache_clear(cn->cache);
+    cache_apply_clear(cn->applies);
     /* Fetches in flight may carry answers from a database we no longer follow: never cache them. */
     idtab_iter_t it;
     idtab_iter_init(&it, &cn->fetches);
@@ -264,6 +341,7 @@ static void s_waiter_add(cache_node_t *cn, fetch_t *f, greq_t *g, uint32_t slot)
 /* Resolve a fetch with the store's answer: `r` (NULL = not found) as of sequence as_of. */
 static void s_fetch_resolve(cache_node_t *cn, fetch_t *f, const proto_record_t *r, uint64_t as_of)
 {
+    s_store_says(cn, f->key, f->klen, r ? r->version : 0, as_of);
     const proto_record_t *best = r;
     bool gone = r == NULL;
     uint64_t ver = r ? r->version : as_of;
@@ -419,12 +497,15 @@ static void s_on_forward_reply(cache_node_t *cn, preq_t *p, const proto_msg_t *m
 {
     if (p->type == PROTO_DEL && (m->status == PROTO_OK || m->status == PROTO_NOTFOUND) && m->seq) {
         /* Known absent as of the tombstone (or, for a miss, of the store's sequence). */
+        s_store_says(cn, p->key, p->klen, 0, m->seq);
         s_fetch_note(cn, p->key, p->klen, m->seq, NULL, true);
         cache_put(cn->cache, p->key, p->klen, m->seq, "", 0, CACHE_PUT_NEGATIVE);
     } else if (m->status == PROTO_OK) {
         for (uint32_t i = 0; i < m->n; i++) {
-            s_fetch_note(cn, m->recs[i].user_id, m->recs[i].uid_len, m->recs[i].version, &m->recs[i], false);
-            s_cache_record(cn, &m->recs[i], 0);
+            const proto_record_t *r = &m->recs[i];
+            s_store_says(cn, r->user_id, r->uid_len, r->version, MAX(m->seq, r->version));
+            s_fetch_note(cn, r->user_id, r->uid_len, r->version, r, false);
+            s_cache_record(cn, r, 0);
         }
     }
     char errmsg[PROTO_ERRMSG_MAX + 1];
@@ -580,6 +661,9 @@ static void s_collect_stats(cache_node_t *cn, stats_list_t *l, bool full)
     stats_addf(l, cm.max_cost, "cache_max_cost_bytes{node=\"%s\"}", id);
     stats_addf(l, cm.window_max_cost, "cache_window_cost_bytes{node=\"%s\"}", id);
     stats_addf(l, cn->requests_total, "cache_requests_total{node=\"%s\"}", id);
+    stats_addf(l, cn->applies_rejected, "cache_apply_rejected_total{node=\"%s\"}", id);
+    stats_addf(l, cn->applies_refuted, "cache_apply_refuted_total{node=\"%s\"}", id);
+    stats_addf(l, cache_apply_count(cn->applies), "cache_apply_unconfirmed{node=\"%s\"}", id);
     stats_addf(l, cn->fetches_total, "cache_store_fetches_total{node=\"%s\"}", id);
     stats_addf(l, cn->fetch_keys_total, "cache_store_fetch_keys_total{node=\"%s\"}", id);
     stats_addf(l, cn->coalesced_total, "cache_coalesced_misses_total{node=\"%s\"}", id);
@@ -633,16 +717,44 @@ static void on_write(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     s_handle_write(cn, in->ident, in->ident_len, m);
 }
 
-/* Another node's acknowledged write, for read-your-writes (the stream brings it too, later). */
+/* Another node's acknowledged write, for read-your-writes (the stream brings it too, later). A
+ * claim until the store confirms it: refused whole when a version is beyond the store's sequence
+ * we know plus APPLY_SLACK (no acknowledged write can be), else cached and held unconfirmed. */
 static void on_apply(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
     cache_node_t *cn = ctx;
     cn->requests_total++;
+    uint64_t known = MAX(sync_client_seq(cn->sync), cn->store_seq);
+    for (uint32_t i = 0; i < m->n; i++)
+        if (m->recs[i].version > known + APPLY_SLACK) {
+            cn->applies_rejected += m->n;
+            char msg[128];
+            snprintf(msg, sizeof msg, "apply: version %llu is beyond the store's sequence (%llu)",
+                     (unsigned long long)m->recs[i].version, (unsigned long long)known);
+            LOG_RATELIMITED(LOG_WARN, 1000, "APPLY refused: %s", msg);
+            s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_EBADREQ, msg);
+            return;
+        }
+    uint64_t deadline = util_mono_ms() + cn->cfg.hb_limit_ms;
+    uint32_t refused = 0;
     for (uint32_t i = 0; i < m->n; i++) {
-        s_fetch_note(cn, m->recs[i].user_id, m->recs[i].uid_len, m->recs[i].version, &m->recs[i], false);
-        s_cache_record(cn, &m->recs[i], 0);
+        const proto_record_t *r = &m->recs[i];
+        cache_view_t v;
+        if (cache_peek(cn->cache, r->user_id, r->uid_len, &v) && v.version >= r->version &&
+            !cache_apply_pending(cn->applies, r->user_id, r->uid_len))
+            continue; /* the store's own data is here already, as new or newer */
+        if (cache_apply_add(cn->applies, r->user_id, r->uid_len, r->version, deadline) < 0) {
+            refused++;
+            continue;
+        }
+        s_fetch_note_by(cn, r->user_id, r->uid_len, r->version, r, false, true);
+        s_cache_record(cn, r, 0);
     }
-    s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_OK, NULL);
+    cn->applies_rejected += refused;
+    if (refused)
+        s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_EOVERLOAD, "apply: too many unconfirmed APPLYs");
+    else
+        s_reply_status(cn, in->ident, in->ident_len, m->rid, PROTO_OK, NULL);
 }
 
 static void on_pass(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
@@ -720,6 +832,7 @@ void cache_serve_init(cache_node_t *cn)
     proto_buf_init(&cn->rec);
     proto_batch_init(&cn->out_batch);
     proto_buf_init(&cn->out_frame);
+    cn->applies = cache_apply_new(APPLY_PENDING_MAX);
 }
 
 void cache_serve_fini(cache_node_t *cn)
@@ -729,4 +842,5 @@ void cache_serve_fini(cache_node_t *cn)
     proto_buf_fini(&cn->rec);
     proto_batch_fini(&cn->out_batch);
     proto_buf_fini(&cn->out_frame);
+    cache_apply_destroy(&cn->applies);
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 gw_config_t gw_cfg;
@@ -169,6 +170,43 @@ static int s_config_upstream(const char *data_dir, char *err)
     return 0;
 }
 
+/* MAX_CONNECTIONS (default: 10000, or the fd limit less a reserve when that is lower),
+ * HTTP_HEADER_MAX, HTTP_HEADER_TIMEOUT_MS (default: HTTP_REQUEST_TIMEOUT_MS, at most 5 s), and the
+ * HTTP/2 stream bounds. Reads after HTTP_REQUEST_TIMEOUT_MS. */
+static int s_read_front(char *err)
+{
+    struct rlimit rl;
+    uint64_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY ? (uint64_t)rl.rlim_max : 1u << 20;
+    gw_cfg.max_connections = fds > 10000 + GW_FD_RESERVE ? 10000 : (fds > 2 * GW_FD_RESERVE ? fds - GW_FD_RESERVE : fds / 2);
+    gw_cfg.header_max = 128 << 10;
+    gw_cfg.header_timeout_ms = MIN(gw_cfg.http_timeout_ms, 5000);
+    gw_cfg.h2_max_streams = 100;
+    gw_cfg.h2_reset_budget = 100;
+    gw_cfg.h2_resets_per_s = 20;
+    return cfg_u64("MAX_CONNECTIONS", 1, 10000000, &gw_cfg.max_connections, err) < 0 ||
+                   cfg_u64("HTTP_HEADER_MAX", 4096, 400 << 10, &gw_cfg.header_max, err) < 0 ||
+                   cfg_u64("HTTP_HEADER_TIMEOUT_MS", 100, 600000, &gw_cfg.header_timeout_ms, err) < 0 ||
+                   cfg_u64("HTTP2_MAX_STREAMS", 1, 256, &gw_cfg.h2_max_streams, err) < 0 ||
+                   cfg_u64("HTTP2_RESET_BUDGET", 1, 1000000, &gw_cfg.h2_reset_budget, err) < 0 ||
+                   cfg_u64("HTTP2_RESETS_PER_S", 0, 1000000, &gw_cfg.h2_resets_per_s, err) < 0
+               ? -1
+               : 0;
+}
+
+/* TRUSTED_PROXIES: the proxies whose X-Forwarded-For hops are believed (TRUST_PROXY). */
+static int s_read_trusted(char *err)
+{
+    char list[4096] = "";
+    if (cfg_str("TRUSTED_PROXIES", list, sizeof list, err) < 0 ||
+        gw_clientaddr_parse(list, &gw_cfg.trusted, err, CFG_ERR_LEN) < 0)
+        return -1;
+    if (gw_cfg.trusted.n && !gw_cfg.trust_proxy) {
+        snprintf(err, CFG_ERR_LEN, "TRUSTED_PROXIES: set without TRUST_PROXY=true (X-Forwarded-For is not read)");
+        return -1;
+    }
+    return 0;
+}
+
 static void s_defaults(void)
 {
     snprintf(gw_cfg.addr, sizeof gw_cfg.addr, "0.0.0.0");
@@ -186,6 +224,8 @@ static void s_defaults(void)
     gw_cfg.sse_ping_ms = 15000;
     gw_cfg.sse_queue_max = 256 << 10;
     gw_cfg.sse_window_bytes = 32 << 20;
+    gw_cfg.sse_max_per_ip = 256;
+    gw_cfg.sse_max_per_subject = 32;
     gw_cfg.jwt_cache_size = 65536;
     gw_cfg.ws_ping_ms = 25000;
     gw_cfg.ws_grace_ms = 5000;
@@ -264,11 +304,14 @@ int gw_config_load(char *err)
         s_read_limits(&r, err) < 0 || cfg_bool("TRUST_PROXY", &gw_cfg.trust_proxy, err) < 0 ||
         cfg_u64("SHUTDOWN_GRACE_MS", 0, 600000, &gw_cfg.shutdown_grace_ms, err) < 0 ||
         cfg_u64("HTTP_REQUEST_TIMEOUT_MS", 100, 600000, &gw_cfg.http_timeout_ms, err) < 0 ||
+        s_read_front(err) < 0 ||
         cfg_u64("SSE_MAX_STREAMS", 0, 1000000, &gw_cfg.sse_max_streams, err) < 0 ||
         cfg_u64("SSE_MAX_IDS", 1, 100000, &gw_cfg.sse_max_ids, err) < 0 ||
         cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
         cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0 ||
         cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0 ||
+        cfg_u64("SSE_MAX_PER_IP", 0, 1000000, &gw_cfg.sse_max_per_ip, err) < 0 ||
+        cfg_u64("SSE_MAX_PER_SUBJECT", 0, 1000000, &gw_cfg.sse_max_per_subject, err) < 0 ||
         cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0 || s_read_ws(err) < 0)
         return -1;
     if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
@@ -277,7 +320,8 @@ int gw_config_load(char *err)
     }
     snprintf(gw_cfg.node_type, sizeof gw_cfg.node_type, "%s", types[node_type]);
     gw_cfg.auth_reads = auth_reads == 1;
-    if (s_apply_auth(&r, err) < 0 || gw_cors_config(&gw_cfg.cors, err) < 0 || s_read_observability(err) < 0)
+    if (s_apply_auth(&r, err) < 0 || gw_cors_config(&gw_cfg.cors, err) < 0 || s_read_trusted(err) < 0 ||
+        s_read_observability(err) < 0)
         return -1;
     s_apply_limits(&r);
     return s_config_upstream(data_dir, err);

@@ -7,6 +7,7 @@
 #ifndef PRESENCE_GW_CONFIG_H
 #define PRESENCE_GW_CONFIG_H
 
+#include "gw_clientaddr.h"
 #include "gw_lib.h"
 #include "proto.h"
 
@@ -16,6 +17,7 @@
 #define GW_MAX_NODES 16
 #define GW_ENDPOINT_MAX 512
 #define GW_MAX_THREADS 64
+#define GW_FD_RESERVE 128 /* fds kept for the process's own sockets and files beyond its connections */
 
 typedef struct gw_config {
     char addr[64];
@@ -40,9 +42,15 @@ typedef struct gw_config {
     gw_ratelimit_t *rl_writes, *rl_reads, *rl_admin; /* NULL = not limited */
     double write_rate, write_burst, read_rate, read_burst;
     bool trust_proxy;
-    uint64_t max_connections;
+    gw_trusted_t trusted; /* TRUSTED_PROXIES (gw_clientaddr.h) */
+    uint64_t max_connections;   /* MAX_CONNECTIONS: accepting pauses at this many open connections */
+    uint64_t header_max;        /* HTTP_HEADER_MAX: bytes of a first request head (gw_front.c) */
+    uint64_t header_timeout_ms; /* HTTP_HEADER_TIMEOUT_MS: a first request head arrives within this */
+    uint64_t h2_max_streams;    /* HTTP2_MAX_STREAMS: streams h2o runs at once per connection */
+    uint64_t h2_reset_budget, h2_resets_per_s; /* HTTP2_RESET_BUDGET, HTTP2_RESETS_PER_S (gw_h2guard.c) */
     uint64_t shutdown_grace_ms;
     uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
+    uint64_t sse_max_per_ip, sse_max_per_subject; /* 0: no bound */
     uint64_t jwt_cache_size; /* verified tokens cached per thread */
     /* WebSocket (REALTIME.md, "WebSocket: connect = online"; gateway/gw_ws.h) */
     uint64_t ws_ping_ms;      /* WS_PING_INTERVAL_MS: server pings; silent for two: ended */

@@ -1,7 +1,8 @@
 /* gw_guard.c -- the checks a route's row asks for (see gw_guard.h for their order).
  *
  * Rate-limit keys: a token's subject ("sub:<id>"), else the client's address ("ip:<addr>"; with
- * TRUST_PROXY the first X-Forwarded-For hop, when it is an address). A token on a route that does not require one is
+ * TRUST_PROXY the rightmost X-Forwarded-For hop that is not a trusted proxy: gw_clientaddr.h).
+ * The access log names the same address. A token on a route that does not require one is
  * verified all the same (its subject keys the limit), and ignored when bad: the caller is
  * anonymous (API.md: 401 on reads only with AUTH_READS=required). Runs on the request's thread.
  */
@@ -12,15 +13,33 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
 #define TOKEN_QUERY_MAX 8192 /* an access_token= longer than this is not looked at */
+#define XFF_HEADERS_MAX 16   /* X-Forwarded-For header lines looked at (a list each) */
+
+static bool s_safe_method(int method)
+{
+    return method == GW_M_GET || method == GW_M_HEAD;
+}
 
 static bool s_safe(const gw_rctx_t *rc)
 {
-    return rc->method == GW_M_GET || rc->method == GW_M_HEAD;
+    return s_safe_method(rc->method);
+}
+
+/* SELF: a token for the path's {id} (or admin) -- on every method, or only on writes. */
+static bool s_self(const gw_guard_rule_t *rule, int method)
+{
+    return rule->auth == GW_AUTH_SELF || (rule->auth == GW_AUTH_SELF_WRITES && !s_safe_method(method));
+}
+
+bool gw_guard_needs_token(const gw_guard_rule_t *rule, int method)
+{
+    return s_self(rule, method) || rule->auth == GW_AUTH_TOKEN || (rule->auth != GW_AUTH_NONE && gw_cfg.auth_reads);
 }
 
 /* ==== identity ================================================================================= */
@@ -94,36 +113,25 @@ void gw_guard_forbidden(h2o_req_t *req, gw_rctx_t *rc)
 
 size_t gw_guard_client_addr(h2o_req_t *req, char *out)
 {
-    if (gw_cfg.trust_proxy) {
-        ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1);
-        if (i >= 0) {
-            /* The first hop, kept only when it is an address (it is the client's own text). */
-            h2o_iovec_t v = req->headers.entries[i].value;
-            size_t n = 0, b = 0;
-            while (b < v.len && v.base[b] == ' ')
-                b++;
-            while (b + n < v.len && v.base[b + n] != ',' && v.base[b + n] != ' ' && n < GW_CLIENTADDR_LEN - 1)
-                n++;
-            char hop[GW_CLIENTADDR_LEN];
-            memcpy(hop, v.base + b, n);
-            hop[n] = '\0';
-            unsigned char bin[16];
-            if (inet_pton(AF_INET, hop, bin) == 1 || inet_pton(AF_INET6, hop, bin) == 1) {
-                memcpy(out, hop, n + 1);
-                return n;
-            }
-        }
-    }
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (sl && ss.ss_family == AF_INET &&
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, GW_CLIENTADDR_LEN))
-        return strlen(out);
-    if (sl && ss.ss_family == AF_INET6 &&
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, GW_CLIENTADDR_LEN))
-        return strlen(out);
-    memcpy(out, "?", 2);
-    return 1;
+    uint8_t peer[16];
+    bool have = false;
+    if (sl && ss.ss_family == AF_INET) {
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        memcpy(peer, mapped, 12);
+        memcpy(peer + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        have = true;
+    } else if (sl && ss.ss_family == AF_INET6) {
+        memcpy(peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        have = true;
+    }
+    proto_str_t hops[XFF_HEADERS_MAX];
+    size_t n = 0;
+    if (gw_cfg.trust_proxy)
+        for (ssize_t i = -1; n < XFF_HEADERS_MAX && (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) >= 0;)
+            hops[n++] = (proto_str_t){req->headers.entries[i].value.base, req->headers.entries[i].value.len};
+    return gw_clientaddr_pick(have ? peer : NULL, gw_cfg.trust_proxy, &gw_cfg.trusted, hops, n, out);
 }
 
 /* Writes per token subject (a presence:admin token -- a backend writing for many users -- has its
@@ -142,9 +150,8 @@ int gw_guard_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, double cost)
     if (rc->authed)
         klen = (size_t)snprintf(key, sizeof key, "sub:%s", rc->claims.sub);
     else {
-        char addr[GW_CLIENTADDR_LEN];
-        size_t n = gw_guard_client_addr(req, addr);
-        klen = (size_t)snprintf(key, sizeof key, "ip:%.*s", (int)n, addr);
+        memcpy(key, "ip:", 3);
+        klen = 3 + gw_guard_client_addr(req, key + 3);
     }
     unsigned wait = gw_ratelimit_take(rl, key, klen, cost, util_mono_us());
     if (wait) {
@@ -172,13 +179,48 @@ static int s_path_id(h2o_req_t *req, gw_rctx_t *rc)
     return 0;
 }
 
+/* The thread's scratch for GW_RF_USERS_NOW lists (valid until the thread's next request). */
+static __thread proto_str_t *s_scratch_ids;
+static __thread char *s_scratch_store;
+static __thread size_t s_scratch_nids, s_scratch_len;
+
+void gw_guard_thread_done(void)
+{
+    free(s_scratch_ids);
+    free(s_scratch_store);
+    s_scratch_ids = NULL;
+    s_scratch_store = NULL;
+    s_scratch_nids = s_scratch_len = 0;
+}
+
 /* users=: at most MAX_BATCH distinct valid ids. */
-static int s_users(h2o_req_t *req, gw_rctx_t *rc)
+static int s_users(h2o_req_t *req, gw_rctx_t *rc, bool now_only)
 {
     char errbuf[GW_ERR_LEN];
     uint32_t max = (uint32_t)gw_cfg.max_batch;
-    proto_str_t *ids = h2o_mem_alloc_pool(&req->pool, max * sizeof *ids);
-    char *store = h2o_mem_alloc_pool(&req->pool, rc->qlen + 1);
+    /* Room for as many items as the list can hold (separators + 1), not MAX_BATCH: a watch
+     * stream keeps its request's pool for its whole life. */
+    uint32_t bound = 1;
+    for (size_t i = 0; i < rc->qlen && bound < max; i++)
+        bound += rc->query[i] == ',' || (rc->query[i] == '%' && i + 2 < rc->qlen && rc->query[i + 1] == '2' &&
+                                         (rc->query[i + 2] == 'C' || rc->query[i + 2] == 'c'));
+    proto_str_t *ids;
+    char *store;
+    if (now_only) {
+        if (s_scratch_nids < MIN(bound, max)) {
+            s_scratch_nids = MIN(bound, max);
+            s_scratch_ids = xrealloc(s_scratch_ids, s_scratch_nids * sizeof *s_scratch_ids);
+        }
+        if (s_scratch_len < rc->qlen + 1) {
+            s_scratch_len = rc->qlen + 1;
+            s_scratch_store = xrealloc(s_scratch_store, s_scratch_len);
+        }
+        ids = s_scratch_ids;
+        store = s_scratch_store;
+    } else {
+        ids = h2o_mem_alloc_pool(&req->pool, MIN(bound, max) * sizeof *ids);
+        store = h2o_mem_alloc_pool(&req->pool, rc->qlen + 1);
+    }
     int n = gw_parse_users(rc->query, rc->qlen, max, ids, store, errbuf, sizeof errbuf);
     if (n < 0) {
         gw_reply_error(req, rc, 400, errbuf);
@@ -193,8 +235,8 @@ int gw_guard_admit(h2o_req_t *req, gw_rctx_t *rc, const gw_guard_rule_t *rule)
 {
     if (rc->seg_id && s_path_id(req, rc) < 0)
         return -1;
-    bool self = rule->auth == GW_AUTH_SELF || (rule->auth == GW_AUTH_SELF_WRITES && !s_safe(rc));
-    bool required = self || rule->auth == GW_AUTH_TOKEN || (rule->auth != GW_AUTH_NONE && gw_cfg.auth_reads);
+    bool self = s_self(rule, rc->method);
+    bool required = gw_guard_needs_token(rule, rc->method);
     if (rule->auth != GW_AUTH_NONE && s_auth(req, rc, required, rule->flags) < 0)
         return -1;
     if ((rule->flags & GW_RF_BODY_CAP) && req->entity.len > GW_BODY_MAX) {
@@ -205,7 +247,7 @@ int gw_guard_admit(h2o_req_t *req, gw_rctx_t *rc, const gw_guard_rule_t *rule)
         gw_guard_forbidden(req, rc);
         return -1;
     }
-    if ((rule->flags & GW_RF_USERS) && s_users(req, rc) < 0)
+    if ((rule->flags & GW_RF_USERS) && s_users(req, rc, rule->flags & GW_RF_USERS_NOW) < 0)
         return -1;
     switch (rule->limit) {
     case GW_LIMIT_READ:

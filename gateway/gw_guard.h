@@ -48,6 +48,9 @@ enum gw_limit_class {
 
 #define GW_RF_BODY_CAP 0x1u    /* a body above GW_BODY_MAX is answered 413 */
 #define GW_RF_USERS 0x2u       /* the users= list is required and parsed into rc->ids */
+#define GW_RF_USERS_NOW 0x8u   /* with GW_RF_USERS: rc->ids is read only while the handler runs (it lives
+                                  in the thread's scratch, not the request's pool: a watch stream keeps
+                                  its pool for hours) */
 #define GW_RF_QUERY_TOKEN 0x4u /* a token may come as ?access_token= (RFC 6750 2.3: WebSocket clients
                                   cannot set headers); never logged */
 
@@ -61,6 +64,10 @@ typedef struct gw_guard_rule {
  * handler may run, -1 after answering the request. */
 int gw_guard_admit(h2o_req_t *req, gw_rctx_t *rc, const gw_guard_rule_t *rule);
 
+/* Does rule require a valid token for `method` (enum gw_method) before anything else is looked at
+ * (what gw_guard_admit answers 401 for)? A batch (GW_AUTH_BODY) only when reads need one: its
+ * handler asks again once it knows the body is a write. Pure (reads gw_cfg). */
+bool gw_guard_needs_token(const gw_guard_rule_t *rule, int method);
 /* A token is required now (a batch write): 0 if the request has one, else -1 after answering 401. */
 int gw_guard_require_token(h2o_req_t *req, gw_rctx_t *rc);
 /* The request's token may write uid's record: its subject, or presence:admin. */
@@ -70,12 +77,12 @@ void gw_guard_forbidden(h2o_req_t *req, gw_rctx_t *rc);
 /* Charge cost tokens (a legal batch larger than the burst is charged the burst: delayed, never
  * refused forever) of the read or write limit. 0, or -1 after answering 429. */
 int gw_guard_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, double cost);
-#ifndef GW_CLIENTADDR_LEN
-#define GW_CLIENTADDR_LEN 48 /* an address as text (INET6_ADDRSTRLEN) with its NUL */
-#endif
+/* The calling event-loop thread is done: free its scratch (GW_RF_USERS_NOW lists). */
+void gw_guard_thread_done(void);
 /* The client's address as text into out (GW_CLIENTADDR_LEN bytes; "?" when unknown): the peer,
- * or with TRUST_PROXY the first X-Forwarded-For hop (when it is an address). What rate limits
- * and the access log key on. Returns its length. */
+ * or with TRUST_PROXY the rightmost X-Forwarded-For hop not in TRUSTED_PROXIES
+ * (gw_clientaddr_pick). What rate limits, watch-stream limits and log lines key on. Returns its
+ * length. */
 size_t gw_guard_client_addr(h2o_req_t *req, char *out);
 
 #endif

@@ -8,6 +8,8 @@
  *               right to the record, the users= list, the rate limit -- once, before the handler;
  *   5. handler  the row's endpoint (gw_endpoints.h) answers, now or from an upstream callback.
  *
+ * Before all that, gw_h2guard.c watches the request: unanswered, it is counted (499); an HTTP/2
+ * connection that cancels streams beyond its budget is cut (Rapid Reset).
  * Ids in paths are percent-decoded exactly once, then validated. Every response, errors included,
  * is JSON (the SSE stream and /metrics excepted) with the CORS headers the request earned
  * (gw_reply.c). Each request is counted in flight from here until it is answered. Runs on the
@@ -17,6 +19,7 @@
 #include "gw_config.h"
 #include "gw_ctx.h"
 #include "gw_guard.h"
+#include "gw_h2guard.h"
 #include "gw_metrics.h"
 #include "gw_reply.h"
 #include "gw_routes.h"
@@ -43,6 +46,8 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     rc->query = req->query_at != SIZE_MAX ? req->path.base + req->query_at + 1 : "";
     rc->qlen = req->query_at != SIZE_MAX ? req->path.len - req->query_at - 1 : 0;
     rc->route = gw_routes_match(req->path.base, plen, rc);
+    if (gw_h2guard_begin(req, rc) < 0) /* counted if it goes unanswered; HTTP/2 rapid reset (gw_h2guard.h) */
+        return 0;
 
     /* CORS first: a forbidden origin gets 403 on every route. */
     const char *origin = NULL;

@@ -86,6 +86,12 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 #define GW_ERR_DEVICE_NO_SESSION "invalid device: a device names a session (give session too)"
 #define GW_ERR_MESSAGE_TTL "invalid message_ttl: message_ttl must be an integer from 1 to 604800 (seconds)"
 #define GW_ERR_MESSAGE_TTL_ALONE "invalid message_ttl: message_ttl needs a non-empty message"
+/* printf formats (one %llu: the bound) */
+#define GW_ERR_SSE_PER_IP "too many watch streams: at most %llu per client address (SSE_MAX_PER_IP)"
+#define GW_ERR_SSE_PER_SUBJECT "too many watch streams: at most %llu per user (SSE_MAX_PER_SUBJECT)"
+#define GW_ERR_SSE_MAX "too many watch streams: at most %llu per gateway (SSE_MAX_STREAMS)"
+#define GW_ERR_HEAD_TOO_BIG "request header too large: at most %llu bytes (HTTP_HEADER_MAX)"
+#define GW_ERR_HEAD_TIMEOUT "request header timeout: the request head must arrive within %llu ms (HTTP_HEADER_TIMEOUT_MS)"
 #define GW_ERR_SESSION_NOT_FOUND "session not found: the user has no live session with that id"
 #define GW_ERR_LEN 400 /* room for any of the texts above with a quoted id */
 

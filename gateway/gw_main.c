@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,9 +107,28 @@ static const cli_desc_t s_cli = {
     .procs = ENVREG_GATEWAY,
 };
 
+/* As many file descriptors as the hard limit allows (the default soft limit, often 1024, would
+ * cap connections far below MAX_CONNECTIONS). Runs before the configuration is read, so
+ * MAX_CONNECTIONS' default follows the raised limit. */
+static void s_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    s_raise_fd_limit();
     cli_start(argc, argv, &s_cli, "gw", s_config, NULL);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        gw_cfg.max_connections + GW_FD_RESERVE > (uint64_t)rl.rlim_cur)
+        LOG(LOG_WARN, "MAX_CONNECTIONS=%llu is above the file descriptor limit (%llu) less a reserve of %d: accepting "
+            "will also pause when descriptors run out",
+            (unsigned long long)gw_cfg.max_connections, (unsigned long long)rl.rlim_cur, GW_FD_RESERVE);
     char err[CFG_ERR_LEN] = "";
     signal(SIGPIPE, SIG_IGN);
     sigset_t sigs;
@@ -126,6 +146,7 @@ int main(int argc, char **argv)
     s_conf.max_request_entity_size = 4 * GW_BODY_MAX; /* h2o answers above this; we answer 413 above GW_BODY_MAX */
     s_conf.http1.req_timeout = gw_cfg.http_timeout_ms;
     s_conf.http2.idle_timeout = gw_cfg.http_timeout_ms;
+    s_conf.http2.max_concurrent_requests_per_connection = gw_cfg.h2_max_streams; /* and gw_h2guard.c */
     h2o_hostconf_t *host = h2o_config_register_host(&s_conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *h = h2o_create_handler(path, sizeof *h);

@@ -96,6 +96,17 @@ static void s_own(stats_list_t *own, int nodes_configured)
     stats_add(own, "gateway_upstream_retries_total", atomic_load(&gw_metrics.upstream_retries));
     stats_add(own, "gateway_node_failovers_total", atomic_load(&gw_metrics.node_failovers));
     stats_addf(own, (uint64_t)nodes_configured, "gateway_cache_nodes{node_id=\"%s\"}", gw_cfg.node_id);
+    stats_add(own, "sse_events_coalesced_total", atomic_load(&gw_metrics.sse_coalesced));
+    stats_add(own, "sse_clients_gone_total", atomic_load(&gw_metrics.sse_gone));
+    stats_add(own, "sse_streams_limited_total", atomic_load(&gw_metrics.sse_limited));
+    int64_t conns = atomic_load(&gw_metrics.connections);
+    stats_add(own, "http_connections", conns > 0 ? (uint64_t)conns : 0);
+    stats_add(own, "http_connections_refused_total", atomic_load(&gw_metrics.conns_refused));
+    stats_add(own, "http_accept_paused_total", atomic_load(&gw_metrics.accept_paused));
+    stats_add(own, "http2_streams_cancelled_total", atomic_load(&gw_metrics.h2_cancelled));
+    stats_add(own, "http2_connections_cut_total", atomic_load(&gw_metrics.h2_cut));
+    stats_add(own, "http2_connections_refused_total", atomic_load(&gw_metrics.h2_refused));
+    stats_add(own, "http_heads_refused_total", atomic_load(&gw_metrics.heads_refused));
 }
 
 

@@ -34,6 +34,13 @@ typedef struct gw_metrics {
     _Atomic int64_t ws_connections;  /* open (upgraded) connections */
     _Atomic uint64_t ws_connects, ws_refused, ws_messages, ws_events, ws_dropped, ws_closed_policy;
     _Atomic uint64_t ws_resumed, ws_dead, lease_refreshes, lease_lapses;
+    /* Hostile and heavy clients: watch streams coalesced, gone (their client left), refused by
+     * SSE_MAX_PER_IP/SUBJECT; connections open, refused at MAX_CONNECTIONS, accept pauses on
+     * EMFILE/ENFILE; HTTP/2 streams the client cancelled before their answer, connections cut for
+     * it; request heads refused before h2o read them whole (gw_front.c). */
+    _Atomic uint64_t sse_coalesced, sse_gone, sse_limited;
+    _Atomic int64_t connections;
+    _Atomic uint64_t conns_refused, accept_paused, h2_cancelled, h2_cut, h2_refused, heads_refused;
 } gw_metrics_t;
 
 extern gw_metrics_t gw_metrics;

@@ -12,6 +12,12 @@
  * first sends fail while the DEALERs are still connecting, which marks every node down.
  * Meanwhile clients wait in the listen backlog.
  *
+ * Connection bounds: a thread stops accepting while the process holds MAX_CONNECTIONS
+ * connections, and while accept() fails for want of file descriptors (EMFILE/ENFILE: the listener
+ * would otherwise stay readable and spin the loop); both resume from a PAUSE_MS timer. Each pause
+ * is counted and logged (rate-limited). An accepted connection's first request head goes through
+ * the front (gw_front.h) before h2o.
+ *
  * Graceful stop: close the listener, ask h2o to shut connections down (HTTP/2 GOAWAY, HTTP/1
  * close after the response), end the watch streams, keep serving until the requests in flight are
  * answered or SHUTDOWN_GRACE_MS passes, then tear the sockets down.
@@ -23,6 +29,8 @@
 #include "gw_thread.h"
 #include "gw_config.h"
 #include "gw_ctx.h"
+#include "gw_front.h"
+#include "gw_guard.h"
 #include "gw_metrics.h"
 #include "gw_watch_hub.h"
 #include "gw_ws.h"
@@ -32,13 +40,17 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 /* How long a thread waits for a cache-node's first answer before it accepts connections anyway. */
 #define ACCEPT_WAIT_MS 1000
+/* How long accepting pauses at MAX_CONNECTIONS or out of file descriptors before it looks again. */
+#define PAUSE_MS 100
 
 typedef struct gw_thread {
     gw_ctx_t cx; /* first: what the request path sees */
@@ -47,6 +59,8 @@ typedef struct gw_thread {
     h2o_socket_t *listener;
     h2o_timeout_t accept_to;
     h2o_timeout_entry_t accept_timer; /* accept even if not ready by then */
+    h2o_timeout_t pause_to;
+    h2o_timeout_entry_t pause_timer; /* accepting paused (MAX_CONNECTIONS, EMFILE): look again */
     bool stopping;
     bool node_answered; /* a cache-node has answered this thread */
     bool reported_up;   /* counted in s_ready */
@@ -64,23 +78,7 @@ static pthread_barrier_t s_started;
 
 /* ==== accepting ================================================================================ */
 
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    gw_thread_t *t = listener->data;
-    if (err)
-        return;
-    /* Accept a bounded number per wake-up so one busy listener cannot starve the loop. */
-    for (int i = 0; i < 64; i++) {
-        int fd = accept4(s_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        h2o_socket_t *sock = h2o_evloop_socket_create(t->cx.h2o.loop, fd, H2O_SOCKET_FLAG_IS_ACCEPTED_CONNECTION);
-        gw_conns_add(t->cx.conns, sock, fd);
-        h2o_accept(&t->accept_ctx, sock);
-    }
-}
+static void on_accept(h2o_socket_t *listener, const char *err);
 
 static void s_accept_start(gw_thread_t *t)
 {
@@ -88,6 +86,61 @@ static void s_accept_start(gw_thread_t *t)
         return;
     t->accepting = true;
     h2o_socket_read_start(t->listener, on_accept);
+}
+
+/* Stop reading the listener for PAUSE_MS (new clients wait in the backlog meanwhile). */
+static void s_accept_pause(gw_thread_t *t)
+{
+    if (!t->accepting)
+        return;
+    t->accepting = false;
+    h2o_socket_read_stop(t->listener);
+    if (!h2o_timeout_is_linked(&t->pause_timer))
+        h2o_timeout_link(t->cx.h2o.loop, &t->pause_to, &t->pause_timer);
+}
+
+static void on_pause_timer(h2o_timeout_entry_t *e)
+{
+    gw_thread_t *t = H2O_STRUCT_FROM_MEMBER(gw_thread_t, pause_timer, e);
+    if (atomic_load_explicit(&gw_metrics.connections, memory_order_relaxed) >= (int64_t)gw_cfg.max_connections)
+        h2o_timeout_link(t->cx.h2o.loop, &t->pause_to, &t->pause_timer); /* still full */
+    else
+        s_accept_start(t);
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    gw_thread_t *t = listener->data;
+    if (err)
+        return;
+    /* Accept a bounded number per wake-up so one busy listener cannot starve the loop. */
+    for (int i = 0; i < 64; i++) {
+        if (atomic_load_explicit(&gw_metrics.connections, memory_order_relaxed) >= (int64_t)gw_cfg.max_connections) {
+            atomic_fetch_add(&gw_metrics.conns_refused, 1);
+            LOG_RATELIMITED(LOG_WARN, 10000, "MAX_CONNECTIONS=%llu reached: accepting paused (new clients wait)",
+                            (unsigned long long)gw_cfg.max_connections);
+            s_accept_pause(t);
+            return;
+        }
+        int fd = accept4(s_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Still readable: returning would spin. Pause; connections closing free fds. */
+                atomic_fetch_add(&gw_metrics.accept_paused, 1);
+                LOG_RATELIMITED(LOG_WARN, 10000, "accept: %s: accepting paused for %d ms", strerror(errno), PAUSE_MS);
+                s_accept_pause(t);
+                return;
+            }
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            return; /* EAGAIN: nothing more queued */
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        h2o_socket_t *sock = h2o_evloop_socket_create(t->cx.h2o.loop, fd, H2O_SOCKET_FLAG_IS_ACCEPTED_CONNECTION);
+        gw_conns_add(t->cx.conns, sock, fd);
+        gw_front_accept(&t->cx, &t->accept_ctx, sock);
+    }
 }
 
 /* Ready (a cache-node answered and the watch hub is live): tell main, start accepting. */
@@ -142,6 +195,8 @@ static void s_open(gw_thread_t *t)
     t->listener->data = t;
     h2o_timeout_init(cx->h2o.loop, &t->accept_to, ACCEPT_WAIT_MS);
     t->accept_timer.cb = on_accept_timer;
+    h2o_timeout_init(cx->h2o.loop, &t->pause_to, PAUSE_MS);
+    t->pause_timer.cb = on_pause_timer;
     h2o_timeout_link(cx->h2o.loop, &t->accept_to, &t->accept_timer);
 }
 
@@ -155,9 +210,13 @@ static void s_close(gw_thread_t *t)
     t->listener = NULL;
     if (h2o_timeout_is_linked(&t->accept_timer))
         h2o_timeout_unlink(&t->accept_timer);
+    if (h2o_timeout_is_linked(&t->pause_timer))
+        h2o_timeout_unlink(&t->pause_timer);
     gw_ws_stop(cx); /* 1001 to every WebSocket, their graces, then the lease's end */
+    gw_front_close_all();
     h2o_context_request_shutdown(&cx->h2o);
     gw_watch_hub_stop(cx->watch);
+    gw_conns_stop_watching(cx->conns);
     uint64_t deadline = util_mono_ms() + gw_cfg.shutdown_grace_ms;
     while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
         h2o_evloop_run(cx->h2o.loop, 50);
@@ -166,6 +225,7 @@ static void s_close(gw_thread_t *t)
         h2o_evloop_run(cx->h2o.loop, 1);
     gw_authcache_free(cx->authcache);
     gw_conns_destroy(&cx->conns);
+    gw_guard_thread_done();
 }
 
 static void *s_thread_main(void *arg)

@@ -4,9 +4,11 @@
  * (SUB to the store's change stream -- or the region relay's -- plus catch-up), in the thread's
  * h2o loop through ZMQ_FD (gw_zfd.h: a drain that stops at the sync client's bound goes on next
  * turn, not at the next tick). It keeps
- *   - a table user id -> subscribers (an idtab: one reference per watched id per subscriber), so a
- *     change of a user nobody watches costs one decode and one lookup; a watched user's change is
- *     rendered once and shared by every subscriber watching that user;
+ *   - a table user id -> subscribers (an idtab of users: each watched id stored once, with one
+ *     reference per subscriber watching it; a subscriber's slot points at the user and knows its
+ *     place in the user's list, so joining and leaving are O(1) per id), so a change of a user
+ *     nobody watches costs one decode and one lookup; a watched user's change is rendered once
+ *     and shared by every subscriber watching that user;
  *   - a byte-bounded window of recent changes (a seqwin: SSE_WINDOW_BYTES split between threads),
  *     so a subscriber that resumes with Last-Event-ID gets every change it missed while those
  *     versions are still here.
@@ -30,20 +32,21 @@
 
 #define TICK_MS 100
 
-/* The subscribers watching one user. */
+/* A subscriber watching a user: which subscriber, and which of its slots. */
 typedef struct ref {
     gw_watch_sub_t *s;
     uint32_t idx;
 } ref_t;
 
-typedef struct entry {
+/* A watched user, once per hub, freed with its last subscriber. */
+struct gw_watch_user {
     idtab_link_t link; /* by a hash of the user id: ids may share one */
-    uint8_t klen;
-    char key[PROTO_USER_ID_MAX];
     ref_t *refs;
     uint32_t n, cap;
-} entry_t;
-
+    uint8_t klen;
+    char key[]; /* klen bytes and a NUL */
+};
+typedef struct gw_watch_user entry_t;
 struct gw_watch_hub {
     gw_ctx_t *cx;
     void (*on_live)(void *arg);
@@ -82,39 +85,52 @@ static entry_t *s_find(gw_watch_hub_t *h, const char *k, size_t n)
     return NULL;
 }
 
-static void s_table_add(gw_watch_hub_t *h, gw_watch_sub_t *s, uint32_t idx)
+const char *gw_watch_hub_slot_id(const gw_watch_sub_t *s, uint32_t i, size_t *len)
 {
-    const char *k = s->ids[idx];
-    size_t n = s->idlen[idx];
+    *len = s->slots[i].user->klen;
+    return s->slots[i].user->key;
+}
+
+/* Slot idx of s watches k[0..n): find or make the user, join its list. */
+static void s_table_add(gw_watch_hub_t *h, gw_watch_sub_t *s, uint32_t idx, const char *k, size_t n)
+{
     entry_t *e = s_find(h, k, n);
     if (!e) {
-        e = xcalloc(1, sizeof *e);
+        e = xmalloc(sizeof *e + n + 1);
         e->link.id = s_hash(k, n);
+        e->refs = NULL;
+        e->n = e->cap = 0;
         e->klen = (uint8_t)n;
         memcpy(e->key, k, n);
+        e->key[n] = '\0';
         idtab_add(&h->users, &e->link);
     }
     if (e->n == e->cap) {
-        e->cap = e->cap ? e->cap * 2 : 4;
+        e->cap = e->cap ? e->cap * 2 : 2;
         e->refs = xrealloc(e->refs, e->cap * sizeof *e->refs);
     }
+    s->slots[idx] = (gw_watch_slot_t){.user = e, .ver = 0, .refpos = e->n};
     e->refs[e->n++] = (ref_t){s, idx};
 }
 
+/* Slot idx of s leaves its user's list (the last reference moves into its place); the user goes
+ * with its last subscriber, and a list far larger than its users gives memory back. */
 static void s_table_remove(gw_watch_hub_t *h, gw_watch_sub_t *s, uint32_t idx)
 {
-    entry_t *e = s_find(h, s->ids[idx], s->idlen[idx]);
-    if (!e)
-        return;
-    for (uint32_t i = 0; i < e->n; i++)
-        if (e->refs[i].s == s && e->refs[i].idx == idx) {
-            e->refs[i] = e->refs[--e->n];
-            break;
-        }
+    entry_t *e = s->slots[idx].user;
+    uint32_t pos = s->slots[idx].refpos;
+    ref_t last = e->refs[--e->n];
+    if (pos != e->n) {
+        e->refs[pos] = last;
+        last.s->slots[last.idx].refpos = pos;
+    }
     if (!e->n) {
         idtab_remove(&h->users, &e->link);
         free(e->refs);
         free(e);
+    } else if (e->cap > 8 && e->n < e->cap / 4) {
+        e->cap /= 2;
+        e->refs = xrealloc(e->refs, e->cap * sizeof *e->refs);
     }
 }
 
@@ -162,10 +178,12 @@ static void s_render_del(gw_watch_hub_t *h, const char *uid, size_t n, uint64_t 
 /* Give a change to one subscriber's id slot if it is newer than what that slot has had. */
 static void s_deliver(gw_watch_sub_t *s, uint32_t idx, const gw_watch_event_t *ev)
 {
-    if (ev->version <= s->ver[idx] || s->resume_since)
+    if (ev->version <= s->slots[idx].ver || s->resume_since)
         return; /* had it; or a resume still waiting: the window replays this change to it */
-    s->ver[idx] = ev->version;
-    s->sink->event(s, ev);
+    s->slots[idx].ver = ev->version;
+    gw_watch_event_t e = *ev;
+    e.slot = idx;
+    s->sink->event(s, &e);
 }
 
 static void s_fanout(gw_watch_hub_t *h, const proto_change_t *c)
@@ -339,7 +357,7 @@ static bool s_window_covers(const gw_watch_hub_t *h, uint64_t since)
 static void s_resume_window(gw_watch_hub_t *h, gw_watch_sub_t *s, uint64_t since)
 {
     for (uint32_t i = 0; i < s->nids; i++)
-        s->ver[i] = since;
+        s->slots[i].ver = since;
     for (const seqwin_item_t *c = seqwin_after(&h->window, since); c; c = c->next) {
         proto_record_t r;
         const char *uid;
@@ -353,8 +371,9 @@ static void s_resume_window(gw_watch_hub_t *h, gw_watch_sub_t *s, uint64_t since
         } else {
             continue;
         }
-        for (uint32_t i = 0; i < s->nids; i++) {
-            if (s->idlen[i] != ul || memcmp(s->ids[i], uid, ul) != 0)
+        const entry_t *e = s_find(h, uid, ul);
+        for (uint32_t i = 0; e && i < s->nids; i++) {
+            if (s->slots[i].user != e)
                 continue;
             gw_watch_event_t ev;
             if (c->kind == PROTO_CH_DEL)
@@ -375,7 +394,7 @@ static void s_resume_current(gw_watch_hub_t *h, gw_watch_sub_t *s, uint64_t sinc
     s->sink->notice(s, "resync");
     if (since <= h->seq)
         for (uint32_t i = 0; i < s->nids; i++)
-            s->ver[i] = since;
+            s->slots[i].ver = since;
     s_fetch_current(s);
 }
 
@@ -409,8 +428,8 @@ static void s_resume_check(gw_watch_hub_t *h)
 /* ==== current records ========================================================================== */
 
 /* A read of current records in flight for a subscriber. The call points here, not at the
- * subscriber: unsubscribing detaches it (s = NULL), so a subscriber without an HTTP request (a
- * WebSocket) may be freed while the read is out. */
+ * subscriber: unsubscribing detaches it (s = NULL), so the subscriber may be freed while the read
+ * is out (a WebSocket has no HTTP request; an HTTP/2 request outlives its stream's end by a write). */
 typedef struct fetch {
     gw_watch_sub_t *s;
     struct fetch *next;
@@ -441,8 +460,9 @@ static void on_initial(gw_call_t *c, const proto_msg_t *m, int status)
         }
     for (uint32_t i = 0; i < m->n; i++) {
         const proto_record_t *r = order[i];
-        for (uint32_t k = 0; k < s->nids; k++) {
-            if (s->idlen[k] == r->uid_len && memcmp(s->ids[k], r->user_id, r->uid_len) == 0) {
+        const entry_t *e = s_find(s->hub, r->user_id, r->uid_len);
+        for (uint32_t k = 0; e && k < s->nids; k++) {
+            if (s->slots[k].user == e) {
                 gw_watch_event_t ev;
                 s_render_set(s->hub, s, r, &ev);
                 s_deliver(s, k, &ev);
@@ -461,9 +481,10 @@ static void s_fetch_current(gw_watch_sub_t *s)
     for (int node = 0; node < gw_cfg.nnodes; node++) {
         uint32_t g = 0;
         for (uint32_t i = 0; i < s->nids; i++) {
-            int owner = gw_upstream_route(t->up, s->ids[i], s->idlen[i]);
+            const entry_t *e = s->slots[i].user;
+            int owner = gw_upstream_route(t->up, e->key, e->klen);
             if (owner == node || (owner < 0 && node == 0))
-                grp[g++] = (proto_str_t){s->ids[i], s->idlen[i]};
+                grp[g++] = (proto_str_t){e->key, e->klen};
         }
         if (g) {
             uint64_t rid = gw_upstream_rid(t->up);
@@ -488,17 +509,11 @@ void gw_watch_hub_subscribe(gw_watch_hub_t *h, gw_watch_sub_t *s, const proto_st
 {
     s->hub = h;
     s->nids = n;
-    s->ids = xmalloc((n ? n : 1) * sizeof *s->ids);
-    s->idlen = xmalloc(n ? n : 1);
-    s->ver = xcalloc(n ? n : 1, sizeof *s->ver);
+    s->slots = xmalloc((n ? n : 1) * sizeof *s->slots);
     s->resume_since = 0;
     s->fetches = NULL;
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(s->ids[i], ids[i].p, ids[i].len);
-        s->ids[i][ids[i].len] = '\0';
-        s->idlen[i] = (uint8_t)ids[i].len;
-        s_table_add(h, s, i);
-    }
+    for (uint32_t i = 0; i < n; i++)
+        s_table_add(h, s, i, ids[i].p, ids[i].len);
     s->prev = NULL;
     s->next = h->subs;
     if (h->subs)
@@ -538,34 +553,24 @@ void gw_watch_hub_unsubscribe(gw_watch_sub_t *s)
     for (fetch_t *f = s->fetches; f; f = f->next)
         f->s = NULL; /* the read answers into nothing; on_initial frees f */
     s->fetches = NULL;
-    free(s->ids);
-    free(s->idlen);
-    free(s->ver);
-    s->ids = NULL;
-    s->idlen = NULL;
-    s->ver = NULL;
+    free(s->slots);
+    s->slots = NULL;
     s->nids = 0;
 }
 
 uint32_t gw_watch_hub_forget(gw_watch_sub_t *s, const char *uid, size_t len)
 {
-    gw_watch_hub_t *h = s->hub;
     uint32_t i = 0;
-    while (i < s->nids && (s->idlen[i] != len || memcmp(s->ids[i], uid, len) != 0))
+    while (i < s->nids && (s->slots[i].user->klen != len || memcmp(s->slots[i].user->key, uid, len) != 0))
         i++;
     if (i == s->nids)
         return s->nids;
-    s_table_remove(h, s, i);
+    s_table_remove(s->hub, s, i);
     uint32_t last = --s->nids;
     if (i != last) {
-        /* The last id moves into slot i: its table reference follows. */
-        entry_t *e = s_find(h, s->ids[last], s->idlen[last]);
-        for (uint32_t k = 0; e && k < e->n; k++)
-            if (e->refs[k].s == s && e->refs[k].idx == last)
-                e->refs[k].idx = i;
-        memcpy(s->ids[i], s->ids[last], sizeof s->ids[i]);
-        s->idlen[i] = s->idlen[last];
-        s->ver[i] = s->ver[last];
+        /* The last slot moves into slot i: its user's reference follows. */
+        s->slots[i] = s->slots[last];
+        s->slots[i].user->refs[s->slots[i].refpos].idx = i;
     }
     return s->nids;
 }

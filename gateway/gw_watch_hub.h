@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 typedef struct gw_watch_sub gw_watch_sub_t;
+typedef struct gw_watch_user gw_watch_user_t; /* a watched user: the hub's, shared by its subscribers */
 
 /* One change as a subscriber is given it. Borrowed: valid during the call. */
 typedef struct gw_watch_event {
@@ -35,6 +36,7 @@ typedef struct gw_watch_event {
     bool deleted;
     const char *json; /* the record as REST shows it, or {"user_id":..,"deleted":true,"version":N} */
     size_t json_len;
+    uint32_t slot; /* which of the subscriber's users it is (0..nids): lets a sink keep one per user */
 } gw_watch_event_t;
 
 /* How a subscriber takes what the hub gives it. */
@@ -52,8 +54,17 @@ typedef struct gw_watch_sink {
     void (*end)(gw_watch_sub_t *s);
 } gw_watch_sink_t;
 
-/* Embedded in a subscriber. The subscriber sets sink, req and viewer before gw_watch_hub_subscribe;
- * the rest is the hub's. */
+/* One of a subscriber's users: the shared user (its id is stored once per hub, however many
+ * subscribers watch it), the last version given, and the subscriber's place in the user's list. */
+typedef struct gw_watch_slot {
+    gw_watch_user_t *user;
+    uint64_t ver;
+    uint32_t refpos;
+} gw_watch_slot_t;
+
+/* Embedded in a subscriber. The subscriber sets sink, req and viewer before
+ * gw_watch_hub_subscribe; the rest is the hub's. Memory per watched id: 24 bytes here, 16 in the
+ * user's list of subscribers, and the user itself (about 48 bytes + the id) once per hub. */
 struct gw_watch_sub {
     const gw_watch_sink_t *sink;
     h2o_req_t *req;     /* the request the subscriber serves: current records are read for it */
@@ -61,13 +72,14 @@ struct gw_watch_sub {
     gw_watch_hub_t *hub;
     gw_watch_sub_t *prev, *next;
     uint32_t nids;
-    char (*ids)[PROTO_USER_ID_MAX + 1];
-    uint8_t *idlen;
-    uint64_t *ver;          /* last version given per id */
+    gw_watch_slot_t *slots; /* nids of them */
     uint64_t resume_since;  /* != 0: a resume waiting for the hub's stream to reach it */
     uint64_t resume_by_ms;  /* ... until then; after, the current records instead */
     void *fetches;          /* reads of current records in flight for it (detached on unsubscribe) */
 };
+
+/* The id of slot i of s (borrowed while s is subscribed). */
+const char *gw_watch_hub_slot_id(const gw_watch_sub_t *s, uint32_t i, size_t *len);
 
 /* Start the thread's hub (*out = NULL when SSE_MAX_STREAMS is 0: no hub). on_live(arg) runs when
  * the hub's stream becomes live (the thread's readiness: gw_thread.c). Returns 0, or -1 with err
@@ -86,8 +98,9 @@ bool gw_watch_hub_live(const gw_watch_hub_t *h);
  * reached it yet, wait for it (REQUEST_TIMEOUT_MS at most); else "resync" and the current records. */
 void gw_watch_hub_subscribe(gw_watch_hub_t *h, gw_watch_sub_t *s, const proto_str_t *ids, uint32_t n, uint64_t since);
 /* Stop giving s anything; frees what the hub allocated for it. s->req may be NULL (a subscriber
- * without an HTTP request, e.g. a WebSocket): its reads of current records are detached, so s may
- * be freed right after this returns. */
+ * without an HTTP request, e.g. a WebSocket). Its reads of current records still in flight are
+ * detached, so s may be freed right after this returns. Not from inside a sink's event or flush
+ * callback (the hub is walking the subscribers of a user then). */
 void gw_watch_hub_unsubscribe(gw_watch_sub_t *s);
 /* Stop giving s the changes of one user (uid[0..len)); the others stay. Returns the number of
  * users s still watches (0: the caller unsubscribes it). Not from inside a sink callback. */

@@ -106,9 +106,11 @@ static void s_idset_build(const gw_wsconn_t *c, idset_t *set)
     set->mask = size - 1;
     for (const gw_wswatch_t *w = c->watches; w; w = w->next)
         for (uint32_t i = 0; i < w->sub.nids; i++) {
-            size_t k = s_slot(set, w->sub.ids[i], w->sub.idlen[i]);
-            set->p[k] = w->sub.ids[i];
-            set->len[k] = w->sub.idlen[i];
+            size_t len;
+            const char *id = gw_watch_hub_slot_id(&w->sub, i, &len);
+            size_t k = s_slot(set, id, len);
+            set->p[k] = id;
+            set->len[k] = (uint8_t)len;
         }
 }
 

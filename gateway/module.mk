@@ -4,6 +4,7 @@ GW_LIB_OBJS := $(B)/gateway/gw_json.o $(B)/gateway/gw_auth.o $(B)/gateway/gw_cor
                $(B)/gateway/gw_rendezvous.o $(B)/gateway/gw_path.o \
                $(B)/gateway/gw_wsframe.o $(B)/gateway/gw_wsmsg.o $(B)/gateway/gw_wsrate.o \
                $(B)/gateway/gw_access.o $(B)/gateway/gw_promtext.o
+GW_LIB_OBJS += $(B)/gateway/gw_clientaddr.o $(B)/gateway/gw_climit.o $(B)/gateway/gw_head.o $(B)/gateway/gw_penalty.o
 $(GW_LIB): $(GW_LIB_OBJS)
 	$(AR) rcs $@ $^
 
@@ -13,6 +14,7 @@ GW_OBJS := $(B)/gateway/gw_main.o $(B)/gateway/gw_config.o $(B)/gateway/gw_http.
            $(B)/gateway/gw_batch.o $(B)/gateway/gw_health.o $(B)/gateway/gw_watch_hub.o $(B)/gateway/gw_notifier.o \
            $(B)/gateway/gw_connect.o $(B)/gateway/gw_ws.o $(B)/gateway/gw_wsconn.o $(B)/gateway/gw_wssess.o \
            $(B)/gateway/gw_wswatch.o $(B)/gateway/gw_lease.o
+GW_OBJS += $(B)/gateway/gw_front.o $(B)/gateway/gw_h2guard.o
 BINS += $(B)/bin/gateway $(B)/bin/presence-token
 $(B)/bin/gateway: $(GW_OBJS) $(GW_LIB) $(SYNC_LIB) $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -30,6 +31,7 @@ static volatile sig_atomic_t s_stop;
 typedef struct config {
     store_node_config_t node;
     char data_dir[400];
+    bool insecure; /* CENTER_INSECURE: a leaf link without CurveZMQ was asked for */
 } config_t;
 
 static int s_config(void *arg, char *err)
@@ -72,12 +74,24 @@ static int s_config(void *arg, char *err)
         cfg_str("STORE_PUB_ENDPOINT", c->pub_ep, sizeof c->pub_ep, err) < 0)
         return -1;
     snprintf(c->center_addr, sizeof c->center_addr, "*");
-    if (cfg_str("CENTER_BIND_ADDR", c->center_addr, sizeof c->center_addr, err) < 0)
+    if (cfg_str("CENTER_BIND_ADDR", c->center_addr, sizeof c->center_addr, err) < 0 ||
+        cfg_bool("CENTER_INSECURE", &cf->insecure, err) < 0)
         return -1;
     int k = curve_key_load("CURVE_SERVER_SECRET_KEY", c->curve_sec, err);
     if (k < 0)
         return -1;
     c->curve = k == 1;
+    /* The leaf link accepts writes: without CurveZMQ anyone who reaches it writes any record with
+     * no token. So it needs keys, or an explicit CENTER_INSECURE=true -- and then it binds
+     * loopback unless CENTER_BIND_ADDR says otherwise. */
+    if (c->center_port && !c->curve && !cf->insecure) {
+        snprintf(err, CFG_ERR_LEN,
+                 "CENTER_PORT: the leaf link needs CurveZMQ: set CURVE_SERVER_SECRET_KEY and CURVE_ALLOWED_CLIENTS "
+                 "(presence-keygen makes keys), or CENTER_INSECURE=true on a network you trust");
+        return -1;
+    }
+    if (c->center_port && !c->curve && !(getenv("CENTER_BIND_ADDR") && getenv("CENTER_BIND_ADDR")[0]))
+        snprintf(c->center_addr, sizeof c->center_addr, "127.0.0.1");
     snprintf(c->store_path, sizeof c->store_path, "%s/store", data_dir);
     c->store.path = c->store_path;
     c->store.sync_mode = sync_mode;
@@ -142,6 +156,10 @@ int main(int argc, char **argv)
         return rc == -2 ? 2 : 1;
     }
     char center[160] = "";
+    if (cfg.center_port && !cfg.curve)
+        LOG(LOG_WARN, "CENTER_INSECURE=true: the leaf link tcp://%s:%llu (and +1) has no CurveZMQ: it is neither "
+            "authenticated nor encrypted, and anyone who reaches it can write any record without a token",
+            cfg.center_addr, (unsigned long long)cfg.center_port);
     if (cfg.center_port)
         snprintf(center, sizeof center, " center=tcp://%s:%llu curve=%s", cfg.center_addr,
                  (unsigned long long)cfg.center_port, cfg.curve ? "on" : "off");

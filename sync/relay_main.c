@@ -68,6 +68,17 @@ static int s_config(void *arg, char *err)
         return -1;
     }
     c->curve = a + b + k == 3;
+    /* A plain link carries every write of the region to the center unauthenticated: only when
+     * asked for (CENTER_INSECURE=true, the center's own switch). */
+    bool insecure = false;
+    if (cfg_bool("CENTER_INSECURE", &insecure, err) < 0)
+        return -1;
+    if (!c->curve && !insecure) {
+        snprintf(err, CFG_ERR_LEN,
+                 "CENTER_ENDPOINT: the link to the center needs CurveZMQ: set CURVE_SERVER_PUBLIC_KEY, CURVE_PUBLIC_KEY "
+                 "and CURVE_SECRET_KEY, or CENTER_INSECURE=true on a network you trust");
+        return -1;
+    }
     return 0;
 }
 
@@ -94,6 +105,9 @@ int main(int argc, char **argv)
         zmq_ctx_term(zctx);
         return rc == -2 ? 2 : 1;
     }
+    if (!cfg.curve)
+        LOG(LOG_WARN, "CENTER_INSECURE=true: the link to %s has no CurveZMQ: it is neither authenticated nor encrypted",
+            cfg.center);
     LOG(LOG_NOTICE, "ready cmd=%s pub=%s center=%s curve=%s", cfg.cmd_ep, cfg.pub_ep, cfg.center,
         cfg.curve ? "on" : "off");
     char ready[1200];

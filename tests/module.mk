@@ -65,3 +65,9 @@ test: all
 	       if ($$(i+1) ~ /^failed/) f += $$i; if ($$(i+1) ~ /^skipped/) s += $$i } } \
 	     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' $(B)/test-summary.log; \
 	exit $$status
+
+# The HTTP/2 rapid reset probe (BENCHMARKS.md, RELIABILITY.md) shares the integration tests'
+# minimal HTTP/2 client.
+$(B)/bin/h2reset: $(B)/tests/tools/h2reset.o $(B)/tests/integ/h2_client.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(B)/tests/integ/h2_client.o $(ALL_LIBS) $(PKG_LIBS) -lcrypto -lm

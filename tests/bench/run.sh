@@ -2,7 +2,7 @@
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
 #   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation
-#                                        webhooks ws
+#                                        webhooks ws hostile
 #
 # Results go to stdout and to build/bench/results.md (markdown tables, with the commands).
 # Processes are started here and stopped by pid; data lives in a temp dir that is removed.
@@ -21,7 +21,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation webhooks ws}
+SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation webhooks ws hostile}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -101,7 +101,7 @@ if [[ " $SECTIONS " == *" cachemem "* ]]; then
     say "|---:|---:|---:|---:|"
     say "| $(echo "$r" | field items) | $(echo "$r" | field rss_before_kb) kB | $(echo "$r" | field rss_after_kb) kB | $(echo "$r" | field bytes_per_record) |"
     say ""
-    say "Command: \`build/bin/fillcache ipc://DATA_DIR/run/cache-1.sock PID 1000000\` (APPLY fills of records with a 24-byte message; RSS from /proc/PID/status)."
+    say "Command: \`build/bin/fillcache ipc://DATA_DIR/run/cache-1.sock PID 1000000\` (PUTs through the cache-node of records with a 24-byte message, cached as the store acknowledges them; RSS from /proc/PID/status)."
     say ""
     cleanup
 fi
@@ -200,7 +200,8 @@ fi
 if [[ " $SECTIONS " == *" sse "* ]]; then
     say "## SSE: 10,000 concurrent watch streams on one gateway"
     say ""
-    start_node sse; port=$NODE_PORT
+    # One client address holds all 10,000 streams: no per-address bound here.
+    start_node sse SSE_MAX_PER_IP=0 MAX_CONNECTIONS=12000; port=$NODE_PORT
     gwpid=$(pgrep -P "$NODE_PID" -f bin/gateway)
     rss0=$(awk '/VmRSS/ {print $2}' /proc/"$gwpid"/status)
     SSEBENCH_HOLD=1 "$BIN/ssebench" "$port" 10000 5 5 10000 > "$TMP/sse.out" 2>&1 & sb=$!
@@ -221,9 +222,9 @@ if [[ " $SECTIONS " == *" propagation "* ]]; then
     say "## Propagation: acknowledged write at leaf A -> event at leaf B (10,000 writes)"
     say ""
     cport=$(( 20000 + RANDOM % 20000 ))
-    start_node center CENTER_PORT=$cport CENTER_BIND_ADDR=127.0.0.1 RATE_LIMIT_WRITES=0
-    start_node leafa NODE_TYPE=leaf CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-a RATE_LIMIT_WRITES=0; pa=$NODE_PORT
-    start_node leafb NODE_TYPE=leaf CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-b RATE_LIMIT_WRITES=0; pb=$NODE_PORT
+    start_node center CENTER_PORT=$cport CENTER_BIND_ADDR=127.0.0.1 CENTER_INSECURE=true RATE_LIMIT_WRITES=0
+    start_node leafa NODE_TYPE=leaf CENTER_INSECURE=true CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-a RATE_LIMIT_WRITES=0; pa=$NODE_PORT
+    start_node leafb NODE_TYPE=leaf CENTER_INSECURE=true CENTER_ENDPOINT=tcp://127.0.0.1:$cport NODE_ID=leaf-b RATE_LIMIT_WRITES=0; pb=$NODE_PORT
     JWT_SECRET=$SECRET "$BIN/mktokens" 100 > "$TMP/t100.txt"
     r=$("$BIN/propbench" "$pa" "$pb" 10000 "$TMP/t100.txt")
     say "| writes | events received | p50 ms | p99 ms | max ms |"
@@ -257,5 +258,42 @@ if [[ " $SECTIONS " == *" ws "* ]]; then
     tests/bench/ws_gateway.sh | tee -a "$RES"
     say "Commands: \`tests/bench/ws_gateway.sh\` (hold: \`build/bin/wsload hold -p PORT -n 18000 -r 5000 -d 10 -c 5000 -T TOKENS -P GATEWAY_PID\`; watch: \`build/bin/wsload watch -p PORT -n 10000 -r 5000 -U 100 -k 5 -m 500 -R 50 -T TOKENS\`; the same against \`build/bin/h2o_bare\` on \`/ws-raw\`; kill: 10,000 connections on one gateway, SIGKILL, a second gateway reads them until all are offline). One process holds at most RLIMIT_NOFILE (20,000 here) connections."
     say ""
+fi
+
+# ---- hostile clients: HTTP/2 load, rapid reset -------------------------------------------------------
+# p50/p99/max (ms) of an h2load --log-file: "start_us status elapsed_us" lines.
+lat() { awk '{print $3}' "$1" | sort -n | awk '{a[NR]=$1} END {if (!NR) {print "0 0 0"; exit}
+        printf "%.3f %.3f %.3f", a[int(NR*0.5)+1]/1000, a[int(NR*0.99)+1]/1000, a[NR]/1000}'; }
+if [[ " $SECTIONS " == *" hostile "* ]]; then
+    say "## Hostile clients: HTTP/2 load, and a normal client while another rapid-resets"
+    say ""
+    start_node hostile RATE_LIMIT_WRITES=0; port=$NODE_PORT
+    tok=$(DATA_DIR="$TMP/hostile/data" JWT_SECRET=$SECRET "$BIN/presence-token" u1)
+    curl -s -o /dev/null -X PUT "http://127.0.0.1:$port/api/v2/presence/u1" -H "Authorization: Bearer $tok" -d '{"status":"online"}'
+    url=http://127.0.0.1:$port/api/v2/presence/u1
+    h2load -n 5000 -c 4 "$url" > /dev/null 2>&1
+    h2load -c 400 -m 100 -D "$SECONDS_PER" "$url" > "$TMP/h2l.out" 2>&1
+    say "| h2load -c 400 -m 100 (cached GET) | req/s | requests | failed | errored | 2xx |"
+    say "|---|---:|---:|---:|---:|---:|"
+    say "| ${SECONDS_PER} s | $(sed -nE 's/.*finished in [0-9.]+s, ([0-9.]+) req\/s.*/\1/p' "$TMP/h2l.out") | $(sed -nE 's/^requests: ([0-9]+) total.*/\1/p' "$TMP/h2l.out") | $(sed -nE 's/^requests:.* ([0-9]+) failed.*/\1/p' "$TMP/h2l.out") | $(sed -nE 's/^requests:.* ([0-9]+) errored.*/\1/p' "$TMP/h2l.out") | $(sed -nE 's/^status codes: ([0-9]+) 2xx.*/\1/p' "$TMP/h2l.out") |"
+    say ""
+    h2load -c 10 -m 1 -D 8 --log-file="$TMP/alone.log" "$url" > /dev/null 2>&1
+    "$BIN/h2reset" "$port" 10 > "$TMP/h2r.out" 2>&1 & ar=$!
+    sleep 1
+    h2load -c 10 -m 1 -D 8 --log-file="$TMP/attack.log" "$url" > /dev/null 2>&1
+    wait "$ar"
+    m=$(curl -s "http://127.0.0.1:$port/metrics")
+    say "| normal client (h2load -c 10 -m 1, 8 s) | requests | p50 ms | p99 ms | max ms |"
+    say "|---|---:|---:|---:|---:|"
+    read -r a50 a99 amax < <(lat "$TMP/alone.log")
+    read -r b50 b99 bmax < <(lat "$TMP/attack.log")
+    say "| alone | $(wc -l < "$TMP/alone.log") | $a50 | $a99 | $amax |"
+    say "| while one client (127.0.0.2) rapid-resets | $(wc -l < "$TMP/attack.log") | $b50 | $b99 | $bmax |"
+    say ""
+    say "Attacker: \`$(cat "$TMP/h2r.out")\`; gateway: $(echo "$m" | grep -E '^http2_(connections_cut|connections_refused|streams_cancelled)_total' | tr '\n' ' ')"
+    say ""
+    say "Commands: \`h2load -c 400 -m 100 -D ${SECONDS_PER} URL\` against a cached GET; \`h2load -c 10 -m 1 -D 8 --log-file=F URL\` alone and while \`build/bin/h2reset PORT 10\` sends HEADERS+RST_STREAM pairs from 127.0.0.2 (RELIABILITY.md, Hostile clients)."
+    say ""
+    cleanup
 fi
 echo "results in $RES"

@@ -71,7 +71,7 @@ CP=$(free_pair) || { echo "valgrind-smoke: no free ports" >&2; exit 2; }
 mkdir -p "$WORK/run" "$WORK/leaf/run"
 C_CMD="ipc://$WORK/run/store-cmd.sock" C_PUB="ipc://$WORK/run/store-pub.sock"
 L_CMD="ipc://$WORK/leaf/run/relay-cmd.sock" L_PUB="ipc://$WORK/leaf/run/relay-pub.sock"
-common=(GATEWAY_THREADS=1 RATE_LIMIT_WRITES=0 REQUEST_TIMEOUT_MS=10000 STORE_DOWN_MS=10000 SYNC_HEARTBEAT_LIMIT_MS=10000)
+common=(CENTER_INSECURE=true GATEWAY_THREADS=1 RATE_LIMIT_WRITES=0 REQUEST_TIMEOUT_MS=10000 STORE_DOWN_MS=10000 SYNC_HEARTBEAT_LIMIT_MS=10000)
 fail_start=0
 start store-node 1 store-node "${common[@]}" STORE_CMD_ENDPOINT="$C_CMD" STORE_PUB_ENDPOINT="$C_PUB" \
     CENTER_PORT="$CP" CENTER_BIND_ADDR=127.0.0.1 || fail_start=1

@@ -1155,8 +1155,8 @@ START_TEST(test_leaf_faults)
     char cp[32], ce[64];
     snprintf(cp, sizeof cp, "CENTER_PORT=%d", center);
     snprintf(ce, sizeof ce, "CENTER_ENDPOINT=tcp://127.0.0.1:%d", center);
-    const char *cenv[] = {cp, "CENTER_BIND_ADDR=127.0.0.1", "NODE_ID=center", NULL};
-    const char *lenv[] = {ce, "NODE_TYPE=leaf", "NODE_ID=leaf", NULL};
+    const char *cenv[] = {cp, "CENTER_BIND_ADDR=127.0.0.1", "CENTER_INSECURE=true", "NODE_ID=center", NULL};
+    const char *lenv[] = {ce, "NODE_TYPE=leaf", "NODE_ID=leaf", "CENTER_INSECURE=true", NULL};
     th_proc_t *c = s_launcher("center", cdir, cport, cenv);
     ck_assert_int_eq(th_start(c, 30000 * s_mult()), 0);
     th_proc_t *l = s_launcher("leaf", ldir, lport, lenv);

@@ -29,8 +29,8 @@ static int s_start_center(th_node_t *c, const char *const *extra_in)
     snprintf(s_center_ep, sizeof s_center_ep, "tcp://127.0.0.1:%d", port);
     char p[32];
     snprintf(p, sizeof p, "CENTER_PORT=%d", port);
-    const char *env[16] = {p, "CENTER_BIND_ADDR=127.0.0.1"};
-    int n = 2;
+    const char *env[16] = {p, "CENTER_BIND_ADDR=127.0.0.1", "CENTER_INSECURE=true"};
+    int n = 3;
     for (int i = 0; extra_in && extra_in[i] && n < 15; i++)
         env[n++] = extra_in[i];
     env[n] = NULL;

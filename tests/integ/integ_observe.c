@@ -381,7 +381,10 @@ static bool s_has_lines(void *arg)
 
 START_TEST(test_access_log)
 {
-    static const char *const extra[] = {"ACCESS_LOG=true", "TRUST_PROXY=true", NULL};
+    /* The client is the rightmost X-Forwarded-For hop that is not one of our proxies (the peer,
+     * 127.0.0.1, and 10.0.0.0/8): 203.0.113.9 below. */
+    static const char *const extra[] = {"ACCESS_LOG=true", "TRUST_PROXY=true", "TRUSTED_PROXIES=127.0.0.1,10.0.0.0/8",
+                                        NULL};
     th_node_t n;
     ck_assert_int_eq(th_node_start(&n, 1, extra), 0);
     int port = n.port;

@@ -66,10 +66,10 @@ TIMEOUT_MS=1500
 common=(JWT_SECRET=$SECRET LOG_LEVEL=error SERVICE_PORT=8080 REQUEST_TIMEOUT_MS=$TIMEOUT_MS RATE_LIMIT_WRITES=0
         SYNC_MODE=none PATH=$BIN:$PATH)
 mkdir -p "$dir/c" "$dir/l"
-ip netns exec "$nsc" env "${common[@]}" NODE_TYPE=center NODE_ID=center CENTER_PORT=7422 DATA_DIR="$dir/c/data" \
+ip netns exec "$nsc" env "${common[@]}" NODE_TYPE=center NODE_ID=center CENTER_PORT=7422 CENTER_INSECURE=true CENTER_BIND_ADDR=0.0.0.0 DATA_DIR="$dir/c/data" \
     "$BIN/presenced" >"$dir/c/out" 2>"$dir/c/err" &
 pids+=($!)
-ip netns exec "$nsl" env "${common[@]}" NODE_TYPE=leaf NODE_ID=leaf CENTER_ENDPOINT=tcp://10.213.7.1:7422 \
+ip netns exec "$nsl" env "${common[@]}" NODE_TYPE=leaf NODE_ID=leaf CENTER_ENDPOINT=tcp://10.213.7.1:7422 CENTER_INSECURE=true \
     DATA_DIR="$dir/l/data" "$BIN/presenced" >"$dir/l/out" 2>"$dir/l/err" &
 pids+=($!)
 

@@ -2,10 +2,11 @@
  *
  *   fillcache ENDPOINT PID N
  *
- * Sends APPLY commands (cache fills, as a gateway does after a batch write) of 1000 records each
- * to the cache-node at ENDPOINT: users "user-<i>" (12-ish bytes), status online, a 24-byte
- * message, node id "node-1". Then reads the node's RSS (/proc/PID/status) and its cache_items
- * and prints:
+ * Sends PUT commands of 1000 records each to the cache-node at ENDPOINT, which writes them to its
+ * store and caches what the store acknowledges (an APPLY would not do: a cache-node holds an
+ * APPLY only until the store confirms it): users "user-<i>" (12-ish bytes), status online, a
+ * 24-byte message, node id "node-1". Then reads the node's RSS (/proc/PID/status) and its
+ * cache_items and prints:
  *
  *   records N items I rss_before_kb A rss_after_kb B bytes_per_record X
  */
@@ -85,13 +86,18 @@ int main(int argc, char **argv)
             r->version = (uint64_t)done + 1;
         }
         proto_buf_reset(&b);
-        proto_enc_records_cmd(&b, PROTO_APPLY, ++rid, recs, k);
+        proto_enc_records_cmd(&b, PROTO_PUT, ++rid, recs, k);
         proto_msg_t m;
         if (s_call(s, &b, rid, &m) < 0) {
             fprintf(stderr, "fillcache: no answer\n");
             return 1;
         }
+        int st = m.status;
         proto_msg_fini(&m);
+        if (st != PROTO_OK) {
+            fprintf(stderr, "fillcache: PUT answered status %d\n", st);
+            return 1;
+        }
     }
     proto_buf_reset(&b);
     proto_enc_simple(&b, PROTO_STATS, ++rid);

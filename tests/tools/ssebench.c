@@ -4,7 +4,8 @@
  *
  * Opens STREAMS connections to GET /api/v2/presence/watch?users=... (each stream watches
  * USERS_PER_STREAM users drawn from u1..uUSER_SPACE), waits until every stream answered 200, holds
- * them for SECONDS while counting events, then prints one line:
+ * them for SECONDS while counting events, then prints one line (SSEBENCH_ID_LEN=N pads every id
+ * to N bytes, "u<k>xxx...", to measure long ids; SSEBENCH_HOLD=1 keeps the streams open after):
  *
  *   streams N connected C events E seconds S
  *
@@ -52,7 +53,11 @@ int main(int argc, char **argv)
     int ep = epoll_create1(0);
     unsigned seed = 42;
     long connected = 0, events = 0;
-    char req[4096], buf[65536];
+    int idlen = getenv("SSEBENCH_ID_LEN") ? atoi(getenv("SSEBENCH_ID_LEN")) : 0;
+    if (idlen < 0 || idlen > 128)
+        idlen = 0;
+    size_t reqcap = (size_t)per * (size_t)(idlen + 16) + 256;
+    char *req = malloc(reqcap), buf[65536];
     for (int i = 0; i < n; i++) {
         c[i].fd = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -61,12 +66,20 @@ int main(int argc, char **argv)
             fprintf(stderr, "ssebench: connect %d: %s\n", i, strerror(errno));
             return 1;
         }
-        int len = snprintf(req, sizeof req, "GET /api/v2/presence/watch?users=");
-        for (int k = 0; k < per; k++)
-            len += snprintf(req + len, sizeof req - (size_t)len, "%su%d", k ? "," : "", 1 + (int)(rand_r(&seed) % (unsigned)space));
-        len += snprintf(req + len, sizeof req - (size_t)len, " HTTP/1.1\r\nHost: x\r\n\r\n");
-        if (send(c[i].fd, req, (size_t)len, MSG_NOSIGNAL) != len)
-            return 1;
+        int len = snprintf(req, reqcap, "GET /api/v2/presence/watch?users=");
+        for (int k = 0; k < per; k++) {
+            int at = len;
+            len += snprintf(req + len, reqcap - (size_t)len, "%su%d", k ? "," : "", 1 + (int)(rand_r(&seed) % (unsigned)space));
+            for (int w = len - at - (k ? 1 : 0); w < idlen; w++)
+                req[len++] = 'x';
+        }
+        len += snprintf(req + len, reqcap - (size_t)len, " HTTP/1.1\r\nHost: x\r\n\r\n");
+        for (int off = 0; off < len;) {
+            ssize_t w = send(c[i].fd, req + off, (size_t)(len - off), MSG_NOSIGNAL);
+            if (w <= 0)
+                return 1;
+            off += (int)w;
+        }
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
     }

@@ -108,12 +108,17 @@ export class Stack {
 
     /**
      * Whether the gateway serves the WebSocket endpoint: a real RFC 6455 handshake on
-     * /api/v2/presence/connect. Returns null when it does (any answer but 404: a broken endpoint
-     * must fail the tests, not skip them), else the reason to skip.
+     * /api/v2/presence/connect with a valid token. Returns null when it does, else the reason to
+     * skip. "Does not" is only what a gateway without the route answers: 404, or the 400 of
+     * `connect` taken as a user id. Any other answer runs the tests (a broken endpoint must fail
+     * them, not skip them).
      */
     async wsProbe(token) {
-        const status = await rawHandshakeStatus(this.port, '/api/v2/presence/connect?access_token=' + encodeURIComponent(token));
-        return status === 404 ? `the gateway has no /api/v2/presence/connect yet (a WebSocket handshake answered ${status})` : null;
+        const r = await rawHandshake(this.port, '/api/v2/presence/connect?access_token=' + encodeURIComponent(token));
+        const asUser = r.status === 400 && /"error":"invalid user_id/.test(r.body);
+        return r.status === 404 || asUser
+            ? `the gateway has no /api/v2/presence/connect yet (a WebSocket handshake answered ${r.status}${asUser ? ': connect taken as a user id' : ''})`
+            : null;
     }
 
     /** null when GET /api/v2/presence/{id}/sessions is a route (not the unknown-path 404), else why not. */
@@ -140,23 +145,41 @@ export class Stack {
     }
 }
 
-/** Status code of a WebSocket handshake (HTTP/1.1 over node:net), or 0 on a connection error. */
-export function rawHandshakeStatus(port, path) {
+/**
+ * A WebSocket handshake over node:net: resolves {status, body} (body: what arrived after the
+ * header within the deadline, at most 64 KiB), status 0 on a connection error or timeout.
+ */
+export function rawHandshake(port, path) {
     return new Promise((resolvePromise) => {
         const sock = net.connect(port, '127.0.0.1');
         let buf = '';
-        const done = (v) => { sock.destroy(); resolvePromise(v); };
-        sock.setTimeout(5000, () => done(0));
-        sock.on('error', () => done(0));
+        let settled = false;
+        const done = () => {
+            if (settled) return;
+            settled = true;
+            sock.destroy();
+            const m = /^HTTP\/1\.1 (\d{3})/.exec(buf);
+            const sep = buf.indexOf('\r\n\r\n');
+            resolvePromise({ status: m ? Number(m[1]) : 0, head: sep < 0 ? buf : buf.slice(0, sep), body: sep < 0 ? '' : buf.slice(sep + 4) });
+        };
+        sock.setTimeout(5000, done);
+        sock.on('error', done);
+        sock.on('close', done);
         sock.on('connect', () => {
             sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
                 `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
         });
         sock.on('data', (d) => {
             buf += d.toString('latin1');
-            const m = /^HTTP\/1\.1 (\d{3})/.exec(buf);
-            if (m)
-                done(Number(m[1]));
+            const sep = buf.indexOf('\r\n\r\n');
+            if (sep < 0) {
+                if (buf.length > 65536) done();
+                return;
+            }
+            const cl = /\r\ncontent-length:\s*(\d+)/i.exec(buf.slice(0, sep));
+            // A 101 has no body to wait for; others end at Content-Length (or the close).
+            if (/^HTTP\/1\.1 101/.test(buf) || (cl && buf.length >= sep + 4 + Number(cl[1])) || buf.length > 65536)
+                done();
         });
     });
 }

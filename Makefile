@@ -88,6 +88,7 @@ include tests/bench/module.mk
 -include tests/deploy/module.mk
 -include tests/hardening/module.mk
 -include clients/js/module.mk
+-include ui/module.mk
 
 all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
 

@@ -890,11 +890,17 @@ export class PresenceClient {
             this._onSelf(m.record);
         this._setState('open');
         this._emit('welcome', { ...m, transport: 'websocket' });
-        // Watches: everything again, since the highest version seen (changes made while we were
-        // away have higher versions than anything received before).
-        const users = [...this._watched.keys()];
-        if (users.length)
-            this._sendWatch(users, this._maxVersion() || undefined);
+        // Watches again. Users we have a version of resume from the highest version seen (every
+        // change made while we were away has a higher version than anything received before);
+        // users we have no record of yet (watched, but the current record never arrived, or they
+        // have none) are asked for their current record.
+        const known = [], pending = [];
+        for (const [u, v] of this._watched)
+            (v > 0 ? known : pending).push(u);
+        if (known.length)
+            this._sendWatch(known, this._maxVersion());
+        if (pending.length)
+            this._sendWatch(pending, undefined);
         // Status: the connect URL carried it; a set() made meanwhile goes now.
         if (this._pendingSet) {
             const p = this._pendingSet;
@@ -1168,7 +1174,9 @@ export class PresenceClient {
         const users = [...this._watched.keys()].slice(0, WATCH_CHUNK);
         if (this._watched.size > WATCH_CHUNK)
             this._error(`the SSE fallback watches at most ${WATCH_CHUNK} users; the rest are not watched`, { code: 'limit' });
-        const since = this._maxVersion();
+        // since only when every watched user has a version: a user without one needs the current
+        // records (the stream then starts with them; versions we already have are dropped).
+        const since = [...this._watched.values()].every((v) => v > 0) ? this._maxVersion() : 0;
         let path = '/api/v2/presence/watch?users=' + users.map(encodeURIComponent).join(',');
         if (since)
             path += '&since=' + since;

@@ -83,6 +83,21 @@ test('sse: a watch stream cut by the network resumes with since and misses no ch
     }
 });
 
+test('sse: a user added to the watch list later gets its current record, however old', async () => {
+    const old = open({ token: stack.token('fold') });
+    const wOld = await old.ev.next('welcome');
+    const young = open({ token: stack.token('fyoung') });
+    const wYoung = await young.ev.next('welcome');
+    assert.ok(wOld.record.version < wYoung.record.version);
+    const b = open({ token: stack.token('fb10') });
+    b.c.watch('fyoung');
+    await b.ev.next('presence', (x) => x.user_id === 'fyoung');
+    b.c.watch('fold');
+    const r = await b.ev.next('presence', (x) => x.user_id === 'fold');
+    assert.equal(r.status, 'online');
+    assert.equal(r.version, wOld.record.version);
+});
+
 test('sse: message_ttl clears the message as an ordinary change', async () => {
     const a = open({ token: stack.token('fa3') });
     await a.ev.next('welcome');

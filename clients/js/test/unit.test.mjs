@@ -153,10 +153,10 @@ test('reconnect: backoff, resume with session_id within the grace, watches with 
     let ws = ScriptedWS.last();
     ws.open();
     ws.msg({ type: 'welcome', session_id: 's1', user_id: 'alice', record: rec('alice', 1), grace_ms: 5000 });
-    c.watch(['bob', 'carol']);
+    c.watch(['bob', 'carol', 'dave']);
     ws.msg({ type: 'presence', record: rec('bob', 12) });
     ws.msg({ type: 'presence', record: rec('carol', 30) });
-    ws.drop(1006);
+    ws.drop(1006); // before dave's record came: dave is asked again without since
     assert.equal(c.state, 'reconnecting');
     const st = events.filter(([t, a]) => t === 'state' && a.state === 'reconnecting').pop()[1];
     assert.ok(st.delayMs >= 0 && st.delayMs < 10);
@@ -168,6 +168,7 @@ test('reconnect: backoff, resume with session_id within the grace, watches with 
     ws.msg({ type: 'welcome', session_id: 's1', user_id: 'alice', record: rec('alice', 40), grace_ms: 5000 });
     assert.deepEqual(ws.sent, [
         { type: 'watch', users: ['bob', 'carol'], since: 30 },
+        { type: 'watch', users: ['dave'] },
         { type: 'set', status: 'away' },
     ]);
     // A resume that re-sends what we have seen emits nothing twice.

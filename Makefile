@@ -90,6 +90,10 @@ include tests/bench/module.mk
 -include tests/fuzz/module.mk
 -include tests/deploy/module.mk
 -include tests/hardening/module.mk
+-include clients/js/module.mk
+-include ui/module.mk
+-include tests/browser/module.mk
+-include tests/openapi/module.mk
 
 all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
 

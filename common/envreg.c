@@ -69,6 +69,8 @@ static const envreg_var_t s_vars[] = {
     {"SSE_PING_MS", G, "15000", "comment heartbeat on idle watch streams"},
     {"SSE_QUEUE_MAX", G, "262144", "bytes queued for a slow watch stream before it is dropped"},
     {"SSE_WINDOW_BYTES", G, "33554432", "recent changes kept for Last-Event-ID resumes"},
+    {"UI_ENABLED", G, "true", "serve the live page (GET /, /ui/...) and /api/v2/openapi.yaml"},
+    {"UI_DIR", G, "<gateway binary>/../share/presence/ui", "where the page's MANIFEST and files are"},
     /* cache-node */
     {"CACHE_ENDPOINT", C | P, "ipc://$DATA_DIR/run/cache-1.sock", "the cache-node's ROUTER"},
     {"CACHE_ID", C, "cache-<pid>", "label in metrics"},
@@ -114,6 +116,7 @@ static const envreg_var_t s_vars[] = {
     /* set by the launcher for its children */
     {"READY_FD", ENVREG_DAEMONS, "", "fd to write the ready line to (set by the launcher)"},
     {"PRESENCE_ENV_CHECKED", ENVREG_DAEMONS, "", "set by the launcher: the environment was checked once"},
+    {"PRESENCE_DEV_SECRET", G, "", "set by the launcher: JWT_SECRET is its development secret (POST /api/v2/dev/token)"},
 };
 
 #undef G

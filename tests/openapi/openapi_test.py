@@ -6,10 +6,12 @@
    lint clean.
 2. the linter bites: a copy of the document with a dangling $ref must fail the lint (a linter that
    passes everything would make step 1 worthless).
-3. routes: every (method, path) the gateway's route table serves is in the document and vice
-   versa. gateway_routes() is the one function that knows where the table is (adapt it when the
-   table moves). Routes of REALTIME.md and issue 16 that the gateway does not serve yet (PENDING)
-   are reported "skip" while absent from its table, and checked like every other once present.
+3. routes: every (method, path) the gateway's route table (gateway/gw_routes.c) serves is in the
+   document and vice versa. gateway_routes() is the one function that knows where the table is
+   (adapt it when the table moves); it must see a row added to a copy of the table. Routes of
+   REALTIME.md that the gateway does not serve yet (PENDING) are reported "skip" while absent from
+   its table, and checked like every other once present.
+4. /ui/{file} names exactly the files of ui/MANIFEST.
 
 Prints "ok"/"FAIL"/"skip ..." per check and "test-openapi: N passed, N failed, N skipped".
 Environment: REDOCLY (the CLI's bin/cli.js; without it the lint checks are skipped and say why),
@@ -28,16 +30,13 @@ SPEC = os.path.join(ROOT, "docs", "openapi.yaml")
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("get", "head", "put", "post", "delete", "patch", "options")
 
-# Routes the document describes that the gateway is still being given (REALTIME.md sessions and
-# WebSocket routes; the page, the document itself and the dev token of issue 16).
+# Routes the document describes that the gateway is still being given (REALTIME.md's sessions
+# routes and the WebSocket endpoint, being built on other branches).
 PENDING = {
     ("GET", "/api/v2/presence/{}/sessions"),
     ("DELETE", "/api/v2/presence/{}/sessions/{}"),
+    ("DELETE", "/api/v2/presence/{}/preferred"),
     ("GET", "/api/v2/presence/connect"),
-    ("GET", "/"),
-    ("GET", "/ui/{}"),
-    ("GET", "/api/v2/openapi.yaml"),
-    ("POST", "/api/v2/dev/token"),
 }
 
 passed = failed = skipped = 0
@@ -65,41 +64,82 @@ def norm(path):
     return re.sub(r"\{[^}]*\}|\*", "{}", path)
 
 
-def gateway_routes(root=ROOT):
-    """The (METHOD, path) pairs the gateway serves, from gateway/gw_http.c.
+def expand_optional(pattern):
+    """"/a/{id}/s[/{sid}]" -> ["/a/{id}/s", "/a/{id}/s/{sid}"] (gw_path.h: a trailing [...] is optional)."""
+    m = re.match(r"^(.*)\[(.*)\]$", pattern)
+    return [m.group(1), m.group(1) + m.group(2)] if m else [pattern]
 
-    Today the route table is two pieces of gw_http.c: the header comment maps paths to metric
-    labels ("path  methods  auth  label" rows; "a, b" lists two paths, their labels in the same
-    order), and the s_routes[] initializer maps each label to its method set (M(GW_M_GET) | ...),
-    which is what the code enforces (405 otherwise). OPTIONS (CORS) is accepted everywhere and is
-    not listed. When the gateway's documented route table moves (gw_routes.c), adapt this function
-    only: it must return {("GET", "/api/v2/presence/{}"), ...} with parameters written {}.
+
+def gateway_routes(root=ROOT):
+    """The (METHOD, path) pairs the gateway serves, read from its route table (gateway/gw_routes.c).
+
+    Each row of s_routes[] is {"<path pattern>", <methods>, <guard rule>, <handler>, "<label>"};
+    the methods are M(X) terms and the file's own #define shorthands of them (READS), which is what
+    the code enforces (405 otherwise). OPTIONS (the CORS preflight, answered on every path) is not
+    listed. A pattern's optional [/...] tail is two paths. Returns {("GET", "/api/v2/presence/{}"),
+    ...} with parameters written {}. When the table moves, adapt this function only.
     """
-    src = open(os.path.join(root, "gateway", "gw_http.c")).read()
-    head = src[src.index("Route table"):src.index("(reads* =")]
-    label_paths = {}
-    for line in head.splitlines()[1:]:
-        line = line.lstrip(" *")
-        if not line.startswith("/"):
-            continue
-        first = re.match(r"/[^\s,]*(?:,\s*/[^\s,]*)*", line).group(0)  # "a, b" lists paths
-        paths = [p.strip() for p in re.sub(r"\?\S*", "", first).split(",")]
-        labels = [l.strip() for l in re.search(r"[a-z][a-z.]*(?:,\s*[a-z][a-z.]*)*\s*$", line).group(0).split(",")]
-        if len(paths) != len(labels):
-            raise SystemExit("gateway_routes: cannot pair paths %s with labels %s" % (paths, labels))
-        for p, l in zip(paths, labels):
-            label_paths[l] = norm(p)
-    table = src[src.index("s_routes[GW_R_COUNT] = {"):]
-    table = table[:table.index("};")]
+    src = open(os.path.join(root, "gateway", "gw_routes.c")).read()
+    src = re.sub(r"/\*.*?\*/", "", src, flags=re.S)  # the header's table is prose: only the code counts
+    macros = {}
+    for name, body in re.findall(r"^#define\s+([A-Z_]+)\s+\((.*)\)\s*$", src, re.M):
+        macros[name] = body
+
+    def methods(expr, depth=0):
+        if depth > 5:
+            raise SystemExit("gateway_routes: recursive method macro in %r" % expr)
+        tok = r"M\(\s*(?:GW_M_)?([A-Z]+)\s*\)|\b([A-Z_][A-Z0-9_]*)\b"
+        if re.sub(tok, "", expr).strip(" |()\t\n"):
+            raise SystemExit("gateway_routes: cannot read the methods %r of gw_routes.c" % expr)
+        out = set()
+        for method, macro in re.findall(tok, expr):
+            if method:
+                out.add(method)
+            elif macro in macros:
+                out |= methods(macros[macro], depth + 1)
+            else:
+                raise SystemExit("gateway_routes: unknown methods macro %s in gw_routes.c" % macro)
+        return out
+
+    table = src[src.index("s_routes[] = {"):]
+    table = table[:table.index("\n};")]
     routes = set()
-    for label, methods in re.findall(r'\{"([a-z.]+)",\s*((?:M\(GW_M_[A-Z]+\)\s*\|?\s*)+|0)', table):
-        if label == "notfound":
-            continue
-        if label not in label_paths:
-            raise SystemExit("gateway_routes: label %s of s_routes[] has no path in the comment" % label)
-        for m in re.findall(r"GW_M_([A-Z]+)", methods):
-            routes.add((m, label_paths[label]))
+    rows = re.findall(r'\{\s*"(/[^"]*)",\s*([^,{]+),', table)
+    if not rows:
+        raise SystemExit("gateway_routes: no rows found in s_routes[] of gateway/gw_routes.c")
+    for path, expr in rows:
+        for m in methods(expr):
+            for p in expand_optional(path):
+                routes.add((m, norm(p)))
     return routes
+
+
+def check_route_reader():
+    """gateway_routes() must see a row added to the table (a reader that finds nothing new would
+    make the both-ways check below worthless)."""
+    src = open(os.path.join(ROOT, "gateway", "gw_routes.c")).read()
+    row = '    {"/api/v2/probe/{id}[/{sid}]", M(DELETE) | READS, {0}, gw_health_live, "probe"},\n'
+    at = src.index("s_routes[] = {")
+    at = src.index("\n};", at) + 1
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, "gateway"))
+        with open(os.path.join(tmp, "gateway", "gw_routes.c"), "w") as f:
+            f.write(src[:at] + row + src[at:])
+        got = gateway_routes(tmp) - gateway_routes()
+    want = {(m, p) for m in ("GET", "HEAD", "DELETE") for p in ("/api/v2/probe/{}", "/api/v2/probe/{}/{}")}
+    ok(got == want, "gateway_routes() reads a row added to gw_routes.c", "read %s" % sorted(got))
+
+
+def check_ui_names(doc):
+    """/ui/{file} names exactly the files ui/MANIFEST installs (the only names the gateway serves)."""
+    names = []
+    for line in open(os.path.join(ROOT, "ui", "MANIFEST")):
+        if line.strip() and not line.lstrip().startswith("#"):
+            names.append(line.split()[0])
+    params = doc["paths"]["/ui/{file}"].get("parameters", [])
+    enum = next((p["schema"].get("enum", []) for p in params if p.get("name") == "file"), [])
+    ok(sorted(enum) == sorted(names), "/ui/{file} lists exactly the names of ui/MANIFEST",
+       "document %s, MANIFEST %s" % (sorted(enum), sorted(names)))
 
 
 def spec_routes(doc):
@@ -149,6 +189,8 @@ def main():
             finally:
                 os.unlink(f.name)
 
+    check_route_reader()
+    check_ui_names(doc)
     gw = gateway_routes()
     sp = spec_routes(doc)
     for m, p in sorted(gw):

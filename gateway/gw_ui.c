@@ -186,7 +186,7 @@ static void s_serve(h2o_req_t *req, gw_rctx_t *rc, const char *name, size_t len)
     }
     const gw_uifile_t *f = gw_uifiles_find(&s_ui.files, name, len);
     if (!f) {
-        gw_reply_error(req, rc, 404, "not found: /ui/ serves only the files of the page's MANIFEST");
+        gw_reply_error(req, rc, 404, "not found: not a file of the page (UI_DIR/MANIFEST names them)");
         return;
     }
     s_send(req, rc, f);

@@ -369,6 +369,11 @@ static int s_apply_user_cmd(store_t *s, MDB_txn *txn, uint8_t type, const proto_
         *out = u->old;
         return 0;
     }
+    if (type == PROTO_PUT && !in->sid_len && (in->cflags & PROTO_CMD_F_CLEAR) && !u->found) {
+        *status = PROTO_NOTFOUND; /* nothing to clear: no record is made for it */
+        *out = u->old;
+        return 0;
+    }
     int res;
     if (type == PROTO_PUT)
         res = in->sid_len ? sm_put_session(u, in, now, &cfg, &evicted) : (sm_put_preferred(u, in, now), SM_OK);

@@ -38,7 +38,7 @@ FUZZ_OBJS_store := store-node/store.o store-node/store_write.o store-node/store_
 FUZZ_OBJS_sync := sync/sync_client.o proto/proto.o common/zutil.o $(FUZZ_COMMON)
 FUZZ_OBJS_http := gateway/gw_http.o gateway/gw_upstream.o gateway/gw_watch.o gateway/gw_metrics.o gateway/gw_discovery.o \
                   gateway/gw_rendezvous.o gateway/gw_path.o gateway/gw_config.o gateway/gw_zfd.o gateway/gw_conns.o gateway/gw_reply.o \
-                  gateway/gw_routes.o gateway/gw_guard.o gateway/gw_single.o gateway/gw_multi.o gateway/gw_batch.o \
+                  gateway/gw_routes.o gateway/gw_guard.o gateway/gw_single.o gateway/gw_sessions.o gateway/gw_multi.o gateway/gw_batch.o \
                   gateway/gw_health.o gateway/gw_watch_hub.o gateway/gw_ui.o gateway/gw_uifiles.o common/seqwin.o \
                   gateway/gw_json.o gateway/gw_auth.o gateway/gw_cors.o gateway/gw_ratelimit.o \
                   sync/sync_client.o proto/proto.o proto/stats.o proto/dispatch.o common/zutil.o common/idtab.o $(FUZZ_COMMON)

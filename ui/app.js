@@ -64,10 +64,12 @@ function showError(id, msg) {
 /* ---- sign in ---- */
 
 async function probeDevToken() {
-    // The box is shown only when the endpoint exists: an empty body gets 400 there, 404 elsewhere.
+    // The box is shown only where the endpoint serves us: a body without sub gets 400 there; a
+    // node without development tokens answers 404, and one that serves loopback clients only, to
+    // anyone else, 403.
     try {
         const r = await fetch(api + '/api/v2/dev/token', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
-        $('try-form').hidden = r.status === 404 || r.status === 405;
+        $('try-form').hidden = r.status !== 400;
     } catch {
         $('try-form').hidden = true;
     }
@@ -271,13 +273,12 @@ $('clear-message').addEventListener('click', () => {
 
 $('invisible').addEventListener('change', async (ev) => {
     showError('app-error', '');
-    const status = new FormData($('status-form')).get('status');
     const message = client.self && client.self.message;
     try {
         if (ev.target.checked)
             await client.setPreferred({ status: 'offline', ttl: 8 * 3600, message: message || undefined });
-        else // there is no "clear preferred": a 1-second preferred status hands over to the devices
-            await client.setPreferred({ status, ttl: 1, message: message || undefined });
+        else // the devices decide again (DELETE .../preferred keeps the message)
+            await client.clearPreferred();
     } catch (e) {
         ev.target.checked = !ev.target.checked;
         showError('app-error', e.message);

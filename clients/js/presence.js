@@ -724,6 +724,21 @@ export class PresenceClient {
     }
 
     /**
+     * End the user's preferred status before its expiry (DELETE /api/v2/presence/{id}/preferred):
+     * the sessions decide the status again -- how invisible mode is turned off. The message is
+     * kept.
+     * @returns {Promise<PresenceRecord>} the record as it stands after
+     */
+    async clearPreferred() {
+        await this._authHeader();
+        const data = await this._restData('DELETE', this._userPath('/preferred'));
+        const rec = data && data[this.userId];
+        if (isRecord(rec))
+            this._onSelf(rec);
+        return rec;
+    }
+
+    /**
      * Read records (GET /api/v2/presence?users=...): a map of the ones found.
      * @param {string|string[]} users
      * @returns {Promise<Record<string, PresenceRecord>>}

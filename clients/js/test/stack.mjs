@@ -7,9 +7,8 @@
  * reports an unclean exit as a failure. PRESENCE_BIN points at the binaries to test (default: the
  * checkout's build/bin).
  *
- * Also: probes that tell whether the gateway serves a route yet (the WebSocket endpoint, the
- * sessions routes), so tests of routes that are still being built skip with the reason instead of
- * failing -- and run the moment the route exists.
+ * Also: a probe that tells whether the gateway serves the WebSocket endpoint yet, so its tests
+ * skip with the reason instead of failing while it is being built -- and run the moment it exists.
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
@@ -119,29 +118,6 @@ export class Stack {
         return r.status === 404 || asUser
             ? `the gateway has no /api/v2/presence/connect yet (a WebSocket handshake answered ${r.status}${asUser ? ': connect taken as a user id' : ''})`
             : null;
-    }
-
-    /** null when GET /api/v2/presence/{id}/sessions is a route (not the unknown-path 404), else why not. */
-    async sessionsProbe(user, token) {
-        const r = await this.http('GET', `/api/v2/presence/${user}/sessions`, { token });
-        return r.status === 404 && r.json && r.json.error === 'not found'
-            ? 'the gateway has no GET /api/v2/presence/{id}/sessions yet (unknown path: 404 not found)' : null;
-    }
-
-    /**
-     * null when a heartbeat with {"session"} opens a session (REALTIME.md), else why not: a gateway
-     * that does not pass `session` on answers with a record without the `sessions` field.
-     */
-    async heartbeatSessionProbe(user, token) {
-        const r = await this.http('POST', `/api/v2/presence/${user}/heartbeat`, { token, body: { session: 'probe-1', device: 'probe' } });
-        const rec = r.json && r.json.data && r.json.data[user];
-        if (r.status === 200 && rec && rec.sessions === undefined) {
-            await this.http('DELETE', `/api/v2/presence/${user}`, { token });
-            return 'the gateway does not pass `session` in heartbeat bodies on yet (the record has no sessions field)';
-        }
-        await this.http('PUT', `/api/v2/presence/${user}`, { token, body: { session: 'probe-1', status: 'offline' } });
-        await this.http('DELETE', `/api/v2/presence/${user}`, { token });
-        return null;
     }
 }
 

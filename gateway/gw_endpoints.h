@@ -46,7 +46,7 @@ void gw_health_cache_metrics(h2o_req_t *req, gw_rctx_t *rc);
 void gw_watch_on_req(h2o_req_t *req, gw_rctx_t *rc);
 
 /* gw_ui.c: the live page and its files (GET /, GET /ui/{file}: a name of UI_DIR/MANIFEST, raw in
- * rc->seg_sid), GET /api/v2/openapi.yaml, and POST /api/v2/dev/token (a development node only). */
+ * rc->seg_sid), GET /api/v2/openapi.yaml, and GET|POST /api/v2/dev/token (tokens on a development node only). */
 void gw_ui_index(h2o_req_t *req, gw_rctx_t *rc);
 void gw_ui_file(h2o_req_t *req, gw_rctx_t *rc);
 void gw_ui_openapi(h2o_req_t *req, gw_rctx_t *rc);

@@ -36,7 +36,7 @@
  *   /                                      GET HEAD               NONE    NONE    -            ui.index
  *   /ui/{file}                             GET HEAD               NONE    NONE    -            ui.file
  *   /api/v2/openapi.yaml                   GET HEAD               NONE    NONE    -            openapi
- *   /api/v2/dev/token                      POST                   NONE    NONE    CAP          dev.token
+ *   /api/v2/dev/token                      GET POST               NONE    NONE    CAP          dev.token
  *
  * The rows' order is the metrics' order (row 0 counts what matched nothing). A new endpoint is a
  * row here and a handler; e.g. a WebSocket route whose token may come in the query is
@@ -83,7 +83,7 @@ static const gw_route_t s_routes[] = {
     {"/", READS, {0}, gw_ui_index, "ui.index"},
     {"/ui/{file}", READS, {0}, gw_ui_file, "ui.file"},
     {"/api/v2/openapi.yaml", READS, {0}, gw_ui_openapi, "openapi"},
-    {"/api/v2/dev/token", M(POST), {GW_AUTH_NONE, GW_LIMIT_NONE, GW_RF_BODY_CAP}, gw_ui_dev_token, "dev.token"},
+    {"/api/v2/dev/token", M(GET) | M(POST), {GW_AUTH_NONE, GW_LIMIT_NONE, GW_RF_BODY_CAP}, gw_ui_dev_token, "dev.token"},
 };
 
 _Static_assert(ARRAY_LEN(s_routes) <= GW_ROUTES_MAX, "GW_ROUTES_MAX (gw_metrics.h) counts every route");

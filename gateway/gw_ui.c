@@ -4,6 +4,7 @@
  *   GET /ui/<name>             a file UI_DIR/MANIFEST names (nothing else exists: no paths)
  *   GET /api/v2/openapi.yaml   the MANIFEST's openapi.yaml
  *   POST /api/v2/dev/token     {"sub":"alice"} -> a token for alice, only on a development node
+ *   GET /api/v2/dev/token      {"available":true|false}: may this client ask (the page's probe)
  *
  * Files are served from memory (gw_uifiles.c: read once at startup), with a strong ETag of their
  * content, Cache-Control: no-cache (their names carry no version, so a browser revalidates and
@@ -23,6 +24,7 @@
 #include "cfg.h"
 #include "gw_config.h"
 #include "gw_endpoints.h"
+#include "gw_metrics.h"
 #include "gw_reply.h"
 #include "gw_uifiles.h"
 #include "log.h"
@@ -258,6 +260,15 @@ out:
 
 void gw_ui_dev_token(h2o_req_t *req, gw_rctx_t *rc)
 {
+    if (rc->method == GW_M_GET) {
+        /* Whether this client may ask: how the page decides to show its "try as" box, without a
+         * failed request in the browser's console on every other node. */
+        if (s_ui.dev_tokens && s_loopback(req))
+            gw_reply(req, rc, 200, H2O_STRLIT("{\"success\":true,\"available\":true}"));
+        else
+            gw_reply(req, rc, 200, H2O_STRLIT("{\"success\":true,\"available\":false}"));
+        return;
+    }
     if (!s_ui.dev_tokens) {
         gw_reply_error(req, rc, 404, "not found");
         return;

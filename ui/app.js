@@ -64,12 +64,12 @@ function showError(id, msg) {
 /* ---- sign in ---- */
 
 async function probeDevToken() {
-    // The box is shown only where the endpoint serves us: a body without sub gets 400 there; a
-    // node without development tokens answers 404, and one that serves loopback clients only, to
-    // anyone else, 403.
+    // The box is shown only where the node signs tokens for us (a `make run` node, from its own
+    // machine): GET says so, without a failed request in the console anywhere else.
     try {
-        const r = await fetch(api + '/api/v2/dev/token', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
-        $('try-form').hidden = r.status !== 400;
+        const r = await fetch(api + '/api/v2/dev/token', { cache: 'no-store' });
+        const j = r.status === 200 ? await r.json() : null;
+        $('try-form').hidden = !(j && j.available === true);
     } catch {
         $('try-form').hidden = true;
     }

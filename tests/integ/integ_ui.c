@@ -8,8 +8,8 @@
  *   config      UI_ENABLED=false (404 naming it), UI_DIR of our own, and the startup refusals
  *               (a UI_DIR given but missing or broken, PRESENCE_DEV_SECRET without the
  *               development secret, a bad UI_ENABLED): exit 2 naming the variable
- *   dev token   only with PRESENCE_DEV_SECRET (404 otherwise): a valid token for sub, every bad
- *               body with its rule; IPv4-mapped loopback peers; and the launcher: `make run`
+ *   dev token   only with PRESENCE_DEV_SECRET (404 otherwise; GET says whether): a valid token
+ *               for sub, every bad body with its rule; IPv4-mapped loopback peers; and the launcher: `make run`
  *               without JWT_SECRET turns it on, a JWT_SECRET of one's own keeps it off even when
  *               PRESENCE_DEV_SECRET=true is in the environment
  *
@@ -216,8 +216,12 @@ START_TEST(test_page)
     s_body_is(&r, E_NOTFOUND);
     th_resp_free(&r);
     s_req(port, "GET", "/api/v2/dev/token", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    s_body_is(&r, "{\"success\":true,\"available\":false}");
+    th_resp_free(&r);
+    s_req(port, "PUT", "/api/v2/dev/token", NULL, "{}", &r);
     ck_assert_int_eq(r.status, 405);
-    s_header_is(&r, "allow", "POST, OPTIONS");
+    s_header_is(&r, "allow", "GET, POST, OPTIONS");
     th_resp_free(&r);
 
     /* Counted under their own labels, 304s included. */
@@ -339,6 +343,11 @@ END_TEST
 
 static void s_dev_token_ok(int port, const char *sub)
 {
+    th_resp_t g;
+    s_req(port, "GET", "/api/v2/dev/token", NULL, NULL, &g);
+    ck_assert_int_eq(g.status, 200);
+    s_body_is(&g, "{\"success\":true,\"available\":true}");
+    th_resp_free(&g);
     char body[200];
     snprintf(body, sizeof body, "{\"sub\":\"%s\"}", sub);
     th_resp_t r;

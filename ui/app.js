@@ -7,7 +7,9 @@
  *
  * No framework, no build step: DOM built with textContent only (every string from the network is
  * shown as text, never parsed as HTML). The API is this page's own origin; `?api=` may name
- * another one only on loopback (a development aid that cannot send a token elsewhere).
+ * another one only on loopback (a development aid that cannot send a token elsewhere: serving
+ * these files from another server, tests/browser --serve-ui). The gateway's own CSP
+ * (connect-src 'self') pins the page it serves to that gateway.
  */
 import { connect, tokenSubject, validUserId } from './presence.js';
 

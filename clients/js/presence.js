@@ -577,8 +577,10 @@ export class PresenceClient {
     }
 
     /**
-     * End the session and stop. Over WebSocket the server ends the session after its grace
-     * (PRESENCE_GRACE_MS); in the fallback the REST session is ended at once.
+     * Sign this device out and stop: the session ends at once (over WebSocket a close with 1000,
+     * which the server takes as a sign-out without the grace; in the fallback the REST session is
+     * ended). A page that goes away without close() (the browser sends 1001) or a lost network
+     * keeps the session for the server's grace, so a reload never shows the user offline.
      * @returns {Promise<void>} settles once the fallback's end-of-session request is answered
      */
     close() {
@@ -927,6 +929,13 @@ export class PresenceClient {
 
     _onWsLost(ev) {
         const code = ev.code;
+        if (code === 4001) {
+            // The session was ended from outside (signed out from another device, evicted by
+            // MAX_SESSIONS, the user erased): reconnecting would sign the device back in.
+            this._error('session ended: this device was signed out', { code: 'session_ended', fatal: true });
+            this.close();
+            return;
+        }
         if (code === 4000) {
             // Another connection resumed this session: reconnecting with it would steal it back.
             this._error('session resumed elsewhere', { code: 'session_taken' });
@@ -948,7 +957,7 @@ export class PresenceClient {
             if (quiet >= 2 * every + 5000) {
                 // Nothing for two intervals (not even our pongs): a dead link the OS has not noticed.
                 this._ws = null;
-                try { ws.close(4001, 'no answer'); } catch { /* gone */ }
+                try { ws.close(4002, 'no answer'); } catch { /* gone */ }
                 this._stopPing();
                 this._onWsLost({ code: 1006 });
                 return;

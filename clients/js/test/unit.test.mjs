@@ -2,7 +2,7 @@
  * jitter, the token's subject, the SSE parser over awkward chunk boundaries) and the client's
  * protocol decisions driven through its WebSocket seam (options.WebSocket) by a scripted peer:
  * what it sends on connect, after a drop (resume within the grace, watches with since, a set made
- * while away), duplicates dropped, close code 4000, fallback after refused handshakes, idle.
+ * while away), duplicates dropped, close codes 4000 and 4001, fallback after refused handshakes, idle.
  * The same paths run against the real gateway in websocket.test.mjs once it has the endpoint.
  */
 import { test } from 'node:test';
@@ -195,6 +195,22 @@ test('reconnect: no session_id after the grace; code 4000 (resumed elsewhere) ne
     assert.equal(ScriptedWS.last().url.searchParams.get('session_id'), null);
     assert.ok(events.some(([t, e]) => t === 'error' && e.code === 'session_taken'));
     c.close();
+});
+
+test('code 4001 (session ended from outside): a fatal error and no reconnect', async () => {
+    const { c, events } = client();
+    await until(() => ScriptedWS.all.length === 1);
+    const ws = ScriptedWS.last();
+    ws.open();
+    ws.msg({ type: 'welcome', session_id: 's1', user_id: 'alice', record: rec('alice', 1), grace_ms: 5000 });
+    ws.drop(4001);
+    const e = events.find(([t]) => t === 'error');
+    assert.ok(e, 'an error event');
+    assert.equal(e[1].code, 'session_ended');
+    assert.equal(e[1].fatal, true);
+    assert.equal(c.state, 'closed');
+    await new Promise((r) => setTimeout(r, 100)); // well past the backoff (10-40 ms)
+    assert.equal(ScriptedWS.all.length, 1, 'no reconnect');
 });
 
 test('handshake failures: retried with backoff; in auto mode two refusals fall back to SSE + REST', async () => {

@@ -1,6 +1,7 @@
 /* websocket.test.mjs -- the client over the WebSocket endpoint (REALTIME.md "WebSocket: connect =
  * online") against the real stack: welcome, set, watch, a resume within the grace that never
- * flashes offline, watches resumed with since, idle, server errors, the offline after the grace.
+ * flashes offline, watches resumed with since, idle, server errors, close() as a sign-out (1000),
+ * a lost connection offline only after the grace, a device signed out from elsewhere (4001).
  *
  * Until the gateway serves GET /api/v2/presence/connect every test here is skipped with that reason
  * (found by a real handshake in before(), never assumed); they run the moment it exists. Node's
@@ -73,7 +74,7 @@ wsTest('ws: connect = online: welcome with the session, the record shows it to w
     assert.deepEqual(b.ev.errors(), []);
 });
 
-wsTest('ws: close() ends the session after the grace: watchers see offline', async () => {
+wsTest('ws: close() signs the device out at once (close 1000): watchers see offline before the grace', async () => {
     const a = open({ token: stack.token('wa2') });
     const w = await a.ev.next('welcome');
     const b = open({ token: stack.token('wb2') });
@@ -84,7 +85,42 @@ wsTest('ws: close() ends the session after the grace: watchers see offline', asy
     const off = await b.ev.next('presence', (x) => x.user_id === 'wa2' && x.status === 'offline', 20000);
     assert.equal(off.sessions, 0);
     const grace = w.grace_ms ?? 5000;
-    assert.ok(Date.now() - closedAt >= grace - 100, `offline after the grace (${Date.now() - closedAt} ms, grace ${grace})`);
+    assert.ok(Date.now() - closedAt < grace, `offline at once (${Date.now() - closedAt} ms, grace ${grace})`);
+});
+
+wsTest('ws: a connection lost without a close keeps the session for the grace, then watchers see offline', async () => {
+    const proxy = await Proxy.start(stack.port);
+    try {
+        const a = open({ token: stack.token('wa2b'), url: proxy.url });
+        const w = await a.ev.next('welcome');
+        const b = open({ token: stack.token('wb2b') });
+        b.c.watch('wa2b');
+        await b.ev.next('presence', (x) => x.user_id === 'wa2b' && x.status === 'online');
+        const lostAt = Date.now();
+        proxy.down(); // the network is gone: no close frame, and no way back
+        const off = await b.ev.next('presence', (x) => x.user_id === 'wa2b' && x.status === 'offline', 20000);
+        const grace = w.grace_ms ?? 5000;
+        assert.equal(off.sessions, 0);
+        assert.ok(Date.now() - lostAt >= grace - 100, `offline after the grace (${Date.now() - lostAt} ms, grace ${grace})`);
+    } finally {
+        await proxy.stop();
+    }
+});
+
+wsTest('ws: a device signed out from another one (endSession) stops with a fatal session_ended', async () => {
+    const tok = stack.token('wa2c');
+    const lap = open({ token: tok, device: 'laptop' });
+    const phone = open({ token: tok, device: 'phone' });
+    await lap.ev.next('welcome');
+    const wp = await phone.ev.next('welcome');
+    const rec = await lap.c.endSession(wp.session_id);
+    assert.equal(rec.sessions, 1);
+    phone.c.set({ status: 'busy' }); // the server notices at the connection's next write (REALTIME.md: 4001)
+    const e = await phone.ev.next('error', (x) => x.code === 'session_ended', 10000);
+    assert.equal(e.fatal, true);
+    await phone.ev.next('state', (s) => s.state === 'closed');
+    const list = await lap.c.sessions();
+    assert.deepEqual(list.map((x) => x.device), ['laptop'], 'the phone did not sign itself back in');
 });
 
 wsTest('ws: a dropped connection resumes the same session within the grace; nobody sees it leave', async () => {

@@ -94,6 +94,10 @@ include notifier/module.mk
 -include tests/hardening/module.mk
 -include tests/limits/module.mk
 -include tests/monitoring/module.mk
+-include clients/js/module.mk
+-include ui/module.mk
+-include tests/browser/module.mk
+-include tests/openapi/module.mk
 
 all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
 

@@ -90,6 +90,8 @@ static const envreg_var_t s_vars[] = {
     {"GATEWAY_LEASE_MS", G, "15000", "the gateway's lease: its sessions end this long after it dies"},
     {"SSE_MAX_PER_IP", G, "256", "watch streams one client address may hold (0 = no bound)"},
     {"SSE_MAX_PER_SUBJECT", G, "32", "watch streams one token subject may hold (0 = no bound)"},
+    {"UI_ENABLED", G, "true", "serve the live page (GET /, /ui/...) and /api/v2/openapi.yaml"},
+    {"UI_DIR", G, "<gateway binary>/../share/presence/ui", "where the page's MANIFEST and files are"},
     /* cache-node */
     {"CACHE_ENDPOINT", C | P, "ipc://$DATA_DIR/run/cache-1.sock", "the cache-node's ROUTER"},
     {"CACHE_ID", C, "cache-<pid>", "label in metrics"},
@@ -159,6 +161,7 @@ static const envreg_var_t s_vars[] = {
     /* set by the launcher for its children */
     {"READY_FD", ENVREG_DAEMONS, "", "fd to write the ready line to (set by the launcher)"},
     {"PRESENCE_ENV_CHECKED", ENVREG_DAEMONS, "", "set by the launcher: the environment was checked once"},
+    {"PRESENCE_DEV_SECRET", G, "", "set by the launcher: JWT_SECRET is its development secret (POST /api/v2/dev/token)"},
 };
 
 #undef G

@@ -48,5 +48,11 @@ void gw_watch_on_req(h2o_req_t *req, gw_rctx_t *rc);
 /* gw_connect.c: GET /api/v2/presence/connect -- the WebSocket endpoint: checks, the session opened
  * in the store, then the upgrade (REALTIME.md, "WebSocket: connect = online"). */
 void gw_connect_on_req(h2o_req_t *req, gw_rctx_t *rc);
+/* gw_ui.c: the live page and its files (GET /, GET /ui/{file}: a name of UI_DIR/MANIFEST, raw in
+ * rc->seg_sid), GET /api/v2/openapi.yaml, and GET|POST /api/v2/dev/token (tokens on a development node only). */
+void gw_ui_index(h2o_req_t *req, gw_rctx_t *rc);
+void gw_ui_file(h2o_req_t *req, gw_rctx_t *rc);
+void gw_ui_openapi(h2o_req_t *req, gw_rctx_t *rc);
+void gw_ui_dev_token(h2o_req_t *req, gw_rctx_t *rc);
 
 #endif

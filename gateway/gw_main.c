@@ -19,6 +19,7 @@
 #include "gw_metrics.h"
 #include "gw_notifier.h"
 #include "gw_thread.h"
+#include "gw_ui.h"
 #include "gw_upstream.h"
 #include "gw_ws.h"
 #include "log.h"
@@ -96,7 +97,7 @@ bad_addr:
 static int s_config(void *arg, char *err)
 {
     (void)arg;
-    return gw_config_load(err);
+    return gw_config_load(err) < 0 ? -1 : gw_ui_load(err);
 }
 
 static const cli_desc_t s_cli = {
@@ -194,6 +195,7 @@ int main(int argc, char **argv)
     gw_notifier_stop();
     close(listen_fd);
     zmq_ctx_term(zctx);
+    gw_ui_fini();
     LOG(LOG_NOTICE, "stopped");
     return 0;
 }

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const int gw_codes[GW_CODES] = {200, 201, 204, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503, 504};
+const int gw_codes[GW_CODES] = {200, 201, 204, 304, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503, 504};
 
 gw_metrics_t gw_metrics;
 

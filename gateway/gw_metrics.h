@@ -20,7 +20,7 @@
 enum gw_method { GW_M_GET = 0, GW_M_HEAD, GW_M_PUT, GW_M_POST, GW_M_DELETE, GW_M_OPTIONS, GW_M_OTHER, GW_M_COUNT };
 
 /* Status codes counted separately; anything else is "other" (code="0"). */
-#define GW_CODES 14
+#define GW_CODES 15
 extern const int gw_codes[GW_CODES];
 
 typedef struct gw_metrics {

@@ -2,7 +2,8 @@
  *
  * A pattern is literal text with parameter segments: {id} and {sid} each match one non-empty
  * segment (up to the next '/'), and a trailing [...] group is optional, e.g.
- * "/api/v2/presence/{id}/sessions[/{sid}]". Pure: no allocation, no state; reentrant. The gateway's
+ * "/api/v2/presence/{id}/sessions[/{sid}]". A parameter of another name ({file}) is captured as sid.
+ * Pure: no allocation, no state; reentrant. The gateway's
  * router (gw_routes.c) uses it; unit tests call it directly.
  */
 #ifndef PRESENCE_GW_PATH_H

@@ -34,6 +34,10 @@
  *   /health/store, /health/cache           GET HEAD               NONE    NONE    -            health.store, health.cache
  *   /metrics                               GET HEAD               NONE    NONE    -            metrics
  *   /api/v2/cache/metrics                  GET                    TOKEN   NONE    -            cache.metrics
+ *   /                                      GET HEAD               NONE    NONE    -            ui.index
+ *   /ui/{file}                             GET HEAD               NONE    NONE    -            ui.file
+ *   /api/v2/openapi.yaml                   GET HEAD               NONE    NONE    -            openapi
+ *   /api/v2/dev/token                      GET POST               NONE    NONE    CAP          dev.token
  *
  * The rows' order is the metrics' order (row 0 counts what matched nothing). A new endpoint is a
  * row here and a handler. The WebSocket row's token may come in the query (browsers cannot set
@@ -80,6 +84,10 @@ static const gw_route_t s_routes[] = {
     {"/health/cache", READS, {0}, gw_health_cache, "health.cache"},
     {"/metrics", READS, {0}, gw_health_metrics, "metrics"},
     {"/api/v2/cache/metrics", M(GET), {GW_AUTH_TOKEN, GW_LIMIT_NONE, 0}, gw_health_cache_metrics, "cache.metrics"},
+    {"/", READS, {0}, gw_ui_index, "ui.index"},
+    {"/ui/{file}", READS, {0}, gw_ui_file, "ui.file"},
+    {"/api/v2/openapi.yaml", READS, {0}, gw_ui_openapi, "openapi"},
+    {"/api/v2/dev/token", M(GET) | M(POST), {GW_AUTH_NONE, GW_LIMIT_NONE, GW_RF_BODY_CAP}, gw_ui_dev_token, "dev.token"},
 };
 
 _Static_assert(ARRAY_LEN(s_routes) <= GW_ROUTES_MAX, "GW_ROUTES_MAX (gw_metrics.h) counts every route");

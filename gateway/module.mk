@@ -1,7 +1,7 @@
 # gateway/: the HTTP gateway. libgw.a holds the pure logic (unit tested); the binary adds h2o glue.
 GW_LIB := $(B)/libgw.a
 GW_LIB_OBJS := $(B)/gateway/gw_json.o $(B)/gateway/gw_auth.o $(B)/gateway/gw_cors.o $(B)/gateway/gw_ratelimit.o \
-               $(B)/gateway/gw_rendezvous.o $(B)/gateway/gw_path.o \
+               $(B)/gateway/gw_rendezvous.o $(B)/gateway/gw_path.o $(B)/gateway/gw_uifiles.o \
                $(B)/gateway/gw_wsframe.o $(B)/gateway/gw_wsmsg.o $(B)/gateway/gw_wsrate.o \
                $(B)/gateway/gw_access.o $(B)/gateway/gw_promtext.o
 GW_LIB_OBJS += $(B)/gateway/gw_clientaddr.o $(B)/gateway/gw_climit.o $(B)/gateway/gw_head.o $(B)/gateway/gw_penalty.o
@@ -15,6 +15,7 @@ GW_OBJS := $(B)/gateway/gw_main.o $(B)/gateway/gw_config.o $(B)/gateway/gw_http.
            $(B)/gateway/gw_connect.o $(B)/gateway/gw_ws.o $(B)/gateway/gw_wsconn.o $(B)/gateway/gw_wssess.o \
            $(B)/gateway/gw_wswatch.o $(B)/gateway/gw_lease.o
 GW_OBJS += $(B)/gateway/gw_front.o $(B)/gateway/gw_h2guard.o
+GW_OBJS += $(B)/gateway/gw_ui.o
 BINS += $(B)/bin/gateway $(B)/bin/presence-token
 $(B)/bin/gateway: $(GW_OBJS) $(GW_LIB) $(SYNC_LIB) $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)

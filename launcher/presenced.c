@@ -20,7 +20,8 @@
  * (SIGTERM, then SIGKILL after STOP_GRACE_MS) and the launcher exits 0.
  *
  * Without JWT_SECRET a development secret is created in $DATA_DIR/dev-jwt-secret (0600), and the
- * launcher says how to get a token. Every other variable is passed through to the children, which
+ * launcher says how to get a token (and tells the gateway, PRESENCE_DEV_SECRET=true, which then
+ * signs tokens for the page's "try as" box). Every other variable is passed through to the children, which
  * validate their own settings.
  */
 #include "cfg.h"
@@ -207,6 +208,9 @@ static void s_stop_all(void)
 static int s_dev_secret(const char *data_dir, const char *given)
 {
     const char *s = getenv("JWT_SECRET");
+    /* PRESENCE_DEV_SECRET tells the gateway the secret is this throwaway one (it then signs tokens
+     * for the page's "try as" box): never inherited, only ever set here. */
+    unsetenv("PRESENCE_DEV_SECRET");
     if (s && *s)
         return 0;
     char path[PATH_MAX], secret[65];
@@ -237,6 +241,7 @@ static int s_dev_secret(const char *data_dir, const char *given)
         return -1;
     }
     setenv("JWT_SECRET", secret, 1);
+    setenv("PRESENCE_DEV_SECRET", "true", 1);
     /* The hint must work as printed: name DATA_DIR when it is not the one `make token` assumes. */
     if (strcmp(given, "./data") != 0 && strcmp(given, "data") != 0)
         LOG(LOG_NOTICE,

@@ -12,7 +12,9 @@ on the built tree in the checkout:
      port); each curl's status code and the fields it returns are checked against EXPECT below,
      keyed by the command's exact text: a README line without an expectation fails the step
      ("update tests/readme/readme_test.py"), and so does an expectation the README lost;
-  3. the admin token line: the token writes another user's record;
+  3. the admin token line: the token writes another user's record; the live page: the URL
+     "The live page" names is served (HTML), and "try as" works on this node (a token from
+     POST /api/v2/dev/token writes its user's record);
   4. a second `make run` on the same port, then on the same DATA_DIR: exit status 2 at once,
      naming the port or the directory;
   5. Ctrl-C (SIGINT to the process group, as a terminal sends it): every process stops cleanly;
@@ -366,6 +368,26 @@ def main():
                             "-d", '{"status":"away"}'], capture_output=True, text=True, timeout=30)
         check(w.stdout == "403", "alice's token may not write bob: %s" % w.stdout)
 
+        # -- 3b. the live page and its "try as" --
+        page = re.search(r"(http://localhost:8080/)[:\s]", secs.get("The live page", ""))
+        if check(page is not None, "README 'The live page' names http://localhost:8080/"):
+            url = page.group(1).replace("8080", str(port))
+            g = subprocess.run(["curl", "-s", "-D", "-", url], capture_output=True, text=True, timeout=30)
+            check(g.stdout.startswith("HTTP/1.1 200") and "content-type: text/html" in g.stdout.lower()
+                  and "<title>Presence</title>" in g.stdout, "make run serves the page at %s" % url)
+            g = subprocess.run(["curl", "-s", url + "api/v2/dev/token"], capture_output=True, text=True, timeout=30)
+            check(g.stdout == '{"success":true,"available":true}', "make run offers \"try as\": %s" % g.stdout)
+            g = subprocess.run(["curl", "-s", "-X", "POST", url + "api/v2/dev/token", "-d", '{"sub":"carol"}'],
+                               capture_output=True, text=True, timeout=30)
+            try:
+                carol = json.loads(g.stdout)["token"]
+            except (ValueError, KeyError):
+                carol = ""
+            w = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT",
+                                url + "api/v2/presence/carol", "-H", "Authorization: Bearer " + carol,
+                                "-d", '{"status":"online"}'], capture_output=True, text=True, timeout=30)
+            check(w.stdout == "200", "a \"try as\" token writes its user: %s %s" % (w.stdout, g.stdout[:200]))
+
         # -- 4. no silent second node --
         for what, e2, want in (("port", dict(env, DATA_DIR=os.path.join(work, "other")), "SERVICE_PORT"),
                                ("DATA_DIR", dict(env, SERVICE_PORT=str(free_port())), "DATA_DIR")):
@@ -417,7 +439,7 @@ def main():
     check(re.search(r"[\w-]+\.[\w-]+\.[\w-]{20,}", p.stdout) is None, "presence-token --help mints no token")
     ours = re.compile(r"`((?:PRESENCE|RATE_LIMIT|CORS|CACHE|GATEWAY|STORE|SYNC|WS|JWT|SSE|RELAY|CENTER|CURVE|WEBHOOK|"
                       r"SERVICE|NODE|DATA|LOG|AUTH|MAX|REQUEST|RETENTION|TOUCH|TRUST|HTTP|SHUTDOWN|STOP|PROBE|TOKEN|"
-                      r"ACCESS|METRICS|NOTIFIER)"
+                      r"ACCESS|METRICS|NOTIFIER|UI)"
                       r"_?[A-Z0-9_]*)`")
     table = secs.get("Configuration", "")
     named = {v for v in ours.findall(table) if not v.endswith("_")}

@@ -49,6 +49,7 @@ static const envreg_var_t s_vars[] = {
     {"JWT_LEEWAY_S", G, "60", "clock leeway for exp and nbf"},
     {"JWT_ALLOW_WEAK_SECRET", G, "false", "accept a JWT_SECRET shorter than 32 bytes"},
     {"JWT_CACHE_SIZE", G, "65536", "verified tokens remembered per gateway thread (0 = off)"},
+    {"NEAR_CACHE_BYTES", G, "67108864", "hot records kept in the gateway, split between its threads (0 = off)"},
     {"RATE_LIMIT_WRITES", G, "20", "writes per second per token subject (0 = off)"},
     {"RATE_LIMIT_WRITE_BURST", G, "40", "burst of RATE_LIMIT_WRITES"},
     {"RATE_LIMIT_ADMIN_WRITES", G, "0", "writes per second of a presence:admin token (0 = not limited)"},

@@ -187,6 +187,7 @@ static void s_defaults(void)
     gw_cfg.sse_queue_max = 256 << 10;
     gw_cfg.sse_window_bytes = 32 << 20;
     gw_cfg.jwt_cache_size = 65536;
+    gw_cfg.near_cache_bytes = 64 << 20;
 }
 
 int gw_config_load(char *err)
@@ -215,7 +216,8 @@ int gw_config_load(char *err)
         cfg_u64("SSE_PING_MS", 100, 3600000, &gw_cfg.sse_ping_ms, err) < 0 ||
         cfg_u64("SSE_QUEUE_MAX", 1024, 1u << 30, &gw_cfg.sse_queue_max, err) < 0 ||
         cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0 ||
-        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0)
+        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0 ||
+        cfg_u64("NEAR_CACHE_BYTES", 0, 1ull << 40, &gw_cfg.near_cache_bytes, err) < 0)
         return -1;
     if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
         snprintf(err, CFG_ERR_LEN, "NODE_ID: invalid value '%s' (1-64 of [A-Za-z0-9._~@:=+-])", gw_cfg.node_id);

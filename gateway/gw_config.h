@@ -44,6 +44,7 @@ typedef struct gw_config {
     uint64_t shutdown_grace_ms;
     uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
     uint64_t jwt_cache_size; /* verified tokens cached per thread */
+    uint64_t near_cache_bytes; /* NEAR_CACHE_BYTES: the near caches, split between threads (0 = none) */
     char store_cmd[512], store_pub[512]; /* the change stream (store-node, or the region's relay) */
 } gw_config_t;
 

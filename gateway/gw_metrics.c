@@ -108,6 +108,21 @@ static bool s_seen(const elist_t *l, const char *name)
     return false;
 }
 
+/* The near caches' series (every thread's summed; gw_nearcall.c). */
+static void s_own_near(stats_list_t *own)
+{
+    int64_t entries = atomic_load(&gw_metrics.near_entries), bytes = atomic_load(&gw_metrics.near_bytes);
+    stats_add(own, "gateway_near_hits_total", atomic_load(&gw_metrics.near_hits));
+    stats_add(own, "gateway_near_misses_total", atomic_load(&gw_metrics.near_misses));
+    stats_add(own, "gateway_near_bypassed_total", atomic_load(&gw_metrics.near_bypassed));
+    stats_add(own, "gateway_near_fills_total", atomic_load(&gw_metrics.near_fills));
+    stats_add(own, "gateway_near_retries_total", atomic_load(&gw_metrics.near_retries));
+    stats_add(own, "gateway_near_evictions_total", atomic_load(&gw_metrics.near_evictions));
+    stats_add(own, "gateway_near_drops_total", atomic_load(&gw_metrics.near_drops));
+    stats_add(own, "gateway_near_entries", entries > 0 ? (uint64_t)entries : 0);
+    stats_add(own, "gateway_near_bytes", bytes > 0 ? (uint64_t)bytes : 0);
+}
+
 /* The gateway's own series. */
 static void s_own(elist_t *l, int nodes_configured)
 {
@@ -141,6 +156,7 @@ static void s_own(elist_t *l, int nodes_configured)
     stats_add(&own, "gateway_upstream_retries_total", atomic_load(&gw_metrics.upstream_retries));
     stats_add(&own, "gateway_node_failovers_total", atomic_load(&gw_metrics.node_failovers));
     stats_addf(&own, (uint64_t)nodes_configured, "gateway_cache_nodes{node_id=\"%s\"}", gw_cfg.node_id);
+    s_own_near(&own);
     for (uint32_t i = 0; i < own.n; i++)
         s_push(l, own.v[i].name.p, own.v[i].name.len, own.v[i].value);
     stats_list_fini(&own);

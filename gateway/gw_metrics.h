@@ -30,6 +30,9 @@ typedef struct gw_metrics {
     _Atomic uint64_t upstream_timeouts, upstream_unavailable, upstream_retries, node_failovers;
     _Atomic int64_t sse_clients;
     _Atomic uint64_t sse_events, sse_dropped;
+    /* the near caches (gw_nearcall.c): every thread's, summed */
+    _Atomic uint64_t near_hits, near_misses, near_bypassed, near_fills, near_retries, near_evictions, near_drops;
+    _Atomic int64_t near_entries, near_bytes;
 } gw_metrics_t;
 
 extern gw_metrics_t gw_metrics;

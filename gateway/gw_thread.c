@@ -24,6 +24,7 @@
 #include "gw_config.h"
 #include "gw_ctx.h"
 #include "gw_metrics.h"
+#include "gw_nearcall.h"
 #include "gw_watch_hub.h"
 #include "log.h"
 #include "util.h"
@@ -135,6 +136,7 @@ static void s_open(gw_thread_t *t)
         LOG(LOG_ERROR, "thread %d: %s", cx->idx, err);
         exit(1);
     }
+    cx->near = gw_nearcall_new(cx);
     /* h2o gets its own dup of the listening fd (it closes it); we accept on ours. */
     t->listener = h2o_evloop_socket_create(cx->h2o.loop, dup(s_listen_fd), H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
@@ -159,6 +161,7 @@ static void s_close(gw_thread_t *t)
     while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
         h2o_evloop_run(cx->h2o.loop, 50);
     gw_upstream_destroy(&cx->up);
+    gw_nearcall_destroy(&cx->near);
     for (int i = 0; i < 5; i++)
         h2o_evloop_run(cx->h2o.loop, 1);
     gw_authcache_free(cx->authcache);

@@ -5,11 +5,20 @@
  * (proto_record_t up to the command inputs), then node id and message; the user id is the key --
  * so a hit is a few memcpy, not a msgpack decode.
  *
- * Key decision: rather than remember what was served per user after an entry leaves (unbounded),
- * one number, the floor, stands for everything that left: when an entry is evicted or dropped, the
- * floor rises to `front`, a sequence every entry is current through. The engine cannot see which
- * entry cache.c evicted, only that one was (its keys_evicted counter): the floor takes the bound
- * that holds for all of them.
+ * Key decision: what was served for a user that is no longer resident is remembered as a ghost --
+ * a 64-bit hash of the user id and the sequence it was current through (`front` when it was
+ * evicted, the answer's as_of when one was served without being kept) -- in a direct-mapped table
+ * of max_bytes / 256 slots (16 bytes each: 1/16 of the budget). A ghost pushed out of its slot by
+ * another folds into the one global floor. So an eviction makes only that user's next answer
+ * wait for a node that has caught up with it, not every user's; a hash collision only makes a
+ * check stricter. Dropping everything (the stream stopped being live) raises the global floor.
+ *
+ * Second decision: the stream moves on while an answer travels, so an answer is often a little
+ * older than the stream (as_of < seq) although its user did not change meanwhile. A second
+ * direct-mapped table, as large, keeps per bucket of user-id hashes the sequence of the last change
+ * the stream applied to any user in it. When that is not after as_of, nothing of the user changed
+ * in (as_of, seq]: the answer is as current as the stream, may become an entry, and satisfies any
+ * floor up to seq. Without it a steady write rate made most fills too old to keep.
  *
  * Threading: none. One thread owns a gw_near_t. No I/O, no logging.
  */
@@ -25,13 +34,25 @@
 #define NEAR_HEAD offsetof(proto_record_t, cflags)
 #define NEAR_VALUE_MAX (NEAR_HEAD + PROTO_NODE_ID_MAX + PROTO_MESSAGE_MAX)
 
+#define NEAR_GHOST_BYTES_PER_SLOT 256u /* one ghost slot per this many bytes of budget */
+#define NEAR_GHOST_MIN_SLOTS 1024u
+#define NEAR_HASH_SEED 0x6e656172ull
+
+/* What was served for a user that left: its id's hash and the sequence it was current through. */
+typedef struct ghost {
+    uint64_t h;     /* 0: empty */
+    uint64_t floor;
+} ghost_t;
+
 struct gw_near {
     cache_t *c;
     bool live;
     uint64_t seq;   /* the last change applied */
     uint64_t front; /* every entry is current through no sequence beyond this */
-    uint64_t floor; /* users not resident were never served newer than latest(k, floor) */
-    uint64_t evicted_seen; /* cache.c's keys_evicted when last looked at */
+    uint64_t floor; /* a user without a ghost, not resident, was never served newer than latest(k, floor) */
+    ghost_t *ghosts;
+    uint64_t *changed; /* per bucket of user-id hashes: the last change applied to a user in it */
+    uint64_t gmask;    /* both tables: slots - 1 */
     gw_near_stats_t st;
     char pack[NEAR_VALUE_MAX];
 };
@@ -70,7 +91,7 @@ static int s_unpack(const char *key, size_t klen, const void *v, size_t len, pro
     return 0;
 }
 
-/* ==== the floor =============================================================================== */
+/* ==== the floor and the ghosts ================================================================ */
 
 static void s_raise_floor(gw_near_t *n, uint64_t s)
 {
@@ -84,38 +105,69 @@ static void s_note_front(gw_near_t *n, uint64_t s)
         n->front = s;
 }
 
-/* cache.c may have evicted entries in the last call: if so, they were current through no more than
- * front, which the floor now covers. */
-static void s_check_evictions(gw_near_t *n)
+static uint64_t s_hash(const char *key, size_t klen)
 {
-    cache_metrics_t m;
-    cache_get_metrics(n->c, &m);
-    if (m.keys_evicted != n->evicted_seen) {
-        n->st.evictions += m.keys_evicted - n->evicted_seen;
-        n->evicted_seen = m.keys_evicted;
-        s_raise_floor(n, n->front);
-    }
+    uint64_t h = util_hash64(key, klen, NEAR_HASH_SEED);
+    return h ? h : 1;
 }
 
-/* Something left the cache on purpose (dropped, or an entry that could not be updated). */
-static void s_removed(gw_near_t *n)
+/* Remember that key (hash h) was served as current through `through`. */
+static void s_ghost_put(gw_near_t *n, uint64_t h, uint64_t through)
 {
-    s_raise_floor(n, n->front);
+    ghost_t *g = &n->ghosts[h & n->gmask];
+    if (g->h == h) {
+        if (through > g->floor)
+            g->floor = through;
+        return;
+    }
+    if (g->h)
+        s_raise_floor(n, g->floor); /* pushed out: the global floor keeps what it said */
+    g->h = h;
+    g->floor = through;
+}
+
+/* The floor an answer for key must reach. */
+static uint64_t s_floor_of(const gw_near_t *n, uint64_t h)
+{
+    const ghost_t *g = &n->ghosts[h & n->gmask];
+    return g->h == h && g->floor > n->floor ? g->floor : n->floor;
+}
+
+static void s_ghosts_clear(gw_near_t *n)
+{
+    memset(n->ghosts, 0, (n->gmask + 1) * sizeof *n->ghosts);
+}
+
+/* Whether a user with hash h may have changed after as_of in what the stream applied. */
+static bool s_changed_after(const gw_near_t *n, uint64_t h, uint64_t as_of)
+{
+    return n->changed[h & n->gmask] > as_of;
+}
+
+/* cache.c evicts for room: the entry was current through no more than front. */
+static void on_evict(void *ctx, const void *key, size_t klen, uint64_t version)
+{
+    gw_near_t *n = ctx;
+    n->st.evictions++;
+    s_ghost_put(n, s_hash(key, klen), n->front);
+}
+
+/* An entry removed on purpose (one that could not be updated or read back). */
+static void s_remove(gw_near_t *n, const char *key, size_t klen)
+{
+    cache_del(n->c, key, klen);
+    s_ghost_put(n, s_hash(key, klen), n->front);
 }
 
 static int s_put_record(gw_near_t *n, const proto_record_t *r, unsigned flags)
 {
     size_t len = s_pack(n->pack, r);
-    int rc = cache_put(n->c, r->user_id, r->uid_len, r->version, n->pack, len, flags);
-    s_check_evictions(n);
-    return rc;
+    return cache_put(n->c, r->user_id, r->uid_len, r->version, n->pack, len, flags);
 }
 
 static int s_put_absent(gw_near_t *n, const char *key, size_t klen, uint64_t as_of, unsigned flags)
 {
-    int rc = cache_put(n->c, key, klen, as_of, "", 0, flags | CACHE_PUT_NEGATIVE);
-    s_check_evictions(n);
-    return rc;
+    return cache_put(n->c, key, klen, as_of, "", 0, flags | CACHE_PUT_NEGATIVE);
 }
 
 /* ==== life ==================================================================================== */
@@ -124,12 +176,19 @@ gw_near_t *gw_near_new(uint64_t max_bytes)
 {
     if (max_bytes < GW_NEAR_MIN_BYTES)
         return NULL;
-    cache_config_t cfg = {.max_cost = max_bytes, .policy = CACHE_POLICY_WTINYLFU};
-    cache_t *c = cache_new(&cfg);
-    if (!c)
-        return NULL;
     gw_near_t *n = xcalloc(1, sizeof *n);
-    n->c = c;
+    cache_config_t cfg = {.max_cost = max_bytes, .policy = CACHE_POLICY_WTINYLFU, .on_evict = on_evict, .evict_ctx = n};
+    n->c = cache_new(&cfg);
+    if (!n->c) {
+        free(n);
+        return NULL;
+    }
+    uint64_t slots = NEAR_GHOST_MIN_SLOTS;
+    while (slots < max_bytes / NEAR_GHOST_BYTES_PER_SLOT)
+        slots <<= 1;
+    n->ghosts = xcalloc(slots, sizeof *n->ghosts);
+    n->changed = xcalloc(slots, sizeof *n->changed);
+    n->gmask = slots - 1;
     n->st.max_bytes = max_bytes;
     return n;
 }
@@ -140,6 +199,8 @@ void gw_near_destroy(gw_near_t **np)
     if (!n)
         return;
     cache_destroy(&n->c);
+    free(n->ghosts);
+    free(n->changed);
     free(n);
     *np = NULL;
 }
@@ -152,8 +213,7 @@ static void s_apply_touch(gw_near_t *n, const proto_record_t *t, const cache_vie
     proto_record_t full;
     if (v->negative || s_unpack(t->user_id, t->uid_len, v->value, v->value_len, &full) < 0) {
         /* A heartbeat of a user we hold as absent cannot be rebuilt: drop rather than keep. */
-        cache_del(n->c, t->user_id, t->uid_len);
-        s_removed(n);
+        s_remove(n, t->user_id, t->uid_len);
         return;
     }
     full.last_seen_us = t->last_seen_us;
@@ -174,6 +234,9 @@ void gw_near_apply(gw_near_t *n, const proto_change_t *c)
     if (r->version > n->seq)
         n->seq = r->version;
     s_note_front(n, n->seq);
+    uint64_t *last = &n->changed[s_hash(r->user_id, r->uid_len) & n->gmask];
+    if (r->version > *last)
+        *last = r->version;
     cache_view_t v;
     if (!cache_peek(n->c, r->user_id, r->uid_len, &v) || v.version >= r->version)
         return; /* not resident (stays so), or already as new */
@@ -190,8 +253,7 @@ void gw_near_apply(gw_near_t *n, const proto_change_t *c)
         break;
     default:
         /* A kind this engine does not know cannot be applied: the entry would go stale. */
-        cache_del(n->c, r->user_id, r->uid_len);
-        s_removed(n);
+        s_remove(n, r->user_id, r->uid_len);
         break;
     }
 }
@@ -202,7 +264,8 @@ static void s_drop_all(gw_near_t *n)
     cache_get_metrics(n->c, &m);
     n->st.drops += m.items;
     cache_clear(n->c);
-    s_removed(n);
+    s_ghosts_clear(n);
+    s_raise_floor(n, n->front); /* every entry and ghost was current through no more than front */
 }
 
 void gw_near_live(gw_near_t *n, bool live, uint64_t seq)
@@ -220,6 +283,7 @@ void gw_near_reset(gw_near_t *n)
     s_drop_all(n);
     n->live = false;
     n->seq = n->front = n->floor = 0;
+    memset(n->changed, 0, (n->gmask + 1) * sizeof *n->changed);
 }
 
 /* ==== reads =================================================================================== */
@@ -241,8 +305,7 @@ int gw_near_get(gw_near_t *n, const char *key, size_t klen, uint64_t min_seq, pr
     }
     if (s_unpack(key, klen, v.value, v.value_len, out) < 0) {
         /* Cannot happen for what s_pack wrote; never serve what cannot be read back. */
-        cache_del(n->c, key, klen);
-        s_removed(n);
+        s_remove(n, key, klen);
         n->st.misses++;
         return GW_NEAR_MISS;
     }
@@ -250,15 +313,15 @@ int gw_near_get(gw_near_t *n, const char *key, size_t klen, uint64_t min_seq, pr
     return GW_NEAR_HIT;
 }
 
-bool gw_near_behind(const gw_near_t *n, uint64_t as_of)
-{
-    return as_of < n->floor;
-}
-
 int gw_near_fill(gw_near_t *n, const char *key, size_t klen, const proto_record_t *r, uint64_t as_of,
                  proto_record_t *out)
 {
-    if (as_of < n->floor) {
+    uint64_t h = s_hash(key, klen);
+    /* The answer is latest(k, Y) for some Y >= as_of; when nothing of k changed in (as_of, seq] it
+     * is at least latest(k, seq) too. */
+    bool current = as_of >= n->seq || !s_changed_after(n, h, as_of);
+    uint64_t fl = s_floor_of(n, h);
+    if (as_of < fl && !(current && fl <= n->seq)) {
         n->st.behind++;
         return GW_NEAR_BEHIND;
     }
@@ -273,20 +336,21 @@ int gw_near_fill(gw_near_t *n, const char *key, size_t klen, const proto_record_
             return GW_NEAR_SERVE_ABSENT;
         if (s_unpack(key, klen, v.value, v.value_len, out) == 0)
             return GW_NEAR_SERVE;
-        cache_del(n->c, key, klen);
-        s_removed(n);
+        s_remove(n, key, klen); /* cannot happen; the entry was newer than the answer: ask again */
+        n->st.behind++;
+        return GW_NEAR_BEHIND;
     }
-    /* Becomes an entry only when nothing the stream applied can be missing from it (as_of >= seq;
-     * a resident entry is current through seq already, so a newer answer may always replace it). */
+    /* Becomes an entry only when nothing the stream applied can be missing from it (a resident entry
+     * is current through seq already, so a newer answer may always replace it). */
     bool kept = false;
-    if (n->live && (resident || as_of >= n->seq)) {
+    if (n->live && (resident || current)) {
         int rc = r ? s_put_record(n, r, 0) : s_put_absent(n, key, klen, as_of, 0);
         kept = rc == CACHE_ADDED || rc == CACHE_UPDATED || rc == CACHE_SAME;
     }
     if (kept)
         n->st.fills_kept++;
     else
-        s_raise_floor(n, as_of); /* served and not remembered: the floor covers it */
+        s_ghost_put(n, h, as_of); /* served and not kept: its ghost says as of when */
     if (!r)
         return GW_NEAR_SERVE_ABSENT;
     if (out != r)

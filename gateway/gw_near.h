@@ -12,17 +12,19 @@
  *   seq           the last change of the stream this engine applied (gw_near_apply);
  *   as_of A       a cache-node's answer for k is latest(k, A) (REPLY as_of: PROTOCOL.md);
  *   front         a sequence no entry is current beyond: max(seq, every A served);
- *   floor         for every user NOT resident, everything the thread served for it is
- *                 <= latest(k, floor). Raised to front whenever an entry leaves (eviction, drop),
- *                 and to A when an answer is served without becoming an entry.
+ *   floor(k)      for a user k that is NOT resident, everything the thread served for it is
+ *                 <= latest(k, floor(k)). It is k's ghost when k has one -- front when k was
+ *                 evicted or removed, A when an answer was served without becoming an entry --
+ *                 else the global floor, which takes the ghosts pushed out of the bounded ghost
+ *                 table and rises to front when everything is dropped.
  *
  * Invariants (the argument is DESIGN.md, "Coherence", point 6):
  *   R  a resident entry is latest(k, s) for some s >= every sequence at which the thread served k;
  *      while the stream is live it is latest(k, max(seq, its fill's A)) -- the stream updates it;
- *   N  a user that is not resident was never served newer than latest(k, floor).
- * Hence: a hit (live, resident) never shows older than served (R); an answer with A >= floor never
- * shows older than served (N, monotonicity of latest); an answer with A < floor might, and is
- * refused (GW_NEAR_BEHIND: ask again -- the node catches up within its stream's lag).
+ *   N  a user k that is not resident was never served newer than latest(k, floor(k)).
+ * Hence: a hit (live, resident) never shows older than served (R); an answer with A >= floor(k)
+ * never shows older than served (N, monotonicity of latest); an answer with A < floor(k) might,
+ * and is refused (GW_NEAR_BEHIND: ask again -- the node catches up within its stream's lag).
  *
  * Entries are served only while the stream is live and has reached the caller's min_seq (the
  * writes this process acknowledged: read-your-writes across threads). Leaving the live state
@@ -97,16 +99,13 @@ void gw_near_reset(gw_near_t *n);
  * result; a hit is an access for the eviction policy. */
 int gw_near_get(gw_near_t *n, const char *key, size_t klen, uint64_t min_seq, proto_record_t *out);
 
-/* True when an answer as of as_of may not be served (older than the floor): gw_near_fill would
- * answer GW_NEAR_BEHIND for every key of it. */
-bool gw_near_behind(const gw_near_t *n, uint64_t as_of);
-
 /* The cache tier answered key with r (NULL: not found) as of as_of (> 0; answers without an as_of,
  * or flagged stale, are outside the near cache: do not call). Returns GW_NEAR_BEHIND (nothing
  * changed; counted), or what to serve: the answer, or the resident entry when that is newer
- * (*out filled for GW_NEAR_SERVE). The answer becomes an entry when the stream is live, as_of >=
- * seq (nothing the stream applied since can be missing from it) and admission takes it; else the
- * floor is raised to as_of. */
+ * (*out filled for GW_NEAR_SERVE). An answer older than floor(k) is still served when the stream
+ * shows that k did not change in (as_of, seq] and floor(k) <= seq. The answer becomes an entry
+ * when the stream is live, nothing the stream applied can be missing from it (as_of >= seq, or no
+ * change of k after as_of) and admission takes it; else the key's ghost remembers as_of. */
 int gw_near_fill(gw_near_t *n, const char *key, size_t klen, const proto_record_t *r, uint64_t as_of,
                  proto_record_t *out);
 
@@ -118,7 +117,7 @@ void gw_near_wrote(gw_near_t *n, const proto_record_t *r);
 /* The stream position (last applied sequence) and whether it is live. */
 uint64_t gw_near_seq(const gw_near_t *n);
 bool gw_near_is_live(const gw_near_t *n);
-/* The current floor (tests and metrics). */
+/* The global floor (tests and metrics). */
 uint64_t gw_near_floor(const gw_near_t *n);
 
 void gw_near_get_stats(const gw_near_t *n, gw_near_stats_t *out);

@@ -235,7 +235,7 @@ static void on_reply(gw_call_t *c, const proto_msg_t *m, int status)
     proto_record_t *recs = xmalloc((op->nhits + op->nkeys) * sizeof *recs);
     memcpy(recs, op->hits, op->nhits * sizeof *recs);
     uint32_t k = op->nhits, j = 0;
-    bool behind = trusted && gw_near_behind(nc->near, m->seq);
+    bool behind = false;
     for (uint32_t i = 0; i < op->nkeys && !behind; i++) {
         const proto_record_t *r = s_match(m, &j, op->keys[i], op->klen[i]);
         if (!trusted) {
@@ -247,7 +247,7 @@ static void on_reply(gw_call_t *c, const proto_msg_t *m, int status)
         if (rc == GW_NEAR_SERVE)
             k++;
         else if (rc == GW_NEAR_BEHIND)
-            behind = true; /* an eviction just raised the floor past this answer */
+            behind = true; /* older than what this thread served of the user: ask again */
     }
     if (behind) {
         free(recs);

@@ -119,6 +119,7 @@ static void s_own_near(stats_list_t *own)
     stats_add(own, "gateway_near_retries_total", atomic_load(&gw_metrics.near_retries));
     stats_add(own, "gateway_near_evictions_total", atomic_load(&gw_metrics.near_evictions));
     stats_add(own, "gateway_near_drops_total", atomic_load(&gw_metrics.near_drops));
+    stats_add(own, "gateway_near_stalls_total", atomic_load(&gw_metrics.near_stalls));
     stats_add(own, "gateway_near_entries", entries > 0 ? (uint64_t)entries : 0);
     stats_add(own, "gateway_near_bytes", bytes > 0 ? (uint64_t)bytes : 0);
 }

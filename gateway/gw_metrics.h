@@ -31,7 +31,8 @@ typedef struct gw_metrics {
     _Atomic int64_t sse_clients;
     _Atomic uint64_t sse_events, sse_dropped;
     /* the near caches (gw_nearcall.c): every thread's, summed */
-    _Atomic uint64_t near_hits, near_misses, near_bypassed, near_fills, near_retries, near_evictions, near_drops;
+    _Atomic uint64_t near_hits, near_misses, near_bypassed, near_fills, near_retries, near_evictions, near_drops,
+        near_stalls;
     _Atomic int64_t near_entries, near_bytes;
 } gw_metrics_t;
 

@@ -14,6 +14,10 @@
  * behind this thread's stream by its lag; NEAR_RETRY_MAX tries within REQUEST_TIMEOUT_MS, then
  * 504). Answers flagged stale or without as_of pass through untouched (outside the near cache).
  *
+ * A thread that did not run for a while (stopped, starved: its loop's clock jumped past
+ * NEAR_STALL_MS since the last tick) cannot know what its stream lost meanwhile: the first read
+ * after it drops the entries and has the hub catch up, before anything is served.
+ *
  * Counters go to gw_metrics as deltas of the engine's own, after each operation. One thread: the
  * loop's; only the write frontier is shared (an atomic).
  */
@@ -30,6 +34,8 @@
 #include <string.h>
 
 #define NEAR_RETRY_MAX 64
+#define NEAR_TICK_MS 50   /* the loop proves it runs this often ... */
+#define NEAR_STALL_MS 300 /* ... and a gap this long means it did not */
 
 struct gw_nearcall {
     gw_ctx_t *cx;
@@ -38,6 +44,9 @@ struct gw_nearcall {
     proto_str_t *miss;       /* keys not in the near cache */
     uint32_t cap;
     gw_near_stats_t pub; /* what has been added to gw_metrics so far */
+    h2o_timeout_t tick_to;
+    h2o_timeout_entry_t tick;
+    uint64_t tick_ms; /* the loop's clock at the last tick */
 };
 
 /* A read waiting for its cache-node: the near hits so far and the keys asked. */
@@ -96,6 +105,28 @@ static void s_publish(gw_nearcall_t *nc)
     s_add(&gw_metrics.near_drops, s.drops, &nc->pub.drops);
     s_gauge(&gw_metrics.near_entries, s.items, &nc->pub.items);
     s_gauge(&gw_metrics.near_bytes, s.bytes, &nc->pub.bytes);
+}
+
+/* ==== stalls ================================================================================== */
+
+/* The loop's clock moved more than NEAR_STALL_MS since the last tick: the thread did not run. */
+static void s_stall_check(gw_nearcall_t *nc, uint64_t now)
+{
+    if (now - nc->tick_ms <= NEAR_STALL_MS)
+        return;
+    nc->tick_ms = now;
+    atomic_fetch_add_explicit(&gw_metrics.near_stalls, 1, memory_order_relaxed);
+    gw_near_live(nc->near, false, 0);
+    gw_watch_hub_resync(nc->cx->watch); /* live again once it has caught up (on_state) */
+}
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    gw_nearcall_t *nc = H2O_STRUCT_FROM_MEMBER(gw_nearcall_t, tick, e);
+    uint64_t now = h2o_now(nc->cx->h2o.loop);
+    s_stall_check(nc, now);
+    nc->tick_ms = now;
+    h2o_timeout_link(nc->cx->h2o.loop, &nc->tick_to, &nc->tick);
 }
 
 /* ==== the stream and this process's writes ==================================================== */
@@ -270,6 +301,7 @@ bool gw_nearcall_read(gw_ctx_t *t, h2o_req_t *req, int node, uint8_t type, const
     gw_nearcall_t *nc = t->near;
     if (!nc)
         return s_send(t, req, node, type, keys, n, cb, arg) != NULL;
+    s_stall_check(nc, h2o_now(t->h2o.loop));
     uint64_t written = atomic_load_explicit(&s_written, memory_order_acquire);
     s_reserve(nc, n);
     uint32_t found = 0, nmiss = 0;
@@ -328,6 +360,10 @@ gw_nearcall_t *gw_nearcall_new(gw_ctx_t *cx)
     gw_watch_observer_t o = {.ctx = nc, .change = on_change, .reset = on_reset, .state = on_state};
     gw_watch_hub_observe(cx->watch, &o);
     gw_upstream_on_write(cx->up, on_write, nc);
+    h2o_timeout_init(cx->h2o.loop, &nc->tick_to, NEAR_TICK_MS);
+    nc->tick.cb = on_tick;
+    nc->tick_ms = h2o_now(cx->h2o.loop);
+    h2o_timeout_link(cx->h2o.loop, &nc->tick_to, &nc->tick);
     return nc;
 }
 
@@ -336,6 +372,9 @@ void gw_nearcall_destroy(gw_nearcall_t **ncp)
     gw_nearcall_t *nc = *ncp;
     if (!nc)
         return;
+    if (h2o_timeout_is_linked(&nc->tick))
+        h2o_timeout_unlink(&nc->tick);
+    h2o_timeout_dispose(nc->cx->h2o.loop, &nc->tick_to);
     gw_near_live(nc->near, false, 0); /* the entries go: take them out of the gauges */
     gw_near_reset(nc->near);
     s_publish(nc);

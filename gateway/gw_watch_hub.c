@@ -225,6 +225,14 @@ static void on_state(void *ctx, int state)
     s_resume_check(h);
 }
 
+void gw_watch_hub_resync(gw_watch_hub_t *h)
+{
+    if (!h || !h->sync)
+        return;
+    sync_client_resync(h->sync);
+    gw_zfd_kick(&h->zdealer); /* it sent a catch-up request: drain on the next turn */
+}
+
 void gw_watch_hub_observe(gw_watch_hub_t *h, const gw_watch_observer_t *o)
 {
     h->obs = *o;

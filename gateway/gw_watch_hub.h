@@ -84,6 +84,9 @@ void gw_watch_hub_stop(gw_watch_hub_t *h);
 /* Give the hub's stream to o as well (copied; one observer per hub; o->ctx must outlive the hub's
  * stream: gw_watch_hub_stop ends it). */
 void gw_watch_hub_observe(gw_watch_hub_t *h, const gw_watch_observer_t *o);
+/* Catch up again from the last applied change, as after a gap: the thread did not run for a while
+ * (stopped, starved), so messages may have been lost with no sign yet. NULL-safe. */
+void gw_watch_hub_resync(gw_watch_hub_t *h);
 /* The hub's stream has been live at least once (or there is no hub). */
 bool gw_watch_hub_live(const gw_watch_hub_t *h);
 

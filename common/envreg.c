@@ -31,14 +31,14 @@ static const envreg_var_t s_vars[] = {
     {"STORE_PUB_ENDPOINT", G | C | S | N, "ipc://$DATA_DIR/run/store-pub.sock", "the change stream"},
     {"SYNC_HEARTBEAT_LIMIT_MS", C | R, "3000", "a change stream silent this long is untrusted"},
     /* launcher */
-    {"CACHE_NODES", L, "2", "cache-nodes the launcher starts (1-8)"},
+    {"CACHE_NODES", L, "cores / 4 (1-8)", "cache-nodes the launcher starts (1-8)"},
     {"CENTER_ENDPOINT", L | R, "", "leaf: tcp://HOST:PORT of the center's CENTER_PORT"},
     {"STOP_GRACE_MS", L, "10000", "SIGTERM to SIGKILL delay per child"},
     {"JWT_SECRET", G | L | T, "", "HS256 secret, at least 32 bytes (launcher: a development secret when unset)"},
     /* gateway */
     {"SERVICE_ADDR", G | L | P, "0.0.0.0 (make run: 127.0.0.1)", "gateway listen address"},
     {"SERVICE_PORT", G | L | P, "8080", "gateway port (0 = pick a free one, reported in the ready line)"},
-    {"GATEWAY_THREADS", G, "number of cores", "event-loop threads"},
+    {"GATEWAY_THREADS", G, "cores this process may use", "event-loop threads"},
     {"CACHE_ENDPOINTS", G, "the launcher's cache-nodes", "comma-separated cache-node endpoints (at most 16)"},
     {"CACHE_DNS", G, "", "NAME:PORT: the cache-nodes are every address NAME resolves to"},
     {"CACHE_DNS_INTERVAL_MS", G, "2000", "how often CACHE_DNS is resolved again"},

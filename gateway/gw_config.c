@@ -173,8 +173,9 @@ static void s_defaults(void)
 {
     snprintf(gw_cfg.addr, sizeof gw_cfg.addr, "0.0.0.0");
     gw_cfg.port = 8080;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    gw_cfg.threads = ncpu > 0 ? (uint64_t)ncpu : 1;
+    /* One event loop per core this process may use (its affinity mask, so a container's cpuset
+     * counts, not the host's cores): measured best on 2 cores with the near cache (BENCHMARKS.md). */
+    gw_cfg.threads = (uint64_t)MIN(util_cpu_count(), GW_MAX_THREADS);
     snprintf(gw_cfg.node_id, sizeof gw_cfg.node_id, "node-1");
     gw_cfg.request_timeout_ms = 2000;
     gw_cfg.http_timeout_ms = 10000;

@@ -265,13 +265,14 @@ if [[ " $SECTIONS " == *" gateway "* ]]; then
         done
         say "| $label | $(printf '%s\n' "${rps[@]}" | median) | $(printf '%s\n' "${p50[@]}" | median) | $(printf '%s\n' "${p99[@]}" | median) |"
     }
-    for cfg in "GATEWAY_THREADS=2 CACHE_NODES=2" "GATEWAY_THREADS=1 CACHE_NODES=1"; do
+    # make run's defaults (sized to this machine), and the old fixed configuration without the near cache
+    for cfg in "" "GATEWAY_THREADS=2 CACHE_NODES=2 NEAR_CACHE_BYTES=0"; do
         rm -rf "$TMP/gw"
         start_node gw $cfg RATE_LIMIT_WRITES=0 RATE_LIMIT_READS=0; port=$NODE_PORT
         adm=$(JWT_SECRET=$SECRET "$BIN/presence-token" bench presence:admin)
         load_users "$port" "$adm"
-        measure "presence ($cfg) | cached GET" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/
-        measure "presence ($cfg) | 90/10 GET/PUT" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/ 10 /api/v2/presence/ "$adm"
+        measure "presence (${cfg:-make run defaults}) | cached GET" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/
+        measure "presence (${cfg:-make run defaults}) | 90/10 GET/PUT" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/ 10 /api/v2/presence/ "$adm"
         cleanup
     done
     measure "Redis 7 + webdis (2 threads) | GET" http://127.0.0.1:17399 10000 1.0 /GET/presence:
@@ -289,18 +290,18 @@ if [[ " $SECTIONS " == *" heartbeat "* ]]; then
     say "| client | node | heartbeats/s | requests/s | p50 ms | p99 ms |"
     say "|---|---|---:|---:|---:|---:|"
     JWT_SECRET=$SECRET "$BIN/mktokens" 20000 > "$TMP/tokens.txt"
-    for cfg in "GATEWAY_THREADS=2 CACHE_NODES=2" "GATEWAY_THREADS=1 CACHE_NODES=1"; do
+    for cfg in "" "GATEWAY_THREADS=2 CACHE_NODES=2 NEAR_CACHE_BYTES=0"; do
         start_node hb $cfg; port=$NODE_PORT
         wrk -t2 -c64 -d2s -s tests/bench/heartbeat.lua "http://127.0.0.1:$port" -- "$TMP/tokens.txt" > /dev/null 2>&1
         r=$(wrk_run "http://127.0.0.1:$port" tests/bench/heartbeat.lua "$TMP/tokens.txt")
-        say "| one user per request (20,000 users, own tokens) | $cfg | $(echo "$r" | field rps) | $(echo "$r" | field rps) | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
+        say "| one user per request (20,000 users, own tokens) | ${cfg:-make run defaults} | $(echo "$r" | field rps) | $(echo "$r" | field rps) | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
         cleanup
         rm -rf "$TMP/hb"
         start_node hb $cfg; port=$NODE_PORT
         adm=$(JWT_SECRET=$SECRET "$BIN/presence-token" ws-tier presence:admin)
         r=$(wrk -t2 -c8 -d"${SECONDS_PER}s" --timeout 5s --latency -s tests/bench/bulkbeat.lua "http://127.0.0.1:$port" -- "$adm" 500 20000 2>&1 | grep RESULT)
         rq=$(echo "$r" | field rps)
-        say "| bulk: 500 users per request (20,000 users) | $cfg | $(awk -v r="$rq" 'BEGIN {printf "%.0f", r * 500}') | $rq | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
+        say "| bulk: 500 users per request (20,000 users) | ${cfg:-make run defaults} | $(awk -v r="$rq" 'BEGIN {printf "%.0f", r * 500}') | $rq | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
         cleanup
         rm -rf "$TMP/hb"
     done

@@ -85,11 +85,12 @@ include tools/module.mk
 include tests/module.mk
 include tests/readme/module.mk
 include tests/bench/module.mk
-# Optional fragments (partition, fuzzing, deployment checks, valgrind) add their steps to TEST_STEPS.
+# Optional fragments (partition, fuzzing, deployment checks, valgrind, limits) add their steps to TEST_STEPS.
 -include tests/partition/module.mk
 -include tests/fuzz/module.mk
 -include tests/deploy/module.mk
 -include tests/hardening/module.mk
+-include tests/limits/module.mk
 
 all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
 

@@ -180,23 +180,29 @@ read_once() { # kind url [args]
 if [[ " $SECTIONS " == *" reads "* ]]; then
     say "## Reads against the bare-h2o ceiling (make run's defaults; wrk -t1 -c64, Zipf 0.99 over 10,000 cached users)"
     say ""
-    bport=$((30000 + RANDOM % 20000))
+    # The ceiling: h2o alone, on one event loop (the issue's yardstick) and on as many as the
+    # gateway runs by default (one per core), so neither side gets more of the scheduler.
+    ncpu=$(nproc)
+    bport=$((30000 + RANDOM % 10000)); b2port=$((40000 + RANDOM % 10000))
     "$BIN/h2o_bare" -p "$bport" -t 1 > "$TMP/bare.out" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$bport/json" && break; sleep 0.05; done
+    "$BIN/h2o_bare" -p "$b2port" -t "$ncpu" > "$TMP/bare2.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$bport/json" && curl -s -o /dev/null "http://127.0.0.1:$b2port/json" && break; sleep 0.05; done
     adm=$(JWT_SECRET=$SECRET "$BIN/presence-token" bench presence:admin)
     start_node reads; nport=$NODE_PORT
     load_users "$nport" "$adm"
-    targets="bare new"
+    targets="bare bareN new"
     if base_build; then
         NODE_BIN=$BASE_BIN start_node reads-base; oport=$NODE_PORT
         load_users "$oport" "$adm"
-        targets="bare new base"
+        targets="bare bareN new base"
     fi
-    declare -A URL=([bare]="http://127.0.0.1:$bport" [new]="http://127.0.0.1:$nport" [base]="http://127.0.0.1:${oport:-0}")
+    declare -A URL=([bare]="http://127.0.0.1:$bport" [bareN]="http://127.0.0.1:$b2port" [new]="http://127.0.0.1:$nport"
+                    [base]="http://127.0.0.1:${oport:-0}")
     declare -A RR=()
     for t in $targets; do
-        if [ "$t" = bare ]; then
+        if [ "${t#bare}" != "$t" ]; then
             echo "${URL[$t]}/json" > "$TMP/uris-$t"
             wrk -t1 -c64 -d2s -s tests/bench/fixed.lua "${URL[$t]}" -- /json > /dev/null 2>&1 # warm up
         else
@@ -206,34 +212,35 @@ if [[ " $SECTIONS " == *" reads "* ]]; then
     done
     for round in $(seq 1 "$ROUNDS"); do
         for t in $targets; do
-            [ "$t" = bare ] && kind=bare || kind=get
+            [ "${t#bare}" != "$t" ] && kind=bare || kind=get
             RR[$t.get]+="$(read_once $kind "${URL[$t]}")"$'\n'
             RR[$t.h2]+="$(read_once h2 "${URL[$t]}" "$TMP/uris-$t")"$'\n'
-            [ "$t" != bare ] && RR[$t.mget]+="$(read_once mget "${URL[$t]}")"$'\n'
+            [ $kind = get ] && RR[$t.mget]+="$(read_once mget "${URL[$t]}")"$'\n'
         done
     done
     col() { printf '%s' "${RR[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
-    bare_get=$(col bare.get 1); bare_h2=$(col bare.h2 1)
+    bare_get=$(col bare.get 1); bare_h2=$(col bare.h2 1); bareN_get=$(col bareN.get 1); bareN_h2=$(col bareN.h2 1)
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
-    say "| target | workload | req/s (median of $ROUNDS) | records/s | p50 ms | p99 ms | vs bare h2o |"
-    say "|---|---|---:|---:|---:|---:|---:|"
+    say "| target | workload | req/s (median of $ROUNDS) | records/s | p50 ms | p99 ms | vs bare h2o, 1 loop | vs bare h2o, $ncpu loops |"
+    say "|---|---|---:|---:|---:|---:|---:|---:|"
     for t in $targets; do
         case $t in
-        bare) label="bare h2o (h2o_bare, 1 thread, fixed body)" ;;
+        bare) label="bare h2o (h2o_bare -t 1, fixed body)" ;;
+        bareN) label="bare h2o (h2o_bare -t $ncpu, fixed body)" ;;
         new) label="presence, this build (make run defaults)" ;;
         base) label="presence, $BASE_LABEL (make run defaults)" ;;
         esac
         g=$(col $t.get 1)
-        say "| $label | GET, HTTP/1.1 | $g | $g | $(col $t.get 2) | $(col $t.get 3) | $(ratio "$g" "$bare_get") |"
+        say "| $label | GET, HTTP/1.1 | $g | $g | $(col $t.get 2) | $(col $t.get 3) | $(ratio "$g" "$bare_get") | $(ratio "$g" "$bareN_get") |"
         h=$(col $t.h2 1)
-        say "| $label | GET, HTTP/2 (h2load -m8) | $h | $h | mean $(col $t.h2 2) | - | $(ratio "$h" "$bare_h2") |"
-        if [ "$t" != bare ]; then
+        say "| $label | GET, HTTP/2 (h2load -m8) | $h | $h | mean $(col $t.h2 2) | - | $(ratio "$h" "$bare_h2") | $(ratio "$h" "$bareN_h2") |"
+        if [ "${t#bare}" = "$t" ]; then
             m=$(col $t.mget 1)
-            say "| $label | multi-get, 100 users | $m | $(awk -v m="$m" 'BEGIN {printf "%.0f", m * 100}') | $(col $t.mget 2) | $(col $t.mget 3) | - |"
+            say "| $label | multi-get, 100 users | $m | $(awk -v m="$m" 'BEGIN {printf "%.0f", m * 100}') | $(col $t.mget 2) | $(col $t.mget 3) | - | - |"
         fi
     done
     say ""
-    say "Commands: bare \`wrk -t1 -c64 -d${SECONDS_PER}s --latency -s tests/bench/fixed.lua http://127.0.0.1:PORT -- /json\` (h2o_bare -t 1); presence \`wrk -t1 -c64 -d${SECONDS_PER}s --latency -s tests/bench/zipf.lua URL -- 10000 0.99 /api/v2/presence/\` after a batch load of u1..u10000; multi-get \`-s tests/bench/mget.lua URL -- 10000 0.99 100\` (GET /api/v2/presence?users= 100 distinct Zipf users); HTTP/2 \`h2load -t1 -c64 -m8 -D ${SECONDS_PER} -i URIS\` (20,000 Zipf URIs; prior knowledge). $ROUNDS rounds, targets interleaved within each round. Run by \`tests/bench/run.sh reads\` (BENCH_BASE=ref|none)."
+    say "Commands: bare \`wrk -t1 -c64 -d${SECONDS_PER}s --latency -s tests/bench/fixed.lua http://127.0.0.1:PORT -- /json\` (h2o_bare -t 1, and -t $ncpu); presence \`wrk -t1 -c64 -d${SECONDS_PER}s --latency -s tests/bench/zipf.lua URL -- 10000 0.99 /api/v2/presence/\` after a batch load of u1..u10000; multi-get \`-s tests/bench/mget.lua URL -- 10000 0.99 100\` (GET /api/v2/presence?users= 100 distinct Zipf users); HTTP/2 \`h2load -t1 -c64 -m8 -D ${SECONDS_PER} -i URIS\` (20,000 Zipf URIs; prior knowledge). $ROUNDS rounds, targets interleaved within each round. Run by \`tests/bench/run.sh reads\` (BENCH_BASE=ref|none)."
     say ""
     cleanup
 fi

@@ -1,6 +1,7 @@
 /* presenced.c -- the launcher: one command starts a whole node on one machine.
  *
  *   NODE_TYPE=center (default): store-node, CACHE_NODES cache-nodes (2), gateway
+ *                               (+ notifier after the store-node when WEBHOOK_URLS is set)
  *   NODE_TYPE=leaf:             sync-relay (to CENTER_ENDPOINT), cache-nodes, gateway
  *
  * Processes are wired with ipc:// endpoints under $DATA_DIR/run. Each child is started with
@@ -404,13 +405,25 @@ static int s_prepare(node_t *n)
  * the gateway, wired over ipc:// in run/. */
 static void s_plan(const node_t *n)
 {
-    char store_cmd[600], store_pub[600];
+    char store_cmd[600], store_pub[600], notifier_ep[600] = "";
+    const char *hooks_on = getenv("WEBHOOK_URLS");
+    if (n->type == 0 && hooks_on && *hooks_on)
+        snprintf(notifier_ep, sizeof notifier_ep, "ipc://%s/notifier.sock", n->run_dir);
     snprintf(store_cmd, sizeof store_cmd, "ipc://%s/store-cmd.sock", n->run_dir);
     snprintf(store_pub, sizeof store_pub, "ipc://%s/store-pub.sock", n->run_dir);
     if (n->type == 0) {
         child_t *c = s_add("store-node", "store-node");
         s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
         s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
+        /* Webhooks (docs/WEBHOOKS.md): the notifier follows the center's stream; it validates
+         * its own WEBHOOK_* settings (passed through). */
+        const char *hooks = getenv("WEBHOOK_URLS");
+        if (hooks && *hooks) {
+            c = s_add("notifier", "notifier");
+            s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
+            s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
+            s_env(c, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
+        }
     } else {
         child_t *c = s_add("sync-relay", "sync-relay");
         s_env(c, "RELAY_CMD_ENDPOINT", "%s", store_cmd);
@@ -436,6 +449,9 @@ static void s_plan(const node_t *n)
     /* The gateway follows the change stream too (SSE watch streams). */
     s_env(gw, "STORE_CMD_ENDPOINT", "%s", store_cmd);
     s_env(gw, "STORE_PUB_ENDPOINT", "%s", store_pub);
+    /* The gateway's /metrics shows the notifier's numbers (it polls its STATS). */
+    if (notifier_ep[0])
+        s_env(gw, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
 }
 
 /* Start the children in order, each once the previous one is ready; then the launcher's own

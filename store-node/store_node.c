@@ -17,7 +17,9 @@
 #include "store_model.h"
 #include "store_node_int.h"
 #include "cfg.h"
+#include "cli.h"
 #include "log.h"
+#include "procstat.h"
 #include "util.h"
 #include "zutil.h"
 
@@ -330,10 +332,14 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
     stats_add(l, "store_sweeps_total", atomic_load(&sn->sweeps_total));
     stats_add(l, "store_relaxed_commits_total", atomic_load(&sn->relaxed_commits_total));
     stats_add(l, "store_flushes_total", atomic_load(&sn->flushes_total));
-    stats_add(l, "store_now_us", util_now_us());
+    stats_add(l, "store_time_seconds:us", util_now_us());
     stats_add_hist(l, "store_commit_seconds", NULL, &sn->commit_hist);
     stats_add_hist(l, "store_group_size", NULL, &sn->group_hist);
     stats_add_hist(l, "store_ack_seconds", NULL, &sn->ack_hist);
+    procstat_t ps;
+    procstat_read(&ps);
+    stats_add_process(l, "proc=\"store-node\"", &ps);
+    stats_add_build_info(l, "proc=\"store-node\"", cli_version(), cli_commit());
 }
 
 /* ==== dispatch =================================================================================== */
@@ -384,7 +390,7 @@ static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     } else {
         stats_add(&l, "store_epoch", store_epoch(sn->store));
         stats_add(&l, "store_sequence", sn->pub_seq);
-        stats_add(&l, "store_now_us", util_now_us());
+        stats_add(&l, "store_time_seconds:us", util_now_us());
     }
     proto_buf_reset(&sn->buf);
     proto_enc_stats(&sn->buf, m->type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m->rid, PROTO_OK, l.v, l.n);

@@ -136,6 +136,8 @@ struct cache {
     bool unit_cost;
     uint64_t seed;
     uint64_t rng; /* xorshift64 state for the hash-flooding admission coin */
+    void (*on_evict)(void *ctx, const void *key, size_t klen, uint64_t version);
+    void *evict_ctx;
 
     entry_t **buckets;
     uint64_t nbuckets; /* power of two */
@@ -304,6 +306,8 @@ static void s_evict(cache_t *c, entry_t *e)
     if (e != c->incoming) {
         c->m.keys_evicted++;
         c->m.cost_evicted += s_entry_cost(c, e);
+        if (c->on_evict)
+            c->on_evict(c->evict_ctx, e->data, s_klen(e), e->version);
     }
     s_remove(c, e);
 }
@@ -500,6 +504,8 @@ cache_t *cache_new(const cache_config_t *cfg)
     c->policy = cfg->policy;
     c->unit_cost = cfg->unit_cost;
     c->seed = cfg->seed ? cfg->seed : CACHE_DEFAULT_SEED;
+    c->on_evict = cfg->on_evict;
+    c->evict_ctx = cfg->evict_ctx;
     c->rng = util_mix64(c->seed ^ 0xa0761d6478bd642fULL) | 1u;
     c->nbuckets = CACHE_MIN_BUCKETS;
     c->buckets = xcalloc(c->nbuckets, sizeof(*c->buckets));

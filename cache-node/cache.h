@@ -36,6 +36,11 @@ typedef struct cache_config {
     int policy;            /* enum cache_policy */
     bool unit_cost;        /* every entry costs 1 (trace simulation) */
     uint64_t seed;         /* seed for hashing and the admission tie-break randomness; 0 = fixed default */
+    /* Optional: told of every entry evicted for room (not cache_del/cache_clear, not a put's own
+     * rejected candidate), just before it is freed; key and value are borrowed for the call, which
+     * must not call back into the cache. */
+    void (*on_evict)(void *ctx, const void *key, size_t klen, uint64_t version);
+    void *evict_ctx;
 } cache_config_t;
 
 typedef struct cache_view {

@@ -47,6 +47,7 @@ struct greq {
     uint32_t nkeys, outstanding;
     uint8_t status; /* first error seen, else PROTO_OK */
     bool stale;
+    uint64_t as_of;    /* every answer is current through this sequence (the least of the keys'); 0: unknown */
     proto_buf_t *vals; /* per key: encoded record, len 0 = not found */
 };
 

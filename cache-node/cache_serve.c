@@ -101,7 +101,8 @@ static void s_greq_finish(cache_node_t *cn, greq_t *g)
         for (uint32_t i = 0; i < g->nkeys; i++)
             found += g->vals[i].len > 0;
         uint8_t st = (g->type == PROTO_GET && !found) ? PROTO_NOTFOUND : PROTO_OK;
-        proto_enc_reply_raw_begin(&e, g->rid, st, 0, found);
+        uint64_t as_of = g->stale || g->as_of == UINT64_MAX ? 0 : g->as_of;
+        proto_enc_reply_raw_begin(&e, g->rid, st, as_of, found);
         for (uint32_t i = 0; i < g->nkeys; i++)
             if (g->vals[i].len)
                 proto_enc_raw(&e, g->vals[i].data, g->vals[i].len);
@@ -366,9 +367,13 @@ static void s_fetch_resolve(cache_node_t *cn, fetch_t *f, const proto_record_t *
     proto_buf_reset(&cn->rec);
     if (!gone)
         proto_record_encode(&cn->rec, best);
+    /* What the waiters get is current through the store's read (or, when the stream brought
+     * something newer meanwhile, through that change). */
+    uint64_t current_through = best == r ? as_of : f->max_seen;
     for (waiter_t *w = f->waiters, *wn; w; w = wn) {
         wn = w->next;
         greq_t *g = w->g;
+        g->as_of = MIN(g->as_of, current_through);
         if (!gone)
             proto_buf_append(&g->vals[w->slot], cn->rec.data, cn->rec.len);
         if (--g->outstanding == 0)
@@ -430,6 +435,7 @@ static void s_handle_read(cache_node_t *cn, const uint8_t *ident, size_t ident_l
     g->ident_len = (uint8_t)ident_len;
     g->type = m->type;
     g->rid = m->rid;
+    g->as_of = UINT64_MAX; /* lowered by every answer below */
     g->nkeys = n;
     g->vals = xcalloc(n ? n : 1, sizeof *g->vals);
     g->outstanding = 1; /* held until the loop below is done */
@@ -443,6 +449,9 @@ static void s_handle_read(cache_node_t *cn, const uint8_t *ident, size_t ident_l
         if (use_cache && cache_get(cn->cache, k, kl, &v)) {
             if (!v.negative)
                 proto_buf_append(&g->vals[i], v.value, v.value_len);
+            /* A resident entry follows the stream: it is current through what the stream applied
+             * (or through its own fill, when that read the store further ahead). */
+            g->as_of = MIN(g->as_of, MAX(sync_client_seq(cn->sync), v.version));
             if (!live) {
                 g->stale = true;
                 cn->stale_served++;

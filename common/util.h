@@ -22,6 +22,10 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* The CPUs this process may run on (its affinity mask: a container's cpuset, taskset), at least 1;
+ * the online CPUs when the mask cannot be read. What defaults sized to the machine use. */
+int util_cpu_count(void);
+
 /* Wall clock in microseconds since the Unix epoch (CLOCK_REALTIME). */
 uint64_t util_now_us(void);
 /* Monotonic clock in milliseconds / microseconds (CLOCK_MONOTONIC); never goes backwards. */

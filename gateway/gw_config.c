@@ -211,8 +211,9 @@ static void s_defaults(void)
 {
     snprintf(gw_cfg.addr, sizeof gw_cfg.addr, "0.0.0.0");
     gw_cfg.port = 8080;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    gw_cfg.threads = ncpu > 0 ? (uint64_t)ncpu : 1;
+    /* One event loop per core this process may use (its affinity mask, so a container's cpuset
+     * counts, not the host's cores): measured best on 2 cores with the near cache (BENCHMARKS.md). */
+    gw_cfg.threads = (uint64_t)MIN(util_cpu_count(), GW_MAX_THREADS);
     snprintf(gw_cfg.node_id, sizeof gw_cfg.node_id, "node-1");
     gw_cfg.request_timeout_ms = 2000;
     gw_cfg.http_timeout_ms = 10000;
@@ -237,6 +238,7 @@ static void s_defaults(void)
     gw_cfg.ws_msg_burst = 40;
     gw_cfg.ws_max_watch = 1000;
     gw_cfg.ws_queue_max = 256 << 10;
+    gw_cfg.near_cache_bytes = 64 << 20;
 }
 
 /* The WebSocket endpoint's settings (REALTIME.md: the timing table and the limits). */
@@ -312,7 +314,8 @@ int gw_config_load(char *err)
         cfg_u64("SSE_WINDOW_BYTES", 4096, 1ull << 36, &gw_cfg.sse_window_bytes, err) < 0 ||
         cfg_u64("SSE_MAX_PER_IP", 0, 1000000, &gw_cfg.sse_max_per_ip, err) < 0 ||
         cfg_u64("SSE_MAX_PER_SUBJECT", 0, 1000000, &gw_cfg.sse_max_per_subject, err) < 0 ||
-        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0 || s_read_ws(err) < 0)
+        cfg_u64("JWT_CACHE_SIZE", 0, 1u << 24, &gw_cfg.jwt_cache_size, err) < 0 ||
+        cfg_u64("NEAR_CACHE_BYTES", 0, 1ull << 40, &gw_cfg.near_cache_bytes, err) < 0 || s_read_ws(err) < 0)
         return -1;
     if (!util_valid_node_id(gw_cfg.node_id, strlen(gw_cfg.node_id))) {
         snprintf(err, CFG_ERR_LEN, "NODE_ID: invalid value '%s' (1-64 of [A-Za-z0-9._~@:=+-])", gw_cfg.node_id);

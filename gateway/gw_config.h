@@ -63,6 +63,7 @@ typedef struct gw_config {
     uint64_t ws_msg_burst;    /* WS_MSG_BURST */
     uint64_t ws_max_watch;    /* WS_MAX_WATCH: users one connection watches */
     uint64_t ws_queue_max;    /* WS_QUEUE_MAX: bytes waiting for a client before it is dropped */
+    uint64_t near_cache_bytes; /* NEAR_CACHE_BYTES: the near caches, split between threads (0 = none) */
     char store_cmd[512], store_pub[512]; /* the change stream (store-node, or the region's relay) */
     bool access_log;                     /* ACCESS_LOG: one JSON line per request (gw_access.h) */
     char metrics_prefix[33];             /* METRICS_PREFIX: before every /metrics family but process_* */

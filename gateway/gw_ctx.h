@@ -33,6 +33,7 @@ typedef struct gw_ctx {
     gw_conns_t *conns;         /* connections that can be cut (gw_conns.h) */
     gw_ws_t *ws;               /* the thread's WebSocket connections (gw_ws.h) */
     gw_authcache_t *authcache; /* verified tokens (NULL: JWT_CACHE_SIZE=0) */
+    struct gw_nearcall *near;  /* the near cache (gw_nearcall.h); NULL: none */
     gw_buf_t out;              /* scratch: a response being rendered */
     proto_buf_t pb;            /* scratch: a command being encoded */
 } gw_ctx_t;

@@ -53,6 +53,22 @@ void gw_metrics_request(int route, int method, int status, uint64_t start_us)
 
 /* ==== rendering ================================================================================ */
 
+/* The near caches' series (every thread's summed; gw_nearcall.c). */
+static void s_own_near(stats_list_t *own)
+{
+    int64_t entries = atomic_load(&gw_metrics.near_entries), bytes = atomic_load(&gw_metrics.near_bytes);
+    stats_add(own, "gateway_near_hits_total", atomic_load(&gw_metrics.near_hits));
+    stats_add(own, "gateway_near_misses_total", atomic_load(&gw_metrics.near_misses));
+    stats_add(own, "gateway_near_bypassed_total", atomic_load(&gw_metrics.near_bypassed));
+    stats_add(own, "gateway_near_fills_total", atomic_load(&gw_metrics.near_fills));
+    stats_add(own, "gateway_near_retries_total", atomic_load(&gw_metrics.near_retries));
+    stats_add(own, "gateway_near_evictions_total", atomic_load(&gw_metrics.near_evictions));
+    stats_add(own, "gateway_near_drops_total", atomic_load(&gw_metrics.near_drops));
+    stats_add(own, "gateway_near_stalls_total", atomic_load(&gw_metrics.near_stalls));
+    stats_add(own, "gateway_near_entries", entries > 0 ? (uint64_t)entries : 0);
+    stats_add(own, "gateway_near_bytes", bytes > 0 ? (uint64_t)bytes : 0);
+}
+
 /* The gateway's own series. */
 static void s_own(stats_list_t *own, int nodes_configured)
 {
@@ -107,6 +123,7 @@ static void s_own(stats_list_t *own, int nodes_configured)
     stats_add(own, "http2_connections_cut_total", atomic_load(&gw_metrics.h2_cut));
     stats_add(own, "http2_connections_refused_total", atomic_load(&gw_metrics.h2_refused));
     stats_add(own, "http_heads_refused_total", atomic_load(&gw_metrics.heads_refused));
+    s_own_near(own);
 }
 
 

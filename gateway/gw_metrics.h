@@ -41,6 +41,10 @@ typedef struct gw_metrics {
     _Atomic uint64_t sse_coalesced, sse_gone, sse_limited;
     _Atomic int64_t connections;
     _Atomic uint64_t conns_refused, accept_paused, h2_cancelled, h2_cut, h2_refused, heads_refused;
+    /* the near caches (gw_nearcall.c): every thread's, summed */
+    _Atomic uint64_t near_hits, near_misses, near_bypassed, near_fills, near_retries, near_evictions, near_drops,
+        near_stalls;
+    _Atomic int64_t near_entries, near_bytes;
 } gw_metrics_t;
 
 extern gw_metrics_t gw_metrics;

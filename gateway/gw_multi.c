@@ -11,6 +11,7 @@
 #include "gw_endpoints.h"
 #include "gw_config.h"
 #include "gw_metrics.h"
+#include "gw_nearcall.h"
 #include "gw_reply.h"
 #include "gw_upstream.h"
 #include "util.h"
@@ -103,13 +104,11 @@ void gw_multi_read(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint32
                 group[g++] = ids[i];
         if (!g)
             continue;
-        uint64_t rid = gw_upstream_rid(t->up);
-        proto_buf_reset(&t->pb);
-        proto_enc_keys(&t->pb, rid, group, g);
-        if (gw_upstream_send(t->up, req, node, rid, PROTO_MGET, &t->pb, on_multi_reply, op))
-            op->outstanding++;
-        else
+        op->outstanding++; /* first: the near cache may answer before gw_nearcall_read returns */
+        if (!gw_nearcall_read(t, req, node, PROTO_MGET, group, g, on_multi_reply, op)) {
+            op->outstanding--;
             failed = true;
+        }
     }
     for (uint32_t i = 0; i < n; i++)
         if (owner[i] < 0)

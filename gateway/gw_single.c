@@ -13,6 +13,7 @@
 #include "gw_endpoints.h"
 #include "gw_config.h"
 #include "gw_metrics.h"
+#include "gw_nearcall.h"
 #include "gw_reply.h"
 #include "gw_upstream.h"
 #include "util.h"
@@ -81,12 +82,14 @@ static void s_send_single(h2o_req_t *req, gw_rctx_t *rc, uint8_t type, const cha
     op->uid[len] = '\0';
     op->uid_len = len;
     int node = gw_upstream_route(t->up, uid, len);
-    if (node >= 0) {
+    if (type == PROTO_GET) { /* through the thread's near cache (gw_nearcall.h) */
+        proto_str_t key = {op->uid, (uint32_t)len};
+        if (gw_nearcall_read(t, req, node, PROTO_GET, &key, 1, on_single_reply, op))
+            return;
+    } else if (node >= 0) {
         uint64_t rid = gw_upstream_rid(t->up);
         proto_buf_reset(&t->pb);
-        if (type == PROTO_GET)
-            proto_enc_get(&t->pb, type, rid, uid, len);
-        else if (type == PROTO_DEL)
+        if (type == PROTO_DEL)
             proto_enc_get_dl(&t->pb, type, rid, uid, len, gw_upstream_deadline());
         else
             proto_enc_records_cmd_dl(&t->pb, type, rid, rec, 1, gw_upstream_deadline());

@@ -32,6 +32,7 @@
 #include "gw_front.h"
 #include "gw_guard.h"
 #include "gw_metrics.h"
+#include "gw_nearcall.h"
 #include "gw_watch_hub.h"
 #include "gw_ws.h"
 #include "log.h"
@@ -190,6 +191,7 @@ static void s_open(gw_thread_t *t)
         exit(1);
     }
     gw_ws_attach(cx); /* WebSockets; thread 0 also holds the lease (gw_lease.h) */
+    cx->near = gw_nearcall_new(cx);
     /* h2o gets its own dup of the listening fd (it closes it); we accept on ours. */
     t->listener = h2o_evloop_socket_create(cx->h2o.loop, dup(s_listen_fd), H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
@@ -221,6 +223,7 @@ static void s_close(gw_thread_t *t)
     while (atomic_load(&gw_metrics.inflight) > 0 && util_mono_ms() < deadline)
         h2o_evloop_run(cx->h2o.loop, 50);
     gw_upstream_destroy(&cx->up);
+    gw_nearcall_destroy(&cx->near);
     for (int i = 0; i < 5; i++)
         h2o_evloop_run(cx->h2o.loop, 1);
     gw_authcache_free(cx->authcache);

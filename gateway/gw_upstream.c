@@ -75,6 +75,8 @@ struct gw_upstream {
     h2o_timeout_t ping_tick;    /* how often every node is pinged */
     h2o_timeout_entry_t ping_timer;
     proto_buf_t pb;
+    void (*on_write)(void *arg, uint8_t type, const proto_msg_t *m); /* gw_upstream_on_write */
+    void *on_write_arg;
 };
 
 static void s_queue(node_t *nc, gw_call_t *c);
@@ -326,8 +328,18 @@ static void on_reply(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     if (!in->in_batch)
         s_mark_up(nc); /* a lone reply: the node is up before its caller hears (a BATCH: after) */
     gw_call_t *c = s_take(nc->owner, m->rid);
-    if (c)
-        s_complete(c, m, m->status);
+    if (!c)
+        return;
+    gw_upstream_t *up = nc->owner;
+    if (up->on_write && (c->type == PROTO_PUT || c->type == PROTO_TOUCH || c->type == PROTO_DEL))
+        up->on_write(up->on_write_arg, c->type, m);
+    s_complete(c, m, m->status);
+}
+
+void gw_upstream_on_write(gw_upstream_t *up, void (*fn)(void *arg, uint8_t type, const proto_msg_t *m), void *arg)
+{
+    up->on_write = fn;
+    up->on_write_arg = arg;
 }
 
 static void on_batch(void *ctx, const dispatch_in_t *in, bool begin)

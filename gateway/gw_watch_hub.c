@@ -63,6 +63,7 @@ struct gw_watch_hub {
     uint32_t npending;        /* subscribers with resume_since set */
     gw_buf_t ev;              /* the change being given out, rendered (the public view) */
     gw_buf_t ev_priv;         /* ... the private view (the user's own, admins') */
+    gw_watch_observer_t obs;  /* the near cache (gw_nearcall.c), if any */
 };
 
 static void s_resume_check(gw_watch_hub_t *h);
@@ -225,6 +226,8 @@ static void on_change(void *ctx, const proto_change_t *c)
 {
     gw_watch_hub_t *h = ctx;
     h->seq = c->rec.version;
+    if (h->obs.change)
+        h->obs.change(h->obs.ctx, c);
     if (c->kind == PROTO_CH_TOUCH)
         return; /* a heartbeat that kept the status: not an event */
     if (c->kind == PROTO_CH_SET) {
@@ -248,6 +251,8 @@ static void on_reset(void *ctx)
     seqwin_clear(&h->window, 0);
     h->seq = 0;
     h->live_once = false;
+    if (h->obs.reset)
+        h->obs.reset(h->obs.ctx);
     for (gw_watch_sub_t *s = h->subs, *n; s; s = n) {
         n = s->next;
         s->sink->notice(s, "reset");
@@ -270,7 +275,25 @@ static void on_state(void *ctx, int state)
             h->seq = through;
         h->on_live(h->on_live_arg);
     }
+    if (h->obs.state)
+        h->obs.state(h->obs.ctx, state, sync_client_seq(h->sync));
     s_resume_check(h);
+}
+
+void gw_watch_hub_resync(gw_watch_hub_t *h)
+{
+    if (!h || !h->sync)
+        return;
+    sync_client_resync(h->sync);
+    gw_zfd_kick(&h->zdealer); /* it sent a catch-up request: drain on the next turn */
+}
+
+void gw_watch_hub_observe(gw_watch_hub_t *h, const gw_watch_observer_t *o)
+{
+    h->obs = *o;
+    /* Already live: say so now (the observer came after the hub's first catch-up). */
+    if (h->sync && o->state)
+        o->state(o->ctx, sync_client_state(h->sync), sync_client_seq(h->sync));
 }
 
 bool gw_watch_hub_live(const gw_watch_hub_t *h)
@@ -341,6 +364,7 @@ void gw_watch_hub_stop(gw_watch_hub_t *h)
     gw_zfd_close(&h->zsub);
     gw_zfd_close(&h->zdealer);
     sync_client_destroy(&h->sync);
+    memset(&h->obs, 0, sizeof h->obs);
     seqwin_clear(&h->window, 0);
     /* Subscribers still waiting for h2o unsubscribe from its stop callbacks; the table entries
      * they hold are freed then. */

@@ -80,6 +80,16 @@ struct gw_watch_sub {
 
 /* The id of slot i of s (borrowed while s is subscribed). */
 const char *gw_watch_hub_slot_id(const gw_watch_sub_t *s, uint32_t i, size_t *len);
+/* Something else that follows the hub's change stream (the near cache: gw_nearcall.c). Runs on the
+ * hub's thread: change with every applied change (TOUCH included), before the watchers get it;
+ * reset when the database changes (versions start over); state with the sync client's new state
+ * (enum sync_state) and the sequence applied so far. */
+typedef struct gw_watch_observer {
+    void *ctx;
+    void (*change)(void *ctx, const proto_change_t *c);
+    void (*reset)(void *ctx);
+    void (*state)(void *ctx, int state, uint64_t seq);
+} gw_watch_observer_t;
 
 /* Start the thread's hub (*out = NULL when SSE_MAX_STREAMS is 0: no hub). on_live(arg) runs when
  * the hub's stream becomes live (the thread's readiness: gw_thread.c). Returns 0, or -1 with err
@@ -89,6 +99,12 @@ int gw_watch_hub_new(gw_ctx_t *cx, void *zctx, void (*on_live)(void *arg), void 
  * NULL-safe. The hub itself is not freed -- subscribers h2o has not released yet still point at
  * it (they unsubscribe when h2o stops them); the thread is about to exit. */
 void gw_watch_hub_stop(gw_watch_hub_t *h);
+/* Give the hub's stream to o as well (copied; one observer per hub; o->ctx must outlive the hub's
+ * stream: gw_watch_hub_stop ends it). */
+void gw_watch_hub_observe(gw_watch_hub_t *h, const gw_watch_observer_t *o);
+/* Catch up again from the last applied change, as after a gap: the thread did not run for a while
+ * (stopped, starved), so messages may have been lost with no sign yet. NULL-safe. */
+void gw_watch_hub_resync(gw_watch_hub_t *h);
 /* The hub's stream has been live at least once (or there is no hub). */
 bool gw_watch_hub_live(const gw_watch_hub_t *h);
 

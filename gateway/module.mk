@@ -3,7 +3,7 @@ GW_LIB := $(B)/libgw.a
 GW_LIB_OBJS := $(B)/gateway/gw_json.o $(B)/gateway/gw_auth.o $(B)/gateway/gw_cors.o $(B)/gateway/gw_ratelimit.o \
                $(B)/gateway/gw_rendezvous.o $(B)/gateway/gw_path.o $(B)/gateway/gw_uifiles.o \
                $(B)/gateway/gw_wsframe.o $(B)/gateway/gw_wsmsg.o $(B)/gateway/gw_wsrate.o \
-               $(B)/gateway/gw_access.o $(B)/gateway/gw_promtext.o
+               $(B)/gateway/gw_access.o $(B)/gateway/gw_promtext.o $(B)/gateway/gw_near.o
 GW_LIB_OBJS += $(B)/gateway/gw_clientaddr.o $(B)/gateway/gw_climit.o $(B)/gateway/gw_head.o $(B)/gateway/gw_penalty.o
 $(GW_LIB): $(GW_LIB_OBJS)
 	$(AR) rcs $@ $^
@@ -16,8 +16,9 @@ GW_OBJS := $(B)/gateway/gw_main.o $(B)/gateway/gw_config.o $(B)/gateway/gw_http.
            $(B)/gateway/gw_wswatch.o $(B)/gateway/gw_lease.o
 GW_OBJS += $(B)/gateway/gw_front.o $(B)/gateway/gw_h2guard.o
 GW_OBJS += $(B)/gateway/gw_ui.o
+GW_OBJS += $(B)/gateway/gw_nearcall.o
 BINS += $(B)/bin/gateway $(B)/bin/presence-token
-$(B)/bin/gateway: $(GW_OBJS) $(GW_LIB) $(SYNC_LIB) $(PROTO_LIB) $(COMMON_LIB)
+$(B)/bin/gateway: $(GW_OBJS) $(GW_LIB) $(SYNC_LIB) $(CACHE_LIB) $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lssl -lcrypto -lm
 

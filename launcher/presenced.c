@@ -349,7 +349,10 @@ static const char *const s_types[] = {"center", "leaf", NULL};
 static int s_config(void *arg, char *err)
 {
     node_t *n = arg;
-    n->ncache = 2;
+    /* One cache-node per 4 cores this process may use (1 to 8): with the gateway's near cache
+     * answering hot reads, the tier serves misses, writes and cold multi-gets, and on a small box
+     * every extra process competes for the same cores (BENCHMARKS.md, "Reads"). */
+    n->ncache = (uint64_t)MIN(MAX(util_cpu_count() / 4, 1), 8);
     n->port = 8080;
     snprintf(n->data_dir, sizeof n->data_dir, "./data");
     snprintf(n->node_id, sizeof n->node_id, "node-1");

@@ -13,7 +13,7 @@ BIN=$PWD/build/bin
 SECRET=bench-secret-0123456789abcdef0123456789
 dir=$(mktemp -d /tmp/cpu-XXXXXX)
 trap 'kill "$L" 2>/dev/null; wait "$L" 2>/dev/null; rm -rf "$dir"' EXIT
-env GATEWAY_THREADS=${GT:-1} CACHE_NODES=${CN:-1} RATE_LIMIT_WRITES=0 SERVICE_PORT=0 DATA_DIR="$dir/d" \
+env GATEWAY_THREADS=${GT:-1} CACHE_NODES=${CN:-1} RATE_LIMIT_WRITES=0 SERVICE_ADDR=127.0.0.1 SERVICE_PORT=0 DATA_DIR="$dir/d" \
     JWT_SECRET=$SECRET LOG_LEVEL=warn "$BIN/presenced" >"$dir/out" 2>"$dir/err" &
 L=$!
 for _ in $(seq 300); do grep -q '^ready' "$dir/out" 2>/dev/null && break; sleep 0.05; done

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
-#   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation
+#   tests/bench/run.sh [section...]      sections: reads store cache cachemem gateway heartbeat sse propagation
 #                                        webhooks ws hostile
+#
+# `reads` runs the stack as `make run` starts it beside the bare-h2o yardstick (tests/bench/h2o_bare.c)
+# and, when BENCH_BASE names a git ref (default main; "none" skips), the stack built from that ref
+# (built once into build/bench/base-<sha>): cached GET (HTTP/1.1 and HTTP/2) and 100-user multi-gets,
+# rounds interleaved between the targets so the machine's noise hits all of them alike.
 #
 # Results go to stdout and to build/bench/results.md (markdown tables, with the commands).
 # Processes are started here and stopped by pid; data lives in a temp dir that is removed.
@@ -21,7 +26,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation webhooks ws hostile}
+SECTIONS=${*:-reads store cache cachemem gateway heartbeat sse propagation webhooks ws hostile}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -42,7 +47,8 @@ field() { sed -nE "s/.*$1 ([0-9.]+).*/\1/p"; }
 start_node() { # name env...
     local name=$1; shift
     mkdir -p "$TMP/$name"
-    env "$@" DATA_DIR="$TMP/$name/data" JWT_SECRET=$SECRET LOG_LEVEL=warn "$BIN/presenced" \
+    env SERVICE_ADDR=127.0.0.1 SERVICE_PORT=0 "$@" DATA_DIR="$TMP/$name/data" JWT_SECRET=$SECRET LOG_LEVEL=warn \
+        "${NODE_BIN:-$BIN}/presenced" \
         > "$TMP/$name/out" 2> "$TMP/$name/err" &
     NODE_PID=$!
     PIDS+=($NODE_PID)
@@ -125,6 +131,121 @@ wrk_run() { # url script args...
     wrk -t2 -c64 -d"${SECONDS_PER}s" --timeout 2s --latency -s "$script" "$url" -- "$@" 2>&1 | grep RESULT
 }
 
+# ---- reads against the bare-h2o ceiling ---------------------------------------------------------
+# The previous build as a second yardstick: BENCH_BASE=<git ref> (default main; none: skip), built
+# once into build/bench/base-<sha>. Sets BASE_BIN and BASE_LABEL, or returns 1.
+base_build() {
+    local ref=${BENCH_BASE:-main} sha dir
+    [ "$ref" = none ] && return 1
+    sha=$(git rev-parse --short=12 "$ref^{commit}" 2>/dev/null) || return 1
+    [ "$sha" = "$(git rev-parse --short=12 HEAD)" ] && return 1 # the same build: nothing to compare
+    dir=$OUT/base-$sha
+    if [ ! -x "$dir/build/bin/gateway" ]; then
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        echo "building $ref ($sha) into $dir ..." >&2
+        git archive "$sha" | tar -x -C "$dir" &&
+            make -C "$dir" -j2 build/bin/presenced build/bin/gateway build/bin/cache-node build/bin/store-node \
+                build/bin/presence-token > "$dir.log" 2>&1 || { echo "base build failed: $dir.log" >&2; return 1; }
+    fi
+    BASE_BIN=$dir/build/bin
+    BASE_LABEL="$ref ($sha)"
+}
+
+# Zipf URIs for h2load (the same skew as zipf.lua): uri_list BASE_URL COUNT
+uri_list() {
+    awk -v n=10000 -v s=0.99 -v count="$2" -v base="$1" 'BEGIN { srand(7); sum = 0
+        for (i = 1; i <= n; i++) { sum += 1 / (i ^ s); cdf[i] = sum }
+        for (i = 1; i <= n; i++) { cdf[i] /= sum; perm[i] = i }
+        for (i = n; i >= 2; i--) { j = int(rand() * i) + 1; t = perm[i]; perm[i] = perm[j]; perm[j] = t }
+        for (r = 0; r < count; r++) { u = rand(); lo = 1; hi = n
+            while (lo < hi) { mid = int((lo + hi) / 2); if (cdf[mid] < u) lo = mid + 1; else hi = mid }
+            print base "/api/v2/presence/u" perm[lo] } }'
+}
+
+# One measurement: prints "rps p50_ms p99_ms" (h2load: "rps mean_ms -").
+read_once() { # kind url [args]
+    local kind=$1 url=$2 r
+    case $kind in
+    get) r=$(wrk -t1 -c64 -d"${SECONDS_PER}s" --timeout 2s --latency -s tests/bench/zipf.lua "$url" -- 10000 0.99 /api/v2/presence/ 2>&1 | grep RESULT) ;;
+    bare) r=$(wrk -t1 -c64 -d"${SECONDS_PER}s" --timeout 2s --latency -s tests/bench/fixed.lua "$url" -- /json 2>&1 | grep RESULT) ;;
+    mget) r=$(wrk -t1 -c64 -d"${SECONDS_PER}s" --timeout 5s --latency -s tests/bench/mget.lua "$url" -- 10000 0.99 100 2>&1 | grep RESULT) ;;
+    h2)
+        r=$(h2load -t1 -c64 -m8 -D "$SECONDS_PER" -i "$3" 2>&1)
+        echo "$r" | awk '/^finished in/ {rps = $4} /^time for request:/ {m = $4; if (m ~ /us$/) {sub(/us$/, "", m); m /= 1000} else if (m ~ /ms$/) sub(/ms$/, "", m); else if (m ~ /s$/) {sub(/s$/, "", m); m *= 1000}} END {printf "%.0f %s -\n", rps, m}'
+        return ;;
+    esac
+    echo "$(echo "$r" | field rps) $(echo "$r" | field p50_ms) $(echo "$r" | field p99_ms)"
+}
+
+if [[ " $SECTIONS " == *" reads "* ]]; then
+    say "## Reads against the bare-h2o ceiling (make run's defaults; wrk -t1 -c64, Zipf 0.99 over 10,000 cached users)"
+    say ""
+    # The ceiling: h2o alone, on one event loop (the issue's yardstick) and on as many as the
+    # gateway runs by default (one per core), so neither side gets more of the scheduler.
+    ncpu=$(nproc)
+    bport=$((30000 + RANDOM % 10000)); b2port=$((40000 + RANDOM % 10000))
+    "$BIN/h2o_bare" -p "$bport" -t 1 > "$TMP/bare.out" 2>&1 &
+    PIDS+=($!)
+    "$BIN/h2o_bare" -p "$b2port" -t "$ncpu" > "$TMP/bare2.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$bport/json" && curl -s -o /dev/null "http://127.0.0.1:$b2port/json" && break; sleep 0.05; done
+    adm=$(JWT_SECRET=$SECRET "$BIN/presence-token" bench presence:admin)
+    start_node reads; nport=$NODE_PORT
+    load_users "$nport" "$adm"
+    targets="bare bareN new"
+    if base_build; then
+        NODE_BIN=$BASE_BIN start_node reads-base; oport=$NODE_PORT
+        load_users "$oport" "$adm"
+        targets="bare bareN new base"
+    fi
+    declare -A URL=([bare]="http://127.0.0.1:$bport" [bareN]="http://127.0.0.1:$b2port" [new]="http://127.0.0.1:$nport"
+                    [base]="http://127.0.0.1:${oport:-0}")
+    declare -A RR=()
+    for t in $targets; do
+        if [ "${t#bare}" != "$t" ]; then
+            echo "${URL[$t]}/json" > "$TMP/uris-$t"
+            wrk -t1 -c64 -d2s -s tests/bench/fixed.lua "${URL[$t]}" -- /json > /dev/null 2>&1 # warm up
+        else
+            uri_list "${URL[$t]}" 20000 > "$TMP/uris-$t"
+            wrk -t1 -c64 -d2s -s tests/bench/zipf.lua "${URL[$t]}" -- 10000 0.99 /api/v2/presence/ > /dev/null 2>&1
+        fi
+    done
+    for round in $(seq 1 "$ROUNDS"); do
+        for t in $targets; do
+            [ "${t#bare}" != "$t" ] && kind=bare || kind=get
+            RR[$t.get]+="$(read_once $kind "${URL[$t]}")"$'\n'
+            RR[$t.h2]+="$(read_once h2 "${URL[$t]}" "$TMP/uris-$t")"$'\n'
+            [ $kind = get ] && RR[$t.mget]+="$(read_once mget "${URL[$t]}")"$'\n'
+        done
+    done
+    col() { printf '%s' "${RR[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
+    bare_get=$(col bare.get 1); bare_h2=$(col bare.h2 1); bareN_get=$(col bareN.get 1); bareN_h2=$(col bareN.h2 1)
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+    say "| target | workload | req/s (median of $ROUNDS) | records/s | p50 ms | p99 ms | vs bare h2o, 1 loop | vs bare h2o, $ncpu loops |"
+    say "|---|---|---:|---:|---:|---:|---:|---:|"
+    for t in $targets; do
+        case $t in
+        bare) label="bare h2o (h2o_bare -t 1, fixed body)" ;;
+        bareN) label="bare h2o (h2o_bare -t $ncpu, fixed body)" ;;
+        new) label="presence, this build (make run defaults)" ;;
+        base) label="presence, $BASE_LABEL (make run defaults)" ;;
+        esac
+        g=$(col $t.get 1)
+        say "| $label | GET, HTTP/1.1 | $g | $g | $(col $t.get 2) | $(col $t.get 3) | $(ratio "$g" "$bare_get") | $(ratio "$g" "$bareN_get") |"
+        h=$(col $t.h2 1)
+        say "| $label | GET, HTTP/2 (h2load -m8) | $h | $h | mean $(col $t.h2 2) | - | $(ratio "$h" "$bare_h2") | $(ratio "$h" "$bareN_h2") |"
+        if [ "${t#bare}" = "$t" ]; then
+            m=$(col $t.mget 1)
+            say "| $label | multi-get, 100 users | $m | $(awk -v m="$m" 'BEGIN {printf "%.0f", m * 100}') | $(col $t.mget 2) | $(col $t.mget 3) | - | - |"
+        fi
+    done
+    say ""
+    say "Commands: bare \`wrk -t1 -c64 -d${SECONDS_PER}s --latency -s tests/bench/fixed.lua http://127.0.0.1:PORT -- /json\` (h2o_bare -t 1, and -t $ncpu); presence \`wrk -t1 -c64 -d${SECONDS_PER}s --latency -s tests/bench/zipf.lua URL -- 10000 0.99 /api/v2/presence/\` after a batch load of u1..u10000; multi-get \`-s tests/bench/mget.lua URL -- 10000 0.99 100\` (GET /api/v2/presence?users= 100 distinct Zipf users); HTTP/2 \`h2load -t1 -c64 -m8 -D ${SECONDS_PER} -i URIS\` (20,000 Zipf URIs; prior knowledge). $ROUNDS rounds, targets interleaved within each round. Run by \`tests/bench/run.sh reads\` (BENCH_BASE=ref|none)."
+    say ""
+    cleanup
+fi
+
 if [[ " $SECTIONS " == *" gateway "* ]]; then
     say "## Gateway: cached GET and a 90/10 GET/PUT mix, against Redis + webdis (wrk -t2 -c64, Zipf s=1.0 over 10,000 users)"
     say ""
@@ -152,13 +273,14 @@ if [[ " $SECTIONS " == *" gateway "* ]]; then
         done
         say "| $label | $(printf '%s\n' "${rps[@]}" | median) | $(printf '%s\n' "${p50[@]}" | median) | $(printf '%s\n' "${p99[@]}" | median) |"
     }
-    for cfg in "GATEWAY_THREADS=2 CACHE_NODES=2" "GATEWAY_THREADS=1 CACHE_NODES=1"; do
+    # make run's defaults (sized to this machine), and the old fixed configuration without the near cache
+    for cfg in "" "GATEWAY_THREADS=2 CACHE_NODES=2 NEAR_CACHE_BYTES=0"; do
         rm -rf "$TMP/gw"
         start_node gw $cfg RATE_LIMIT_WRITES=0 RATE_LIMIT_READS=0; port=$NODE_PORT
         adm=$(JWT_SECRET=$SECRET "$BIN/presence-token" bench presence:admin)
         load_users "$port" "$adm"
-        measure "presence ($cfg) | cached GET" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/
-        measure "presence ($cfg) | 90/10 GET/PUT" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/ 10 /api/v2/presence/ "$adm"
+        measure "presence (${cfg:-make run defaults}) | cached GET" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/
+        measure "presence (${cfg:-make run defaults}) | 90/10 GET/PUT" "http://127.0.0.1:$port" 10000 1.0 /api/v2/presence/ 10 /api/v2/presence/ "$adm"
         cleanup
     done
     measure "Redis 7 + webdis (2 threads) | GET" http://127.0.0.1:17399 10000 1.0 /GET/presence:
@@ -176,18 +298,18 @@ if [[ " $SECTIONS " == *" heartbeat "* ]]; then
     say "| client | node | heartbeats/s | requests/s | p50 ms | p99 ms |"
     say "|---|---|---:|---:|---:|---:|"
     JWT_SECRET=$SECRET "$BIN/mktokens" 20000 > "$TMP/tokens.txt"
-    for cfg in "GATEWAY_THREADS=2 CACHE_NODES=2" "GATEWAY_THREADS=1 CACHE_NODES=1"; do
+    for cfg in "" "GATEWAY_THREADS=2 CACHE_NODES=2 NEAR_CACHE_BYTES=0"; do
         start_node hb $cfg; port=$NODE_PORT
         wrk -t2 -c64 -d2s -s tests/bench/heartbeat.lua "http://127.0.0.1:$port" -- "$TMP/tokens.txt" > /dev/null 2>&1
         r=$(wrk_run "http://127.0.0.1:$port" tests/bench/heartbeat.lua "$TMP/tokens.txt")
-        say "| one user per request (20,000 users, own tokens) | $cfg | $(echo "$r" | field rps) | $(echo "$r" | field rps) | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
+        say "| one user per request (20,000 users, own tokens) | ${cfg:-make run defaults} | $(echo "$r" | field rps) | $(echo "$r" | field rps) | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
         cleanup
         rm -rf "$TMP/hb"
         start_node hb $cfg; port=$NODE_PORT
         adm=$(JWT_SECRET=$SECRET "$BIN/presence-token" ws-tier presence:admin)
         r=$(wrk -t2 -c8 -d"${SECONDS_PER}s" --timeout 5s --latency -s tests/bench/bulkbeat.lua "http://127.0.0.1:$port" -- "$adm" 500 20000 2>&1 | grep RESULT)
         rq=$(echo "$r" | field rps)
-        say "| bulk: 500 users per request (20,000 users) | $cfg | $(awk -v r="$rq" 'BEGIN {printf "%.0f", r * 500}') | $rq | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
+        say "| bulk: 500 users per request (20,000 users) | ${cfg:-make run defaults} | $(awk -v r="$rq" 'BEGIN {printf "%.0f", r * 500}') | $rq | $(echo "$r" | field p50_ms) | $(echo "$r" | field p99_ms) |"
         cleanup
         rm -rf "$TMP/hb"
     done

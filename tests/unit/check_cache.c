@@ -681,6 +681,55 @@ START_TEST(test_update_realloc_bytes)
 }
 END_TEST
 
+/* on_evict hears of every eviction, with the evicted key and version, and of nothing else. */
+typedef struct evict_log {
+    uint64_t n;
+    bool bad; /* a reported key was still resident after the call, or had the wrong version */
+    cache_t *c;
+    char last[64];
+} evict_log_t;
+
+static void on_evict_log(void *ctx, const void *key, size_t klen, uint64_t version)
+{
+    evict_log_t *l = ctx;
+    l->n++;
+    ck_assert_uint_lt(klen, sizeof l->last);
+    memcpy(l->last, key, klen);
+    l->last[klen] = '\0';
+    /* every key put below has version = its number + 1 */
+    unsigned num = (unsigned)strtoul(l->last + 1, NULL, 10);
+    if (version != num + 1u)
+        l->bad = true;
+}
+
+START_TEST(test_on_evict)
+{
+    evict_log_t log = {0};
+    cache_config_t cfg = {.max_cost = 16 << 10, .policy = _i ? CACHE_POLICY_LRU : CACHE_POLICY_WTINYLFU,
+                          .on_evict = on_evict_log, .evict_ctx = &log};
+    cache_t *c = cache_new(&cfg);
+    log.c = c;
+    char k[64];
+    for (unsigned i = 0; i < 2000; i++) {
+        size_t kl = s_key(k, "k", i);
+        cache_put(c, k, kl, i + 1u, "value", 5, 0);
+        if (log.n)
+            ck_assert(!s_resident(c, log.last)); /* freed right after the call */
+    }
+    cache_metrics_t m;
+    cache_get_metrics(c, &m);
+    ck_assert_uint_gt(log.n, 0);
+    ck_assert_uint_eq(log.n, m.keys_evicted);
+    ck_assert(!log.bad);
+    uint64_t before = log.n;
+    s_key(k, "k", 1999);
+    cache_del(c, k, strlen(k));
+    cache_clear(c);
+    ck_assert_uint_eq(log.n, before); /* deletes and clears are not evictions */
+    cache_destroy(&c);
+}
+END_TEST
+
 START_TEST(test_del_clear)
 {
     cache_t *c = s_new(1000, _i ? CACHE_POLICY_LRU : CACHE_POLICY_WTINYLFU, true, 0);
@@ -1158,6 +1207,7 @@ static Suite *s_suite(void)
     tcase_add_loop_test(tc, test_versions, 0, 2);
     tcase_add_loop_test(tc, test_update_realloc_bytes, 0, 2);
     tcase_add_loop_test(tc, test_del_clear, 0, 2);
+    tcase_add_loop_test(tc, test_on_evict, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("model");

@@ -18,6 +18,7 @@
 #include "zutil.h"
 
 #include <check.h>
+#include <sched.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -690,6 +691,25 @@ START_TEST(test_log_json_fields)
 END_TEST
 
 /* Every variable a process reads is listed (cfg.c refuses others), and look-alikes are found. */
+/* util_cpu_count follows the affinity mask (a container's cpuset, taskset), not the host's cores. */
+START_TEST(test_cpu_count)
+{
+    cpu_set_t set;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof set, &set), 0);
+    ck_assert_int_eq(util_cpu_count(), CPU_COUNT(&set));
+    ck_assert_int_ge(util_cpu_count(), 1);
+    int first = -1;
+    for (int c = 0; c < CPU_SETSIZE && first < 0; c++)
+        if (CPU_ISSET(c, &set))
+            first = c;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof one, &one), 0); /* this forked test's process only */
+    ck_assert_int_eq(util_cpu_count(), 1);
+}
+END_TEST
+
 START_TEST(test_envreg)
 {
     size_t n;
@@ -750,6 +770,7 @@ static Suite *s_suite(void)
     tc = tcase_create("logs_env");
     tcase_add_test(tc, test_log_json_fields);
     tcase_add_test(tc, test_envreg);
+    tcase_add_test(tc, test_cpu_count);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("zutil");

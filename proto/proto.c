@@ -200,12 +200,29 @@ void proto_record_encode(proto_buf_t *b, const proto_record_t *r)
 
 void proto_enc_get_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us)
 {
+    proto_enc_get_id(b, type, rid, key, klen, deadline_us, NULL);
+}
+
+static void s_enc_cmd_id(proto_enc_t *e, const uint8_t *cmd_id)
+{
+    PK(e, pk);
+    msgpack_pack_bin(&pk, PROTO_CMD_ID_LEN);
+    msgpack_pack_bin_body(&pk, cmd_id, PROTO_CMD_ID_LEN);
+}
+
+void proto_enc_get_id(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us,
+                      const uint8_t *cmd_id)
+{
     proto_enc_t e;
     proto_enc_init(&e, b);
-    proto_enc_header(&e, deadline_us ? 5 : 4, type, rid);
+    if (type != PROTO_DEL)
+        cmd_id = NULL; /* only DEL of the key-shaped commands carries one */
+    proto_enc_header(&e, cmd_id ? 6 : deadline_us ? 5 : 4, type, rid);
     proto_enc_str(&e, key, klen);
-    if (deadline_us)
+    if (deadline_us || cmd_id)
         proto_enc_u64(&e, deadline_us);
+    if (cmd_id)
+        s_enc_cmd_id(&e, cmd_id);
 }
 
 void proto_enc_get(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen)
@@ -231,11 +248,19 @@ void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const pro
 void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
                               uint64_t deadline_us)
 {
+    proto_enc_records_cmd_id(b, type, rid, recs, n, deadline_us, NULL);
+}
+
+void proto_enc_records_cmd_id(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
+                              uint64_t deadline_us, const uint8_t *cmd_id)
+{
     proto_enc_t e;
     proto_enc_init(&e, b);
-    if (type == PROTO_APPLY)
-        deadline_us = 0; /* APPLY has no deadline field */
-    proto_enc_header(&e, deadline_us ? 5 : 4, type, rid);
+    if (type == PROTO_APPLY) {
+        deadline_us = 0; /* APPLY has no deadline field, nor a command id */
+        cmd_id = NULL;
+    }
+    proto_enc_header(&e, cmd_id ? 6 : deadline_us ? 5 : 4, type, rid);
     proto_enc_array(&e, n);
     for (uint32_t i = 0; i < n; i++) {
         const proto_record_t *r = &recs[i];
@@ -276,8 +301,10 @@ void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const 
             proto_enc_record(&e, r);
         }
     }
-    if (deadline_us)
+    if (deadline_us || cmd_id)
         proto_enc_u64(&e, deadline_us);
+    if (cmd_id)
+        s_enc_cmd_id(&e, cmd_id);
 }
 
 void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid)
@@ -469,6 +496,19 @@ void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t
     proto_enc_u64(&e, flags);
 }
 
+void proto_enc_hugz_member(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags,
+                           uint32_t member)
+{
+    proto_enc_t e;
+    proto_enc_init(&e, b);
+    proto_enc_header(&e, 8, PROTO_HUGZ, 0);
+    proto_enc_u64(&e, epoch);
+    proto_enc_u64(&e, seq);
+    proto_enc_u64(&e, now_us);
+    proto_enc_u64(&e, flags);
+    proto_enc_u64(&e, member);
+}
+
 /* ==== pre-scan =============================================================================== */
 
 static uint64_t s_be(const uint8_t *p, int n)
@@ -598,6 +638,16 @@ static int s_str(const msgpack_object *o, size_t max, proto_str_t *out)
         return -1;
     out->p = o->via.str.ptr;
     out->len = o->via.str.size;
+    return 0;
+}
+
+/* A command id: a bin of exactly PROTO_CMD_ID_LEN bytes, copied into the message. */
+static int s_cmd_id(const msgpack_object *o, proto_msg_t *m)
+{
+    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != PROTO_CMD_ID_LEN)
+        return -1;
+    memcpy(m->cmd_id, o->via.bin.ptr, PROTO_CMD_ID_LEN);
+    m->has_cmd_id = true;
     return 0;
 }
 
@@ -1000,9 +1050,11 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
     case PROTO_GET:
     case PROTO_DEL:
     case PROTO_SESSIONS:
-        if (m->type == PROTO_DEL && n == 5) {
+        if (m->type == PROTO_DEL && (n == 5 || n == 6)) {
             if (s_u64(&f[4], &m->deadline_us) < 0)
                 FAIL("bad deadline");
+            if (n == 6 && s_cmd_id(&f[5], m) < 0)
+                FAIL("bad command id");
         } else {
             NFIELDS(4);
         }
@@ -1022,9 +1074,11 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
     case PROTO_PUT:
     case PROTO_TOUCH:
     case PROTO_APPLY:
-        if (m->type != PROTO_APPLY && n == 5) {
+        if (m->type != PROTO_APPLY && (n == 5 || n == 6)) {
             if (s_u64(&f[4], &m->deadline_us) < 0)
                 FAIL("bad deadline");
+            if (n == 6 && s_cmd_id(&f[5], m) < 0)
+                FAIL("bad command id");
         } else {
             NFIELDS(4);
         }
@@ -1188,14 +1242,19 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
         m->n = cnt;
         break;
     case PROTO_HUGZ:
-        if (n != 6 && n != 7)
-            FAIL("HUGZ: %u fields, want 6 or 7", n);
+        if (n < 6 || n > 8)
+            FAIL("HUGZ: %u fields, want 6 to 8", n);
         if (s_u64(&f[3], &m->epoch) < 0 || s_u64(&f[4], &m->seq) < 0 || s_u64(&f[5], &m->now_us) < 0)
             FAIL("bad hugz");
-        if (n == 7) {
+        if (n >= 7) {
             if (s_uint(&f[6], UINT32_MAX, &v) < 0)
                 FAIL("bad hugz flags");
             m->flags = (uint32_t)v;
+        }
+        if (n == 8) {
+            if (s_uint(&f[7], PROTO_MEMBERS_MAX, &v) < 0)
+                FAIL("bad hugz member");
+            m->member = (uint32_t)v;
         }
         break;
     default:
@@ -1261,8 +1320,8 @@ int proto_presence_parse(const char *s, size_t len)
 
 const char *proto_status_name(int status)
 {
-    static const char *const names[] = {"ok", "notfound", "bad request", "overload", "unavailable", "internal",
-                                        "timeout"};
+    static const char *const names[] = {"ok",       "notfound", "bad request", "overload", "unavailable",
+                                        "internal", "timeout",  "not leader"};
     return (status >= 0 && status <= PROTO_STATUS_MAX_) ? names[status] : "unknown";
 }
 

@@ -9,6 +9,7 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define STORE_READ_POOL 8
 #define SEQ_RESERVE_STEP (1u << 20)
@@ -23,9 +24,11 @@ struct store_read {
 struct store {
     MDB_env *env;
     MDB_dbi rec, due, log, meta, ses, lease, lses;
+    MDB_dbi dedup, dedt; /* replicated: cmd_id -> first answer; BE64(at_us) . cmd_id -> "" (pruning) */
     store_config_t cfg;
     char path[512];
-    uint64_t epoch;
+    _Atomic uint64_t epoch; /* replicated: set by the applying thread (store_lead_at), read anywhere */
+    uint64_t applied;       /* replicated: the log index applied (the applying thread) */
     uint64_t last_seq; /* writer thread only */
     uint64_t seq_reserved; /* writer thread only: durable bound for sequences of unsynced commits */
     uint64_t log_floor;

@@ -448,17 +448,105 @@ static int s_apply_lease(store_t *s, MDB_txn *txn, store_op_t *op, uint64_t now)
     return s_lease_due(s, txn, op->lease_id, l.expires_us);
 }
 
-/* One attempt at a group: returns an LMDB code (0 = committed). */
-static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, store_changes_t *ch)
+/* ==== command ids (replicated mode) ============================================================ */
+
+#define DEDUP_VAL_LEN 21   /* status . BE32(flags) . BE64(as_of) . BE64(at_us) */
+#define DEDUP_PRUNE_MAX 256 /* ids dropped per transaction at most (deterministic: by entry time) */
+
+/* A command already applied: its first answer, and the records as they are now. */
+static int s_dedup_hit(store_t *s, MDB_txn *txn, store_op_t *op, const MDB_val *v)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size != DEDUP_VAL_LEN)
+        return MDB_CORRUPTED;
+    op->deduped = true;
+    op->status = p[0];
+    op->flags = (uint32_t)(store_rd_be64(p + 1) >> 32);
+    op->as_of = store_rd_be64(p + 5);
+    if (op->type != PROTO_PUT && op->type != PROTO_TOUCH)
+        return 0;
+    for (uint32_t j = 0; j < op->n; j++) {
+        bool found;
+        int rc = s_get_rec(s, txn, op->in[j].user_id, op->in[j].uid_len, &op->out[j], &found);
+        if (rc)
+            return rc;
+        if (!found && op->status == PROTO_OK)
+            op->status = PROTO_NOTFOUND; /* written, then deleted before this retry */
+    }
+    return 0;
+}
+
+static int s_dedup_put(store_t *s, MDB_txn *txn, const store_op_t *op, uint64_t now)
+{
+    unsigned char v[DEDUP_VAL_LEN], tk[8 + PROTO_CMD_ID_LEN], b[8];
+    v[0] = op->status;
+    store_be64((uint64_t)op->flags << 32, b);
+    memcpy(v + 1, b, 4);
+    store_be64(op->as_of, v + 5);
+    store_be64(now, v + 13);
+    MDB_val k = {PROTO_CMD_ID_LEN, (void *)op->cmd_id}, val = {sizeof v, v};
+    int rc = mdb_put(txn, s->dedup, &k, &val, 0);
+    if (rc)
+        return rc;
+    store_be64(now, tk);
+    memcpy(tk + 8, op->cmd_id, PROTO_CMD_ID_LEN);
+    MDB_val t = {sizeof tk, tk}, empty = {0, NULL};
+    return mdb_put(txn, s->dedt, &t, &empty, 0);
+}
+
+/* Forget ids older than the window (by the entry's time: the same on every member). */
+static int s_dedup_prune(store_t *s, MDB_txn *txn, uint64_t now)
+{
+    if (now <= s->cfg.dedup_window_us)
+        return 0;
+    uint64_t before = now - s->cfg.dedup_window_us;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->dedt, &c);
+    if (rc)
+        return rc;
+    MDB_val k, v;
+    for (int i = 0; i < DEDUP_PRUNE_MAX; i++) {
+        if ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) != 0)
+            break;
+        if (k.mv_size != 8 + PROTO_CMD_ID_LEN || store_rd_be64(k.mv_data) >= before)
+            break;
+        MDB_val id = {PROTO_CMD_ID_LEN, (char *)k.mv_data + 8};
+        if ((rc = mdb_del(txn, s->dedup, &id, NULL)) != 0 && rc != MDB_NOTFOUND)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)) != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* ==== group commit ============================================================================= */
+
+/* One attempt at a group: returns an LMDB code (0 = committed). With index > 0 (replicated mode)
+ * command ids are honoured and the index is recorded in the same transaction. */
+static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, store_changes_t *ch, uint64_t index)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc)
         return rc;
     uint64_t seq = s->last_seq;
+    bool dedup = index > 0;
     for (size_t i = 0; i < nops && rc == 0; i++) {
         store_op_t *op = &ops[i];
         op->status = PROTO_OK;
+        op->deduped = false;
+        if (dedup && op->has_cmd_id) {
+            MDB_val k = {PROTO_CMD_ID_LEN, op->cmd_id}, v;
+            rc = mdb_get(txn, s->dedup, &k, &v);
+            if (rc == 0) {
+                rc = s_dedup_hit(s, txn, op, &v);
+                continue;
+            }
+            if (rc != MDB_NOTFOUND)
+                break;
+            rc = 0;
+        }
         switch (op->type) {
         case PROTO_PUT:
         case PROTO_TOUCH:
@@ -477,16 +565,25 @@ static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, 
             op->status = PROTO_EBADREQ;
             break;
         }
+        if (rc == 0 && dedup && op->has_cmd_id)
+            rc = s_dedup_put(s, txn, op, now);
     }
+    if (rc == 0 && dedup)
+        rc = s_dedup_prune(s, txn, now);
     if (rc == 0 && seq != s->last_seq)
         rc = store_meta_put(txn, s->meta, "last_seq", seq);
+    if (rc == 0 && index)
+        rc = store_meta_put(txn, s->meta, "raft_applied", index);
     if (rc) {
         mdb_txn_abort(txn);
         return rc;
     }
     rc = mdb_txn_commit(txn); /* frees txn even on failure */
-    if (rc == 0)
+    if (rc == 0) {
         s->last_seq = seq;
+        if (index)
+            s->applied = index;
+    }
     return rc;
 }
 
@@ -542,7 +639,7 @@ int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool 
         mdb_env_set_flags(s->env, MDB_NOSYNC, 1); /* the writer thread: no write txn is open */
     for (;;) {
         changes->n = mark;
-        int rc = s_apply_once(s, ops, nops, now_us, changes);
+        int rc = s_apply_once(s, ops, nops, now_us, changes, 0);
         if (rc == 0) {
             if (toggled)
                 mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
@@ -785,8 +882,9 @@ static int s_prune_log(sweep_t *w, uint32_t max, uint64_t *floor)
     return rc ? rc : store_meta_put(w->txn, s->meta, "log_floor", *floor);
 }
 
+/* One sweep transaction. With index > 0 (replicated mode) it always commits, recording the index. */
 static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t *ch, uint64_t *expired,
-                        uint64_t *purged, int *actions, bool *capped)
+                        uint64_t *purged, int *actions, bool *capped, uint64_t index)
 {
     sweep_t w = {.s = s, .now = now, .seq = s->last_seq, .budget = max, .ch = ch};
     size_t mark = ch->n;
@@ -808,6 +906,8 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
         rc = s_prune_log(&w, max, &floor);
     if (rc == 0 && w.seq != s->last_seq)
         rc = store_meta_put(w.txn, s->meta, "last_seq", w.seq);
+    if (rc == 0 && index)
+        rc = store_meta_put(w.txn, s->meta, "raft_applied", index);
     free(items);
     *capped = w.capped;
     if (rc) {
@@ -815,12 +915,14 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
         return rc;
     }
     *actions = (int)(ch->n - mark);
-    if (n == 0 && !w.capped && floor == s->log_floor) {
+    if (n == 0 && !w.capped && floor == s->log_floor && !index) {
         mdb_txn_abort(w.txn); /* nothing changed: no commit, no fsync */
         return 0;
     }
     rc = mdb_txn_commit(w.txn);
     if (rc == 0) {
+        if (index)
+            s->applied = index;
         s->last_seq = w.seq;
         s->log_floor = floor;
         *expired += w.nexp;
@@ -861,7 +963,7 @@ int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *chan
         int actions = 0;
         bool capped = false;
         changes->n = mark;
-        int rc = s_sweep_once(s, now_us, max, changes, expired, purged, &actions, &capped);
+        int rc = s_sweep_once(s, now_us, max, changes, expired, purged, &actions, &capped, 0);
         if (rc == 0) {
             *next_due_us = capped ? now_us : s_first_due(s);
             return actions;
@@ -878,7 +980,9 @@ int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *chan
 
 int store_flush(store_t *s, char *err)
 {
+    pthread_rwlock_rdlock(&s->resize_lock); /* replicated: store_replace may swap the environment */
     int rc = mdb_env_sync(s->env, 1);
+    pthread_rwlock_unlock(&s->resize_lock);
     if (rc) {
         snprintf(err, STORE_ERR_LEN, "mdb_env_sync: %s", mdb_strerror(rc));
         return -1;
@@ -889,7 +993,10 @@ int store_flush(store_t *s, char *err)
 int store_reader_check(store_t *s)
 {
     int dead = 0;
-    if (mdb_reader_check(s->env, &dead) != 0)
+    pthread_rwlock_rdlock(&s->resize_lock);
+    int rc = mdb_reader_check(s->env, &dead);
+    pthread_rwlock_unlock(&s->resize_lock);
+    if (rc != 0)
         return -1;
     s->readers_cleared += (uint64_t)dead;
     return dead;
@@ -928,4 +1035,110 @@ int store_read_sessions(store_read_t *r, const char *uid, size_t len, uint64_t n
     }
     mdb_cursor_close(c);
     return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERROR;
+}
+
+/* ==== replicated mode: applying committed log entries ========================================= */
+
+/* The entry at `index` could not be applied: name it. Never retried here (map growth is off in
+ * replicated mode, a split would apply half an entry): the member stops and replays. */
+static int s_fatal(store_t *s, const char *what, uint64_t index, int rc, char *err)
+{
+    snprintf(err, STORE_ERR_LEN, "%s of log entry %llu: %s%s", what, (unsigned long long)index, mdb_strerror(rc),
+             rc == MDB_MAP_FULL ? " (raise STORE_MAP_MAX_MB and restart)" : "");
+    return -1;
+}
+
+uint64_t store_applied_index(store_t *s)
+{
+    return s->applied;
+}
+
+uint64_t store_last_seq(store_t *s)
+{
+    return s->last_seq;
+}
+
+int store_apply_at(store_t *s, uint64_t index, store_op_t *ops, size_t nops, uint64_t now_us, store_changes_t *changes,
+                   char *err)
+{
+    size_t mark = changes->n;
+    int rc = s_apply_once(s, ops, nops, now_us, changes, index);
+    if (rc == 0)
+        return 0;
+    changes->n = mark;
+    for (size_t i = 0; i < nops; i++)
+        ops[i].status = PROTO_EINTERNAL;
+    return s_fatal(s, "apply", index, rc, err);
+}
+
+int store_sweep_at(store_t *s, uint64_t index, uint64_t now_us, uint32_t max, store_changes_t *changes,
+                   uint64_t *expired, uint64_t *purged, char *err)
+{
+    size_t mark = changes->n;
+    int actions = 0;
+    bool capped = false;
+    int rc = s_sweep_once(s, now_us, max ? max : 1, changes, expired, purged, &actions, &capped, index);
+    if (rc == 0)
+        return actions;
+    changes->n = mark;
+    return s_fatal(s, "sweep", index, rc, err);
+}
+
+/* A transaction that writes a few meta values and the index. */
+static int s_meta_at(store_t *s, uint64_t index, const char *const *names, const uint64_t *vals, int n)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = store_meta_put(txn, s->meta, names[i], vals[i]);
+    if (rc == 0)
+        rc = store_meta_put(txn, s->meta, "raft_applied", index);
+    if (rc) {
+        if (txn)
+            mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc == 0)
+        s->applied = index;
+    return rc;
+}
+
+int store_lead_at(store_t *s, uint64_t index, uint64_t epoch, uint64_t now_us, char *err)
+{
+    uint64_t cur = atomic_load(&s->epoch);
+    bool set = cur == 0 && epoch != 0;
+    const char *names[2] = {"lease_from", "epoch"};
+    uint64_t vals[2] = {now_us, epoch};
+    int rc = s_meta_at(s, index, names, vals, set ? 2 : 1);
+    if (rc)
+        return s_fatal(s, "lead", index, rc, err);
+    s->opened_us = now_us;
+    if (set)
+        atomic_store(&s->epoch, epoch);
+    return 0;
+}
+
+int store_skip_at(store_t *s, uint64_t index, char *err)
+{
+    int rc = s_meta_at(s, index, NULL, NULL, 0);
+    return rc ? s_fatal(s, "skip", index, rc, err) : 0;
+}
+
+uint64_t store_next_due(store_t *s)
+{
+    char err[STORE_ERR_LEN];
+    store_read_t *r = store_read_begin(s, err);
+    uint64_t due = UINT64_MAX;
+    if (!r)
+        return due;
+    MDB_cursor *cur;
+    if (mdb_cursor_open(r->txn, s->due, &cur) == 0) {
+        MDB_val k, v;
+        if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size >= 8)
+            due = store_rd_be64(k.mv_data);
+        mdb_cursor_close(cur);
+    }
+    store_read_end(&r);
+    return due;
 }

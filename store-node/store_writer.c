@@ -9,8 +9,12 @@
  * SYNC_FLUSH_MS, flushes heartbeat-only groups within TOUCH_SYNC_MS, and clears stale LMDB reader
  * slots every 10 s. It never sleeps longer than a second without looking at its timers.
  *
- * Locks: queue_lock (job queue, q_items, stopping) and done_lock (completions) are never held
- * together, and never while calling into store.c.
+ * Replicated mode (store_repl.c): the writer does not commit; it proposes each group as a log
+ * entry (several in flight), and on the leader proposes a SWEEP entry when something is due; the
+ * raft thread applies them and reports the completions through the same queue.
+ *
+ * Locks: queue_lock (job queue, q_items, stopping, kick) and done_lock (completions) are never
+ * held together, and never while calling into store.c.
  */
 #include "store_node_int.h"
 #include "log.h"
@@ -33,7 +37,7 @@ typedef struct wtimers {
 
 /* ==== completions (writer -> main) ============================================================= */
 
-static void s_push_completion(store_node_t *sn, completion_t *c)
+void store_writer_complete(store_node_t *sn, completion_t *c)
 {
     pthread_mutex_lock(&sn->done_lock);
     if (sn->d_tail)
@@ -79,6 +83,14 @@ void store_writer_push(store_node_t *sn, job_t *j)
     else
         sn->q_head = j;
     sn->q_tail = j;
+    pthread_cond_signal(&sn->queue_cond);
+    pthread_mutex_unlock(&sn->queue_lock);
+}
+
+void store_writer_wake(store_node_t *sn)
+{
+    pthread_mutex_lock(&sn->queue_lock);
+    sn->kick = true;
     pthread_cond_signal(&sn->queue_cond);
     pthread_mutex_unlock(&sn->queue_lock);
 }
@@ -167,13 +179,13 @@ static void s_write_group(store_node_t *sn, job_t *jobs, size_t njobs)
             j->op = ops[i++];
     free(ops);
     c->jobs = jobs;
-    s_push_completion(sn, c);
+    store_writer_complete(sn, c);
 }
 
 /* Wait (queue_lock held) until there is work, a stop, or a timer is due; at most a second at a time. */
 static void s_wait(store_node_t *sn, const wtimers_t *tm)
 {
-    while (!sn->q_head && !sn->stopping) {
+    while (!sn->q_head && !sn->stopping && !sn->kick) {
         uint64_t now_wall = util_now_us(), now = util_mono_ms();
         uint64_t wake_ms = tm->next_rcheck;
         if (tm->next_sweep != UINT64_MAX) {
@@ -182,7 +194,7 @@ static void s_wait(store_node_t *sn, const wtimers_t *tm)
             uint64_t in_ms = (tm->next_sweep - now_wall) / 1000 + 1;
             wake_ms = MIN(wake_ms, now + in_ms);
         }
-        if (sn->cfg.store.sync_mode == STORE_SYNC_NONE)
+        if (sn->cfg.store.sync_mode == STORE_SYNC_NONE || sn->repl)
             wake_ms = MIN(wake_ms, tm->next_flush);
         if (sn->unsynced)
             wake_ms = MIN(wake_ms, tm->next_touch_sync);
@@ -224,12 +236,17 @@ static job_t *s_take_group(store_node_t *sn, size_t *njobs)
     return head;
 }
 
-/* The TTL sweeper, when something is due: expiries and purges are ordinary sequenced changes. */
+/* The TTL sweeper, when something is due: expiries and purges are ordinary sequenced changes.
+ * Replicated: the leader proposes a SWEEP entry instead, every member applies it (store_repl.c). */
 static void s_sweep(store_node_t *sn, wtimers_t *tm)
 {
     uint64_t now_wall = util_now_us();
     if (tm->next_sweep > now_wall)
         return;
+    if (sn->repl) {
+        tm->next_sweep = store_repl_sweep(sn, now_wall);
+        return;
+    }
     char err[STORE_ERR_LEN];
     completion_t *c = xcalloc(1, sizeof *c);
     store_changes_init(&c->changes);
@@ -241,7 +258,7 @@ static void s_sweep(store_node_t *sn, wtimers_t *tm)
     atomic_fetch_add(&sn->expirations_total, exp);
     atomic_fetch_add(&sn->purges_total, pur);
     if (c->changes.n) {
-        s_push_completion(sn, c);
+        store_writer_complete(sn, c);
     } else {
         store_changes_fini(&c->changes);
         free(c);
@@ -259,7 +276,9 @@ static void s_housekeeping(store_node_t *sn, wtimers_t *tm)
 {
     char err[STORE_ERR_LEN];
     uint64_t now = util_mono_ms();
-    if (sn->cfg.store.sync_mode == STORE_SYNC_NONE && now >= tm->next_flush) {
+    /* Replicated: applies are not fsynced (the raft log is the durable record); flushing bounds
+     * what an OS crash makes the member rebuild from its log. */
+    if ((sn->cfg.store.sync_mode == STORE_SYNC_NONE || sn->repl) && now >= tm->next_flush) {
         if (store_flush(sn->store, err) < 0)
             LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
         atomic_fetch_add(&sn->flushes_total, 1);
@@ -296,6 +315,10 @@ static void *s_writer_main(void *arg)
         size_t njobs;
         job_t *head = s_take_group(sn, &njobs);
         bool stopping = sn->stopping && !sn->q_head && !head;
+        if (sn->kick) {
+            sn->kick = false;
+            tm.next_sweep = 0;
+        }
         pthread_mutex_unlock(&sn->queue_lock);
         if (stopping) {
             char err[STORE_ERR_LEN];
@@ -303,7 +326,9 @@ static void *s_writer_main(void *arg)
                 LOG(LOG_ERROR, "%s", err);
             break;
         }
-        if (head)
+        if (head && sn->repl)
+            store_repl_group(sn, head);
+        else if (head)
             s_write_group(sn, head, njobs);
         s_sweep(sn, &tm);
         s_housekeeping(sn, &tm);

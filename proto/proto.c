@@ -497,16 +497,17 @@ void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t
 }
 
 void proto_enc_hugz_member(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags,
-                           uint32_t member)
+                           uint32_t member, uint64_t term)
 {
     proto_enc_t e;
     proto_enc_init(&e, b);
-    proto_enc_header(&e, 8, PROTO_HUGZ, 0);
+    proto_enc_header(&e, 9, PROTO_HUGZ, 0);
     proto_enc_u64(&e, epoch);
     proto_enc_u64(&e, seq);
     proto_enc_u64(&e, now_us);
     proto_enc_u64(&e, flags);
     proto_enc_u64(&e, member);
+    proto_enc_u64(&e, term);
 }
 
 /* ==== pre-scan =============================================================================== */
@@ -1242,8 +1243,8 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
         m->n = cnt;
         break;
     case PROTO_HUGZ:
-        if (n < 6 || n > 8)
-            FAIL("HUGZ: %u fields, want 6 to 8", n);
+        if (n < 6 || n > 9 || n == 8)
+            FAIL("HUGZ: %u fields, want 6, 7 or 9", n);
         if (s_u64(&f[3], &m->epoch) < 0 || s_u64(&f[4], &m->seq) < 0 || s_u64(&f[5], &m->now_us) < 0)
             FAIL("bad hugz");
         if (n >= 7) {
@@ -1251,8 +1252,8 @@ int proto_decode(const void *data, size_t len, proto_msg_t *m)
                 FAIL("bad hugz flags");
             m->flags = (uint32_t)v;
         }
-        if (n == 8) {
-            if (s_uint(&f[7], PROTO_MEMBERS_MAX, &v) < 0)
+        if (n == 9) {
+            if (s_uint(&f[7], PROTO_MEMBERS_MAX, &v) < 0 || s_u64(&f[8], &m->term) < 0)
                 FAIL("bad hugz member");
             m->member = (uint32_t)v;
         }

@@ -216,7 +216,7 @@ typedef struct proto_stat {
  *   CATCHUP_REPLY:      status, epoch, mode, seq (through_seq), done, changes[n], key (cursor)
  *   PONG, STATS_REPLY:  status, stats[n]
  *   CHANGES:            epoch, first_seq, seq (last_seq), changes[n]
- *   HUGZ:               epoch, seq, now_us, flags (0 when the optional field is absent), member
+ *   HUGZ:               epoch, seq, now_us, flags (0 when the optional field is absent), member, term
  *   PUT, TOUCH, DEL also: deadline_us, has_cmd_id + cmd_id (optional trailing fields)
  *   BATCH:              parts[n] (each a whole encoded message, borrowed from the frame)
  * Allocated arrays are owned by the message: release with proto_msg_fini(). */
@@ -232,6 +232,7 @@ typedef struct proto_msg {
     bool has_cmd_id;      /* PUT, TOUCH, DEL: a command id follows (a retry carries the same one) */
     uint8_t cmd_id[PROTO_CMD_ID_LEN];
     uint32_t member;      /* HUGZ: the publishing member of a replicated center (1..N; 0 = not said) */
+    uint64_t term;        /* HUGZ: that member's raft term (0 = not said) */
     proto_str_t key;
     uint32_t n;
     proto_str_t *keys;
@@ -342,10 +343,11 @@ void proto_enc_sessions_reply(proto_buf_t *b, uint64_t rid, uint8_t status, cons
 void proto_session_encode(proto_buf_t *b, const proto_session_t *s);
 int proto_session_decode(const void *data, size_t len, proto_session_t *s);
 void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags);
-/* HUGZ of a member of a replicated center: flags, then the publishing member's number (1..N), so a
- * subscriber connected to every member learns which one leads. */
+/* HUGZ of a member of a replicated center: flags, then the publishing member's number (1..N) and
+ * its term, so a subscriber connected to every member learns which one leads (the highest term
+ * wins over a cut-off leader that has not stepped down yet). */
 void proto_enc_hugz_member(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags,
-                           uint32_t member);
+                           uint32_t member, uint64_t term);
 
 /* Batching: collect whole encoded messages, then emit one BATCH frame (or the single message
  * itself when there is only one). Senders flush a batch early once it holds PROTO_BATCH_SOFT_MAX

@@ -91,7 +91,7 @@ static void s_publish_hugz(store_node_t *sn)
         return; /* a follower is silent: subscribers connected to every member hear the leader */
     proto_buf_reset(&sn->buf);
     if (sn->repl)
-        proto_enc_hugz_member(&sn->buf, sn->epoch, sn->pub_seq, util_now_us(), 0, (uint32_t)sn->cfg.repl.self);
+        proto_enc_hugz_member(&sn->buf, sn->epoch, sn->pub_seq, util_now_us(), 0, (uint32_t)sn->cfg.repl.self, sn->term);
     else
         proto_enc_hugz(&sn->buf, sn->epoch, sn->pub_seq, util_now_us());
     s_publish_frames(sn, PROTO_TOPIC_HUGZ, &sn->buf);
@@ -165,6 +165,7 @@ static void s_role(store_node_t *sn, const completion_t *c)
 {
     sn->leading = c->leading;
     sn->leader = c->leading ? (uint32_t)sn->cfg.repl.self : c->leader;
+    sn->term = c->term;
     if (!c->leading)
         return;
     /* Publish from the state's sequence: everything before it was published by an earlier leader,
@@ -367,7 +368,8 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
     store_info_t info;
     store_get_info(sn->store, &info);
     uint64_t qi = store_writer_queued(sn);
-    stats_add(l, "store_epoch", sn->epoch);
+    /* A follower publishes nothing: its epoch and sequence are its state's. */
+    stats_add(l, "store_epoch", sn->leading ? sn->epoch : info.epoch);
     stats_add(l, "store_sequence", sn->leading ? sn->pub_seq : info.last_seq);
     stats_add(l, "store_committed_sequence", info.last_seq);
     stats_add(l, "store_records", info.records);
@@ -455,7 +457,7 @@ static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     if (m->type == PROTO_STATS) {
         s_collect_stats(sn, &l);
     } else {
-        stats_add(&l, "store_epoch", sn->epoch);
+        stats_add(&l, "store_epoch", sn->leading ? sn->epoch : store_epoch(sn->store));
         stats_add(&l, "store_sequence", sn->pub_seq);
         stats_add(&l, "store_now_us", util_now_us());
         if (sn->repl)

@@ -99,6 +99,7 @@ struct store_node {
     /* main thread */
     bool leading;    /* replicated: serving as the leader (always true for a single store) */
     uint32_t leader; /* replicated: the leader's member number, 0 = none known */
+    uint64_t term;   /* replicated: the raft term of the last role change */
     uint64_t epoch;  /* the epoch the stream carries (replicated: given by the log) */
     uint64_t pub_seq;
     proto_buf_t buf;

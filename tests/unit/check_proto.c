@@ -430,15 +430,16 @@ START_TEST(test_rt_cmd_id_member)
     s_expect_malformed(b.data, b.len, "DEL with 7 fields");
     /* HUGZ naming its member; one beyond PROTO_MEMBERS_MAX is refused. */
     proto_buf_reset(&b);
-    proto_enc_hugz_member(&b, 77, 1000, 5, 0, 3);
+    proto_enc_hugz_member(&b, 77, 1000, 5, 0, 3, 12);
     s_dec_ok(&b, &m);
     ck_assert_uint_eq(m.type, PROTO_HUGZ);
     ck_assert_uint_eq(m.epoch, 77);
     ck_assert_uint_eq(m.seq, 1000);
     ck_assert_uint_eq(m.member, 3);
+    ck_assert_uint_eq(m.term, 12);
     proto_msg_fini(&m);
     proto_buf_reset(&b);
-    proto_enc_hugz_member(&b, 77, 1000, 5, 0, PROTO_MEMBERS_MAX + 1);
+    proto_enc_hugz_member(&b, 77, 1000, 5, 0, PROTO_MEMBERS_MAX + 1, 1);
     s_expect_malformed(b.data, b.len, "HUGZ member out of range");
     /* ENOTLEADER names the leader in as_of. */
     proto_buf_reset(&b);

@@ -15,6 +15,8 @@
  *              acknowledged; continued, the center serves again and nothing acknowledged is lost
  *   single     one member (STORE_REPLICAS with one address): a restart replays nothing twice and
  *              versions continue
+ *   leaf       a leaf region whose relay is given every member's CENTER_PORT: its writes go on
+ *              after the center's leader is killed, and what it acknowledged is kept
  *
  * Every wait polls with a deadline; processes are signalled and stopped by pid (harness.h). The
  * failover time is printed as a grep-able line ("repl: failover ...").
@@ -54,6 +56,7 @@ typedef struct cluster {
     char cmd_list[1000], pub_list[1000], replicas[200];
     th_zc_t zc[NST], zcache[NCACHE];
     int port;
+    int center_port[NST]; /* CENTER_PORT of each member (0: none) */
     const char *const *extra;
 } cluster_t;
 
@@ -98,6 +101,10 @@ static th_proc_t *s_store_proc(cluster_t *c, int i)
     th_env(p, "STORE_REPLICA_ID", "%d", i + 1);
     th_env(p, "STORE_CMD_ENDPOINT", "%s", c->cmd[i]);
     th_env(p, "STORE_PUB_ENDPOINT", "%s", c->pub[i]);
+    if (c->center_port[i]) {
+        th_env(p, "CENTER_PORT", "%d", c->center_port[i]);
+        th_env(p, "CENTER_BIND_ADDR", "127.0.0.1");
+    }
     s_extra(p, c->extra);
     return p;
 }
@@ -112,12 +119,17 @@ static void s_common(cluster_t *c, th_proc_t *p)
     th_env(p, "STORE_PUB_ENDPOINT", "%s", c->pub_list);
 }
 
-/* n store-nodes (not waiting for a leader), NCACHE cache-nodes and a gateway. */
-static void s_start(cluster_t *c, int n, const char *const *extra)
+/* n store-nodes (not waiting for a leader; with `center`, each serving leaf relays on its own
+ * CENTER_PORT), NCACHE cache-nodes and a gateway. */
+static void s_start2(cluster_t *c, int n, const char *const *extra, bool center)
 {
     memset(c, 0, sizeof *c);
     c->n = n;
     c->extra = extra;
+    for (int i = 0; center && i < n; i++) {
+        c->center_port[i] = th_free_port_pair();
+        ck_assert_int_gt(c->center_port[i], 0);
+    }
     snprintf(c->dir, sizeof c->dir, "%s", th_tmpdir());
     char run[300];
     snprintf(run, sizeof run, "%s/run", c->dir);
@@ -163,6 +175,11 @@ static void s_start(cluster_t *c, int n, const char *const *extra)
     const char *colon = strrchr(c->gw->ready, ':');
     c->port = colon ? atoi(colon + 1) : 0;
     ck_assert_int_gt(c->port, 0);
+}
+
+static void s_start(cluster_t *c, int n, const char *const *extra)
+{
+    s_start2(c, n, extra, false);
 }
 
 static void s_stop(cluster_t *c)
@@ -577,6 +594,60 @@ START_TEST(test_single_member)
 }
 END_TEST
 
+/* PUT through a leaf gateway (port): status. */
+static int s_put_at(int port, const char *uid, const char *msg, long *version)
+{
+    cluster_t tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.port = port;
+    return s_put(&tmp, uid, msg, version, 5000);
+}
+
+START_TEST(test_leaf_follows_leader)
+{
+    cluster_t c;
+    s_start2(&c, NST, NULL, true);
+    int leader = s_leader(&c, -1, 15000);
+    ck_assert_int_ge(leader, 0);
+    char center[400] = "";
+    for (int i = 0; i < NST; i++) {
+        size_t l = strlen(center);
+        snprintf(center + l, sizeof center - l, "%stcp://127.0.0.1:%d", i ? "," : "", c.center_port[i]);
+    }
+    static const char *const leaf_env[] = {"RATE_LIMIT_WRITES=0", NULL};
+    th_node_t leaf;
+    ck_assert_int_eq(th_leaf_start(&leaf, 1, center, leaf_env), 0);
+    /* The leaf is up once its relay follows the center's stream: its first write succeeds. */
+    long v = 0;
+    int st = 0;
+    uint64_t until = th_now_ms() + 15000;
+    while (th_now_ms() < until && (st = s_put_at(leaf.port, "leaf0", "hello", &v)) != 200)
+        usleep(50000);
+    ck_assert_int_eq(st, 200);
+    acked_t a[10];
+    for (int i = 0; i < 10; i++) {
+        snprintf(a[i].uid, sizeof a[i].uid, "leaf%d", i + 1);
+        snprintf(a[i].msg, sizeof a[i].msg, "from-leaf-%d", i);
+        ck_assert_int_eq(s_put_at(leaf.port, a[i].uid, a[i].msg, &a[i].version), 200);
+    }
+    uint64_t t0 = th_now_ms();
+    th_kill(c.store[leader]);
+    until = t0 + 15000 * (uint64_t)s_mult();
+    while (th_now_ms() < until && (st = s_put_at(leaf.port, "leaf0", "again", &v)) != 200) {
+        ck_assert_msg(st == 503 || st == 504, "a leaf write during the failover answered %d", st);
+        usleep(20000);
+    }
+    ck_assert_int_eq(st, 200);
+    printf("repl: leaf region writing again %llu ms after the center's leader was killed\n",
+           (unsigned long long)(th_now_ms() - t0));
+    int nl = s_leader(&c, leader, 5000);
+    ck_assert_int_ge(nl, 0);
+    s_check_users(&c, a, 10, nl); /* the leaf's acknowledged writes, at the center */
+    ck_assert_int_eq(th_node_stop(&leaf), 0);
+    s_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_repl");
@@ -587,6 +658,7 @@ int main(void)
     tcase_add_test(tc, test_wiped_member_rejoins);
     tcase_add_test(tc, test_minority_cannot_ack);
     tcase_add_test(tc, test_single_member);
+    tcase_add_test(tc, test_leaf_follows_leader);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

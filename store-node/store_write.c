@@ -532,6 +532,8 @@ static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, 
         return rc;
     uint64_t seq = s->last_seq;
     bool dedup = index > 0;
+    if (dedup)
+        rc = s_dedup_prune(s, txn, now); /* first: an id past the window is a new command */
     for (size_t i = 0; i < nops && rc == 0; i++) {
         store_op_t *op = &ops[i];
         op->status = PROTO_OK;
@@ -568,8 +570,6 @@ static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, 
         if (rc == 0 && dedup && op->has_cmd_id)
             rc = s_dedup_put(s, txn, op, now);
     }
-    if (rc == 0 && dedup)
-        rc = s_dedup_prune(s, txn, now);
     if (rc == 0 && seq != s->last_seq)
         rc = store_meta_put(txn, s->meta, "last_seq", seq);
     if (rc == 0 && index)

@@ -564,8 +564,21 @@ static void s_collect_stats(cache_node_t *cn, stats_list_t *l, bool full)
     stats_addf(l, cn->link_up, "cache_link_up{node=\"%s\"}", id);
     stats_addf(l, cn->link_lag_us, "cache_link_lag_seconds{node=\"%s\"}:us", id);
     stats_addf(l, cm.items, "cache_items{node=\"%s\"}", id);
-    if (!full)
+    if (!full) {
+        /* A replicated center's state, as last polled from its leader (/health/store shows it). */
+        for (uint32_t i = 0; i < cn->store_stats.n; i++) {
+            const proto_str_t *nm = &cn->store_stats.v[i].name;
+            static const char pre[] = "store_repl_", hist[] = "store_repl_commit_seconds";
+            if (nm->len > sizeof pre - 1 && memcmp(nm->p, pre, sizeof pre - 1) == 0 &&
+                !(nm->len >= sizeof hist - 1 && memcmp(nm->p, hist, sizeof hist - 1) == 0)) {
+                char name[PROTO_STAT_NAME_MAX + 1];
+                memcpy(name, nm->p, nm->len);
+                name[nm->len] = '\0';
+                stats_add(l, name, cn->store_stats.v[i].value);
+            }
+        }
         return;
+    }
     stats_addf(l, ss.gaps, "sync_gaps_total{node=\"%s\"}", id);
     stats_addf(l, ss.resyncs, "sync_resyncs_total{node=\"%s\"}", id);
     stats_addf(l, ss.snapshots, "sync_snapshots_total{node=\"%s\"}", id);

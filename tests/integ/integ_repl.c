@@ -388,6 +388,36 @@ static bool s_caches_follow(cluster_t *c, int leader, int timeout_ms)
     return false;
 }
 
+/* /health/store's replication object names `leader` (0-based) with three members, and /metrics
+ * carries the raft series (polled: cache-nodes poll the leader's stats every second). */
+static bool s_health_names_leader(cluster_t *c, int leader, int timeout_ms)
+{
+    uint64_t until = th_now_ms() + (uint64_t)timeout_ms;
+    do {
+        th_resp_t r;
+        bool ok = false;
+        if (th_http(c->port, "GET", "/health/store", NULL, NULL, 0, &r, 3000) == 0) {
+            json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+            json_t *rep = j ? json_object_get(j, "replication") : NULL;
+            json_t *mem = rep ? json_object_get(rep, "members") : NULL;
+            ok = r.status == 200 && rep && json_integer_value(json_object_get(rep, "leader")) == leader + 1 &&
+                 json_integer_value(json_object_get(rep, "term")) > 0 && json_array_size(mem) == NST;
+            json_decref(j);
+            th_resp_free(&r);
+        }
+        if (ok && th_http(c->port, "GET", "/metrics", NULL, NULL, 0, &r, 3000) == 0) {
+            ok = r.status == 200 && r.body && strstr(r.body, "store_repl_term") &&
+                 strstr(r.body, "store_repl_member_lag_entries{member=\"1\"}") &&
+                 strstr(r.body, "store_repl_commit_seconds_bucket");
+            th_resp_free(&r);
+            if (ok)
+                return true;
+        }
+        usleep(100000);
+    } while (th_now_ms() < until);
+    return false;
+}
+
 /* ==== tests ===================================================================================== */
 
 START_TEST(test_failover)
@@ -441,6 +471,9 @@ START_TEST(test_failover)
     s_write_users(&c, b, 10, "w", "after");
     ck_assert_msg(s_caches_follow(&c, nl, 10000 * s_mult()), "cache-nodes did not follow the new leader's stream");
     s_check_users(&c, b, 10, nl);
+
+    /* /health/store names the new leader and every member's lag; /metrics has the raft series. */
+    ck_assert_msg(s_health_names_leader(&c, nl, 10000), "/health/store does not name member %d", nl + 1);
 
     /* The killed member comes back and catches up. */
     ck_assert_int_eq(th_restart(c.store[leader], 20000), 0);

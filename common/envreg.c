@@ -103,6 +103,7 @@ static const envreg_var_t s_vars[] = {
     {"STORE_ELECTION_MS", S, "500", "raft election timeout (failover takes about 2 to 4 of them)"},
     {"STORE_SNAPSHOT_ENTRIES", S, "8192", "log entries between two snapshots of the state"},
     {"STORE_DEDUP_WINDOW", S, "60s", "how long a write's command id is remembered (a retry within it applies once)"},
+    {"STORE_RAFT_PORT", L, "7100", "STORE_REPLICAS>1: member N's raft port is this + N - 1 (127.0.0.1)"},
     /* sync-relay */
     {"RELAY_CMD_ENDPOINT", R | P, "ipc://$DATA_DIR/run/store-cmd.sock", "what the region's cache-nodes send commands to"},
     {"RELAY_PUB_ENDPOINT", R, "ipc://$DATA_DIR/run/store-pub.sock", "the region's change stream"},

@@ -196,9 +196,12 @@ static void s_follow(sync_client_t *sc, unsigned was, const char *why)
     zmq_disconnect(sc->dealer, sc->cmd.ep[was]);
     zmq_connect(sc->dealer, leader_endpoint(&sc->cmd));
     LOG(LOG_NOTICE, "sync: following store member %u (%s)", sc->cmd.cur + 1, why);
-    if (sc->cu_active) {
+    if (sc->cu_active || sc->cu_retry_at) {
+        /* In flight to the old member, or waiting out a backoff: ask the new one soon (its
+         * connection is being made: the first try may find it not connected yet). */
         sc->cu_active = false;
-        sc->cu_retry_at = util_mono_ms(); /* resent on the next tick, with a fresh request id */
+        sc->cu_retry_at = util_mono_ms() + 10; /* resent on a tick, with a fresh request id */
+        sc->cu_backoff = RETRY_MIN_MS;
     }
 }
 
@@ -231,13 +234,12 @@ static void s_send_catchup(sync_client_t *sc, uint64_t now)
                       sc->cu_snapshot ? sc->cu_key : "", sc->cu_snapshot ? sc->cu_key_len : 0);
     sc->sent = true;
     if (zu_send(sc->dealer, NULL, 0, sc->out.data, sc->out.len) < 0) {
-        /* Not connected (ZMQ_IMMEDIATE) or at the HWM: retry after a backoff (at the next member
-         * of a replicated center, which may lead by now). */
+        /* Not connected (ZMQ_IMMEDIATE; also just after following another member: the connect
+         * is under way) or at the HWM: retry after a backoff. A replicated center's leader says
+         * who it is in its heartbeats, so a dead member is left by the next one of those. */
         sc->cu_active = false;
         sc->cu_retry_at = now + sc->cu_backoff;
         sc->cu_backoff = MIN(sc->cu_backoff * 2, RETRY_MAX_MS);
-        if (leader_replicated(&sc->cmd))
-            s_next(sc, "not connected");
         return;
     }
     sc->cu_active = true;

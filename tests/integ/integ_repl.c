@@ -17,6 +17,7 @@
  *              versions continue
  *   leaf       a leaf region whose relay is given every member's CENTER_PORT: its writes go on
  *              after the center's leader is killed, and what it acknowledged is kept
+ *   launcher   `STORE_REPLICAS=3 presenced` starts three store-nodes that elect a leader and serve
  *
  * Every wait polls with a deadline; processes are signalled and stopped by pid (harness.h). The
  * failover time is printed as a grep-able line ("repl: failover ...").
@@ -681,6 +682,60 @@ START_TEST(test_leaf_follows_leader)
 }
 END_TEST
 
+/* Three consecutive free loopback ports (raft ports of the launcher's members); the first or -1. */
+static int s_free_ports3(void)
+{
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int p = s_free_port(), ok = p > 0 && p < 65000;
+        for (int k = 1; k < 3 && ok; k++) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + k))};
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+            close(fd);
+        }
+        if (ok)
+            return p;
+    }
+    return -1;
+}
+
+START_TEST(test_launcher_three)
+{
+    char data[300];
+    snprintf(data, sizeof data, "%s/data", th_tmpdir());
+    int raft = s_free_ports3();
+    ck_assert_int_gt(raft, 0);
+    th_proc_t *l = th_proc("presenced", "presenced");
+    th_env(l, "DATA_DIR", "%s", data);
+    th_env(l, "SERVICE_PORT", "0");
+    th_env(l, "SERVICE_ADDR", "127.0.0.1");
+    th_env(l, "GATEWAY_THREADS", "1");
+    th_env(l, "JWT_SECRET", "%s", TH_SECRET);
+    th_env(l, "STORE_REPLICAS", "3");
+    th_env(l, "STORE_RAFT_PORT", "%d", raft);
+    ck_assert_int_eq(th_start(l, 30000), 0);
+    ck_assert_ptr_nonnull(strstr(l->ready, "store_replicas=3"));
+    cluster_t c;
+    memset(&c, 0, sizeof c);
+    c.port = atoi(strrchr(strstr(l->ready, "http="), ':') + 1);
+    long v = 0;
+    int st = 0;
+    uint64_t until = th_now_ms() + 15000;
+    while (th_now_ms() < until && (st = s_put(&c, "alice", "three", &v, 3000)) != 200)
+        usleep(50000);
+    ck_assert_int_eq(st, 200);
+    /* Each member has its own state directory under DATA_DIR. */
+    for (int i = 1; i <= 3; i++) {
+        char p[400];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/store-%d/raft", data, i);
+        ck_assert_msg(stat(p, &sb) == 0, "%s missing", p);
+    }
+    ck_assert_int_eq(th_stop(l, 20000), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_repl");
@@ -692,6 +747,7 @@ int main(void)
     tcase_add_test(tc, test_minority_cannot_ack);
     tcase_add_test(tc, test_single_member);
     tcase_add_test(tc, test_leaf_follows_leader);
+    tcase_add_test(tc, test_launcher_three);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

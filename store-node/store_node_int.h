@@ -142,6 +142,8 @@ uint64_t store_writer_queued(store_node_t *sn);
 void store_writer_complete(store_node_t *sn, completion_t *c);
 /* Wake the writer (a replicated sweep ended: it may propose the next one). Any thread. */
 void store_writer_wake(store_node_t *sn);
+/* Wake the writer without a sweep check (a replicated group ended: room in the pipeline). */
+void store_writer_signal(store_node_t *sn);
 
 /* ---- store_repl.c: replication (replicated mode only) ---------------------------------------- */
 
@@ -153,6 +155,11 @@ void store_repl_stop(store_node_t *sn);
 /* Writer thread: propose a group of jobs (their deadlines checked here) as one or more GROUP
  * entries; every job is answered through a completion once its entry applied or failed. */
 void store_repl_group(store_node_t *sn, job_t *jobs);
+/* Writer thread: true while STORE_REPL_PIPELINE groups are proposed and not ended. The writer then
+ * lets jobs queue up (they form the next, bigger group) instead of proposing many small entries:
+ * each entry costs a log append and an apply on every member, whatever its size. */
+#define STORE_REPL_PIPELINE 4
+bool store_repl_pipeline_full(store_node_t *sn);
 /* Writer thread: on the leader, propose a SWEEP entry when something is due and none is out.
  * Returns the wall-clock time (us) to look again. */
 uint64_t store_repl_sweep(store_node_t *sn, uint64_t now_us);

@@ -50,6 +50,7 @@ struct store_repl {
     atomic_bool leading;   /* pub_on, for the writer (sweeps) and the stats */
     atomic_bool sweep_out; /* a SWEEP entry is proposed and not ended */
     atomic_bool failed;
+    atomic_uint groups_out; /* GROUP entries proposed and not ended (the writer's pipeline) */
     char why[256];         /* written once before `failed` is set */
     _Atomic uint64_t applied_entries, dedup_hits, apply_errors, lead_entries, sweep_entries;
     stats_hist_t commit_hist; /* propose -> applied here, per group (the raft thread observes) */
@@ -98,6 +99,13 @@ static void s_report(store_repl_t *rp, completion_t *c)
 /* ==== raft thread: applying entries ================================================================ */
 
 /* The proposer's jobs take their results from the applied ops (same order). */
+/* A GROUP proposal ended (applied here or refused): the writer may propose the next one. */
+static void s_group_ended(store_repl_t *rp)
+{
+    atomic_fetch_sub(&rp->groups_out, 1);
+    store_writer_signal(rp->sn);
+}
+
 static void s_fill_jobs(store_repl_t *rp, completion_t *c, const store_entry_t *e)
 {
     uint32_t i = 0;
@@ -149,6 +157,8 @@ static int on_apply(void *arg, uint64_t index, const void *data, size_t len, voi
         switch (e.kind) {
         case STORE_ENTRY_GROUP:
             rc = store_apply_at(sn->store, index, e.ops, e.nops, e.now_us, &rp->changes, err);
+            if (c)
+                s_group_ended(rp);
             if (rc == 0 && c) {
                 s_fill_jobs(rp, c, &e);
                 stats_hist_observe(&rp->commit_hist, util_mono_us() - c->proposed_us);
@@ -207,6 +217,8 @@ static void on_reject(void *arg, void *cookie, int status, const repl_leader_t *
     completion_t *c = cookie;
     if (c == rp->lead)
         rp->lead = NULL;
+    if (c->entry == STORE_ENTRY_GROUP)
+        s_group_ended(rp);
     if (c->entry == STORE_ENTRY_SWEEP) {
         atomic_store(&rp->sweep_out, false);
         store_writer_wake(rp->sn);
@@ -308,9 +320,13 @@ static void on_fatal(void *arg, const char *why)
 static void s_propose(store_repl_t *rp, completion_t *c, const proto_buf_t *entry)
 {
     c->proposed_us = util_mono_us();
+    if (c->entry == STORE_ENTRY_GROUP)
+        atomic_fetch_add(&rp->groups_out, 1);
     int rc = repl_propose(rp->r, entry->data, entry->len, c);
     if (rc == REPL_OK)
         return;
+    if (c->entry == STORE_ENTRY_GROUP)
+        atomic_fetch_sub(&rp->groups_out, 1);
     uint8_t st = rc == REPL_BUSY ? PROTO_EOVERLOAD : rc == REPL_SHUTDOWN ? PROTO_EUNAVAIL : PROTO_EINTERNAL;
     if (rc == REPL_BUSY)
         atomic_fetch_add(&rp->sn->overload_total, 1);
@@ -464,6 +480,11 @@ void store_repl_stop(store_node_t *sn)
     proto_batch_fini(&rp->wops);
     free(rp);
     sn->repl = NULL;
+}
+
+bool store_repl_pipeline_full(store_node_t *sn)
+{
+    return atomic_load(&sn->repl->groups_out) >= STORE_REPL_PIPELINE;
 }
 
 repl_t *store_repl_member(store_node_t *sn)

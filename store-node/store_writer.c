@@ -95,6 +95,13 @@ void store_writer_wake(store_node_t *sn)
     pthread_mutex_unlock(&sn->queue_lock);
 }
 
+void store_writer_signal(store_node_t *sn)
+{
+    pthread_mutex_lock(&sn->queue_lock);
+    pthread_cond_signal(&sn->queue_cond);
+    pthread_mutex_unlock(&sn->queue_lock);
+}
+
 void store_writer_release(store_node_t *sn, uint64_t n)
 {
     pthread_mutex_lock(&sn->queue_lock);
@@ -213,6 +220,22 @@ static void s_wait(store_node_t *sn, const wtimers_t *tm)
     }
 }
 
+/* Replicated (queue_lock held): while the pipeline of proposed groups is full, let jobs queue up
+ * -- a group ending signals queue_cond -- bounded by a short wait so timers and stops are seen. */
+static void s_wait_pipeline(store_node_t *sn)
+{
+    for (int i = 0; sn->repl && !sn->stopping && store_repl_pipeline_full(sn) && i < 200; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 5000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&sn->queue_cond, &sn->queue_lock, &ts);
+    }
+}
+
 /* Take queued jobs (queue_lock held) up to batch_max items: these commit together. */
 static job_t *s_take_group(store_node_t *sn, size_t *njobs)
 {
@@ -312,6 +335,7 @@ static void *s_writer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&sn->queue_lock);
         s_wait(sn, &tm);
+        s_wait_pipeline(sn);
         size_t njobs;
         job_t *head = s_take_group(sn, &njobs);
         bool stopping = sn->stopping && !sn->q_head && !head;

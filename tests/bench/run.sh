@@ -2,6 +2,7 @@
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
 #   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation
+#                                        replication
 #
 # Results go to stdout and to build/bench/results.md (markdown tables, with the commands).
 # Processes are started here and stopped by pid; data lives in a temp dir that is removed.
@@ -20,7 +21,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation}
+SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation replication}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -232,5 +233,11 @@ if [[ " $SECTIONS " == *" propagation "* ]]; then
     say "Command: \`build/bin/propbench PORT_A PORT_B 10000 TOKENS\` with a center (CENTER_PORT) and two leaves started by presenced on this machine; delay = SSE event at B minus the PUT's acknowledgement at A (0 when the event arrives first)."
     say ""
     cleanup
+fi
+# ---- a replicated center (STORE_REPLICAS=3) against one store-node --------------------------------
+if [[ " $SECTIONS " == *" replication "* ]]; then
+    say "## Replication: acknowledged writes with 3 replicas against one store-node, and failover"
+    say ""
+    BENCH_SECONDS=$SECONDS_PER BENCH_ROUNDS=$ROUNDS tests/bench/replication.sh | tee -a "$RES"
 fi
 echo "results in $RES"

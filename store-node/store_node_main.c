@@ -39,8 +39,8 @@ typedef struct config {
     char data_dir[400];
 } config_t;
 
-/* STORE_REPLICAS: HOST:PORT,HOST:PORT,... (member i = the i-th). STORE_REPLICA_ID names ours, or
- * the host name's StatefulSet ordinal does (store-2 -> member 3). */
+/* STORE_REPLICAS: HOST:PORT,HOST:PORT,... (member i = the i-th; each may be written tcp://HOST:PORT).
+ * STORE_REPLICA_ID names ours, or the host name's StatefulSet ordinal does (store-2 -> member 3). */
 static int s_config_repl(store_node_config_t *c, const char *data_dir, char *err)
 {
     char list[1024] = "";
@@ -58,6 +58,8 @@ static int s_config_repl(store_node_config_t *c, const char *data_dir, char *err
     char spec[1400] = "", *p = list, *tok;
     unsigned n = 0;
     while ((tok = strsep(&p, ","))) {
+        if (strncmp(tok, "tcp://", 6) == 0)
+            tok += 6; /* written as an endpoint (compose, Helm) */
         size_t at = strlen(spec);
         snprintf(spec + at, sizeof spec - at, "%s%u@%s", n ? "," : "", n + 1, tok);
         n++;

@@ -18,6 +18,7 @@
 #   compose-config           docker-compose config accepts compose/docker-compose.yml
 #   compose-requires-jwt     ... and refuses it, naming JWT_SECRET, when JWT_SECRET is unset
 #   compose-local            compose-local.py: the file's services run here and pass a smoke test
+#   compose-*-replicated     the same with docker-compose.replicated.yml on top (three center stores)
 #   helm-lint-{center,leaf}  helm lint --strict with each region's values file
 #   helm-template-{center,leaf}
 #   k8s-schema-{center,leaf} the rendered manifests (center with the ServiceMonitor on) against the
@@ -148,6 +149,14 @@ if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compos
     ok compose-local "$(tail -n 1 <<<"$out" | sed 's/^compose-local: //')"
 else
     bad compose-local "$out"
+fi
+replicated=$ROOT/compose/docker-compose.replicated.yml
+run compose-config-replicated env -i PATH="$PATH" PRESENCE_SECRETS_DIR="$tmp/secrets" \
+    docker-compose -f "$compose" -f "$replicated" --env-file "$tmp/compose.env" config -q
+if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compose" --also "$replicated" 2>&1); then
+    ok compose-local-replicated "$(tail -n 1 <<<"$out" | sed 's/^compose-local: //')"
+else
+    bad compose-local-replicated "$out"
 fi
 
 # ---- helm -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@
 #   helm-requires-*          rendering fails, with a message naming the value, when a required
 #                            secret or the leaf's center endpoint is missing
 #   helm-cache-slots         ... and when the cache tier could exceed the gateway's 16 endpoints
+#   helm-store-replicas      ... and when the store's members are not 1, 3 or 5
 # Ends with "deploy-check: N passed, N failed, N skipped"; exit status 1 if anything failed. A check
 # that cannot run here (not root, no unshare) is reported "skip NAME (why)" and counted as skipped.
 set -u
@@ -218,6 +219,8 @@ refuses helm-requires-curve-leaf 'secrets\.curve\.[a-zA-Z]+ is required' "$HELM"
     --set relay.centerEndpoint=tcp://center:7100
 refuses helm-cache-slots 'the gateway takes 1 to 16' "$HELM" template x "$CHART" "${C[@]}" -f "$tmp/secrets-center.yaml" \
     --set cache.autoscaling.maxReplicas=17
+refuses helm-store-replicas 'store\.replicas: 1, 3 or 5' "$HELM" template x "$CHART" "${C[@]}" -f "$tmp/secrets-center.yaml" \
+    --set store.replicas=2
 
 echo "deploy-check: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

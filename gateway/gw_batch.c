@@ -63,7 +63,8 @@ static void on_bwrite_reply(gw_call_t *c, const proto_msg_t *m, int status)
         free(op);
         return;
     }
-    gw_json_envelope(&op->body, m->recs, m->n, util_now_us());
+    gw_viewer_t v = gw_rctx_viewer(rc);
+    gw_json_envelope_as(&op->body, m->recs, m->n, util_now_us(), &v);
     /* Read-your-writes: give every other owner node its records before answering. */
     gw_ctx_t *t = rc->t;
     proto_record_t *grp = xmalloc((m->n ? m->n : 1) * sizeof *grp);

@@ -63,4 +63,13 @@ typedef struct gw_rctx {
     uint32_t nids;
 } gw_rctx_t;
 
+/* Who reads, for rendering (gw_json_record_as): the token's subject and scope when one came with
+ * the request, else anonymous (the public view). Borrows rc's claims. */
+static inline gw_viewer_t gw_rctx_viewer(const gw_rctx_t *rc)
+{
+    if (!rc->authed)
+        return (gw_viewer_t){NULL, 0, false};
+    return (gw_viewer_t){rc->claims.sub, rc->claims.sub_len, rc->claims.admin};
+}
+
 #endif

@@ -10,10 +10,17 @@
 
 #include <h2o.h>
 
-/* gw_single.c: one user's record. GET|HEAD|PUT|POST|DELETE /api/v2/presence/{id}, and
- * POST /api/v2/presence/{id}/heartbeat. */
+/* gw_single.c: one user's record. GET|HEAD|PUT|POST|DELETE /api/v2/presence/{id},
+ * POST /api/v2/presence/{id}/heartbeat, DELETE /api/v2/presence/{id}/sessions/{sid} (end one
+ * session: 404 when the user has no such session) and DELETE /api/v2/presence/{id}/preferred (end
+ * the preferred status: 404 when the user has no record). */
 void gw_single_on_req(h2o_req_t *req, gw_rctx_t *rc);
 void gw_single_heartbeat(h2o_req_t *req, gw_rctx_t *rc);
+void gw_single_end_session(h2o_req_t *req, gw_rctx_t *rc);
+void gw_single_end_preferred(h2o_req_t *req, gw_rctx_t *rc);
+
+/* gw_sessions.c: GET /api/v2/presence/{id}/sessions, the user's live sessions (self or admin). */
+void gw_sessions_on_req(h2o_req_t *req, gw_rctx_t *rc);
 
 /* gw_multi.c: several users' records. GET /api/v2/presence?users=a,b (rc->ids), and the read
  * every multi-user read shares (a batch read too): one MGET per owner node, answered when all

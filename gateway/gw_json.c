@@ -202,6 +202,39 @@ void gw_json_envelope_as(gw_buf_t *b, const proto_record_t *recs, uint32_t n, ui
     gw_buf_add(b, "}}", 2);
 }
 
+void gw_json_sessions(gw_buf_t *b, const char *uid, size_t uid_len, const proto_session_t *s, uint32_t n,
+                      uint64_t now_us)
+{
+    gw_buf_add(b, "{\"success\":true,\"data\":{", 24);
+    gw_buf_add_jstr(b, uid, uid_len);
+    gw_buf_add(b, ":[", 2);
+    bool first = true;
+    for (uint32_t i = 0; i < n; i++) {
+        if (now_us >= s[i].expires_at_us)
+            continue;
+        if (!first)
+            gw_buf_add(b, ",", 1);
+        first = false;
+        gw_buf_add(b, "{\"session_id\":", 14);
+        gw_buf_add_jstr(b, s[i].session_id, s[i].sid_len);
+        gw_buf_add(b, ",\"device\":", 10);
+        gw_buf_add_jstr(b, s[i].device, s[i].device_len);
+        gw_buf_add(b, ",\"status\":\"", 11);
+        const char *st = proto_presence_name(s[i].status);
+        gw_buf_adds(b, st ? st : "online");
+        gw_buf_add(b, "\",\"connected_at\":", 17);
+        s_time(b, s[i].connected_at_us);
+        gw_buf_add(b, ",\"last_seen\":", 13);
+        s_time(b, s[i].last_seen_us);
+        gw_buf_add(b, ",\"expires_at\":", 14);
+        s_time(b, s[i].expires_at_us);
+        gw_buf_add(b, ",\"node_id\":", 11);
+        gw_buf_add_jstr(b, s[i].node_id, s[i].node_len);
+        gw_buf_add(b, "}", 1);
+    }
+    gw_buf_add(b, "]}}", 3);
+}
+
 void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us)
 {
     gw_json_envelope_as(b, recs, n, now_us, NULL);

@@ -57,6 +57,12 @@ void gw_json_record_as(gw_buf_t *b, const proto_record_t *r, uint64_t now_us, bo
  * anonymous: all public). */
 void gw_json_envelope(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us);
 void gw_json_envelope_as(gw_buf_t *b, const proto_record_t *recs, uint32_t n, uint64_t now_us, const gw_viewer_t *v);
+/* A user's live sessions (REALTIME.md, GET /api/v2/presence/{id}/sessions):
+ * {"success":true,"data":{"<id>":[{"session_id","device","status","connected_at","last_seen",
+ * "expires_at","node_id"},...]}} in the order given. Sessions past expires_at at now_us are left
+ * out (the store ends them moments later). */
+void gw_json_sessions(gw_buf_t *b, const char *uid, size_t uid_len, const proto_session_t *s, uint32_t n,
+                      uint64_t now_us);
 /* {"success":false,"error":"<msg>"} */
 void gw_json_error(gw_buf_t *b, const char *msg);
 
@@ -80,6 +86,7 @@ void gw_json_error(gw_buf_t *b, const char *msg);
 #define GW_ERR_DEVICE_NO_SESSION "invalid device: a device names a session (give session too)"
 #define GW_ERR_MESSAGE_TTL "invalid message_ttl: message_ttl must be an integer from 1 to 604800 (seconds)"
 #define GW_ERR_MESSAGE_TTL_ALONE "invalid message_ttl: message_ttl needs a non-empty message"
+#define GW_ERR_SESSION_NOT_FOUND "session not found: the user has no live session with that id"
 #define GW_ERR_LEN 400 /* room for any of the texts above with a quoted id */
 
 /* A user id the API accepts: util_valid_user_id, and not one of the words reserved for routes

@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define GW_ROUTES_MAX 24 /* rows of the route table (gw_routes.c), "not found" included */
+#define GW_ROUTES_MAX 32 /* rows of the route table (gw_routes.c), "not found" included */
 
 /* The methods requests are counted by (and routes accept: a bit each). */
 enum gw_method { GW_M_GET = 0, GW_M_HEAD, GW_M_PUT, GW_M_POST, GW_M_DELETE, GW_M_OPTIONS, GW_M_OTHER, GW_M_COUNT };

@@ -2,7 +2,8 @@
  * multi-user read a batch read shares.
  *
  * The ids are grouped by owner node: one MGET per node, all in flight at once; the answer is
- * assembled as they come ({"success":true,"data":{"<id>":<record>,...}}: found users only) and
+ * assembled as they come ({"success":true,"data":{"<id>":<record>,...}}: found users only, each in
+ * the view of whoever asks -- gw_rctx_viewer) and
  * sent when the last is in. The first upstream failure answers the whole request; a node that
  * flags its data stale marks the answer stale. The operation lives on the heap, not in the
  * request's pool: a late answer after the client left still finds it. Runs on the request's thread.
@@ -65,12 +66,14 @@ static void on_multi_reply(gw_call_t *c, const proto_msg_t *m, int status)
         } else {
             op->flags |= m->flags;
             uint64_t now = util_now_us();
+            gw_viewer_t v = gw_rctx_viewer(op->rc);
             for (uint32_t i = 0; i < m->n; i++) {
                 if (op->found++)
                     gw_buf_add(&op->data, ",", 1);
                 gw_buf_add_jstr(&op->data, m->recs[i].user_id, m->recs[i].uid_len);
                 gw_buf_add(&op->data, ":", 1);
-                gw_json_record(&op->data, &m->recs[i], now);
+                gw_json_record_as(&op->data, &m->recs[i], now,
+                                  gw_viewer_is_private(&v, m->recs[i].user_id, m->recs[i].uid_len));
             }
         }
     }

@@ -22,6 +22,9 @@
  *   path                                   methods                auth    limit   flags        label
  *   /api/v2/presence/{id}                  GET HEAD PUT POST DEL  SELF_W  METHOD  CAP          presence.user
  *   /api/v2/presence/{id}/heartbeat        POST                   SELF    WRITE   CAP          presence.heartbeat
+ *   /api/v2/presence/{id}/sessions         GET HEAD               SELF    READ    CAP          presence.sessions
+ *   /api/v2/presence/{id}/sessions/{sid}   DELETE                 SELF    WRITE   CAP          presence.session
+ *   /api/v2/presence/{id}/preferred        DELETE                 SELF    WRITE   CAP          presence.preferred
  *   /api/v2/presence?users=a,b             GET HEAD               READ    READ    CAP USERS    presence.multi
  *   /api/v2/presence/batch                 POST                   BODY    BODY    CAP          presence.batch
  *   /api/v2/presence/watch?users=a,b       GET (SSE)              READ    READ    CAP USERS    presence.watch
@@ -54,6 +57,12 @@ static const gw_route_t s_routes[] = {
      gw_single_on_req, "presence.user"},
     {"/api/v2/presence/{id}/heartbeat", M(POST), {GW_AUTH_SELF, GW_LIMIT_WRITE, GW_RF_BODY_CAP}, gw_single_heartbeat,
      "presence.heartbeat"},
+    {"/api/v2/presence/{id}/sessions", READS, {GW_AUTH_SELF, GW_LIMIT_READ, GW_RF_BODY_CAP}, gw_sessions_on_req,
+     "presence.sessions"},
+    {"/api/v2/presence/{id}/sessions/{sid}", M(DELETE), {GW_AUTH_SELF, GW_LIMIT_WRITE, GW_RF_BODY_CAP},
+     gw_single_end_session, "presence.session"},
+    {"/api/v2/presence/{id}/preferred", M(DELETE), {GW_AUTH_SELF, GW_LIMIT_WRITE, GW_RF_BODY_CAP},
+     gw_single_end_preferred, "presence.preferred"},
     {"/api/v2/presence", READS, {GW_AUTH_READ, GW_LIMIT_READ, GW_RF_BODY_CAP | GW_RF_USERS}, gw_multi_on_req,
      "presence.multi"},
     {"/api/v2/presence/batch", M(POST), {GW_AUTH_BODY, GW_LIMIT_BODY, GW_RF_BODY_CAP}, gw_batch_on_req,

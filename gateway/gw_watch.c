@@ -198,6 +198,7 @@ static void s_start(h2o_req_t *req, gw_rctx_t *rc, const proto_str_t *ids, uint3
     stream_t *w = xcalloc(1, sizeof *w);
     w->sub.sink = &s_sink;
     w->sub.req = req;
+    w->sub.viewer = gw_rctx_viewer(rc); /* rc (and its claims) live in the request's pool, as long as the stream */
     w->req = req;
     w->rc = rc;
     gw_buf_init(&w->pending);

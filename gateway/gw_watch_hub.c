@@ -58,7 +58,8 @@ struct gw_watch_hub {
     uint64_t seq;             /* last applied */
     bool live_once;
     uint32_t npending;        /* subscribers with resume_since set */
-    gw_buf_t ev;              /* the change being given out, rendered */
+    gw_buf_t ev;              /* the change being given out, rendered (the public view) */
+    gw_buf_t ev_priv;         /* ... the private view (the user's own, admins') */
 };
 
 static void s_resume_check(gw_watch_hub_t *h);
@@ -119,12 +120,31 @@ static void s_table_remove(gw_watch_hub_t *h, gw_watch_sub_t *s, uint32_t idx)
 
 /* ==== giving out changes ======================================================================= */
 
-static void s_render_set(gw_watch_hub_t *h, const proto_record_t *r, gw_watch_event_t *ev)
+/* A set as one kind of viewer sees it, rendered into buf. The public view of an invisible user
+ * carries the version others saw (pub_version): what the subscriber is given is that. */
+static void s_render_set_as(gw_buf_t *buf, const proto_record_t *r, bool private_view, gw_watch_event_t *ev)
 {
-    gw_buf_reset(&h->ev);
-    gw_json_record(&h->ev, r, util_now_us());
-    *ev = (gw_watch_event_t){.version = r->version, .uid = r->user_id, .uid_len = r->uid_len,
-                             .json = h->ev.p, .json_len = h->ev.len};
+    gw_buf_reset(buf);
+    gw_json_record_as(buf, r, util_now_us(), private_view);
+    uint64_t v = private_view || !proto_record_invisible(r) ? r->version : r->pub_version;
+    *ev = (gw_watch_event_t){.version = v, .uid = r->user_id, .uid_len = r->uid_len, .json = buf->p,
+                             .json_len = buf->len};
+}
+
+static bool s_private(const gw_watch_sub_t *s, const char *uid, size_t len)
+{
+    return gw_viewer_is_private(&s->viewer, uid, len);
+}
+
+/* A change of r reaches subscriber s: the private view always, the public only when it moved. */
+static bool s_visible_change(const gw_watch_sub_t *s, const proto_record_t *r)
+{
+    return s_private(s, r->user_id, r->uid_len) || r->pub_version == r->version;
+}
+
+static void s_render_set(gw_watch_hub_t *h, const gw_watch_sub_t *s, const proto_record_t *r, gw_watch_event_t *ev)
+{
+    s_render_set_as(&h->ev, r, s_private(s, r->user_id, r->uid_len), ev);
 }
 
 static void s_render_del(gw_watch_hub_t *h, const char *uid, size_t n, uint64_t seq, gw_watch_event_t *ev)
@@ -153,14 +173,31 @@ static void s_fanout(gw_watch_hub_t *h, const proto_change_t *c)
     entry_t *e = s_find(h, c->rec.user_id, c->rec.uid_len);
     if (!e)
         return;
-    gw_watch_event_t ev;
-    if (c->kind == PROTO_CH_DEL)
+    gw_watch_event_t ev, ev_priv;
+    bool have_pub = false, have_priv = false; /* each view rendered once, when a subscriber needs it */
+    if (c->kind == PROTO_CH_DEL) {
         s_render_del(h, c->rec.user_id, c->rec.uid_len, c->rec.version, &ev);
-    else
-        s_render_set(h, &c->rec, &ev);
+        ev_priv = ev;
+        have_pub = have_priv = true;
+    }
     for (uint32_t i = 0; i < e->n; i++) {
-        s_deliver(e->refs[i].s, e->refs[i].idx, &ev);
-        e->refs[i].s->sink->flush(e->refs[i].s);
+        gw_watch_sub_t *s = e->refs[i].s;
+        if (c->kind != PROTO_CH_DEL) {
+            if (!s_visible_change(s, &c->rec))
+                continue;
+            bool priv = s_private(s, c->rec.user_id, c->rec.uid_len);
+            if (priv && !have_priv) {
+                s_render_set_as(&h->ev_priv, &c->rec, true, &ev_priv);
+                have_priv = true;
+            } else if (!priv && !have_pub) {
+                s_render_set_as(&h->ev, &c->rec, false, &ev);
+                have_pub = true;
+            }
+            s_deliver(s, e->refs[i].idx, priv ? &ev_priv : &ev);
+        } else {
+            s_deliver(s, e->refs[i].idx, &ev);
+        }
+        s->sink->flush(s);
     }
 }
 
@@ -251,6 +288,7 @@ int gw_watch_hub_new(gw_ctx_t *cx, void *zctx, void (*on_live)(void *arg), void 
     h->on_live = on_live;
     h->on_live_arg = arg;
     gw_buf_init(&h->ev);
+    gw_buf_init(&h->ev_priv);
     idtab_init(&h->users);
     seqwin_init(&h->window, gw_cfg.sse_window_bytes / (gw_cfg.threads ? gw_cfg.threads : 1), 0);
     sync_config_t sc = {.pub_ep = gw_cfg.store_pub, .cmd_ep = gw_cfg.store_cmd,
@@ -321,8 +359,10 @@ static void s_resume_window(gw_watch_hub_t *h, gw_watch_sub_t *s, uint64_t since
             gw_watch_event_t ev;
             if (c->kind == PROTO_CH_DEL)
                 s_render_del(h, uid, ul, c->last, &ev);
+            else if (s_visible_change(s, &r))
+                s_render_set(h, s, &r, &ev);
             else
-                s_render_set(h, &r, &ev);
+                continue;
             s_deliver(s, i, &ev);
         }
     }
@@ -388,7 +428,7 @@ static void on_initial(gw_call_t *c, const proto_msg_t *m, int status)
         for (uint32_t k = 0; k < s->nids; k++) {
             if (s->idlen[k] == r->uid_len && memcmp(s->ids[k], r->user_id, r->uid_len) == 0) {
                 gw_watch_event_t ev;
-                s_render_set(s->hub, r, &ev);
+                s_render_set(s->hub, s, r, &ev);
                 s_deliver(s, k, &ev);
             }
         }

@@ -8,6 +8,11 @@
  * window of recent changes), or the users' current records (a new subscriber, or a resume older
  * than the window). Per subscriber and user, versions only go up.
  *
+ * Each subscriber gets the view its viewer may see (gw_json_record_as): the watched user's own and
+ * admins' the private view and every change; everyone else the public view, and only the changes
+ * that moved it (record.pub_version == record.version): while a user is invisible, nothing about
+ * their devices reaches other watchers -- no event, no version.
+ *
  * One thread: a hub, its subscribers and their sinks run on the hub's event-loop thread.
  */
 #ifndef PRESENCE_GW_WATCH_HUB_H
@@ -47,11 +52,12 @@ typedef struct gw_watch_sink {
     void (*end)(gw_watch_sub_t *s);
 } gw_watch_sink_t;
 
-/* Embedded in a subscriber. The subscriber sets sink and req before gw_watch_hub_subscribe; the rest
- * is the hub's. */
+/* Embedded in a subscriber. The subscriber sets sink, req and viewer before gw_watch_hub_subscribe;
+ * the rest is the hub's. */
 struct gw_watch_sub {
     const gw_watch_sink_t *sink;
-    h2o_req_t *req; /* the request the subscriber serves: current records are read for it */
+    h2o_req_t *req;     /* the request the subscriber serves: current records are read for it */
+    gw_viewer_t viewer; /* who watches (viewer.sub must outlive the subscription); zero: anonymous */
     gw_watch_hub_t *hub;
     gw_watch_sub_t *prev, *next;
     uint32_t nids;

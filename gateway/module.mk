@@ -8,7 +8,7 @@ $(GW_LIB): $(GW_LIB_OBJS)
 
 GW_OBJS := $(B)/gateway/gw_main.o $(B)/gateway/gw_config.o $(B)/gateway/gw_http.o $(B)/gateway/gw_upstream.o $(B)/gateway/gw_metrics.o \
            $(B)/gateway/gw_watch.o $(B)/gateway/gw_discovery.o $(B)/gateway/gw_zfd.o $(B)/gateway/gw_conns.o $(B)/gateway/gw_thread.o $(B)/gateway/gw_reply.o \
-           $(B)/gateway/gw_routes.o $(B)/gateway/gw_guard.o $(B)/gateway/gw_single.o $(B)/gateway/gw_multi.o \
+           $(B)/gateway/gw_routes.o $(B)/gateway/gw_guard.o $(B)/gateway/gw_single.o $(B)/gateway/gw_sessions.o $(B)/gateway/gw_multi.o \
            $(B)/gateway/gw_batch.o $(B)/gateway/gw_health.o $(B)/gateway/gw_watch_hub.o
 BINS += $(B)/bin/gateway $(B)/bin/presence-token
 $(B)/bin/gateway: $(GW_OBJS) $(GW_LIB) $(SYNC_LIB) $(PROTO_LIB) $(COMMON_LIB)

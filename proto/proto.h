@@ -334,7 +334,8 @@ void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags);
 void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status, const proto_stat_t *stats,
                      uint32_t n);
 void proto_enc_hugz(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us);
-/* LEASE: refresh (or create) gateway lease `lease_id` for ttl_ms, or end it (its sessions end now). */
+/* LEASE: refresh (or create) gateway lease `lease_id` for ttl_ms, or end it (its sessions end now).
+ * ttl_ms is 1..PROTO_LEASE_TTL_MAX_MS in both (an END ignores it); lease_id is never 0. */
 void proto_enc_lease(proto_buf_t *b, uint64_t rid, uint64_t lease_id, uint8_t op, uint32_t ttl_ms, const char *node,
                      size_t node_len);
 /* SESSIONS_REPLY with n sessions. */

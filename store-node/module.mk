@@ -1,7 +1,9 @@
 # store-node/: the LMDB store engine (libstore.a), the store-node (libstorenode.a: the node itself,
 # unit tested; the binary adds its main).
 STORE_LIB := $(B)/libstore.a
-$(STORE_LIB): $(B)/store-node/store.o $(B)/store-node/store_write.o $(B)/store-node/store_model.o
+STORE_ENGINE_OBJS := $(B)/store-node/store.o $(B)/store-node/store_write.o $(B)/store-node/store_sweep.o \
+                     $(B)/store-node/store_model.o $(B)/store-node/store_replica.o
+$(STORE_LIB): $(STORE_ENGINE_OBJS)
 	$(AR) rcs $@ $^
 
 STORE_NODE_LIB := $(B)/libstorenode.a

@@ -28,20 +28,20 @@ FUZZ_LIBS = $(PKG_LIBS) -lssl -lcrypto -lm
 
 # What each target links besides its own file: only what it needs, so a fresh build stays small.
 FUZZ_COMMON := common/util.o common/log.o common/cfg.o common/envreg.o common/cli.o
-FUZZ_OBJS_proto := proto/proto.o $(FUZZ_COMMON)
-FUZZ_OBJS_json := gateway/gw_json.o proto/proto.o $(FUZZ_COMMON)
-FUZZ_OBJS_query := gateway/gw_json.o gateway/gw_cors.o proto/proto.o $(FUZZ_COMMON)
+# Object lists come from the modules' own variables (paths relative to the build dir), so a file
+# added to a module is linked here too.
+FUZZ_PROTO := $(patsubst $(B)/%,%,$(PROTO_CODEC_OBJS))
+FUZZ_GW_ALL := $(patsubst $(B)/%,%,$(filter-out $(B)/gateway/gw_main.o,$(GW_OBJS)) $(GW_LIB_OBJS))
+FUZZ_OBJS_proto := $(FUZZ_PROTO) $(FUZZ_COMMON)
+FUZZ_OBJS_json := gateway/gw_json.o $(FUZZ_PROTO) $(FUZZ_COMMON)
+FUZZ_OBJS_query := gateway/gw_json.o gateway/gw_cors.o $(FUZZ_PROTO) $(FUZZ_COMMON)
 FUZZ_OBJS_jwt := gateway/gw_auth.o $(FUZZ_COMMON)
 FUZZ_OBJS_jwt_claims := gateway/gw_auth.o $(FUZZ_COMMON)
-FUZZ_OBJS_ws := gateway/gw_wsframe.o gateway/gw_wsmsg.o gateway/gw_json.o proto/proto.o $(FUZZ_COMMON)
-FUZZ_OBJS_store := store-node/store.o store-node/store_write.o store-node/store_model.o proto/proto.o $(FUZZ_COMMON)
-FUZZ_OBJS_sync := sync/sync_client.o proto/proto.o common/zutil.o $(FUZZ_COMMON)
-FUZZ_OBJS_http := gateway/gw_http.o gateway/gw_upstream.o gateway/gw_watch.o gateway/gw_metrics.o gateway/gw_discovery.o \
-                  gateway/gw_rendezvous.o gateway/gw_path.o gateway/gw_config.o gateway/gw_zfd.o gateway/gw_conns.o gateway/gw_reply.o \
-                  gateway/gw_routes.o gateway/gw_guard.o gateway/gw_single.o gateway/gw_multi.o gateway/gw_batch.o \
-                  gateway/gw_health.o gateway/gw_watch_hub.o common/seqwin.o \
-                  gateway/gw_json.o gateway/gw_auth.o gateway/gw_cors.o gateway/gw_ratelimit.o \
-                  sync/sync_client.o proto/proto.o proto/stats.o proto/dispatch.o common/zutil.o common/idtab.o $(FUZZ_COMMON)
+FUZZ_OBJS_ws := gateway/gw_wsframe.o gateway/gw_wsmsg.o gateway/gw_json.o $(FUZZ_PROTO) $(FUZZ_COMMON)
+FUZZ_OBJS_store := $(patsubst $(B)/%,%,$(STORE_ENGINE_OBJS)) $(FUZZ_PROTO) $(FUZZ_COMMON)
+FUZZ_OBJS_sync := sync/sync_client.o sync/leader.o $(FUZZ_PROTO) common/zutil.o $(FUZZ_COMMON)
+FUZZ_OBJS_http := $(FUZZ_GW_ALL) common/seqwin.o sync/sync_client.o sync/leader.o $(FUZZ_PROTO) proto/stats.o proto/dispatch.o \
+                  common/zutil.o common/idtab.o $(FUZZ_COMMON)
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_B)/bin/fuzz_%)
 
@@ -96,7 +96,7 @@ test-fuzz:
 
 # The generated seeds: msgpack messages from proto's own encoders, tokens signed with the fuzz
 # targets' secret, sync-client event sequences. (The text seeds are written by hand.)
-$(FUZZ_B)/bin/gen_seeds: $(FUZZ_B)/tests/fuzz/gen_seeds.o $(addprefix $(FUZZ_B)/,gateway/gw_auth.o proto/proto.o $(FUZZ_COMMON))
+$(FUZZ_B)/bin/gen_seeds: $(FUZZ_B)/tests/fuzz/gen_seeds.o $(addprefix $(FUZZ_B)/,gateway/gw_auth.o $(FUZZ_PROTO) $(FUZZ_COMMON))
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_SAN) -pthread -o $@ $^ $(FUZZ_LIBS)
 

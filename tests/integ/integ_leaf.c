@@ -6,6 +6,7 @@
  *     answer 503 well within REQUEST_TIMEOUT_MS;
  *   - restart the center on its data dir: writes work again at both leaves and B catches up;
  *   - kill and restart a relay: the region comes back on its own;
+ *   - invisible mode holds at a leaf: others see offline, no sessions, a frozen version;
  *   - CurveZMQ: an authorised relay works, a relay with another key is refused.
  */
 #include "harness.h"
@@ -189,6 +190,83 @@ START_TEST(test_two_leaves)
 }
 END_TEST
 
+/* GET uid at port as sub (NULL: anonymous): the record's status, sessions and version. */
+static int s_view(int port, const char *uid, const char *sub, char *status, size_t slen, long *sessions, long *version)
+{
+    char auth[1024] = "", path[128];
+    if (sub)
+        th_auth_header(auth, sizeof auth, sub, NULL);
+    snprintf(path, sizeof path, "/api/v2/presence/%s", uid);
+    th_resp_t r;
+    if (th_http(port, "GET", path, sub ? auth : NULL, NULL, 0, &r, 3000) < 0)
+        return -1;
+    json_error_t e;
+    json_t *j = json_loadb(r.body, r.body_len, 0, &e);
+    json_t *rec = j ? json_object_get(json_object_get(j, "data"), uid) : NULL;
+    int st = r.status;
+    th_resp_free(&r);
+    if (!rec) {
+        if (j)
+            json_decref(j);
+        return st == 200 ? -1 : st;
+    }
+    const char *sv = json_string_value(json_object_get(rec, "status"));
+    snprintf(status, slen, "%s", sv ? sv : "");
+    *sessions = (long)json_integer_value(json_object_get(rec, "sessions"));
+    *version = (long)json_integer_value(json_object_get(rec, "version"));
+    json_decref(j);
+    return st;
+}
+
+typedef struct vis {
+    int port;
+    const char *uid, *sub, *want;
+} vis_t;
+
+static bool s_shows(void *arg)
+{
+    vis_t *v = arg;
+    char st[16];
+    long n, ver;
+    return s_view(v->port, v->uid, v->sub, st, sizeof st, &n, &ver) == 200 && strcmp(st, v->want) == 0;
+}
+
+/* Invisible mode through a leaf region: the leaf's cache-nodes hold the whole record, the leaf's
+ * gateway renders it per reader -- others see offline with no sessions and a frozen version. */
+START_TEST(test_invisible_at_leaf)
+{
+    th_node_t c, a;
+    ck_assert_int_eq(s_start_center(&c, NULL), 0);
+    const char *lenv[] = {"RATE_LIMIT_WRITES=0", NULL};
+    ck_assert_int_eq(th_leaf_start(&a, 2, s_center_ep, lenv), 0);
+    ck_assert_int_eq(s_put(a.port, "ivy", "{\"status\":\"online\",\"session\":\"phone\"}", NULL), 200);
+    ck_assert_int_eq(s_put(c.port, "ivy", "{\"status\":\"offline\",\"ttl\":600}", NULL), 200);
+    vis_t v = {a.port, "ivy", NULL, "offline"};
+    ck_assert(th_wait_for(s_shows, &v, 5000));
+    char st[16];
+    long n = -1, pub = -1, ver = -1;
+    ck_assert_int_eq(s_view(a.port, "ivy", NULL, st, sizeof st, &n, &pub), 200);
+    ck_assert_int_eq(n, 0);
+    /* a device joins at the center: the leaf shows others nothing new */
+    long v2;
+    ck_assert_int_eq(s_put(c.port, "ivy", "{\"status\":\"busy\",\"session\":\"desk\"}", &v2), 200);
+    ck_assert_int_eq(s_view(a.port, "ivy", "ivy", st, sizeof st, &n, &ver), 200);
+    uint64_t dl = th_now_ms() + 5000;
+    while ((ver < v2 || n != 2) && th_now_ms() < dl) /* the leaf's stream brings the new version */
+        ck_assert_int_eq(s_view(a.port, "ivy", "ivy", st, sizeof st, &n, &ver), 200);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(st, "offline");
+    ck_assert_int_eq(ver, v2);
+    long pub2 = -1;
+    ck_assert_int_eq(s_view(a.port, "ivy", "bob", st, sizeof st, &n, &pub2), 200);
+    ck_assert_str_eq(st, "offline");
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(pub2, pub);
+    ck_assert_int_eq(th_node_stop(&a), 0);
+    ck_assert_int_eq(th_node_stop(&c), 0);
+}
+END_TEST
+
 START_TEST(test_curve)
 {
     char srv_pub[41], srv_sec[41], a_pub[41], a_sec[41], x_pub[41], x_sec[41];
@@ -241,6 +319,7 @@ int main(void)
     TCase *tc = tcase_create("hub_and_spoke");
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_two_leaves);
+    tcase_add_test(tc, test_invisible_at_leaf);
     tcase_add_test(tc, test_curve);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -1746,6 +1746,41 @@ START_TEST(test_json_record_sessions)
 }
 END_TEST
 
+/* The sessions list: exact shape, order kept, expired sessions left out. */
+START_TEST(test_json_sessions)
+{
+    gw_buf_t b;
+    gw_buf_init(&b);
+    proto_session_t ss[3];
+    memset(ss, 0, sizeof ss);
+    const char *ids[] = {"phone", "old", "desk"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(ss[i].session_id, sizeof ss[i].session_id, "%s", ids[i]);
+        ss[i].sid_len = (uint8_t)strlen(ids[i]);
+        snprintf(ss[i].device, sizeof ss[i].device, "d\"%d", i);
+        ss[i].device_len = (uint8_t)strlen(ss[i].device);
+        snprintf(ss[i].node_id, sizeof ss[i].node_id, "gw-1");
+        ss[i].node_len = 4;
+        ss[i].status = i == 2 ? PRESENCE_BUSY : PRESENCE_ONLINE;
+        ss[i].connected_at_us = UP;
+        ss[i].last_seen_us = LS;
+        ss[i].expires_at_us = i == 1 ? LS : LS + 1000000ULL; /* "old" expires now */
+    }
+    gw_json_sessions(&b, "ann", 3, ss, 3, LS);
+    ck_assert_str_eq(s_str(&b), "{\"success\":true,\"data\":{\"ann\":["
+                                "{\"session_id\":\"phone\",\"device\":\"d\\\"0\",\"status\":\"online\","
+                                "\"connected_at\":\"2026-01-15T10:13:20.000001Z\",\"last_seen\":\"2026-01-15T10:30:00.123456Z\","
+                                "\"expires_at\":\"2026-01-15T10:30:01.123456Z\",\"node_id\":\"gw-1\"},"
+                                "{\"session_id\":\"desk\",\"device\":\"d\\\"2\",\"status\":\"busy\","
+                                "\"connected_at\":\"2026-01-15T10:13:20.000001Z\",\"last_seen\":\"2026-01-15T10:30:00.123456Z\","
+                                "\"expires_at\":\"2026-01-15T10:30:01.123456Z\",\"node_id\":\"gw-1\"}]}}");
+    gw_buf_reset(&b);
+    gw_json_sessions(&b, "ann", 3, ss, 0, LS);
+    ck_assert_str_eq(s_str(&b), "{\"success\":true,\"data\":{\"ann\":[]}}");
+    gw_buf_free(&b);
+}
+END_TEST
+
 /* Invisible: everyone but the user and admins sees an offline record with no sessions, the old
  * last_seen and version; the user and admins see their own view. */
 START_TEST(test_json_record_invisible)
@@ -1934,6 +1969,7 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_json_record_sessions);
     tcase_add_test(tc, test_json_record_invisible);
+    tcase_add_test(tc, test_json_sessions);
     tcase_add_test(tc, test_parse_session_fields);
     tcase_add_test(tc, test_json_record_exact);
     tcase_add_test(tc, test_json_record_expired);

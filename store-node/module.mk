@@ -8,7 +8,7 @@ $(STORE_LIB): $(STORE_ENGINE_OBJS)
 
 STORE_NODE_LIB := $(B)/libstorenode.a
 $(STORE_NODE_LIB): $(B)/store-node/store_node.o $(B)/store-node/store_writer.o $(B)/store-node/store_repl.o \
-                   $(B)/store-node/store_entry.o
+                   $(B)/store-node/store_entry.o $(B)/store-node/store_queue.o
 	$(AR) rcs $@ $^
 # The node links the replication layer (librepl: libraft + libuv) whether or not it is used.
 NODE_LIBS += $(STORE_NODE_LIB) $(REPL_LIB)

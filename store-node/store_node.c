@@ -181,7 +181,7 @@ static void s_role(store_node_t *sn, const completion_t *c)
 /* What the writer reported: publish each group's changes, then answer its jobs. */
 static void s_drain_completions(store_node_t *sn)
 {
-    completion_t *c = store_writer_take(sn);
+    completion_t *c = store_queue_take(sn);
     while (c) {
         completion_t *next = c->next;
         if (c->kind == COMP_ROLE)
@@ -196,7 +196,7 @@ static void s_drain_completions(store_node_t *sn)
         }
         s_flush_acks(sn);
         if (items)
-            store_writer_release(sn, items);
+            store_queue_release(sn, items);
         store_changes_fini(&c->changes);
         free(c);
         c = next;
@@ -243,7 +243,7 @@ static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size
         s_reply_status(sn, router, ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was applied");
         return;
     }
-    if (!store_writer_reserve(sn, n)) {
+    if (!store_queue_reserve(sn, n)) {
         atomic_fetch_add(&sn->overload_total, 1);
         s_reply_status(sn, router, ident, ident_len, m->rid, PROTO_EOVERLOAD, "store write queue full");
         return;
@@ -275,7 +275,7 @@ static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size
     j->op.out = j->out;
     j->op.has_cmd_id = m->has_cmd_id;
     memcpy(j->op.cmd_id, m->cmd_id, PROTO_CMD_ID_LEN);
-    store_writer_push(sn, j);
+    store_queue_push(sn, j);
 }
 
 static void s_handle_read(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
@@ -367,7 +367,7 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
 {
     store_info_t info;
     store_get_info(sn->store, &info);
-    uint64_t qi = store_writer_queued(sn);
+    uint64_t qi = store_queue_queued(sn);
     /* A follower publishes nothing: its epoch and sequence are its state's. */
     stats_add(l, "store_epoch", sn->leading ? sn->epoch : info.epoch);
     stats_add(l, "store_sequence", sn->leading ? sn->pub_seq : info.last_seq);
@@ -645,7 +645,7 @@ int store_node_new(void *zctx, const store_node_config_t *c, store_node_t **out,
     sn->next_hugz = util_mono_ms();
     zloop_hooks_t hooks = {.arg = sn, .turn = s_turn};
     sn->loop = zloop_new(&hooks, 60000);
-    if (store_writer_init(sn) < 0) {
+    if (store_queue_init(sn) < 0) {
         snprintf(err, CFG_ERR_LEN, "eventfd: %s", strerror(errno));
         store_node_destroy(&sn);
         return -1;
@@ -716,7 +716,7 @@ void store_node_destroy(store_node_t **np)
             zmq_close(sn->pubs[i]);
     curve_zap_destroy(&sn->zap);
     store_close(&sn->store);
-    store_writer_fini(sn);
+    store_queue_fini(sn);
     zloop_destroy(&sn->loop);
     proto_buf_fini(&sn->buf);
     for (int i = 0; i < ACKBOXES; i++)

@@ -3,7 +3,9 @@
  *
  *   store_node.c    the main thread: sockets, commands, reads, catch-ups, publishing, acks, the loop
  *   store_writer.c  the writer thread: every LMDB write transaction (group commit), the sweeper,
- *                   flushes; and the two queues between the threads
+ *                   flushes (replicated: it proposes groups and sweeps instead)
+ *   store_repl.c    a replicated member: the raft thread's applies, roles, snapshots (store_repl_*)
+ *   store_queue.c   the two queues between the threads
  *
  *   main --(job queue: queue_lock + queue_cond, bounded by queue_max items)--> writer
  *   writer --(completion queue: done_lock + an eventfd the main loop polls)--> main
@@ -117,33 +119,36 @@ struct store_node {
     stats_hist_t ack_hist;                /* main thread */
 };
 
-/* ---- store_writer.c (called from the main thread) -------------------------------------------- */
+/* ---- store_queue.c: the two queues (any thread) ---------------------------------------------- */
 
 /* Make the queues and the eventfd. Returns 0, or -1 (errno) when the eventfd cannot be made. */
-int store_writer_init(store_node_t *sn);
+int store_queue_init(store_node_t *sn);
+/* Free the queues and the eventfd (the writer stopped, every completion taken). */
+void store_queue_fini(store_node_t *sn);
+/* Room for n more items (STORE_QUEUE_MAX; a lone command larger than the bound still goes when
+ * nothing is queued)? If so they are counted as queued until store_queue_release. */
+bool store_queue_reserve(store_node_t *sn, uint64_t n);
+/* Queue a job (its items reserved) for the writer; ownership passes to the queue. */
+void store_queue_push(store_node_t *sn, job_t *j);
+/* Take every completion reported (and reset the eventfd). Caller owns the list. Main thread. */
+completion_t *store_queue_take(store_node_t *sn);
+/* n items left the queue (their jobs were answered). */
+void store_queue_release(store_node_t *sn, uint64_t n);
+/* Items queued or being written. */
+uint64_t store_queue_queued(store_node_t *sn);
+/* Report a completion to the main thread (any thread; wakes its loop). Ownership passes. */
+void store_queue_complete(store_node_t *sn, completion_t *c);
+/* Wake the writer and make it look at the sweeper (a replicated sweep ended, leadership began). */
+void store_queue_wake(store_node_t *sn);
+/* Wake the writer without a sweep check (a replicated group ended: room in the pipeline). */
+void store_queue_signal(store_node_t *sn);
+
+/* ---- store_writer.c: the writer thread (main thread calls) ----------------------------------- */
+
 /* Start the writer thread. Returns 0 or -1. */
 int store_writer_start(store_node_t *sn);
 /* Let the writer finish what is queued, then stop it (joins). Completions stay to be taken. */
 void store_writer_stop(store_node_t *sn);
-/* Free the queues and the eventfd (the writer stopped, every completion taken). */
-void store_writer_fini(store_node_t *sn);
-/* Room for n more items (STORE_QUEUE_MAX; a lone command larger than the bound still goes when
- * nothing is queued)? If so they are counted as queued until store_writer_release. */
-bool store_writer_reserve(store_node_t *sn, uint64_t n);
-/* Queue a job (its items reserved) for the writer; ownership passes to the queue. */
-void store_writer_push(store_node_t *sn, job_t *j);
-/* Take every completion the writer has reported (and reset the eventfd). Caller owns the list. */
-completion_t *store_writer_take(store_node_t *sn);
-/* n items left the queue (their jobs were answered). */
-void store_writer_release(store_node_t *sn, uint64_t n);
-/* Items queued or being written. */
-uint64_t store_writer_queued(store_node_t *sn);
-/* Report a completion to the main thread (any thread; wakes its loop). Ownership passes. */
-void store_writer_complete(store_node_t *sn, completion_t *c);
-/* Wake the writer (a replicated sweep ended: it may propose the next one). Any thread. */
-void store_writer_wake(store_node_t *sn);
-/* Wake the writer without a sweep check (a replicated group ended: room in the pipeline). */
-void store_writer_signal(store_node_t *sn);
 
 /* ---- store_repl.c: replication (replicated mode only) ---------------------------------------- */
 

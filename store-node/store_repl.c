@@ -93,7 +93,7 @@ static void s_report(store_repl_t *rp, completion_t *c)
     }
     store_changes_reset(&rp->changes);
     if (c)
-        store_writer_complete(rp->sn, c);
+        store_queue_complete(rp->sn, c);
 }
 
 /* ==== raft thread: applying entries ================================================================ */
@@ -103,7 +103,7 @@ static void s_report(store_repl_t *rp, completion_t *c)
 static void s_group_ended(store_repl_t *rp)
 {
     atomic_fetch_sub(&rp->groups_out, 1);
-    store_writer_signal(rp->sn);
+    store_queue_signal(rp->sn);
 }
 
 static void s_fill_jobs(store_repl_t *rp, completion_t *c, const store_entry_t *e)
@@ -140,8 +140,8 @@ static int s_apply_lead(store_repl_t *rp, uint64_t index, const store_entry_t *e
     c->leading = true;
     c->epoch = store_epoch(st);
     c->pub_from = store_last_seq(st);
-    store_writer_complete(rp->sn, c);
-    store_writer_wake(rp->sn); /* the sweeper may start */
+    store_queue_complete(rp->sn, c);
+    store_queue_wake(rp->sn); /* the sweeper may start */
     return 0;
 }
 
@@ -189,7 +189,7 @@ static int on_apply(void *arg, uint64_t index, const void *data, size_t len, voi
     atomic_fetch_add(&sn->commits_total, 1);
     if (c && c->entry == STORE_ENTRY_SWEEP) {
         atomic_store(&rp->sweep_out, false);
-        store_writer_wake(sn);
+        store_queue_wake(sn);
         s_free_completion(c);
         c = NULL;
     }
@@ -206,7 +206,7 @@ fail:
         if (c->entry == STORE_ENTRY_SWEEP)
             atomic_store(&rp->sweep_out, false);
         s_fail_jobs(c, PROTO_EUNAVAIL, 0);
-        store_writer_complete(sn, c);
+        store_queue_complete(sn, c);
     }
     return -1;
 }
@@ -221,7 +221,7 @@ static void on_reject(void *arg, void *cookie, int status, const repl_leader_t *
         s_group_ended(rp);
     if (c->entry == STORE_ENTRY_SWEEP) {
         atomic_store(&rp->sweep_out, false);
-        store_writer_wake(rp->sn);
+        store_queue_wake(rp->sn);
     }
     if (!c->jobs) {
         s_free_completion(c);
@@ -233,7 +233,7 @@ static void on_reject(void *arg, void *cookie, int status, const repl_leader_t *
         s_fail_jobs(c, PROTO_EINTERNAL, 0);
     else
         s_fail_jobs(c, PROTO_EUNAVAIL, 0); /* outcome unknown: the sender retries with the same id */
-    store_writer_complete(rp->sn, c);
+    store_queue_complete(rp->sn, c);
 }
 
 static void on_role(void *arg, int role, uint64_t term, const repl_leader_t *leader)
@@ -276,7 +276,7 @@ static void on_role(void *arg, int role, uint64_t term, const repl_leader_t *lea
     c->leading = false;
     c->leader = (uint32_t)leader->id;
     c->term = term;
-    store_writer_complete(rp->sn, c);
+    store_queue_complete(rp->sn, c);
 }
 
 static int on_snapshot(void *arg, const char *path, uint64_t *applied, char *err)
@@ -312,7 +312,7 @@ static void on_fatal(void *arg, const char *why)
     atomic_store(&rp->failed, true);
     LOG(LOG_ERROR, "replication: member failed: %s", why);
     /* Wake the main thread: it stops (the process exits 1 and is restarted). */
-    store_writer_complete(rp->sn, s_completion(0));
+    store_queue_complete(rp->sn, s_completion(0));
 }
 
 /* ==== writer thread: proposing ==================================================================== */
@@ -337,7 +337,7 @@ static void s_propose(store_repl_t *rp, completion_t *c, const proto_buf_t *entr
         return;
     }
     s_fail_jobs(c, st, 0);
-    store_writer_complete(rp->sn, c);
+    store_queue_complete(rp->sn, c);
 }
 
 void store_repl_group(store_node_t *sn, job_t *jobs)
@@ -395,7 +395,7 @@ void store_repl_group(store_node_t *sn, job_t *jobs)
     }
     proto_batch_reset(&rp->wops);
     if (late)
-        store_writer_complete(sn, late);
+        store_queue_complete(sn, late);
 }
 
 uint64_t store_repl_sweep(store_node_t *sn, uint64_t now_us)

@@ -1,5 +1,5 @@
-/* store_writer.c -- the store-node's writer thread and the two queues between it and the main
- * thread (store_node_int.h draws them).
+/* store_writer.c -- the store-node's writer thread (store_node_int.h draws it with the main
+ * thread and the two queues between them, store_queue.c).
  *
  * The writer is the only thread that opens LMDB write transactions. It takes every queued write
  * (up to STORE_BATCH_MAX items) and commits them in one transaction (group commit), then reports
@@ -13,8 +13,8 @@
  * entry (several in flight), and on the leader proposes a SWEEP entry when something is due; the
  * raft thread applies them and reports the completions through the same queue.
  *
- * Locks: queue_lock (job queue, q_items, stopping, kick) and done_lock (completions) are never
- * held together, and never while calling into store.c.
+ * Locks: it takes queue_lock to wait for jobs and take a group (store_queue.c's job queue), never
+ * with done_lock, and never while calling into store.c.
  */
 #include "store_node_int.h"
 #include "log.h"
@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,88 +33,6 @@ typedef struct wtimers {
     uint64_t next_rcheck;     /* mono ms: stale reader slots */
     uint64_t next_touch_sync; /* mono ms: flush relaxed heartbeat commits */
 } wtimers_t;
-
-/* ==== completions (writer -> main) ============================================================= */
-
-void store_writer_complete(store_node_t *sn, completion_t *c)
-{
-    pthread_mutex_lock(&sn->done_lock);
-    if (sn->d_tail)
-        sn->d_tail->next = c;
-    else
-        sn->d_head = c;
-    sn->d_tail = c;
-    pthread_mutex_unlock(&sn->done_lock);
-    uint64_t one = 1;
-    if (write(sn->efd, &one, sizeof one) < 0 && errno != EAGAIN)
-        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd write: %s", strerror(errno));
-}
-
-completion_t *store_writer_take(store_node_t *sn)
-{
-    uint64_t v;
-    if (read(sn->efd, &v, sizeof v) < 0 && errno != EAGAIN)
-        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd read: %s", strerror(errno));
-    pthread_mutex_lock(&sn->done_lock);
-    completion_t *c = sn->d_head;
-    sn->d_head = sn->d_tail = NULL;
-    pthread_mutex_unlock(&sn->done_lock);
-    return c;
-}
-
-/* ==== the job queue (main -> writer) =========================================================== */
-
-bool store_writer_reserve(store_node_t *sn, uint64_t n)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    bool full = sn->q_items + n > sn->cfg.queue_max && sn->q_items > 0;
-    if (!full)
-        sn->q_items += n;
-    pthread_mutex_unlock(&sn->queue_lock);
-    return !full;
-}
-
-void store_writer_push(store_node_t *sn, job_t *j)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    if (sn->q_tail)
-        sn->q_tail->next = j;
-    else
-        sn->q_head = j;
-    sn->q_tail = j;
-    pthread_cond_signal(&sn->queue_cond);
-    pthread_mutex_unlock(&sn->queue_lock);
-}
-
-void store_writer_wake(store_node_t *sn)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    sn->kick = true;
-    pthread_cond_signal(&sn->queue_cond);
-    pthread_mutex_unlock(&sn->queue_lock);
-}
-
-void store_writer_signal(store_node_t *sn)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    pthread_cond_signal(&sn->queue_cond);
-    pthread_mutex_unlock(&sn->queue_lock);
-}
-
-void store_writer_release(store_node_t *sn, uint64_t n)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    sn->q_items -= n;
-    pthread_mutex_unlock(&sn->queue_lock);
-}
-
-uint64_t store_writer_queued(store_node_t *sn)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    uint64_t n = sn->q_items;
-    pthread_mutex_unlock(&sn->queue_lock);
-    return n;
-}
 
 /* ==== the writer thread ======================================================================== */
 
@@ -186,7 +103,7 @@ static void s_write_group(store_node_t *sn, job_t *jobs, size_t njobs)
             j->op = ops[i++];
     free(ops);
     c->jobs = jobs;
-    store_writer_complete(sn, c);
+    store_queue_complete(sn, c);
 }
 
 /* Wait (queue_lock held) until there is work, a stop, or a timer is due; at most a second at a time. */
@@ -281,7 +198,7 @@ static void s_sweep(store_node_t *sn, wtimers_t *tm)
     atomic_fetch_add(&sn->expirations_total, exp);
     atomic_fetch_add(&sn->purges_total, pur);
     if (c->changes.n) {
-        store_writer_complete(sn, c);
+        store_queue_complete(sn, c);
     } else {
         store_changes_fini(&c->changes);
         free(c);
@@ -362,23 +279,10 @@ static void *s_writer_main(void *arg)
 
 /* ==== life ======================================================================================= */
 
-int store_writer_init(store_node_t *sn)
-{
-    pthread_mutex_init(&sn->queue_lock, NULL);
-    pthread_mutex_init(&sn->done_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&sn->queue_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    stats_hist_init_latency(&sn->commit_hist);
-    stats_hist_init_pow2(&sn->group_hist, 14);
-    sn->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    return sn->efd < 0 ? -1 : 0;
-}
-
 int store_writer_start(store_node_t *sn)
 {
+    stats_hist_init_latency(&sn->commit_hist);
+    stats_hist_init_pow2(&sn->group_hist, 14);
     if (pthread_create(&sn->writer, NULL, s_writer_main, sn) != 0)
         return -1;
     sn->writer_started = true;
@@ -395,14 +299,4 @@ void store_writer_stop(store_node_t *sn)
     pthread_mutex_unlock(&sn->queue_lock);
     pthread_join(sn->writer, NULL);
     sn->writer_started = false;
-}
-
-void store_writer_fini(store_node_t *sn)
-{
-    if (sn->efd >= 0)
-        close(sn->efd);
-    sn->efd = -1;
-    pthread_mutex_destroy(&sn->queue_lock);
-    pthread_mutex_destroy(&sn->done_lock);
-    pthread_cond_destroy(&sn->queue_cond);
 }

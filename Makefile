@@ -29,7 +29,7 @@ B := $(BUILD)
 # Debian packages the build and tests need. `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libh2o-evloop-dev libssl-dev libzmq3-dev libmsgpack-dev \
                 liblmdb-dev libjwt-dev libjansson-dev check curl zlib1g-dev iproute2 procps python3 \
-                libwslay-dev libraft-dev libuv1-dev
+                libwslay-dev libraft-dev libuv1-dev libcurl4-openssl-dev prometheus
 DEB_STAMP := $(B)/.deps-ok
 
 PKGS := libh2o-evloop libzmq msgpack lmdb libjwt jansson zlib
@@ -42,7 +42,7 @@ ifeq ($(SAN),1)
 endif
 # h2o.h falls back to libuv without a backend macro; Debian ships the evloop flavour.
 DEFS := -D_GNU_SOURCE -DH2O_USE_LIBUV=0
-INCS := -I. -Icommon -Iproto -Isync -Icache-node -Istore-node -Igateway
+INCS := -I. -Icommon -Iproto -Isync -Icache-node -Istore-node -Igateway -Inotifier
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS := -std=gnu11 $(OPT) $(WARN) $(DEFS) $(INCS) $(SANFLAGS) -pthread -MMD -MP
@@ -85,11 +85,15 @@ include tools/module.mk
 include tests/module.mk
 include tests/readme/module.mk
 include tests/bench/module.mk
-# Optional fragments (partition, fuzzing, deployment checks, valgrind) add their steps to TEST_STEPS.
+# After tests/module.mk: its explicit test rules use ALL_LIBS and the harness objects.
+include notifier/module.mk
+# Optional fragments (partition, fuzzing, deployment checks, valgrind, limits) add their steps to TEST_STEPS.
 -include tests/partition/module.mk
 -include tests/fuzz/module.mk
 -include tests/deploy/module.mk
 -include tests/hardening/module.mk
+-include tests/limits/module.mk
+-include tests/monitoring/module.mk
 
 all: $(DEB_STAMP) $(BINS) $(TEST_BINS)
 

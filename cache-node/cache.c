@@ -24,9 +24,13 @@
  * 4 per index bucket -- under 2 MiB for both. Every shadow operation is O(1); a mode switch costs at
  * most what one climber step costs. Per-entry memory is unchanged.
  *
+ * Files: this one owns the entries, the index, the regions, admission and eviction, the climber, the
+ * mode switch and the API (struct cache); the frequency sketch is cache_sketch.c, the shadows are
+ * cache_shadow.c, and cache_int.h holds what the three share.
+ *
  * Threading: none. One thread owns a cache_t. The engine does no I/O and never logs.
  */
-#include "cache.h"
+#include "cache_int.h"
 
 #include <malloc.h>
 #include <stdlib.h>
@@ -43,15 +47,9 @@
 #define CACHE_INDEX_SHARE 16u             /* bucket-array bytes per entry at the worst load factor (1/2) */
 #define CACHE_MIN_BUCKETS 64u
 
-#define CACHE_SKETCH_WORDS_PER_ENTRY 1u /* 16 counters (8 bytes) per expected entry, as Caffeine ... */
-#define CACHE_SKETCH_MAX_WORDS (1u << 20) /* ... at most 8 MiB */
-#define CACHE_DOOR_BITS_PER_ENTRY 8u      /* doorkeeper bits per expected entry ... */
-#define CACHE_DOOR_MAX_WORDS (1u << 19)   /* ... at most 4 MiB */
-#define CACHE_SAMPLE_PER_ENTRY 10u        /* halve the sketch after 10 x entries recorded accesses ... */
-#define CACHE_SAMPLE_MIN 8000u            /* ... but not sooner: small caches still need to see loops */
+/* The sketch's sizing and ageing are in cache_sketch.c; the window and protected shares
+ * (CACHE_WINDOW_PCT, CACHE_PROTECTED_PCT), which the W-TinyLFU shadow uses too, in cache_int.h. */
 
-#define CACHE_WINDOW_PCT 1u               /* initial window: 1% of max_cost */
-#define CACHE_PROTECTED_PCT 70u           /* protected share of the main region */
 #define CACHE_CLIMB_SAMPLE_PER_ENTRY 3u   /* climber sample period: 3 x entries requests ... */
 #define CACHE_CLIMB_SAMPLE_MIN 4096u      /* ... at least this many */
 #define CACHE_CLIMB_STEP 0.20             /* step: share of max_cost */
@@ -72,8 +70,6 @@
 /* ---------------------------------------------------------------------------------------------------
  * Entries and lists
  * ------------------------------------------------------------------------------------------------- */
-
-enum { R_WINDOW = 0, R_PROBATION = 1, R_PROTECTED = 2, R_NONE = 3 };
 
 /* entry.bits: value length (17 bits: 0..65536), key length (8 bits), region (2 bits), negative (1 bit) */
 #define E_VLEN_MASK 0x1ffffu
@@ -134,46 +130,6 @@ uint64_t cache_entry_cost(size_t klen, size_t vlen)
  * The cache
  * ------------------------------------------------------------------------------------------------- */
 
-/* Count-min sketch of 4-bit counters with a doorkeeper bit set in front of it. Both are blocked for
- * cache locality (as Caffeine's FrequencySketch): a key's four counters live in one 64-byte block,
- * one in each quarter of it, and its two doorkeeper bits in one 64-bit word. */
-typedef struct sketch {
-    uint64_t *table;     /* blocks of 8 words, 16 counters per word; 64-byte aligned */
-    void *table_mem;     /* what to free */
-    uint64_t words;
-    uint64_t block_mask; /* blocks - 1 */
-    uint64_t *door;
-    uint64_t door_mask;  /* doorkeeper words - 1 */
-    uint64_t additions;  /* accesses recorded since the last halving (halved with it) */
-    uint64_t sample;     /* halving period */
-} sketch_t;
-
-/* A shadow node: a key known only by its 32-bit hash, with its cost and list. */
-typedef struct snode {
-    uint32_t hash;
-    uint32_t cost;       /* cost (low 30 bits) and list (R_WINDOW, R_PROBATION, R_PROTECTED; high 2 bits) */
-    uint32_t prev, next; /* list links by node number, 0 = none; prev points toward the LRU end */
-    uint32_t hnext;      /* hash chain, or the free list */
-} snode_t;
-#define SNODE_LIST_SHIFT 30
-#define SNODE_COST_MASK ((1u << SNODE_LIST_SHIFT) - 1)
-
-typedef struct slist {
-    uint32_t head, tail;
-    uint64_t cost;
-} slist_t;
-
-/* A keys-only replay of one policy over the sampled keys: plain LRU (one list) or W-TinyLFU with a fixed
- * window (three lists; admission asks the cache's own frequency sketch). */
-typedef struct shadow {
-    snode_t *nodes; /* nodes[1..cap + 1]: one more than cap for the insert that precedes an eviction */
-    uint32_t *buckets;
-    uint32_t bucket_mask, cap, top, free, count;
-    slist_t lists[3];
-    uint64_t cost, max_cost, window_max, protected_max;
-    bool tinylfu;
-} shadow_t;
-
 struct cache {
     uint64_t max_cost;
     int policy;
@@ -213,20 +169,6 @@ struct cache {
     cache_metrics_t m; /* items and cost are kept live here */
 };
 
-/* x * num / den without overflowing for any x */
-static inline uint64_t s_share(uint64_t x, uint64_t num, uint64_t den)
-{
-    return x / den * num + x % den * num / den;
-}
-
-static uint64_t s_pow2_at_least(uint64_t n)
-{
-    uint64_t p = 1;
-    while (p < n)
-        p <<= 1;
-    return p;
-}
-
 static inline uint64_t s_hash(const cache_t *c, const void *key, size_t klen)
 {
     return util_hash64(key, klen, c->seed);
@@ -252,138 +194,10 @@ static inline uint64_t s_rand(cache_t *c)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
-/* ---------------------------------------------------------------------------------------------------
- * Frequency sketch
- * ------------------------------------------------------------------------------------------------- */
-
-static void s_sketch_init(sketch_t *sk, uint64_t entries)
+/* Whether the shadows see key hash h64: the top sh_shift bits are zero (1 key in 2^sh_shift). */
+static inline bool s_sampled(const cache_t *c, uint64_t h64)
 {
-    uint64_t words = entries > CACHE_SKETCH_MAX_WORDS ? CACHE_SKETCH_MAX_WORDS : entries * CACHE_SKETCH_WORDS_PER_ENTRY;
-    words = s_pow2_at_least(words < 8 ? 8 : words);
-    if (words > CACHE_SKETCH_MAX_WORDS)
-        words = CACHE_SKETCH_MAX_WORDS;
-    sk->table_mem = xcalloc(words + 8, sizeof(uint64_t));
-    sk->table = (uint64_t *)(((uintptr_t)sk->table_mem + 63) & ~(uintptr_t)63);
-    sk->words = words;
-    sk->block_mask = words / 8 - 1;
-
-    uint64_t dwords = entries > CACHE_DOOR_MAX_WORDS * 8 ? CACHE_DOOR_MAX_WORDS : entries * CACHE_DOOR_BITS_PER_ENTRY / 64;
-    dwords = s_pow2_at_least(dwords < 8 ? 8 : dwords);
-    if (dwords > CACHE_DOOR_MAX_WORDS)
-        dwords = CACHE_DOOR_MAX_WORDS;
-    sk->door_mask = dwords - 1;
-    sk->door = xcalloc(dwords, sizeof(uint64_t));
-
-    sk->sample = entries * CACHE_SAMPLE_PER_ENTRY;
-    if (sk->sample < CACHE_SAMPLE_MIN)
-        sk->sample = CACHE_SAMPLE_MIN;
-    sk->additions = 0;
-}
-
-static void s_sketch_fini(sketch_t *sk)
-{
-    free(sk->table_mem);
-    free(sk->door);
-    memset(sk, 0, sizeof(*sk));
-}
-
-/* The sketch key of an entry: a remix of its stored 32-bit hash, so that victims (which keep only those
- * 32 bits) and candidates are counted alike. */
-static inline uint64_t s_spread(const cache_t *c, uint32_t h)
-{
-    return util_mix64(((uint64_t)h << 32 | h) ^ c->seed);
-}
-
-/* The key's four counters, as absolute counter numbers (word * 16 + nibble): the low bits of spread
- * pick the block, each byte of the high half picks one of the 32 counters of its quarter. */
-static inline void s_sketch_index(const sketch_t *sk, uint64_t spread, uint64_t idx[4])
-{
-    uint64_t base = (spread & sk->block_mask) * 8, hi = spread >> 32;
-    for (unsigned i = 0; i < 4; i++) {
-        uint64_t sel = hi >> (i * 8);
-        idx[i] = (base + i * 2 + (sel & 1)) * 16 + ((sel >> 1) & 15);
-    }
-}
-
-static inline unsigned s_counter(const sketch_t *sk, uint64_t i)
-{
-    return (unsigned)(sk->table[i >> 4] >> ((i & 15) << 2)) & 15u;
-}
-
-static inline uint64_t s_door_word(const sketch_t *sk, uint64_t spread, uint64_t *mask)
-{
-    uint64_t d = util_mix64(spread + 0x9e3779b97f4a7c15ULL);
-    *mask = (1ULL << ((d >> 40) & 63)) | (1ULL << ((d >> 52) & 63));
-    return d & sk->door_mask;
-}
-
-static inline bool s_door_has(const sketch_t *sk, uint64_t spread)
-{
-    uint64_t mask, w = s_door_word(sk, spread, &mask);
-    return (sk->door[w] & mask) == mask;
-}
-
-/* Sets the key's doorkeeper bits; returns whether they were all set already. */
-static inline bool s_door_add(sketch_t *sk, uint64_t spread)
-{
-    uint64_t mask, w = s_door_word(sk, spread, &mask);
-    bool had = (sk->door[w] & mask) == mask;
-    sk->door[w] |= mask;
-    return had;
-}
-
-/* Ageing: halve every counter and forget the doorkeeper. */
-static void s_sketch_reset(sketch_t *sk)
-{
-    for (uint64_t i = 0; i < sk->words; i++)
-        sk->table[i] = (sk->table[i] >> 1) & 0x7777777777777777ULL;
-    memset(sk->door, 0, (sk->door_mask + 1) * sizeof(uint64_t));
-    sk->additions /= 2;
-}
-
-/* Estimated recent frequency: the smallest of the key's counters, plus one if the doorkeeper has it. */
-static unsigned s_estimate(const cache_t *c, uint32_t h)
-{
-    const sketch_t *sk = &c->sk;
-    uint64_t spread = s_spread(c, h), idx[4];
-    s_sketch_index(sk, spread, idx);
-    unsigned min = 15;
-    for (int i = 0; i < 4; i++) {
-        unsigned v = s_counter(sk, idx[i]);
-        if (v < min)
-            min = v;
-    }
-    return min + (s_door_has(sk, spread) ? 1u : 0u);
-}
-
-/* Record one access: the first sighting in a sample period only sets the doorkeeper (one-hit wonders
- * never reach the counters); later ones raise the key's four counters, saturating at 15. */
-static void s_record_spread(sketch_t *sk, uint64_t spread)
-{
-    if (s_door_add(sk, spread)) {
-        uint64_t idx[4];
-        s_sketch_index(sk, spread, idx);
-        for (int i = 0; i < 4; i++) {
-            if (s_counter(sk, idx[i]) < 15)
-                sk->table[idx[i] >> 4] += 1ULL << ((idx[i] & 15) << 2);
-        }
-    }
-    if (++sk->additions >= sk->sample)
-        s_sketch_reset(sk);
-}
-
-static void s_record(cache_t *c, uint32_t h)
-{
-    s_record_spread(&c->sk, s_spread(c, h));
-}
-
-/* Start loading the key's sketch block and doorkeeper word while the index lookup runs. */
-static inline uint64_t s_sketch_prefetch(const cache_t *c, uint32_t h)
-{
-    uint64_t spread = s_spread(c, h), mask;
-    __builtin_prefetch(&c->sk.table[(spread & c->sk.block_mask) * 8], 1);
-    __builtin_prefetch(&c->sk.door[s_door_word(&c->sk, spread, &mask)], 1);
-    return spread;
+    return c->sh_shift == 0 || (h64 >> (64 - c->sh_shift)) == 0;
 }
 
 /* ---------------------------------------------------------------------------------------------------
@@ -495,213 +309,6 @@ static void s_evict(cache_t *c, entry_t *e)
 }
 
 /* ---------------------------------------------------------------------------------------------------
- * Shadows (W-TinyLFU only): keys-only replays of plain LRU and of fixed-window W-TinyLFU
- * ------------------------------------------------------------------------------------------------- */
-
-static void s_shadow_init(shadow_t *s, bool tinylfu, uint64_t max_cost, uint64_t cap)
-{
-    s->tinylfu = tinylfu;
-    s->max_cost = max_cost ? max_cost : 1;
-    s->cap = (uint32_t)(cap ? cap : 1);
-    s->nodes = xcalloc((size_t)s->cap + 2, sizeof(snode_t)); /* node 0 is "none"; one more in transit */
-    uint64_t nb = s_pow2_at_least(s->cap);
-    s->buckets = xcalloc(nb, sizeof(uint32_t));
-    s->bucket_mask = (uint32_t)(nb - 1);
-    uint64_t w = s_share(s->max_cost, CACHE_WINDOW_PCT, 100);
-    s->window_max = w ? w : 1;
-    s->protected_max = s_share(s->max_cost - s->window_max, CACHE_PROTECTED_PCT, 100);
-}
-
-static void s_shadow_fini(shadow_t *s)
-{
-    free(s->nodes);
-    free(s->buckets);
-    memset(s, 0, sizeof(*s));
-}
-
-static inline unsigned s_snode_list(const snode_t *n)
-{
-    return n->cost >> SNODE_LIST_SHIFT;
-}
-
-static inline uint32_t s_snode_cost(const snode_t *n)
-{
-    return n->cost & SNODE_COST_MASK;
-}
-
-/* The chain link that holds the node of hash h, or the 0 that ends its chain. */
-static uint32_t *s_shadow_link(shadow_t *s, uint32_t h)
-{
-    uint32_t *pp = &s->buckets[h & s->bucket_mask];
-    while (*pp && s->nodes[*pp].hash != h)
-        pp = &s->nodes[*pp].hnext;
-    return pp;
-}
-
-static void s_shadow_unlink(shadow_t *s, uint32_t i)
-{
-    snode_t *n = &s->nodes[i];
-    slist_t *l = &s->lists[s_snode_list(n)];
-    if (n->prev)
-        s->nodes[n->prev].next = n->next;
-    else
-        l->head = n->next;
-    if (n->next)
-        s->nodes[n->next].prev = n->prev;
-    else
-        l->tail = n->prev;
-    n->prev = n->next = 0;
-    l->cost -= s_snode_cost(n);
-}
-
-static void s_shadow_push(shadow_t *s, unsigned list, uint32_t i)
-{
-    snode_t *n = &s->nodes[i];
-    slist_t *l = &s->lists[list];
-    n->cost = s_snode_cost(n) | (uint32_t)list << SNODE_LIST_SHIFT;
-    n->next = 0;
-    n->prev = l->tail;
-    if (l->tail)
-        s->nodes[l->tail].next = i;
-    else
-        l->head = i;
-    l->tail = i;
-    l->cost += s_snode_cost(n);
-}
-
-/* Forget node i (already unlinked from its list when unlinked is true). */
-static void s_shadow_drop(shadow_t *s, uint32_t i, bool unlinked)
-{
-    snode_t *n = &s->nodes[i];
-    uint32_t *pp = s_shadow_link(s, n->hash);
-    *pp = n->hnext;
-    if (!unlinked)
-        s_shadow_unlink(s, i);
-    s->cost -= s_snode_cost(n);
-    s->count--;
-    n->hnext = s->free;
-    s->free = i;
-}
-
-static inline bool s_shadow_over(const shadow_t *s)
-{
-    return s->cost > s->max_cost || s->count > s->cap;
-}
-
-/* The shadow's own eviction, as s_maintain does it for the real cache (without the random admission
- * of hash-flooding defence: the shadow has no adversary to fear). */
-static void s_shadow_maintain(const cache_t *c, shadow_t *s)
-{
-    slist_t *win = &s->lists[R_WINDOW], *prob = &s->lists[R_PROBATION], *prot = &s->lists[R_PROTECTED];
-    if (s->tinylfu) {
-        while (win->cost > s->window_max && win->head) {
-            uint32_t cand = win->head;
-            s_shadow_unlink(s, cand);
-            bool lost = false;
-            while (!lost && s_shadow_over(s)) {
-                uint32_t victim = prob->head ? prob->head : prot->head;
-                if (victim && s_estimate(c, s->nodes[cand].hash) > s_estimate(c, s->nodes[victim].hash))
-                    s_shadow_drop(s, victim, false);
-                else
-                    lost = true;
-            }
-            if (lost)
-                s_shadow_drop(s, cand, true);
-            else
-                s_shadow_push(s, R_PROBATION, cand);
-        }
-    }
-    while (s_shadow_over(s)) {
-        uint32_t victim = prob->head ? prob->head : prot->head ? prot->head : win->head;
-        if (!victim)
-            break;
-        s_shadow_drop(s, victim, false);
-    }
-}
-
-/* A read of hash h: returns whether the shadow holds it, and updates its recency. */
-static bool s_shadow_get(shadow_t *s, uint32_t h)
-{
-    uint32_t i = *s_shadow_link(s, h);
-    if (!i)
-        return false;
-    unsigned list = s_snode_list(&s->nodes[i]);
-    s_shadow_unlink(s, i);
-    if (list == R_WINDOW) {
-        s_shadow_push(s, R_WINDOW, i);
-    } else {
-        s_shadow_push(s, R_PROTECTED, i);
-        while (s->lists[R_PROTECTED].cost > s->protected_max) {
-            uint32_t d = s->lists[R_PROTECTED].head;
-            s_shadow_unlink(s, d);
-            s_shadow_push(s, R_PROBATION, d);
-        }
-    }
-    return true;
-}
-
-/* A put of hash h with this cost: a known key takes the new cost in place (recency unchanged, as an
- * update in the real cache), an unknown one is inserted unless only_update. */
-static void s_shadow_put(const cache_t *c, shadow_t *s, uint32_t h, uint64_t cost, bool only_update)
-{
-    uint32_t *pp = s_shadow_link(s, h), i = *pp;
-    if (cost > s->max_cost || cost > SNODE_COST_MASK) {
-        if (i)
-            s_shadow_drop(s, i, false);
-        return;
-    }
-    if (i) {
-        snode_t *n = &s->nodes[i];
-        unsigned list = s_snode_list(n);
-        uint32_t old = s_snode_cost(n);
-        n->cost = (uint32_t)cost | (uint32_t)list << SNODE_LIST_SHIFT;
-        s->lists[list].cost = s->lists[list].cost - old + cost;
-        s->cost = s->cost - old + cost;
-        s_shadow_maintain(c, s);
-        return;
-    }
-    if (only_update)
-        return;
-    if (s->free) {
-        i = s->free;
-        s->free = s->nodes[i].hnext;
-    } else {
-        i = ++s->top;
-    }
-    snode_t *n = &s->nodes[i];
-    n->hash = h;
-    n->cost = (uint32_t)cost;
-    n->hnext = 0;
-    *pp = i;
-    s->cost += cost;
-    s->count++;
-    s_shadow_push(s, R_WINDOW, i);
-    s_shadow_maintain(c, s);
-}
-
-static void s_shadow_del(shadow_t *s, uint32_t h)
-{
-    uint32_t i = *s_shadow_link(s, h);
-    if (i)
-        s_shadow_drop(s, i, false);
-}
-
-static void s_shadow_clear(shadow_t *s)
-{
-    if (!s->nodes)
-        return;
-    memset(s->buckets, 0, ((size_t)s->bucket_mask + 1) * sizeof(uint32_t));
-    memset(s->lists, 0, sizeof(s->lists));
-    s->top = s->free = s->count = 0;
-    s->cost = 0;
-}
-
-static inline bool s_sampled(const cache_t *c, uint64_t h64)
-{
-    return c->sh_shift == 0 || (h64 >> (64 - c->sh_shift)) == 0;
-}
-
-/* ---------------------------------------------------------------------------------------------------
  * Policy
  * ------------------------------------------------------------------------------------------------- */
 
@@ -710,7 +317,7 @@ static inline bool s_sampled(const cache_t *c, uint64_t h64)
  * makes victims look hot through sketch collisions cannot pin the main region forever. */
 static bool s_admit(cache_t *c, const entry_t *cand, const entry_t *victim)
 {
-    unsigned cf = s_estimate(c, cand->hash), vf = s_estimate(c, victim->hash);
+    unsigned cf = cache_sketch_estimate(&c->sk, cand->hash), vf = cache_sketch_estimate(&c->sk, victim->hash);
     if (cf > vf)
         return true;
     if (cf < CACHE_HASHDOS_MIN_FREQ)
@@ -723,11 +330,11 @@ static bool s_admit(cache_t *c, const entry_t *cand, const entry_t *victim)
 static entry_t *s_recency_victim(const cache_t *c)
 {
     entry_t *victim = c->lists[R_WINDOW].head, *x = victim->next;
-    unsigned vf = s_estimate(c, victim->hash);
+    unsigned vf = cache_sketch_estimate(&c->sk, victim->hash);
     for (unsigned k = 1; k < CACHE_RECENCY_SAMPLE && x; k++, x = x->next) {
         if (x == c->incoming)
             continue;
-        unsigned xf = s_estimate(c, x->hash);
+        unsigned xf = cache_sketch_estimate(&c->sk, x->hash);
         if (xf < vf) {
             victim = x;
             vf = xf;
@@ -790,7 +397,7 @@ static void s_demote_protected(cache_t *c)
 static void s_set_window(cache_t *c, uint64_t window_max)
 {
     c->window_max = window_max;
-    c->protected_max = s_share(c->max_cost - window_max, CACHE_PROTECTED_PCT, 100);
+    c->protected_max = cache_share(c->max_cost - window_max, CACHE_PROTECTED_PCT, 100);
 }
 
 /* Enter or leave recency mode. Entries only change region here; nothing is evicted. Entering is O(1):
@@ -809,7 +416,7 @@ static void s_switch(cache_t *c, bool to_recency)
         c->window_max = c->max_cost;
         c->protected_max = 0;
     } else {
-        uint64_t w = s_share(c->max_cost, CACHE_WINDOW_PCT, 100);
+        uint64_t w = cache_share(c->max_cost, CACHE_WINDOW_PCT, 100);
         s_set_window(c, w ? w : 1);
         s_maintain(c);
     }
@@ -909,8 +516,8 @@ cache_t *cache_new(const cache_config_t *cfg)
         entries = 16;
     if (entries > (1ULL << 40))
         entries = 1ULL << 40;
-    s_sketch_init(&c->sk, entries);
-    uint64_t w = s_share(c->max_cost, CACHE_WINDOW_PCT, 100);
+    cache_sketch_init(&c->sk, entries, c->seed);
+    uint64_t w = cache_share(c->max_cost, CACHE_WINDOW_PCT, 100);
     s_set_window(c, w ? w : 1);
     c->climb_sample = entries * CACHE_CLIMB_SAMPLE_PER_ENTRY;
     if (c->climb_sample < CACHE_CLIMB_SAMPLE_MIN)
@@ -928,8 +535,8 @@ cache_t *cache_new(const cache_config_t *cfg)
         shift++;
     c->sh_shift = shift;
     uint64_t smax = c->max_cost >> shift, scap = c->unit_cost ? smax : 2 * (entries >> shift) + 64;
-    s_shadow_init(&c->sh_lru, false, smax, scap);
-    s_shadow_init(&c->sh_tlfu, true, smax, scap);
+    cache_shadow_init(&c->sh_lru, false, smax, scap);
+    cache_shadow_init(&c->sh_tlfu, true, smax, scap);
     return c;
 }
 
@@ -940,9 +547,9 @@ void cache_destroy(cache_t **cp)
     cache_t *c = *cp;
     cache_clear(c);
     free(c->buckets);
-    s_sketch_fini(&c->sk);
-    s_shadow_fini(&c->sh_lru);
-    s_shadow_fini(&c->sh_tlfu);
+    cache_sketch_fini(&c->sk);
+    cache_shadow_fini(&c->sh_lru);
+    cache_shadow_fini(&c->sh_tlfu);
     free(c);
     *cp = NULL;
 }
@@ -967,18 +574,18 @@ bool cache_get(cache_t *c, const void *key, size_t klen, cache_view_t *out)
     uint64_t h64 = s_hash(c, key, klen);
     uint32_t h = (uint32_t)h64;
     bool tinylfu = c->policy == CACHE_POLICY_WTINYLFU;
-    uint64_t spread = tinylfu ? s_sketch_prefetch(c, h) : 0;
+    uint64_t spread = tinylfu ? cache_sketch_prefetch(&c->sk, h) : 0;
     entry_t *e = *s_find(c, key, klen, h);
     if (tinylfu) {
-        s_record_spread(&c->sk, spread);
+        cache_sketch_record_spread(&c->sk, spread);
         if (s_sampled(c, h64)) {
-            bool lh = s_shadow_get(&c->sh_lru, h), th = s_shadow_get(&c->sh_tlfu, h);
+            bool lh = cache_shadow_get(&c->sh_lru, h), th = cache_shadow_get(&c->sh_tlfu, h);
             /* A shadow that missed would now get the key put back by the caller; when we hit, no put
              * follows, so insert it here at the cost we know. (When we missed, cache_put does it.) */
             if (e && !lh)
-                s_shadow_put(c, &c->sh_lru, h, s_entry_cost(c, e), false);
+                cache_shadow_put(&c->sh_lru, &c->sk, h, s_entry_cost(c, e), false);
             if (e && !th)
-                s_shadow_put(c, &c->sh_tlfu, h, s_entry_cost(c, e), false);
+                cache_shadow_put(&c->sh_tlfu, &c->sk, h, s_entry_cost(c, e), false);
             s_score(c, lh, th); /* may switch mode: e stays resident */
         }
         if (e) {
@@ -1093,8 +700,8 @@ int cache_put(cache_t *c, const void *key, size_t klen, uint64_t version, const 
         /* The shadows see the put as a cache of their policy would (versions aside). */
         uint64_t cost = s_cost(c, klen, vlen);
         bool only_update = (flags & CACHE_PUT_IF_PRESENT) != 0;
-        s_shadow_put(c, &c->sh_lru, h, cost, only_update);
-        s_shadow_put(c, &c->sh_tlfu, h, cost, only_update);
+        cache_shadow_put(&c->sh_lru, &c->sk, h, cost, only_update);
+        cache_shadow_put(&c->sh_tlfu, &c->sk, h, cost, only_update);
     }
     entry_t **pp = s_find(c, key, klen, h);
     entry_t *e = *pp;
@@ -1112,7 +719,7 @@ int cache_put(cache_t *c, const void *key, size_t klen, uint64_t version, const 
 
     /* A new key: one access for the sketch, unless the get that just missed it already counted it. */
     if (c->policy == CACHE_POLICY_WTINYLFU && !(read_through && c->miss_hash == h64))
-        s_record(c, h);
+        cache_sketch_record(&c->sk, h);
     uint64_t cost = s_cost(c, klen, vlen);
     if (cost > c->max_cost) {
         c->m.rejections++;
@@ -1143,8 +750,8 @@ bool cache_del(cache_t *c, const void *key, size_t klen)
         return false;
     uint64_t h64 = s_hash(c, key, klen);
     if (c->policy == CACHE_POLICY_WTINYLFU && s_sampled(c, h64)) {
-        s_shadow_del(&c->sh_lru, (uint32_t)h64);
-        s_shadow_del(&c->sh_tlfu, (uint32_t)h64);
+        cache_shadow_del(&c->sh_lru, (uint32_t)h64);
+        cache_shadow_del(&c->sh_tlfu, (uint32_t)h64);
     }
     entry_t *e = *s_find(c, key, klen, (uint32_t)h64);
     if (!e)
@@ -1169,8 +776,8 @@ void cache_clear(cache_t *c)
         c->lists[r] = (list_t){0};
     c->m.items = 0;
     c->m.cost = 0;
-    s_shadow_clear(&c->sh_lru);
-    s_shadow_clear(&c->sh_tlfu);
+    cache_shadow_clear(&c->sh_lru);
+    cache_shadow_clear(&c->sh_tlfu);
 }
 
 void cache_get_metrics(const cache_t *c, cache_metrics_t *out)

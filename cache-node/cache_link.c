@@ -418,7 +418,10 @@ static void s_on_store_stats(cache_node_t *cn, const proto_msg_t *m)
         char name[PROTO_STAT_NAME_MAX + 1];
         memcpy(name, m->stats[i].name.p, m->stats[i].name.len);
         name[m->stats[i].name.len] = '\0';
-        if (strncmp(name, "store_", 6) == 0 || strncmp(name, "relay_", 6) == 0)
+        /* The store's (or relay's) numbers, and their process_* and build info, which carry
+         * proc="store-node" / proc="sync-relay" labels of their own. */
+        if (strncmp(name, "store_", 6) == 0 || strncmp(name, "relay_", 6) == 0 || strncmp(name, "process_", 8) == 0 ||
+            strncmp(name, "presence_build_info", 19) == 0)
             stats_add(&cn->store_stats, name, m->stats[i].value);
     }
 }

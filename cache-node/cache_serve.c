@@ -18,7 +18,9 @@
  * One thread: the node's loop.
  */
 #include "cache_node_int.h"
+#include "cli.h"
 #include "log.h"
+#include "procstat.h"
 #include "util.h"
 #include "zutil.h"
 
@@ -613,6 +615,12 @@ static void s_collect_stats(cache_node_t *cn, stats_list_t *l, bool full)
     stats_addf(l, cn->expired_writes, "cache_expired_writes_total{node=\"%s\"}", id);
     stats_addf(l, cn->stalls, "cache_stalls_total{node=\"%s\"}", id);
     stats_addf(l, idtab_count(&cn->pending), "cache_store_inflight{node=\"%s\"}", id);
+    char lab[PROTO_NODE_ID_MAX + 40];
+    snprintf(lab, sizeof lab, "proc=\"cache-node\",node=\"%s\"", id);
+    procstat_t ps;
+    procstat_read(&ps);
+    stats_add_process(l, lab, &ps);
+    stats_add_build_info(l, lab, cli_version(), cli_commit());
     /* The store's own numbers, as last polled (the gateway keeps one copy). */
     for (uint32_t i = 0; i < cn->store_stats.n; i++) {
         char name[PROTO_STAT_NAME_MAX + 1];

@@ -7,7 +7,7 @@
  * miss is followed by a cache_put of version 1, as a read-through cache would do. The capacity is N
  * entries (unit cost). Output is exactly one line: "hits H refs R ratio X" with X in percent.
  *
- * It links the same cache.c the cache-node runs, so the numbers describe the production engine.
+ * It links the same engine (libcache.a) the cache-node runs, so the numbers describe the production one.
  */
 #include <errno.h>
 #include <stdio.h>

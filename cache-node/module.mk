@@ -1,6 +1,6 @@
 # cache-node/: the cache engine (libcache.a), the cache-node (libcachenode.a: the node itself, unit
 # tested; the binary adds its main) and the cachesim trace replayer.
-CACHE_LIB_SRCS := cache-node/cache.c
+CACHE_LIB_SRCS := cache-node/cache.c cache-node/cache_sketch.c cache-node/cache_shadow.c
 CACHE_LIB := $(B)/libcache.a
 $(CACHE_LIB): $(CACHE_LIB_SRCS:%.c=$(B)/%.o)
 	$(AR) rcs $@ $^

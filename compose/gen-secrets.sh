@@ -5,6 +5,8 @@
 #       center.pub, center.secret       the center store-node's CurveZMQ key pair
 #       leaf-a.pub/.secret, leaf-b.*    each leaf relay's key pair
 #       allowed-clients                 the relays' public keys, one a line (the center's ZAP list)
+#       webhook-secrets                 the notifier's webhook signing secret (profile "webhooks")
+#       grafana-admin-password          Grafana's admin password (profile "monitoring")
 #   $PRESENCE_ENV_FILE (default compose/.env): JWT_SECRET=<64 hex digits>, read by compose
 #
 # Existing files are kept, so re-running is safe. Keys come from presence-keygen: the one in
@@ -59,6 +61,16 @@ if [ ! -s "$dir/allowed-clients" ]; then
     cat "$dir/leaf-a.pub" "$dir/leaf-b.pub" >"$dir/allowed-clients"
     protect "$dir/allowed-clients"
     echo "gen-secrets: wrote $dir/allowed-clients"
+fi
+if [ ! -s "$dir/webhook-secrets" ]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/webhook-secrets" && echo >>"$dir/webhook-secrets")
+    protect "$dir/webhook-secrets"
+    echo "gen-secrets: wrote $dir/webhook-secrets (webhook signing secret: your backend verifies X-Presence-Signature with it)"
+fi
+if [ ! -s "$dir/grafana-admin-password" ]; then
+    (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$dir/grafana-admin-password" && echo >>"$dir/grafana-admin-password")
+    protect "$dir/grafana-admin-password"
+    echo "gen-secrets: wrote $dir/grafana-admin-password (Grafana's admin password, profile \"monitoring\")"
 fi
 if ! grep -q '^JWT_SECRET=' "$envfile" 2>/dev/null; then
     secret=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')

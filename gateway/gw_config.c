@@ -189,6 +189,33 @@ static void s_defaults(void)
     gw_cfg.jwt_cache_size = 65536;
 }
 
+/* ACCESS_LOG, METRICS_PREFIX (a metric name's start: [A-Za-z_][A-Za-z0-9_]*, at most 32 bytes),
+ * NOTIFIER_ENDPOINT (a ZeroMQ endpoint the metrics poller connects to). */
+static int s_read_observability(char *err)
+{
+    if (cfg_bool("ACCESS_LOG", &gw_cfg.access_log, err) < 0 ||
+        cfg_str("METRICS_PREFIX", gw_cfg.metrics_prefix, sizeof gw_cfg.metrics_prefix, err) < 0 ||
+        cfg_str("NOTIFIER_ENDPOINT", gw_cfg.notifier_ep, sizeof gw_cfg.notifier_ep, err) < 0)
+        return -1;
+    const char *p = gw_cfg.metrics_prefix;
+    for (size_t i = 0; p[i]; i++) {
+        char c = p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
+        if (!ok) {
+            snprintf(err, CFG_ERR_LEN,
+                     "METRICS_PREFIX: invalid value '%s' (a metric name's start: [A-Za-z_][A-Za-z0-9_]*, e.g. presence_)",
+                     p);
+            return -1;
+        }
+    }
+    const char *ep = gw_cfg.notifier_ep;
+    if (ep[0] && strncmp(ep, "ipc://", 6) != 0 && strncmp(ep, "tcp://", 6) != 0) {
+        snprintf(err, CFG_ERR_LEN, "NOTIFIER_ENDPOINT: invalid value '%s' (want tcp://HOST:PORT or ipc://PATH)", ep);
+        return -1;
+    }
+    return 0;
+}
+
 int gw_config_load(char *err)
 {
     static const char *const reads[] = {"public", "required", NULL};
@@ -223,7 +250,7 @@ int gw_config_load(char *err)
     }
     snprintf(gw_cfg.node_type, sizeof gw_cfg.node_type, "%s", types[node_type]);
     gw_cfg.auth_reads = auth_reads == 1;
-    if (s_apply_auth(&r, err) < 0 || gw_cors_config(&gw_cfg.cors, err) < 0)
+    if (s_apply_auth(&r, err) < 0 || gw_cors_config(&gw_cfg.cors, err) < 0 || s_read_observability(err) < 0)
         return -1;
     s_apply_limits(&r);
     return s_config_upstream(data_dir, err);

@@ -45,6 +45,9 @@ typedef struct gw_config {
     uint64_t sse_max_streams, sse_max_ids, sse_ping_ms, sse_queue_max, sse_window_bytes;
     uint64_t jwt_cache_size; /* verified tokens cached per thread */
     char store_cmd[512], store_pub[512]; /* the change stream (store-node, or the region's relay) */
+    bool access_log;                     /* ACCESS_LOG: one JSON line per request (gw_access.h) */
+    char metrics_prefix[33];             /* METRICS_PREFIX: before every /metrics family but process_* */
+    char notifier_ep[512];               /* NOTIFIER_ENDPOINT: polled for /metrics ("" = none) */
 } gw_config_t;
 
 /* The process's configuration (read-only once threads run). */

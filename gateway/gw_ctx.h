@@ -44,6 +44,7 @@ static inline gw_ctx_t *gw_ctx_of(h2o_req_t *req)
 /* One request's context, allocated from its pool. */
 typedef struct gw_rctx {
     gw_ctx_t *t;
+    h2o_req_t *req; /* the request (the access log reads it when the answer is counted) */
     int route, method; /* the route table's row and enum gw_method: what the request is counted as */
     uint64_t start_us;
     const char *allow_origin; /* CORS: the Access-Control-Allow-Origin to send (NULL: none) */

@@ -1,7 +1,7 @@
 /* gw_guard.c -- the checks a route's row asks for (see gw_guard.h for their order).
  *
  * Rate-limit keys: a token's subject ("sub:<id>"), else the client's address ("ip:<addr>"; with
- * TRUST_PROXY the first X-Forwarded-For hop). A token on a route that does not require one is
+ * TRUST_PROXY the first X-Forwarded-For hop, when it is an address). A token on a route that does not require one is
  * verified all the same (its subject keys the limit), and ignored when bad: the caller is
  * anonymous (API.md: 401 on reads only with AUTH_READS=required). Runs on the request's thread.
  */
@@ -92,33 +92,38 @@ void gw_guard_forbidden(h2o_req_t *req, gw_rctx_t *rc)
 
 /* ==== rate limits ============================================================================== */
 
-/* The rate-limit key of an anonymous client: its address (or X-Forwarded-For's first hop when
- * TRUST_PROXY is on). */
-static size_t s_client_key(h2o_req_t *req, char *out, size_t outlen)
+size_t gw_guard_client_addr(h2o_req_t *req, char *out)
 {
     if (gw_cfg.trust_proxy) {
         ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1);
         if (i >= 0) {
+            /* The first hop, kept only when it is an address (it is the client's own text). */
             h2o_iovec_t v = req->headers.entries[i].value;
-            size_t n = 0;
-            while (n < v.len && v.base[n] != ',' && n < outlen - 4)
+            size_t n = 0, b = 0;
+            while (b < v.len && v.base[b] == ' ')
+                b++;
+            while (b + n < v.len && v.base[b + n] != ',' && v.base[b + n] != ' ' && n < GW_CLIENTADDR_LEN - 1)
                 n++;
-            memcpy(out, "ip:", 3);
-            memcpy(out + 3, v.base, n);
-            return n + 3;
+            char hop[GW_CLIENTADDR_LEN];
+            memcpy(hop, v.base + b, n);
+            hop[n] = '\0';
+            unsigned char bin[16];
+            if (inet_pton(AF_INET, hop, bin) == 1 || inet_pton(AF_INET6, hop, bin) == 1) {
+                memcpy(out, hop, n + 1);
+                return n;
+            }
         }
     }
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    memcpy(out, "ip:", 3);
     if (sl && ss.ss_family == AF_INET &&
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out + 3, (socklen_t)(outlen - 3)))
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, GW_CLIENTADDR_LEN))
         return strlen(out);
     if (sl && ss.ss_family == AF_INET6 &&
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out + 3, (socklen_t)(outlen - 3)))
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, GW_CLIENTADDR_LEN))
         return strlen(out);
-    memcpy(out + 3, "?", 2);
-    return 4;
+    memcpy(out, "?", 2);
+    return 1;
 }
 
 /* Writes per token subject (a presence:admin token -- a backend writing for many users -- has its
@@ -136,8 +141,11 @@ int gw_guard_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, double cost)
     size_t klen;
     if (rc->authed)
         klen = (size_t)snprintf(key, sizeof key, "sub:%s", rc->claims.sub);
-    else
-        klen = s_client_key(req, key, sizeof key);
+    else {
+        char addr[GW_CLIENTADDR_LEN];
+        size_t n = gw_guard_client_addr(req, addr);
+        klen = (size_t)snprintf(key, sizeof key, "ip:%.*s", (int)n, addr);
+    }
     unsigned wait = gw_ratelimit_take(rl, key, klen, cost, util_mono_us());
     if (wait) {
         gw_reply_too_many(req, rc, wait);

@@ -70,5 +70,12 @@ void gw_guard_forbidden(h2o_req_t *req, gw_rctx_t *rc);
 /* Charge cost tokens (a legal batch larger than the burst is charged the burst: delayed, never
  * refused forever) of the read or write limit. 0, or -1 after answering 429. */
 int gw_guard_limit(h2o_req_t *req, gw_rctx_t *rc, bool write, double cost);
+#ifndef GW_CLIENTADDR_LEN
+#define GW_CLIENTADDR_LEN 48 /* an address as text (INET6_ADDRSTRLEN) with its NUL */
+#endif
+/* The client's address as text into out (GW_CLIENTADDR_LEN bytes; "?" when unknown): the peer,
+ * or with TRUST_PROXY the first X-Forwarded-For hop (when it is an address). What rate limits
+ * and the access log key on. Returns its length. */
+size_t gw_guard_client_addr(h2o_req_t *req, char *out);
 
 #endif

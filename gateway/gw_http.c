@@ -34,6 +34,7 @@ int gw_http_on_req(h2o_handler_t *self, h2o_req_t *req)
     gw_rctx_t *rc = h2o_mem_alloc_pool(&req->pool, sizeof *rc);
     memset(rc, 0, sizeof *rc);
     rc->t = gw_ctx_of(req);
+    rc->req = req;
     rc->start_us = util_mono_us();
     rc->method = gw_routes_method(req->method);
     gw_metrics_begin();

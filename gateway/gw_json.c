@@ -572,6 +572,155 @@ static bool s_seen(const proto_str_t *ids, uint32_t n, const char *s, size_t len
     return false;
 }
 
+/* The "invalid user_id: <id> (<rule>)" text of the three batch shapes (ids over 128 bytes are cut). */
+static void s_bad_user_id(char *errbuf, size_t errlen, const char *id, size_t il)
+{
+    snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(il, 128), id, GW_USER_ID_RULE);
+}
+
+/* {heartbeats: [user ids], ttl?}: recs[] get user_id and ttl_s; duplicates collapse. Returns
+ * GW_BATCH_HEARTBEAT or -1 with errbuf set. */
+static int s_batch_heartbeats(json_t *o, json_t *beats, uint32_t max, proto_record_t *recs, uint32_t *n,
+                              char *errbuf, size_t errlen)
+{
+    uint32_t ttl = 0;
+    json_t *t = json_object_get(o, "ttl");
+    if (t && !json_is_null(t) && s_ttl(t, &ttl) < 0) {
+        snprintf(errbuf, errlen, "%s", GW_ERR_TTL);
+        return -1;
+    }
+    if (!json_is_array(beats) || json_array_size(beats) == 0) {
+        snprintf(errbuf, errlen, "heartbeats is required: a non-empty array of user ids");
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(beats); i++) {
+        json_t *u = json_array_get(beats, i);
+        if (!json_is_string(u)) {
+            snprintf(errbuf, errlen, "invalid user_id in heartbeats[%zu]: must be a string", i);
+            return -1;
+        }
+        const char *id = json_string_value(u);
+        size_t il = json_string_length(u);
+        if (!gw_valid_user_id(id, il)) {
+            s_bad_user_id(errbuf, errlen, id, il);
+            return -1;
+        }
+        bool dup = false;
+        for (uint32_t k = 0; k < *n && !dup; k++)
+            dup = recs[k].uid_len == il && memcmp(recs[k].user_id, id, il) == 0;
+        if (dup)
+            continue;
+        if (*n >= max) {
+            snprintf(errbuf, errlen, "too many heartbeats (at most %u)", max);
+            return -1;
+        }
+        proto_record_t *r = &recs[*n];
+        memset(r, 0, sizeof *r);
+        proto_record_set_uid(r, id, il);
+        r->ttl_s = ttl;
+        (*n)++;
+    }
+    return GW_BATCH_HEARTBEAT;
+}
+
+/* {presences: [{user_id, status, message?, ttl?}]}: recs[] filled and validated, a repeated user's
+ * last entry winning. Returns GW_BATCH_WRITE or -1 with errbuf set. */
+static int s_batch_write(json_t *pres, uint32_t max, uint32_t default_ttl, proto_record_t *recs, uint32_t *n,
+                         char *errbuf, size_t errlen)
+{
+    if (!json_is_array(pres) || json_array_size(pres) == 0) {
+        snprintf(errbuf, errlen, "presences is required: a non-empty array of {user_id, status, message?, ttl?}");
+        return -1;
+    }
+    if (json_array_size(pres) > max) {
+        snprintf(errbuf, errlen, "too many presences (at most %u)", max);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(pres); i++) {
+        json_t *e = json_array_get(pres, i), *u;
+        if (!json_is_object(e) || !(u = json_object_get(e, "user_id")) || !json_is_string(u)) {
+            snprintf(errbuf, errlen, "invalid user_id in presences[%zu]: each entry must be an object with a string user_id", i);
+            return -1;
+        }
+        const char *id = json_string_value(u);
+        size_t il = json_string_length(u);
+        if (!gw_valid_user_id(id, il)) {
+            s_bad_user_id(errbuf, errlen, id, il);
+            return -1;
+        }
+        /* Duplicates collapse, the last entry winning (API.md): one record, one version, one
+         * event and one rate-limit token per user, whatever the body repeats. */
+        uint32_t k = 0;
+        while (k < *n && !(recs[k].uid_len == il && memcmp(recs[k].user_id, id, il) == 0))
+            k++;
+        proto_record_t *r = &recs[k];
+        memset(r, 0, sizeof *r);
+        proto_record_set_uid(r, id, il);
+        const char *ferr;
+        r->cflags = PROTO_CMD_F_MSG; /* a batch entry sets the message, like a PUT without a session */
+        if (s_set_fields(e, default_ttl, r, &ferr) < 0) {
+            /* "invalid ttl: <rule>" -> "invalid ttl for user <id>: <rule>" */
+            const char *colon = strchr(ferr, ':');
+            int head = colon ? (int)(colon - ferr) : (int)strlen(ferr);
+            snprintf(errbuf, errlen, "%.*s for user %.*s%s", head, ferr, (int)il, id, colon ? colon : "");
+            return -1;
+        }
+        if (k == *n)
+            (*n)++;
+    }
+    return GW_BATCH_WRITE;
+}
+
+/* {user_ids: [user ids]} (uids may be NULL: absent): ids[] filled into idstore, duplicates and empty
+ * items dropped. Returns GW_BATCH_READ or -1 with errbuf set. */
+static int s_batch_read(json_t *uids, uint32_t max, proto_str_t *ids, char *idstore, uint32_t *n, char *errbuf,
+                        size_t errlen)
+{
+    if (!uids || json_is_null(uids)) {
+        snprintf(errbuf, errlen, "user_ids is required: %s", GW_ERR_BATCH_SHAPE);
+        return -1;
+    }
+    if (!json_is_array(uids)) {
+        snprintf(errbuf, errlen, "%s", GW_ERR_JSON);
+        return -1;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < json_array_size(uids); i++) {
+        json_t *u = json_array_get(uids, i);
+        if (!json_is_string(u)) {
+            snprintf(errbuf, errlen, "invalid user_id in user_ids[%zu]: must be a string", i);
+            return -1;
+        }
+        const char *id = json_string_value(u);
+        size_t il = json_string_length(u);
+        if (il == 0)
+            continue; /* empty items are skipped */
+        if (!gw_valid_user_id(id, il)) {
+            s_bad_user_id(errbuf, errlen, id, il);
+            return -1;
+        }
+        if (s_seen(ids, *n, id, il))
+            continue;
+        if (*n >= max) {
+            snprintf(errbuf, errlen, "too many user ids (at most %u)", max);
+            return -1;
+        }
+        memcpy(idstore + off, id, il);
+        ids[*n].p = idstore + off;
+        ids[*n].len = (uint32_t)il;
+        off += il;
+        (*n)++;
+    }
+    if (*n == 0) {
+        snprintf(errbuf, errlen, "user_ids is required: %s", GW_ERR_BATCH_SHAPE);
+        return -1;
+    }
+    return GW_BATCH_READ;
+}
+
+/* The dispatcher: exactly one of the three shapes decides the parse. A body that is not valid UTF-8
+ * was re-read only to name the wrong field (s_load_object): when no field is wrong it is still
+ * invalid JSON. */
 int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t default_ttl, proto_str_t *ids,
                         char *idstore, proto_record_t *recs, uint32_t *n, char *errbuf, size_t errlen)
 {
@@ -582,139 +731,19 @@ int gw_parse_batch_body(const char *body, size_t len, uint32_t max, uint32_t def
         snprintf(errbuf, errlen, "%s", GW_ERR_JSON);
         return -1;
     }
-    int rc = -1;
+    int rc;
     json_t *uids = json_object_get(o, "user_ids"), *pres = json_object_get(o, "presences"),
            *beats = json_object_get(o, "heartbeats");
     if ((uids != NULL) + (pres != NULL) + (beats != NULL) > 1) {
         snprintf(errbuf, errlen, "%s", GW_ERR_BATCH_SHAPE);
-        goto out;
+        rc = -1;
+    } else if (beats) {
+        rc = s_batch_heartbeats(o, beats, max, recs, n, errbuf, errlen);
+    } else if (pres) {
+        rc = s_batch_write(pres, max, default_ttl, recs, n, errbuf, errlen);
+    } else {
+        rc = s_batch_read(uids, max, ids, idstore, n, errbuf, errlen);
     }
-    if (beats) {
-        uint32_t ttl = 0;
-        json_t *t = json_object_get(o, "ttl");
-        if (t && !json_is_null(t) && s_ttl(t, &ttl) < 0) {
-            snprintf(errbuf, errlen, "%s", GW_ERR_TTL);
-            goto out;
-        }
-        if (!json_is_array(beats) || json_array_size(beats) == 0) {
-            snprintf(errbuf, errlen, "heartbeats is required: a non-empty array of user ids");
-            goto out;
-        }
-        for (size_t i = 0; i < json_array_size(beats); i++) {
-            json_t *u = json_array_get(beats, i);
-            if (!json_is_string(u)) {
-                snprintf(errbuf, errlen, "invalid user_id in heartbeats[%zu]: must be a string", i);
-                goto out;
-            }
-            const char *id = json_string_value(u);
-            size_t il = json_string_length(u);
-            if (!gw_valid_user_id(id, il)) {
-                snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(il, 128), id, GW_USER_ID_RULE);
-                goto out;
-            }
-            bool dup = false;
-            for (uint32_t k = 0; k < *n && !dup; k++)
-                dup = recs[k].uid_len == il && memcmp(recs[k].user_id, id, il) == 0;
-            if (dup)
-                continue;
-            if (*n >= max) {
-                snprintf(errbuf, errlen, "too many heartbeats (at most %u)", max);
-                goto out;
-            }
-            proto_record_t *r = &recs[*n];
-            memset(r, 0, sizeof *r);
-            proto_record_set_uid(r, id, il);
-            r->ttl_s = ttl;
-            (*n)++;
-        }
-        rc = GW_BATCH_HEARTBEAT;
-        goto out;
-    }
-    if (pres) {
-        if (!json_is_array(pres) || json_array_size(pres) == 0) {
-            snprintf(errbuf, errlen, "presences is required: a non-empty array of {user_id, status, message?, ttl?}");
-            goto out;
-        }
-        if (json_array_size(pres) > max) {
-            snprintf(errbuf, errlen, "too many presences (at most %u)", max);
-            goto out;
-        }
-        for (size_t i = 0; i < json_array_size(pres); i++) {
-            json_t *e = json_array_get(pres, i), *u;
-            if (!json_is_object(e) || !(u = json_object_get(e, "user_id")) || !json_is_string(u)) {
-                snprintf(errbuf, errlen, "invalid user_id in presences[%zu]: each entry must be an object with a string user_id", i);
-                goto out;
-            }
-            const char *id = json_string_value(u);
-            size_t il = json_string_length(u);
-            if (!gw_valid_user_id(id, il)) {
-                snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(il, 128), id, GW_USER_ID_RULE);
-                goto out;
-            }
-            /* Duplicates collapse, the last entry winning (API.md): one record, one version, one
-             * event and one rate-limit token per user, whatever the body repeats. */
-            uint32_t k = 0;
-            while (k < *n && !(recs[k].uid_len == il && memcmp(recs[k].user_id, id, il) == 0))
-                k++;
-            proto_record_t *r = &recs[k];
-            memset(r, 0, sizeof *r);
-            proto_record_set_uid(r, id, il);
-            const char *ferr;
-            r->cflags = PROTO_CMD_F_MSG; /* a batch entry sets the message, like a PUT without a session */
-            if (s_set_fields(e, default_ttl, r, &ferr) < 0) {
-                /* "invalid ttl: <rule>" -> "invalid ttl for user <id>: <rule>" */
-                const char *colon = strchr(ferr, ':');
-                int head = colon ? (int)(colon - ferr) : (int)strlen(ferr);
-                snprintf(errbuf, errlen, "%.*s for user %.*s%s", head, ferr, (int)il, id, colon ? colon : "");
-                goto out;
-            }
-            if (k == *n)
-                (*n)++;
-        }
-        rc = GW_BATCH_WRITE;
-        goto out;
-    }
-    if (!uids || json_is_null(uids)) {
-        snprintf(errbuf, errlen, "user_ids is required: %s", GW_ERR_BATCH_SHAPE);
-        goto out;
-    }
-    if (!json_is_array(uids)) {
-        snprintf(errbuf, errlen, "%s", GW_ERR_JSON);
-        goto out;
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < json_array_size(uids); i++) {
-        json_t *u = json_array_get(uids, i);
-        if (!json_is_string(u)) {
-            snprintf(errbuf, errlen, "invalid user_id in user_ids[%zu]: must be a string", i);
-            goto out;
-        }
-        const char *id = json_string_value(u);
-        size_t il = json_string_length(u);
-        if (il == 0)
-            continue; /* empty items are skipped */
-        if (!gw_valid_user_id(id, il)) {
-            snprintf(errbuf, errlen, "invalid user_id: %.*s (%s)", (int)MIN(il, 128), id, GW_USER_ID_RULE);
-            goto out;
-        }
-        if (s_seen(ids, *n, id, il))
-            continue;
-        if (*n >= max) {
-            snprintf(errbuf, errlen, "too many user ids (at most %u)", max);
-            goto out;
-        }
-        memcpy(idstore + off, id, il);
-        ids[*n].p = idstore + off;
-        ids[*n].len = (uint32_t)il;
-        off += il;
-        (*n)++;
-    }
-    if (*n == 0) {
-        snprintf(errbuf, errlen, "user_ids is required: %s", GW_ERR_BATCH_SHAPE);
-        goto out;
-    }
-    rc = GW_BATCH_READ;
-out:
     if (rc >= 0 && ill) {
         snprintf(errbuf, errlen, "%s", GW_ERR_JSON);
         rc = -1;

@@ -16,6 +16,7 @@
 #include "gw_discovery.h"
 #include "gw_http.h"
 #include "gw_metrics.h"
+#include "gw_notifier.h"
 #include "gw_thread.h"
 #include "gw_upstream.h"
 #include "log.h"
@@ -139,6 +140,10 @@ int main(int argc, char **argv)
         return 1;
     }
     void *zctx = zmq_ctx_new();
+    if (gw_cfg.notifier_ep[0] && gw_notifier_start(zctx, gw_cfg.notifier_ep, err) < 0) {
+        LOG(LOG_ERROR, "%s", err);
+        return 1;
+    }
     gw_thread_start_all(&s_conf, listen_fd, zctx, (int)gw_cfg.threads);
     /* Say ready once every thread has heard from a cache-node (bounded: with the cache tier down
      * the gateway still starts, and readiness reports it). */
@@ -162,6 +167,7 @@ int main(int argc, char **argv)
     if (gw_cfg.cache_dns)
         gw_discovery_stop();
     gw_thread_stop_all();
+    gw_notifier_stop();
     close(listen_fd);
     zmq_ctx_term(zctx);
     LOG(LOG_NOTICE, "stopped");

@@ -2,16 +2,21 @@
  *
  * Every response, errors included, is JSON with Content-Type application/json (the SSE stream and
  * /metrics excepted), Cache-Control: no-store, and carries the CORS headers when the request's
- * Origin is allowed. A request is counted once, when it is answered (gw_metrics.c). Rendering uses
+ * Origin is allowed. A request is counted once, when it is answered (gw_metrics.c), and with
+ * ACCESS_LOG logged then too (gw_access.h: one JSON line, never a token). Rendering uses
  * the thread's scratch buffer (h2o_send_inline copies it). Runs on the request's thread.
  */
 #include "gw_reply.h"
+#include "gw_access.h"
 #include "gw_config.h"
+#include "gw_guard.h"
 #include "gw_metrics.h"
+#include "gw_routes.h"
 #include "util.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *s_reason(int status)
 {
@@ -34,12 +39,48 @@ static const char *s_reason(int status)
     }
 }
 
+/* ACCESS_LOG: the request's line (gw_access.h), one write(2) so threads never interleave. */
+static void s_access_log(gw_rctx_t *rc, int status)
+{
+    h2o_req_t *req = rc->req;
+    char client[GW_CLIENTADDR_LEN];
+    gw_guard_client_addr(req, client);
+    int n;
+    const char *const *labels = gw_routes_labels(&n);
+    gw_access_t a = {
+        .ts_us = util_now_us(),
+        .proc = "gw",
+        .pid = (int)getpid(),
+        .method = req->method.base,
+        .method_len = req->method.len,
+        .route = rc->route >= 0 && rc->route < n ? labels[rc->route] : "notfound",
+        .target = req->path.base,
+        .target_len = req->path.len,
+        .code = status,
+        .dur_us = util_mono_us() - rc->start_us,
+        .bytes = req->res.content_length == SIZE_MAX ? 0 : req->res.content_length,
+        .client = client,
+        .sub = rc->authed ? rc->claims.sub : NULL,
+        .sub_len = rc->authed ? rc->claims.sub_len : 0,
+        .user_id = rc->uid_len ? rc->uid : NULL,
+        .uid_len = rc->uid_len,
+    };
+    gw_buf_t line;
+    gw_buf_init(&line);
+    gw_access_line(&line, &a);
+    ssize_t w = write(STDERR_FILENO, line.p, line.len);
+    (void)w; /* a full or closed stderr loses the line, never the request */
+    gw_buf_free(&line);
+}
+
 void gw_reply_count(gw_rctx_t *rc, int status)
 {
     if (rc->counted)
         return;
     rc->counted = true;
     gw_metrics_request(rc->route, rc->method, status, rc->start_us);
+    if (gw_cfg.access_log && rc->req)
+        s_access_log(rc, status);
 }
 
 void gw_reply_cors(h2o_req_t *req, gw_rctx_t *rc)
@@ -63,8 +104,8 @@ void gw_reply_text(h2o_req_t *req, gw_rctx_t *rc, int status, const char *ctype,
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, ctlen);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     gw_reply_cors(req, rc);
-    gw_reply_count(rc, status);
     req->res.content_length = len;
+    gw_reply_count(rc, status);
     h2o_send_inline(req, body, len);
 }
 

@@ -2,14 +2,15 @@
 GW_LIB := $(B)/libgw.a
 GW_LIB_OBJS := $(B)/gateway/gw_json.o $(B)/gateway/gw_auth.o $(B)/gateway/gw_cors.o $(B)/gateway/gw_ratelimit.o \
                $(B)/gateway/gw_rendezvous.o $(B)/gateway/gw_path.o \
-               $(B)/gateway/gw_wsframe.o $(B)/gateway/gw_wsmsg.o $(B)/gateway/gw_wsrate.o
+               $(B)/gateway/gw_wsframe.o $(B)/gateway/gw_wsmsg.o $(B)/gateway/gw_wsrate.o \
+               $(B)/gateway/gw_access.o $(B)/gateway/gw_promtext.o
 $(GW_LIB): $(GW_LIB_OBJS)
 	$(AR) rcs $@ $^
 
 GW_OBJS := $(B)/gateway/gw_main.o $(B)/gateway/gw_config.o $(B)/gateway/gw_http.o $(B)/gateway/gw_upstream.o $(B)/gateway/gw_metrics.o \
            $(B)/gateway/gw_watch.o $(B)/gateway/gw_discovery.o $(B)/gateway/gw_zfd.o $(B)/gateway/gw_conns.o $(B)/gateway/gw_thread.o $(B)/gateway/gw_reply.o \
            $(B)/gateway/gw_routes.o $(B)/gateway/gw_guard.o $(B)/gateway/gw_single.o $(B)/gateway/gw_sessions.o $(B)/gateway/gw_multi.o \
-           $(B)/gateway/gw_batch.o $(B)/gateway/gw_health.o $(B)/gateway/gw_watch_hub.o
+           $(B)/gateway/gw_batch.o $(B)/gateway/gw_health.o $(B)/gateway/gw_watch_hub.o $(B)/gateway/gw_notifier.o
 BINS += $(B)/bin/gateway $(B)/bin/presence-token
 $(B)/bin/gateway: $(GW_OBJS) $(GW_LIB) $(SYNC_LIB) $(PROTO_LIB) $(COMMON_LIB)
 	@mkdir -p $(dir $@)

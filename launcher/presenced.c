@@ -1,6 +1,7 @@
 /* presenced.c -- the launcher: one command starts a whole node on one machine.
  *
  *   NODE_TYPE=center (default): store-node, CACHE_NODES cache-nodes (2), gateway
+ *                               (+ notifier after the store-node when WEBHOOK_URLS is set)
  *   NODE_TYPE=leaf:             sync-relay (to CENTER_ENDPOINT), cache-nodes, gateway
  *   STORE_REPLICAS=3 (or 5):    a replicated center on this machine for trying it: that many
  *                               store-nodes (DATA_DIR/store-N, raft on 127.0.0.1:STORE_RAFT_PORT+N-1),
@@ -449,7 +450,10 @@ static void s_plan_replicas(const node_t *n, char *cmds, char *pubs, size_t len)
  * the gateway, wired over ipc:// in run/. */
 static void s_plan(const node_t *n)
 {
-    char store_cmd[1000], store_pub[1000];
+    char store_cmd[1000], store_pub[1000], notifier_ep[600] = "";
+    const char *hooks_on = getenv("WEBHOOK_URLS");
+    if (n->type == 0 && hooks_on && *hooks_on)
+        snprintf(notifier_ep, sizeof notifier_ep, "ipc://%s/notifier.sock", n->run_dir);
     snprintf(store_cmd, sizeof store_cmd, "ipc://%s/store-cmd.sock", n->run_dir);
     snprintf(store_pub, sizeof store_pub, "ipc://%s/store-pub.sock", n->run_dir);
     unsetenv("STORE_REPLICAS"); /* a count for us; the store-nodes get addresses (or nothing) */
@@ -464,6 +468,14 @@ static void s_plan(const node_t *n)
         child_t *c = s_add("sync-relay", "sync-relay");
         s_env(c, "RELAY_CMD_ENDPOINT", "%s", store_cmd);
         s_env(c, "RELAY_PUB_ENDPOINT", "%s", store_pub);
+    }
+    if (notifier_ep[0]) {
+        /* Webhooks (docs/WEBHOOKS.md): the notifier follows the center's stream (every member's
+         * with replicas); it validates its own WEBHOOK_* settings (passed through). */
+        child_t *c = s_add("notifier", "notifier");
+        s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
+        s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
+        s_env(c, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
     }
     char eps[8 * 620] = "";
     for (uint64_t i = 1; i <= n->ncache; i++) {
@@ -485,6 +497,9 @@ static void s_plan(const node_t *n)
     /* The gateway follows the change stream too (SSE watch streams). */
     s_env(gw, "STORE_CMD_ENDPOINT", "%s", store_cmd);
     s_env(gw, "STORE_PUB_ENDPOINT", "%s", store_pub);
+    /* The gateway's /metrics shows the notifier's numbers (it polls its STATS). */
+    if (notifier_ep[0])
+        s_env(gw, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
 }
 
 /* Start the children in order, each once the previous one is ready; then the launcher's own

@@ -1,5 +1,6 @@
 /* stats.c -- stats lists and histograms (see stats.h). */
 #include "stats.h"
+#include "procstat.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -153,4 +154,19 @@ int stats_find(const proto_stat_t *v, uint32_t n, const char *name, uint64_t *va
         }
     }
     return 0;
+}
+
+void stats_add_process(stats_list_t *l, const char *labels, const procstat_t *ps)
+{
+    stats_addf(l, ps->cpu_us, "process_cpu_seconds_total{%s}:us", labels);
+    stats_addf(l, ps->rss_bytes, "process_resident_memory_bytes{%s}", labels);
+    stats_addf(l, ps->vsize_bytes, "process_virtual_memory_bytes{%s}", labels);
+    stats_addf(l, ps->open_fds, "process_open_fds{%s}", labels);
+    stats_addf(l, ps->max_fds, "process_max_fds{%s}", labels);
+    stats_addf(l, ps->start_time_us, "process_start_time_seconds{%s}:us", labels);
+}
+
+void stats_add_build_info(stats_list_t *l, const char *labels, const char *version, const char *commit)
+{
+    stats_addf(l, 1, "presence_build_info{%s,version=\"%s\",commit=\"%s\"}", labels, version, commit);
 }

@@ -51,6 +51,15 @@ void stats_addf(stats_list_t *l, uint64_t value, const char *fmt, ...) __attribu
  * `labels` may be NULL or e.g. `route="get"`. */
 void stats_add_hist(stats_list_t *l, const char *name, const char *labels, const stats_hist_t *h);
 
+/* The process_* series of one process (docs/METRICS.md) from what procstat_read() gave, each
+ * labelled with `labels` (e.g. `proc="store-node"`): process_cpu_seconds_total,
+ * process_resident_memory_bytes, process_virtual_memory_bytes, process_open_fds,
+ * process_max_fds, process_start_time_seconds. And presence_build_info{<labels>,version,commit} 1.
+ * Pure: the caller reads the numbers (common/procstat.h). */
+struct procstat;
+void stats_add_process(stats_list_t *l, const char *labels, const struct procstat *ps);
+void stats_add_build_info(stats_list_t *l, const char *labels, const char *version, const char *commit);
+
 /* Find a stat by exact name in a decoded list; returns 1 and *value, or 0. */
 int stats_find(const proto_stat_t *v, uint32_t n, const char *name, uint64_t *value);
 

@@ -22,7 +22,9 @@
 #include "store_model.h"
 #include "store_node_int.h"
 #include "cfg.h"
+#include "cli.h"
 #include "log.h"
+#include "procstat.h"
 #include "util.h"
 #include "zutil.h"
 
@@ -398,7 +400,7 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
     stats_add(l, "store_sweeps_total", atomic_load(&sn->sweeps_total));
     stats_add(l, "store_relaxed_commits_total", atomic_load(&sn->relaxed_commits_total));
     stats_add(l, "store_flushes_total", atomic_load(&sn->flushes_total));
-    stats_add(l, "store_now_us", util_now_us());
+    stats_add(l, "store_time_seconds:us", util_now_us());
     stats_add_hist(l, "store_commit_seconds", NULL, &sn->commit_hist);
     stats_add_hist(l, "store_group_size", NULL, &sn->group_hist);
     stats_add_hist(l, "store_ack_seconds", NULL, &sn->ack_hist);
@@ -407,6 +409,10 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
         stats_add(l, "store_dedup_entries", info.dedup_entries);
         store_repl_stats(sn, l, true);
     }
+    procstat_t ps;
+    procstat_read(&ps);
+    stats_add_process(l, "proc=\"store-node\"", &ps);
+    stats_add_build_info(l, "proc=\"store-node\"", cli_version(), cli_commit());
 }
 
 /* ==== dispatch =================================================================================== */
@@ -459,7 +465,7 @@ static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     } else {
         stats_add(&l, "store_epoch", sn->leading ? sn->epoch : store_epoch(sn->store));
         stats_add(&l, "store_sequence", sn->pub_seq);
-        stats_add(&l, "store_now_us", util_now_us());
+        stats_add(&l, "store_time_seconds:us", util_now_us());
         if (sn->repl)
             store_repl_stats(sn, &l, false); /* role and leader: clients find the leader with them */
     }

@@ -33,11 +33,13 @@
  */
 #include "relay.h"
 #include "cfg.h"
+#include "cli.h"
 #include "curve.h"
 #include "dispatch.h"
 #include "idtab.h"
 #include "leader.h"
 #include "log.h"
+#include "procstat.h"
 #include "proto.h"
 #include "seqwin.h"
 #include "stats.h"
@@ -315,6 +317,10 @@ static void s_collect_stats(relay_t *r, stats_list_t *l, bool full)
     stats_add(l, "relay_center_member", (uint64_t)r->center.cur + 1);
     stats_add(l, "relay_center_leader_switches_total", r->center.switches);
     stats_add(l, "relay_center_retries_total", r->center_retries);
+    procstat_t ps;
+    procstat_read(&ps);
+    stats_add_process(l, "proc=\"sync-relay\"", &ps);
+    stats_add_build_info(l, "proc=\"sync-relay\"", cli_version(), cli_commit());
     /* The center's store numbers, as last polled (store_epoch/sequence above are the region's). */
     for (uint32_t i = 0; i < r->center_stats.n; i++) {
         char name[PROTO_STAT_NAME_MAX + 1];
@@ -446,7 +452,9 @@ static void s_center_stats(relay_t *r, const proto_msg_t *m)
         char name[PROTO_STAT_NAME_MAX + 1];
         memcpy(name, m->stats[i].name.p, m->stats[i].name.len);
         name[m->stats[i].name.len] = '\0';
-        if (strncmp(name, "store_", 6) == 0)
+        /* The store's numbers, its process_* and build info (labelled proc="store-node"). */
+        if (strncmp(name, "store_", 6) == 0 || strncmp(name, "process_", 8) == 0 ||
+            strncmp(name, "presence_build_info", 19) == 0)
             stats_add(&r->center_stats, name, m->stats[i].value);
     }
 }

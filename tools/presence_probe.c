@@ -5,7 +5,7 @@
  *
  * TARGET is one of
  *   tcp://HOST:PORT, ipc://PATH   send a PING over a DEALER; healthy = a PONG with status OK
- *                                 (store-node, cache-node and sync-relay all answer PING)
+ *                                 (store-node, cache-node, sync-relay and notifier answer PING)
  *   http://HOST:PORT[/PATH]       GET; healthy = a 2xx status (the gateway's /health/... routes)
  *
  * Without a TARGET the probe works out what to ask from the environment it shares with the
@@ -14,6 +14,8 @@
  *     store-node   STORE_CMD_ENDPOINT   (default ipc://$DATA_DIR/run/store-cmd.sock)
  *     cache-node   CACHE_ENDPOINT       (default ipc://$DATA_DIR/run/cache-1.sock)
  *     sync-relay   RELAY_CMD_ENDPOINT   (default ipc://$DATA_DIR/run/store-cmd.sock)
+ *     notifier     NOTIFIER_ENDPOINT    (default ipc://$DATA_DIR/run/notifier.sock; its PONG carries
+ *                                       notifier_live: -r notifier_live = following the stream)
  *     gateway, presenced   http://SERVICE_ADDR:SERVICE_PORT/health/readiness
  *   A bind address is turned into one to connect to: a wildcard host (0.0.0.0 or "*") becomes
  *   127.0.0.1, and [::] becomes [::1].
@@ -66,7 +68,7 @@ static const char *s_env(const char *name, const char *dflt)
     return v && *v ? v : dflt;
 }
 
-static const char *const s_roles[] = {"store-node", "cache-node", "sync-relay", "gateway", "presenced", NULL};
+static const char *const s_roles[] = {"store-node", "cache-node", "sync-relay", "gateway", "presenced", "notifier", NULL};
 
 static bool s_known_role(const char *name)
 {
@@ -152,6 +154,9 @@ static int s_target_for_role(const char *role, char *out, size_t outlen)
     } else if (strcmp(role, "cache-node") == 0) {
         snprintf(dflt, sizeof dflt, "ipc://%s/run/cache-1.sock", dd);
         ep = s_env("CACHE_ENDPOINT", dflt);
+    } else if (strcmp(role, "notifier") == 0) {
+        snprintf(dflt, sizeof dflt, "ipc://%s/run/notifier.sock", dd);
+        ep = s_env("NOTIFIER_ENDPOINT", dflt);
     } else if (strcmp(role, "gateway") == 0 || strcmp(role, "presenced") == 0) {
         const char *addr = s_env("SERVICE_ADDR", "0.0.0.0");
         const char *port = s_env("SERVICE_PORT", "8080");
@@ -164,7 +169,7 @@ static int s_target_for_role(const char *role, char *out, size_t outlen)
         return 0;
     } else {
         fprintf(stderr, "presence-probe: unknown role '%s' (want one of store-node, cache-node, sync-relay, "
-                        "gateway, presenced)\n",
+                        "gateway, presenced, notifier)\n",
                 role);
         return -1;
     }

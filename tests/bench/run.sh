@@ -2,7 +2,7 @@
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
 #   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation
-#                                        replication
+#                                        webhooks replication
 #
 # Results go to stdout and to build/bench/results.md (markdown tables, with the commands).
 # Processes are started here and stopped by pid; data lives in a temp dir that is removed.
@@ -21,7 +21,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation replication}
+SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation webhooks replication}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -233,6 +233,22 @@ if [[ " $SECTIONS " == *" propagation "* ]]; then
     say "Command: \`build/bin/propbench PORT_A PORT_B 10000 TOKENS\` with a center (CENTER_PORT) and two leaves started by presenced on this machine; delay = SSE event at B minus the PUT's acknowledgement at A (0 when the event arrives first)."
     say ""
     cleanup
+fi
+# ---- webhooks: events/s the notifier delivers ----------------------------------------------------
+if [[ " $SECTIONS " == *" webhooks "* ]]; then
+    say "## Webhooks: events/s the notifier delivers to a local receiver (200,000 status changes)"
+    say ""
+    say "| batch (WEBHOOK_BATCH_MAX) | live: events/s end to end | store write time s | notifier CPU us/event | backlog: events/s | notifier CPU us/event | latency at 2,000 events/s: p50 / p99 / max ms |"
+    say "|---:|---:|---:|---:|---:|---:|---|"
+    for batch in 500 50; do
+        r=$(WEBHOOK_BENCH=200000 WEBHOOK_BENCH_BATCH=$batch CK_RUN_CASE=bench PRESENCE_BIN=$BIN \
+            build/tests/integ/integ_webhooks 2>&1)
+        live=$(grep '^bench live' <<<"$r"); back=$(grep '^bench backlog' <<<"$r"); lat=$(grep '^bench latency' <<<"$r")
+        say "| $batch | $(sed -nE 's/.*= ([0-9]+) events\/s end to end.*/\1/p' <<<"$live") | $(sed -nE 's/.*store took ([0-9.]+) s.*/\1/p' <<<"$live") | $(sed -nE 's/.*\(([0-9.]+) us per event\).*/\1/p' <<<"$live") | $(sed -nE 's/.*= ([0-9]+) events\/s.*/\1/p' <<<"$back") | $(sed -nE 's/.*\(([0-9.]+) us per event\).*/\1/p' <<<"$back") | $(sed -nE 's/.*p50 ([0-9.]+) ms p99 ([0-9.]+) ms max ([0-9.]+) ms.*/\1 \/ \2 \/ \3/p' <<<"$lat") |"
+    done
+    say ""
+    say "Command: \`WEBHOOK_BENCH=200000 [WEBHOOK_BENCH_BATCH=N] CK_RUN_CASE=bench build/tests/integ/integ_webhooks\` (store-node, cache-node, gateway and notifier as processes; PUT batches of 1,000 records over 10,000 users straight to the store, each write a status change = one event; the receiver is the test's own HTTP/1.1 server). live: from the first write to the last event received; backlog: the receiver answers 500 while another 200,000 changes are logged, then 200 -- the notifier's delivery rate from its log. latency: 2,000 status changes/s for 5 s (PUTs of 10), from the store's acknowledgement of a write to the receiver answering the POST that carried its event."
+    say ""
 fi
 # ---- a replicated center (STORE_REPLICAS=3) against one store-node --------------------------------
 if [[ " $SECTIONS " == *" replication "* ]]; then

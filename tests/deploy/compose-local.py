@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """compose-local.py -- run compose/docker-compose.yml on this machine, without Docker, and smoke-test it.
 
-    compose-local.py --bin build/bin [--compose compose/docker-compose.yml] [--also OVERRIDE.yml] [--keep]
+    compose-local.py --bin build/bin [--compose compose/docker-compose.yml] [--also OVERRIDE.yml]...
+                     [--profile NAME]... [--keep]
 
 What it does, so that the compose file cannot drift from what works:
   1. makes the file's secrets with compose/gen-secrets.sh (CurveZMQ keys from presence-keygen, a
@@ -26,9 +27,18 @@ What it does, so that the compose file cannot drift from what works:
      leaf, an unauthenticated write refused;
   5. stops every process it started, by pid (SIGTERM, then SIGKILL after a grace period).
 
+Services with `profiles` run only when one of their profiles is given with --profile, as Compose
+does. With --profile webhooks, a webhook receiver is started here first; WEBHOOK_URLS is
+http://webhook-receiver:8000/hook when the file is normalised, and that address is mapped to the
+receiver; the smoke test then also requires the writes' events at the receiver, each batch signed
+(X-Presence-Signature) with the secret gen-secrets.sh made.
+
 Prints one line per check and ends with "compose-local: N passed, N failed".
 """
 import argparse
+import hashlib
+import hmac
+import http.server as http_server
 import json
 import os
 import re
@@ -38,6 +48,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -108,9 +119,10 @@ def map_ports(services):
 # ---- rewriting -----------------------------------------------------------------------------------
 
 class Mapper:
-    def __init__(self, services, secrets, ports, tmp):
+    def __init__(self, services, secrets, ports, tmp, external=None):
         self.services = services
         self.ports = ports
+        self.external = external or {}  # (host, port) outside the file -> local port
         self.secret_files = {k: v.get("file") for k, v in (secrets or {}).items()}
         self.tmp = tmp
 
@@ -155,6 +167,8 @@ class Mapper:
 
         def endpoint(m):
             scheme, host, p = m.group(1), m.group(2), m.group(3)
+            if (host, int(p)) in self.external:
+                return "%s://127.0.0.1:%d" % (scheme, self.external[(host, int(p))])
             if host in self.services:
                 target = host
             elif host in ("0.0.0.0", "*", "127.0.0.1", "localhost", "[::]", "[::1]"):
@@ -213,6 +227,44 @@ class Runner:
         return bad
 
 
+class Receiver:
+    """A webhook receiver: answers 200 to every POST and keeps (signature header, body)."""
+
+    def __init__(self):
+        self.got = []
+        lock = self.lock = threading.Lock()
+        got = self.got
+
+        class Handler(http_server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                with lock:
+                    got.append((self.headers.get("X-Presence-Signature", ""), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http_server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self):
+        with self.lock:
+            batches = list(self.got)
+        return batches
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def topo(services):
     order, seen = [], set()
 
@@ -268,6 +320,7 @@ def main():
                     help="an override file applied on top (docker-compose -f COMPOSE -f ALSO ...)")
     ap.add_argument("--docker-compose", default="docker-compose")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    ap.add_argument("--profile", action="append", default=[], help="also run the services of this profile")
     a = ap.parse_args()
     bindir = os.path.abspath(a.bin)
     results = []
@@ -279,12 +332,18 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="presence-compose-")
     runner = Runner(tmp)
+    receiver = Receiver() if "webhooks" in a.profile else None
     try:
         shipped = dockerfile_bins(os.path.join(os.path.dirname(a.compose), "Dockerfile"))
         # 1. secrets and the normalised file
         secrets_dir, env_file = os.path.join(tmp, "secrets"), os.path.join(tmp, "env")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PRESENCE_SECRETS_DIR": secrets_dir,
                "PRESENCE_ENV_FILE": env_file}
+        external = {}
+        if receiver:
+            env["WEBHOOK_URLS"] = "http://webhook-receiver:8000/hook"
+            env["GATEWAY_NOTIFIER_ENDPOINT"] = "tcp://notifier:7020"  # the notifier's numbers on /metrics
+            external[("webhook-receiver", 8000)] = receiver.port
         gen = subprocess.run([os.path.join(os.path.dirname(a.compose), "gen-secrets.sh"),
                               os.path.join(bindir, "presence-keygen")],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -293,16 +352,22 @@ def main():
         with open(env_file, encoding="utf-8") as f:
             jwt = re.search(r"^JWT_SECRET=(.+)$", f.read(), re.M).group(1)
         files = [x for f in [a.compose] + a.also for x in ("-f", f)]
-        cfg = subprocess.run([a.docker_compose] + files + ["--env-file", env_file, "config"],
+        profiles = [x for p in a.profile for x in ("--profile", p)]
+        cfg = subprocess.run([a.docker_compose] + files + ["--env-file", env_file] + profiles + ["config"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if not check("docker-compose config", cfg.returncode == 0, cfg.stderr.strip()[-300:]):
             raise Fail("docker-compose config failed")
         conf = yaml.safe_load(cfg.stdout)
-        services = conf["services"]
+        # As Compose: a service with profiles runs only when one of them is asked for.
+        services = {n: v for n, v in conf["services"].items()
+                    if not v.get("profiles") or set(v["profiles"]) & set(a.profile)}
+        skipped = sorted(set(conf["services"]) - set(services))
+        if skipped:
+            print("     not started (profiles not asked for): %s" % ", ".join(skipped))
 
         # 2. mapping
         ports = map_ports(services)
-        mapper = Mapper(services, conf.get("secrets"), ports, tmp)
+        mapper = Mapper(services, conf.get("secrets"), ports, tmp, external)
         plan = {}
         for name, svc in services.items():
             cmd = svc.get("command")
@@ -395,8 +460,39 @@ def main():
             check("bob reaches %s" % g, poll(seen_bob, 10.0))
         st, body = http("PUT", url(c, "/api/v2/presence/carol"), {"status": "online"})
         check("PUT without a token refused", st == 401, "%d %s" % (st, body[:120]))
+        notifiers = [n for n in services if plan[n][3] == "notifier"]
+        if receiver:
+            check("notifier in the webhooks profile", len(notifiers) == 1, ", ".join(notifiers))
+            with open(os.path.join(secrets_dir, "webhook-secrets"), "rb") as f:
+                wsecret = f.read().strip()
+
+            def webhook_events():
+                out = {}
+                for sig, body in receiver.events():
+                    m = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", sig)
+                    want = hmac.new(wsecret, (m.group(1) + ".").encode() + body, hashlib.sha256).hexdigest() if m else ""
+                    for ev in json.loads(body):
+                        out[(ev["user_id"], ev["type"])] = (ev, bool(m) and hmac.compare_digest(want, m.group(2)))
+                return out
+
+            def has_events():
+                got = webhook_events()
+                return ("alice", "online") in got and ("bob", "online") in got
+
+            poll(has_events, 15.0)
+            got = webhook_events()
+            for user, status in (("alice", "busy"), ("bob", "away")):
+                ev, signed = got.get((user, "online"), (None, False))
+                check("webhook: %s online (%s) at the receiver, signed" % (user, status),
+                      ev is not None and signed and ev["record"]["status"] == status and ev["previous_status"] == "offline",
+                      json.dumps(ev)[:200] if ev else "not received; got %s" % sorted(got))
         st, body = http("GET", url(c, "/metrics"))
         check("GET /metrics at %s" % c, st == 200 and "store_" in body, "%d" % st)
+        if receiver:
+            def notifier_on_metrics():
+                st2, body2 = http("GET", url(c, "/metrics"))
+                return st2 == 200 and "\nnotifier_up 1\n" in body2 and "\nnotifier_live 1\n" in body2
+            check("the notifier's numbers on %s's /metrics (GATEWAY_NOTIFIER_ENDPOINT)" % c, poll(notifier_on_metrics, 10.0))
 
         # every process must still be running
         for name, p, _ in runner.procs:
@@ -407,6 +503,8 @@ def main():
         check("compose-local", False, "%s: %s" % (type(e).__name__, e))
     finally:
         bad = runner.stop_all()
+        if receiver:
+            receiver.stop()
         check("clean stop (SIGTERM, exit 0)", not bad, ", ".join("%s=%s" % b for b in bad))
         if a.keep or not all(results):
             print("logs kept in %s/logs" % tmp)

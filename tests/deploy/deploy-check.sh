@@ -17,17 +17,19 @@
 #                            not resolve yet serves, and uses it once it resolves (root only)
 #   compose-config           docker-compose config accepts compose/docker-compose.yml
 #   compose-requires-jwt     ... and refuses it, naming JWT_SECRET, when JWT_SECRET is unset
-#   compose-local            compose-local.py: the file's services run here and pass a smoke test
+#   compose-local            compose-local.py: the file's services (with the "webhooks" profile's
+#                            notifier) run here and pass a smoke test
 #   compose-*-replicated     the same with docker-compose.replicated.yml on top (three center stores)
 #   helm-lint-{center,leaf}  helm lint --strict with each region's values file
 #   helm-template-{center,leaf}
-#   k8s-schema-{center,leaf} the rendered manifests (center with the ServiceMonitor on) against the
-#                            Kubernetes API types (k8s-typecheck.py)
+#   k8s-schema-{center,leaf} the rendered manifests (center with the ServiceMonitor and the
+#                            notifier on) against the Kubernetes API types (k8s-typecheck.py)
 #   k8s-schema-bites         the validator rejects broken copies of those manifests
 #   k8s-wiring-{center,leaf} endpoints, probes and ports point at things that exist (k8s-wiring.py)
 #   helm-requires-*          rendering fails, with a message naming the value, when a required
 #                            secret or the leaf's center endpoint is missing
 #   helm-cache-slots         ... and when the cache tier could exceed the gateway's 16 endpoints
+#   helm-requires-webhook-*  ... and when the notifier is on without targets or signing secrets
 #   helm-store-replicas      ... and when the store's members are not 1, 3 or 5
 # Ends with "deploy-check: N passed, N failed, N skipped"; exit status 1 if anything failed. A check
 # that cannot run here (not root, no unshare) is reported "skip NAME (why)" and counted as skipped.
@@ -146,7 +148,7 @@ run compose-config env -i PATH="$PATH" PRESENCE_SECRETS_DIR="$tmp/secrets" \
     docker-compose -f "$compose" --env-file "$tmp/compose.env" config -q
 refuses compose-requires-jwt 'JWT_SECRET is required' env -i PATH="$PATH" \
     docker-compose -f "$compose" --env-file "$tmp/empty.env" config -q
-if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compose" 2>&1); then
+if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compose" --profile webhooks 2>&1); then
     ok compose-local "$(tail -n 1 <<<"$out" | sed 's/^compose-local: //')"
 else
     bad compose-local "$out"
@@ -169,7 +171,8 @@ import sys, yaml
 t = sys.argv[1]
 key = lambda p: open(p).read().strip()
 jwt = "0123456789abcdef0123456789abcdef-deploy-check"
-yaml.safe_dump({"secrets": {"jwtSecret": jwt, "curve": {
+yaml.safe_dump({"secrets": {"jwtSecret": jwt, "webhookSecrets": "whsec-0123456789abcdef\nwhsec-fedcba9876543210\n",
+    "curve": {
     "serverSecretKey": key(t + "/center.secret"),
     "allowedClients": key(t + "/leaf.pub") + "\n" + key(t + "/leaf2.pub") + "\n"}}},
     open(t + "/secrets-center.yaml", "w"))
@@ -181,7 +184,9 @@ EOF
 for region in center leaf; do
     values=(-f "$CHART/values-$region.yaml" -f "$tmp/secrets-$region.yaml")
     extra=()
-    [ $region = center ] && extra=(--set metrics.serviceMonitor.enabled=true)
+    [ $region = center ] && extra=(--set metrics.serviceMonitor.enabled=true --set notifier.enabled=true
+        --set notifier.targets[0].url=https://backend.example/hooks/presence --set notifier.targets[0].events=online+offline
+        --set notifier.targets[1].url=http://billing.example:8080/presence)
     run helm-lint-$region "$HELM" lint --strict "$CHART" "${values[@]}" "${extra[@]}"
     if out=$("$HELM" template "presence-$region" "$CHART" --namespace "presence-$region" "${values[@]}" "${extra[@]}" 2>&1); then
         printf '%s\n' "$out" >"$tmp/$region.yaml"
@@ -192,7 +197,7 @@ for region in center leaf; do
             bad k8s-schema-$region "$out"
         fi
         run k8s-wiring-$region "$PYTHON" tests/deploy/k8s-wiring.py --dockerfile "$dockerfile" \
-            --gateway-routes gateway/gw_http.c --namespace "presence-$region" "$tmp/$region.yaml"
+            --gateway-routes gateway/gw_routes.c --namespace "presence-$region" "$tmp/$region.yaml"
     else
         bad helm-template-$region "$out"
         bad k8s-schema-$region "nothing rendered"
@@ -217,6 +222,11 @@ refuses helm-requires-center-endpoint 'relay\.centerEndpoint is required' "$HELM
     -f "$tmp/secrets-leaf.yaml" --set relay.centerEndpoint=""
 refuses helm-requires-curve-leaf 'secrets\.curve\.[a-zA-Z]+ is required' "$HELM" template x "$CHART" "${L[@]}" "${J[@]}" \
     --set relay.centerEndpoint=tcp://center:7100
+W=(--set notifier.enabled=true --set notifier.targets[0].url=https://backend.example/hooks/presence)
+refuses helm-requires-webhook-targets 'notifier\.targets is required' "$HELM" template x "$CHART" "${C[@]}" \
+    -f "$tmp/secrets-center.yaml" --set notifier.enabled=true
+refuses helm-requires-webhook-secret 'secrets\.webhookSecrets is required' "$HELM" template x "$CHART" "${C[@]}" \
+    -f "$tmp/secrets-center.yaml" "${W[@]}" --set secrets.webhookSecrets=""
 refuses helm-cache-slots 'the gateway takes 1 to 16' "$HELM" template x "$CHART" "${C[@]}" -f "$tmp/secrets-center.yaml" \
     --set cache.autoscaling.maxReplicas=17
 refuses helm-store-replicas 'store\.replicas: 1, 3 or 5' "$HELM" template x "$CHART" "${C[@]}" -f "$tmp/secrets-center.yaml" \

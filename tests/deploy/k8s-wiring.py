@@ -50,7 +50,8 @@ def main():
     with open(a.dockerfile, encoding="utf-8") as f:
         shipped = re.search(r'^ARG PRESENCE_BINS="([^"]*)"', f.read(), re.M).group(1).split()
     with open(a.gateway_routes, encoding="utf-8") as f:
-        routes = set(re.findall(r'\{"(/[^"]*)", GW_R_[A-Z_]+\}', f.read()))
+        # the route table's rows: {"/path", GW_R_...} (before issue 13) or {"/path", READS|M(...), ...}
+        routes = set(re.findall(r'\{"(/[^"]*)", (?:GW_R_[A-Z_]+\}|READS\b|M\()', f.read()))
     if not routes:
         print("no routes found in %s" % a.gateway_routes)
         return 1

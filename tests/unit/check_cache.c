@@ -7,11 +7,14 @@
  * the gross, always-expected gains over LRU. The hit-ratio *goals* (within 10 points of OPT, never
  * below LRU) are a benchmark, not a unit test: tests/bench/cache_goals.sh reports them.
  *
- * The suite includes cache.c itself so the sketch tests can reach its static internals (s_record,
- * s_estimate) without widening cache.h; the cache_* symbols then come from this object, not libcache.a.
+ * The suite includes the engine's three files (cache.c, cache_sketch.c, cache_shadow.c) so the tests can
+ * reach their internals (struct cache, the sketch's counters and doorkeeper, the shadows' nodes) without
+ * widening cache.h; the cache_* symbols then come from this object, not libcache.a.
  * TRACES_DIR must be set and readable: the trace tests fail loudly rather than skip.
  */
 #include "cache-node/cache.c"
+#include "cache-node/cache_shadow.c"
+#include "cache-node/cache_sketch.c"
 
 #include <check.h>
 #include <errno.h>
@@ -109,23 +112,23 @@ START_TEST(test_sketch_counts)
 {
     cache_t *c = s_new(1000, CACHE_POLICY_WTINYLFU, true, 7);
     uint32_t h = s_h32(c, "alpha");
-    ck_assert_uint_eq(s_estimate(c, h), 0);
-    s_record(c, h); /* first sighting: doorkeeper only */
-    ck_assert_uint_eq(s_estimate(c, h), 1);
+    ck_assert_uint_eq(cache_sketch_estimate(&c->sk, h), 0);
+    cache_sketch_record(&c->sk, h); /* first sighting: doorkeeper only */
+    ck_assert_uint_eq(cache_sketch_estimate(&c->sk, h), 1);
     for (unsigned i = 2; i <= 10; i++) {
-        s_record(c, h);
-        ck_assert_uint_eq(s_estimate(c, h), i);
+        cache_sketch_record(&c->sk, h);
+        ck_assert_uint_eq(cache_sketch_estimate(&c->sk, h), i);
     }
     /* 4-bit counters saturate at 15, plus the doorkeeper bit */
     for (int i = 0; i < 40; i++)
-        s_record(c, h);
-    ck_assert_uint_eq(s_estimate(c, h), 16);
+        cache_sketch_record(&c->sk, h);
+    ck_assert_uint_eq(cache_sketch_estimate(&c->sk, h), 16);
     /* other keys are (almost surely) untouched in a 4-row sketch this sparse */
     unsigned nonzero = 0;
     char k[64];
     for (unsigned i = 0; i < 200; i++) {
         s_key(k, "other", i);
-        nonzero += s_estimate(c, s_h32(c, k)) != 0;
+        nonzero += cache_sketch_estimate(&c->sk, s_h32(c, k)) != 0;
     }
     ck_assert_uint_le(nonzero, 2);
     cache_destroy(&c);
@@ -138,31 +141,31 @@ START_TEST(test_sketch_halving)
     cache_t *c = s_new(1000, CACHE_POLICY_WTINYLFU, true, 7);
     uint32_t a = s_h32(c, "a"), b = s_h32(c, "b");
     for (int i = 0; i < 10; i++)
-        s_record(c, a); /* counters 9 + doorkeeper */
+        cache_sketch_record(&c->sk, a); /* counters 9 + doorkeeper */
     for (int i = 0; i < 4; i++)
-        s_record(c, b); /* counters 3 + doorkeeper */
-    ck_assert_uint_eq(s_estimate(c, a), 10);
-    ck_assert_uint_eq(s_estimate(c, b), 4);
-    s_sketch_reset(&c->sk);
-    ck_assert_uint_eq(s_estimate(c, a), 4); /* 9 >> 1, doorkeeper cleared */
-    ck_assert_uint_eq(s_estimate(c, b), 1);
+        cache_sketch_record(&c->sk, b); /* counters 3 + doorkeeper */
+    ck_assert_uint_eq(cache_sketch_estimate(&c->sk, a), 10);
+    ck_assert_uint_eq(cache_sketch_estimate(&c->sk, b), 4);
+    cache_sketch_reset(&c->sk);
+    ck_assert_uint_eq(cache_sketch_estimate(&c->sk, a), 4); /* 9 >> 1, doorkeeper cleared */
+    ck_assert_uint_eq(cache_sketch_estimate(&c->sk, b), 1);
     /* the reset also comes by itself after `sample` recorded accesses */
     uint64_t sample = c->sk.sample;
     ck_assert_uint_ge(sample, 10 * 1000);
     cache_t *d = s_new(1000, CACHE_POLICY_WTINYLFU, true, 7);
     uint32_t x = s_h32(d, "x");
     for (int i = 0; i < 9; i++)
-        s_record(d, x);
-    ck_assert_uint_eq(s_estimate(d, x), 9);
+        cache_sketch_record(&d->sk, x);
+    ck_assert_uint_eq(cache_sketch_estimate(&d->sk, x), 9);
     char k[64];
     uint64_t before = d->sk.additions;
     for (uint64_t i = 0; before + i + 1 < sample; i++) {
         s_key(k, "filler", (unsigned)(i % 64)); /* few distinct keys: they cannot blur x's counters */
-        s_record(d, s_h32(d, k));
+        cache_sketch_record(&d->sk, s_h32(d, k));
     }
-    ck_assert_uint_ge(s_estimate(d, x), 8); /* not yet halved (collisions can only add) */
-    s_record(d, s_h32(d, "last-one"));      /* the sample-th access */
-    ck_assert_uint_le(s_estimate(d, x), 5); /* 8 >> 1, plus whatever collisions left */
+    ck_assert_uint_ge(cache_sketch_estimate(&d->sk, x), 8); /* not yet halved (collisions can only add) */
+    cache_sketch_record(&d->sk, s_h32(d, "last-one"));      /* the sample-th access */
+    ck_assert_uint_le(cache_sketch_estimate(&d->sk, x), 5); /* 8 >> 1, plus whatever collisions left */
     ck_assert_uint_lt(d->sk.additions, sample);
     cache_destroy(&c);
     cache_destroy(&d);
@@ -177,14 +180,14 @@ START_TEST(test_doorkeeper)
     for (unsigned i = 0; i < 2000; i++) {
         s_key(k, "once", i);
         uint32_t h = s_h32(c, k);
-        s_record(c, h);
-        ck_assert(s_door_has(&c->sk, s_spread(c, h)));
+        cache_sketch_record(&c->sk, h);
+        ck_assert(s_door_has(&c->sk, cache_sketch_spread(&c->sk, h)));
     }
     unsigned counted = 0;
     for (unsigned i = 0; i < 2000; i++) {
         s_key(k, "once", i);
         uint64_t idx[4];
-        s_sketch_index(&c->sk, s_spread(c, s_h32(c, k)), idx);
+        s_sketch_index(&c->sk, cache_sketch_spread(&c->sk, s_h32(c, k)), idx);
         unsigned min = 15;
         for (int r = 0; r < 4; r++)
             min = MIN(min, s_counter(&c->sk, idx[r]));
@@ -195,15 +198,15 @@ START_TEST(test_doorkeeper)
     unsigned fp = 0;
     for (unsigned i = 0; i < 2000; i++) {
         s_key(k, "never", i);
-        fp += s_door_has(&c->sk, s_spread(c, s_h32(c, k)));
+        fp += s_door_has(&c->sk, cache_sketch_spread(&c->sk, s_h32(c, k)));
     }
     ck_assert_uint_lt(fp, 200);
     /* and a reset clears it */
-    s_sketch_reset(&c->sk);
+    cache_sketch_reset(&c->sk);
     unsigned left = 0;
     for (unsigned i = 0; i < 2000; i++) {
         s_key(k, "once", i);
-        left += s_door_has(&c->sk, s_spread(c, s_h32(c, k)));
+        left += s_door_has(&c->sk, cache_sketch_spread(&c->sk, s_h32(c, k)));
     }
     ck_assert_uint_eq(left, 0);
     cache_destroy(&c);
@@ -266,12 +269,12 @@ START_TEST(test_admission_frequent_beats_one_hit)
     entry_t *victim = *s_find(c, "hot0", 4, hv);
     ck_assert_ptr_nonnull(victim);
     entry_t *cold = s_entry_new(s_h32(c, "fresh"), "fresh", 5, 1, NULL, 0, 0);
-    s_record(c, cold->hash);
-    ck_assert_uint_lt(s_estimate(c, cold->hash), s_estimate(c, hv));
+    cache_sketch_record(&c->sk, cold->hash);
+    ck_assert_uint_lt(cache_sketch_estimate(&c->sk, cold->hash), cache_sketch_estimate(&c->sk, hv));
     ck_assert(!s_admit(c, cold, victim));
     for (int i = 0; i < 20; i++)
-        s_record(c, cold->hash);
-    ck_assert_uint_gt(s_estimate(c, cold->hash), s_estimate(c, hv));
+        cache_sketch_record(&c->sk, cold->hash);
+    ck_assert_uint_gt(cache_sketch_estimate(&c->sk, cold->hash), cache_sketch_estimate(&c->sk, hv));
     ck_assert(s_admit(c, cold, victim));
     free(cold);
     cache_destroy(&c);
@@ -386,11 +389,11 @@ START_TEST(test_mode_switch)
         s_access(r, k, n);
     }
     for (int rep = 0; rep < 4; rep++) { /* r0 and r2 become frequent (recorded, not re-read: order kept) */
-        s_record(r, s_h32(r, "r0"));
-        s_record(r, s_h32(r, "r2"));
+        cache_sketch_record(&r->sk, s_h32(r, "r0"));
+        cache_sketch_record(&r->sk, s_h32(r, "r2"));
     }
-    s_record(r, s_h32(r, "r1"));
-    s_record(r, s_h32(r, "r1"));
+    cache_sketch_record(&r->sk, s_h32(r, "r1"));
+    cache_sketch_record(&r->sk, s_h32(r, "r1"));
     s_access(r, "new1", 4); /* candidates r0..r3: r3 is the least frequent */
     ck_assert(!s_resident(r, "r3"));
     ck_assert(s_resident(r, "r0") && s_resident(r, "r1") && s_resident(r, "r2") && s_resident(r, "new1"));

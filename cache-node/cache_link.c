@@ -366,6 +366,11 @@ void cache_link_poll(cache_node_t *cn, uint64_t now)
 static void s_member_pong(cache_node_t *cn, const proto_msg_t *m, unsigned from, uint64_t now)
 {
     uint64_t leading = 0, leader = 0, term = 0;
+    if (!stats_find(m->stats, m->n, "store_repl_term", &term))
+        LOG_RATELIMITED(LOG_WARN, 10000,
+                        "store member %u is not replicated (no store_repl_* in its PONG): STORE_CMD_ENDPOINT lists "
+                        "several stores, so each must run with the same STORE_REPLICAS",
+                        from + 1);
     stats_find(m->stats, m->n, "store_repl_leading", &leading);
     stats_find(m->stats, m->n, "store_repl_leader", &leader);
     stats_find(m->stats, m->n, "store_repl_term", &term);

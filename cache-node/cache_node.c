@@ -108,19 +108,14 @@ static int s_sockets(cache_node_t *cn, char *err)
 {
     const cache_node_config_t *c = &cn->cfg;
     cn->router = zu_socket(cn->zctx, ZMQ_ROUTER, 200000, 200000);
-    cn->store = zu_socket(cn->zctx, ZMQ_DEALER, 200000, 200000);
-    int one = 1, ivl_max = 1000;
+    int one = 1;
     zmq_setsockopt(cn->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(cn->store, ZMQ_IMMEDIATE, &one, sizeof one);
-    zmq_setsockopt(cn->store, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     if (zmq_bind(cn->router, c->endpoint) < 0) {
         snprintf(err, CFG_ERR_LEN, "bind %s: %s", c->endpoint, zmq_strerror(errno));
         return -1;
     }
-    if (zmq_connect(cn->store, c->store_cmd) < 0) {
-        snprintf(err, CFG_ERR_LEN, "connect %s: %s", c->store_cmd, zmq_strerror(errno));
+    if (cache_link_open(cn, err) < 0)
         return -1;
-    }
     sync_config_t scfg = {.pub_ep = c->store_pub, .cmd_ep = c->store_cmd, .heartbeat_limit_ms = c->hb_limit_ms,
                           .request_timeout_ms = c->store_timeout_ms, .sub_hwm = (uint32_t)c->sub_hwm};
     sync_handler_t sh;
@@ -131,9 +126,10 @@ static int s_sockets(cache_node_t *cn, char *err)
     zmq_pollitem_t items[2];
     sync_client_poll_items(cn->sync, items);
     void *socks[2] = {items[0].socket, items[1].socket};
-    if (zloop_add_drainer(cn->loop, socks, 2, s_pump_stream, cn) < 0 ||
-        zloop_add_socket(cn->loop, cn->store, cache_link_frames, cn) < 0 ||
-        zloop_add_socket(cn->loop, cn->router, s_on_gateway_frames, cn) < 0) {
+    int rc = zloop_add_drainer(cn->loop, socks, 2, s_pump_stream, cn);
+    for (unsigned i = 0; i < cn->members.n && rc == 0; i++)
+        rc = zloop_add_socket(cn->loop, cn->stores[i], cache_link_frames, cn);
+    if (rc < 0 || zloop_add_socket(cn->loop, cn->router, s_on_gateway_frames, cn) < 0) {
         snprintf(err, CFG_ERR_LEN, "cannot poll the node's sockets");
         return -1;
     }
@@ -178,8 +174,7 @@ void cache_node_destroy(cache_node_t **np)
     sync_client_destroy(&cn->sync);
     if (cn->router)
         zmq_close(cn->router);
-    if (cn->store)
-        zmq_close(cn->store);
+    cache_link_close(cn);
     zloop_destroy(&cn->loop);
     cache_serve_fini(cn);
     cache_destroy(&cn->cache);

@@ -17,6 +17,7 @@
 #include "cache_node.h"
 #include "dispatch.h"
 #include "idtab.h"
+#include "leader.h"
 #include "proto.h"
 #include "stats.h"
 #include "sync_client.h"
@@ -89,6 +90,15 @@ struct preq {
     /* PK_FETCH */
     fetch_t **fetches;
     uint32_t nfetch;
+    /* a replicated center (cache_link.c): which member it went to; its bytes, to send it again
+     * to a new leader when that is safe (a read, a write with a command id, or one refused
+     * ENOTLEADER: never applied) */
+    uint8_t member;
+    uint8_t retries;
+    bool parked;    /* waiting for a leader to be known (sent again when one is) */
+    bool has_cmd_id;
+    char *bytes;
+    size_t blen;
 };
 
 struct cache_node {
@@ -102,6 +112,14 @@ struct cache_node {
     cache_t *cache;
 
     /* cache_link.c */
+    leader_t members;           /* STORE_CMD_ENDPOINT: one store, or every member of a replicated center */
+    void *stores[PROTO_MEMBERS_MAX]; /* one DEALER per member; `store` is the one commands go to */
+    uint64_t m_next_ping_ms[PROTO_MEMBERS_MAX];
+    bool m_ping_out[PROTO_MEMBERS_MAX];
+    uint64_t parked;            /* requests waiting for a leader */
+    uint8_t cmd_prefix[8];      /* command ids: this process's random prefix . a counter */
+    uint64_t next_cmd;
+    uint64_t leader_switches, store_retries;
     idtab_t pending;            /* store requests by request id */
     preq_t *t_head, *t_tail;
     uint64_t next_rid;
@@ -141,6 +159,13 @@ struct cache_node {
 /* ---- cache_link.c: the store's side ---------------------------------------------------------- */
 
 void cache_link_init(cache_node_t *cn);
+/* Make the store's DEALERs (one per member of STORE_CMD_ENDPOINT's list) and connect them.
+ * Returns 0, or -1 with err (CFG_ERR_LEN). The sockets are cn->stores[0..cn->members.n). */
+int cache_link_open(cache_node_t *cn, char *err);
+/* Close the DEALERs (after cache_link_fini). */
+void cache_link_close(cache_node_t *cn);
+/* A new command id (PROTO_CMD_ID_LEN bytes) for a write: unique to this process's life. */
+void cache_link_cmd_id(cache_node_t *cn, uint8_t *out);
 /* Answer every request still waiting (EUNAVAIL), then free what the link holds. */
 void cache_link_fini(cache_node_t *cn);
 /* A request of `kind` with a fresh id and the store deadline. PK_FORWARD and PK_FETCH need `done`.

@@ -573,11 +573,18 @@ static void s_handle_write(cache_node_t *cn, const uint8_t *ident, size_t ident_
     uint64_t dl = util_now_us() + (cn->cfg.store_timeout_ms - margin_ms) * 1000u;
     if (m->deadline_us && m->deadline_us < dl)
         dl = m->deadline_us;
+    /* PUT and DEL carry a command id: a replicated center applies it once even when it is sent
+     * again to a new leader after a failover (cache_link.c). A heartbeat carries none: repeating
+     * one is harmless, and most writes are heartbeats (the store keeps ids for STORE_DEDUP_WINDOW). */
+    uint8_t id[PROTO_CMD_ID_LEN];
+    p->has_cmd_id = m->type != PROTO_TOUCH;
+    if (p->has_cmd_id)
+        cache_link_cmd_id(cn, id);
     proto_buf_reset(&cn->buf);
     if (m->type == PROTO_DEL)
-        proto_enc_get_dl(&cn->buf, PROTO_DEL, p->link.id, m->key.p, m->key.len, dl);
+        proto_enc_get_id(&cn->buf, PROTO_DEL, p->link.id, m->key.p, m->key.len, dl, id);
     else
-        proto_enc_records_cmd_dl(&cn->buf, m->type, p->link.id, m->recs, m->n, dl);
+        proto_enc_records_cmd_id(&cn->buf, m->type, p->link.id, m->recs, m->n, dl, p->has_cmd_id ? id : NULL);
     cache_link_send(cn, p, &cn->buf, m->deadline_us);
 }
 
@@ -649,13 +656,30 @@ static void s_collect_stats(cache_node_t *cn, stats_list_t *l, bool full)
     stats_addf(l, cn->link_up, "cache_link_up{node=\"%s\"}", id);
     stats_addf(l, cn->link_lag_us, "cache_link_lag_seconds{node=\"%s\"}:us", id);
     stats_addf(l, cm.items, "cache_items{node=\"%s\"}", id);
-    if (!full)
+    if (!full) {
+        /* A replicated center's state, as last polled from its leader (/health/store shows it). */
+        for (uint32_t i = 0; i < cn->store_stats.n; i++) {
+            const proto_str_t *nm = &cn->store_stats.v[i].name;
+            static const char pre[] = "store_repl_", hist[] = "store_repl_commit_seconds";
+            if (nm->len > sizeof pre - 1 && memcmp(nm->p, pre, sizeof pre - 1) == 0 &&
+                !(nm->len >= sizeof hist - 1 && memcmp(nm->p, hist, sizeof hist - 1) == 0)) {
+                char name[PROTO_STAT_NAME_MAX + 1];
+                memcpy(name, nm->p, nm->len);
+                name[nm->len] = '\0';
+                stats_add(l, name, cn->store_stats.v[i].value);
+            }
+        }
         return;
+    }
     stats_addf(l, ss.gaps, "sync_gaps_total{node=\"%s\"}", id);
     stats_addf(l, ss.resyncs, "sync_resyncs_total{node=\"%s\"}", id);
     stats_addf(l, ss.snapshots, "sync_snapshots_total{node=\"%s\"}", id);
     stats_addf(l, ss.silences, "sync_silences_total{node=\"%s\"}", id);
     stats_addf(l, ss.changes_applied, "sync_changes_applied_total{node=\"%s\"}", id);
+    stats_addf(l, (uint64_t)cn->members.cur + 1, "cache_store_member{node=\"%s\"}", id);
+    stats_addf(l, cn->leader_switches, "cache_store_leader_switches_total{node=\"%s\"}", id);
+    stats_addf(l, cn->store_retries, "cache_store_retries_total{node=\"%s\"}", id);
+    stats_addf(l, ss.leader_switches, "sync_leader_switches_total{node=\"%s\"}", id);
     stats_addf(l, ss.malformed + cn->malformed_total, "cache_malformed_total{node=\"%s\"}", id);
     stats_addf(l, cm.hits, "cache_hits_total{node=\"%s\"}", id);
     stats_addf(l, cm.misses, "cache_misses_total{node=\"%s\"}", id);

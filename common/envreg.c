@@ -122,6 +122,13 @@ static const envreg_var_t s_vars[] = {
     {"CURVE_SERVER_SECRET_KEY_FILE", S, "", "... read from this file"},
     {"CURVE_ALLOWED_CLIENTS", S, "", "relay public keys allowed in (comma-separated)"},
     {"CURVE_ALLOWED_CLIENTS_FILE", S, "", "... one per line in this file"},
+    {"STORE_REPLICAS", S | L, "", "store-node: the members' raft HOST:PORT list (unset = one store, no log); launcher: 1, 3 or 5 store-nodes"},
+    {"STORE_REPLICA_ID", S, "the host name's -N ordinal + 1", "this member's position in STORE_REPLICAS (1..N)"},
+    {"STORE_RAFT_BIND", S, "", "A.B.C.D:PORT the raft transport listens on (default: the member's own address)"},
+    {"STORE_ELECTION_MS", S, "500", "raft election timeout (failover takes about 2 to 4 of them)"},
+    {"STORE_SNAPSHOT_ENTRIES", S, "8192", "log entries between two snapshots of the state"},
+    {"STORE_DEDUP_WINDOW", S, "60s", "how long a write's command id is remembered (a retry within it applies once)"},
+    {"STORE_RAFT_PORT", L, "7100", "STORE_REPLICAS>1: member N's raft port is this + N - 1 (127.0.0.1)"},
     /* sync-relay */
     {"RELAY_CMD_ENDPOINT", R | P, "ipc://$DATA_DIR/run/store-cmd.sock", "what the region's cache-nodes send commands to"},
     {"RELAY_PUB_ENDPOINT", R, "ipc://$DATA_DIR/run/store-pub.sock", "the region's change stream"},

@@ -31,7 +31,7 @@
 #include <zmq.h>
 
 #define ZLOOP_DRAIN_MAX 4096 /* messages per socket source per turn */
-#define ZLOOP_SOURCES_MAX 8
+#define ZLOOP_SOURCES_MAX 16
 #define ZLOOP_NEVER UINT64_MAX /* a turn hook's "no deadline" */
 
 typedef struct zloop zloop_t;

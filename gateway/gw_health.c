@@ -141,6 +141,26 @@ static const char *s_sync_state_name(uint64_t s)
     return s < 4 ? names[s] : "unknown";
 }
 
+/* A replicated center (STORE_REPLICAS): its leader, term, commit index and each member's lag, as
+ * the cache-node last heard them from the leader (docs/REPLICATION.md). Nothing for one store. */
+static void s_replication(gw_buf_t *b, const node_answer_t *a)
+{
+    uint64_t members = s_stat(a, "store_repl_members");
+    if (!members)
+        return;
+    gw_buf_addf(b, "\"replication\":{\"leader\":%llu,\"term\":%llu,\"commit_index\":%llu,\"members\":[",
+                (unsigned long long)s_stat(a, "store_repl_leader"), (unsigned long long)s_stat(a, "store_repl_term"),
+                (unsigned long long)s_stat(a, "store_repl_commit_index"));
+    for (uint64_t m = 1; m <= members && m <= 7; m++) {
+        char lag[64], up[64];
+        snprintf(lag, sizeof lag, "store_repl_member_lag_entries{member=\"%llu\"}", (unsigned long long)m);
+        snprintf(up, sizeof up, "store_repl_member_up{member=\"%llu\"}", (unsigned long long)m);
+        gw_buf_addf(b, "%s{\"member\":%llu,\"lag_entries\":%llu,\"up\":%s}", m > 1 ? "," : "", (unsigned long long)m,
+                    (unsigned long long)s_stat(a, lag), s_stat(a, up) ? "true" : "false");
+    }
+    gw_buf_adds(b, "]},");
+}
+
 static void on_health_store(op_all_t *op, h2o_req_t *req)
 {
     gw_buf_t *b = &op->rc->t->out;
@@ -162,6 +182,7 @@ static void on_health_store(op_all_t *op, h2o_req_t *req)
                     (unsigned long long)s_stat(a, "cache_store_sequence"), (unsigned long long)s_stat(a, "sync_sequence"),
                     (double)s_stat(a, "sync_lag_seconds") / 1e6, s_sync_state_name(s_stat(a, "cache_sync_state")),
                     s_stat(a, "cache_link_up") ? "true" : "false", (double)s_stat(a, "cache_link_lag_seconds") / 1e6);
+        s_replication(b, a);
     }
     s_ts(b);
     gw_buf_add(b, "}", 1);

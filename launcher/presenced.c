@@ -3,6 +3,9 @@
  *   NODE_TYPE=center (default): store-node, CACHE_NODES cache-nodes (2), gateway
  *                               (+ notifier after the store-node when WEBHOOK_URLS is set)
  *   NODE_TYPE=leaf:             sync-relay (to CENTER_ENDPOINT), cache-nodes, gateway
+ *   STORE_REPLICAS=3 (or 5):    a replicated center on this machine for trying it: that many
+ *                               store-nodes (DATA_DIR/store-N, raft on 127.0.0.1:STORE_RAFT_PORT+N-1),
+ *                               every other process given all their endpoints (docs/REPLICATION.md)
  *
  * Processes are wired with ipc:// endpoints under $DATA_DIR/run. Each child is started with
  * READY_FD, a pipe it writes one "ready ..." line to once it serves; children start in dependency
@@ -50,7 +53,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CHILDREN 12
+#define MAX_CHILDREN 16
 #define READY_TIMEOUT_MS 30000
 
 typedef struct child {
@@ -340,6 +343,7 @@ static const cli_desc_t s_cli = {
 typedef struct node {
     int type; /* 0 center, 1 leaf */
     uint64_t ncache, port;
+    uint64_t replicas, raft_port; /* STORE_REPLICAS (1: one store-node, no raft), STORE_RAFT_PORT */
     char data_dir[400], center[512], node_id[65];
     char abs_dir[PATH_MAX], run_dir[PATH_MAX];
 } node_t;
@@ -354,14 +358,27 @@ static int s_config(void *arg, char *err)
      * every extra process competes for the same cores (BENCHMARKS.md, "Reads"). */
     n->ncache = (uint64_t)MIN(MAX(util_cpu_count() / 4, 1), 8);
     n->port = 8080;
+    n->replicas = 1;
+    n->raft_port = 7100;
     snprintf(n->data_dir, sizeof n->data_dir, "./data");
     snprintf(n->node_id, sizeof n->node_id, "node-1");
     if (cfg_enum("NODE_TYPE", s_types, &n->type, err) < 0 || cfg_str("DATA_DIR", n->data_dir, sizeof n->data_dir, err) < 0 ||
         cfg_u64("CACHE_NODES", 1, 8, &n->ncache, err) < 0 || cfg_u64("SERVICE_PORT", 0, 65535, &n->port, err) < 0 ||
         cfg_str("CENTER_ENDPOINT", n->center, sizeof n->center, err) < 0 ||
         cfg_str("NODE_ID", n->node_id, sizeof n->node_id, err) < 0 ||
-        cfg_u64("STOP_GRACE_MS", 100, 600000, &s_stop_grace_ms, err) < 0)
+        cfg_u64("STOP_GRACE_MS", 100, 600000, &s_stop_grace_ms, err) < 0 ||
+        cfg_u64("STORE_RAFT_PORT", 1, 65000, &n->raft_port, err) < 0)
         return -1;
+    /* STORE_REPLICAS is a count here (the store-nodes get the members' addresses from us). */
+    if (cfg_u64("STORE_REPLICAS", 1, 7, &n->replicas, err) < 0) {
+        snprintf(err, CFG_ERR_LEN, "STORE_REPLICAS: the launcher wants how many store-nodes to start (1, 3 or 5)");
+        return -1;
+    }
+    if (n->replicas != 1 && n->replicas != 3 && n->replicas != 5) {
+        snprintf(err, CFG_ERR_LEN, "STORE_REPLICAS: 1, 3 or 5 (a majority must survive a member's loss), got %llu",
+                 (unsigned long long)n->replicas);
+        return -1;
+    }
     if (n->type == 1 && !n->center[0]) {
         snprintf(err, CFG_ERR_LEN, "CENTER_ENDPOINT: required for NODE_TYPE=leaf (tcp://HOST:PORT of the center's CENTER_PORT)");
         return -1;
@@ -406,33 +423,67 @@ static int s_prepare(node_t *n)
     return 0;
 }
 
+/* STORE_REPLICAS=N > 1: N store-nodes, member i in DATA_DIR/store-i with its own sockets, raft on
+ * 127.0.0.1:STORE_RAFT_PORT+i-1 (and CENTER_PORT+2(i-1) when the center serves leaves); the lists
+ * of their endpoints, in member order, go to every process that talks to the store. */
+static void s_plan_replicas(const node_t *n, char *cmds, char *pubs, size_t len)
+{
+    char members[300] = "";
+    for (uint64_t i = 0; i < n->replicas; i++)
+        snprintf(members + strlen(members), sizeof members - strlen(members), "%s127.0.0.1:%llu", i ? "," : "",
+                 (unsigned long long)(n->raft_port + i));
+    const char *cp = getenv("CENTER_PORT");
+    unsigned long center = cp && *cp ? strtoul(cp, NULL, 10) : 0;
+    for (uint64_t i = 1; i <= n->replicas; i++) {
+        char name[32], dir[PATH_MAX];
+        snprintf(name, sizeof name, "store-node-%llu", (unsigned long long)i);
+        snprintf(dir, sizeof dir, "%s/store-%llu", n->abs_dir, (unsigned long long)i);
+        mkdir(dir, 0750);
+        child_t *c = s_add(name, "store-node");
+        s_env(c, "DATA_DIR", "%s", dir);
+        s_env(c, "STORE_REPLICAS", "%s", members);
+        s_env(c, "STORE_REPLICA_ID", "%llu", (unsigned long long)i);
+        s_env(c, "STORE_CMD_ENDPOINT", "ipc://%s/store-%llu-cmd.sock", n->run_dir, (unsigned long long)i);
+        s_env(c, "STORE_PUB_ENDPOINT", "ipc://%s/store-%llu-pub.sock", n->run_dir, (unsigned long long)i);
+        if (center)
+            s_env(c, "CENTER_PORT", "%lu", center + 2 * (i - 1));
+        snprintf(cmds + strlen(cmds), len - strlen(cmds), "%sipc://%s/store-%llu-cmd.sock", i > 1 ? "," : "", n->run_dir,
+                 (unsigned long long)i);
+        snprintf(pubs + strlen(pubs), len - strlen(pubs), "%sipc://%s/store-%llu-pub.sock", i > 1 ? "," : "", n->run_dir,
+                 (unsigned long long)i);
+    }
+}
+
 /* The children, in the order they start: the store-node (a leaf: the sync-relay), the cache-nodes,
  * the gateway, wired over ipc:// in run/. */
 static void s_plan(const node_t *n)
 {
-    char store_cmd[600], store_pub[600], notifier_ep[600] = "";
+    char store_cmd[1000], store_pub[1000], notifier_ep[600] = "";
     const char *hooks_on = getenv("WEBHOOK_URLS");
     if (n->type == 0 && hooks_on && *hooks_on)
         snprintf(notifier_ep, sizeof notifier_ep, "ipc://%s/notifier.sock", n->run_dir);
     snprintf(store_cmd, sizeof store_cmd, "ipc://%s/store-cmd.sock", n->run_dir);
     snprintf(store_pub, sizeof store_pub, "ipc://%s/store-pub.sock", n->run_dir);
-    if (n->type == 0) {
+    unsetenv("STORE_REPLICAS"); /* a count for us; the store-nodes get addresses (or nothing) */
+    if (n->type == 0 && n->replicas > 1) {
+        store_cmd[0] = store_pub[0] = '\0';
+        s_plan_replicas(n, store_cmd, store_pub, sizeof store_cmd);
+    } else if (n->type == 0) {
         child_t *c = s_add("store-node", "store-node");
         s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
         s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
-        /* Webhooks (docs/WEBHOOKS.md): the notifier follows the center's stream; it validates
-         * its own WEBHOOK_* settings (passed through). */
-        const char *hooks = getenv("WEBHOOK_URLS");
-        if (hooks && *hooks) {
-            c = s_add("notifier", "notifier");
-            s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
-            s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
-            s_env(c, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
-        }
     } else {
         child_t *c = s_add("sync-relay", "sync-relay");
         s_env(c, "RELAY_CMD_ENDPOINT", "%s", store_cmd);
         s_env(c, "RELAY_PUB_ENDPOINT", "%s", store_pub);
+    }
+    if (notifier_ep[0]) {
+        /* Webhooks (docs/WEBHOOKS.md): the notifier follows the center's stream (every member's
+         * with replicas); it validates its own WEBHOOK_* settings (passed through). */
+        child_t *c = s_add("notifier", "notifier");
+        s_env(c, "STORE_CMD_ENDPOINT", "%s", store_cmd);
+        s_env(c, "STORE_PUB_ENDPOINT", "%s", store_pub);
+        s_env(c, "NOTIFIER_ENDPOINT", "%s", notifier_ep);
     }
     char eps[8 * 620] = "";
     for (uint64_t i = 1; i <= n->ncache; i++) {
@@ -477,8 +528,8 @@ static int s_start_all(const node_t *n)
     if (http)
         snprintf(bound, sizeof bound, "%.*s", (int)strcspn(http + 5, " \n"), http + 5);
     char line[700];
-    snprintf(line, sizeof line, "http=%s node_id=%s node_type=%s data_dir=%s", bound, n->node_id, s_types[n->type],
-             n->abs_dir);
+    snprintf(line, sizeof line, "http=%s node_id=%s node_type=%s data_dir=%s%s", bound, n->node_id, s_types[n->type],
+             n->abs_dir, n->replicas > 1 ? (n->replicas == 3 ? " store_replicas=3" : " store_replicas=5") : "");
     printf("ready %s\n", line);
     fflush(stdout);
     zu_signal_ready(line); /* for supervisors and tests that start the launcher itself */

@@ -153,6 +153,16 @@ static int s_str(const msgpack_object *o, size_t max, proto_str_t *out)
     return 0;
 }
 
+/* A command id: a bin of exactly PROTO_CMD_ID_LEN bytes, copied into the message. */
+static int s_cmd_id(const msgpack_object *o, proto_msg_t *m)
+{
+    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != PROTO_CMD_ID_LEN)
+        return -1;
+    memcpy(m->cmd_id, o->via.bin.ptr, PROTO_CMD_ID_LEN);
+    m->has_cmd_id = true;
+    return 0;
+}
+
 static const msgpack_object *s_arr(const msgpack_object *o, uint32_t min, uint32_t max, uint32_t *n)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < min || o->via.array.size > max)
@@ -423,12 +433,14 @@ int proto_rewrite_rid(const void *data, size_t len, uint64_t rid, proto_buf_t *o
 
 typedef int (*dec_fn)(proto_msg_t *m, const msgpack_object *f, uint32_t n);
 
-/* GET, DEL (optional deadline), SESSIONS: one key. */
+/* GET, DEL (optional deadline, then an optional command id), SESSIONS: one key. */
 static int s_dec_key(proto_msg_t *m, const msgpack_object *f, uint32_t n)
 {
-    if (m->type == PROTO_DEL && n == 5) {
+    if (m->type == PROTO_DEL && (n == 5 || n == 6)) {
         if (s_u64(&f[4], &m->deadline_us) < 0)
             DFAIL("bad deadline");
+        if (n == 6 && s_cmd_id(&f[5], m) < 0)
+            DFAIL("bad command id");
     } else {
         NFIELDS(4);
     }
@@ -481,14 +493,17 @@ static int s_dec_touch_entry(const msgpack_object *o, proto_record_t *r)
     return fn == 8 ? s_cmd_fields(&rf[3], r, false) : 0;
 }
 
-/* PUT, TOUCH (optional deadline), APPLY: a list of entries (APPLY: whole records). */
+/* PUT, TOUCH (optional deadline, then an optional command id), APPLY: a list of entries (APPLY:
+ * whole records). */
 static int s_dec_records(proto_msg_t *m, const msgpack_object *f, uint32_t n)
 {
     uint32_t cnt;
     const msgpack_object *items;
-    if (m->type != PROTO_APPLY && n == 5) {
+    if (m->type != PROTO_APPLY && (n == 5 || n == 6)) {
         if (s_u64(&f[4], &m->deadline_us) < 0)
             DFAIL("bad deadline");
+        if (n == 6 && s_cmd_id(&f[5], m) < 0)
+            DFAIL("bad command id");
     } else {
         NFIELDS(4);
     }
@@ -692,14 +707,19 @@ static int s_dec_batch(proto_msg_t *m, const msgpack_object *f, uint32_t n)
 static int s_dec_hugz(proto_msg_t *m, const msgpack_object *f, uint32_t n)
 {
     uint64_t v;
-    if (n != 6 && n != 7)
-        DFAIL("HUGZ: %u fields, want 6 or 7", n);
+    if (n < 6 || n > 9 || n == 8)
+        DFAIL("HUGZ: %u fields, want 6, 7 or 9", n);
     if (s_u64(&f[3], &m->epoch) < 0 || s_u64(&f[4], &m->seq) < 0 || s_u64(&f[5], &m->now_us) < 0)
         DFAIL("bad hugz");
-    if (n == 7) {
+    if (n >= 7) {
         if (s_uint(&f[6], UINT32_MAX, &v) < 0)
             DFAIL("bad hugz flags");
         m->flags = (uint32_t)v;
+    }
+    if (n == 9) { /* a replicated center's member and its term */
+        if (s_uint(&f[7], PROTO_MEMBERS_MAX, &v) < 0 || s_u64(&f[8], &m->term) < 0)
+            DFAIL("bad hugz member");
+        m->member = (uint32_t)v;
     }
     return 0;
 }

@@ -66,7 +66,9 @@ enum proto_status {
     PROTO_EUNAVAIL = 4,  /* the store (or the link to the center) is unreachable */
     PROTO_EINTERNAL = 5, /* storage error */
     PROTO_ETIMEOUT = 6,  /* an upstream hop missed its deadline */
-    PROTO_STATUS_MAX_ = 6
+    PROTO_ENOTLEADER = 7, /* a replicated store-node that does not lead: REPLY as_of = the leader's member
+                             number (1..N, 0 = none known yet); the command was not applied */
+    PROTO_STATUS_MAX_ = 7
 };
 
 /* REPLY flags */
@@ -118,6 +120,8 @@ enum proto_catchup_mode {
 #define PROTO_TIME_MAX (1ull << 62)    /* no timestamp (us) is later than this (year 148,000) */
 #define PROTO_VERSION_MAX (1ull << 62) /* versions are sequences: far below this */
 #define PROTO_LEASE_TTL_MAX_MS 600000u
+#define PROTO_CMD_ID_LEN 16   /* a write's command id: the sender's random instance id + a counter */
+#define PROTO_MEMBERS_MAX 7   /* members of a replicated center (STORE_REPLICAS) */
 
 /* Record flags (proto_record_t.rflags). */
 #define PROTO_REC_F_RT 0x1u     /* the user has used sessions or message_ttl: render the real-time fields */
@@ -212,7 +216,8 @@ typedef struct proto_stat {
  *   CATCHUP_REPLY:      status, epoch, mode, seq (through_seq), done, changes[n], key (cursor)
  *   PONG, STATS_REPLY:  status, stats[n]
  *   CHANGES:            epoch, first_seq, seq (last_seq), changes[n]
- *   HUGZ:               epoch, seq, now_us, flags (0 when the optional field is absent)
+ *   HUGZ:               epoch, seq, now_us, flags (0 when the optional field is absent), member, term
+ *   PUT, TOUCH, DEL also: deadline_us, has_cmd_id + cmd_id (optional trailing fields)
  *   BATCH:              parts[n] (each a whole encoded message, borrowed from the frame)
  * Allocated arrays are owned by the message: release with proto_msg_fini(). */
 typedef struct proto_msg {
@@ -224,6 +229,10 @@ typedef struct proto_msg {
     uint32_t flags;
     uint64_t epoch, seq, first_seq, now_us, max_items;
     uint64_t deadline_us; /* PUT, TOUCH, DEL: the sender's deadline (wall clock, us); 0 = none */
+    bool has_cmd_id;      /* PUT, TOUCH, DEL: a command id follows (a retry carries the same one) */
+    uint8_t cmd_id[PROTO_CMD_ID_LEN];
+    uint32_t member;      /* HUGZ: the publishing member of a replicated center (1..N; 0 = not said) */
+    uint64_t term;        /* HUGZ: that member's raft term (0 = not said) */
     proto_str_t key;
     uint32_t n;
     proto_str_t *keys;
@@ -298,6 +307,13 @@ void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const pro
 void proto_enc_get_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us);
 void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
                               uint64_t deadline_us);
+/* The same with a command id (PROTO_CMD_ID_LEN bytes, or NULL for none): a replicated store applies
+ * a command id once, and answers a retry with what the first attempt did (PROTOCOL.md, command
+ * ids). With an id the deadline field is always present (0 = none). */
+void proto_enc_get_id(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us,
+                      const uint8_t *cmd_id);
+void proto_enc_records_cmd_id(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
+                              uint64_t deadline_us, const uint8_t *cmd_id);
 void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid);                          /* STATS, PING */
 void proto_enc_catchup(proto_buf_t *b, uint64_t rid, uint64_t epoch, uint64_t after_seq, uint64_t max_items,
                        uint32_t flags, uint64_t snap_start, const char *after_key, size_t klen);
@@ -328,6 +344,11 @@ void proto_enc_sessions_reply(proto_buf_t *b, uint64_t rid, uint8_t status, cons
 void proto_session_encode(proto_buf_t *b, const proto_session_t *s);
 int proto_session_decode(const void *data, size_t len, proto_session_t *s);
 void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags);
+/* HUGZ of a member of a replicated center: flags, then the publishing member's number (1..N) and
+ * its term, so a subscriber connected to every member learns which one leads (the highest term
+ * wins over a cut-off leader that has not stepped down yet). */
+void proto_enc_hugz_member(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags,
+                           uint32_t member, uint64_t term);
 
 /* Batching: collect whole encoded messages, then emit one BATCH frame (or the single message
  * itself when there is only one). Senders flush a batch early once it holds PROTO_BATCH_SOFT_MAX

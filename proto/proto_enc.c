@@ -194,12 +194,29 @@ void proto_record_encode(proto_buf_t *b, const proto_record_t *r)
 
 void proto_enc_get_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us)
 {
+    proto_enc_get_id(b, type, rid, key, klen, deadline_us, NULL);
+}
+
+static void s_enc_cmd_id(proto_enc_t *e, const uint8_t *cmd_id)
+{
+    PK(e, pk);
+    msgpack_pack_bin(&pk, PROTO_CMD_ID_LEN);
+    msgpack_pack_bin_body(&pk, cmd_id, PROTO_CMD_ID_LEN);
+}
+
+void proto_enc_get_id(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen, uint64_t deadline_us,
+                      const uint8_t *cmd_id)
+{
     proto_enc_t e;
     proto_enc_init(&e, b);
-    proto_enc_header(&e, deadline_us ? 5 : 4, type, rid);
+    if (type != PROTO_DEL)
+        cmd_id = NULL; /* only DEL of the key-shaped commands carries one */
+    proto_enc_header(&e, cmd_id ? 6 : deadline_us ? 5 : 4, type, rid);
     proto_enc_str(&e, key, klen);
-    if (deadline_us)
+    if (deadline_us || cmd_id)
         proto_enc_u64(&e, deadline_us);
+    if (cmd_id)
+        s_enc_cmd_id(&e, cmd_id);
 }
 
 void proto_enc_get(proto_buf_t *b, uint8_t type, uint64_t rid, const char *key, size_t klen)
@@ -225,11 +242,19 @@ void proto_enc_records_cmd(proto_buf_t *b, uint8_t type, uint64_t rid, const pro
 void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
                               uint64_t deadline_us)
 {
+    proto_enc_records_cmd_id(b, type, rid, recs, n, deadline_us, NULL);
+}
+
+void proto_enc_records_cmd_id(proto_buf_t *b, uint8_t type, uint64_t rid, const proto_record_t *recs, uint32_t n,
+                              uint64_t deadline_us, const uint8_t *cmd_id)
+{
     proto_enc_t e;
     proto_enc_init(&e, b);
-    if (type == PROTO_APPLY)
-        deadline_us = 0; /* APPLY has no deadline field */
-    proto_enc_header(&e, deadline_us ? 5 : 4, type, rid);
+    if (type == PROTO_APPLY) {
+        deadline_us = 0; /* APPLY has no deadline field, nor a command id */
+        cmd_id = NULL;
+    }
+    proto_enc_header(&e, cmd_id ? 6 : deadline_us ? 5 : 4, type, rid);
     proto_enc_array(&e, n);
     for (uint32_t i = 0; i < n; i++) {
         const proto_record_t *r = &recs[i];
@@ -270,8 +295,10 @@ void proto_enc_records_cmd_dl(proto_buf_t *b, uint8_t type, uint64_t rid, const 
             proto_enc_record(&e, r);
         }
     }
-    if (deadline_us)
+    if (deadline_us || cmd_id)
         proto_enc_u64(&e, deadline_us);
+    if (cmd_id)
+        s_enc_cmd_id(&e, cmd_id);
 }
 
 void proto_enc_simple(proto_buf_t *b, uint8_t type, uint64_t rid)
@@ -461,4 +488,18 @@ void proto_enc_hugz_flags(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t
     proto_enc_u64(&e, seq);
     proto_enc_u64(&e, now_us);
     proto_enc_u64(&e, flags);
+}
+
+void proto_enc_hugz_member(proto_buf_t *b, uint64_t epoch, uint64_t seq, uint64_t now_us, uint32_t flags,
+                           uint32_t member, uint64_t term)
+{
+    proto_enc_t e;
+    proto_enc_init(&e, b);
+    proto_enc_header(&e, 9, PROTO_HUGZ, 0);
+    proto_enc_u64(&e, epoch);
+    proto_enc_u64(&e, seq);
+    proto_enc_u64(&e, now_us);
+    proto_enc_u64(&e, flags);
+    proto_enc_u64(&e, member);
+    proto_enc_u64(&e, term);
 }

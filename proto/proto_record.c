@@ -113,8 +113,8 @@ int proto_presence_parse(const char *s, size_t len)
 
 const char *proto_status_name(int status)
 {
-    static const char *const names[] = {"ok", "notfound", "bad request", "overload", "unavailable", "internal",
-                                        "timeout"};
+    static const char *const names[] = {"ok",       "notfound", "bad request", "overload", "unavailable",
+                                        "internal", "timeout",  "not leader"};
     return (status >= 0 && status <= PROTO_STATUS_MAX_) ? names[status] : "unknown";
 }
 

@@ -46,7 +46,7 @@
 
 #define REPL_ERR_LEN 256
 #define REPL_MEMBERS_MAX 7
-#define REPL_ADDR_MAX 64          /* "host:port" plus NUL */
+#define REPL_ADDR_MAX 256         /* "host:port" plus NUL (a StatefulSet pod's DNS name is long) */
 #define REPL_ENTRY_MAX (4u << 20) /* largest entry accepted (raft_uv's 8 MiB segments must hold it) */
 
 typedef struct repl repl_t;

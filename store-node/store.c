@@ -12,6 +12,9 @@
  *         BE64(due_us) . 0x01 . BE64(lease_id) -> ""   when a lease lapses (0x01 is no user-id byte)
  *   log   BE64(seq)                    -> kind . user_id   the changelog (append-only, pruned at the head)
  *   meta  "epoch" | "last_seq" | "log_floor" | "seq_reserved" -> u64 (native endian, 8 bytes)
+ *         replicated: "raft_applied" (the log index applied) | "lease_from" (the last LEAD entry's time)
+ *   dedup cmd_id -> status . BE32(flags) . BE64(as_of) . BE64(at_us)   replicated: commands applied
+ *   dedt  BE64(at_us) . cmd_id -> ""   the same ids in time order, pruned past the dedup window
  *
  * Big-endian keys make memcmp order equal numeric order, so `due` is scanned from its first key
  * by the sweeper and `log` from after_seq by catch-up.
@@ -46,7 +49,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ==== small helpers ========================================================================== */
 
@@ -114,7 +119,7 @@ uint64_t store_due_us(const store_t *s, const proto_record_t *r)
 
 uint64_t store_epoch(const store_t *s)
 {
-    return s->epoch;
+    return atomic_load(&((store_t *)s)->epoch);
 }
 
 int store_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out)
@@ -137,10 +142,99 @@ int store_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t val)
 
 /* ==== open / close =========================================================================== */
 
+/* Open the environment in s->path and its databases, and read meta. Used at open and after a
+ * replicated state was replaced (store_replace). Returns an LMDB code, or -1 with err set. */
+static int s_env_open(store_t *s, char *err)
+{
+    MDB_txn *txn = NULL;
+    int rc;
+    if ((rc = mdb_env_create(&s->env)) != 0)
+        return rc;
+    mdb_env_set_maxdbs(s->env, 10);
+    mdb_env_set_maxreaders(s->env, 256);
+    mdb_env_set_mapsize(s->env, s->map_size);
+    unsigned flags = MDB_NOTLS;
+    if (s->cfg.replicated || s->cfg.sync_mode == STORE_SYNC_NONE)
+        flags |= MDB_NOSYNC; /* replicated: the raft log is the durable record (REPLICATION.md) */
+    else if (s->cfg.sync_mode == STORE_SYNC_NOMETA)
+        flags |= MDB_NOMETASYNC;
+    if ((rc = mdb_env_open(s->env, s->path, flags, 0640)) != 0)
+        return rc;
+    /* The file may already be larger than the configured initial size: adopt its size. */
+    MDB_envinfo ei;
+    mdb_env_info(s->env, &ei);
+    s->map_size = ei.me_mapsize;
+    int dead = 0;
+    mdb_reader_check(s->env, &dead);
+    s->readers_cleared += (uint64_t)dead;
+
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        return rc;
+    if ((rc = mdb_dbi_open(txn, "rec", MDB_CREATE, &s->rec)) != 0 ||
+        (rc = mdb_dbi_open(txn, "due", MDB_CREATE, &s->due)) != 0 ||
+        (rc = mdb_dbi_open(txn, "log", MDB_CREATE, &s->log)) != 0 ||
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
+        (rc = mdb_dbi_open(txn, "ses", MDB_CREATE, &s->ses)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &s->lease)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lses", MDB_CREATE, &s->lses)) != 0)
+        goto out;
+    if (s->cfg.replicated && ((rc = mdb_dbi_open(txn, "dedup", MDB_CREATE, &s->dedup)) != 0 ||
+                              (rc = mdb_dbi_open(txn, "dedt", MDB_CREATE, &s->dedt)) != 0))
+        goto out;
+    uint64_t epoch = 0;
+    rc = store_meta_get(txn, s->meta, "epoch", &epoch);
+    if (rc == MDB_NOTFOUND && !s->cfg.replicated) {
+        do {
+            if (util_random(&epoch, sizeof epoch) < 0) {
+                snprintf(err, STORE_ERR_LEN, "getrandom: %s", strerror(errno));
+                mdb_txn_abort(txn);
+                return -1;
+            }
+            epoch &= 0x7fffffffffffffffULL; /* keep it positive for every consumer */
+        } while (epoch == 0);
+        rc = store_meta_put(txn, s->meta, "epoch", epoch);
+    } else if (rc == MDB_NOTFOUND) {
+        rc = 0; /* replicated: the first LEAD entry gives it (store_lead_at) */
+    }
+    if (rc)
+        goto out;
+    atomic_store(&s->epoch, epoch);
+    s->last_seq = s->log_floor = s->seq_reserved = s->applied = 0;
+    if ((rc = store_meta_get(txn, s->meta, "last_seq", &s->last_seq)) != 0 && rc != MDB_NOTFOUND)
+        goto out;
+    if ((rc = store_meta_get(txn, s->meta, "log_floor", &s->log_floor)) != 0 && rc != MDB_NOTFOUND)
+        goto out;
+    if (s->cfg.replicated) {
+        /* No reservation: nothing is published before a majority has it, and a restart replays
+         * the same entries into the same sequences (a jump would diverge from the others). */
+        if ((rc = store_meta_get(txn, s->meta, "raft_applied", &s->applied)) != 0 && rc != MDB_NOTFOUND)
+            goto out;
+        s->opened_us = 0;
+        if ((rc = store_meta_get(txn, s->meta, "lease_from", &s->opened_us)) != 0 && rc != MDB_NOTFOUND)
+            goto out;
+        rc = 0;
+    } else {
+        if ((rc = store_meta_get(txn, s->meta, "seq_reserved", &s->seq_reserved)) != 0 && rc != MDB_NOTFOUND)
+            goto out;
+        rc = 0;
+        if (s->seq_reserved > s->last_seq) {
+            /* Not closed cleanly while unsynced commits were possible: sequences up to the
+             * reservation may have been published and lost. Continue after them. */
+            s->last_seq = s->seq_reserved;
+            rc = store_meta_put(txn, s->meta, "last_seq", s->last_seq);
+        }
+    }
+out:
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return mdb_txn_commit(txn);
+}
+
 int store_open(const store_config_t *cfg, store_t **out, char *err)
 {
     store_t *s = xcalloc(1, sizeof *s);
-    MDB_txn *txn = NULL;
     int rc;
     s->cfg = *cfg;
     snprintf(s->path, sizeof s->path, "%s", cfg->path);
@@ -149,10 +243,14 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
         s->cfg.map_size = 1u << 20;
     if (s->cfg.map_size_max < s->cfg.map_size)
         s->cfg.map_size_max = s->cfg.map_size;
+    if (s->cfg.replicated)
+        s->cfg.map_size = s->cfg.map_size_max; /* never grows: a snapshot copy may hold a reader */
     if (s->cfg.log_max == 0)
         s->cfg.log_max = 1;
     if (s->cfg.max_sessions == 0 || s->cfg.max_sessions > STORE_SESSIONS_CAP)
         s->cfg.max_sessions = s->cfg.max_sessions ? STORE_SESSIONS_CAP : 32;
+    if (s->cfg.replicated && s->cfg.dedup_window_us == 0)
+        s->cfg.dedup_window_us = 60000000u;
     s->opened_us = cfg->now_us ? cfg->now_us : util_now_us();
     pthread_rwlock_init(&s->resize_lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
@@ -168,75 +266,15 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
         snprintf(err, STORE_ERR_LEN, "mkdir %s: %s", s->path, strerror(errno));
         goto fail;
     }
-    if ((rc = mdb_env_create(&s->env)) != 0)
-        goto lmdb_fail;
-    mdb_env_set_maxdbs(s->env, 8);
-    mdb_env_set_maxreaders(s->env, 256);
     s->map_size = s->cfg.map_size;
-    mdb_env_set_mapsize(s->env, s->map_size);
-    unsigned flags = MDB_NOTLS;
-    if (cfg->sync_mode == STORE_SYNC_NOMETA)
-        flags |= MDB_NOMETASYNC;
-    else if (cfg->sync_mode == STORE_SYNC_NONE)
-        flags |= MDB_NOSYNC;
-    if ((rc = mdb_env_open(s->env, s->path, flags, 0640)) != 0)
-        goto lmdb_fail;
-    /* The file may already be larger than the configured initial size: adopt its size. */
-    MDB_envinfo ei;
-    mdb_env_info(s->env, &ei);
-    s->map_size = ei.me_mapsize;
-    int dead = 0;
-    mdb_reader_check(s->env, &dead);
-    s->readers_cleared += (uint64_t)dead;
-
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
-        goto lmdb_fail;
-    if ((rc = mdb_dbi_open(txn, "rec", MDB_CREATE, &s->rec)) != 0 ||
-        (rc = mdb_dbi_open(txn, "due", MDB_CREATE, &s->due)) != 0 ||
-        (rc = mdb_dbi_open(txn, "log", MDB_CREATE, &s->log)) != 0 ||
-        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
-        (rc = mdb_dbi_open(txn, "ses", MDB_CREATE, &s->ses)) != 0 ||
-        (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &s->lease)) != 0 ||
-        (rc = mdb_dbi_open(txn, "lses", MDB_CREATE, &s->lses)) != 0)
-        goto lmdb_fail;
-    rc = store_meta_get(txn, s->meta, "epoch", &s->epoch);
-    if (rc == MDB_NOTFOUND) {
-        do {
-            if (util_random(&s->epoch, sizeof s->epoch) < 0) {
-                snprintf(err, STORE_ERR_LEN, "getrandom: %s", strerror(errno));
-                goto fail;
-            }
-            s->epoch &= 0x7fffffffffffffffULL; /* keep it positive for every consumer */
-        } while (s->epoch == 0);
-        if ((rc = store_meta_put(txn, s->meta, "epoch", s->epoch)) != 0)
-            goto lmdb_fail;
-    } else if (rc != 0) {
-        goto lmdb_fail;
+    if ((rc = s_env_open(s, err)) != 0) {
+        if (rc != -1) /* an LMDB code or an errno; -1 wrote err itself */
+            snprintf(err, STORE_ERR_LEN, "lmdb %s: %s", s->path, mdb_strerror(rc));
+        goto fail;
     }
-    if ((rc = store_meta_get(txn, s->meta, "last_seq", &s->last_seq)) != 0 && rc != MDB_NOTFOUND)
-        goto lmdb_fail;
-    if ((rc = store_meta_get(txn, s->meta, "log_floor", &s->log_floor)) != 0 && rc != MDB_NOTFOUND)
-        goto lmdb_fail;
-    if ((rc = store_meta_get(txn, s->meta, "seq_reserved", &s->seq_reserved)) != 0 && rc != MDB_NOTFOUND)
-        goto lmdb_fail;
-    if (s->seq_reserved > s->last_seq) {
-        /* Not closed cleanly while unsynced commits were possible: sequences up to the reservation
-         * may have been published and lost. Continue after them. */
-        s->last_seq = s->seq_reserved;
-        if ((rc = store_meta_put(txn, s->meta, "last_seq", s->last_seq)) != 0)
-            goto lmdb_fail;
-    }
-    rc = mdb_txn_commit(txn);
-    txn = NULL;
-    if (rc != 0)
-        goto lmdb_fail;
     *out = s;
     return 0;
-lmdb_fail:
-    snprintf(err, STORE_ERR_LEN, "lmdb %s: %s", s->path, mdb_strerror(rc));
 fail:
-    if (txn)
-        mdb_txn_abort(txn);
     store_close(&s);
     return -1;
 }
@@ -253,7 +291,7 @@ void store_close(store_t **sp)
         free(r);
     }
     if (s->env) {
-        if (s->seq_reserved > s->last_seq) { /* release the reservation: everything is synced below */
+        if (!s->cfg.replicated && s->seq_reserved > s->last_seq) { /* release the reservation: everything is synced below */
             MDB_txn *txn;
             if (mdb_txn_begin(s->env, NULL, 0, &txn) == 0) {
                 if (store_meta_put(txn, s->meta, "seq_reserved", s->last_seq) == 0)
@@ -516,7 +554,7 @@ int store_read_records(store_read_t *r, const char *after_key, size_t after_len,
 void store_get_info(store_t *s, store_info_t *info)
 {
     memset(info, 0, sizeof *info);
-    info->epoch = s->epoch;
+    info->epoch = store_epoch(s);
     info->map_size = s->map_size;
     info->map_grows = s->map_grows;
     info->readers_cleared = s->readers_cleared;
@@ -531,6 +569,8 @@ void store_get_info(store_t *s, store_info_t *info)
         info->log_entries = st.ms_entries;
     if (mdb_stat(r->txn, s->due, &st) == 0)
         info->due_entries = st.ms_entries;
+    if (s->cfg.replicated && mdb_stat(r->txn, s->dedup, &st) == 0)
+        info->dedup_entries = st.ms_entries;
     info->last_seq = r->seq;
     info->log_floor = r->floor;
     MDB_envinfo ei;
@@ -570,4 +610,96 @@ int store_catchup(store_read_t *r, uint64_t epoch, const proto_msg_t *m, store_c
         return rc;
     }
     return store_read_changes(r, m->seq, max, out, &res->through, &res->done);
+}
+
+/* ==== replicated mode: snapshots =============================================================== */
+
+/* Open a copy made by store_copy read-only and read its applied index and epoch. */
+static int s_copy_meta(const char *path, uint64_t *applied, uint64_t *epoch, char *err)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi meta;
+    int rc = mdb_env_create(&env);
+    if (rc == 0) {
+        mdb_env_set_maxdbs(env, 10);
+        rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0640);
+    }
+    if (rc == 0)
+        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", 0, &meta);
+    *applied = *epoch = 0;
+    if (rc == 0 && (rc = store_meta_get(txn, meta, "raft_applied", applied)) == 0) {
+        rc = store_meta_get(txn, meta, "epoch", epoch);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (rc)
+        snprintf(err, STORE_ERR_LEN, "snapshot copy %s: %s", path, mdb_strerror(rc));
+    if (txn)
+        mdb_txn_abort(txn);
+    if (env)
+        mdb_env_close(env);
+    return rc ? -1 : 0;
+}
+
+int store_copy(store_t *s, const char *path, uint64_t *applied, char *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, STORE_ERR_LEN, "open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* Readers hold resize_lock shared: no replace can close the environment under the copy. */
+    pthread_rwlock_rdlock(&s->resize_lock);
+    int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+    pthread_rwlock_unlock(&s->resize_lock);
+    close(fd);
+    if (rc) {
+        snprintf(err, STORE_ERR_LEN, "mdb_env_copyfd2: %s", mdb_strerror(rc));
+        return -1;
+    }
+    uint64_t epoch;
+    return s_copy_meta(path, applied, &epoch, err);
+}
+
+int store_replace(store_t *s, const char *path, uint64_t applied, char *err)
+{
+    uint64_t a, epoch;
+    if (s_copy_meta(path, &a, &epoch, err) < 0)
+        return -1;
+    if (a != applied) {
+        snprintf(err, STORE_ERR_LEN, "snapshot copy holds index %llu, expected %llu", (unsigned long long)a,
+                 (unsigned long long)applied);
+        return -1;
+    }
+    char data[600];
+    snprintf(data, sizeof data, "%s/data.mdb", s->path);
+    pthread_rwlock_wrlock(&s->resize_lock);
+    pthread_mutex_lock(&s->pool_lock);
+    while (s->pool) {
+        struct store_read *r = s->pool;
+        s->pool = r->next;
+        mdb_txn_abort(r->txn);
+        free(r);
+    }
+    s->pool_n = 0;
+    pthread_mutex_unlock(&s->pool_lock);
+    mdb_env_close(s->env);
+    s->env = NULL;
+    int ren = rename(path, data);
+    if (ren < 0)
+        snprintf(err, STORE_ERR_LEN, "rename %s: %s", path, strerror(errno));
+    s->map_size = s->cfg.map_size;
+    int rc = s_env_open(s, err); /* the new state, or the old one when the rename failed */
+    pthread_rwlock_unlock(&s->resize_lock);
+    if (rc) {
+        /* Neither the new state nor the old one opens: this member cannot go on. Its restart
+         * rebuilds the state from the raft snapshot and log. */
+        fprintf(stderr, "store: cannot reopen %s after a snapshot install: %s\n", s->path,
+                rc == -1 ? err : mdb_strerror(rc));
+        exit(1);
+    }
+    return ren < 0 ? -1 : 0;
 }

@@ -8,6 +8,15 @@
  * Every change gets the next global sequence number, which is also the record's version. A
  * record, its index entries and the last sequence number commit in one transaction.
  *
+ * Replicated mode (store_config.replicated; docs/REPLICATION.md): the writer is the thread that
+ * applies committed log entries, through the *_at functions only. Each applies one entry in one
+ * transaction that also records the entry's log index ("raft_applied"), is a function of the state
+ * and the entry alone (time from the entry, never the clock; no sequence reservation; commands
+ * carrying an id already applied within the dedup window are answered from the dedup table, not
+ * applied again), and is never split: a failure is fatal to the member, which restarts and
+ * re-applies from its applied index. The epoch comes from the log (store_lead_at). The map is
+ * opened at map_size_max and never grows (a snapshot copy may be running).
+ *
  * Errors: functions return STORE_OK, STORE_NOTFOUND (reads), or STORE_ERROR with a message in
  * the caller's err buffer (STORE_ERR_LEN bytes).
  */
@@ -41,6 +50,8 @@ typedef struct store_config {
     uint64_t log_max;        /* keep at most this many changelog entries (older ones move the floor) */
     uint32_t max_sessions;   /* MAX_SESSIONS per user (default 32, at most 256) */
     uint64_t now_us;         /* the opening time (tests; 0 = the clock): leases get their ttl after it */
+    bool replicated;         /* the state machine of a replicated log (see above) */
+    uint64_t dedup_window_us; /* replicated: command ids are remembered this long (entry time) */
 } store_config_t;
 
 typedef struct store store_t;
@@ -60,6 +71,11 @@ typedef struct store_op {
     uint8_t lease_op;          /* enum proto_lease_op */
     char lease_node[PROTO_NODE_ID_MAX + 1];
     uint32_t flags;            /* out: PROTO_REPLY_F_LAPSED */
+    /* replicated mode: exactly once per command id */
+    bool has_cmd_id;
+    uint8_t cmd_id[PROTO_CMD_ID_LEN];
+    bool deduped;              /* out: applied before (status, flags and as_of are the first
+                                  attempt's; out[] the records as they are now) */
 } store_op_t;
 
 /* A growable list of changes produced by writes and sweeps, in sequence order. */
@@ -83,6 +99,7 @@ typedef struct store_info {
     uint64_t map_used;     /* bytes of the map in use (last page number x page size) */
     uint64_t map_grows;    /* times the map grew since open */
     uint64_t readers_cleared; /* stale reader slots cleared since open */
+    uint64_t dedup_entries;   /* replicated: command ids remembered */
 } store_info_t;
 
 /* Open (creating if needed) the store at cfg->path. Returns 0 and *out, or -1 with err. */
@@ -185,5 +202,44 @@ int store_read_sessions(store_read_t *r, const char *uid, size_t len, uint64_t n
                         uint32_t *n);
 
 const char *store_sync_mode_name(int mode);
+
+/* ---- replicated mode (the thread that applies the log; any thread before it starts) ---------- */
+
+/* The log index the state holds everything through (0: an empty state). */
+uint64_t store_applied_index(store_t *s);
+/* The last sequence the state holds (the applying thread's view). */
+uint64_t store_last_seq(store_t *s);
+
+/* Apply a GROUP entry committed at `index`, with the leader's time now_us, in one transaction that
+ * also stores `index` and the command ids (pruned deterministically: ids older than the window by
+ * entry time). Ops whose command id is remembered are not applied (deduped: the first attempt's
+ * status and as_of, the current records; NOTFOUND when one no longer exists). Changes are appended
+ * in sequence order. Returns 0, or -1 with err: the entry was not applied, and the member must
+ * stop (never skip it). */
+int store_apply_at(store_t *s, uint64_t index, store_op_t *ops, size_t nops, uint64_t now_us, store_changes_t *changes,
+                   char *err);
+/* Apply a SWEEP entry: store_sweep's work at the entry's now_us and max, plus the index. Returns
+ * the number of changes appended, or -1 (fatal, as above). */
+int store_sweep_at(store_t *s, uint64_t index, uint64_t now_us, uint32_t max, store_changes_t *changes,
+                   uint64_t *expired, uint64_t *purged, char *err);
+/* Apply a LEAD entry (a leader's first entry of its term): the epoch becomes `epoch` unless the
+ * state has one (the first LEAD entry's wins, identically on every member), and leases get their
+ * ttl after now_us before they can lapse (gateways could not refresh them during the failover).
+ * Returns 0 or -1 (fatal). */
+int store_lead_at(store_t *s, uint64_t index, uint64_t epoch, uint64_t now_us, char *err);
+/* Record that the entry at `index` changed nothing here (an entry this state machine ignores).
+ * Returns 0 or -1 (fatal). */
+int store_skip_at(store_t *s, uint64_t index, char *err);
+/* The earliest due time in the expiry index (UINT64_MAX when none): the leader's sweeper proposes
+ * a SWEEP entry once it has passed. Any thread. */
+uint64_t store_next_due(store_t *s);
+/* Write a compacting copy of the whole state to the new file `path` (mdb_env_copyfd2) and read
+ * its applied index back from the copy. Runs concurrently with the *_at functions (a read
+ * transaction). Returns 0 or -1 with err. */
+int store_copy(store_t *s, const char *path, uint64_t *applied, char *err);
+/* Replace the whole state by the copy in file `path` (made by store_copy), whose applied index
+ * must be `applied`: checked, renamed into place, reopened; readers wait meanwhile. Returns 0, or
+ * -1 with err and the old state intact; on a failure to reopen the process exits (fail-stop). */
+int store_replace(store_t *s, const char *path, uint64_t applied, char *err);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define STORE_READ_POOL 8
 #define SEQ_RESERVE_STEP (1u << 20)
@@ -23,9 +24,11 @@ struct store_read {
 struct store {
     MDB_env *env;
     MDB_dbi rec, due, log, meta, ses, lease, lses;
+    MDB_dbi dedup, dedt; /* replicated: cmd_id -> first answer; BE64(at_us) . cmd_id -> "" (pruning) */
     store_config_t cfg;
     char path[512];
-    uint64_t epoch;
+    _Atomic uint64_t epoch; /* replicated: set by the applying thread (store_lead_at), read anywhere */
+    uint64_t applied;       /* replicated: the log index applied (the applying thread) */
     uint64_t last_seq; /* writer thread only */
     uint64_t seq_reserved; /* writer thread only: durable bound for sequences of unsynced commits */
     uint64_t log_floor;
@@ -47,6 +50,25 @@ int store_meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out);
 int store_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t val);
 /* Double the map (MDB_MAP_FULL). Writer thread; no read transaction of ours may be open. */
 int store_grow(store_t *s, char *err);
+
+/* ---- store_write.c and store_sweep.c, for the replicated mode (store_replica.c) -------------- */
+
+/* One group in one transaction (0 = committed, else an LMDB code). index > 0: replicated (command
+ * ids honoured, the index recorded in the same transaction). */
+int store_w_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, store_changes_t *ch, uint64_t index);
+/* One sweep transaction; index > 0: it always commits, recording the index. */
+int store_w_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t *ch, uint64_t *expired,
+                       uint64_t *purged, int *actions, bool *capped, uint64_t index);
+
+/* ---- store_replica.c, for store_w_apply_once: the dedup table --------------------------------- */
+
+/* op's command id was applied before: fill op from the table (deduped) and return 1; 0 when it
+ * was not; -(LMDB code) on an error. */
+int store_r_dedup_find(store_t *s, MDB_txn *txn, store_op_t *op);
+/* Remember op's command id and its answer at time now. 0 or an LMDB code. */
+int store_r_dedup_put(store_t *s, MDB_txn *txn, const store_op_t *op, uint64_t now);
+/* Forget ids older than the window at `now` (bounded per call). 0 or an LMDB code. */
+int store_r_dedup_prune(store_t *s, MDB_txn *txn, uint64_t now);
 
 /* ---- store_write.c, for the sweeper (store_sweep.c); writer thread only ----------------------- */
 

@@ -13,6 +13,11 @@
  *
  * One loop (common/zloop.h) over the writer's eventfd, the CurveZMQ authenticator (when the relays'
  * link has one) and the ROUTERs, in that order: completions are answered before new commands.
+ *
+ * Replicated (STORE_REPLICAS, store_repl.c): only the member that leads -- told by a COMP_ROLE
+ * completion once its first entry of the term applied -- takes writes, reads and catch-ups,
+ * publishes the stream and its heartbeat (which names the member); the others answer ENOTLEADER
+ * naming the leader they know, and answer PING and STATS (clients find the leader with them).
  */
 #include "store_model.h"
 #include "store_node_int.h"
@@ -24,6 +29,7 @@
 #include "zutil.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +79,7 @@ static void s_publish_changes(store_node_t *sn, const store_changes_t *ch)
          * from sequence numbers that were consumed by no change (there are none today, but the
          * contract does not depend on it). */
         uint64_t first = sn->pub_seq + 1, last = ch->v[off + n - 1].rec.version;
-        proto_enc_changes_begin(&e, store_epoch(sn->store), first, last, (uint32_t)n);
+        proto_enc_changes_begin(&e, sn->epoch, first, last, (uint32_t)n);
         for (size_t i = 0; i < n; i++)
             proto_enc_change(&e, &ch->v[off + i]);
         s_publish_frames(sn, PROTO_TOPIC_CHANGES, &sn->buf);
@@ -83,8 +89,13 @@ static void s_publish_changes(store_node_t *sn, const store_changes_t *ch)
 
 static void s_publish_hugz(store_node_t *sn)
 {
+    if (!sn->leading)
+        return; /* a follower is silent: subscribers connected to every member hear the leader */
     proto_buf_reset(&sn->buf);
-    proto_enc_hugz(&sn->buf, store_epoch(sn->store), sn->pub_seq, util_now_us());
+    if (sn->repl)
+        proto_enc_hugz_member(&sn->buf, sn->epoch, sn->pub_seq, util_now_us(), 0, (uint32_t)sn->cfg.repl.self, sn->term);
+    else
+        proto_enc_hugz(&sn->buf, sn->epoch, sn->pub_seq, util_now_us());
     s_publish_frames(sn, PROTO_TOPIC_HUGZ, &sn->buf);
 }
 
@@ -103,20 +114,29 @@ static void s_flush_acks(store_node_t *sn)
     sn->nacks = 0;
 }
 
+/* The error text of a job's answer (NULL for a success or a plain NOTFOUND). */
+static const char *s_status_text(const job_t *j)
+{
+    switch (j->op.status) {
+    case PROTO_EINTERNAL: return "storage error";
+    case PROTO_ETIMEOUT: return j->expired ? "deadline passed before the write was applied" : "timed out";
+    case PROTO_ENOTLEADER: return "not leader: this store member lost the leadership; retry at the leader";
+    case PROTO_EUNAVAIL: return "leadership lost before the write was committed: outcome unknown, retry with the same command id";
+    case PROTO_EOVERLOAD: return "replication queue full";
+    case PROTO_EBADREQ: return "write too large for one replicated log entry";
+    default: return NULL;
+    }
+}
+
 static void s_finish_job(store_node_t *sn, job_t *j)
 {
     proto_buf_reset(&sn->buf);
     if (j->type == PROTO_LEASE)
-        proto_enc_reply(&sn->buf, j->rid, j->op.status, j->op.as_of, NULL, 0,
-                        j->op.status == PROTO_EINTERNAL ? "storage error" : NULL, j->op.flags);
+        proto_enc_reply(&sn->buf, j->rid, j->op.status, j->op.as_of, NULL, 0, s_status_text(j), j->op.flags);
     else if (j->op.status == PROTO_OK && j->type != PROTO_DEL)
         proto_enc_reply(&sn->buf, j->rid, PROTO_OK, j->op.as_of, j->out, j->op.n, NULL, 0);
     else
-        proto_enc_reply(&sn->buf, j->rid, j->op.status, j->op.as_of, NULL, 0,
-                        j->op.status == PROTO_EINTERNAL ? "storage error"
-                        : j->expired                    ? "deadline passed before the write was applied"
-                                                        : NULL,
-                        0);
+        proto_enc_reply(&sn->buf, j->rid, j->op.status, j->op.as_of, NULL, 0, s_status_text(j), 0);
     ackbox_t *a = NULL;
     for (int i = 0; i < sn->nacks && !a; i++)
         if (sn->acks[i].router == j->router && sn->acks[i].ident_len == j->ident_len &&
@@ -142,12 +162,32 @@ static void s_finish_job(store_node_t *sn, job_t *j)
     free(j);
 }
 
+/* Replicated: this member starts or stops serving as the leader. */
+static void s_role(store_node_t *sn, const completion_t *c)
+{
+    sn->leading = c->leading;
+    sn->leader = c->leading ? (uint32_t)sn->cfg.repl.self : c->leader;
+    sn->term = c->term;
+    if (!c->leading)
+        return;
+    /* Publish from the state's sequence: everything before it was published by an earlier leader,
+     * or is caught up by subscribers when our first heartbeat shows them ahead. */
+    sn->epoch = c->epoch;
+    sn->pub_seq = c->pub_from;
+    LOG(LOG_NOTICE, "leading: publishing from seq=%llu epoch=%llu", (unsigned long long)sn->pub_seq,
+        (unsigned long long)sn->epoch);
+    s_publish_hugz(sn);
+    sn->next_hugz = util_mono_ms() + sn->cfg.hugz_ms;
+}
+
 /* What the writer reported: publish each group's changes, then answer its jobs. */
 static void s_drain_completions(store_node_t *sn)
 {
-    completion_t *c = store_writer_take(sn);
+    completion_t *c = store_queue_take(sn);
     while (c) {
         completion_t *next = c->next;
+        if (c->kind == COMP_ROLE)
+            s_role(sn, c);
         if (c->changes.n)
             s_publish_changes(sn, &c->changes);
         uint64_t items = 0;
@@ -158,7 +198,7 @@ static void s_drain_completions(store_node_t *sn)
         }
         s_flush_acks(sn);
         if (items)
-            store_writer_release(sn, items);
+            store_queue_release(sn, items);
         store_changes_fini(&c->changes);
         free(c);
         c = next;
@@ -167,8 +207,29 @@ static void s_drain_completions(store_node_t *sn)
 
 /* ==== commands =================================================================================== */
 
+/* Replicated and not the leader: every command but PING and STATS goes to the leader. as_of names
+ * it by member number (the clients' lists of store endpoints are in member order). */
+static bool s_not_leader(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, uint64_t rid)
+{
+    if (sn->leading)
+        return false;
+    char msg[160];
+    if (sn->leader && sn->leader != sn->cfg.repl.self)
+        snprintf(msg, sizeof msg, "not leader: member %u leads (raft %s)", sn->leader,
+                 sn->cfg.repl.members[sn->leader - 1].address);
+    else
+        snprintf(msg, sizeof msg, "not leader: no leader elected yet");
+    proto_buf_reset(&sn->buf);
+    proto_enc_reply(&sn->buf, rid, PROTO_ENOTLEADER, sn->leader == sn->cfg.repl.self ? 0 : sn->leader, NULL, 0, msg, 0);
+    s_reply(sn, router, ident, ident_len, &sn->buf);
+    atomic_fetch_add(&sn->not_leader_total, 1);
+    return true;
+}
+
 static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, proto_msg_t *m)
 {
+    if (s_not_leader(sn, router, ident, ident_len, m->rid))
+        return;
     /* Items, for the queue's bound: a DEL and a LEASE are one each. */
     uint32_t n = m->type == PROTO_DEL || m->type == PROTO_LEASE ? 1 : m->n;
     if (n == 0) {
@@ -184,7 +245,7 @@ static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size
         s_reply_status(sn, router, ident, ident_len, m->rid, PROTO_ETIMEOUT, "deadline passed before the write was applied");
         return;
     }
-    if (!store_writer_reserve(sn, n)) {
+    if (!store_queue_reserve(sn, n)) {
         atomic_fetch_add(&sn->overload_total, 1);
         s_reply_status(sn, router, ident, ident_len, m->rid, PROTO_EOVERLOAD, "store write queue full");
         return;
@@ -214,11 +275,15 @@ static void s_enqueue(store_node_t *sn, void *router, const uint8_t *ident, size
     j->op.n = n;
     j->op.in = j->in;
     j->op.out = j->out;
-    store_writer_push(sn, j);
+    j->op.has_cmd_id = m->has_cmd_id;
+    memcpy(j->op.cmd_id, m->cmd_id, PROTO_CMD_ID_LEN);
+    store_queue_push(sn, j);
 }
 
 static void s_handle_read(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
 {
+    if (s_not_leader(sn, router, ident, ident_len, m->rid))
+        return; /* no follower reads: a follower may be behind what the leader acknowledged */
     char err[STORE_ERR_LEN];
     store_read_t *r = store_read_begin(sn->store, err);
     if (!r) {
@@ -267,6 +332,8 @@ static void s_handle_read(store_node_t *sn, void *router, const uint8_t *ident, 
  * which the client continues incrementally from the snapshot's base sequence. */
 static void s_handle_catchup(store_node_t *sn, void *router, const uint8_t *ident, size_t ident_len, const proto_msg_t *m)
 {
+    if (s_not_leader(sn, router, ident, ident_len, m->rid))
+        return;
     char err[STORE_ERR_LEN];
     store_read_t *r = store_read_begin(sn->store, err);
     if (!r) {
@@ -274,7 +341,7 @@ static void s_handle_catchup(store_node_t *sn, void *router, const uint8_t *iden
         return;
     }
     atomic_fetch_add(&sn->catchups_total, 1);
-    uint64_t epoch = store_epoch(sn->store);
+    uint64_t epoch = sn->epoch;
     store_changes_t ch;
     store_changes_init(&ch);
     store_catchup_t cu;
@@ -302,9 +369,10 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
 {
     store_info_t info;
     store_get_info(sn->store, &info);
-    uint64_t qi = store_writer_queued(sn);
-    stats_add(l, "store_epoch", info.epoch);
-    stats_add(l, "store_sequence", sn->pub_seq);
+    uint64_t qi = store_queue_queued(sn);
+    /* A follower publishes nothing: its epoch and sequence are its state's. */
+    stats_add(l, "store_epoch", sn->leading ? sn->epoch : info.epoch);
+    stats_add(l, "store_sequence", sn->leading ? sn->pub_seq : info.last_seq);
     stats_add(l, "store_committed_sequence", info.last_seq);
     stats_add(l, "store_records", info.records);
     stats_add(l, "store_log_entries", info.log_entries);
@@ -336,6 +404,11 @@ static void s_collect_stats(store_node_t *sn, stats_list_t *l)
     stats_add_hist(l, "store_commit_seconds", NULL, &sn->commit_hist);
     stats_add_hist(l, "store_group_size", NULL, &sn->group_hist);
     stats_add_hist(l, "store_ack_seconds", NULL, &sn->ack_hist);
+    if (sn->repl) {
+        stats_add(l, "store_not_leader_total", atomic_load(&sn->not_leader_total));
+        stats_add(l, "store_dedup_entries", info.dedup_entries);
+        store_repl_stats(sn, l, true);
+    }
     procstat_t ps;
     procstat_read(&ps);
     stats_add_process(l, "proc=\"store-node\"", &ps);
@@ -353,6 +426,8 @@ static void on_read(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 static void on_sessions(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
     store_node_t *sn = ctx;
+    if (s_not_leader(sn, in->sock, in->ident, in->ident_len, m->rid))
+        return;
     char err[STORE_ERR_LEN];
     store_read_t *r = store_read_begin(sn->store, err);
     if (!r) {
@@ -388,9 +463,11 @@ static void on_stats(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     if (m->type == PROTO_STATS) {
         s_collect_stats(sn, &l);
     } else {
-        stats_add(&l, "store_epoch", store_epoch(sn->store));
+        stats_add(&l, "store_epoch", sn->leading ? sn->epoch : store_epoch(sn->store));
         stats_add(&l, "store_sequence", sn->pub_seq);
         stats_add(&l, "store_time_seconds:us", util_now_us());
+        if (sn->repl)
+            store_repl_stats(sn, &l, false); /* role and leader: clients find the leader with them */
     }
     proto_buf_reset(&sn->buf);
     proto_enc_stats(&sn->buf, m->type == PROTO_PING ? PROTO_PONG : PROTO_STATS_REPLY, m->rid, PROTO_OK, l.v, l.n);
@@ -439,7 +516,12 @@ static uint64_t s_turn(void *arg, uint64_t now)
 
 static void s_on_completions(void *arg, int fd)
 {
-    s_drain_completions(arg);
+    store_node_t *sn = arg;
+    s_drain_completions(sn);
+    if (sn->repl && store_repl_failed(sn)) {
+        sn->failed = true; /* the loop stops at the end of this turn; the process exits 1 */
+        zloop_stop(sn->loop);
+    }
 }
 
 static bool s_on_zap(void *arg)
@@ -548,6 +630,7 @@ int store_node_new(void *zctx, const store_node_config_t *c, store_node_t **out,
     store_node_t *sn = xcalloc(1, sizeof *sn);
     sn->cfg = *c;
     sn->cfg.store.path = sn->cfg.store_path;
+    sn->cfg.store.replicated = c->repl.nmembers > 0;
     sn->zctx = zctx;
     sn->efd = -1;
     sn->ses_scratch = xcalloc(STORE_SESSIONS_CAP, sizeof *sn->ses_scratch);
@@ -561,17 +644,21 @@ int store_node_new(void *zctx, const store_node_config_t *c, store_node_t **out,
     store_info_t info;
     store_get_info(sn->store, &info);
     sn->pub_seq = info.last_seq;
+    sn->epoch = info.epoch;
+    sn->leading = c->repl.nmembers == 0; /* replicated: once the log says so (s_role) */
     stats_hist_init_latency(&sn->ack_hist);
     proto_buf_init(&sn->buf);
     sn->next_hugz = util_mono_ms();
     zloop_hooks_t hooks = {.arg = sn, .turn = s_turn};
     sn->loop = zloop_new(&hooks, 60000);
-    if (store_writer_init(sn) < 0) {
+    if (store_queue_init(sn) < 0) {
         snprintf(err, CFG_ERR_LEN, "eventfd: %s", strerror(errno));
         store_node_destroy(&sn);
         return -1;
     }
     int rc = s_bind_all(sn, err);
+    if (rc == 0 && c->repl.nmembers && store_repl_start(sn, err) < 0)
+        rc = -1;
     if (rc == 0 && s_add_sources(sn) < 0) {
         snprintf(err, CFG_ERR_LEN, "cannot poll the store-node's sockets");
         rc = -1;
@@ -589,6 +676,22 @@ int store_node_new(void *zctx, const store_node_config_t *c, store_node_t **out,
 }
 
 
+/* Replicated, stopping: give the entries already proposed a moment to commit and be answered
+ * (at most 2 s), so a graceful stop loses no acknowledgement it could still give. */
+static void s_repl_drain(store_node_t *sn)
+{
+    uint64_t until = util_mono_ms() + 2000;
+    for (;;) {
+        repl_status_t st;
+        repl_status(store_repl_member(sn), &st);
+        if (st.outstanding == 0 || util_mono_ms() >= until)
+            break;
+        struct pollfd pfd = {.fd = sn->efd, .events = POLLIN};
+        poll(&pfd, 1, 10);
+        s_drain_completions(sn);
+    }
+}
+
 store_t *store_node_store(store_node_t *sn)
 {
     return sn->store;
@@ -604,8 +707,13 @@ void store_node_destroy(store_node_t **np)
          * publish it. */
         store_writer_stop(sn);
         s_drain_completions(sn);
+        if (sn->repl)
+            s_repl_drain(sn);
         s_publish_hugz(sn);
     }
+    store_repl_stop(sn); /* what is still out ends EUNAVAIL (outcome unknown) */
+    if (sn->efd >= 0)
+        s_drain_completions(sn);
     for (int i = 0; i < sn->nrouters; i++)
         if (sn->routers[i])
             zmq_close(sn->routers[i]);
@@ -614,7 +722,7 @@ void store_node_destroy(store_node_t **np)
             zmq_close(sn->pubs[i]);
     curve_zap_destroy(&sn->zap);
     store_close(&sn->store);
-    store_writer_fini(sn);
+    store_queue_fini(sn);
     zloop_destroy(&sn->loop);
     proto_buf_fini(&sn->buf);
     for (int i = 0; i < ACKBOXES; i++)
@@ -626,10 +734,17 @@ void store_node_destroy(store_node_t **np)
 
 int store_node_turn(store_node_t *sn, const volatile sig_atomic_t *stop)
 {
-    return zloop_turn(sn->loop, stop);
+    int rc = zloop_turn(sn->loop, stop);
+    return sn->failed ? -1 : rc;
 }
 
 int store_node_run(store_node_t *sn, const volatile sig_atomic_t *stop)
 {
-    return zloop_run(sn->loop, stop);
+    int rc = zloop_run(sn->loop, stop);
+    return sn->failed ? -1 : rc;
+}
+
+const char *store_node_failed(store_node_t *sn)
+{
+    return store_repl_failed(sn);
 }

@@ -13,11 +13,23 @@
 #ifndef PRESENCE_STORE_NODE_H
 #define PRESENCE_STORE_NODE_H
 
+#include "repl.h"
 #include "store.h"
 
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* Replication (STORE_REPLICAS; docs/REPLICATION.md). nmembers 0: a single store, no log. */
+typedef struct store_node_repl {
+    unsigned nmembers;                        /* members of the center (1..REPL_MEMBERS_MAX) */
+    uint64_t self;                            /* this member's number, 1..nmembers (STORE_REPLICA_ID) */
+    repl_member_t members[REPL_MEMBERS_MAX];  /* member i+1: its raft address */
+    char raft_dir[512];                       /* $DATA_DIR/raft: the log and raft's snapshots */
+    char bind[REPL_ADDR_MAX];                 /* STORE_RAFT_BIND ("" = the member's own address) */
+    uint64_t election_ms;                     /* STORE_ELECTION_MS */
+    uint64_t snapshot_entries;                /* STORE_SNAPSHOT_ENTRIES */
+} store_node_repl_t;
 
 typedef struct store_node_config {
     char cmd_ep[512], pub_ep[512]; /* STORE_CMD_ENDPOINT (ROUTER) and STORE_PUB_ENDPOINT (PUB), bound */
@@ -34,6 +46,7 @@ typedef struct store_node_config {
     uint64_t touch_sync_ms;        /* TOUCH_SYNC_MS: heartbeat-only groups are flushed within this */
     char store_path[512];          /* the LMDB environment's directory */
     store_config_t store;          /* the engine's settings (its path: store_path) */
+    store_node_repl_t repl;        /* replication (store.replicated is set with it) */
 } store_node_config_t;
 
 typedef struct store_node store_node_t;
@@ -50,9 +63,12 @@ void store_node_destroy(store_node_t **np);
 store_t *store_node_store(store_node_t *n);
 
 /* One loop turn: a wait (at most until the next heartbeat), then the writer's completions and
- * every command socket drained. Returns 0, or -1 when polling failed. */
+ * every command socket drained. Returns 0, or -1 when polling failed or the replicated member
+ * failed (it must be restarted: store_node_failed says why). */
 int store_node_turn(store_node_t *n, const volatile sig_atomic_t *stop);
-/* Turns until *stop is set. Returns 0, or -1 when polling failed. */
+/* Turns until *stop is set. Returns 0, or -1 when polling failed or the member failed. */
 int store_node_run(store_node_t *n, const volatile sig_atomic_t *stop);
+/* Why a replicated member stopped taking part (NULL while it is fine). Borrowed. Main thread. */
+const char *store_node_failed(store_node_t *n);
 
 #endif

@@ -4,6 +4,12 @@
  * A configuration error names its variable and exits 2 before anything is opened; so does a store
  * directory another store-node holds. The ready line goes out once the store is open and the
  * sockets are bound.
+ *
+ * Replicated (STORE_REPLICAS = the members' raft addresses): the raft log lives in $DATA_DIR/raft
+ * next to the LMDB state in $DATA_DIR/store. The state is not fsynced (the log is the durable
+ * record), so a start after an OS crash (another boot id, no clean stop) discards it and rebuilds
+ * it from the log: LMDB may not survive a power loss with unsynced commits. A member that failed
+ * (it could not apply a committed entry) exits 1 to be restarted.
  */
 #include "cfg.h"
 #include "cli.h"
@@ -16,6 +22,7 @@
 #include "zutil.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +40,67 @@ typedef struct config {
     char data_dir[400];
     bool insecure; /* CENTER_INSECURE: a leaf link without CurveZMQ was asked for */
 } config_t;
+
+/* STORE_REPLICAS: HOST:PORT,HOST:PORT,... (member i = the i-th; each may be written tcp://HOST:PORT).
+ * STORE_REPLICA_ID names ours, or the host name's StatefulSet ordinal does (store-2 -> member 3). */
+static int s_config_repl(store_node_config_t *c, const char *data_dir, char *err)
+{
+    char list[1024] = "";
+    if (cfg_str("STORE_REPLICAS", list, sizeof list, err) < 0)
+        return -1;
+    if (!list[0])
+        return 0;
+    if (strspn(list, "0123456789") == strlen(list)) {
+        snprintf(err, CFG_ERR_LEN,
+                 "STORE_REPLICAS: a store-node needs the members' raft addresses (HOST:PORT,HOST:PORT,...); a count "
+                 "is for the launcher");
+        return -1;
+    }
+    store_node_repl_t *r = &c->repl;
+    char spec[1400] = "", *p = list, *tok;
+    unsigned n = 0;
+    while ((tok = strsep(&p, ","))) {
+        if (strncmp(tok, "tcp://", 6) == 0)
+            tok += 6; /* written as an endpoint (compose, Helm) */
+        size_t at = strlen(spec);
+        snprintf(spec + at, sizeof spec - at, "%s%u@%s", n ? "," : "", n + 1, tok);
+        n++;
+    }
+    char rerr[REPL_ERR_LEN];
+    if (repl_parse_members(spec, r->members, REPL_MEMBERS_MAX, &r->nmembers, rerr) != REPL_OK) {
+        snprintf(err, CFG_ERR_LEN, "STORE_REPLICAS: %s", rerr);
+        return -1;
+    }
+    uint64_t self = 0;
+    if (cfg_u64("STORE_REPLICA_ID", 1, r->nmembers, &self, err) < 0)
+        return -1;
+    if (!self) {
+        char host[256] = "";
+        gethostname(host, sizeof host - 1);
+        const char *dash = strrchr(host, '-');
+        if (dash && dash[1] && strspn(dash + 1, "0123456789") == strlen(dash + 1))
+            self = strtoull(dash + 1, NULL, 10) + 1;
+        if (!self || self > r->nmembers) {
+            snprintf(err, CFG_ERR_LEN,
+                     "STORE_REPLICA_ID: required (1..%u) when the host name '%s' has no -ORDINAL suffix below %u",
+                     r->nmembers, host, r->nmembers);
+            return -1;
+        }
+    }
+    r->self = self;
+    r->election_ms = 500;
+    r->snapshot_entries = 8192;
+    uint64_t dedup_ms = 60000;
+    if (cfg_str("STORE_RAFT_BIND", r->bind, sizeof r->bind, err) < 0 ||
+        cfg_u64("STORE_ELECTION_MS", 100, 60000, &r->election_ms, err) < 0 ||
+        cfg_u64("STORE_SNAPSHOT_ENTRIES", 64, 100000000, &r->snapshot_entries, err) < 0 ||
+        cfg_duration_ms("STORE_DEDUP_WINDOW", 1000, 1000, 3600000, &dedup_ms, err) < 0)
+        return -1;
+    snprintf(r->raft_dir, sizeof r->raft_dir, "%s/raft", data_dir);
+    c->store.dedup_window_us = dedup_ms * 1000;
+    c->store.replicated = true;
+    return 0;
+}
 
 static int s_config(void *arg, char *err)
 {
@@ -101,7 +169,7 @@ static int s_config(void *arg, char *err)
     c->store.default_ttl_s = ttl;
     c->store.log_max = log_max;
     c->store.max_sessions = (uint32_t)max_ses;
-    return 0;
+    return s_config_repl(c, data_dir, err);
 }
 
 /* One store-node per database: LMDB itself lets several processes open an environment, and two
@@ -126,6 +194,56 @@ static int s_lock_store_dir(const char *store_path)
     return 0; /* the fd stays open (and locked) until exit */
 }
 
+/* Replicated: the LMDB state is not fsynced, and LMDB does not promise a NOSYNC environment
+ * survives an OS crash. `boot` holds the boot id while the store is open and "clean" after a clean
+ * stop; another boot id without a clean stop means the OS went down under us: the state is
+ * discarded and rebuilt from the raft snapshot and log (docs/REPLICATION.md, durability). */
+static void s_boot_id(char *out, size_t len)
+{
+    snprintf(out, len, "unknown");
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (fgets(out, (int)len, f))
+            out[strcspn(out, "\n")] = '\0';
+        fclose(f);
+    }
+}
+
+static int s_write_boot(const char *store_path, const char *what)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/boot", store_path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    int rc = write(fd, what, strlen(what)) == (ssize_t)strlen(what) && fsync(fd) == 0 ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+static void s_check_boot(const char *store_path)
+{
+    char path[600], was[64] = "", now[64];
+    snprintf(path, sizeof path, "%s/boot", store_path);
+    s_boot_id(now, sizeof now);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(was, sizeof was, f))
+            was[strcspn(was, "\n")] = '\0';
+        fclose(f);
+    }
+    if (was[0] && strcmp(was, "clean") != 0 && strcmp(was, now) != 0) {
+        LOG(LOG_WARN, "replication: the system restarted since this store was last open and it was not stopped "
+                      "cleanly: discarding the local state, rebuilding it from the raft log");
+        snprintf(path, sizeof path, "%s/data.mdb", store_path);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/lock.mdb", store_path);
+        unlink(path);
+    }
+    if (s_write_boot(store_path, now) < 0)
+        LOG(LOG_WARN, "cannot record the boot id in %s/boot: %s", store_path, strerror(errno));
+}
+
 static const cli_desc_t s_cli = {
     .name = "store-node",
     .summary = "The center's durable store: LMDB with group commit, the TTL sweeper, and the sequenced change\n"
@@ -146,6 +264,9 @@ int main(int argc, char **argv)
     char rundir[600];
     snprintf(rundir, sizeof rundir, "%s/run", cf.data_dir);
     mkdir(rundir, 0750);
+    bool replicated = cfg.repl.nmembers > 0;
+    if (replicated)
+        s_check_boot(cfg.store_path);
 
     void *zctx = zmq_ctx_new();
     store_node_t *n;
@@ -166,15 +287,25 @@ int main(int argc, char **argv)
     store_info_t info;
     store_get_info(store_node_store(n), &info);
     LOG(LOG_NOTICE, "ready cmd=%s pub=%s%s sync=%s epoch=%llu seq=%llu records=%llu", cfg.cmd_ep, cfg.pub_ep, center,
-        store_sync_mode_name(cfg.store.sync_mode), (unsigned long long)info.epoch, (unsigned long long)info.last_seq,
+        replicated ? "raft" : store_sync_mode_name(cfg.store.sync_mode), (unsigned long long)info.epoch, (unsigned long long)info.last_seq,
         (unsigned long long)info.records);
+    if (replicated)
+        LOG(LOG_NOTICE, "replication: member %llu of %u (raft %s, log in %s, election timeout %llu ms)",
+            (unsigned long long)cfg.repl.self, cfg.repl.nmembers, cfg.repl.members[cfg.repl.self - 1].address,
+            cfg.repl.raft_dir, (unsigned long long)cfg.repl.election_ms);
     char ready[800];
-    snprintf(ready, sizeof ready, "store cmd=%s pub=%s", cfg.cmd_ep, cfg.pub_ep);
+    snprintf(ready, sizeof ready, "store cmd=%s pub=%s%s", cfg.cmd_ep, cfg.pub_ep, replicated ? " replicated=1" : "");
     zu_signal_ready(ready);
 
     rc = store_node_run(n, &s_stop);
-    LOG(LOG_NOTICE, "stopping: draining the write queue");
+    const char *failed = store_node_failed(n);
+    if (failed)
+        LOG(LOG_ERROR, "replication failed (%s): exiting to be restarted", failed);
+    else
+        LOG(LOG_NOTICE, "stopping: draining the write queue");
     store_node_destroy(&n);
+    if (replicated && !failed && rc == 0)
+        s_write_boot(cfg.store_path, "clean");
     zmq_ctx_term(zctx);
     LOG(LOG_NOTICE, "stopped");
     return rc < 0 ? 1 : 0;

@@ -233,8 +233,8 @@ static int s_prune_log(sweep_t *w, uint32_t max, uint64_t *floor)
     return rc ? rc : store_meta_put(w->txn, s->meta, "log_floor", *floor);
 }
 
-static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t *ch, uint64_t *expired,
-                        uint64_t *purged, int *actions, bool *capped)
+int store_w_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t *ch, uint64_t *expired,
+                       uint64_t *purged, int *actions, bool *capped, uint64_t index)
 {
     sweep_t w = {.s = s, .now = now, .seq = s->last_seq, .budget = max, .ch = ch};
     size_t mark = ch->n;
@@ -256,6 +256,8 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
         rc = s_prune_log(&w, max, &floor);
     if (rc == 0 && w.seq != s->last_seq)
         rc = store_meta_put(w.txn, s->meta, "last_seq", w.seq);
+    if (rc == 0 && index)
+        rc = store_meta_put(w.txn, s->meta, "raft_applied", index);
     free(items);
     *capped = w.capped;
     if (rc) {
@@ -263,12 +265,14 @@ static int s_sweep_once(store_t *s, uint64_t now, uint32_t max, store_changes_t 
         return rc;
     }
     *actions = (int)(ch->n - mark);
-    if (n == 0 && !w.capped && floor == s->log_floor) {
+    if (n == 0 && !w.capped && floor == s->log_floor && !index) {
         mdb_txn_abort(w.txn); /* nothing changed: no commit, no fsync */
         return 0;
     }
     rc = mdb_txn_commit(w.txn);
     if (rc == 0) {
+        if (index)
+            s->applied = index;
         s->last_seq = w.seq;
         s->log_floor = floor;
         *expired += w.nexp;
@@ -309,7 +313,7 @@ int store_sweep(store_t *s, uint64_t now_us, uint32_t max, store_changes_t *chan
         int actions = 0;
         bool capped = false;
         changes->n = mark;
-        int rc = s_sweep_once(s, now_us, max, changes, expired, purged, &actions, &capped);
+        int rc = store_w_sweep_once(s, now_us, max, changes, expired, purged, &actions, &capped, 0);
         if (rc == 0) {
             *next_due_us = capped ? now_us : s_first_due(s);
             return actions;

@@ -441,17 +441,29 @@ static int s_apply_lease(store_t *s, MDB_txn *txn, store_op_t *op, uint64_t now)
     return store_w_lease_due(s, txn, op->lease_id, l.expires_us);
 }
 
-/* One attempt at a group: returns an LMDB code (0 = committed). */
-static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, store_changes_t *ch)
+int store_w_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, store_changes_t *ch, uint64_t index)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc)
         return rc;
     uint64_t seq = s->last_seq;
+    bool dedup = index > 0;
+    if (dedup)
+        rc = store_r_dedup_prune(s, txn, now); /* first: an id past the window is a new command */
     for (size_t i = 0; i < nops && rc == 0; i++) {
         store_op_t *op = &ops[i];
         op->status = PROTO_OK;
+        op->deduped = false;
+        if (dedup && op->has_cmd_id) {
+            int found = store_r_dedup_find(s, txn, op);
+            if (found < 0) {
+                rc = -found;
+                break;
+            }
+            if (found)
+                continue; /* applied before: answered from the table */
+        }
         switch (op->type) {
         case PROTO_PUT:
         case PROTO_TOUCH:
@@ -470,16 +482,23 @@ static int s_apply_once(store_t *s, store_op_t *ops, size_t nops, uint64_t now, 
             op->status = PROTO_EBADREQ;
             break;
         }
+        if (rc == 0 && dedup && op->has_cmd_id)
+            rc = store_r_dedup_put(s, txn, op, now);
     }
     if (rc == 0 && seq != s->last_seq)
         rc = store_meta_put(txn, s->meta, "last_seq", seq);
+    if (rc == 0 && index)
+        rc = store_meta_put(txn, s->meta, "raft_applied", index);
     if (rc) {
         mdb_txn_abort(txn);
         return rc;
     }
     rc = mdb_txn_commit(txn); /* frees txn even on failure */
-    if (rc == 0)
+    if (rc == 0) {
         s->last_seq = seq;
+        if (index)
+            s->applied = index;
+    }
     return rc;
 }
 
@@ -535,7 +554,7 @@ int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool 
         mdb_env_set_flags(s->env, MDB_NOSYNC, 1); /* the writer thread: no write txn is open */
     for (;;) {
         changes->n = mark;
-        int rc = s_apply_once(s, ops, nops, now_us, changes);
+        int rc = store_w_apply_once(s, ops, nops, now_us, changes, 0);
         if (rc == 0) {
             if (toggled)
                 mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
@@ -566,7 +585,9 @@ int store_apply(store_t *s, store_op_t *ops, size_t nops, uint64_t now_us, bool 
 
 int store_flush(store_t *s, char *err)
 {
+    pthread_rwlock_rdlock(&s->resize_lock); /* replicated: store_replace may swap the environment */
     int rc = mdb_env_sync(s->env, 1);
+    pthread_rwlock_unlock(&s->resize_lock);
     if (rc) {
         snprintf(err, STORE_ERR_LEN, "mdb_env_sync: %s", mdb_strerror(rc));
         return -1;
@@ -577,7 +598,10 @@ int store_flush(store_t *s, char *err)
 int store_reader_check(store_t *s)
 {
     int dead = 0;
-    if (mdb_reader_check(s->env, &dead) != 0)
+    pthread_rwlock_rdlock(&s->resize_lock);
+    int rc = mdb_reader_check(s->env, &dead);
+    pthread_rwlock_unlock(&s->resize_lock);
+    if (rc != 0)
         return -1;
     s->readers_cleared += (uint64_t)dead;
     return dead;

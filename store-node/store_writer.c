@@ -1,5 +1,5 @@
-/* store_writer.c -- the store-node's writer thread and the two queues between it and the main
- * thread (store_node_int.h draws them).
+/* store_writer.c -- the store-node's writer thread (store_node_int.h draws it with the main
+ * thread and the two queues between them, store_queue.c).
  *
  * The writer is the only thread that opens LMDB write transactions. It takes every queued write
  * (up to STORE_BATCH_MAX items) and commits them in one transaction (group commit), then reports
@@ -9,8 +9,12 @@
  * SYNC_FLUSH_MS, flushes heartbeat-only groups within TOUCH_SYNC_MS, and clears stale LMDB reader
  * slots every 10 s. It never sleeps longer than a second without looking at its timers.
  *
- * Locks: queue_lock (job queue, q_items, stopping) and done_lock (completions) are never held
- * together, and never while calling into store.c.
+ * Replicated mode (store_repl.c): the writer does not commit; it proposes each group as a log
+ * entry (several in flight), and on the leader proposes a SWEEP entry when something is due; the
+ * raft thread applies them and reports the completions through the same queue.
+ *
+ * Locks: it takes queue_lock to wait for jobs and take a group (store_queue.c's job queue), never
+ * with done_lock, and never while calling into store.c.
  */
 #include "store_node_int.h"
 #include "log.h"
@@ -19,7 +23,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,73 +33,6 @@ typedef struct wtimers {
     uint64_t next_rcheck;     /* mono ms: stale reader slots */
     uint64_t next_touch_sync; /* mono ms: flush relaxed heartbeat commits */
 } wtimers_t;
-
-/* ==== completions (writer -> main) ============================================================= */
-
-static void s_push_completion(store_node_t *sn, completion_t *c)
-{
-    pthread_mutex_lock(&sn->done_lock);
-    if (sn->d_tail)
-        sn->d_tail->next = c;
-    else
-        sn->d_head = c;
-    sn->d_tail = c;
-    pthread_mutex_unlock(&sn->done_lock);
-    uint64_t one = 1;
-    if (write(sn->efd, &one, sizeof one) < 0 && errno != EAGAIN)
-        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd write: %s", strerror(errno));
-}
-
-completion_t *store_writer_take(store_node_t *sn)
-{
-    uint64_t v;
-    if (read(sn->efd, &v, sizeof v) < 0 && errno != EAGAIN)
-        LOG_RATELIMITED(LOG_ERROR, 1000, "eventfd read: %s", strerror(errno));
-    pthread_mutex_lock(&sn->done_lock);
-    completion_t *c = sn->d_head;
-    sn->d_head = sn->d_tail = NULL;
-    pthread_mutex_unlock(&sn->done_lock);
-    return c;
-}
-
-/* ==== the job queue (main -> writer) =========================================================== */
-
-bool store_writer_reserve(store_node_t *sn, uint64_t n)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    bool full = sn->q_items + n > sn->cfg.queue_max && sn->q_items > 0;
-    if (!full)
-        sn->q_items += n;
-    pthread_mutex_unlock(&sn->queue_lock);
-    return !full;
-}
-
-void store_writer_push(store_node_t *sn, job_t *j)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    if (sn->q_tail)
-        sn->q_tail->next = j;
-    else
-        sn->q_head = j;
-    sn->q_tail = j;
-    pthread_cond_signal(&sn->queue_cond);
-    pthread_mutex_unlock(&sn->queue_lock);
-}
-
-void store_writer_release(store_node_t *sn, uint64_t n)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    sn->q_items -= n;
-    pthread_mutex_unlock(&sn->queue_lock);
-}
-
-uint64_t store_writer_queued(store_node_t *sn)
-{
-    pthread_mutex_lock(&sn->queue_lock);
-    uint64_t n = sn->q_items;
-    pthread_mutex_unlock(&sn->queue_lock);
-    return n;
-}
 
 /* ==== the writer thread ======================================================================== */
 
@@ -167,13 +103,13 @@ static void s_write_group(store_node_t *sn, job_t *jobs, size_t njobs)
             j->op = ops[i++];
     free(ops);
     c->jobs = jobs;
-    s_push_completion(sn, c);
+    store_queue_complete(sn, c);
 }
 
 /* Wait (queue_lock held) until there is work, a stop, or a timer is due; at most a second at a time. */
 static void s_wait(store_node_t *sn, const wtimers_t *tm)
 {
-    while (!sn->q_head && !sn->stopping) {
+    while (!sn->q_head && !sn->stopping && !sn->kick) {
         uint64_t now_wall = util_now_us(), now = util_mono_ms();
         uint64_t wake_ms = tm->next_rcheck;
         if (tm->next_sweep != UINT64_MAX) {
@@ -182,7 +118,7 @@ static void s_wait(store_node_t *sn, const wtimers_t *tm)
             uint64_t in_ms = (tm->next_sweep - now_wall) / 1000 + 1;
             wake_ms = MIN(wake_ms, now + in_ms);
         }
-        if (sn->cfg.store.sync_mode == STORE_SYNC_NONE)
+        if (sn->cfg.store.sync_mode == STORE_SYNC_NONE || sn->repl)
             wake_ms = MIN(wake_ms, tm->next_flush);
         if (sn->unsynced)
             wake_ms = MIN(wake_ms, tm->next_touch_sync);
@@ -193,6 +129,22 @@ static void s_wait(store_node_t *sn, const wtimers_t *tm)
         uint64_t d = MIN(wake_ms - now, 1000); /* never sleep blind for long */
         ts.tv_sec += (time_t)(d / 1000);
         ts.tv_nsec += (long)(d % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&sn->queue_cond, &sn->queue_lock, &ts);
+    }
+}
+
+/* Replicated (queue_lock held): while the pipeline of proposed groups is full, let jobs queue up
+ * -- a group ending signals queue_cond -- bounded by a short wait so timers and stops are seen. */
+static void s_wait_pipeline(store_node_t *sn)
+{
+    for (int i = 0; sn->repl && !sn->stopping && store_repl_pipeline_full(sn) && i < 200; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 5000000L;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
@@ -224,12 +176,17 @@ static job_t *s_take_group(store_node_t *sn, size_t *njobs)
     return head;
 }
 
-/* The TTL sweeper, when something is due: expiries and purges are ordinary sequenced changes. */
+/* The TTL sweeper, when something is due: expiries and purges are ordinary sequenced changes.
+ * Replicated: the leader proposes a SWEEP entry instead, every member applies it (store_repl.c). */
 static void s_sweep(store_node_t *sn, wtimers_t *tm)
 {
     uint64_t now_wall = util_now_us();
     if (tm->next_sweep > now_wall)
         return;
+    if (sn->repl) {
+        tm->next_sweep = store_repl_sweep(sn, now_wall);
+        return;
+    }
     char err[STORE_ERR_LEN];
     completion_t *c = xcalloc(1, sizeof *c);
     store_changes_init(&c->changes);
@@ -241,7 +198,7 @@ static void s_sweep(store_node_t *sn, wtimers_t *tm)
     atomic_fetch_add(&sn->expirations_total, exp);
     atomic_fetch_add(&sn->purges_total, pur);
     if (c->changes.n) {
-        s_push_completion(sn, c);
+        store_queue_complete(sn, c);
     } else {
         store_changes_fini(&c->changes);
         free(c);
@@ -259,7 +216,9 @@ static void s_housekeeping(store_node_t *sn, wtimers_t *tm)
 {
     char err[STORE_ERR_LEN];
     uint64_t now = util_mono_ms();
-    if (sn->cfg.store.sync_mode == STORE_SYNC_NONE && now >= tm->next_flush) {
+    /* Replicated: applies are not fsynced (the raft log is the durable record); flushing bounds
+     * what an OS crash makes the member rebuild from its log. */
+    if ((sn->cfg.store.sync_mode == STORE_SYNC_NONE || sn->repl) && now >= tm->next_flush) {
         if (store_flush(sn->store, err) < 0)
             LOG_RATELIMITED(LOG_ERROR, 1000, "%s", err);
         atomic_fetch_add(&sn->flushes_total, 1);
@@ -293,9 +252,14 @@ static void *s_writer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&sn->queue_lock);
         s_wait(sn, &tm);
+        s_wait_pipeline(sn);
         size_t njobs;
         job_t *head = s_take_group(sn, &njobs);
         bool stopping = sn->stopping && !sn->q_head && !head;
+        if (sn->kick) {
+            sn->kick = false;
+            tm.next_sweep = 0;
+        }
         pthread_mutex_unlock(&sn->queue_lock);
         if (stopping) {
             char err[STORE_ERR_LEN];
@@ -303,7 +267,9 @@ static void *s_writer_main(void *arg)
                 LOG(LOG_ERROR, "%s", err);
             break;
         }
-        if (head)
+        if (head && sn->repl)
+            store_repl_group(sn, head);
+        else if (head)
             s_write_group(sn, head, njobs);
         s_sweep(sn, &tm);
         s_housekeeping(sn, &tm);
@@ -313,23 +279,10 @@ static void *s_writer_main(void *arg)
 
 /* ==== life ======================================================================================= */
 
-int store_writer_init(store_node_t *sn)
-{
-    pthread_mutex_init(&sn->queue_lock, NULL);
-    pthread_mutex_init(&sn->done_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&sn->queue_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    stats_hist_init_latency(&sn->commit_hist);
-    stats_hist_init_pow2(&sn->group_hist, 14);
-    sn->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    return sn->efd < 0 ? -1 : 0;
-}
-
 int store_writer_start(store_node_t *sn)
 {
+    stats_hist_init_latency(&sn->commit_hist);
+    stats_hist_init_pow2(&sn->group_hist, 14);
     if (pthread_create(&sn->writer, NULL, s_writer_main, sn) != 0)
         return -1;
     sn->writer_started = true;
@@ -346,14 +299,4 @@ void store_writer_stop(store_node_t *sn)
     pthread_mutex_unlock(&sn->queue_lock);
     pthread_join(sn->writer, NULL);
     sn->writer_started = false;
-}
-
-void store_writer_fini(store_node_t *sn)
-{
-    if (sn->efd >= 0)
-        close(sn->efd);
-    sn->efd = -1;
-    pthread_mutex_destroy(&sn->queue_lock);
-    pthread_mutex_destroy(&sn->done_lock);
-    pthread_cond_destroy(&sn->queue_cond);
 }

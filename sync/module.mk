@@ -1,7 +1,7 @@
 # sync/: the change-stream client (libsync.a) and the leaf region's sync relay (librelay.a: the
 # relay itself, unit tested; the binary adds its main).
 SYNC_LIB := $(B)/libsync.a
-$(SYNC_LIB): $(B)/sync/sync_client.o
+$(SYNC_LIB): $(B)/sync/sync_client.o $(B)/sync/leader.o
 	$(AR) rcs $@ $^
 
 RELAY_LIB := $(B)/librelay.a

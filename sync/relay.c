@@ -20,6 +20,13 @@
  *   hold, marked stale); the center's HUGZ and pings tell the relay whether the link is up.
  *   ZeroMQ reconnects with backoff (100 ms .. 5 s) and ZMTP heartbeats detect dead TCP peers.
  *
+ * A replicated center (CENTER_ENDPOINT lists every member; docs/REPLICATION.md): one DEALER per
+ * member, commands to the one that leads (sync/leader.h) -- the member the stream's heartbeats
+ * name, or the leader a follower's ENOTLEADER answer names (the refused command, never applied,
+ * is sent there). When the leader changes, what was forwarded to the old one is sent again to the
+ * new one when that cannot apply it twice (a read, or a write with a command id: the center applies
+ * an id once), else answered EUNAVAIL (outcome unknown).
+ *
  * One thread, one ZMQ_FD poll loop (common/zloop.h): the center's stream first, then the center's
  * answers, then the region's commands. The state is a relay_t (relay.h); sync/relay_main.c is the
  * process around it.
@@ -30,6 +37,7 @@
 #include "curve.h"
 #include "dispatch.h"
 #include "idtab.h"
+#include "leader.h"
 #include "log.h"
 #include "procstat.h"
 #include "proto.h"
@@ -47,6 +55,7 @@
 
 #define CHANGES_PER_MSG 512
 #define CATCHUP_MAX 2000
+#define RETRIES_MAX 4 /* times one command may be sent again to another member of the center */
 
 /* A command forwarded to the center (or our own STATS poll), waiting for its answer. */
 typedef struct pending {
@@ -57,12 +66,19 @@ typedef struct pending {
     uint8_t ident[DISPATCH_IDENT_MAX];
     uint8_t ident_len;
     bool internal; /* our own STATS to the center */
+    /* a replicated center: the member it went to, and the frame to send it again to a new leader */
+    uint8_t member, retries;
+    bool retry_safe; /* a read, or a write with a command id */
+    char *bytes;
+    size_t blen;
 } pending_t;
 
 struct relay {
     relay_config_t cfg;
 
-    void *zctx, *router, *pub, *up;
+    void *zctx, *router, *pub, *up; /* up: the DEALER of the member commands go to */
+    void *ups[PROTO_MEMBERS_MAX];
+    leader_t center;                /* the center's command endpoints (one per member) */
     sync_client_t *sync;
     zloop_t *loop;
 
@@ -85,10 +101,18 @@ struct relay {
     proto_buf_t buf, tmp;
 
     uint64_t forwarded, unavailable, timeouts, malformed, local_catchups, fwd_catchups, relayed_changes;
-    uint64_t link_downs;
+    uint64_t link_downs, center_retries;
 };
 
+static void s_follow(relay_t *r, uint64_t member, uint64_t term, const char *why);
+
 /* ==== pending table ========================================================================== */
+
+static void s_pfree(pending_t *p)
+{
+    free(p->bytes);
+    free(p);
+}
 
 static void s_padd(relay_t *r, pending_t *p)
 {
@@ -100,6 +124,12 @@ static void s_padd(relay_t *r, pending_t *p)
     else
         r->t_head = p;
     r->t_tail = p;
+}
+
+static pending_t *s_pfind(relay_t *r, uint64_t rid)
+{
+    idtab_link_t *l = idtab_find(&r->pending, rid);
+    return l ? IDTAB_ENTRY(l, pending_t, link) : NULL;
 }
 
 static pending_t *s_ptake(relay_t *r, uint64_t rid)
@@ -284,6 +314,9 @@ static void s_collect_stats(relay_t *r, stats_list_t *l, bool full)
     stats_add(l, "relay_local_catchups_total", r->local_catchups);
     stats_add(l, "relay_forwarded_catchups_total", r->fwd_catchups);
     stats_add(l, "relay_center_rtt_seconds:us", r->center_rtt_us);
+    stats_add(l, "relay_center_member", (uint64_t)r->center.cur + 1);
+    stats_add(l, "relay_center_leader_switches_total", r->center.switches);
+    stats_add(l, "relay_center_retries_total", r->center_retries);
     procstat_t ps;
     procstat_read(&ps);
     stats_add_process(l, "proc=\"sync-relay\"", &ps);
@@ -322,10 +355,18 @@ static void s_forward(relay_t *r, const dispatch_in_t *in, const proto_msg_t *m)
     zloop_sent(r->loop, r->up);
     if (proto_rewrite_rid(in->raw, in->raw_len, p->link.id, &r->tmp) < 0 ||
         zu_send(r->up, NULL, 0, r->tmp.data, r->tmp.len) < 0) {
-        free(p);
+        s_pfree(p);
         r->unavailable++;
         s_status(r, in->ident, in->ident_len, m->rid, PROTO_EUNAVAIL, "center unreachable");
         return;
+    }
+    p->member = (uint8_t)r->center.cur;
+    if (leader_replicated(&r->center)) {
+        p->retry_safe = m->type == PROTO_GET || m->type == PROTO_MGET || m->type == PROTO_SESSIONS ||
+                        m->type == PROTO_CATCHUP || m->has_cmd_id;
+        p->bytes = xmalloc(r->tmp.len);
+        memcpy(p->bytes, r->tmp.data, r->tmp.len);
+        p->blen = r->tmp.len;
     }
     r->forwarded++;
     if (m->type == PROTO_CATCHUP)
@@ -402,6 +443,10 @@ static const dispatch_t s_region = {
 
 static void s_center_stats(relay_t *r, const proto_msg_t *m)
 {
+    uint64_t leading = 0, leader = 0;
+    if (leader_replicated(&r->center) && stats_find(m->stats, m->n, "store_repl_leading", &leading) && !leading &&
+        stats_find(m->stats, m->n, "store_repl_leader", &leader))
+        s_follow(r, leader, 0, "the member we followed names it");
     stats_list_reset(&r->center_stats);
     for (uint32_t i = 0; i < m->n; i++) {
         char name[PROTO_STAT_NAME_MAX + 1];
@@ -414,13 +459,72 @@ static void s_center_stats(relay_t *r, const proto_msg_t *m)
     }
 }
 
-/* Any answer from the center: back to whoever asked, under their request id. */
+/* ==== following the leader of a replicated center ============================================== */
+
+/* Send a forwarded command again, to the member commands go to now. Returns 0, or -1 (not sent). */
+static int s_resend(relay_t *r, pending_t *p)
+{
+    p->retries++;
+    p->member = (uint8_t)r->center.cur;
+    r->center_retries++;
+    zloop_sent(r->loop, r->up);
+    return zu_send(r->up, NULL, 0, p->bytes, p->blen);
+}
+
+/* Commands now go to member center.cur (was: `was`): what is in flight to the old one is sent
+ * again where that is safe, else answered EUNAVAIL (it may or may not have been applied). */
+static void s_switched(relay_t *r, unsigned was, const char *why)
+{
+    r->up = r->ups[r->center.cur];
+    LOG(LOG_NOTICE, "center link: commands now go to member %u (%s)", r->center.cur + 1, why);
+    pending_t *next;
+    for (pending_t *p = r->t_head; p; p = next) {
+        next = p->tnext;
+        if (p->internal || p->member != was)
+            continue;
+        if (p->retry_safe && p->bytes && p->retries < RETRIES_MAX && s_resend(r, p) == 0)
+            continue;
+        p = s_ptake(r, p->link.id);
+        r->unavailable++;
+        s_status(r, p->ident, p->ident_len, p->client_rid, PROTO_EUNAVAIL,
+                 "the center's leader changed: outcome unknown");
+        s_pfree(p);
+    }
+}
+
+static void s_follow(relay_t *r, uint64_t member, uint64_t term, const char *why)
+{
+    unsigned was = r->center.cur;
+    if (leader_hint(&r->center, member, term))
+        s_switched(r, was, why);
+}
+
+static unsigned s_member_of(const relay_t *r, const void *sock)
+{
+    for (unsigned i = 0; i < r->center.n; i++)
+        if (r->ups[i] == sock)
+            return i;
+    return 0;
+}
+
+/* Any answer from the center: back to whoever asked, under their request id. A replicated
+ * center's follower refused it (ENOTLEADER, not applied): to the leader it names instead. */
 static void on_center_answer(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
     relay_t *r = ctx;
-    pending_t *p = s_ptake(r, m->rid);
+    pending_t *p = s_pfind(r, m->rid);
     if (!p)
         return; /* answered already (timeout) */
+    unsigned from = s_member_of(r, in->sock);
+    if (leader_replicated(&r->center) && !p->internal && m->status == PROTO_ENOTLEADER) {
+        if (p->member != from)
+            return; /* a late refusal of what was sent again elsewhere */
+        if (m->seq && m->seq - 1 != from)
+            s_follow(r, m->seq, 0, "a follower named it");
+        if (r->center.cur != from && p->bytes && p->retries < RETRIES_MAX && s_resend(r, p) == 0)
+            return;
+    }
+    p = s_ptake(r, m->rid);
     r->center_rtt_us = util_mono_us() - p->sent_us;
     if (p->internal) {
         r->stats_out = false;
@@ -432,7 +536,7 @@ static void on_center_answer(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     } else {
         s_to_region(r, p->ident, p->ident_len, &r->buf);
     }
-    free(p);
+    s_pfree(p);
 }
 
 /* An answer that does not decode: the region trusts us no more than we trust the center, so the
@@ -454,7 +558,7 @@ static void on_center_malformed(void *ctx, const dispatch_in_t *in, const char *
         r->malformed++;
         s_status(r, p->ident, p->ident_len, p->client_rid, PROTO_EINTERNAL, "malformed answer from the center");
     }
-    free(p);
+    s_pfree(p);
 }
 
 static const dispatch_t s_center = {
@@ -476,7 +580,7 @@ static void s_poll_center(relay_t *r, uint64_t now)
     proto_enc_simple(&r->tmp, PROTO_STATS, p->link.id);
     zloop_sent(r->loop, r->up);
     if (zu_send(r->up, NULL, 0, r->tmp.data, r->tmp.len) < 0) {
-        free(p);
+        s_pfree(p);
         return;
     }
     r->stats_out = true;
@@ -493,7 +597,7 @@ static void s_expire(relay_t *r, uint64_t now)
             r->timeouts++;
             s_status(r, p->ident, p->ident_len, p->client_rid, PROTO_ETIMEOUT, "center timed out");
         }
-        free(p);
+        s_pfree(p);
     }
 }
 
@@ -526,6 +630,8 @@ static bool s_pump_stream(void *arg)
     relay_t *r = arg;
     bool more = sync_client_handle(r->sync) != 0;
     s_flush_changes(r);
+    if (leader_replicated(&r->center))
+        s_follow(r, sync_client_leader(r->sync), 0, "the center's stream comes from it");
     return more;
 }
 
@@ -546,23 +652,30 @@ static int s_sockets(relay_t *r, char *err)
     const relay_config_t *c = &r->cfg;
     r->router = zu_socket(r->zctx, ZMQ_ROUTER, 200000, 200000);
     r->pub = zu_socket(r->zctx, ZMQ_PUB, 100000, 0);
-    r->up = zu_socket(r->zctx, ZMQ_DEALER, 100000, 100000);
     int one = 1, ivl = 100, ivl_max = 5000, hb_ivl = 1000, hb_to = 3000;
     zmq_setsockopt(r->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(r->up, ZMQ_IMMEDIATE, &one, sizeof one);
-    zmq_setsockopt(r->up, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-    zmq_setsockopt(r->up, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
-    zmq_setsockopt(r->up, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl);
-    zmq_setsockopt(r->up, ZMQ_HEARTBEAT_TIMEOUT, &hb_to, sizeof hb_to);
-    if (c->curve && curve_client(r->up, c->srv_pub, c->cli_pub, c->cli_sec, err) < 0)
+    if (leader_parse(&r->center, c->center_cmd, "CENTER_ENDPOINT", err) < 0)
         return -2;
+    for (unsigned i = 0; i < r->center.n; i++) {
+        void *up = r->ups[i] = zu_socket(r->zctx, ZMQ_DEALER, 100000, 100000);
+        zmq_setsockopt(up, ZMQ_IMMEDIATE, &one, sizeof one);
+        zmq_setsockopt(up, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+        zmq_setsockopt(up, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+        zmq_setsockopt(up, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl);
+        zmq_setsockopt(up, ZMQ_HEARTBEAT_TIMEOUT, &hb_to, sizeof hb_to);
+        if (c->curve && curve_client(up, c->srv_pub, c->cli_pub, c->cli_sec, err) < 0)
+            return -2;
+    }
+    r->up = r->ups[0];
     if (zmq_bind(r->router, c->cmd_ep) < 0 || zmq_bind(r->pub, c->pub_ep) < 0) {
         snprintf(err, CFG_ERR_LEN, "bind %s / %s: %s", c->cmd_ep, c->pub_ep, zmq_strerror(errno));
         return -1;
     }
-    if (zmq_connect(r->up, c->center_cmd) < 0) {
-        snprintf(err, CFG_ERR_LEN, "connect %s: %s", c->center_cmd, zmq_strerror(errno));
-        return -1;
+    for (unsigned i = 0; i < r->center.n; i++) {
+        if (zmq_connect(r->ups[i], r->center.ep[i]) < 0) {
+            snprintf(err, CFG_ERR_LEN, "connect %s: %s", r->center.ep[i], zmq_strerror(errno));
+            return -1;
+        }
     }
     sync_config_t sc = {.pub_ep = c->center_pub, .cmd_ep = c->center_cmd, .heartbeat_limit_ms = c->hb_limit_ms,
                         .request_timeout_ms = c->req_timeout_ms};
@@ -580,9 +693,10 @@ static int s_sockets(relay_t *r, char *err)
     zmq_pollitem_t items[2];
     sync_client_poll_items(r->sync, items);
     void *socks[2] = {items[0].socket, items[1].socket};
-    if (zloop_add_drainer(r->loop, socks, 2, s_pump_stream, r) < 0 ||
-        zloop_add_socket(r->loop, r->up, s_on_center_frames, r) < 0 ||
-        zloop_add_socket(r->loop, r->router, s_on_region_frames, r) < 0) {
+    int rc = zloop_add_drainer(r->loop, socks, 2, s_pump_stream, r);
+    for (unsigned i = 0; i < r->center.n && rc == 0; i++)
+        rc = zloop_add_socket(r->loop, r->ups[i], s_on_center_frames, r);
+    if (rc < 0 || zloop_add_socket(r->loop, r->router, s_on_region_frames, r) < 0) {
         snprintf(err, CFG_ERR_LEN, "cannot poll the relay's sockets");
         return -1;
     }
@@ -618,15 +732,16 @@ void relay_destroy(relay_t **rp)
         pending_t *p = s_ptake(r, r->t_head->link.id);
         if (!p->internal)
             s_status(r, p->ident, p->ident_len, p->client_rid, PROTO_EUNAVAIL, "relay stopping");
-        free(p);
+        s_pfree(p);
     }
     sync_client_destroy(&r->sync);
     if (r->router)
         zmq_close(r->router);
     if (r->pub)
         zmq_close(r->pub);
-    if (r->up)
-        zmq_close(r->up);
+    for (unsigned i = 0; i < PROTO_MEMBERS_MAX; i++)
+        if (r->ups[i])
+            zmq_close(r->ups[i]);
     zloop_destroy(&r->loop);
     seqwin_fini(&r->window);
     idtab_fini(&r->pending);

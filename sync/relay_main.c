@@ -47,16 +47,26 @@ static int s_config(void *arg, char *err)
         snprintf(err, CFG_ERR_LEN, "CENTER_ENDPOINT: required (tcp://HOST:PORT of the center's CENTER_PORT)");
         return -1;
     }
-    /* CENTER_ENDPOINT=tcp://host:P -> commands on P, stream on P+1. */
-    const char *colon = strrchr(c->center, ':');
-    char *end;
-    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
-    if (strncmp(c->center, "tcp://", 6) != 0 || !colon || *end || port == 0 || port >= 65535) {
-        snprintf(err, CFG_ERR_LEN, "CENTER_ENDPOINT: invalid value '%s' (want tcp://HOST:PORT)", c->center);
-        return -1;
+    /* CENTER_ENDPOINT=tcp://host:P -> commands on P, stream on P+1. A replicated center: one
+     * tcp://HOST:PORT per member, comma-separated, in member order. */
+    char list[sizeof c->center], *rest = list, *tok;
+    snprintf(list, sizeof list, "%s", c->center);
+    int nm = 0;
+    while ((tok = strsep(&rest, ","))) {
+        const char *colon = strrchr(tok, ':');
+        char *end;
+        unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+        if (strncmp(tok, "tcp://", 6) != 0 || !colon || *end || port == 0 || port >= 65535 || nm == 7) {
+            snprintf(err, CFG_ERR_LEN, "CENTER_ENDPOINT: invalid value '%s' (want tcp://HOST:PORT, or one per member "
+                     "of a replicated center, comma-separated, at most 7)", tok);
+            return -1;
+        }
+        size_t lc = strlen(c->center_cmd), lp = strlen(c->center_pub);
+        snprintf(c->center_cmd + lc, sizeof c->center_cmd - lc, "%s%s", nm ? "," : "", tok);
+        snprintf(c->center_pub + lp, sizeof c->center_pub - lp, "%s%.*s:%lu", nm ? "," : "", (int)(colon - tok), tok,
+                 port + 1);
+        nm++;
     }
-    snprintf(c->center_cmd, sizeof c->center_cmd, "%s", c->center);
-    snprintf(c->center_pub, sizeof c->center_pub, "%.*s:%lu", (int)(colon - c->center), c->center, port + 1);
     int a = curve_key_load("CURVE_SERVER_PUBLIC_KEY", c->srv_pub, err);
     int b = a < 0 ? -1 : curve_key_load("CURVE_PUBLIC_KEY", c->cli_pub, err);
     int k = b < 0 ? -1 : curve_key_load("CURVE_SECRET_KEY", c->cli_sec, err);

@@ -11,6 +11,7 @@
  */
 #include "sync_client.h"
 #include "cfg.h"
+#include "leader.h"
 #include "log.h"
 #include "util.h"
 #include "zutil.h"
@@ -35,6 +36,7 @@ struct sync_client {
     sync_config_t cfg;
     sync_handler_t h;
     void *sub, *dealer;
+    leader_t cmd, pub; /* the members' endpoints; cmd.cur is the one the DEALER is connected to */
     int state;
     uint64_t epoch, seq;
 
@@ -136,12 +138,22 @@ sync_client_t *sync_client_new(void *zctx, const sync_config_t *cfg, const sync_
     zmq_setsockopt(sc->sub, ZMQ_SUBSCRIBE, &t, 1);
     t = PROTO_TOPIC_HUGZ;
     zmq_setsockopt(sc->sub, ZMQ_SUBSCRIBE, &t, 1);
-    if (zmq_connect(sc->sub, cfg->pub_ep) < 0) {
-        snprintf(err, CFG_ERR_LEN, "connect %s: %s", cfg->pub_ep, zmq_strerror(errno));
+    if (leader_parse(&sc->pub, cfg->pub_ep, "change stream endpoints", err) < 0 ||
+        leader_parse(&sc->cmd, cfg->cmd_ep, "store command endpoints", err) < 0)
+        goto fail;
+    if (sc->pub.n != sc->cmd.n) {
+        snprintf(err, CFG_ERR_LEN, "%u change stream endpoints but %u command endpoints: one of each per store member",
+                 sc->pub.n, sc->cmd.n);
         goto fail;
     }
-    if (zmq_connect(sc->dealer, cfg->cmd_ep) < 0) {
-        snprintf(err, CFG_ERR_LEN, "connect %s: %s", cfg->cmd_ep, zmq_strerror(errno));
+    for (unsigned i = 0; i < sc->pub.n; i++) {
+        if (zmq_connect(sc->sub, sc->pub.ep[i]) < 0) {
+            snprintf(err, CFG_ERR_LEN, "connect %s: %s", sc->pub.ep[i], zmq_strerror(errno));
+            goto fail;
+        }
+    }
+    if (zmq_connect(sc->dealer, leader_endpoint(&sc->cmd)) < 0) {
+        snprintf(err, CFG_ERR_LEN, "connect %s: %s", leader_endpoint(&sc->cmd), zmq_strerror(errno));
         goto fail;
     }
     sc->state = SYNC_CATCHING_UP;
@@ -175,6 +187,38 @@ int sync_client_poll_items(sync_client_t *sc, zmq_pollitem_t *items)
     return 2;
 }
 
+/* ==== following the leader (a replicated center) ============================================== */
+
+/* The member catch-ups go to changed (from `was`): move the DEALER; a catch-up in flight to the
+ * old member is asked again of the new one. */
+static void s_follow(sync_client_t *sc, unsigned was, const char *why)
+{
+    zmq_disconnect(sc->dealer, sc->cmd.ep[was]);
+    zmq_connect(sc->dealer, leader_endpoint(&sc->cmd));
+    LOG(LOG_NOTICE, "sync: following store member %u (%s)", sc->cmd.cur + 1, why);
+    if (sc->cu_active || sc->cu_retry_at) {
+        /* In flight to the old member, or waiting out a backoff: ask the new one soon (its
+         * connection is being made: the first try may find it not connected yet). */
+        sc->cu_active = false;
+        sc->cu_retry_at = util_mono_ms() + 10; /* resent on a tick, with a fresh request id */
+        sc->cu_backoff = RETRY_MIN_MS;
+    }
+}
+
+static void s_hint(sync_client_t *sc, uint64_t member, uint64_t term, const char *why)
+{
+    unsigned was = sc->cmd.cur;
+    if (leader_hint(&sc->cmd, member, term))
+        s_follow(sc, was, why);
+}
+
+static void s_next(sync_client_t *sc, const char *why)
+{
+    unsigned was = sc->cmd.cur;
+    if (leader_next(&sc->cmd))
+        s_follow(sc, was, why);
+}
+
 /* ==== catch-up =============================================================================== */
 
 static void s_send_catchup(sync_client_t *sc, uint64_t now)
@@ -190,7 +234,9 @@ static void s_send_catchup(sync_client_t *sc, uint64_t now)
                       sc->cu_snapshot ? sc->cu_key : "", sc->cu_snapshot ? sc->cu_key_len : 0);
     sc->sent = true;
     if (zu_send(sc->dealer, NULL, 0, sc->out.data, sc->out.len) < 0) {
-        /* Not connected (ZMQ_IMMEDIATE) or at the HWM: retry after a backoff. */
+        /* Not connected (ZMQ_IMMEDIATE; also just after following another member: the connect
+         * is under way) or at the HWM: retry after a backoff. A replicated center's leader says
+         * who it is in its heartbeats, so a dead member is left by the next one of those. */
         sc->cu_active = false;
         sc->cu_retry_at = now + sc->cu_backoff;
         sc->cu_backoff = MIN(sc->cu_backoff * 2, RETRY_MAX_MS);
@@ -410,6 +456,8 @@ static void s_on_sub(sync_client_t *sc, zmq_msg_t *frames, int n)
     sc->last_heard_ms = now;
     if (m.type == PROTO_HUGZ) {
         sc->store_now_us = m.now_us;
+        if (m.member && leader_replicated(&sc->cmd))
+            s_hint(sc, m.member, m.term, "its heartbeat says it leads");
         if (sc->state != SYNC_CATCHING_UP) {
             if (m.epoch != sc->epoch) {
                 s_gap(sc, "epoch changed", NULL, 0);
@@ -445,12 +493,31 @@ static void s_on_sub(sync_client_t *sc, zmq_msg_t *frames, int n)
     proto_msg_fini(&m);
 }
 
+/* A member of a replicated center that does not lead answered our catch-up: ask the leader it
+ * names, or the next member when it knows none (an election is under way). */
+static void s_on_not_leader(sync_client_t *sc, const proto_msg_t *m)
+{
+    uint64_t now = util_mono_ms();
+    sc->cu_active = false;
+    sc->cu_retry_at = now + sc->cu_backoff;
+    sc->cu_backoff = MIN(sc->cu_backoff * 2, RETRY_MAX_MS);
+    unsigned was = sc->cmd.cur;
+    if (m->seq && m->seq - 1 != was)
+        s_hint(sc, m->seq, 0, "a follower named it");
+    else
+        s_next(sc, "no leader known");
+    if (sc->cmd.cur != was)
+        sc->cu_retry_at = now; /* a new member to ask: at once */
+}
+
 static void s_on_dealer(sync_client_t *sc, zmq_msg_t *frames, int n)
 {
     proto_msg_t m;
     if (n == 1 && proto_decode(zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]), &m) == PROTO_DEC_OK) {
         if (m.type == PROTO_CATCHUP_REPLY)
             s_on_catchup_reply(sc, &m);
+        else if (m.type == PROTO_REPLY && m.status == PROTO_ENOTLEADER && sc->cu_active && m.rid == sc->cu_rid)
+            s_on_not_leader(sc, &m);
         proto_msg_fini(&m);
     } else {
         sc->st.malformed++;
@@ -523,6 +590,8 @@ uint64_t sync_client_tick(sync_client_t *sc, uint64_t now)
         if (sc->cu_active && now >= sc->cu_deadline) {
             sc->cu_active = false;
             sc->cu_retry_at = now; /* resend now with a fresh request id */
+            if (leader_replicated(&sc->cmd))
+                s_next(sc, "catch-up unanswered");
         }
         if (!sc->cu_active && sc->cu_retry_at && now >= sc->cu_retry_at) {
             sc->cu_retry_at = 0;
@@ -549,6 +618,8 @@ void sync_client_get_stats(const sync_client_t *sc, sync_stats_t *out)
     out->state = sc->state;
     out->last_heard_ms = sc->last_heard_ms;
     out->store_now_us = sc->store_now_us;
+    out->leader = sc->cmd.cur + 1;
+    out->leader_switches = sc->cmd.switches;
     uint64_t now = util_mono_ms();
     out->lag_ms = sc->state == SYNC_LIVE ? 0 : now - sc->last_uptodate_ms;
 }
@@ -556,6 +627,11 @@ void sync_client_get_stats(const sync_client_t *sc, sync_stats_t *out)
 int sync_client_state(const sync_client_t *sc)
 {
     return sc->state;
+}
+
+uint32_t sync_client_leader(const sync_client_t *sc)
+{
+    return sc->cmd.cur + 1;
 }
 
 uint64_t sync_client_seq(const sync_client_t *sc)

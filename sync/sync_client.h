@@ -17,6 +17,12 @@
  * It owns its two sockets and no thread: the owner polls the sockets it exposes (sync_client_poll
  * _items) and calls sync_client_handle() and sync_client_tick() from its own loop. Not
  * thread-safe; one owner thread.
+ *
+ * A replicated center (docs/REPLICATION.md): pub_ep and cmd_ep list every member, in member
+ * order. The SUB is connected to all of them (only the leader publishes, and its heartbeats name
+ * it); the DEALER to the one the client follows (sync/leader.h): the member the heartbeats name,
+ * the leader a follower's ENOTLEADER answer names, or the next one after a catch-up that got no
+ * answer. Sequences continue across leaders, so following a new one is an ordinary catch-up.
  */
 #ifndef PRESENCE_SYNC_CLIENT_H
 #define PRESENCE_SYNC_CLIENT_H
@@ -47,8 +53,8 @@ typedef struct sync_handler {
 } sync_handler_t;
 
 typedef struct sync_config {
-    const char *pub_ep;           /* PUB endpoint of the store (or relay) */
-    const char *cmd_ep;           /* command ROUTER endpoint of the store (or relay) */
+    const char *pub_ep;           /* PUB endpoint of the store (or relay); a replicated center: each member's, comma-separated */
+    const char *cmd_ep;           /* command ROUTER endpoint of the store (or relay); the same way */
     uint64_t heartbeat_limit_ms;  /* silence that makes the stream SILENT (default 3000) */
     uint64_t request_timeout_ms;  /* catch-up request deadline (default 2000) */
     uint32_t chunk_items;         /* catch-up chunk size (default 1000) */
@@ -67,9 +73,12 @@ typedef struct sync_stats {
     uint64_t last_heard_ms; /* monotonic time of the last message from the store */
     uint64_t lag_ms;        /* 0 when live, else how long since the state was last known complete */
     uint64_t store_now_us;  /* the store's clock in its last heartbeat */
+    uint32_t leader;        /* the member (1..N) catch-ups go to */
+    uint64_t leader_switches; /* times that member changed */
 } sync_stats_t;
 
-/* Create and connect. Returns NULL with err (CFG_ERR_LEN-sized) on failure. */
+/* Create and connect. Returns NULL with err (CFG_ERR_LEN-sized) on failure (also a list of
+ * endpoints that is malformed, or pub and cmd lists of different lengths). */
 sync_client_t *sync_client_new(void *zctx, const sync_config_t *cfg, const sync_handler_t *h, char *err);
 void sync_client_destroy(sync_client_t **sc);
 
@@ -99,6 +108,8 @@ int sync_client_set_position(sync_client_t *sc, uint64_t epoch, uint64_t seq);
 
 void sync_client_get_stats(const sync_client_t *sc, sync_stats_t *out);
 int sync_client_state(const sync_client_t *sc);
+/* The member (1..N of the endpoint lists) the client follows now; 1 for a single store. */
+uint32_t sync_client_leader(const sync_client_t *sc);
 uint64_t sync_client_seq(const sync_client_t *sc);
 const char *sync_state_name(int state);
 

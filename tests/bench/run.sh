@@ -2,7 +2,7 @@
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
 #   tests/bench/run.sh [section...]      sections: reads store cache cachemem gateway heartbeat sse propagation
-#                                        webhooks ws hostile
+#                                        webhooks ws hostile replication
 #
 # `reads` runs the stack as `make run` starts it beside the bare-h2o yardstick (tests/bench/h2o_bare.c)
 # and, when BENCH_BASE names a git ref (default main; "none" skips), the stack built from that ref
@@ -26,7 +26,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-reads store cache cachemem gateway heartbeat sse propagation webhooks ws hostile}
+SECTIONS=${*:-reads store cache cachemem gateway heartbeat sse propagation webhooks ws hostile replication}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -417,5 +417,11 @@ if [[ " $SECTIONS " == *" hostile "* ]]; then
     say "Commands: \`h2load -c 400 -m 100 -D ${SECONDS_PER} URL\` against a cached GET; \`h2load -c 10 -m 1 -D 8 --log-file=F URL\` alone and while \`build/bin/h2reset PORT 10\` sends HEADERS+RST_STREAM pairs from 127.0.0.2 (RELIABILITY.md, Hostile clients)."
     say ""
     cleanup
+fi
+# ---- a replicated center (STORE_REPLICAS=3) against one store-node --------------------------------
+if [[ " $SECTIONS " == *" replication "* ]]; then
+    say "## Replication: acknowledged writes with 3 replicas against one store-node, and failover"
+    say ""
+    BENCH_SECONDS=$SECONDS_PER BENCH_ROUNDS=$ROUNDS tests/bench/replication.sh | tee -a "$RES"
 fi
 echo "results in $RES"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """compose-local.py -- run compose/docker-compose.yml on this machine, without Docker, and smoke-test it.
 
-    compose-local.py --bin build/bin [--compose compose/docker-compose.yml] [--profile NAME]... [--keep]
+    compose-local.py --bin build/bin [--compose compose/docker-compose.yml] [--also OVERRIDE.yml]...
+                     [--profile NAME]... [--keep]
 
 What it does, so that the compose file cannot drift from what works:
   1. makes the file's secrets with compose/gen-secrets.sh (CurveZMQ keys from presence-keygen, a
@@ -315,6 +316,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="directory with the built binaries")
     ap.add_argument("--compose", default=os.path.join(ROOT, "compose", "docker-compose.yml"))
+    ap.add_argument("--also", action="append", default=[],
+                    help="an override file applied on top (docker-compose -f COMPOSE -f ALSO ...)")
     ap.add_argument("--docker-compose", default="docker-compose")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--profile", action="append", default=[], help="also run the services of this profile")
@@ -348,8 +351,9 @@ def main():
             raise Fail(gen.stdout)
         with open(env_file, encoding="utf-8") as f:
             jwt = re.search(r"^JWT_SECRET=(.+)$", f.read(), re.M).group(1)
+        files = [x for f in [a.compose] + a.also for x in ("-f", f)]
         profiles = [x for p in a.profile for x in ("--profile", p)]
-        cfg = subprocess.run([a.docker_compose, "-f", a.compose, "--env-file", env_file] + profiles + ["config"],
+        cfg = subprocess.run([a.docker_compose] + files + ["--env-file", env_file] + profiles + ["config"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if not check("docker-compose config", cfg.returncode == 0, cfg.stderr.strip()[-300:]):
             raise Fail("docker-compose config failed")

@@ -19,6 +19,7 @@
 #   compose-requires-jwt     ... and refuses it, naming JWT_SECRET, when JWT_SECRET is unset
 #   compose-local            compose-local.py: the file's services (with the "webhooks" profile's
 #                            notifier) run here and pass a smoke test
+#   compose-*-replicated     the same with docker-compose.replicated.yml on top (three center stores)
 #   helm-lint-{center,leaf}  helm lint --strict with each region's values file
 #   helm-template-{center,leaf}
 #   k8s-schema-{center,leaf} the rendered manifests (center with the ServiceMonitor and the
@@ -29,6 +30,7 @@
 #                            secret or the leaf's center endpoint is missing
 #   helm-cache-slots         ... and when the cache tier could exceed the gateway's 16 endpoints
 #   helm-requires-webhook-*  ... and when the notifier is on without targets or signing secrets
+#   helm-store-replicas      ... and when the store's members are not 1, 3 or 5
 # Ends with "deploy-check: N passed, N failed, N skipped"; exit status 1 if anything failed. A check
 # that cannot run here (not root, no unshare) is reported "skip NAME (why)" and counted as skipped.
 set -u
@@ -151,6 +153,14 @@ if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compos
 else
     bad compose-local "$out"
 fi
+replicated=$ROOT/compose/docker-compose.replicated.yml
+run compose-config-replicated env -i PATH="$PATH" PRESENCE_SECRETS_DIR="$tmp/secrets" \
+    docker-compose -f "$compose" -f "$replicated" --env-file "$tmp/compose.env" config -q
+if out=$("$PYTHON" tests/deploy/compose-local.py --bin "$BIN" --compose "$compose" --also "$replicated" 2>&1); then
+    ok compose-local-replicated "$(tail -n 1 <<<"$out" | sed 's/^compose-local: //')"
+else
+    bad compose-local-replicated "$out"
+fi
 
 # ---- helm -----------------------------------------------------------------------------------
 # Secrets for the renders: real keys from presence-keygen, written as a values file (Z85 keys hold
@@ -219,6 +229,8 @@ refuses helm-requires-webhook-secret 'secrets\.webhookSecrets is required' "$HEL
     -f "$tmp/secrets-center.yaml" "${W[@]}" --set secrets.webhookSecrets=""
 refuses helm-cache-slots 'the gateway takes 1 to 16' "$HELM" template x "$CHART" "${C[@]}" -f "$tmp/secrets-center.yaml" \
     --set cache.autoscaling.maxReplicas=17
+refuses helm-store-replicas 'store\.replicas: 1, 3 or 5' "$HELM" template x "$CHART" "${C[@]}" -f "$tmp/secrets-center.yaml" \
+    --set store.replicas=2
 
 echo "deploy-check: $pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

@@ -14,7 +14,8 @@ documents and to the code are right:
   - CACHE_DNS (NAME:PORT) names a headless Service of this release on one of its ports that
     publishes only ready pods (its name must resolve to the pods themselves, and only to those
     that serve);
-  - every Service selects a workload, and its targetPorts are named ports of that workload;
+  - every Service selects a workload (or one pod of a StatefulSet by its pod-name label), and its
+    targetPorts are named ports of that workload;
   - probes: an httpGet path is one of the gateway's routes (its route table in gw_http.c) on a
     named container port; an exec probe runs a binary the image ships (the Dockerfile's
     PRESENCE_BINS) and probes one of the container's own ports;
@@ -66,8 +67,25 @@ def main():
     hpa_max = {(h["spec"]["scaleTargetRef"]["kind"], h["spec"]["scaleTargetRef"]["name"]): h["spec"]["maxReplicas"]
                for h in by_kind.get("HorizontalPodAutoscaler", {}).values()}
 
+    POD_NAME = "statefulset.kubernetes.io/pod-name"
+
     def selected(selector):
-        return [w for w in workloads.values() if matches(selector, w["spec"]["template"]["metadata"].get("labels", {}))]
+        # A Service may select one pod of a StatefulSet by the label the controller gives it
+        # (<name>-<ordinal>, below its replicas): the rest must match the pod template.
+        selector = dict(selector or {})
+        pod = selector.pop(POD_NAME, None)
+        out = []
+        for (kind, name), w in workloads.items():
+            if pod is not None:
+                m = re.match(r"^(.*)-(\d+)$", pod)
+                if kind != "StatefulSet" or not m or m.group(1) != name or int(m.group(2)) >= w["spec"].get("replicas", 1):
+                    continue
+                if not selector:
+                    out.append(w)
+                    continue
+            if matches(selector, w["spec"]["template"]["metadata"].get("labels", {})):
+                out.append(w)
+        return out
 
     def port_names(ws):
         return {p.get("name") for w in ws for c in containers(w) for p in c.get("ports", [])}

@@ -39,9 +39,9 @@ FUZZ_OBJS_jwt := gateway/gw_auth.o $(FUZZ_COMMON)
 FUZZ_OBJS_jwt_claims := gateway/gw_auth.o $(FUZZ_COMMON)
 FUZZ_OBJS_ws := gateway/gw_wsframe.o gateway/gw_wsmsg.o gateway/gw_json.o $(FUZZ_PROTO) $(FUZZ_COMMON)
 FUZZ_OBJS_store := $(patsubst $(B)/%,%,$(STORE_ENGINE_OBJS)) $(FUZZ_PROTO) $(FUZZ_COMMON)
-FUZZ_OBJS_sync := sync/sync_client.o $(FUZZ_PROTO) common/zutil.o $(FUZZ_COMMON)
+FUZZ_OBJS_sync := sync/sync_client.o sync/leader.o $(FUZZ_PROTO) common/zutil.o $(FUZZ_COMMON)
 # The gateway uses much of common/: all of it, so a helper added there links here too.
-FUZZ_OBJS_http := $(FUZZ_GW_ALL) sync/sync_client.o $(FUZZ_PROTO) proto/stats.o proto/dispatch.o \
+FUZZ_OBJS_http := $(FUZZ_GW_ALL) sync/sync_client.o sync/leader.o $(FUZZ_PROTO) proto/stats.o proto/dispatch.o \
                   $(patsubst $(B)/%,%,$(COMMON_OBJS))
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_B)/bin/fuzz_%)

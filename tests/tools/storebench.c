@@ -9,10 +9,15 @@
  *   writers W acked N seconds S rate R/s p50_ms X p99_ms Y errors E
  *
  * Latency is measured per command from send to acknowledgement (closed loop: the next command of
- * a slot goes out when its previous one is answered).
+ * a slot goes out when its previous one is answered). PUTs carry a command id, as a cache-node's do
+ * (a replicated store records it in its dedup table).
+ *
+ * ENDPOINT may list the members of a replicated center (comma-separated): the bench asks each for
+ * its STATS until one says it leads (store_repl_leading), and writes to that one.
  */
 #include "cli.h"
 #include "proto.h"
+#include "stats.h"
 #include "util.h"
 #include "zutil.h"
 
@@ -25,6 +30,54 @@
 typedef struct slot {
     uint64_t sent_us;
 } slot_t;
+
+/* The member of a replicated center that leads, asked with STATS (at most 15 s). Returns its
+ * endpoint in out, or -1. */
+static int s_find_leader(void *ctx, const char *list, char *out, size_t len)
+{
+    char copy[2048], *rest = copy, *tok;
+    snprintf(copy, sizeof copy, "%s", list);
+    char eps[8][512];
+    int n = 0;
+    while (n < 8 && (tok = strsep(&rest, ",")))
+        snprintf(eps[n++], sizeof eps[0], "%s", tok);
+    uint64_t until = util_mono_us() + 15000000;
+    uint64_t rid = 1;
+    while (util_mono_us() < until) {
+        for (int i = 0; i < n; i++) {
+            void *d = zu_socket(ctx, ZMQ_DEALER, 100, 100);
+            zmq_connect(d, eps[i]);
+            proto_buf_t b;
+            proto_buf_init(&b);
+            proto_enc_simple(&b, PROTO_STATS, ++rid);
+            zmq_pollitem_t pi = {.socket = d, .events = ZMQ_POLLOUT};
+            bool leads = false;
+            if (zmq_poll(&pi, 1, 200) > 0 && zu_send(d, NULL, 0, b.data, b.len) == 0) {
+                pi.events = ZMQ_POLLIN;
+                zmq_msg_t f[ZU_FRAMES_MAX];
+                int nf;
+                if (zmq_poll(&pi, 1, 500) > 0 && zu_recv(d, f, ZU_FRAMES_MAX, &nf) == 0) {
+                    proto_msg_t m;
+                    uint64_t v = 0;
+                    if (nf == 1 && proto_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &m) == PROTO_DEC_OK)
+                        leads = stats_find(m.stats, m.n, "store_repl_leading", &v) && v == 1;
+                    if (nf == 1)
+                        proto_msg_fini(&m);
+                    zu_close_frames(f, nf);
+                }
+            }
+            proto_buf_fini(&b);
+            zmq_close(d);
+            if (leads) {
+                snprintf(out, len, "%s", eps[i]);
+                return 0;
+            }
+        }
+        zmq_pollitem_t none = {.socket = NULL, .fd = -1, .events = 0};
+        zmq_poll(&none, 0, 50); /* between rounds: the election is under way */
+    }
+    return -1;
+}
 
 static int s_cmp(const void *a, const void *b)
 {
@@ -40,6 +93,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *ep = argv[1];
+    char leader[512];
     int writers = atoi(argv[2]);
     double seconds = atof(argv[3]);
     unsigned users = argc > 4 ? (unsigned)atoi(argv[4]) : 100000;
@@ -49,6 +103,13 @@ int main(int argc, char **argv)
         return 2;
     }
     void *ctx = zmq_ctx_new();
+    if (strchr(ep, ',')) {
+        if (s_find_leader(ctx, ep, leader, sizeof leader) < 0) {
+            fprintf(stderr, "storebench: no member of %s leads\n", ep);
+            return 1;
+        }
+        ep = leader;
+    }
     void *s = zu_socket(ctx, ZMQ_DEALER, 1000000, 1000000);
     if (zmq_connect(s, ep) < 0) {
         fprintf(stderr, "connect %s: %s\n", ep, zmq_strerror(errno));
@@ -66,6 +127,9 @@ int main(int argc, char **argv)
     proto_record_set_msg(&rec, "benchmarking", 12);
     rec.status = PRESENCE_ONLINE;
     rec.ttl_s = 3600;
+    uint8_t id[PROTO_CMD_ID_LEN];
+    util_random(id, 8);
+    uint64_t next_id = 0;
 
     uint64_t errors = 0, acked = 0;
     uint64_t start = util_mono_us(), end = start + (uint64_t)(seconds * 1e6);
@@ -78,7 +142,8 @@ int main(int argc, char **argv)
         int n = snprintf(uid, sizeof uid, "bench%u", (unsigned)(rng % users));
         proto_record_set_uid(&rec, uid, (size_t)n);
         proto_buf_reset(&b);
-        proto_enc_records_cmd(&b, touch ? PROTO_TOUCH : PROTO_PUT, (uint64_t)i, &rec, 1);
+        memcpy(id + 8, &(uint64_t){++next_id}, 8);
+        proto_enc_records_cmd_id(&b, touch ? PROTO_TOUCH : PROTO_PUT, (uint64_t)i, &rec, 1, 0, touch ? NULL : id);
         /* Wait for the connection before the first send (startup, bounded by the deadline). */
         while (zu_send(s, NULL, 0, b.data, b.len) < 0) {
             if (util_mono_us() > end) {
@@ -137,7 +202,9 @@ int main(int argc, char **argv)
                     int n = snprintf(uid, sizeof uid, "bench%u", (unsigned)(rng % users));
                     proto_record_set_uid(&rec, uid, (size_t)n);
                     proto_buf_reset(&b);
-                    proto_enc_records_cmd(&b, touch ? PROTO_TOUCH : PROTO_PUT, (uint64_t)i, &rec, 1);
+                    memcpy(id + 8, &(uint64_t){++next_id}, 8);
+                    proto_enc_records_cmd_id(&b, touch ? PROTO_TOUCH : PROTO_PUT, (uint64_t)i, &rec, 1, 0,
+                                             touch ? NULL : id);
                     if (zu_send(s, NULL, 0, b.data, b.len) == 0) {
                         slots[i].sent_us = util_mono_us();
                         inflight++;

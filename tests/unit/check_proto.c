@@ -356,6 +356,103 @@ START_TEST(test_rt_put_touch_apply)
 }
 END_TEST
 
+/* Command ids (PROTOCOL.md "Command ids"): PUT, TOUCH and DEL carry one after the deadline (which
+ * is then always present, 0 = none); it decodes byte for byte; a wrong length, a string, or an id on
+ * APPLY/GET is refused. HUGZ may name its member (1..PROTO_MEMBERS_MAX); ENOTLEADER is a status. */
+START_TEST(test_rt_cmd_id_member)
+{
+    uint8_t id[PROTO_CMD_ID_LEN];
+    for (int i = 0; i < PROTO_CMD_ID_LEN; i++)
+        id[i] = (uint8_t)(0xa0 + i);
+    proto_record_t rec = s_rec(2);
+    static const uint8_t types[] = {PROTO_PUT, PROTO_TOUCH};
+    static const uint64_t dls[] = {0, 1700000000000000ULL};
+    for (size_t t = 0; t < ARRAY_LEN(types); t++) {
+        for (size_t d = 0; d < ARRAY_LEN(dls); d++) {
+            proto_buf_t b;
+            proto_buf_init(&b);
+            proto_enc_records_cmd_id(&b, types[t], 11, &rec, 1, dls[d], id);
+            proto_msg_t m;
+            s_dec_ok(&b, &m);
+            ck_assert_uint_eq(m.type, types[t]);
+            ck_assert_uint_eq(m.n, 1);
+            ck_assert_uint_eq(m.deadline_us, dls[d]);
+            ck_assert(m.has_cmd_id);
+            ck_assert_mem_eq(m.cmd_id, id, PROTO_CMD_ID_LEN);
+            proto_msg_fini(&m);
+            /* Without an id: none decoded. */
+            proto_buf_reset(&b);
+            proto_enc_records_cmd_id(&b, types[t], 11, &rec, 1, dls[d], NULL);
+            s_dec_ok(&b, &m);
+            ck_assert(!m.has_cmd_id);
+            proto_msg_fini(&m);
+            proto_buf_fini(&b);
+        }
+    }
+    proto_buf_t b;
+    proto_buf_init(&b);
+    proto_enc_get_id(&b, PROTO_DEL, 12, "bob", 3, 0, id);
+    proto_msg_t m;
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.type, PROTO_DEL);
+    ck_assert_uint_eq(m.deadline_us, 0);
+    ck_assert(m.has_cmd_id);
+    ck_assert_mem_eq(m.cmd_id, id, PROTO_CMD_ID_LEN);
+    ck_assert_mem_eq(m.key.p, "bob", 3);
+    proto_msg_fini(&m);
+    /* GET and APPLY never carry one (the encoders leave it out). */
+    proto_buf_reset(&b);
+    proto_enc_get_id(&b, PROTO_GET, 13, "bob", 3, 0, id);
+    s_dec_ok(&b, &m);
+    ck_assert(!m.has_cmd_id);
+    proto_msg_fini(&m);
+    proto_buf_reset(&b);
+    proto_enc_records_cmd_id(&b, PROTO_APPLY, 14, &rec, 1, 5, id);
+    s_dec_ok(&b, &m);
+    ck_assert(!m.has_cmd_id);
+    proto_msg_fini(&m);
+    /* An id of 15 bytes, one that is a string, a DEL with 7 fields: malformed. */
+    proto_enc_t e;
+    proto_buf_reset(&b);
+    proto_enc_init(&e, &b);
+    proto_enc_header(&e, 6, PROTO_DEL, 5);
+    proto_enc_str(&e, "alice", 5);
+    proto_enc_u64(&e, 0);
+    proto_enc_str(&e, "0123456789abcde", 15);
+    s_expect_malformed(b.data, b.len, "command id as a string");
+    proto_buf_reset(&b);
+    proto_enc_init(&e, &b);
+    proto_enc_header(&e, 7, PROTO_DEL, 5);
+    proto_enc_str(&e, "alice", 5);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 0);
+    s_expect_malformed(b.data, b.len, "DEL with 7 fields");
+    /* HUGZ naming its member; one beyond PROTO_MEMBERS_MAX is refused. */
+    proto_buf_reset(&b);
+    proto_enc_hugz_member(&b, 77, 1000, 5, 0, 3, 12);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.type, PROTO_HUGZ);
+    ck_assert_uint_eq(m.epoch, 77);
+    ck_assert_uint_eq(m.seq, 1000);
+    ck_assert_uint_eq(m.member, 3);
+    ck_assert_uint_eq(m.term, 12);
+    proto_msg_fini(&m);
+    proto_buf_reset(&b);
+    proto_enc_hugz_member(&b, 77, 1000, 5, 0, PROTO_MEMBERS_MAX + 1, 1);
+    s_expect_malformed(b.data, b.len, "HUGZ member out of range");
+    /* ENOTLEADER names the leader in as_of. */
+    proto_buf_reset(&b);
+    proto_enc_reply(&b, 15, PROTO_ENOTLEADER, 2, NULL, 0, "not leader", 0);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.status, PROTO_ENOTLEADER);
+    ck_assert_uint_eq(m.seq, 2);
+    proto_msg_fini(&m);
+    ck_assert_str_eq(proto_status_name(PROTO_ENOTLEADER), "not leader");
+    proto_buf_fini(&b);
+}
+END_TEST
+
 /* Writes may carry the sender's deadline (PROTOCOL.md "Write deadline"); 0 encodes exactly as the
  * plain encoders; GET and APPLY have no such field; a deadline that is not an integer is refused. */
 START_TEST(test_rt_write_deadline)
@@ -2316,6 +2413,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_rt_mget);
     tcase_add_test(tc, test_rt_put_touch_apply);
     tcase_add_test(tc, test_rt_write_deadline);
+    tcase_add_test(tc, test_rt_cmd_id_member);
     tcase_add_test(tc, test_rt_simple_catchup_hugz);
     tcase_add_test(tc, test_rt_reply);
     tcase_add_test(tc, test_rt_changes);

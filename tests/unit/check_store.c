@@ -11,7 +11,9 @@
  * map_size_max failure (nothing of the failed group visible), the sweeper (expiry at expires_at
  * and not before, purge after retention, next_due_us, the per-call action limit, tombstone
  * pruning and the floor), catch-up (exact contents, order, chunking, records-only, against a
- * model), the read API and store_get_info.
+ * model), the read API and store_get_info; replicated mode (the epoch from the first LEAD entry,
+ * the applied index across reopen, command ids applied once within the window, identical
+ * applies on two stores, a sweep entry, a compacting copy replacing another store's state).
  *
  * Single-threaded: reads are opened and closed by the test thread around writes (a read must not
  * be open while a write needs to grow the map).
@@ -1818,6 +1820,208 @@ START_TEST(test_sessions_del)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------------------
+ * Replicated mode (store.h: the *_at functions, store_copy, store_replace)
+ * ------------------------------------------------------------------------------------------------- */
+
+static store_config_t s_rcfg(void)
+{
+    store_config_t c = s_cfg();
+    c.replicated = true;
+    c.dedup_window_us = 60 * SEC;
+    return c;
+}
+
+/* One GROUP of one op at `index`; returns the op (status, as_of, deduped). */
+static store_op_t s_at(store_t *st, uint64_t index, uint8_t type, proto_record_t *in, proto_record_t *out,
+                       const uint8_t *id, uint64_t now, store_changes_t *ch)
+{
+    store_op_t op = {.type = type, .n = 1, .in = in, .out = out};
+    if (id) {
+        op.has_cmd_id = true;
+        memcpy(op.cmd_id, id, PROTO_CMD_ID_LEN);
+    }
+    char err[STORE_ERR_LEN] = "";
+    store_changes_t scratch;
+    store_changes_init(&scratch);
+    ck_assert_msg(store_apply_at(st, index, &op, 1, now, ch ? ch : &scratch, err) == 0, "store_apply_at: %s", err);
+    store_changes_fini(&scratch);
+    return op;
+}
+
+/* A replicated store starts without an epoch; the first LEAD entry gives it and later ones do
+ * not change it; the index and the lease grace survive a reopen; no sequence reservation. */
+START_TEST(test_repl_epoch_and_index)
+{
+    store_config_t cfg = s_rcfg();
+    store_t *st = s_open(&cfg);
+    ck_assert_uint_eq(store_epoch(st), 0);
+    ck_assert_uint_eq(store_applied_index(st), 0);
+    char err[STORE_ERR_LEN];
+    ck_assert_int_eq(store_lead_at(st, 2, 777, T0, err), 0);
+    ck_assert_uint_eq(store_epoch(st), 777);
+    ck_assert_int_eq(store_lead_at(st, 5, 888, T0 + SEC, err), 0); /* a later leader's: ignored */
+    ck_assert_uint_eq(store_epoch(st), 777);
+    proto_record_t in = s_in("alice", PRESENCE_BUSY, "x", 60, "n"), out;
+    store_op_t op = s_at(st, 6, PROTO_PUT, &in, &out, NULL, T0 + 2 * SEC, NULL);
+    ck_assert_uint_eq(op.status, PROTO_OK);
+    ck_assert_uint_eq(out.version, 1);
+    ck_assert_int_eq(store_skip_at(st, 7, err), 0);
+    ck_assert_uint_eq(store_applied_index(st), 7);
+    ck_assert_uint_eq(store_last_seq(st), 1);
+    store_close(&st);
+    st = s_open(&cfg);
+    ck_assert_uint_eq(store_epoch(st), 777);
+    ck_assert_uint_eq(store_applied_index(st), 7);
+    store_info_t info;
+    store_get_info(st, &info);
+    ck_assert_uint_eq(info.last_seq, 1); /* no jump: a reopen continues at the same sequence */
+    op = s_at(st, 8, PROTO_PUT, &in, &out, NULL, T0 + 3 * SEC, NULL);
+    ck_assert_uint_eq(out.version, 2);
+    store_close(&st);
+}
+END_TEST
+
+/* A command id is applied once: the second entry carrying it (a retry after a failover) changes
+ * nothing and answers the first attempt's status and as_of with the record as it is now; another
+ * id is applied; past the window (by entry time) the id is forgotten and applies again. A DEL
+ * retried is answered from the table too. */
+START_TEST(test_repl_dedup)
+{
+    store_config_t cfg = s_rcfg();
+    store_t *st = s_open(&cfg);
+    uint8_t id1[PROTO_CMD_ID_LEN], id2[PROTO_CMD_ID_LEN], id3[PROTO_CMD_ID_LEN];
+    memset(id1, 1, sizeof id1);
+    memset(id2, 2, sizeof id2);
+    memset(id3, 3, sizeof id3);
+    store_changes_t ch;
+    store_changes_init(&ch);
+    proto_record_t in = s_in("bob", PRESENCE_ONLINE, "first", 600, "n"), out;
+    store_op_t op = s_at(st, 1, PROTO_PUT, &in, &out, id1, T0, &ch);
+    ck_assert(!op.deduped);
+    ck_assert_uint_eq(out.version, 1);
+    ck_assert_uint_eq(ch.n, 1);
+    /* The same command again: not applied (no change, no new version). */
+    store_changes_reset(&ch);
+    op = s_at(st, 2, PROTO_PUT, &in, &out, id1, T0 + SEC, &ch);
+    ck_assert(op.deduped);
+    ck_assert_uint_eq(op.status, PROTO_OK);
+    ck_assert_uint_eq(op.as_of, 1);
+    ck_assert_uint_eq(out.version, 1);
+    ck_assert_str_eq(out.message, "first");
+    ck_assert_uint_eq(ch.n, 0);
+    /* Another command: applied; a retry of the first now answers the current record. */
+    proto_record_t in2 = s_in("bob", PRESENCE_AWAY, "second", 600, "n");
+    op = s_at(st, 3, PROTO_PUT, &in2, &out, id2, T0 + 2 * SEC, &ch);
+    ck_assert(!op.deduped);
+    ck_assert_uint_eq(out.version, 2);
+    op = s_at(st, 4, PROTO_PUT, &in, &out, id1, T0 + 3 * SEC, NULL);
+    ck_assert(op.deduped);
+    ck_assert_uint_eq(op.as_of, 1);
+    ck_assert_uint_eq(out.version, 2);
+    ck_assert_str_eq(out.message, "second");
+    /* DEL once, retried: the tombstone's sequence both times; then a retried PUT of a gone record. */
+    proto_record_t key = s_in("bob", 0, "", 0, "n");
+    op = s_at(st, 5, PROTO_DEL, &key, NULL, id3, T0 + 4 * SEC, NULL);
+    ck_assert_uint_eq(op.status, PROTO_OK);
+    uint64_t tomb = op.as_of;
+    op = s_at(st, 6, PROTO_DEL, &key, NULL, id3, T0 + 5 * SEC, NULL);
+    ck_assert(op.deduped);
+    ck_assert_uint_eq(op.status, PROTO_OK);
+    ck_assert_uint_eq(op.as_of, tomb);
+    op = s_at(st, 7, PROTO_PUT, &in2, &out, id2, T0 + 6 * SEC, NULL);
+    ck_assert(op.deduped);
+    ck_assert_uint_eq(op.status, PROTO_NOTFOUND); /* written, then deleted */
+    store_info_t info;
+    store_get_info(st, &info);
+    ck_assert_uint_eq(info.dedup_entries, 3);
+    /* Past the window every id is forgotten (pruned by the entry's time): id1 applies again. */
+    op = s_at(st, 8, PROTO_PUT, &in, &out, id1, T0 + 120 * SEC, NULL);
+    ck_assert(!op.deduped);
+    ck_assert_uint_eq(out.version, tomb + 1);
+    store_get_info(st, &info);
+    ck_assert_uint_eq(info.dedup_entries, 1);
+    store_changes_fini(&ch);
+    store_close(&st);
+}
+END_TEST
+
+/* Two members applying the same entries reach the same state (sequences, records, due times);
+ * a sweep entry expires identically; a copy of one replaces the other's state whole. */
+START_TEST(test_repl_copy_replace)
+{
+    store_config_t cfg = s_rcfg();
+    store_t *a = s_open(&cfg);
+    char bdir[600];
+    snprintf(bdir, sizeof bdir, "%s/b", s_dir);
+    store_config_t cb = cfg;
+    cb.path = bdir;
+    store_t *b = s_open(&cb);
+    char err[STORE_ERR_LEN];
+    ck_assert_int_eq(store_lead_at(a, 1, 42, T0, err), 0);
+    ck_assert_int_eq(store_lead_at(b, 1, 42, T0, err), 0);
+    for (int i = 0; i < 20; i++) {
+        char uid[16];
+        snprintf(uid, sizeof uid, "u%d", i);
+        proto_record_t in = s_in(uid, PRESENCE_ONLINE, "m", (uint32_t)(10 + i), "n"), oa, ob;
+        s_at(a, 2 + (uint64_t)i, PROTO_PUT, &in, &oa, NULL, T0 + (uint64_t)i * SEC, NULL);
+        s_at(b, 2 + (uint64_t)i, PROTO_PUT, &in, &ob, NULL, T0 + (uint64_t)i * SEC, NULL);
+        ck_assert_uint_eq(oa.version, ob.version);
+        ck_assert_uint_eq(oa.expires_at_us, ob.expires_at_us);
+    }
+    store_changes_t ca, cbc;
+    store_changes_init(&ca);
+    store_changes_init(&cbc);
+    uint64_t ea = 0, pa = 0, eb = 0, pb = 0;
+    int na = store_sweep_at(a, 30, T0 + 25 * SEC, 100, &ca, &ea, &pa, err);
+    int nb = store_sweep_at(b, 30, T0 + 25 * SEC, 100, &cbc, &eb, &pb, err);
+    ck_assert_int_eq(na, nb);
+    ck_assert_int_gt(na, 0);
+    ck_assert_uint_eq(ea, eb);
+    for (int i = 0; i < na; i++)
+        ck_assert_uint_eq(ca.v[i].rec.version, cbc.v[i].rec.version);
+    ck_assert_uint_eq(store_applied_index(a), 30);
+    /* A sweep with nothing due still records its index. */
+    store_changes_reset(&ca);
+    ck_assert_int_eq(store_sweep_at(a, 31, T0 + 25 * SEC, 100, &ca, &ea, &pa, err), 0);
+    ck_assert_uint_eq(store_applied_index(a), 31);
+    /* b falls behind (it never saw index 31..32), then takes a's copy whole. */
+    proto_record_t in = s_in("late", PRESENCE_BUSY, "only on a", 600, "n"), o;
+    s_at(a, 32, PROTO_PUT, &in, &o, NULL, T0 + 26 * SEC, NULL);
+    char copy[700];
+    snprintf(copy, sizeof copy, "%s/copy.mdb", s_dir);
+    uint64_t applied = 0;
+    ck_assert_msg(store_copy(a, copy, &applied, err) == 0, "store_copy: %s", err);
+    ck_assert_uint_eq(applied, 32);
+    /* A copy whose index is not the announced one is refused; the state is intact. */
+    ck_assert_int_eq(store_replace(b, copy, 33, err), -1);
+    ck_assert_uint_eq(store_applied_index(b), 30);
+    ck_assert_msg(store_replace(b, copy, 32, err) == 0, "store_replace: %s", err);
+    ck_assert_uint_eq(store_applied_index(b), 32);
+    ck_assert_uint_eq(store_epoch(b), 42);
+    store_info_t ia, ib;
+    store_get_info(a, &ia);
+    store_get_info(b, &ib);
+    ck_assert_uint_eq(ia.last_seq, ib.last_seq);
+    ck_assert_uint_eq(ia.records, ib.records);
+    store_read_t *r = store_read_begin(b, err);
+    ck_assert_ptr_nonnull(r);
+    proto_record_t got;
+    ck_assert_int_eq(store_read_get(r, "late", 4, &got), STORE_OK);
+    ck_assert_str_eq(got.message, "only on a");
+    store_read_end(&r);
+    /* b goes on from there like a. */
+    proto_record_t in2 = s_in("next", PRESENCE_AWAY, "", 600, "n"), o1, o2;
+    s_at(a, 33, PROTO_PUT, &in2, &o1, NULL, T0 + 27 * SEC, NULL);
+    s_at(b, 33, PROTO_PUT, &in2, &o2, NULL, T0 + 27 * SEC, NULL);
+    ck_assert_uint_eq(o1.version, o2.version);
+    store_changes_fini(&ca);
+    store_changes_fini(&cbc);
+    store_close(&a);
+    store_close(&b);
+}
+END_TEST
+
 static TCase *s_tcase(Suite *s, const char *name, int timeout)
 {
     TCase *tc = tcase_create(name);
@@ -1866,6 +2070,11 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_lease_grace_after_restart);
     tcase_add_test(tc, test_sessions_invisible);
     tcase_add_test(tc, test_sessions_del);
+
+    tc = s_tcase(s, "replicated", 30);
+    tcase_add_test(tc, test_repl_epoch_and_index);
+    tcase_add_test(tc, test_repl_dedup);
+    tcase_add_test(tc, test_repl_copy_replace);
     return s;
 }
 

@@ -11,7 +11,8 @@
  * is answered at once; a write past its sender's deadline is refused and not applied; a full write
  * queue answers EOVERLOAD; catch-ups are incremental or a snapshot; pings and stats answer; bad
  * input is answered EBADREQ and counted; the sweeper turns an expired record offline on the stream;
- * a stop acknowledges what was queued.
+ * a stop acknowledges what was queued; a one-member replicated store leads, publishes heartbeats
+ * naming it, and applies a command id once.
  */
 #include "log.h"
 #include "proto.h"
@@ -29,6 +30,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #define WAIT_MS 5000
 
@@ -70,7 +74,8 @@ static void s_rmtree(const char *path)
     rmdir(path);
 }
 
-static void s_env(env_t *e, const char *name, uint64_t queue_max)
+/* A node; with raft_port, a one-member replicated store (its raft log in the temp dir). */
+static void s_env2(env_t *e, const char *name, uint64_t queue_max, int raft_port)
 {
     memset(e, 0, sizeof *e);
     proto_buf_init(&e->in);
@@ -96,6 +101,17 @@ static void s_env(env_t *e, const char *name, uint64_t queue_max)
     c.store.retention_us = 3600ull * 1000000;
     c.store.default_ttl_s = 3600;
     c.store.log_max = 100000;
+    if (raft_port) {
+        c.repl.nmembers = 1;
+        c.repl.self = 1;
+        c.repl.members[0].id = 1;
+        snprintf(c.repl.members[0].address, sizeof c.repl.members[0].address, "127.0.0.1:%d", raft_port);
+        snprintf(c.repl.raft_dir, sizeof c.repl.raft_dir, "%s/raft", e->dir);
+        c.repl.election_ms = 500;
+        c.repl.snapshot_entries = 8192;
+        c.store.replicated = true;
+        c.store.dedup_window_us = 60000000;
+    }
     e->zctx = zmq_ctx_new();
     char err[256];
     ck_assert_msg(store_node_new(e->zctx, &c, &e->n, err) == 0, "%s", err);
@@ -105,6 +121,11 @@ static void s_env(env_t *e, const char *name, uint64_t queue_max)
     ck_assert_int_eq(zmq_connect(e->cmd, c.cmd_ep), 0);
     ck_assert_int_eq(zmq_connect(e->sub, c.pub_ep), 0);
     ck_assert_int_eq(pthread_create(&e->th, NULL, s_node_thread, e), 0);
+}
+
+static void s_env(env_t *e, const char *name, uint64_t queue_max)
+{
+    s_env2(e, name, queue_max, 0);
 }
 
 static void s_env_stop(env_t *e)
@@ -525,6 +546,79 @@ START_TEST(test_stop_acknowledges_queued)
 }
 END_TEST
 
+/* ==== a replicated member ==================================================================== */
+
+static int s_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof a;
+    int p = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &sl) == 0)
+        p = ntohs(a.sin_port);
+    close(fd);
+    return p;
+}
+
+/* A one-member replicated store-node: it leads once its LEAD entry applied (its heartbeats name
+ * member 1 and a term, its stats say it leads); a PUT is acknowledged and published; the same
+ * command id again changes nothing and answers the first attempt's version; another id is a new
+ * write. */
+START_TEST(test_replicated_member)
+{
+    env_t e;
+    int port = s_free_port();
+    ck_assert_int_gt(port, 0);
+    s_env2(&e, "repl", 65536, port);
+    proto_msg_t m;
+    proto_buf_t keep;
+    proto_buf_init(&keep);
+    s_stream(&e, PROTO_HUGZ, &m, &keep);
+    ck_assert_uint_eq(m.member, 1);
+    ck_assert_uint_gt(m.term, 0);
+    ck_assert_uint_ne(m.epoch, 0); /* from the log's LEAD entry */
+    proto_msg_fini(&m);
+    ck_assert_uint_eq(s_stat(&e, "store_repl_leading"), 1);
+    ck_assert_uint_eq(s_stat(&e, "store_repl_members"), 1);
+    uint8_t id[PROTO_CMD_ID_LEN];
+    memset(id, 7, sizeof id);
+    proto_record_t r = s_record("carol", "first", 600);
+    proto_buf_t b;
+    proto_buf_init(&b);
+    proto_enc_records_cmd_id(&b, PROTO_PUT, 11, &r, 1, 0, id);
+    s_send(&e, &b);
+    s_expect(&e, 11, PROTO_REPLY, PROTO_OK, &m);
+    uint64_t v1 = m.recs[0].version, as_of = m.seq;
+    ck_assert_uint_gt(v1, 0);
+    proto_msg_fini(&m);
+    s_stream(&e, PROTO_CHANGES, &m, &keep);
+    ck_assert_uint_eq(m.seq, v1);
+    proto_msg_fini(&m);
+    /* The same command again (a retry after a failover): applied once. */
+    r = s_record("carol", "first", 600);
+    proto_buf_reset(&b);
+    proto_enc_records_cmd_id(&b, PROTO_PUT, 12, &r, 1, 0, id);
+    s_send(&e, &b);
+    s_expect(&e, 12, PROTO_REPLY, PROTO_OK, &m);
+    ck_assert_uint_eq(m.recs[0].version, v1);
+    ck_assert_uint_eq(m.seq, as_of);
+    proto_msg_fini(&m);
+    ck_assert_uint_eq(s_stat(&e, "store_repl_dedup_hits_total"), 1);
+    /* Another id: a new version. */
+    id[0] = 8;
+    proto_buf_reset(&b);
+    proto_enc_records_cmd_id(&b, PROTO_PUT, 13, &r, 1, 0, id);
+    s_send(&e, &b);
+    s_expect(&e, 13, PROTO_REPLY, PROTO_OK, &m);
+    ck_assert_uint_eq(m.recs[0].version, v1 + 1);
+    proto_msg_fini(&m);
+    proto_buf_fini(&b);
+    proto_buf_fini(&keep);
+    s_env_fini(&e);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("store_node");
@@ -543,6 +637,7 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_sweeper_expires);
     tcase_add_test(tc, test_stop_acknowledges_queued);
+    tcase_add_test(tc, test_replicated_member);
     suite_add_tcase(s, tc);
     return s;
 }

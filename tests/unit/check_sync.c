@@ -3,8 +3,10 @@
  *
  * The client's DEALER is connected to a ROUTER bound here (inproc), so its catch-up requests are
  * read back and answered with the request id they carry. Regressions found by fuzzing
- * (tests/fuzz/fuzz_sync.c) live here too.
+ * (tests/fuzz/fuzz_sync.c) live here too. The "leader" case covers sync/leader.c and a client
+ * following the leader of a replicated center (three ROUTERs and PUBs here).
  */
+#include "leader.h"
 #include "proto.h"
 #include "sync_client.h"
 #include "util.h"
@@ -194,6 +196,104 @@ START_TEST(test_fuzz_reply_of_several_frames)
 }
 END_TEST
 
+/* ---- following the leader of a replicated center (sync/leader.c, and the client on it) ------- */
+
+START_TEST(test_leader_parse_and_hints)
+{
+    leader_t l;
+    char err[256];
+    ck_assert_int_eq(leader_parse(&l, "ipc://a", "X", err), 0);
+    ck_assert_uint_eq(l.n, 1);
+    ck_assert(!leader_replicated(&l));
+    ck_assert(!leader_next(&l)); /* one store: nowhere else to go */
+    ck_assert(!leader_hint(&l, 1, 3));
+    ck_assert_int_eq(leader_parse(&l, "tcp://h1:1,tcp://h2:1,tcp://h3:1", "X", err), 0);
+    ck_assert_uint_eq(l.n, 3);
+    ck_assert_str_eq(leader_endpoint(&l), "tcp://h1:1");
+    ck_assert(leader_hint(&l, 3, 7));
+    ck_assert_str_eq(leader_endpoint(&l), "tcp://h3:1");
+    ck_assert(!leader_hint(&l, 2, 6)); /* an older term: a cut-off leader that has not stepped down */
+    ck_assert(!leader_hint(&l, 0, 0));
+    ck_assert(!leader_hint(&l, 4, 0)); /* no such member */
+    ck_assert(leader_hint(&l, 2, 0));  /* a follower's word (no term) */
+    ck_assert(leader_next(&l));
+    ck_assert_uint_eq(l.cur, 2);
+    ck_assert(leader_next(&l));
+    ck_assert_uint_eq(l.cur, 0);
+    ck_assert_uint_eq(l.switches, 4);
+    ck_assert_int_eq(leader_parse(&l, "a,,b", "X", err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "X: empty endpoint"));
+    ck_assert_int_eq(leader_parse(&l, "", "X", err), -1);
+    ck_assert_int_eq(leader_parse(&l, "a,b,c,d,e,f,g,h", "X", err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "more than 7"));
+}
+END_TEST
+
+/* A client given three members: catch-ups go to member 1, then to the member a heartbeat names,
+ * then to the leader a follower's ENOTLEADER names; lists of different lengths are refused. */
+START_TEST(test_follows_the_leader)
+{
+    void *zctx = zmq_ctx_new();
+    void *routers[3], *pubs[3];
+    char cmd[200] = "", pub[200] = "";
+    for (int i = 0; i < 3; i++) {
+        char ep[64];
+        routers[i] = zu_socket(zctx, ZMQ_ROUTER, 0, 0);
+        snprintf(ep, sizeof ep, "inproc://m%d-cmd", i + 1);
+        ck_assert_int_eq(zmq_bind(routers[i], ep), 0);
+        snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "%s%s", i ? "," : "", ep);
+        pubs[i] = zu_socket(zctx, ZMQ_PUB, 0, 0);
+        snprintf(ep, sizeof ep, "inproc://m%d-pub", i + 1);
+        ck_assert_int_eq(zmq_bind(pubs[i], ep), 0);
+        snprintf(pub + strlen(pub), sizeof pub - strlen(pub), "%s%s", i ? "," : "", ep);
+    }
+    rec_t rec = {0};
+    sync_handler_t h = {.ctx = &rec, .apply = on_apply, .reset = on_reset};
+    char err[256];
+    sync_config_t bad = {.pub_ep = "inproc://m1-pub", .cmd_ep = cmd};
+    ck_assert_ptr_null(sync_client_new(zctx, &bad, &h, err));
+    ck_assert_ptr_nonnull(strstr(err, "1 change stream endpoints but 3 command endpoints"));
+    sync_config_t cfg = {.pub_ep = pub, .cmd_ep = cmd};
+    sync_client_t *sc = sync_client_new(zctx, &cfg, &h, err);
+    ck_assert_msg(sc != NULL, "%s", err);
+    ck_assert_uint_eq(sync_client_leader(sc), 1);
+    env_t e = {.zctx = zctx, .router = routers[0], .sc = sc};
+    sync_client_tick(sc, util_mono_ms());
+    s_catchup_rid(&e); /* member 1 got the first catch-up */
+    /* Member 3's heartbeat (term 4): it leads. The next catch-up goes there. */
+    proto_buf_t b;
+    proto_buf_init(&b);
+    proto_enc_hugz_member(&b, 9, 0, util_now_us(), 0, 3, 4);
+    s_input(sc, true, "H", &b, 0);
+    ck_assert_uint_eq(sync_client_leader(sc), 3);
+    e.router = routers[2];
+    uint64_t rid = 0;
+    for (int i = 0; i < 200 && !rid; i++) { /* the DEALER reconnects: poll, no sleep-to-sync */
+        sync_client_tick(sc, util_mono_ms() + 10);
+        zmq_pollitem_t pi = {.socket = routers[2], .events = ZMQ_POLLIN};
+        if (zmq_poll(&pi, 1, 10) > 0)
+            rid = s_catchup_rid(&e);
+    }
+    ck_assert_uint_gt(rid, 0);
+    /* Member 3 says it does not lead; member 2 does. */
+    proto_buf_reset(&b);
+    proto_enc_reply(&b, rid, PROTO_ENOTLEADER, 2, NULL, 0, "not leader", 0);
+    s_input(sc, false, NULL, &b, 0);
+    ck_assert_uint_eq(sync_client_leader(sc), 2);
+    sync_stats_t st;
+    sync_client_get_stats(sc, &st);
+    ck_assert_uint_eq(st.leader, 2);
+    ck_assert_uint_eq(st.leader_switches, 2);
+    proto_buf_fini(&b);
+    sync_client_destroy(&sc);
+    for (int i = 0; i < 3; i++) {
+        zmq_close(routers[i]);
+        zmq_close(pubs[i]);
+    }
+    zmq_ctx_term(zctx);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("sync");
@@ -201,6 +301,11 @@ static Suite *s_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_input_catchup_then_live);
     tcase_add_test(tc, test_fuzz_reply_of_several_frames);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("leader");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_leader_parse_and_hints);
+    tcase_add_test(tc, test_follows_the_leader);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -46,15 +46,38 @@ presence/region: {{ .ctx.Values.region.nodeId | quote }}
 {{- end -}}
 
 {{/* The store the region's cache-nodes and gateways use: the store-node (center) or the relay
-     (leaf). Prints "tcp://host:cmdport tcp://host:pubport". */}}
+     (leaf). Prints "tcp://host:cmdport tcp://host:pubport"; a replicated center: each member's
+     pod through the headless Service, comma-separated in member order (the clients follow the
+     leader among them). */}}
 {{- define "presence.storeEndpoints" -}}
 {{- if include "presence.isCenter" . -}}
 {{- $h := include "presence.svcHost" (dict "ctx" . "name" "store") -}}
+{{- if gt (int .Values.store.replicas) 1 -}}
+{{- $cmd := list -}}
+{{- $pub := list -}}
+{{- range $i := until (int .Values.store.replicas) -}}
+{{- $pod := printf "%s-store-%d.%s" (include "presence.fullname" $) $i $h -}}
+{{- $cmd = append $cmd (printf "tcp://%s:%d" $pod (int $.Values.store.ports.cmd)) -}}
+{{- $pub = append $pub (printf "tcp://%s:%d" $pod (int $.Values.store.ports.pub)) -}}
+{{- end -}}
+{{- printf "%s %s" (join "," $cmd) (join "," $pub) -}}
+{{- else -}}
 {{- printf "tcp://%s:%d tcp://%s:%d" $h (int .Values.store.ports.cmd) $h (int .Values.store.ports.pub) -}}
+{{- end -}}
 {{- else -}}
 {{- $h := include "presence.svcHost" (dict "ctx" . "name" "relay") -}}
 {{- printf "tcp://%s:%d tcp://%s:%d" $h (int .Values.relay.ports.cmd) $h (int .Values.relay.ports.pub) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* STORE_REPLICAS: every member's raft address, its pod through the headless Service. */}}
+{{- define "presence.storeMembers" -}}
+{{- $h := include "presence.svcHost" (dict "ctx" . "name" "store") -}}
+{{- $m := list -}}
+{{- range $i := until (int .Values.store.replicas) -}}
+{{- $m = append $m (printf "tcp://%s-store-%d.%s:%d" (include "presence.fullname" $) $i $h (int $.Values.store.ports.raft)) -}}
+{{- end -}}
+{{- join "," $m -}}
 {{- end -}}
 
 {{/* The gateway uses at most 16 cache-nodes: the cache tier may not grow beyond that. */}}

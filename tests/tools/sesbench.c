@@ -14,14 +14,18 @@
  * phase prints one line:
  *
  *   phase open kind rest sessions N writers W acked A seconds S rate R/s p50_ms X p99_ms Y max_ms Z errors E
+ *     commits C per_commit G commit_busy_pct B
  *
  * `open` alone leaves the sessions open (bytes per session, tests/bench/run.sh). Session ids and the
  * lease id are derived from the session's index, so `end` in a later run ends what `open` opened.
  * Latency is per command, from its send to its acknowledgement (the store acknowledges a write once
- * its group commit returned). Single-threaded.
+ * its group commit returned). The store's own counters (STATS) around the phase add: group commits,
+ * commands per commit, and the share of the phase the writer spent committing (fsync included).
+ * Single-threaded.
  */
 #include "cli.h"
 #include "proto.h"
+#include "stats.h"
 #include "util.h"
 #include "zutil.h"
 
@@ -200,6 +204,41 @@ static int s_lease(bench_t *b)
     return 0;
 }
 
+/* ---- the store's own counters ----------------------------------------------------------------- */
+
+typedef struct store_counters {
+    uint64_t rid;
+    bool answered;
+    uint64_t commits, commit_us; /* group commits, and the time spent in them (fsync included) */
+} store_counters_t;
+
+static void on_stats_reply(bench_t *b, const proto_msg_t *m, void *ctx)
+{
+    store_counters_t *c = ctx;
+    if (m->type != PROTO_STATS_REPLY || m->rid != c->rid)
+        return;
+    c->answered = true;
+    stats_find(m->stats, m->n, "store_commits_total", &c->commits);
+    stats_find(m->stats, m->n, "store_commit_seconds_sum:us", &c->commit_us);
+}
+
+/* Read the store's commit counters (zero when it does not answer within a second). */
+static store_counters_t s_counters(bench_t *b)
+{
+    store_counters_t c = {.rid = 2ull << 40};
+    proto_buf_reset(&b->buf);
+    proto_enc_simple(&b->buf, PROTO_STATS, c.rid);
+    if (s_send(b) < 0)
+        return c;
+    uint64_t until = util_mono_us() + 1000000;
+    while (!c.answered && util_mono_us() < until) {
+        zmq_pollitem_t pi = {.socket = b->sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&pi, 1, 100) > 0)
+            s_drain(b, on_stats_reply, &c);
+    }
+    return c;
+}
+
 /* ---- a phase ---------------------------------------------------------------------------------- */
 
 typedef struct phase {
@@ -245,6 +284,7 @@ static int s_run_phase(bench_t *b, int phase)
     }
     phase_t p = {.phase = phase};
     b->nlat = 0;
+    store_counters_t c0 = s_counters(b);
     uint64_t start = util_mono_us();
     for (uint32_t s = 0; s < b->writers && p.next < b->n; s++) {
         s_encode(b, phase, b->order[p.next++], (uint64_t)s + 1);
@@ -267,14 +307,17 @@ static int s_run_phase(bench_t *b, int phase)
         }
     }
     double el = (double)(util_mono_us() - start) / 1e6;
+    store_counters_t c1 = s_counters(b);
+    uint64_t commits = c1.commits - c0.commits;
     qsort(b->lat, b->nlat, sizeof *b->lat, s_cmp_u64);
     double p50 = b->nlat ? (double)b->lat[b->nlat / 2] / 1000.0 : 0;
     double p99 = b->nlat ? (double)b->lat[(uint64_t)b->nlat * 99 / 100] / 1000.0 : 0;
     double mx = b->nlat ? (double)b->lat[b->nlat - 1] / 1000.0 : 0;
     printf("phase %s kind %s users %u devices %u sessions %u writers %u acked %llu seconds %.2f rate %.0f/s "
-           "p50_ms %.2f p99_ms %.2f max_ms %.2f errors %llu\n",
+           "p50_ms %.2f p99_ms %.2f max_ms %.2f errors %llu commits %llu per_commit %.0f commit_busy_pct %.0f\n",
            phase == P_OPEN ? "open" : "end", s_kinds[b->kind], b->users, b->devices, b->n, b->writers,
-           (unsigned long long)p.acked, el, (double)p.acked / el, p50, p99, mx, (unsigned long long)p.errors);
+           (unsigned long long)p.acked, el, (double)p.acked / el, p50, p99, mx, (unsigned long long)p.errors, (unsigned long long)commits,
+           commits ? (double)p.acked / (double)commits : 0.0, (double)(c1.commit_us - c0.commit_us) / (el * 1e4));
     fflush(stdout);
     return p.errors ? 1 : 0;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
-#   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation
+#   tests/bench/run.sh [section...]      sections: store cache cachemem gateway heartbeat sse propagation sessions
 #
 # Results go to stdout and to build/bench/results.md (markdown tables, with the commands).
 # Processes are started here and stopped by pid; data lives in a temp dir that is removed.
@@ -20,7 +20,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation}
+SECTIONS=${*:-store cache cachemem gateway heartbeat sse propagation sessions}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -232,5 +232,93 @@ if [[ " $SECTIONS " == *" propagation "* ]]; then
     say "Command: \`build/bin/propbench PORT_A PORT_B 10000 TOKENS\` with a center (CENTER_PORT) and two leaves started by presenced on this machine; delay = SSE event at B minus the PUT's acknowledgement at A (0 when the event arrives first)."
     say ""
     cleanup
+fi
+# ---- sessions: opens/ends per second, bytes per session, the sweeper's bulk expiry ----------------
+if [[ " $SECTIONS " == *" sessions "* ]]; then
+    # A bare store-node (and a cache-node for the bytes) in a fresh data dir; pid in SES_PIDS.
+    ses_start() { # dir env...
+        local d=$1; shift
+        mkdir -p "$d/run"
+        env "$@" DATA_DIR="$d" LOG_LEVEL=warn "$BIN/store-node" 2> "$d/err" & PIDS+=($!)
+        for _ in $(seq 1 100); do [ -S "$d/run/store-cmd.sock" ] && break; sleep 0.05; done
+    }
+    say "## Sessions: opens and ends per second straight to the store-node (sesbench, median of $ROUNDS)"
+    say ""
+    say "| SYNC_MODE | what is opened | in flight | opens/s | p50 ms | p99 ms | ends/s | p50 ms | p99 ms |"
+    say "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for mode in full nometa; do
+        for w in 256 1024; do
+            for kind in plain rest conn; do
+                ors=() op50=() op99=() ers=() ep50=() ep99=()
+                for round in $(seq 1 "$ROUNDS"); do
+                    d=$TMP/ses-$mode-$kind-$w-$round
+                    ses_start "$d" SYNC_MODE=$mode
+                    r=$("$BIN/sesbench" "ipc://$d/run/store-cmd.sock" "$kind" 100000 1 "$w")
+                    o=$(echo "$r" | grep '^phase open'); e=$(echo "$r" | grep '^phase end')
+                    ors+=("$(echo "$o" | field rate)"); op50+=("$(echo "$o" | field p50_ms)"); op99+=("$(echo "$o" | field p99_ms)")
+                    ers+=("$(echo "$e" | field rate)"); ep50+=("$(echo "$e" | field p50_ms)"); ep99+=("$(echo "$e" | field p99_ms)")
+                    cleanup; rm -rf "$d"
+                done
+                case $kind in
+                    plain) label="2.0 PUT online / offline (no session)" ;;
+                    rest) label="REST session (PUT session, ttl) / PUT offline" ;;
+                    conn) label="connection session (lease, F_OPEN) / PUT offline" ;;
+                esac
+                m() { printf '%s\n' "$@" | median; }
+                say "| $mode | $label | $w | $(m "${ors[@]}") | $(m "${op50[@]}") | $(m "${op99[@]}") | $(m "${ers[@]}") | $(m "${ep50[@]}") | $(m "${ep99[@]}") |"
+            done
+        done
+    done
+    say ""
+    say "Command: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND 100000 1 W\` against \`SYNC_MODE=M build/bin/store-node\` (fresh data dir each round; 100,000 users, one session each, opened in a random order, then ended in another). Goal (issue 14): 20,000 opens/s and 20,000 ends/s."
+    say ""
+
+    say "## Sessions: bytes per session in LMDB and per cached record in a cache-node (100,000 sessions)"
+    say ""
+    say "| what is opened | users x sessions | sessions (ses + lses) B/session | record + due B/user | changelog B/change | all data pages B/session | file high-water B/session | cache cost B/record | cache RSS B/record |"
+    say "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for spec in "plain 100000 1" "rest 100000 1" "conn 100000 1" "rest 25000 4" "conn 25000 4"; do
+        set -- $spec
+        d=$TMP/sesb-$1-$2-$3
+        ses_start "$d"
+        DATA_DIR=$d CACHE_MAX_COST=1073741824 LOG_LEVEL=warn "$BIN/cache-node" 2> /dev/null & cp=$!; PIDS+=($cp)
+        for _ in $(seq 1 100); do [ -S "$d/run/cache-1.sock" ] && break; sleep 0.05; done
+        "$BIN/sesbench" "ipc://$d/run/store-cmd.sock" "$1" "$2" "$3" 256 open > /dev/null
+        p=$("$BIN/lmdbpages" "$d/store")
+        c=$("$BIN/fillcache" "ipc://$d/run/cache-1.sock" "$cp" "$2" user-)
+        n=$(( $2 * $3 ))
+        pg() { echo "$p" | sed -nE "s/.* $1_pages ([0-9]+).*/\1/p"; }
+        ps=$(echo "$p" | field psize)
+        per() { awk -v a="$1" -v ps="$ps" -v n="$2" 'BEGIN {printf "%.0f", a * ps / n}'; }
+        case $1 in plain) label="2.0 PUT (no session)" ;; rest) label="REST sessions" ;; conn) label="connection sessions" ;; esac
+        say "| $label | $2 x $3 | $(per $(( $(pg ses) + $(pg lses) )) $n) | $(per $(( $(pg rec) + $(pg due) )) $2) | $(per "$(pg log)" "$(echo "$p" | sed -nE 's/.* log_entries ([0-9]+).*/\1/p')") | $(per "$(echo "$p" | field data_pages)" $n) | $(per "$(echo "$p" | field map_pages)" $n) | $(echo "$c" | field cost_per_record) | $(echo "$c" | field bytes_per_record) |"
+        cleanup; rm -rf "$d"
+    done
+    say ""
+    say "Commands: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND USERS DEVICES 256 open\`, then \`build/bin/lmdbpages DATA_DIR/store\` (each database's branch + leaf + overflow pages, as \`mdb_stat -a\` counts them; 4096-byte pages) and \`build/bin/fillcache ipc://DATA_DIR/run/cache-1.sock PID USERS user-\` (the cache-node reads every user through from the store: records as stored; cost = cache_cost_bytes / cache_items, RSS = growth / items). A cache-node caches records, not sessions: a session user's record has the same fields as anyone's."
+    say ""
+
+    say "## Sessions: the sweeper ends 100,000 sessions at once while a steady stream of PUTs goes on (median of $ROUNDS)"
+    say ""
+    say "| sessions due at one moment | sweep took ms | PUTs/s | before: p99 ms | before: max ms | during: p99 ms | during: max ms |"
+    say "|---|---:|---:|---:|---:|---:|---:|"
+    for kind in conn rest; do
+        st=() bp=() bm=() dp=() dm=()
+        for round in $(seq 1 "$ROUNDS"); do
+            d=$TMP/sesw-$kind-$round
+            ses_start "$d"
+            r=$("$BIN/sesweep" "ipc://$d/run/store-cmd.sock" "ipc://$d/run/store-pub.sock" "$kind" 100000 2000 20)
+            st+=("$(echo "$r" | grep '^sweep' | field sweep_ms)")
+            bp+=("$(echo "$r" | grep '^writes before' | field p99_ms)"); bm+=("$(echo "$r" | grep '^writes before' | field max_ms)")
+            dp+=("$(echo "$r" | grep '^writes during' | field p99_ms)"); dm+=("$(echo "$r" | grep '^writes during' | field max_ms)")
+            cleanup; rm -rf "$d"
+        done
+        case $kind in conn) label="100,000 connection sessions, their lease lapses" ;; rest) label="100,000 REST sessions, their ttl ends" ;; esac
+        m() { printf '%s\n' "$@" | median; }
+        say "| $label | $(m "${st[@]}") | 2000 | $(m "${bp[@]}") | $(m "${bm[@]}") | $(m "${dp[@]}") | $(m "${dm[@]}") |"
+    done
+    say ""
+    say "Command: \`build/bin/sesweep ipc://DATA_DIR/run/store-cmd.sock ipc://DATA_DIR/run/store-pub.sock KIND 100000 2000 20\` against \`build/bin/store-node\` (SYNC_MODE=full, STORE_SWEEP_MAX=1000 users per sweep transaction): 100,000 users with one session each, all due 20 s after the start; open-loop 2.0 PUTs at 2,000/s; \"before\" = PUTs sent from 1 s after the opens until the moment they are due, \"during\" = PUTs sent from then until the last user was published offline; the sweep's duration is from that moment to the last offline change on the stream."
+    say ""
 fi
 echo "results in $RES"

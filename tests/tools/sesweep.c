@@ -13,12 +13,17 @@
  *    starts at D and is over when every opened user was published offline.
  * Prints three lines:
  *
- *   sweep kind K sessions N opened O ended E stream_gaps G open_s X first_ms F sweep_ms S
+ *   sweep kind K sessions N opened O ended E stream_gaps G open_s X first_ms F sweep_ms S chunks C
+ *         max_chunk_gap_ms M
  *   writes before puts N p50_ms X p99_ms Y max_ms Z       (PUTs sent from 1 s after the opens to D)
  *   writes during puts N p50_ms X p99_ms Y max_ms Z       (PUTs sent from D to the last offline change)
  *
- * first_ms and sweep_ms are the first and the last offline change's arrival after D; max_ms of the
- * PUTs is the longest write pause a client saw. Single-threaded; every wait has a deadline.
+ * first_ms and sweep_ms are the first and the last offline change's arrival after D; chunks counts
+ * the CHANGES messages that carried them (a sweep transaction of STORE_SWEEP_MAX users is published
+ * as a few messages, back to back) and max_chunk_gap_ms is the longest time between two, i.e. the
+ * longest time between two sweep transactions' publications; max_ms of the PUTs is the longest write pause a
+ * client saw. stream_gaps counts holes in the stream's sequence (a dropped message: the figures
+ * are then incomplete). Single-threaded; every wait has a deadline.
  */
 #include "cli.h"
 #include "proto.h"
@@ -54,8 +59,8 @@ typedef struct sweep {
     size_t nput, cap;
     uint64_t put_errors;
     /* the change stream */
-    uint32_t ended;
-    uint64_t first_end_us, last_end_us, last_seq, gaps;
+    uint32_t ended, chunks;
+    uint64_t first_end_us, last_end_us, last_seq, gaps, max_chunk_gap_us;
 } sweep_t;
 
 static int s_cmp_u64(const void *a, const void *b)
@@ -197,34 +202,42 @@ static void s_drain_cmd(sweep_t *w)
     }
 }
 
-static void s_drain_sub(sweep_t *w)
+/* Take one message of the change stream, if one is waiting: decoding one (up to 500 records) takes
+ * about a millisecond, and the PUT stream must go on being sent on time meanwhile. */
+static void s_take_change(sweep_t *w)
 {
-    for (;;) {
-        zmq_msg_t f[ZU_FRAMES_MAX];
-        int nf;
-        if (zu_recv(w->sub, f, ZU_FRAMES_MAX, &nf) < 0)
-            return;
-        proto_msg_t m;
-        if (nf == 2 && proto_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &m) == PROTO_DEC_OK &&
-            m.type == PROTO_CHANGES) {
-            if (w->last_seq && m.first_seq > w->last_seq + 1)
-                w->gaps++;
-            w->last_seq = m.seq;
-            uint64_t now = util_now_us();
-            for (uint32_t i = 0; i < m.n; i++) {
-                const proto_change_t *c = &m.changes[i];
-                if (c->kind == PROTO_CH_SET && c->rec.status == PRESENCE_OFFLINE && c->rec.uid_len > 3 &&
-                    memcmp(c->rec.user_id, "sw-", 3) == 0) {
-                    if (!w->ended++)
-                        w->first_end_us = now;
-                    w->last_end_us = now;
-                }
-            }
+    zmq_msg_t f[ZU_FRAMES_MAX];
+    int nf;
+    if (zu_recv(w->sub, f, ZU_FRAMES_MAX, &nf) < 0)
+        return;
+    proto_msg_t m;
+    if (nf == 2 && proto_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &m) == PROTO_DEC_OK &&
+        m.type == PROTO_CHANGES) {
+        if (w->last_seq && m.first_seq > w->last_seq + 1)
+            w->gaps++;
+        w->last_seq = m.seq;
+        uint64_t now = util_now_us();
+        uint32_t ended = 0;
+        for (uint32_t i = 0; i < m.n; i++) {
+            const proto_change_t *c = &m.changes[i];
+            ended += c->kind == PROTO_CH_SET && c->rec.status == PRESENCE_OFFLINE && c->rec.uid_len > 3 &&
+                     memcmp(c->rec.user_id, "sw-", 3) == 0;
         }
-        if (nf == 2)
-            proto_msg_fini(&m);
-        zu_close_frames(f, nf);
+        if (ended) {
+            /* A sweep transaction is published as a few CHANGES messages back to back: the gaps
+             * between messages are what the sweep leaves the writes. */
+            if (!w->ended)
+                w->first_end_us = now;
+            else if (now - w->last_end_us > w->max_chunk_gap_us)
+                w->max_chunk_gap_us = now - w->last_end_us;
+            w->ended += ended;
+            w->chunks++;
+            w->last_end_us = now;
+        }
     }
+    if (nf == 2)
+        proto_msg_fini(&m);
+    zu_close_frames(f, nf);
 }
 
 /* Wait up to ms for either socket, then take everything waiting. */
@@ -233,11 +246,25 @@ static void s_poll(sweep_t *w, long ms)
     zmq_pollitem_t pi[2] = {{.socket = w->cmd, .events = ZMQ_POLLIN}, {.socket = w->sub, .events = ZMQ_POLLIN}};
     if (zmq_poll(pi, 2, ms) > 0) {
         s_drain_cmd(w);
-        s_drain_sub(w);
+        s_take_change(w);
     }
 }
 
 /* ---- the report ------------------------------------------------------------------------------- */
+
+/* SESWEEP_TRACE=FILE: every PUT as "sent_ms_after_D latency_ms" (-1: unanswered), for plots. */
+static void s_trace(const sweep_t *w, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "sesweep: %s: %s\n", path, strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < w->nput; i++)
+        fprintf(f, "%.3f %.3f\n", ((double)w->sent[i] - (double)w->due_us) / 1000.0,
+                w->lat[i] == UINT64_MAX ? -1.0 : (double)w->lat[i] / 1000.0);
+    fclose(f);
+}
 
 static void s_report_window(const sweep_t *w, const char *name, uint64_t from, uint64_t to)
 {
@@ -334,13 +361,17 @@ int main(int argc, char **argv)
             break;
         s_poll(&w, 1);
     }
-    printf("sweep kind %s sessions %u opened %u ended %u stream_gaps %llu open_s %.1f first_ms %.0f sweep_ms %.0f\n",
+    printf("sweep kind %s sessions %u opened %u ended %u stream_gaps %llu open_s %.1f first_ms %.0f sweep_ms %.0f "
+           "chunks %u max_chunk_gap_ms %.0f\n",
            w.conn ? "conn" : "rest", w.n, w.opened, w.ended, (unsigned long long)w.gaps,
            (double)(opened_at - start) / 1e6,
            w.ended ? ((double)w.first_end_us - (double)w.due_us) / 1000.0 : -1.0,
-           w.ended ? ((double)w.last_end_us - (double)w.due_us) / 1000.0 : -1.0);
+           w.ended ? ((double)w.last_end_us - (double)w.due_us) / 1000.0 : -1.0, w.chunks,
+           (double)w.max_chunk_gap_us / 1000.0);
     s_report_window(&w, "before", opened_at + 1000000, w.due_us);
     s_report_window(&w, "during", w.due_us, w.ended ? w.last_end_us : w.due_us);
+    if (getenv("SESWEEP_TRACE"))
+        s_trace(&w, getenv("SESWEEP_TRACE"));
     int rc = w.ended == w.opened && w.opened == w.n ? 0 : 1;
     free(w.sent);
     free(w.lat);

@@ -235,42 +235,42 @@ if [[ " $SECTIONS " == *" propagation "* ]]; then
 fi
 # ---- sessions: opens/ends per second, bytes per session, the sweeper's bulk expiry ----------------
 if [[ " $SECTIONS " == *" sessions "* ]]; then
-    # A bare store-node (and a cache-node for the bytes) in a fresh data dir; pid in SES_PIDS.
+    # A bare store-node in a fresh data dir (its pid joins PIDS).
     ses_start() { # dir env...
         local d=$1; shift
         mkdir -p "$d/run"
         env "$@" DATA_DIR="$d" LOG_LEVEL=warn "$BIN/store-node" 2> "$d/err" & PIDS+=($!)
         for _ in $(seq 1 100); do [ -S "$d/run/store-cmd.sock" ] && break; sleep 0.05; done
     }
+    m() { printf '%s\n' "$@" | median; }
     say "## Sessions: opens and ends per second straight to the store-node (sesbench, median of $ROUNDS)"
     say ""
-    say "| SYNC_MODE | what is opened | in flight | opens/s | p50 ms | p99 ms | ends/s | p50 ms | p99 ms |"
+    say "| SYNC_MODE | what is opened | opens/s, fresh file | opens/s | p50 ms | p99 ms | ends/s | p50 ms | p99 ms |"
     say "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     for mode in full nometa; do
-        for w in 256 1024; do
-            for kind in plain rest conn; do
-                ors=() op50=() op99=() ers=() ep50=() ep99=()
-                for round in $(seq 1 "$ROUNDS"); do
-                    d=$TMP/ses-$mode-$kind-$w-$round
-                    ses_start "$d" SYNC_MODE=$mode
-                    r=$("$BIN/sesbench" "ipc://$d/run/store-cmd.sock" "$kind" 100000 1 "$w")
-                    o=$(echo "$r" | grep '^phase open'); e=$(echo "$r" | grep '^phase end')
-                    ors+=("$(echo "$o" | field rate)"); op50+=("$(echo "$o" | field p50_ms)"); op99+=("$(echo "$o" | field p99_ms)")
-                    ers+=("$(echo "$e" | field rate)"); ep50+=("$(echo "$e" | field p50_ms)"); ep99+=("$(echo "$e" | field p99_ms)")
-                    cleanup; rm -rf "$d"
-                done
-                case $kind in
-                    plain) label="2.0 PUT online / offline (no session)" ;;
-                    rest) label="REST session (PUT session, ttl) / PUT offline" ;;
-                    conn) label="connection session (lease, F_OPEN) / PUT offline" ;;
-                esac
-                m() { printf '%s\n' "$@" | median; }
-                say "| $mode | $label | $w | $(m "${ors[@]}") | $(m "${op50[@]}") | $(m "${op99[@]}") | $(m "${ers[@]}") | $(m "${ep50[@]}") | $(m "${ep99[@]}") |"
+        for kind in plain rest conn; do
+            f1=() ors=() op50=() op99=() ers=() ep50=() ep99=()
+            for round in $(seq 1 "$ROUNDS"); do
+                d=$TMP/ses-$mode-$kind-$round
+                ses_start "$d" SYNC_MODE=$mode
+                r=$("$BIN/sesbench" "ipc://$d/run/store-cmd.sock" "$kind" 100000 1 256 both 2)
+                f=$(echo "$r" | grep '^phase open cycle 1 ')
+                o=$(echo "$r" | grep '^phase open cycle 2 '); e=$(echo "$r" | grep '^phase end cycle 2 ')
+                f1+=("$(echo "$f" | field rate)")
+                ors+=("$(echo "$o" | field rate)"); op50+=("$(echo "$o" | field p50_ms)"); op99+=("$(echo "$o" | field p99_ms)")
+                ers+=("$(echo "$e" | field rate)"); ep50+=("$(echo "$e" | field p50_ms)"); ep99+=("$(echo "$e" | field p99_ms)")
+                cleanup; rm -rf "$d"
             done
+            case $kind in
+                plain) label="2.0 PUT online / offline (no session)" ;;
+                rest) label="REST session (PUT session, ttl) / PUT offline" ;;
+                conn) label="connection session (lease, F_OPEN) / PUT offline" ;;
+            esac
+            say "| $mode | $label | $(m "${f1[@]}") | $(m "${ors[@]}") | $(m "${op50[@]}") | $(m "${op99[@]}") | $(m "${ers[@]}") | $(m "${ep50[@]}") | $(m "${ep99[@]}") |"
         done
     done
     say ""
-    say "Command: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND 100000 1 W\` against \`SYNC_MODE=M build/bin/store-node\` (fresh data dir each round; 100,000 users, one session each, opened in a random order, then ended in another). Goal (issue 14): 20,000 opens/s and 20,000 ends/s."
+    say "Command: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND 100000 1 256 both 2\` against \`SYNC_MODE=M build/bin/store-node\` (fresh data dir each round; 100,000 users with one session each, 256 commands in flight; two cycles of opening all in a random order and ending all in another). \"fresh file\": the first cycle's opens, which extend a new file; the other columns are the second cycle, when LMDB reuses the pages it freed (the steady state of a store in use). Goal (issue 14): 20,000 opens/s and 20,000 ends/s."
     say ""
 
     say "## Sessions: bytes per session in LMDB and per cached record in a cache-node (100,000 sessions)"
@@ -314,7 +314,6 @@ if [[ " $SECTIONS " == *" sessions "* ]]; then
             cleanup; rm -rf "$d"
         done
         case $kind in conn) label="100,000 connection sessions, their lease lapses" ;; rest) label="100,000 REST sessions, their ttl ends" ;; esac
-        m() { printf '%s\n' "$@" | median; }
         say "| $label | $(m "${st[@]}") | 2000 | $(m "${bp[@]}") | $(m "${bm[@]}") | $(m "${dp[@]}") | $(m "${dm[@]}") |"
     done
     say ""

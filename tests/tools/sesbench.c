@@ -1,6 +1,6 @@
 /* sesbench.c -- session opens and ends per second straight to a store-node (no HTTP).
  *
- *   sesbench ENDPOINT KIND USERS DEVICES WRITERS [both|open|end]
+ *   sesbench ENDPOINT KIND USERS DEVICES WRITERS [both|open|end] [CYCLES]
  *
  * KIND says what a session is (REALTIME.md, DESIGN.md "Sessions"):
  *   rest   a REST client's session: PUT {session, device, ttl 3600}; its end is the same PUT with
@@ -13,8 +13,12 @@
  * phase), WRITERS commands in flight: closed loop, each answered command is replaced at once. Each
  * phase prints one line:
  *
- *   phase open kind rest sessions N writers W acked A seconds S rate R/s p50_ms X p99_ms Y max_ms Z errors E
- *     commits C per_commit G commit_busy_pct B
+ *   phase open cycle 1 kind rest ... sessions N writers W acked A seconds S rate R/s p50_ms X p99_ms Y
+ *     max_ms Z errors E commits C per_commit G commit_busy_pct B
+ *
+ * `both` runs CYCLES (default 1) cycles of open-then-end. The first opens of a fresh store extend
+ * its file; later ones reuse the pages LMDB freed (scattered over the file), which is a store's
+ * steady state and costs more: cycle 2 measures that.
  *
  * `open` alone leaves the sessions open (bytes per session, tests/bench/run.sh). Session ids and the
  * lease id are derived from the session's index, so `end` in a later run ends what `open` opened.
@@ -272,7 +276,7 @@ static void on_phase_reply(bench_t *b, const proto_msg_t *m, void *ctx)
     }
 }
 
-static int s_run_phase(bench_t *b, int phase)
+static int s_run_phase(bench_t *b, int phase, int cycle)
 {
     for (uint32_t i = 0; i < b->n; i++)
         b->order[i] = i;
@@ -313,9 +317,9 @@ static int s_run_phase(bench_t *b, int phase)
     double p50 = b->nlat ? (double)b->lat[b->nlat / 2] / 1000.0 : 0;
     double p99 = b->nlat ? (double)b->lat[(uint64_t)b->nlat * 99 / 100] / 1000.0 : 0;
     double mx = b->nlat ? (double)b->lat[b->nlat - 1] / 1000.0 : 0;
-    printf("phase %s kind %s users %u devices %u sessions %u writers %u acked %llu seconds %.2f rate %.0f/s "
+    printf("phase %s cycle %d kind %s users %u devices %u sessions %u writers %u acked %llu seconds %.2f rate %.0f/s "
            "p50_ms %.2f p99_ms %.2f max_ms %.2f errors %llu commits %llu per_commit %.0f commit_busy_pct %.0f\n",
-           phase == P_OPEN ? "open" : "end", s_kinds[b->kind], b->users, b->devices, b->n, b->writers,
+           phase == P_OPEN ? "open" : "end", cycle, s_kinds[b->kind], b->users, b->devices, b->n, b->writers,
            (unsigned long long)p.acked, el, (double)p.acked / el, p50, p99, mx, (unsigned long long)p.errors, (unsigned long long)commits,
            commits ? (double)p.acked / (double)commits : 0.0, (double)(c1.commit_us - c0.commit_us) / (el * 1e4));
     fflush(stdout);
@@ -324,11 +328,11 @@ static int s_run_phase(bench_t *b, int phase)
 
 int main(int argc, char **argv)
 {
-    const char *usage = "ENDPOINT rest|conn|plain USERS DEVICES WRITERS [both|open|end]";
+    const char *usage = "ENDPOINT rest|conn|plain USERS DEVICES WRITERS [both|open|end] [CYCLES]";
     cli_tool(argc, argv, "sesbench", usage,
              "Session opens and ends per second straight to a store-node (REST sessions, connection sessions under "
              "a lease, or 2.0 PUTs), with ack latency.");
-    if (argc < 6 || argc > 7) {
+    if (argc < 6 || argc > 8) {
         fprintf(stderr, "usage: sesbench %s\n", usage);
         return 2;
     }
@@ -339,11 +343,14 @@ int main(int argc, char **argv)
             b.kind = k;
     long users = atol(argv[3]), devices = atol(argv[4]), writers = atol(argv[5]);
     const char *phases = argc > 6 ? argv[6] : "both";
+    long cycles = argc > 7 ? atol(argv[7]) : 1;
     if (b.kind < 0 || users < 1 || devices < 1 || devices > 256 || writers < 1 || writers > 100000 ||
-        users * devices > 10000000 || (b.kind == K_PLAIN && devices != 1) ||
+        users * devices > 10000000 || (b.kind == K_PLAIN && devices != 1) || cycles < 1 || cycles > 100 ||
+        (cycles > 1 && strcmp(phases, "both")) ||
         (strcmp(phases, "both") && strcmp(phases, "open") && strcmp(phases, "end"))) {
         fprintf(stderr, "sesbench: bad arguments: KIND is rest, conn or plain (plain: DEVICES 1); 1 <= DEVICES <= 256;"
-                        " USERS x DEVICES <= 10,000,000; 1 <= WRITERS <= 100000; phase both, open or end\n");
+                        " USERS x DEVICES <= 10,000,000; 1 <= WRITERS <= 100000; phase both, open or end; 1 <= CYCLES <= 100"
+                        " (more than one only with both)\n");
         return 2;
     }
     b.users = (uint32_t)users;
@@ -365,15 +372,17 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = 0;
-    if (b.kind == K_CONN && s_lease(&b) < 0)
-        rc = 1;
-    if (rc == 0 && strcmp(phases, "end") != 0)
-        rc = s_run_phase(&b, P_OPEN);
-    if (rc == 0 && strcmp(phases, "open") != 0) {
+    for (int c = 1; c <= cycles && rc == 0; c++) {
         if (b.kind == K_CONN && s_lease(&b) < 0)
             rc = 1;
-        else
-            rc = s_run_phase(&b, P_END);
+        if (rc == 0 && strcmp(phases, "end") != 0)
+            rc = s_run_phase(&b, P_OPEN, c);
+        if (rc == 0 && strcmp(phases, "open") != 0) {
+            if (b.kind == K_CONN && s_lease(&b) < 0)
+                rc = 1;
+            else
+                rc = s_run_phase(&b, P_END, c);
+        }
     }
     proto_buf_fini(&b.buf);
     free(b.order);

@@ -243,20 +243,30 @@ if [[ " $SECTIONS " == *" sessions "* ]]; then
         for _ in $(seq 1 100); do [ -S "$d/run/store-cmd.sock" ] && break; sleep 0.05; done
     }
     m() { printf '%s\n' "$@" | median; }
+    # What a process wrote (wchar) and its CPU ticks; per command between two samples (100,000 each).
+    ses_io() { echo "$(awk '/^wchar/ {print $2}' /proc/"$1"/io) $(awk '{print $14 + $15}' /proc/"$1"/stat)"; }
+    ses_kb() { awk -v x="$1" -v y="$2" 'BEGIN {split(x, p); split(y, q); printf "%.1f", (q[1] - p[1]) / 100000 / 1024}'; }
+    ses_us() { awk -v x="$1" -v y="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {split(x, p); split(y, q); printf "%.0f", (q[2] - p[2]) * 1e6 / hz / 100000}'; }
     say "## Sessions: opens and ends per second straight to the store-node (sesbench, median of $ROUNDS)"
     say ""
+    costs=()
     say "| SYNC_MODE | what is opened | opens/s, fresh file | opens/s | p50 ms | p99 ms | ends/s | p50 ms | p99 ms |"
     say "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     for mode in full nometa; do
         for kind in plain rest conn; do
-            f1=() ors=() op50=() op99=() ers=() ep50=() ep99=()
+            f1=() ors=() op50=() op99=() ers=() ep50=() ep99=() okb=() ocpu=() ekb=() ecpu=()
             for round in $(seq 1 "$ROUNDS"); do
                 d=$TMP/ses-$mode-$kind-$round
-                ses_start "$d" SYNC_MODE=$mode
-                r=$("$BIN/sesbench" "ipc://$d/run/store-cmd.sock" "$kind" 100000 1 256 both 2)
-                f=$(echo "$r" | grep '^phase open cycle 1 ')
-                o=$(echo "$r" | grep '^phase open cycle 2 '); e=$(echo "$r" | grep '^phase end cycle 2 ')
-                f1+=("$(echo "$f" | field rate)")
+                ses_start "$d" SYNC_MODE=$mode; sp=${PIDS[-1]}
+                ep="ipc://$d/run/store-cmd.sock"
+                # Cycle 1 on a fresh file, then cycle 2 (the steady state) phase by phase, with what
+                # the store-node wrote (/proc/PID/io wchar) and its CPU time (utime + stime) around each.
+                f=$("$BIN/sesbench" "$ep" "$kind" 100000 1 256 both)
+                a=$(ses_io "$sp"); o=$("$BIN/sesbench" "$ep" "$kind" 100000 1 256 open)
+                b=$(ses_io "$sp"); e=$("$BIN/sesbench" "$ep" "$kind" 100000 1 256 end)
+                c=$(ses_io "$sp")
+                okb+=("$(ses_kb "$a" "$b")"); ocpu+=("$(ses_us "$a" "$b")"); ekb+=("$(ses_kb "$b" "$c")"); ecpu+=("$(ses_us "$b" "$c")")
+                f1+=("$(echo "$f" | grep '^phase open' | field rate)")
                 ors+=("$(echo "$o" | field rate)"); op50+=("$(echo "$o" | field p50_ms)"); op99+=("$(echo "$o" | field p99_ms)")
                 ers+=("$(echo "$e" | field rate)"); ep50+=("$(echo "$e" | field p50_ms)"); ep99+=("$(echo "$e" | field p99_ms)")
                 cleanup; rm -rf "$d"
@@ -267,10 +277,17 @@ if [[ " $SECTIONS " == *" sessions "* ]]; then
                 conn) label="connection session (lease, F_OPEN) / PUT offline" ;;
             esac
             say "| $mode | $label | $(m "${f1[@]}") | $(m "${ors[@]}") | $(m "${op50[@]}") | $(m "${op99[@]}") | $(m "${ers[@]}") | $(m "${ep50[@]}") | $(m "${ep99[@]}") |"
+            costs+=("| $mode | $label | $(m "${okb[@]}") | $(m "${ocpu[@]}") | $(m "${ekb[@]}") | $(m "${ecpu[@]}") |")
         done
     done
     say ""
-    say "Command: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND 100000 1 256 both 2\` against \`SYNC_MODE=M build/bin/store-node\` (fresh data dir each round; 100,000 users with one session each, 256 commands in flight; two cycles of opening all in a random order and ending all in another). \"fresh file\": the first cycle's opens, which extend a new file; the other columns are the second cycle, when LMDB reuses the pages it freed (the steady state of a store in use). Goal (issue 14): 20,000 opens/s and 20,000 ends/s."
+    say "What one command costs the store-node in the same runs (second cycle; written = bytes passed to write calls, /proc/PID/io wchar; CPU = utime + stime of the whole process):"
+    say ""
+    say "| SYNC_MODE | what is opened | KB written / open | CPU us / open | KB written / end | CPU us / end |"
+    say "|---|---|---:|---:|---:|---:|"
+    for row in "${costs[@]}"; do say "$row"; done
+    say ""
+    say "Commands: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND 100000 1 256 both\` (the first cycle, on a fresh file), then \`... KIND 100000 1 256 open\` and \`... KIND 100000 1 256 end\` (the second cycle), against \`SYNC_MODE=M build/bin/store-node\` (fresh data dir each round; 100,000 users with one session each, 256 commands in flight, opened in a random order and ended in another). \"fresh file\": the first cycle's opens, which extend a new file; the other columns are the second cycle, when LMDB reuses the pages it freed (the steady state of a store in use). Goal (issue 14): 20,000 opens/s and 20,000 ends/s."
     say ""
 
     say "## Sessions: bytes per session in LMDB and per cached record in a cache-node (100,000 sessions)"

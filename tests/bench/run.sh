@@ -2,7 +2,7 @@
 # run.sh -- `make bench`: every benchmark of BENCHMARKS.md, on this machine, in one run.
 #
 #   tests/bench/run.sh [section...]      sections: reads store cache cachemem gateway heartbeat sse propagation
-#                                        webhooks ws hostile replication
+#                                        webhooks ws hostile replication sessions
 #
 # `reads` runs the stack as `make run` starts it beside the bare-h2o yardstick (tests/bench/h2o_bare.c)
 # and, when BENCH_BASE names a git ref (default main; "none" skips), the stack built from that ref
@@ -26,7 +26,7 @@ SECRET=bench-secret-0123456789abcdef0123456789
 TMP=$(mktemp -d /tmp/pb-XXXXXX)
 PIDS=()   # the nodes of the current measurement
 AUX=()    # Redis and webdis, kept across measurements
-SECTIONS=${*:-reads store cache cachemem gateway heartbeat sse propagation webhooks ws hostile replication}
+SECTIONS=${*:-reads store cache cachemem gateway heartbeat sse propagation webhooks ws hostile replication sessions}
 
 stop_pids() {
     for p in "$@"; do kill -TERM "$p" 2>/dev/null; done
@@ -423,5 +423,109 @@ if [[ " $SECTIONS " == *" replication "* ]]; then
     say "## Replication: acknowledged writes with 3 replicas against one store-node, and failover"
     say ""
     BENCH_SECONDS=$SECONDS_PER BENCH_ROUNDS=$ROUNDS tests/bench/replication.sh | tee -a "$RES"
+fi
+# ---- sessions: opens/ends per second, bytes per session, the sweeper's bulk expiry ----------------
+if [[ " $SECTIONS " == *" sessions "* ]]; then
+    # A bare store-node in a fresh data dir (its pid joins PIDS).
+    ses_start() { # dir env...
+        local d=$1; shift
+        mkdir -p "$d/run"
+        env "$@" DATA_DIR="$d" LOG_LEVEL=warn "$BIN/store-node" 2> "$d/err" & PIDS+=($!)
+        for _ in $(seq 1 100); do [ -S "$d/run/store-cmd.sock" ] && break; sleep 0.05; done
+    }
+    m() { printf '%s\n' "$@" | median; }
+    # What a process wrote (wchar) and its CPU ticks; per command between two samples (100,000 each).
+    ses_io() { echo "$(awk '/^wchar/ {print $2}' /proc/"$1"/io) $(awk '{print $14 + $15}' /proc/"$1"/stat)"; }
+    ses_kb() { awk -v x="$1" -v y="$2" 'BEGIN {split(x, p); split(y, q); printf "%.1f", (q[1] - p[1]) / 100000 / 1024}'; }
+    ses_us() { awk -v x="$1" -v y="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {split(x, p); split(y, q); printf "%.0f", (q[2] - p[2]) * 1e6 / hz / 100000}'; }
+    say "## Sessions: opens and ends per second straight to the store-node (sesbench, median of $ROUNDS)"
+    say ""
+    costs=()
+    say "| SYNC_MODE | what is opened | opens/s, fresh file | opens/s | p50 ms | p99 ms | ends/s | p50 ms | p99 ms |"
+    say "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for mode in full nometa; do
+        for kind in plain rest conn; do
+            f1=() ors=() op50=() op99=() ers=() ep50=() ep99=() okb=() ocpu=() ekb=() ecpu=()
+            for round in $(seq 1 "$ROUNDS"); do
+                d=$TMP/ses-$mode-$kind-$round
+                ses_start "$d" SYNC_MODE=$mode; sp=${PIDS[-1]}
+                ep="ipc://$d/run/store-cmd.sock"
+                # Cycle 1 on a fresh file, then cycle 2 (the steady state) phase by phase, with what
+                # the store-node wrote (/proc/PID/io wchar) and its CPU time (utime + stime) around each.
+                f=$("$BIN/sesbench" "$ep" "$kind" 100000 1 256 both)
+                a=$(ses_io "$sp"); o=$("$BIN/sesbench" "$ep" "$kind" 100000 1 256 open)
+                b=$(ses_io "$sp"); e=$("$BIN/sesbench" "$ep" "$kind" 100000 1 256 end)
+                c=$(ses_io "$sp")
+                okb+=("$(ses_kb "$a" "$b")"); ocpu+=("$(ses_us "$a" "$b")"); ekb+=("$(ses_kb "$b" "$c")"); ecpu+=("$(ses_us "$b" "$c")")
+                f1+=("$(echo "$f" | grep '^phase open' | field rate)")
+                ors+=("$(echo "$o" | field rate)"); op50+=("$(echo "$o" | field p50_ms)"); op99+=("$(echo "$o" | field p99_ms)")
+                ers+=("$(echo "$e" | field rate)"); ep50+=("$(echo "$e" | field p50_ms)"); ep99+=("$(echo "$e" | field p99_ms)")
+                cleanup; rm -rf "$d"
+            done
+            case $kind in
+                plain) label="2.0 PUT online / offline (no session)" ;;
+                rest) label="REST session (PUT session, ttl) / PUT offline" ;;
+                conn) label="connection session (lease, F_OPEN) / PUT offline" ;;
+            esac
+            say "| $mode | $label | $(m "${f1[@]}") | $(m "${ors[@]}") | $(m "${op50[@]}") | $(m "${op99[@]}") | $(m "${ers[@]}") | $(m "${ep50[@]}") | $(m "${ep99[@]}") |"
+            costs+=("| $mode | $label | $(m "${okb[@]}") | $(m "${ocpu[@]}") | $(m "${ekb[@]}") | $(m "${ecpu[@]}") |")
+        done
+    done
+    say ""
+    say "What one command costs the store-node in the same runs (second cycle; written = bytes passed to write calls, /proc/PID/io wchar; CPU = utime + stime of the whole process):"
+    say ""
+    say "| SYNC_MODE | what is opened | KB written / open | CPU us / open | KB written / end | CPU us / end |"
+    say "|---|---|---:|---:|---:|---:|"
+    for row in "${costs[@]}"; do say "$row"; done
+    say ""
+    say "Commands: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND 100000 1 256 both\` (the first cycle, on a fresh file), then \`... KIND 100000 1 256 open\` and \`... KIND 100000 1 256 end\` (the second cycle), against \`SYNC_MODE=M build/bin/store-node\` (fresh data dir each round; 100,000 users with one session each, 256 commands in flight, opened in a random order and ended in another). \"fresh file\": the first cycle's opens, which extend a new file; the other columns are the second cycle, when LMDB reuses the pages it freed (the steady state of a store in use). Goal (issue 14): 20,000 opens/s and 20,000 ends/s."
+    say ""
+
+    say "## Sessions: bytes per session in LMDB and per cached record in a cache-node (100,000 sessions)"
+    say ""
+    say "| what is opened | users x sessions | sessions (ses + lses) B/session | record + due B/user | changelog B/change | all data pages B/session | file high-water B/session | cache cost B/record | cache RSS B/record |"
+    say "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    for spec in "plain 100000 1" "rest 100000 1" "conn 100000 1" "rest 25000 4" "conn 25000 4"; do
+        set -- $spec
+        d=$TMP/sesb-$1-$2-$3
+        ses_start "$d"
+        DATA_DIR=$d CACHE_MAX_COST=1073741824 LOG_LEVEL=warn "$BIN/cache-node" 2> /dev/null & cp=$!; PIDS+=($cp)
+        for _ in $(seq 1 100); do [ -S "$d/run/cache-1.sock" ] && break; sleep 0.05; done
+        "$BIN/sesbench" "ipc://$d/run/store-cmd.sock" "$1" "$2" "$3" 256 open > /dev/null
+        p=$("$BIN/lmdbpages" "$d/store")
+        c=$("$BIN/fillcache" "ipc://$d/run/cache-1.sock" "$cp" "$2" user-)
+        n=$(( $2 * $3 ))
+        pg() { echo "$p" | sed -nE "s/.* $1_pages ([0-9]+).*/\1/p"; }
+        ps=$(echo "$p" | field psize)
+        per() { awk -v a="$1" -v ps="$ps" -v n="$2" 'BEGIN {printf "%.0f", a * ps / n}'; }
+        case $1 in plain) label="2.0 PUT (no session)" ;; rest) label="REST sessions" ;; conn) label="connection sessions" ;; esac
+        say "| $label | $2 x $3 | $(per $(( $(pg ses) + $(pg lses) )) $n) | $(per $(( $(pg rec) + $(pg due) )) $2) | $(per "$(pg log)" "$(echo "$p" | sed -nE 's/.* log_entries ([0-9]+).*/\1/p')") | $(per "$(echo "$p" | field data_pages)" $n) | $(per "$(echo "$p" | field map_pages)" $n) | $(echo "$c" | field cost_per_record) | $(echo "$c" | field bytes_per_record) |"
+        cleanup; rm -rf "$d"
+    done
+    say ""
+    say "Commands: \`build/bin/sesbench ipc://DATA_DIR/run/store-cmd.sock KIND USERS DEVICES 256 open\`, then \`build/bin/lmdbpages DATA_DIR/store\` (each database's branch + leaf + overflow pages, as \`mdb_stat -a\` counts them; 4096-byte pages) and \`build/bin/fillcache ipc://DATA_DIR/run/cache-1.sock PID USERS user-\` (the cache-node reads every user through from the store: records as stored; cost = cache_cost_bytes / cache_items, RSS = growth / items). A cache-node caches records, not sessions: a session user's record has the same fields as anyone's."
+    say ""
+
+    say "## Sessions: the sweeper ends 100,000 sessions at once while a steady stream of PUTs goes on (median of $ROUNDS)"
+    say ""
+    say "| sessions due at one moment | sweep took ms | PUTs/s | before: p99 ms | before: max ms | during: p99 ms | during: max ms |"
+    say "|---|---:|---:|---:|---:|---:|---:|"
+    for kind in conn rest; do
+        st=() bp=() bm=() dp=() dm=()
+        for round in $(seq 1 "$ROUNDS"); do
+            d=$TMP/sesw-$kind-$round
+            ses_start "$d"
+            r=$("$BIN/sesweep" "ipc://$d/run/store-cmd.sock" "ipc://$d/run/store-pub.sock" "$kind" 100000 2000 20)
+            st+=("$(echo "$r" | grep '^sweep' | field sweep_ms)")
+            bp+=("$(echo "$r" | grep '^writes before' | field p99_ms)"); bm+=("$(echo "$r" | grep '^writes before' | field max_ms)")
+            dp+=("$(echo "$r" | grep '^writes during' | field p99_ms)"); dm+=("$(echo "$r" | grep '^writes during' | field max_ms)")
+            cleanup; rm -rf "$d"
+        done
+        case $kind in conn) label="100,000 connection sessions, their lease lapses" ;; rest) label="100,000 REST sessions, their ttl ends" ;; esac
+        say "| $label | $(m "${st[@]}") | 2000 | $(m "${bp[@]}") | $(m "${bm[@]}") | $(m "${dp[@]}") | $(m "${dm[@]}") |"
+    done
+    say ""
+    say "Command: \`build/bin/sesweep ipc://DATA_DIR/run/store-cmd.sock ipc://DATA_DIR/run/store-pub.sock KIND 100000 2000 20\` against \`build/bin/store-node\` (SYNC_MODE=full, STORE_SWEEP_MAX=1000 users per sweep transaction): 100,000 users with one session each, all due 20 s after the start; open-loop 2.0 PUTs at 2,000/s; \"before\" = PUTs sent from 1 s after the opens until the moment they are due, \"during\" = PUTs sent from then until the last user was published offline; the sweep's duration is from that moment to the last offline change on the stream."
+    say ""
 fi
 echo "results in $RES"

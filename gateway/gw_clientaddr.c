@@ -181,3 +181,18 @@ size_t gw_clientaddr_pick(const uint8_t *peer, bool trust, const gw_trusted_t *t
     }
     return s_print(cur, out); /* every hop trusted: the leftmost */
 }
+
+bool gw_clientaddr_from_sockaddr(const struct sockaddr *sa, size_t len, uint8_t out[16])
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (len >= sizeof(struct sockaddr_in) && sa->sa_family == AF_INET) {
+        memcpy(out, mapped, 12);
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return true;
+    }
+    if (len >= sizeof(struct sockaddr_in6) && sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}

@@ -39,6 +39,11 @@ int gw_clientaddr_parse(const char *list, gw_trusted_t *out, char *err, size_t e
  * it is not an address. */
 int gw_clientaddr_parse_addr(const char *s, size_t n, uint8_t out[16]);
 
+/* The 16-byte form of a peer address (sa, len as getpeername gives them). Returns false when it
+ * is neither IPv4 nor IPv6 (or len is 0). */
+struct sockaddr;
+bool gw_clientaddr_from_sockaddr(const struct sockaddr *sa, size_t len, uint8_t out[16]);
+
 /* True when addr (16-byte form) is inside one of t's CIDRs. */
 bool gw_clientaddr_is_trusted(const gw_trusted_t *t, const uint8_t addr[16]);
 

@@ -20,6 +20,8 @@
  * One thread: the socket's; the head timeout list is per thread.
  */
 #include "gw_front.h"
+#include "gw_access.h"
+#include "gw_clientaddr.h"
 #include "gw_config.h"
 #include "gw_guard.h"
 #include "gw_h2guard.h"
@@ -32,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define H2_RCVBUF 65536 /* an HTTP/2 connection's socket receive buffer (the kernel doubles it) */
 
@@ -44,6 +48,7 @@ typedef struct front {
     h2o_timeout_entry_t timer; /* the head's deadline, then the answer's */
     char *out;                 /* an answer being written */
     bool answering;
+    uint64_t start_us;         /* when the connection was accepted (monotonic) */
 } front_t;
 
 static __thread h2o_timeout_t s_head_to;
@@ -77,9 +82,51 @@ static void on_answered(h2o_socket_t *sock, const char *err)
     s_close(sock->data);
 }
 
+/* An answer of the front is a request like any other to the operator: counted under its route
+ * (when the head named one) and, with ACCESS_LOG, given its line. The client is the connection's
+ * peer: the front does not read X-Forwarded-For (a proxy's address shows for a proxied client). */
+static void s_account(front_t *f, int status, const gw_head_t *h, int route, size_t body_len)
+{
+    int method = h ? gw_routes_method(h2o_iovec_init(h->method, h->method_len)) : 0;
+    if (route > 0) {
+        gw_metrics_begin();
+        gw_metrics_request(route, method, status, f->start_us);
+    }
+    if (!gw_cfg.access_log)
+        return;
+    struct sockaddr_storage ss;
+    socklen_t sl = h2o_socket_getpeername(f->sock, (struct sockaddr *)&ss);
+    uint8_t peer[16];
+    bool have = gw_clientaddr_from_sockaddr((struct sockaddr *)&ss, sl, peer);
+    char client[GW_CLIENTADDR_LEN];
+    gw_clientaddr_pick(have ? peer : NULL, false, &gw_cfg.trusted, NULL, 0, client);
+    int n;
+    const char *const *labels = gw_routes_labels(&n);
+    gw_access_t a = {
+        .ts_us = util_now_us(),
+        .proc = "gw",
+        .pid = (int)getpid(),
+        .method = h ? h->method : "",
+        .method_len = h ? h->method_len : 0,
+        .route = route > 0 && route < n ? labels[route] : "front",
+        .target = h ? h->target : "",
+        .target_len = h ? h->target_len : 0,
+        .code = status,
+        .dur_us = util_mono_us() - f->start_us,
+        .bytes = body_len,
+        .client = client,
+    };
+    gw_buf_t line;
+    gw_buf_init(&line);
+    gw_access_line(&line, &a);
+    ssize_t w = write(STDERR_FILENO, line.p, line.len);
+    (void)w; /* a full or closed stderr loses the line, never the answer */
+    gw_buf_free(&line);
+}
+
 /* Answer status with a JSON error body naming the rule, then close. */
 static void s_answer(front_t *f, int status, const char *reason, const char *extra, const char *msg,
-                     const gw_head_t *h)
+                     const gw_head_t *h, int route)
 {
     atomic_fetch_add_explicit(&gw_metrics.heads_refused, 1, memory_order_relaxed);
     gw_buf_t body;
@@ -96,6 +143,7 @@ static void s_answer(front_t *f, int status, const char *reason, const char *ext
                      "HTTP/1.1 %d %s\r\nserver: presence\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
                      "%s%scontent-length: %zu\r\nconnection: close\r\n\r\n%.*s",
                      status, reason, extra, cors, body.len, (int)body.len, body.p);
+    s_account(f, status, h, route, body.len);
     gw_buf_free(&body);
     f->answering = true;
     h2o_socket_read_stop(f->sock);
@@ -124,7 +172,7 @@ static void on_timeout(h2o_timeout_entry_t *e)
     char msg[160];
     snprintf(msg, sizeof msg, GW_ERR_HEAD_TIMEOUT, (unsigned long long)gw_cfg.header_timeout_ms);
     h2o_timeout_link(f->cx->h2o.loop, &s_head_to, &f->timer); /* the answer's own deadline */
-    s_answer(f, 408, "Request Timeout", "", msg, NULL);
+    s_answer(f, 408, "Request Timeout", "", msg, NULL, 0);
 }
 
 /* A complete head: judge the body rules (see the file comment). */
@@ -163,12 +211,12 @@ static void s_judge(front_t *f, const gw_head_t *h)
         if (gw_auth_verify_cached(f->cx->authcache, &gw_cfg.auth, h->auth, h->auth ? h->auth_len : 0,
                                   (int64_t)(util_now_us() / 1000000u), &claims, &why) < 0) {
             s_answer(f, 401, "Unauthorized", "www-authenticate: Bearer realm=\"presence\", error=\"invalid_token\"\r\n",
-                     why, h);
+                     why, h, route);
             return;
         }
     }
     if (h->body == GW_BODY_LENGTH && h->content_length > GW_BODY_MAX) {
-        s_answer(f, 413, "Request Entity Too Large", "", "request body too large (at most 65536 bytes)", h);
+        s_answer(f, 413, "Request Entity Too Large", "", "request body too large (at most 65536 bytes)", h, route);
         return;
     }
     s_handover(f);
@@ -203,7 +251,7 @@ static void on_read(h2o_socket_t *sock, const char *err)
         char msg[160];
         snprintf(msg, sizeof msg, GW_ERR_HEAD_TOO_BIG, (unsigned long long)gw_cfg.header_max);
         LOG_RATELIMITED(LOG_NOTICE, 1000, "connection refused: %s", msg);
-        s_answer(f, 431, "Request Header Fields Too Large", "", msg, NULL);
+        s_answer(f, 431, "Request Header Fields Too Large", "", msg, NULL, 0);
         return;
     }
     default:
@@ -223,6 +271,7 @@ void gw_front_accept(gw_ctx_t *cx, h2o_accept_ctx_t *actx, h2o_socket_t *sock)
     f->actx = actx;
     f->sock = sock;
     f->timer.cb = on_timeout;
+    f->start_us = util_mono_us();
     f->next = s_fronts;
     if (s_fronts)
         s_fronts->prev = f;

@@ -116,16 +116,7 @@ size_t gw_guard_client_addr(h2o_req_t *req, char *out)
     struct sockaddr_storage ss;
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     uint8_t peer[16];
-    bool have = false;
-    if (sl && ss.ss_family == AF_INET) {
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        memcpy(peer, mapped, 12);
-        memcpy(peer + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-        have = true;
-    } else if (sl && ss.ss_family == AF_INET6) {
-        memcpy(peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-        have = true;
-    }
+    bool have = gw_clientaddr_from_sockaddr((struct sockaddr *)&ss, sl, peer);
     proto_str_t hops[XFF_HEADERS_MAX];
     size_t n = 0;
     if (gw_cfg.trust_proxy)

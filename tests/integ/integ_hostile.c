@@ -583,9 +583,12 @@ static bool s_cache_serves(void *arg)
 START_TEST(test_apply_store_wins)
 {
     th_node_t n;
-    /* A 1 s confirmation window (SYNC_HEARTBEAT_LIMIT_MS), heartbeats well inside it. */
+    /* A 1 s confirmation window (SYNC_HEARTBEAT_LIMIT_MS), heartbeats well inside it. The gateway
+     * reads through to the cache-node (NEAR_CACHE_BYTES=0): its near cache follows the store's
+     * stream and would never show the injected record, which is what this test watches the
+     * cache-node hold and then give up. */
     const char *env[] = {"RATE_LIMIT_WRITES=0", "SYNC_HEARTBEAT_LIMIT_MS=1000", "STORE_HUGZ_MS=200",
-                         "REQUEST_TIMEOUT_MS=500", NULL};
+                         "REQUEST_TIMEOUT_MS=500", "NEAR_CACHE_BYTES=0", NULL};
     ck_assert_int_eq(th_node_start(&n, 1, env), 0);
     char auth[1024];
     th_auth_header(auth, sizeof auth, "alice", NULL);

@@ -105,6 +105,7 @@ static th_proc_t *s_store_proc(cluster_t *c, int i)
     if (c->center_port[i]) {
         th_env(p, "CENTER_PORT", "%d", c->center_port[i]);
         th_env(p, "CENTER_BIND_ADDR", "127.0.0.1");
+        th_env(p, "CENTER_INSECURE", "true"); /* loopback only: no CurveZMQ keys in this test */
     }
     s_extra(p, c->extra);
     return p;

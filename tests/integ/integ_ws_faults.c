@@ -222,7 +222,7 @@ START_TEST(test_leaf_connection_online_at_center)
     char cp[32], ep[64];
     snprintf(cp, sizeof cp, "CENTER_PORT=%d", port);
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
-    const char *cenv[] = {cp, "CENTER_BIND_ADDR=127.0.0.1", "RATE_LIMIT_WRITES=0", NULL};
+    const char *cenv[] = {cp, "CENTER_BIND_ADDR=127.0.0.1", "CENTER_INSECURE=true", "RATE_LIMIT_WRITES=0", NULL};
     const char *lenv[] = {"RATE_LIMIT_WRITES=0", "PRESENCE_GRACE_MS=500", NULL};
     th_node_t center, leaf;
     ck_assert_int_eq(th_node_start(&center, 1, cenv), 0);

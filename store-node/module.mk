@@ -19,11 +19,13 @@ $(B)/bin/store-node: $(B)/store-node/store_node_main.o $(STORE_NODE_LIB) $(REPL_
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-# The replication layer (repl.c: a Raft member on libraft + libuv). Its own archive and
-# pkg-config flags (only repl*.c include libraft's and libuv's headers).
+# The replication layer (repl*.c: a Raft member on libraft + libuv; repl_int.h names the files).
+# Its own archive and pkg-config flags (only repl*.c include libraft's and libuv's headers).
 REPL_PKGS := raft libuv
 REPL_CFLAGS = $(shell pkg-config --cflags $(REPL_PKGS) 2>/dev/null)
 REPL_LIBS = $(shell pkg-config --libs $(REPL_PKGS) 2>/dev/null)
-$(B)/store-node/repl.o $(B)/store-node/repl_dns.o: PKG_CFLAGS += $(REPL_CFLAGS)
-$(REPL_LIB): $(B)/store-node/repl.o $(B)/store-node/repl_dns.o
+REPL_OBJS := $(B)/store-node/repl.o $(B)/store-node/repl_config.o $(B)/store-node/repl_fsm.o \
+             $(B)/store-node/repl_loop.o $(B)/store-node/repl_dns.o
+$(REPL_OBJS): PKG_CFLAGS += $(REPL_CFLAGS)
+$(REPL_LIB): $(REPL_OBJS)
 	$(AR) rcs $@ $^

@@ -1,4 +1,4 @@
-/* repl_dns.h -- a raft_uv_transport that dials members by host name (used by repl.c only).
+/* repl_dns.h -- a raft_uv_transport that dials members by host name (used by repl*.c only).
  *
  * libraft 0.15's TCP transport (raft_uv_tcp) parses every address with uv_ip4_addr: it takes
  * IPv4 literals only. A member list of stable names ("store-1.store:7001", a Kubernetes

@@ -12,8 +12,10 @@ failed=0
 for bin in "$@"; do
     name=$(basename "$bin")
     echo "=== $kind: $name"
+    t0=$SECONDS
     out=$("$bin" 2>&1)
     rc=$?
+    echo "    ($((SECONDS - t0)) s)"
     printf '%s\n' "$out" | grep -v '^Running suite' | grep -E '%: Checks:|:[EF]:' || true
     line=$(printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' | tail -n 1)
     if [ -z "$line" ]; then

@@ -42,6 +42,7 @@ FUZZ_OBJS_store := $(patsubst $(B)/%,%,$(STORE_ENGINE_OBJS)) $(FUZZ_PROTO) $(FUZ
 FUZZ_OBJS_sync := sync/sync_client.o sync/leader.o $(FUZZ_PROTO) common/zutil.o $(FUZZ_COMMON)
 # The gateway uses much of common/: all of it, so a helper added there links here too.
 FUZZ_OBJS_http := $(FUZZ_GW_ALL) sync/sync_client.o sync/leader.o $(FUZZ_PROTO) proto/stats.o proto/dispatch.o \
+                  $(CACHE_LIB_SRCS:%.c=%.o) \
                   $(patsubst $(B)/%,%,$(COMMON_OBJS))
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_B)/bin/fuzz_%)

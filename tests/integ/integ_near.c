@@ -101,7 +101,7 @@ static uint64_t s_get(int port, const char *uid, bool *stale)
     char path[128], hv[16];
     snprintf(path, sizeof path, "/api/v2/presence/%s", uid);
     th_resp_t r;
-    ck_assert_int_eq(th_http(port, "GET", path, NULL, NULL, 0, &r, 10000), 0);
+    ck_assert_int_eq(th_http(port, "GET", path, NULL, NULL, 0, &r, 30000), 0);
     if (stale)
         *stale = th_resp_header(&r, "x-presence-stale", hv, sizeof hv) != NULL;
     uint64_t v = s_version_of(&r, uid);
@@ -347,7 +347,11 @@ START_TEST(test_stopped_gateway_drops)
     const char *const env[] = {"RATE_LIMIT_WRITES=0", "STORE_PUB_HWM=20", "SYNC_SUB_HWM=20", NULL};
     ck_assert_int_eq(th_node_start(&n, 2, env), 0);
     int port_b;
-    th_proc_t *b = s_gateway_b(&n, 1, NULL, &port_b);
+    /* B's first reads after SIGCONT wait for its timers, its nodes' links and its stream's catch-up
+     * of 3,000 changes: on a loaded or sanitized build that can outlast the default 2 s request
+     * timeout. This test is about what B answers, not how fast. */
+    static const char *const b_env[] = {"REQUEST_TIMEOUT_MS=20000", NULL};
+    th_proc_t *b = s_gateway_b(&n, 1, b_env, &port_b);
     char admin[1024];
     th_auth_header(admin, sizeof admin, "writer", ADMIN_SCOPE);
     uint64_t held[GAP_USERS];

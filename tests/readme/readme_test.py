@@ -439,7 +439,7 @@ def main():
     check(re.search(r"[\w-]+\.[\w-]+\.[\w-]{20,}", p.stdout) is None, "presence-token --help mints no token")
     ours = re.compile(r"`((?:PRESENCE|RATE_LIMIT|CORS|CACHE|GATEWAY|STORE|SYNC|WS|JWT|SSE|RELAY|CENTER|CURVE|WEBHOOK|"
                       r"SERVICE|NODE|DATA|LOG|AUTH|MAX|REQUEST|RETENTION|TOUCH|TRUST|HTTP|SHUTDOWN|STOP|PROBE|TOKEN|"
-                      r"ACCESS|METRICS|NOTIFIER|UI)"
+                      r"ACCESS|METRICS|NOTIFIER|UI|NEAR)"
                       r"_?[A-Z0-9_]*)`")
     table = secs.get("Configuration", "")
     named = {v for v in ours.findall(table) if not v.endswith("_")}

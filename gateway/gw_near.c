@@ -314,7 +314,7 @@ int gw_near_get(gw_near_t *n, const char *key, size_t klen, uint64_t min_seq, pr
 }
 
 int gw_near_fill(gw_near_t *n, const char *key, size_t klen, const proto_record_t *r, uint64_t as_of,
-                 proto_record_t *out)
+                 uint64_t min_seq, proto_record_t *out)
 {
     uint64_t h = s_hash(key, klen);
     /* The answer is latest(k, Y) for some Y >= as_of; when nothing of k changed in (as_of, seq] it
@@ -325,12 +325,22 @@ int gw_near_fill(gw_near_t *n, const char *key, size_t klen, const proto_record_
         n->st.behind++;
         return GW_NEAR_BEHIND;
     }
-    n->st.fills++;
-    s_note_front(n, as_of);
     uint64_t ver = r ? r->version : as_of;
     cache_view_t v;
     bool resident = n->live && cache_peek(n->c, key, klen, &v);
-    if (resident && v.version > ver) {
+    bool entry_newer = resident && v.version > ver;
+    if (entry_newer && !(v.negative && !r) && n->seq < min_seq) {
+        /* The entry would stand in for the answer, but it is only known to be current through the
+         * stream, which has not reached every write this process acknowledged: it may predate one
+         * (a delete through another thread), and the answer may be older than the entry (a node
+         * behind) -- or newer: "not found" as of as_of says no more than Y >= as_of. Neither can
+         * be served; ask again (the node's as_of or this stream catches up). */
+        n->st.behind++;
+        return GW_NEAR_BEHIND;
+    }
+    n->st.fills++;
+    s_note_front(n, as_of);
+    if (entry_newer) {
         /* Another answer or the stream got here first with something newer: serve that. */
         if (v.negative)
             return GW_NEAR_SERVE_ABSENT;
@@ -368,6 +378,18 @@ void gw_near_wrote(gw_near_t *n, const proto_record_t *r)
     n->st.updates++;
     s_note_front(n, r->version);
     s_put_record(n, r, CACHE_PUT_IF_PRESENT);
+}
+
+void gw_near_deleted(gw_near_t *n, const char *key, size_t klen, uint64_t as_of)
+{
+    cache_view_t v;
+    if (!n->live || !cache_peek(n->c, key, klen, &v) || v.version >= as_of)
+        return;
+    /* As for a written record: the user is absent at as_of, newer than the entry, and the stream
+     * brings whatever comes after it (a SET replaces the absent entry, a TOUCH drops it). */
+    n->st.updates++;
+    s_note_front(n, as_of);
+    s_put_absent(n, key, klen, as_of, CACHE_PUT_IF_PRESENT);
 }
 
 /* ==== state =================================================================================== */

@@ -20,16 +20,17 @@
  *
  * Invariants (the argument is DESIGN.md, "Coherence", point 6):
  *   R  a resident entry is latest(k, s) for some s >= every sequence at which the thread served k;
- *      while the stream is live it is latest(k, max(seq, its fill's A)) -- the stream updates it;
+ *      while the stream is live it is latest(k, max(seq, its fill's A, this thread's acknowledged
+ *      writes of k)) -- the stream and those writes (gw_near_wrote, gw_near_deleted) update it;
  *   N  a user k that is not resident was never served newer than latest(k, floor(k)).
  * Hence: a hit (live, resident) never shows older than served (R); an answer with A >= floor(k)
  * never shows older than served (N, monotonicity of latest); an answer with A < floor(k) might,
  * and is refused (GW_NEAR_BEHIND: ask again -- the node catches up within its stream's lag).
  *
  * Entries are served only while the stream is live and has reached the caller's min_seq (the
- * writes this process acknowledged: read-your-writes across threads). Leaving the live state
- * (a gap, a catch-up, silence) drops every entry; a reset (another database) drops everything and
- * starts the sequences over.
+ * writes this process acknowledged: read-your-writes across threads) -- as hits, and in place of
+ * an older answer (gw_near_fill). Leaving the live state (a gap, a catch-up, silence) drops every
+ * entry; a reset (another database) drops everything and starts the sequences over.
  *
  * Every call is O(1) amortised (gw_near_apply of a TOUCH decodes and re-encodes one entry);
  * gw_near_live(false) and gw_near_reset are O(entries).
@@ -100,19 +101,30 @@ void gw_near_reset(gw_near_t *n);
 int gw_near_get(gw_near_t *n, const char *key, size_t klen, uint64_t min_seq, proto_record_t *out);
 
 /* The cache tier answered key with r (NULL: not found) as of as_of (> 0; answers without an as_of,
- * or flagged stale, are outside the near cache: do not call). Returns GW_NEAR_BEHIND (nothing
+ * or flagged stale, are outside the near cache: do not call). min_seq: as for gw_near_get (the
+ * writes this process had acknowledged when the read began). Returns GW_NEAR_BEHIND (nothing
  * changed; counted), or what to serve: the answer, or the resident entry when that is newer
- * (*out filled for GW_NEAR_SERVE). An answer older than floor(k) is still served when the stream
- * shows that k did not change in (as_of, seq] and floor(k) <= seq. The answer becomes an entry
- * when the stream is live, nothing the stream applied can be missing from it (as_of >= seq, or no
- * change of k after as_of) and admission takes it; else the key's ghost remembers as_of. */
+ * (*out filled for GW_NEAR_SERVE). For "not found" newer means newer than as_of, which only
+ * bounds the answer from below -- with several keys it is the oldest of them -- so a resident
+ * record newer than as_of may be older than the absence (a delete). The resident entry stands in
+ * for the answer only as a hit could (the stream has reached min_seq), or when both say "not
+ * found"; otherwise neither is known to show every acknowledged write: GW_NEAR_BEHIND. An answer
+ * older than floor(k) is still served when the stream shows that k did not change in (as_of, seq]
+ * and floor(k) <= seq. The answer becomes an entry when the stream is live, nothing the stream
+ * applied can be missing from it (as_of >= seq, or no change of k after as_of) and admission takes
+ * it; else the key's ghost remembers as_of. */
 int gw_near_fill(gw_near_t *n, const char *key, size_t klen, const proto_record_t *r, uint64_t as_of,
-                 proto_record_t *out);
+                 uint64_t min_seq, proto_record_t *out);
 
 /* A write this process made was acknowledged with record r: a resident entry of r's user moves to
  * it when r is newer. (Users that are not resident are left alone: the caller's min_seq keeps hits
  * away until the stream has the write.) */
 void gw_near_wrote(gw_near_t *n, const proto_record_t *r);
+/* A delete this process made was acknowledged: key[0..klen) is absent as of as_of (the delete's
+ * sequence; for a delete that found nothing, the store's sequence when it looked). A resident
+ * entry of key becomes "not found" at as_of when that is newer; others are left alone, as by
+ * gw_near_wrote. as_of 0 (not said): nothing changes. */
+void gw_near_deleted(gw_near_t *n, const char *key, size_t klen, uint64_t as_of);
 
 /* The stream position (last applied sequence) and whether it is live. */
 uint64_t gw_near_seq(const gw_near_t *n);

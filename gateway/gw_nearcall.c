@@ -4,9 +4,11 @@
  * Wiring: the engine follows the thread's watch hub -- the same change stream the SSE endpoint
  * uses, no second subscription -- through the hub's observer (every change, resets, and the sync
  * client's state: anything but live drops the entries), and this thread's acknowledged writes
- * through the upstream's write hook. Every acknowledged write also raises a process-wide write
- * frontier: no thread serves a near entry while its own stream is behind it, so a client that
- * wrote through one thread and reads through another (a new connection) reads its write.
+ * through the upstream's write hook (records, and deletes: the user is absent as of the reply's
+ * sequence). Every acknowledged write also raises a process-wide write frontier: no thread serves
+ * a near entry while its own stream is behind it -- as a hit, or in place of a cache-node's answer
+ * -- so a client that wrote through one thread and reads through another (a new connection) reads
+ * its write.
  *
  * A read: keys found in the near cache are answered at once; the others go to their cache-node
  * in one command. Its answer carries as_of (PROTOCOL.md); one older than the engine's floor could
@@ -57,6 +59,7 @@ typedef struct near_op {
     uint8_t type;
     int tries;
     uint64_t deadline_ms;
+    uint64_t min_seq; /* the write frontier when the read began */
     uint32_t nhits, nkeys;
     proto_record_t *hits;
     char (*keys)[PROTO_USER_ID_MAX + 1];
@@ -154,10 +157,13 @@ static void on_state(void *ctx, int state, uint64_t seq)
     s_publish(nc);
 }
 
-static void on_write(void *arg, uint8_t type, const proto_msg_t *m)
+static void on_write(void *arg, uint8_t type, const proto_str_t *key, const proto_msg_t *m)
 {
     gw_nearcall_t *nc = arg;
-    if (m->status != PROTO_OK)
+    /* A DEL is acknowledged by OK (as of its tombstone) and by NOTFOUND (absent as of the store's
+     * sequence then): either way the client was told the user is gone. */
+    bool gone = type == PROTO_DEL && (m->status == PROTO_OK || m->status == PROTO_NOTFOUND);
+    if (m->status != PROTO_OK && !gone)
         return;
     uint64_t hi = m->seq;
     for (uint32_t i = 0; i < m->n; i++) {
@@ -165,6 +171,8 @@ static void on_write(void *arg, uint8_t type, const proto_msg_t *m)
             hi = m->recs[i].version;
         gw_near_wrote(nc->near, &m->recs[i]);
     }
+    if (gone && key)
+        gw_near_deleted(nc->near, key->p, key->len, m->seq);
     s_written_raise(hi);
     s_publish(nc);
 }
@@ -274,7 +282,7 @@ static void on_reply(gw_call_t *c, const proto_msg_t *m, int status)
                 recs[k++] = *r;
             continue;
         }
-        int rc = gw_near_fill(nc->near, op->keys[i], op->klen[i], r, m->seq, &recs[k]);
+        int rc = gw_near_fill(nc->near, op->keys[i], op->klen[i], r, m->seq, op->min_seq, &recs[k]);
         if (rc == GW_NEAR_SERVE)
             k++;
         else if (rc == GW_NEAR_BEHIND)
@@ -326,6 +334,7 @@ bool gw_nearcall_read(gw_ctx_t *t, h2o_req_t *req, int node, uint8_t type, const
     op->arg = arg;
     op->type = type;
     op->deadline_ms = util_mono_ms() + gw_cfg.request_timeout_ms;
+    op->min_seq = written;
     op->nhits = found;
     op->hits = xmalloc((found ? found : 1) * sizeof *op->hits);
     memcpy(op->hits, nc->scratch, found * sizeof *op->hits);

@@ -75,7 +75,7 @@ struct gw_upstream {
     h2o_timeout_t ping_tick;    /* how often every node is pinged */
     h2o_timeout_entry_t ping_timer;
     proto_buf_t pb;
-    void (*on_write)(void *arg, uint8_t type, const proto_msg_t *m); /* gw_upstream_on_write */
+    gw_write_hook_fn on_write; /* gw_upstream_on_write */
     void *on_write_arg;
 };
 
@@ -322,6 +322,20 @@ static void s_fail_node_calls(gw_upstream_t *up, int node)
 
 /* ==== receiving ================================================================================ */
 
+/* A write's reply to the write hook. A DEL's reply names no user: the hook gets the one in the
+ * command this call kept for re-sending. */
+static void s_write_hook(gw_upstream_t *up, const gw_call_t *c, const proto_msg_t *m)
+{
+    if (c->type != PROTO_DEL) {
+        up->on_write(up->on_write_arg, c->type, NULL, m);
+        return;
+    }
+    proto_msg_t cmd;
+    bool named = proto_decode(c->msg, c->msg_len, &cmd) == PROTO_DEC_OK && cmd.type == PROTO_DEL && cmd.key.len;
+    up->on_write(up->on_write_arg, c->type, named ? &cmd.key : NULL, m);
+    proto_msg_fini(&cmd);
+}
+
 static void on_reply(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
 {
     node_t *nc = ctx;
@@ -332,11 +346,11 @@ static void on_reply(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
         return;
     gw_upstream_t *up = nc->owner;
     if (up->on_write && (c->type == PROTO_PUT || c->type == PROTO_TOUCH || c->type == PROTO_DEL))
-        up->on_write(up->on_write_arg, c->type, m);
+        s_write_hook(up, c, m);
     s_complete(c, m, m->status);
 }
 
-void gw_upstream_on_write(gw_upstream_t *up, void (*fn)(void *arg, uint8_t type, const proto_msg_t *m), void *arg)
+void gw_upstream_on_write(gw_upstream_t *up, gw_write_hook_fn fn, void *arg)
 {
     up->on_write = fn;
     up->on_write_arg = arg;

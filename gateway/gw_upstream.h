@@ -72,10 +72,12 @@ const char *gw_upstream_endpoint(const gw_upstream_t *up, int i);
 gw_call_t *gw_upstream_send(gw_upstream_t *up, h2o_req_t *req, int node, uint64_t rid, uint8_t type,
                             const proto_buf_t *b, gw_call_cb cb, void *arg);
 
-/* Optional: fn(arg, type, m) runs with every reply to a write (PUT, TOUCH, DEL), before the caller's
- * callback -- the near cache learns this thread's acknowledged writes there (gw_nearcall.c). NULL
- * fn: none. */
-void gw_upstream_on_write(gw_upstream_t *up, void (*fn)(void *arg, uint8_t type, const proto_msg_t *m), void *arg);
+/* Optional: fn(arg, type, key, m) runs with every reply to a write (PUT, TOUCH, DEL), before the
+ * caller's callback -- the near cache learns this thread's acknowledged writes there
+ * (gw_nearcall.c). key: for a DEL, the user it was about (its reply names none; borrowed for the
+ * call); NULL for PUT and TOUCH, whose replies carry their records. NULL fn: none. */
+typedef void (*gw_write_hook_fn)(void *arg, uint8_t type, const proto_str_t *key, const proto_msg_t *m);
+void gw_upstream_on_write(gw_upstream_t *up, gw_write_hook_fn fn, void *arg);
 
 /* The moment this gateway stops waiting for a call made now (wall clock, us: the cache-node may be
  * another host). Writes carry it: a cache-node that only gets to one later -- it was stopped or

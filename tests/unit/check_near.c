@@ -5,13 +5,17 @@
  * only when it is at least as new as the stream; the stream updates, deletes and touches resident
  * entries (never backwards) and leaves other users alone; leaving the live state drops everything
  * and raises the floor; answers older than the floor are refused; the byte bound holds under a
- * flood and its evictions raise the floor.
+ * flood and its evictions raise the floor; this thread's acknowledged deletes move a resident
+ * entry like its writes do, and a resident entry stands in for an older answer only once the
+ * stream has reached the write frontier (the leaf region's deleted user that came back).
  *
  * The model case runs a simulated store (a log of SET/TOUCH/DEL changes), a stream that applies
- * it with lag, two cache-nodes at their own positions (one behind, one ahead of the stream)
- * answering late, drops of the live state and a byte bound small enough to evict all the time;
- * it checks that every record served for a user is never older than one served before, and that
- * every hit is exactly the model's record at that version.
+ * it with lag and now and then stalls while writes go on, two cache-nodes at their own positions
+ * (one behind, one ahead of the stream) answering late, drops of the live state, a byte bound
+ * small enough to evict all the time, and writes this process acknowledged (through this thread
+ * or another; the owner node answers with them at once); it checks that every record served for
+ * a user is never older than one served before nor than the user's acknowledged write when the
+ * read began, and that every hit is exactly the model's record at that version.
  *
  * No threads, no sockets, no files.
  */
@@ -86,7 +90,7 @@ static int s_get(gw_near_t *n, const char *uid, proto_record_t *out)
 
 static int s_fill(gw_near_t *n, const char *uid, const proto_record_t *r, uint64_t as_of, proto_record_t *out)
 {
-    return gw_near_fill(n, uid, strlen(uid), r, as_of, out);
+    return gw_near_fill(n, uid, strlen(uid), r, as_of, 0, out);
 }
 
 static gw_near_t *s_live_near(uint64_t seq)
@@ -471,6 +475,86 @@ START_TEST(test_wrote)
 }
 END_TEST
 
+/* A delete this thread made moves a resident entry to "not found" as of the delete, never back;
+ * users that are not resident stay out, and a delete that says no sequence changes nothing. The
+ * stream then brings what comes after it. */
+START_TEST(test_deleted)
+{
+    gw_near_t *n = s_live_near(10);
+    proto_record_t r = s_rec("a", 5, "x"), out;
+    s_fill(n, "a", &r, 10, &out);
+    gw_near_deleted(n, "a", 1, 0);
+    ck_assert_int_eq(s_get(n, "a", &out), GW_NEAR_HIT);
+    gw_near_deleted(n, "a", 1, 4); /* older than the entry */
+    ck_assert_int_eq(s_get(n, "a", &out), GW_NEAR_HIT);
+    gw_near_deleted(n, "a", 1, 12);
+    ck_assert_int_eq(s_get(n, "a", &out), GW_NEAR_ABSENT);
+    proto_record_t r11 = s_rec("a", 11, "before the delete");
+    proto_change_t c = s_set(&r11); /* the stream catching up with what came before the delete */
+    gw_near_apply(n, &c);
+    ck_assert_int_eq(s_get(n, "a", &out), GW_NEAR_ABSENT);
+    c = s_del("a", 12);
+    gw_near_apply(n, &c);
+    ck_assert_int_eq(s_get(n, "a", &out), GW_NEAR_ABSENT);
+    proto_record_t r13 = s_rec("a", 13, "back");
+    c = s_set(&r13);
+    gw_near_apply(n, &c);
+    ck_assert_int_eq(s_get(n, "a", &out), GW_NEAR_HIT);
+    ck_assert_str_eq(out.message, "back");
+    gw_near_deleted(n, "b", 1, 14);
+    ck_assert_int_eq(s_get(n, "b", &out), GW_NEAR_MISS);
+    gw_near_destroy(&n);
+}
+END_TEST
+
+/* The leaf region's lost delete (integ_faults, "leaf: kill center store-node"): while the relay had
+ * not yet noticed the restarted center, writes were acknowledged far ahead of this thread's
+ * stream. A heartbeat's record moved the resident entry ahead of the stream (1048597), the client
+ * deleted the user (1048608) and read it back in a multi-get whose as_of was another user's, from
+ * the stalled stream (450): the "not found" lost to the resident record, and the deleted user came
+ * back. An entry stands in for an answer only as a hit could. */
+START_TEST(test_fill_resident_behind_writes)
+{
+    gw_near_t *n = s_live_near(450);
+    proto_record_t r = s_rec("a", 440, "put"), hb = s_rec("a", 1048597, "put"), out;
+    ck_assert_int_eq(s_fill(n, "a", &r, 450, &out), GW_NEAR_SERVE);
+    gw_near_wrote(n, &hb); /* this thread's heartbeat, acknowledged */
+    uint64_t frontier = 1048608; /* the delete, acknowledged through another thread */
+    ck_assert_int_eq(gw_near_get(n, "a", 1, frontier, &out), GW_NEAR_BYPASS);
+    ck_assert_int_eq(gw_near_fill(n, "a", 1, NULL, 450, frontier, &out), GW_NEAR_BEHIND);
+    ck_assert_int_eq(gw_near_fill(n, "a", 1, &r, 450, frontier, &out), GW_NEAR_BEHIND); /* a node behind */
+    ck_assert_uint_eq(s_stats(n).behind, 2);
+    /* an answer as of the delete or later is served (and kept) */
+    ck_assert_int_eq(gw_near_fill(n, "a", 1, NULL, 1048608, frontier, &out), GW_NEAR_SERVE_ABSENT);
+    ck_assert_int_eq(gw_near_get(n, "a", 1, 0, &out), GW_NEAR_ABSENT);
+    gw_near_destroy(&n);
+
+    /* The delete through this thread: the entry says "not found" at once, and an answer that
+     * agrees is served whatever its as_of. */
+    n = s_live_near(450);
+    ck_assert_int_eq(s_fill(n, "a", &r, 450, &out), GW_NEAR_SERVE);
+    gw_near_wrote(n, &hb);
+    gw_near_deleted(n, "a", 1, frontier);
+    ck_assert_int_eq(gw_near_fill(n, "a", 1, NULL, 450, frontier, &out), GW_NEAR_SERVE_ABSENT);
+    ck_assert_int_eq(gw_near_fill(n, "a", 1, &r, 450, frontier, &out), GW_NEAR_BEHIND); /* older, and it disagrees */
+    /* the stream reaches the frontier: the entry is a hit again, and stands in for older answers */
+    proto_change_t c = s_del("a", frontier);
+    gw_near_apply(n, &c);
+    ck_assert_int_eq(gw_near_get(n, "a", 1, frontier, &out), GW_NEAR_ABSENT);
+    ck_assert_int_eq(gw_near_fill(n, "a", 1, &r, 450, frontier, &out), GW_NEAR_SERVE_ABSENT);
+    gw_near_destroy(&n);
+
+    /* With no acknowledged write beyond the stream, a resident entry newer than the answer is
+     * served as before (test_fill_resident_newer). */
+    n = s_live_near(450);
+    ck_assert_int_eq(s_fill(n, "a", &r, 450, &out), GW_NEAR_SERVE);
+    gw_near_wrote(n, &hb);
+    ck_assert_int_eq(gw_near_fill(n, "a", 1, NULL, 450, 450, &out), GW_NEAR_SERVE);
+    ck_assert_uint_eq(out.version, 1048597);
+    gw_near_destroy(&n);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------------------------------
  * The byte bound
  * ------------------------------------------------------------------------------------------------- */
@@ -557,6 +641,8 @@ typedef struct model {
     uint32_t nhist[M_KEYS], caphist[M_KEYS];
     bool exists[M_KEYS];
     uint64_t served[M_KEYS]; /* the last state served: the seq of the change it shows (0: none yet) */
+    uint64_t acked[M_KEYS];  /* the last write of the key this process had acknowledged (0: none) */
+    uint64_t frontier;       /* the last write of any key this process had acknowledged */
 } model_t;
 
 typedef struct answer {
@@ -564,6 +650,7 @@ typedef struct answer {
     bool found;
     proto_record_t rec;
     uint64_t as_of;
+    uint64_t need, min_seq; /* the key's acknowledged write and the frontier when it was asked */
 } answer_t;
 
 static uint64_t s_rng;
@@ -598,9 +685,11 @@ static uint64_t s_state_at(const model_t *m, int key, uint64_t s)
     return best;
 }
 
-static void s_model_write(model_t *m, proto_change_t *c)
+/* A write of key (-1: any user). */
+static void s_model_write(model_t *m, proto_change_t *c, int key)
 {
-    int key = s_key();
+    if (key < 0)
+        key = s_key();
     char uid[16];
     s_uid(key, uid);
     uint64_t seq = ++m->seq;
@@ -671,6 +760,24 @@ static uint64_t s_absent_state(const model_t *m, int key, uint64_t last, uint64_
     return 0;
 }
 
+/* Read-your-writes: a state served for key (absent: any state in which it is absent) is not older
+ * than the write `need` of it this process had acknowledged when the read began. */
+static void s_ryw(const model_t *m, int key, bool absent, uint64_t state, uint64_t need)
+{
+    if (!need)
+        return;
+    if (!absent) {
+        ck_assert_msg(state >= need, "key k%d served state %llu after its write %llu was acknowledged", key,
+                      (unsigned long long)state, (unsigned long long)need);
+        return;
+    }
+    for (uint32_t i = 0; i < m->nhist[key]; i++)
+        if (m->hist[key][i] >= need && m->log[m->hist[key][i]].kind == PROTO_CH_DEL)
+            return;
+    ck_abort_msg("key k%d served absent, but its write %llu was acknowledged and it was not deleted since", key,
+                 (unsigned long long)need);
+}
+
 START_TEST(test_model_monotonic)
 {
     s_rng = 0x9e3779b97f4a7c15ull * (uint64_t)(_i + 1);
@@ -684,31 +791,53 @@ START_TEST(test_model_monotonic)
     gw_near_t *n = gw_near_new(GW_NEAR_MIN_BYTES); /* ~300 entries for 700 keys: evictions all along */
     bool live = false;
     uint64_t hits = 0, served = 0, behind = 0;
+    int stalled = 0; /* turns the stream delivers nothing while writes go on (a relay that has not
+                      * noticed its restarted center yet) */
     while (m->seq < M_CHANGES) {
         int op = (int)(s_rand() % 1000);
+        if (stalled)
+            stalled--;
+        else if (s_rand() % 1000 == 0)
+            stalled = 200;
         if (op < 150) {
-            s_model_write(m, &pending[m->seq + 1]);
+            /* a client often writes the user it wrote last, and reads it back */
+            int mine = m->frontier && s_rand() % 3 == 0 ? m->log[m->frontier].key : -1;
+            s_model_write(m, &pending[m->seq + 1], mine);
+            int r = (int)(s_rand() % 6);
+            if (r < 2) {
+                /* This process's write, acknowledged: through this thread (its reply updates a resident
+                 * entry) or another one (only the frontier moves); the owner node has it at once. */
+                const mchange_t *mc = &m->log[m->seq];
+                m->acked[mc->key] = m->frontier = m->seq;
+                char uid[16];
+                s_uid(mc->key, uid);
+                if (r == 0 && mc->kind == PROTO_CH_DEL)
+                    gw_near_deleted(n, uid, strlen(uid), m->seq);
+                else if (r == 0)
+                    gw_near_wrote(n, &mc->rec);
+            }
         } else if (op < 300) {
             /* the stream applies a few changes */
-            for (int k = (int)(s_rand() % 4); k >= 0 && applied < m->seq; k--)
+            for (int k = (int)(s_rand() % 4); k >= 0 && applied < m->seq && !stalled; k--)
                 gw_near_apply(n, &pending[++applied]);
         } else if (op < 360) {
             /* node 0 trails the store by up to 40 changes; node 1 is at its head, often ahead of
-             * this thread's stream */
+             * this thread's stream (while the region's stream stalls, they stay where they are) */
             uint64_t lag = s_rand() % 40, pos = m->seq > lag ? m->seq - lag : 0;
-            if (pos > node[0])
+            if (pos > node[0] && !stalled)
                 node[0] = pos;
-            node[1] = m->seq;
+            if (!stalled)
+                node[1] = m->seq;
         } else if (op < 360 + (s_rand() % 4 == 0)) {
             /* the stream stops being live, or becomes live again */
             live = !live && (s_rand() % 3 != 0);
             gw_near_live(n, live, applied);
         } else if (op < 700) {
-            int key = s_key();
+            int key = m->frontier && s_rand() % 4 == 0 ? m->log[m->frontier].key : s_key();
             char uid[16];
             s_uid(key, uid);
             proto_record_t out;
-            int rc = gw_near_get(n, uid, strlen(uid), 0, &out);
+            int rc = gw_near_get(n, uid, strlen(uid), m->frontier, &out);
             if (rc == GW_NEAR_HIT) {
                 hits++;
                 ck_assert_uint_ge(out.version, s_state_at(m, key, applied)); /* current with the stream */
@@ -720,13 +849,20 @@ START_TEST(test_model_monotonic)
                 ck_assert_uint_eq(out.expires_at_us, want->expires_at_us);
                 ck_assert_uint_eq(out.ttl_s, want->ttl_s);
                 s_served(m, key, out.version);
+                s_ryw(m, key, false, out.version, m->acked[key]);
             } else if (rc == GW_NEAR_ABSENT) {
                 hits++;
                 s_served(m, key, s_absent_state(m, key, m->served[key], m->seq));
+                s_ryw(m, key, true, 0, m->acked[key]);
             } else if (ninflight < M_INFLIGHT) {
                 /* ask a node: it answers as of its position now; the answer arrives later */
                 uint64_t pos = node[s_rand() % 2];
-                inflight[ninflight++] = s_node_answer(m, key, pos);
+                /* The owner node took the reply of a write it forwarded: it answers with that record
+                 * (or newer) even when its stream is behind. */
+                answer_t a = s_node_answer(m, key, pos < m->acked[key] ? m->acked[key] : pos);
+                a.need = m->acked[key];
+                a.min_seq = m->frontier;
+                inflight[ninflight++] = a;
             }
         } else if (ninflight) {
             int i = (int)(s_rand() % (uint64_t)ninflight);
@@ -737,16 +873,19 @@ START_TEST(test_model_monotonic)
             char uid[16];
             s_uid(a.key, uid);
             proto_record_t out;
-            int rc = gw_near_fill(n, uid, strlen(uid), a.found ? &a.rec : NULL, a.as_of, &out);
+            int rc = gw_near_fill(n, uid, strlen(uid), a.found ? &a.rec : NULL, a.as_of, a.min_seq, &out);
             if (rc == GW_NEAR_BEHIND) {
                 behind++;
                 continue; /* the real caller asks again */
             }
             served++;
-            if (rc == GW_NEAR_SERVE)
+            if (rc == GW_NEAR_SERVE) {
                 s_served(m, a.key, out.version);
-            else
+                s_ryw(m, a.key, false, out.version, a.need);
+            } else {
                 s_served(m, a.key, s_absent_state(m, a.key, m->served[a.key], m->seq));
+                s_ryw(m, a.key, true, 0, a.need);
+            }
         }
     }
     gw_near_stats_t st = s_stats(n);
@@ -786,6 +925,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_fill_absent);
     tcase_add_test(tc, test_fill_resident_newer);
     tcase_add_test(tc, test_min_seq);
+    tcase_add_test(tc, test_fill_resident_behind_writes);
     suite_add_tcase(s, tc);
     tc = tcase_create("stream");
     tcase_add_test(tc, test_stream_updates);
@@ -794,6 +934,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_leave_live);
     tcase_add_test(tc, test_reset);
     tcase_add_test(tc, test_wrote);
+    tcase_add_test(tc, test_deleted);
     suite_add_tcase(s, tc);
     tc = tcase_create("bound");
     tcase_add_test(tc, test_byte_bound);

@@ -357,7 +357,7 @@ static void on_event(gw_watch_sub_t *s, const gw_watch_event_t *ev)
     int n = snprintf(head, sizeof head, "event: presence\nid: %llu\ndata: ", (unsigned long long)ev->version);
     const char *parts[3] = {head, ev->json, "\n\n"};
     size_t lens[3] = {(size_t)n, ev->json_len, 2};
-    s_queue(w, ev->slot < s->nids ? ev->slot : NO_SLOT, parts, lens, 3);
+    s_queue(w, ev->slot < s->nids && !ev->replay ? ev->slot : NO_SLOT, parts, lens, 3);
     atomic_fetch_add(&gw_metrics.sse_events, 1);
 }
 

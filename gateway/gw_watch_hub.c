@@ -406,6 +406,7 @@ static void s_resume_window(gw_watch_hub_t *h, gw_watch_sub_t *s, uint64_t since
                 s_render_set(h, s, &r, &ev);
             else
                 continue;
+            ev.replay = true;
             s_deliver(s, i, &ev);
         }
     }

@@ -37,6 +37,8 @@ typedef struct gw_watch_event {
     const char *json; /* the record as REST shows it, or {"user_id":..,"deleted":true,"version":N} */
     size_t json_len;
     uint32_t slot; /* which of the subscriber's users it is (0..nids): lets a sink keep one per user */
+    bool replay;   /* a resume's replay from the window: every change after `since` is promised
+                    * (API.md), so a sink must not coalesce it away */
 } gw_watch_event_t;
 
 /* How a subscriber takes what the hub gives it. */

@@ -507,6 +507,23 @@ START_TEST(test_deleted)
 }
 END_TEST
 
+/* An answer a node read through to the store can be newer than its as_of (a multi-get's as_of is
+ * the lowest of its keys'): served and not kept, its ghost is its version, so a later answer as of
+ * a point before that version -- possibly an older record -- is refused. */
+START_TEST(test_fill_read_through_ghost)
+{
+    gw_near_t *n = gw_near_new(1 << 20); /* not live: answers are served, never kept */
+    proto_record_t fresh = s_rec("a", 100, "new"), old = s_rec("a", 90, "old"), out;
+    ck_assert_int_eq(s_fill(n, "a", &fresh, 50, &out), GW_NEAR_SERVE);
+    ck_assert_uint_eq(out.version, 100);
+    ck_assert_int_eq(s_fill(n, "a", &old, 60, &out), GW_NEAR_BEHIND); /* as of 60 < 100: may be older */
+    ck_assert_int_eq(s_fill(n, "a", &fresh, 100, &out), GW_NEAR_SERVE);
+    ck_assert_uint_eq(out.version, 100);
+    ck_assert_uint_eq(s_stats(n).behind, 1);
+    gw_near_destroy(&n);
+}
+END_TEST
+
 /* The leaf region's lost delete (integ_faults, "leaf: kill center store-node"): while the relay had
  * not yet noticed the restarted center, writes were acknowledged far ahead of this thread's
  * stream. A heartbeat's record moved the resident entry ahead of the stream (1048597), the client
@@ -926,6 +943,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_fill_resident_newer);
     tcase_add_test(tc, test_min_seq);
     tcase_add_test(tc, test_fill_resident_behind_writes);
+    tcase_add_test(tc, test_fill_read_through_ghost);
     suite_add_tcase(s, tc);
     tc = tcase_create("stream");
     tcase_add_test(tc, test_stream_updates);

@@ -426,7 +426,7 @@ START_TEST(test_failover)
 {
     cluster_t c;
     s_start(&c, NST, NULL);
-    int leader = s_leader(&c, -1, 15000);
+    int leader = s_leader(&c, -1, 15000 * s_mult());
     ck_assert_int_ge(leader, 0);
     acked_t a[NUSERS];
     s_write_users(&c, a, NUSERS, "u", "before");
@@ -488,7 +488,7 @@ START_TEST(test_partitioned_follower)
 {
     cluster_t c;
     s_start(&c, NST, NULL);
-    int leader = s_leader(&c, -1, 15000);
+    int leader = s_leader(&c, -1, 15000 * s_mult());
     ck_assert_int_ge(leader, 0);
     mstat_t l0 = s_member(&c, leader);
     int f = (leader + 1) % NST;
@@ -520,7 +520,7 @@ START_TEST(test_wiped_member_rejoins)
     static const char *const extra[] = {"STORE_SNAPSHOT_ENTRIES=64", NULL};
     cluster_t c;
     s_start(&c, NST, extra);
-    int leader = s_leader(&c, -1, 15000);
+    int leader = s_leader(&c, -1, 15000 * s_mult());
     ck_assert_int_ge(leader, 0);
     int f = (leader + 2) % NST;
     acked_t a[NUSERS];
@@ -557,7 +557,7 @@ START_TEST(test_minority_cannot_ack)
 {
     cluster_t c;
     s_start(&c, NST, NULL);
-    int leader = s_leader(&c, -1, 15000);
+    int leader = s_leader(&c, -1, 15000 * s_mult());
     ck_assert_int_ge(leader, 0);
     acked_t a[NUSERS];
     s_write_users(&c, a, NUSERS, "m", "kept");
@@ -607,13 +607,13 @@ START_TEST(test_single_member)
 {
     cluster_t c;
     s_start(&c, 1, NULL);
-    ck_assert_int_eq(s_leader(&c, -1, 15000), 0);
+    ck_assert_int_eq(s_leader(&c, -1, 15000 * s_mult()), 0);
     acked_t a[NUSERS];
     s_write_users(&c, a, NUSERS, "s", "one");
     mstat_t m0 = s_member(&c, 0);
     ck_assert_int_eq(th_stop(c.store[0], 15000), 0);
     ck_assert_int_eq(th_restart(c.store[0], 20000), 0);
-    ck_assert_int_eq(s_leader(&c, -1, 15000), 0);
+    ck_assert_int_eq(s_leader(&c, -1, 15000 * s_mult()), 0);
     mstat_t m1 = s_member(&c, 0);
     ck_assert_uint_eq(m1.committed, m0.committed); /* the replay applied nothing twice */
     ck_assert_uint_eq(m1.records, m0.records);
@@ -642,7 +642,7 @@ START_TEST(test_leaf_follows_leader)
 {
     cluster_t c;
     s_start2(&c, NST, NULL, true);
-    int leader = s_leader(&c, -1, 15000);
+    int leader = s_leader(&c, -1, 15000 * s_mult());
     ck_assert_int_ge(leader, 0);
     char center[400] = "";
     for (int i = 0; i < NST; i++) {

@@ -317,32 +317,60 @@ int th_leaf_start(th_node_t *n, int ncache, const char *center, const char *cons
     return s_node_start(n, ncache, center, extra);
 }
 
-int th_free_port_pair(void)
+/* The kernel's ephemeral range (outgoing connections take their local port from it). */
+static void s_ephemeral(int *lo, int *hi)
 {
-    for (int attempt = 0; attempt < 50; attempt++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET};
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t sl = sizeof a;
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || getsockname(fd, (struct sockaddr *)&a, &sl) < 0) {
-            close(fd);
-            continue;
+    *lo = 32768;
+    *hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", lo, hi) != 2) {
+            *lo = 32768;
+            *hi = 60999;
         }
-        int p = ntohs(a.sin_port);
-        close(fd);
-        if (p >= 65535)
-            continue;
-        int fd2 = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in b = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + 1))};
-        b.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        int one = 1;
-        setsockopt(fd2, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        int ok = bind(fd2, (struct sockaddr *)&b, sizeof b) == 0;
-        close(fd2);
+        fclose(f);
+    }
+}
+
+static bool s_bindable(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+int th_free_ports(int n)
+{
+    /* Outside the ephemeral range: a port picked inside it could be taken, between the pick and
+     * the process's bind, as the local port of some outgoing connection (raft peers, ZeroMQ, the
+     * test's own clients) -- rare, but more likely the slower the processes start. */
+    int lo, hi;
+    s_ephemeral(&lo, &hi);
+    int base = 10000, top = lo > 10000 + 1000 ? lo : 65535;
+    if (top == 65535)
+        base = hi + 1 < 65000 ? hi + 1 : 10000;
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() ^ (unsigned)th_now_ms();
+    for (int attempt = 0; attempt < 200; attempt++) {
+        int p = base + (int)(rand_r(&seed) % (unsigned)(top - base - n));
+        bool ok = true;
+        for (int k = 0; k < n && ok; k++)
+            ok = s_bindable(p + k);
         if (ok)
             return p;
     }
     return -1;
+}
+
+int th_free_port_pair(void)
+{
+    return th_free_ports(2);
 }
 
 static int s_node_start(th_node_t *n, int ncache, const char *center, const char *const *extra)

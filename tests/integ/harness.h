@@ -74,6 +74,9 @@ typedef struct th_node {
 int th_node_start(th_node_t *n, int ncache, const char *const *extra);
 /* A leaf region: sync-relay (to center_endpoint, tcp://127.0.0.1:P), `ncache` cache-nodes, gateway. */
 int th_leaf_start(th_node_t *n, int ncache, const char *center_endpoint, const char *const *extra);
+/* n consecutive free TCP ports on 127.0.0.1 (P .. P+n-1), outside the kernel's ephemeral range
+ * (no outgoing connection can take one before the process under test binds it); returns P or -1. */
+int th_free_ports(int n);
 /* Two consecutive free TCP ports on 127.0.0.1 (P and P+1); returns P or -1. */
 int th_free_port_pair(void);
 /* Stop every process of the node cleanly; returns 0 if all exits were clean. */

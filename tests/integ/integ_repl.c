@@ -68,15 +68,7 @@ typedef struct mstat {
 
 static int s_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof a;
-    int p = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &sl) == 0)
-        p = ntohs(a.sin_port);
-    close(fd);
-    return p;
+    return th_free_ports(1);
 }
 
 static void s_extra(th_proc_t *p, const char *const *extra)
@@ -686,19 +678,7 @@ END_TEST
 /* Three consecutive free loopback ports (raft ports of the launcher's members); the first or -1. */
 static int s_free_ports3(void)
 {
-    for (int attempt = 0; attempt < 50; attempt++) {
-        int p = s_free_port(), ok = p > 0 && p < 65000;
-        for (int k = 1; k < 3 && ok; k++) {
-            int fd = socket(AF_INET, SOCK_STREAM, 0);
-            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + k))};
-            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-            close(fd);
-        }
-        if (ok)
-            return p;
-    }
-    return -1;
+    return th_free_ports(3);
 }
 
 START_TEST(test_launcher_three)
@@ -722,7 +702,7 @@ START_TEST(test_launcher_three)
     c.port = atoi(strrchr(strstr(l->ready, "http="), ':') + 1);
     long v = 0;
     int st = 0;
-    uint64_t until = th_now_ms() + 15000;
+    uint64_t until = th_now_ms() + 15000 * s_mult();
     while (th_now_ms() < until && (st = s_put(&c, "alice", "three", &v, 3000)) != 200)
         usleep(50000);
     ck_assert_int_eq(st, 200);
@@ -733,7 +713,7 @@ START_TEST(test_launcher_three)
         snprintf(p, sizeof p, "%s/store-%d/raft", data, i);
         ck_assert_msg(stat(p, &sb) == 0, "%s missing", p);
     }
-    ck_assert_int_eq(th_stop(l, 20000), 0);
+    ck_assert_int_eq(th_stop(l, 20000 * s_mult()), 0);
 }
 END_TEST
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run-tests.sh KIND BINARY... -- run Check test binaries one after another, show their output,
-# and end with one plain summary line:   KIND: N passed, N failed, 0 skipped
+# and end with one plain summary line:   KIND: N passed, N failed, N skipped
 # Each binary prints Check's "NN%: Checks: N, Failures: N, Errors: N" line; a binary that crashes
 # or prints no summary counts as one failure (Check has no skips: 0 skipped). Exit status is non-zero
 # when anything failed.
@@ -35,5 +35,14 @@ for bin in "$@"; do
         failed=$((failed + 1))
     fi
 done
-echo "$kind: $passed passed, $failed failed, 0 skipped"
+# SKIPPED="name: reason;..." names binaries the caller left out, each counted as one skip.
+skipped=0
+if [ -n "${SKIPPED:-}" ]; then
+    IFS=';' read -ra skips <<<"$SKIPPED"
+    for s in "${skips[@]}"; do
+        echo "=== $kind: skipped $s"
+        skipped=$((skipped + 1))
+    done
+fi
+echo "$kind: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

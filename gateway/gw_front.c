@@ -27,6 +27,7 @@
 #include "gw_h2guard.h"
 #include "gw_head.h"
 #include "gw_metrics.h"
+#include "gw_reply.h"
 #include "gw_routes.h"
 #include "log.h"
 #include "util.h"
@@ -116,12 +117,7 @@ static void s_account(front_t *f, int status, const gw_head_t *h, int route, siz
         .bytes = body_len,
         .client = client,
     };
-    gw_buf_t line;
-    gw_buf_init(&line);
-    gw_access_line(&line, &a);
-    ssize_t w = write(STDERR_FILENO, line.p, line.len);
-    (void)w; /* a full or closed stderr loses the line, never the answer */
-    gw_buf_free(&line);
+    gw_reply_access_write(&a);
 }
 
 /* Answer status with a JSON error body naming the rule, then close. */

@@ -66,9 +66,14 @@ static void s_access_log(gw_rctx_t *rc, int status)
         .user_id = rc->uid_len ? rc->uid : NULL,
         .uid_len = rc->uid_len,
     };
+    gw_reply_access_write(&a);
+}
+
+void gw_reply_access_write(const gw_access_t *a)
+{
     gw_buf_t line;
     gw_buf_init(&line);
-    gw_access_line(&line, &a);
+    gw_access_line(&line, a);
     ssize_t w = write(STDERR_FILENO, line.p, line.len);
     (void)w; /* a full or closed stderr loses the line, never the request */
     gw_buf_free(&line);

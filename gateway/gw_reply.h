@@ -34,6 +34,10 @@ void gw_reply_preflight(h2o_req_t *req, gw_rctx_t *rc, const char *allow);
 
 /* Add X-Presence-Stale: true when the cache-node's reply flags say the data may be stale. */
 void gw_reply_stale(h2o_req_t *req, uint32_t flags);
+/* ACCESS_LOG: write a's line (gw_access.h) to stderr in one write(2), so threads never interleave;
+ * a full or closed stderr loses the line, never the answer. Any thread. */
+struct gw_access;
+void gw_reply_access_write(const struct gw_access *a);
 /* Add the CORS headers the request earned (for a response the caller sends itself, e.g. SSE). */
 void gw_reply_cors(h2o_req_t *req, gw_rctx_t *rc);
 /* Count the request as answered with status (for a response the caller sends itself). Once. */

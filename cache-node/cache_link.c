@@ -270,16 +270,19 @@ static void s_switched(cache_node_t *cn, unsigned was, const char *why)
     cn->leader_switches++;
     cn->ping_out = cn->m_ping_out[cn->members.cur];
     LOG(LOG_NOTICE, "store link: commands now go to member %u (%s)", cn->members.cur + 1, why);
-    preq_t *next;
-    for (preq_t *p = cn->t_head; p; p = next) {
-        next = p->tnext;
-        if ((p->kind != PK_FORWARD && p->kind != PK_FETCH) || p->parked || p->member != was)
-            continue;
-        if (s_retry_safe(p) && p->bytes && p->retries < RETRIES_MAX) {
+    /* A request sent again stays in the list (member NONE now: not visited twice), even when the
+     * send fails (it parks); one answered EUNAVAIL is freed, so its successor is taken first. */
+    for (preq_t *p = cn->t_head; p;) {
+        if ((p->kind != PK_FORWARD && p->kind != PK_FETCH) || p->parked || p->member != was) {
+            p = p->tnext;
+        } else if (s_retry_safe(p) && p->bytes && p->retries < RETRIES_MAX) {
             s_resend(cn, p);
+            p = p->tnext;
         } else {
+            preq_t *next = p->tnext;
             cn->store_unavailable++;
             s_fail(cn, s_preq_take(cn, p->link.id), PROTO_EUNAVAIL);
+            p = next;
         }
     }
     s_unpark(cn);
@@ -296,6 +299,9 @@ static void s_hint(cache_node_t *cn, uint64_t member, uint64_t term, const char 
  * names, or wait for one. Returns true when p is taken care of (sent again or parked). */
 static bool s_not_leader(cache_node_t *cn, preq_t *p, const proto_msg_t *m, unsigned from)
 {
+    /* Refused, so no longer in flight to `from`: the switch the hint may cause must leave p to
+     * this function (it would send p again, or answer and free it under our feet). */
+    p->member = MEMBER_NONE;
     if (m->seq && m->seq - 1 != from)
         s_hint(cn, m->seq, 0, "a follower named it");
     if (!p->bytes || p->retries >= RETRIES_MAX)

@@ -56,6 +56,7 @@
 #define CHANGES_PER_MSG 512
 #define CATCHUP_MAX 2000
 #define RETRIES_MAX 4 /* times one command may be sent again to another member of the center */
+#define MEMBER_NONE UINT8_MAX /* pending.member of a command in flight to no member (refused, being re-routed) */
 
 /* A command forwarded to the center (or our own STATS poll), waiting for its answer. */
 typedef struct pending {
@@ -519,6 +520,9 @@ static void on_center_answer(void *ctx, const dispatch_in_t *in, proto_msg_t *m)
     if (leader_replicated(&r->center) && !p->internal && m->status == PROTO_ENOTLEADER) {
         if (p->member != from)
             return; /* a late refusal of what was sent again elsewhere */
+        /* Refused, so no longer in flight to `from`: the switch the hint may cause must leave p
+         * to this function (it would send p again, or answer and free it under our feet). */
+        p->member = MEMBER_NONE;
         if (m->seq && m->seq - 1 != from)
             s_follow(r, m->seq, 0, "a follower named it");
         if (r->center.cur != from && p->bytes && p->retries < RETRIES_MAX && s_resend(r, p) == 0)

@@ -9,8 +9,8 @@
  * as a cache-node would) whether it still acknowledges writes while its raft link is cut: the
  * member's command socket is an ipc:// path, reachable from any network namespace. A PUT carries
  * a random command id and a deadline of now + TIMEOUT_MS (as a cache-node's does: a member that
- * gets it late refuses it instead of applying it). Any status other than OK is printed as its
- * upper-case name; a member that does not answer within TIMEOUT_MS prints TIMEOUT. Exit 0 when the
+ * gets it late refuses it instead of applying it). Any other answer is printed as the name of
+ * its status in proto.h (ETIMEOUT: the member's own deadline check); a member that does not answer within TIMEOUT_MS prints TIMEOUT. Exit 0 when the
  * member answered (whatever it said), 1 on TIMEOUT, 2 on a usage error. One DEALER, one command,
  * every wait bounded by TIMEOUT_MS; single-threaded.
  */
@@ -20,7 +20,6 @@
 #include "util.h"
 #include "zutil.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -93,12 +92,19 @@ static int s_call(void *d, const proto_buf_t *b, uint64_t rid, uint64_t until_us
     }
 }
 
-/* "ENOTLEADER", "EUNAVAIL", ...: the status's name in upper case. */
+/* Every status by the name the proto.h enum gives it ("ENOTLEADER", "EUNAVAIL", ...). */
+static const char *const s_status_names[] = {
+    [PROTO_OK] = "OK",           [PROTO_NOTFOUND] = "NOTFOUND", [PROTO_EBADREQ] = "EBADREQ",
+    [PROTO_EOVERLOAD] = "EOVERLOAD", [PROTO_EUNAVAIL] = "EUNAVAIL", [PROTO_EINTERNAL] = "EINTERNAL",
+    [PROTO_ETIMEOUT] = "ETIMEOUT", [PROTO_ENOTLEADER] = "ENOTLEADER",
+};
+
 static void s_print_status(const proto_msg_t *m)
 {
-    const char *name = proto_status_name(m->status);
-    for (const char *p = name; *p; p++)
-        putchar(toupper((unsigned char)*p));
+    if (m->status <= PROTO_STATUS_MAX_)
+        printf("%s", s_status_names[m->status]);
+    else
+        printf("STATUS%u", m->status);
     if (m->status == PROTO_ENOTLEADER)
         printf(" leader %llu", (unsigned long long)m->seq);
     putchar('\n');

@@ -22,10 +22,10 @@
  *
  * A replicated center (CENTER_ENDPOINT lists every member; docs/REPLICATION.md): one DEALER per
  * member, commands to the one that leads (sync/leader.h) -- the member the stream's heartbeats
- * name, or the leader a follower's ENOTLEADER answer names (the refused command, never applied,
- * is sent there). When the leader changes, what was forwarded to the old one is sent again to the
- * new one when that cannot apply it twice (a read, or a write with a command id: the center applies
- * an id once), else answered EUNAVAIL (outcome unknown).
+ * name (when they name another), or the leader a follower's ENOTLEADER answer names (the refused
+ * command, never applied, is sent there once). When the leader changes, what was forwarded to
+ * the old one is sent again to the new one when that cannot apply it twice (a read, or a write
+ * with a command id: the center applies an id once), else answered EUNAVAIL (outcome unknown).
  *
  * One thread, one ZMQ_FD poll loop (common/zloop.h): the center's stream first, then the center's
  * answers, then the region's commands. The state is a relay_t (relay.h); sync/relay_main.c is the
@@ -80,6 +80,7 @@ struct relay {
     void *zctx, *router, *pub, *up; /* up: the DEALER of the member commands go to */
     void *ups[PROTO_MEMBERS_MAX];
     leader_t center;                /* the center's command endpoints (one per member) */
+    uint32_t stream_member;         /* the member the sync client followed when last looked at (1..n) */
     sync_client_t *sync;
     zloop_t *loop;
 
@@ -634,8 +635,15 @@ static bool s_pump_stream(void *arg)
     relay_t *r = arg;
     bool more = sync_client_handle(r->sync) != 0;
     s_flush_changes(r);
-    if (leader_replicated(&r->center))
-        s_follow(r, sync_client_leader(r->sync), 0, "the center's stream comes from it");
+    /* Only a move of the stream's member is news: followed on every turn, it would pull the
+     * commands back from the leader a refusal (or a STATS answer) named, to the member that
+     * refused, until the new leader's first heartbeat -- the refused command sent back there, or
+     * answered "unavailable" by the switch. */
+    uint32_t sm = sync_client_leader(r->sync);
+    if (leader_replicated(&r->center) && sm != r->stream_member) {
+        r->stream_member = sm;
+        s_follow(r, sm, 0, "the center's stream comes from it");
+    }
     return more;
 }
 
@@ -692,6 +700,7 @@ static int s_sockets(relay_t *r, char *err)
     r->sync = sync_client_new(r->zctx, &sc, &sh, err);
     if (!r->sync)
         return -1;
+    r->stream_member = sync_client_leader(r->sync); /* member 1, as r->center.cur */
     /* The stream first (changes are relayed before answers that may depend on them), then the
      * center's answers, then the region's commands. */
     zmq_pollitem_t items[2];

@@ -2,8 +2,9 @@
 # run-tests.sh KIND BINARY... -- run Check test binaries one after another, show their output,
 # and end with one plain summary line:   KIND: N passed, N failed, N skipped
 # Each binary prints Check's "NN%: Checks: N, Failures: N, Errors: N" line; a binary that crashes
-# or prints no summary counts as one failure (Check has no skips: 0 skipped). Exit status is non-zero
-# when anything failed.
+# or prints no summary counts as one failure (Check has no skips: 0 skipped). The harness's own
+# "harness: ..." lines (a process that died under a test, with its sanitizer report) are shown
+# too. Exit status is non-zero when anything failed.
 set -u
 kind=$1
 shift
@@ -16,7 +17,7 @@ for bin in "$@"; do
     out=$("$bin" 2>&1)
     rc=$?
     echo "    ($((SECONDS - t0)) s)"
-    printf '%s\n' "$out" | grep -v '^Running suite' | grep -E '%: Checks:|:[EF]:' || true
+    printf '%s\n' "$out" | grep -v '^Running suite' | grep -E '%: Checks:|:[EF]:|^harness: .* ended on its own|^harness:   ' || true
     line=$(printf '%s\n' "$out" | grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' | tail -n 1)
     if [ -z "$line" ]; then
         echo "$name: no Check summary (exit status $rc)"

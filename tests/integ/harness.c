@@ -50,10 +50,46 @@ static void s_rmrf(const char *dir)
         fprintf(stderr, "harness: could not remove %s\n", dir);
 }
 
+/* A process that ended on its own while the test still counted on it: say so on stderr, with the
+ * first sanitizer report of its log (a test that failed waiting for it then names the cause, not
+ * only the symptom -- run-tests.sh shows "harness:" lines). */
+static void s_report_dead(th_proc_t *p)
+{
+    if (waitpid(p->pid, &p->status, WNOHANG) != p->pid)
+        return;
+    p->reaped = true;
+    if (WIFEXITED(p->status) && WEXITSTATUS(p->status) == 0)
+        return;
+    char how[64];
+    if (WIFSIGNALED(p->status))
+        snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(p->status));
+    else
+        snprintf(how, sizeof how, "exit status %d", WEXITSTATUS(p->status));
+    fprintf(stderr, "harness: %s (pid %d) ended on its own before the test did (%s); log %s\n", p->name, (int)p->pid, how,
+            p->err_path);
+    FILE *f = fopen(p->err_path, "r");
+    if (!f)
+        return;
+    char line[512];
+    int shown = -1; /* lines shown of the report, -1 before it */
+    while (fgets(line, sizeof line, f) && shown < 8) {
+        if (shown < 0 && (strstr(line, "ERROR: AddressSanitizer") || strstr(line, "ERROR: LeakSanitizer") ||
+                          strstr(line, "runtime error:")))
+            shown = 0;
+        if (shown >= 0) {
+            fprintf(stderr, "harness:   %s", line);
+            shown++;
+        }
+    }
+    fclose(f);
+}
+
 void th_cleanup_all(void)
 {
     for (int i = 0; i < s_nprocs; i++) {
         th_proc_t *p = s_procs[i];
+        if (p->pid > 0 && !p->reaped)
+            s_report_dead(p);
         if (p->pid > 0 && !p->reaped) {
             kill(p->pid, SIGKILL);
             waitpid(p->pid, &p->status, 0);

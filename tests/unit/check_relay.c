@@ -11,7 +11,9 @@
  * writes whose deadline passed are not forwarded, BATCHes forwarded one by one, malformed input
  * answered EBADREQ and counted, a malformed answer from the center answered EINTERNAL, catch-ups
  * answered from the window or forwarded, the flush answer for another epoch while the link is
- * down, heartbeats flagged while the link is down, and pending commands answered at shutdown.
+ * down, a snapshot followed by the live changes buffered during it relayed from the snapshot's
+ * base with contiguous ranges, heartbeats flagged while the link is down, and pending commands
+ * answered at shutdown.
  */
 #include "log.h"
 #include "proto.h"

@@ -3,7 +3,8 @@
  *
  * Per thread (a gw_ws_t, in the thread's gw_ctx_t): the list of its connections in every state, an
  * index of them by (user, session id), the fixed-duration timeout lists their timers go in (one
- * h2o_timeout_t per duration, so arming a timer is O(1) and costs no allocation), a 100 ms tick that
+ * h2o_timeout_t per duration, so arming a timer is O(1) and costs no allocation -- plus power-of-two
+ * "hop" lists for a connection's tick due at any time sooner than a whole interval), a 100 ms tick that
  * watches the lease, and a receiver for kicks from the other threads.
  *
  * Key decisions:
@@ -232,6 +233,10 @@ void gw_ws_attach(gw_ctx_t *cx)
     h2o_linklist_init_anchor(&ws->conns);
     idtab_init(&ws->sessions);
     h2o_timeout_init(loop, &ws->ping_to, gw_cfg.ws_ping_ms);
+    while (ws->nhops < GW_WS_HOPS && (1ull << ws->nhops) < gw_cfg.ws_ping_ms) {
+        h2o_timeout_init(loop, &ws->hop_to[ws->nhops], 1ull << ws->nhops);
+        ws->nhops++;
+    }
     h2o_timeout_init(loop, &ws->idle_to, gw_cfg.ws_idle_s ? gw_cfg.ws_idle_s * 1000u : 1000u);
     h2o_timeout_init(loop, &ws->grace_to, gw_cfg.ws_grace_ms);
     h2o_timeout_init(loop, &ws->linger_to, GW_WS_LINGER_MS);

@@ -32,6 +32,7 @@
 #define GW_WS_REOPEN_MAX 1000 /* sessions re-opened per tick after a lease change */
 #define GW_WS_FD_RESERVE 1024 /* file descriptors kept for everything but WebSockets */
 #define GW_WS_SNDBUF (64 << 10) /* SO_SNDBUF of a WebSocket (the kernel doubles it): bounds what waits in the kernel */
+#define GW_WS_HOPS 22 /* hop lists of 1, 2, 4 .. 2^21 ms: enough for any WS_PING_INTERVAL_MS (at most 3600000) */
 
 typedef struct gw_wsconn gw_wsconn_t;
 
@@ -40,6 +41,9 @@ struct gw_ws {
     h2o_linklist_t conns;   /* every connection of the thread, in any state (gw_wsconn_t.link) */
     idtab_t sessions;       /* connections by gw_ws_session_key(user, session id) */
     h2o_timeout_t ping_to;  /* WS_PING_INTERVAL_MS: each open connection's tick */
+    h2o_timeout_t hop_to[GW_WS_HOPS]; /* 2^i ms, for the i < nhops with 2^i < WS_PING_INTERVAL_MS: a tick
+                                         due sooner than a whole interval (gw_wsconn.c, s_tick_arm) */
+    uint8_t nhops;
     h2o_timeout_t idle_to;  /* PRESENCE_IDLE_S (when not 0) */
     h2o_timeout_t grace_to; /* PRESENCE_GRACE_MS: closed connections whose session still lives */
     h2o_timeout_t linger_to;

@@ -13,12 +13,21 @@
  * (1007), more messages than WS_MSG_RATE/WS_MSG_BURST allow or ten `error` answers in a row (1008),
  * more than WS_QUEUE_MAX bytes waiting for a client that does not read (1008: what waits is freed
  * at once). A peer silent (no frame, no pong) for two WS_PING_INTERVAL_MS is dead: dropped without
- * a close frame.
+ * a close frame, at last_rx + 2 intervals to the millisecond (the loop's clock), not at a later tick.
+ *
+ * The tick: one timer per open connection, which a received frame never touches (it only stamps
+ * last_rx_ms). When it runs it pings if a ping is due and arms itself for the sooner of the next
+ * ping and the dead-peer deadline. For a peer that answered the last ping that is always the next
+ * ping, a whole interval on (ping_to); a deadline sooner than that -- a peer silent since before
+ * the last ping -- is reached through power-of-two hop lists (ws->hop_to), one hop per bit of the
+ * time left, so any wake time costs O(1) links and no allocation.
  *
  * Closing: our close frame, then shutdown(SHUT_WR) once it is written (closing with unread input
  * would send an RST that can destroy the frame), then the peer's FIN -- GW_WS_LINGER_MS at most from
- * the close. When the socket is gone the session's grace starts (gw_wsconn_grace) -- except after
- * the client's own close with 1000, which ends the session at once.
+ * the close. When the socket is gone the session's grace starts (gw_wsconn_grace), whatever the
+ * close code: client libraries close with 1000 before they reconnect, and that must not flash the
+ * user offline. A deliberate sign-out is the `bye` message: we close with 1000 and the session
+ * ends as soon as the socket is gone, without the grace.
  *
  * Nothing here frees a connection from inside a socket or hub callback path that could still touch
  * it: a close only changes the state; the socket is closed from the read/write callbacks or a
@@ -365,6 +374,10 @@ static void s_message(gw_wsconn_t *c, const char *text, size_t len)
         gw_wsconn_send(c, b->p, b->len);
         break;
     }
+    case GW_WSMSG_BYE: /* sign-out: no grace; the session ends once the close handshake is done */
+        c->bye = true;
+        s_close(c, GW_WSFRAME_CLOSE_NORMAL, "signed out");
+        break;
     default:
         break;
     }
@@ -392,11 +405,9 @@ static void s_event(gw_wsconn_t *c, int rc, gw_wsframe_event_t *ev)
     case GW_WSFRAME_PONG:
         break; /* liveness only */
     case GW_WSFRAME_CLOSE:
-        /* Echo the peer's code (RFC 6455 5.5.1); an empty close gets an empty close. A normal
-         * closure (1000) is the client saying the device is done: no grace for its session. Any
-         * other ending -- 1001 on a page reload, a close without a code, a dropped connection --
-         * keeps the session for PRESENCE_GRACE_MS so a reconnect with session_id= resumes it. */
-        c->bye = ev->code == GW_WSFRAME_CLOSE_NORMAL;
+        /* Echo the peer's code (RFC 6455 5.5.1); an empty close gets an empty close. Whatever the
+         * code (1000 included: libraries close with it before reconnecting), the session keeps
+         * PRESENCE_GRACE_MS so a reconnect with session_id= resumes it; a sign-out is `bye`. */
         s_close(c, ev->code == GW_WSFRAME_CLOSE_NO_STATUS ? 0 : ev->code, NULL);
         break;
     case GW_WSFRAME_ERROR:
@@ -442,21 +453,39 @@ static void on_read(h2o_socket_t *sock, const char *err)
 
 /* ==== timers =================================================================================== */
 
+/* Link the tick to run ms from now (1 <= ms <= WS_PING_INTERVAL_MS): a whole interval goes in
+ * ping_to; less goes in the longest hop list not longer than ms, and the tick, early, arms itself
+ * again for what is left. */
+static void s_tick_arm(gw_wsconn_t *c, uint64_t ms)
+{
+    gw_ws_t *ws = c->ws;
+    h2o_timeout_t *to = &ws->ping_to;
+    if (ms < gw_cfg.ws_ping_ms && ws->nhops) {
+        unsigned i = 63u - (unsigned)__builtin_clzll(ms ? ms : 1);
+        to = &ws->hop_to[i < ws->nhops ? i : ws->nhops - 1u];
+    }
+    h2o_timeout_link(s_loop(c), to, &c->timer);
+}
+
 static void on_ping_tick(h2o_timeout_entry_t *e)
 {
     gw_wsconn_t *c = H2O_STRUCT_FROM_MEMBER(gw_wsconn_t, timer, e);
     uint64_t now = h2o_now(s_loop(c));
-    if (now - c->last_rx_ms >= 2 * gw_cfg.ws_ping_ms) {
+    uint64_t dead_at = c->last_rx_ms + 2 * gw_cfg.ws_ping_ms;
+    if (now >= dead_at) {
         atomic_fetch_add(&gw_metrics.ws_dead, 1);
         LOG_RATELIMITED(LOG_INFO, 1000, "WebSocket of %.*s silent for %llu ms: dropped", (int)c->uid_len, c->uid,
                         (unsigned long long)(now - c->last_rx_ms));
         s_socket_gone(c);
         return;
     }
-    s_frame(c, GW_WSFRAME_OP_PING, NULL, 0);
-    gw_wsconn_flush(c);
-    if (c->state == GW_WSCONN_OPEN)
-        h2o_timeout_link(s_loop(c), &c->ws->ping_to, &c->timer);
+    if (now >= c->ping_at_ms) {
+        c->ping_at_ms = now + gw_cfg.ws_ping_ms;
+        s_frame(c, GW_WSFRAME_OP_PING, NULL, 0);
+        gw_wsconn_flush(c);
+    }
+    if (c->state == GW_WSCONN_OPEN) /* not dropped as a slow reader by the ping */
+        s_tick_arm(c, MIN(c->ping_at_ms, dead_at) - now);
 }
 
 void gw_wsconn_idle_restart(gw_wsconn_t *c)
@@ -492,6 +521,7 @@ void gw_wsconn_start(gw_wsconn_t *c, h2o_socket_t *sock, size_t reqsize)
     c->state = GW_WSCONN_OPEN;
     atomic_fetch_add(&gw_metrics.ws_connections, 1);
     c->last_rx_ms = h2o_now(s_loop(c));
+    c->ping_at_ms = c->last_rx_ms + gw_cfg.ws_ping_ms;
     c->timer.cb = on_ping_tick;
     h2o_timeout_link(s_loop(c), &c->ws->ping_to, &c->timer);
     gw_wsconn_idle_restart(c);

@@ -53,11 +53,12 @@ struct gw_wsconn {
     idtab_link_t by_session;   /* ws->sessions (linked while the connection may hold its session) */
     h2o_socket_t *sock;        /* OPEN and CLOSING */
     gw_wsconn_t *reap_next;    /* ws->reap_list */
-    h2o_timeout_entry_t timer; /* OPEN: the ping tick; CLOSING: the linger; GRACE: the grace */
+    h2o_timeout_entry_t timer; /* OPEN: the tick (ping, dead peer); CLOSING: the linger; GRACE: the grace */
     h2o_timeout_entry_t idle_timer;
     uint64_t conn_id;
     uint64_t lease_id;         /* the lease the store holds the session under (0: not open yet) */
     uint64_t last_rx_ms;       /* loop time of the last whole frame from the peer */
+    uint64_t ping_at_ms;       /* loop time the next ping is due */
     uint64_t opened_us;
     void *rc;                  /* OPENING: the request's gw_rctx_t (valid only while the request is) */
     uint64_t req_start_us;     /* OPENING: the request's start and route, to count it if it goes away */
@@ -83,7 +84,7 @@ struct gw_wsconn {
     bool reaping;              /* on ws->reap_list */
     bool reset_told;           /* the client was told its watches were reset */
     bool reopening;            /* a re-open under a new lease is out (gw_ws.c's lease watch) */
-    bool bye;                  /* the client closed with 1000: its session ends at once, no grace */
+    bool bye;                  /* the client sent `bye`: its session ends at once, no grace */
     bool indexed;              /* linked in ws->sessions */
     bool slot;                 /* holds one of the process's connection slots (gw_ws_slot_take) */
     uint16_t lost_code;        /* OPENING: the session was lost before the upgrade: close with it */
@@ -126,8 +127,8 @@ void gw_wsconn_session_lost(gw_wsconn_t *c, unsigned code);
  * this last (after calls--). */
 void gw_wsconn_release(gw_wsconn_t *c);
 /* Enter GRACE now (the socket is gone or never came): the session ends PRESENCE_GRACE_MS from now
- * unless resumed -- at once when the client closed with 1000 (a deliberate sign-out of the device);
- * DONE at once when c does not hold its session. */
+ * unless resumed, whatever the close code (1000 included) -- at once when the client sent `bye` (a
+ * deliberate sign-out of the device); DONE at once when c does not hold its session. */
 void gw_wsconn_grace(gw_wsconn_t *c);
 
 #endif

@@ -22,12 +22,12 @@
 
 static const char *const s_types[] = {
     [GW_WSMSG_SET] = "set",         [GW_WSMSG_ACTIVITY] = "activity", [GW_WSMSG_WATCH] = "watch",
-    [GW_WSMSG_UNWATCH] = "unwatch", [GW_WSMSG_PING] = "ping",
+    [GW_WSMSG_UNWATCH] = "unwatch", [GW_WSMSG_PING] = "ping",         [GW_WSMSG_BYE] = "bye",
 };
 
 const char *gw_wsmsg_type_name(int type)
 {
-    if (type < GW_WSMSG_SET || type > GW_WSMSG_PING)
+    if (type < GW_WSMSG_SET || type > GW_WSMSG_BYE)
         return "unknown";
     return s_types[type];
 }
@@ -214,7 +214,7 @@ int gw_wsmsg_parse(const char *text, size_t len, const gw_wsmsg_limits_t *lim, g
     }
     const char *name = json_string_value(t);
     size_t nl = json_string_length(t);
-    for (int i = GW_WSMSG_SET; i <= GW_WSMSG_PING; i++)
+    for (int i = GW_WSMSG_SET; i <= GW_WSMSG_BYE; i++)
         if (nl == strlen(s_types[i]) && memcmp(name, s_types[i], nl) == 0)
             out->type = i;
     switch (out->type) {
@@ -231,6 +231,7 @@ int gw_wsmsg_parse(const char *text, size_t len, const gw_wsmsg_limits_t *lim, g
         break;
     case GW_WSMSG_ACTIVITY:
     case GW_WSMSG_PING:
+    case GW_WSMSG_BYE:
         rc = 0;
         break;
     default: {

@@ -7,6 +7,7 @@
  *                      {"type":"watch", "users":[...], "since"?}
  *                      {"type":"unwatch", "users":[...]}
  *                      {"type":"ping"}
+ *                      {"type":"bye"}      (sign-out: the session ends without the grace)
  *   server -> client   {"type":"welcome","session_id":..,"user_id":..,"record":{..},
  *                       "ping_interval_ms":N,"grace_ms":N}
  *                      {"type":"presence","record":{..}}
@@ -34,7 +35,7 @@
 #define GW_WSMSG_VERSION_MAX ((1ULL << 62) - 1)
 
 /* Error texts (the short code first, then the rule). Those with a %-conversion are formats. */
-#define GW_WSMSG_TYPES "set, activity, watch, unwatch, ping"
+#define GW_WSMSG_TYPES "set, activity, watch, unwatch, ping, bye"
 #define GW_WSMSG_ERR_JSON "invalid JSON: a message is one JSON object"
 #define GW_WSMSG_ERR_TOO_LONG "message too long: at most %u bytes"
 #define GW_WSMSG_ERR_TYPE_MISSING "missing type: a message has a type, one of " GW_WSMSG_TYPES
@@ -60,6 +61,7 @@ enum gw_wsmsg_type {
     GW_WSMSG_WATCH,
     GW_WSMSG_UNWATCH,
     GW_WSMSG_PING,
+    GW_WSMSG_BYE, /* the last: the parser's loop ends here */
 };
 
 /* What a set does to the user's message. */

@@ -1353,6 +1353,10 @@ START_TEST(test_msg_types)
     s_parse("  {\"type\" : \"activity\"}\n", NULL, &m, NULL);
     ck_assert_int_eq(m.type, GW_WSMSG_ACTIVITY);
     gw_wsmsg_fini(&m);
+    s_parse("{\"type\":\"bye\"}", NULL, &m, NULL);
+    ck_assert_int_eq(m.type, GW_WSMSG_BYE);
+    ck_assert_ptr_null(m.users);
+    gw_wsmsg_fini(&m);
     /* fields a type does not define are ignored */
     s_parse("{\"x\":[1,{\"y\":null}],\"type\":\"ping\",\"users\":7}", NULL, &m, NULL);
     ck_assert_int_eq(m.type, GW_WSMSG_PING);
@@ -1364,8 +1368,9 @@ START_TEST(test_msg_types)
     ck_assert_str_eq(gw_wsmsg_type_name(GW_WSMSG_WATCH), "watch");
     ck_assert_str_eq(gw_wsmsg_type_name(GW_WSMSG_UNWATCH), "unwatch");
     ck_assert_str_eq(gw_wsmsg_type_name(GW_WSMSG_PING), "ping");
+    ck_assert_str_eq(gw_wsmsg_type_name(GW_WSMSG_BYE), "bye");
     ck_assert_str_eq(gw_wsmsg_type_name(0), "unknown");
-    ck_assert_str_eq(gw_wsmsg_type_name(6), "unknown");
+    ck_assert_str_eq(gw_wsmsg_type_name(7), "unknown");
 }
 END_TEST
 
@@ -1384,21 +1389,22 @@ START_TEST(test_msg_envelope_errors)
     ck_assert_int_eq(gw_wsmsg_parse("{\"type\":\"ping\"}\0", 16, NULL, &m, err, sizeof err), -1);
     ck_assert_str_eq(err, "invalid JSON: a message is one JSON object");
     /* type */
-    s_parse("{}", NULL, &m, "missing type: a message has a type, one of set, activity, watch, unwatch, ping");
+    s_parse("{}", NULL, &m, "missing type: a message has a type, one of set, activity, watch, unwatch, ping, bye");
     s_parse("{\"Type\":\"ping\"}", NULL, &m,
-            "missing type: a message has a type, one of set, activity, watch, unwatch, ping");
+            "missing type: a message has a type, one of set, activity, watch, unwatch, ping, bye");
     const char *bad_type[] = {"{\"type\":1}", "{\"type\":null}", "{\"type\":[\"ping\"]}", "{\"type\":true}"};
     for (size_t i = 0; i < ARRAY_LEN(bad_type); i++)
-        s_parse(bad_type[i], NULL, &m, "invalid type: must be a string, one of set, activity, watch, unwatch, ping");
-    s_parse("{\"type\":\"x\"}", NULL, &m, "unknown type 'x' (set, activity, watch, unwatch, ping)");
-    s_parse("{\"type\":\"Ping\"}", NULL, &m, "unknown type 'Ping' (set, activity, watch, unwatch, ping)");
-    s_parse("{\"type\":\"ping \"}", NULL, &m, "unknown type 'ping ' (set, activity, watch, unwatch, ping)");
-    s_parse("{\"type\":\"\"}", NULL, &m, "unknown type '' (set, activity, watch, unwatch, ping)");
+        s_parse(bad_type[i], NULL, &m,
+                "invalid type: must be a string, one of set, activity, watch, unwatch, ping, bye");
+    s_parse("{\"type\":\"x\"}", NULL, &m, "unknown type 'x' (set, activity, watch, unwatch, ping, bye)");
+    s_parse("{\"type\":\"Ping\"}", NULL, &m, "unknown type 'Ping' (set, activity, watch, unwatch, ping, bye)");
+    s_parse("{\"type\":\"ping \"}", NULL, &m, "unknown type 'ping ' (set, activity, watch, unwatch, ping, bye)");
+    s_parse("{\"type\":\"\"}", NULL, &m, "unknown type '' (set, activity, watch, unwatch, ping, bye)");
     /* a long type is quoted to 32 bytes, never inside a character, and stops at a NUL */
     s_parse("{\"type\":\"abcdefghijklmnopqrstuvwxyz0123456789\"}", NULL, &m,
-            "unknown type 'abcdefghijklmnopqrstuvwxyz012345' (set, activity, watch, unwatch, ping)");
+            "unknown type 'abcdefghijklmnopqrstuvwxyz012345' (set, activity, watch, unwatch, ping, bye)");
     s_parse("{\"type\":\"abcdefghijklmnopqrstuvwxyz01234\xe2\x82\xac\"}", NULL, &m,
-            "unknown type 'abcdefghijklmnopqrstuvwxyz01234' (set, activity, watch, unwatch, ping)");
+            "unknown type 'abcdefghijklmnopqrstuvwxyz01234' (set, activity, watch, unwatch, ping, bye)");
     /* \u0000 is refused by the JSON reader itself */
     s_parse("{\"type\":\"pi\\u0000ng\"}", NULL, &m, "invalid JSON: a message is one JSON object");
     /* the size bound comes first */
@@ -1678,9 +1684,9 @@ START_TEST(test_msg_render)
     gw_wsmsg_pong(&b);
     ck_assert_str_eq(s_str(&b), "{\"type\":\"pong\"}");
     gw_buf_reset(&b);
-    gw_wsmsg_error(&b, "unknown type 'x\"y\\' (set, activity, watch, unwatch, ping)");
+    gw_wsmsg_error(&b, "unknown type 'x\"y\\' (set, activity, watch, unwatch, ping, bye)");
     ck_assert_str_eq(s_str(&b), "{\"type\":\"error\",\"error\":\"unknown type 'x\\\"y\\\\' (set, activity, watch, "
-                                "unwatch, ping)\"}");
+                                "unwatch, ping, bye)\"}");
     s_assert_json(s_str(&b));
     /* ill-formed UTF-8 becomes U+FFFD, each bad byte */
     gw_buf_reset(&b);

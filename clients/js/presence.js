@@ -577,10 +577,12 @@ export class PresenceClient {
     }
 
     /**
-     * Sign this device out and stop: the session ends at once (over WebSocket a close with 1000,
-     * which the server takes as a sign-out without the grace; in the fallback the REST session is
-     * ended). A page that goes away without close() (the browser sends 1001) or a lost network
-     * keeps the session for the server's grace, so a reload never shows the user offline.
+     * Sign this device out and stop: the session ends at once (over WebSocket a `bye` message,
+     * which the server takes as a sign-out without the grace, then a close with 1000; in the
+     * fallback the REST session is ended). Any close without `bye` -- 1000 included, the page going
+     * away (1001), a lost network -- keeps the session for the server's grace, so a reload never
+     * shows the user offline. Called while the handshake is still under way, the sign-out is sent
+     * as soon as it opens (the server may hold the session already).
      * @returns {Promise<void>} settles once the fallback's end-of-session request is answered
      */
     close() {
@@ -599,7 +601,14 @@ export class PresenceClient {
         if (this._ws) {
             const ws = this._ws;
             this._ws = null;
-            try { ws.close(1000, 'client closed'); } catch { /* already closing */ }
+            const bye = () => {
+                try { ws.send(JSON.stringify({ type: 'bye' })); } catch { /* not open */ }
+                try { ws.close(1000, 'client closed'); } catch { /* already closing */ }
+            };
+            if (ws.readyState === 0)
+                ws.onopen = bye;
+            else if (ws.readyState === 1)
+                bye();
         }
         this._closing = this._stopFallback(true) || Promise.resolve();
         this.transport = null;

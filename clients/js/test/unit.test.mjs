@@ -22,7 +22,7 @@ class ScriptedWS {
         ScriptedWS.all.push(this);
     }
     send(d) { this.sent.push(JSON.parse(d)); }
-    close() { this.readyState = 3; }
+    close(code, reason) { this.readyState = 3; this.closed = { code, reason }; }
     open() { this.readyState = 1; this.onopen?.({}); }
     msg(o) { this.onmessage?.({ data: JSON.stringify(o) }); }
     drop(code = 1006) { this.readyState = 3; this.onclose?.({ code }); }
@@ -122,6 +122,28 @@ test('connect: the URL carries token, device and status; welcome opens; watch is
     assert.deepEqual(ws.sent[3], { type: 'unwatch', users: ['carol'] });
     assert.ok(events.some(([t, a]) => t === 'welcome' && a.transport === 'websocket'));
     c.close();
+});
+
+test('close(): a bye, then a close with 1000 -- also when called before the handshake is done', async () => {
+    const { c } = client();
+    await until(() => ScriptedWS.all.length === 1);
+    const ws = ScriptedWS.last();
+    ws.open();
+    ws.msg({ type: 'welcome', session_id: 's1', user_id: 'alice', record: rec('alice', 1, 'online'), ping_interval_ms: 25000, grace_ms: 5000 });
+    c.close();
+    assert.deepEqual(ws.sent, [{ type: 'bye' }]);
+    assert.deepEqual(ws.closed, { code: 1000, reason: 'client closed' });
+    assert.equal(c.state, 'closed');
+
+    const { c: c2 } = client(); // (starts a new ScriptedWS.all)
+    await until(() => ScriptedWS.all.length === 1);
+    const ws2 = ScriptedWS.last();
+    c2.close();
+    assert.deepEqual(ws2.sent, []);
+    assert.equal(ws2.closed, undefined);
+    ws2.open(); // the server may already hold the session: signed out as soon as it opens
+    assert.deepEqual(ws2.sent, [{ type: 'bye' }]);
+    assert.deepEqual(ws2.closed, { code: 1000, reason: 'client closed' });
 });
 
 test('presence: duplicates and older versions are dropped; deleted users leave records', async () => {

@@ -1,6 +1,6 @@
 /* websocket.test.mjs -- the client over the WebSocket endpoint (REALTIME.md "WebSocket: connect =
  * online") against the real stack: welcome, set, watch, a resume within the grace that never
- * flashes offline, watches resumed with since, idle, server errors, close() as a sign-out (1000),
+ * flashes offline, watches resumed with since, idle, server errors, close() as a sign-out (bye),
  * a lost connection offline only after the grace, a device signed out from elsewhere (4001).
  *
  * Until the gateway serves GET /api/v2/presence/connect every test here is skipped with that reason
@@ -74,7 +74,7 @@ wsTest('ws: connect = online: welcome with the session, the record shows it to w
     assert.deepEqual(b.ev.errors(), []);
 });
 
-wsTest('ws: close() signs the device out at once (close 1000): watchers see offline before the grace', async () => {
+wsTest('ws: close() signs the device out at once (bye, then close 1000): watchers see offline before the grace', async () => {
     const a = open({ token: stack.token('wa2') });
     const w = await a.ev.next('welcome');
     const b = open({ token: stack.token('wb2') });

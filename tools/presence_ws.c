@@ -5,10 +5,12 @@
  *
  * Connects (the token in the URL's access_token=, or an Authorization header given with -H), prints
  * every text message the server sends on a line of its own, sends each MESSAGE as a text frame once
- * the first message (the welcome) is in, answers pings, and ends with a close (1000) after COUNT
- * messages or SECONDS (default 30). Exit status: 0 after COUNT messages (or SECONDS without -n), 1
- * when the upgrade was refused (the status and the JSON error on stderr), 3 when the server closed
- * or SECONDS passed before COUNT, 2 on a usage error.
+ * the first message (the welcome) is in, answers pings, and after COUNT messages or SECONDS (default
+ * 30) signs the device out: a `bye` message, which the server answers with its close (1000) and
+ * which ends the session at once (a close alone would leave it for the grace). Exit status: 0
+ * after COUNT messages (or SECONDS without -n), 1 when the upgrade was refused (the status and the
+ * JSON error on stderr), 3 when the server closed or SECONDS passed before COUNT, 2 on a usage
+ * error.
  *
  * The protocol work is tests/integ/ws_client.c (the integration tests' client, which checks every
  * frame the server sends). Single-threaded; loopback or any IPv4 host.
@@ -128,7 +130,8 @@ int main(int argc, char **argv)
     if (count >= 0 && got >= count)
         rc = 0;
     if (c.fd >= 0 && !c.close_received) {
-        ws_client_send_close(&c, 1000, "bye", 2000);
+        if (ws_client_send_text(&c, "{\"type\":\"bye\"}", 2000) < 0)
+            ws_client_send_close(&c, 1000, "bye", 2000);
         ws_msg_t m;
         while (ws_client_recv(&c, &m, 2000) == WS_OK)
             ws_msg_free(&m); /* until the server's close (or the end) */

@@ -19,8 +19,8 @@
  * last_rx_ms). When it runs it pings if a ping is due and arms itself for the sooner of the next
  * ping and the dead-peer deadline. For a peer that answered the last ping that is always the next
  * ping, a whole interval on (ping_to); a deadline sooner than that -- a peer silent since before
- * the last ping -- is reached through power-of-two hop lists (ws->hop_to), one hop per bit of the
- * time left, so any wake time costs O(1) links and no allocation.
+ * the last ping -- is reached through power-of-two hop lists (ws->hop_to): at most one hop per bit
+ * of the time left (15 for the default 25 s), each an O(1) link with no allocation.
  *
  * Closing: our close frame, then shutdown(SHUT_WR) once it is written (closing with unread input
  * would send an RST that can destroy the frame), then the peer's FIN -- GW_WS_LINGER_MS at most from

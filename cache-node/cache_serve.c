@@ -396,8 +396,9 @@ static void s_fetch_resolve(cache_node_t *cn, fetch_t *f, const proto_record_t *
     if (!gone)
         proto_record_encode(&cn->rec, best);
     /* What the waiters get is current through the store's read (or, when the stream brought
-     * something newer meanwhile, through that change). */
-    uint64_t current_through = best == r ? as_of : f->max_seen;
+     * something newer meanwhile, through that change -- a delete too: then `ver`). This is exact,
+     * not a lower bound: a gateway's near cache takes an absent key's as its ghost. */
+    uint64_t current_through = gone ? ver : best == r ? as_of : f->max_seen;
     for (waiter_t *w = f->waiters, *wn; w; w = wn) {
         wn = w->next;
         greq_t *g = w->g;

@@ -344,14 +344,20 @@ static void s_go_live(env_t *e)
     ck_abort_msg("the node's stream never went live");
 }
 
-/* The store writes a change for uid and publishes it; wait until the node applied it. */
-static void s_store_change(env_t *e, const char *uid, const char *msg)
+/* The store writes a change for uid (kind SET with msg, or DEL) and publishes it; wait until the
+ * node applied it. */
+static void s_store_change_kind(env_t *e, const char *uid, const char *msg, uint8_t kind)
 {
     e->seq++;
     proto_change_t *c = &e->log[e->seq - 101];
     memset(c, 0, sizeof *c);
-    c->kind = PROTO_CH_SET;
-    c->rec = s_record(uid, e->seq, msg);
+    c->kind = kind;
+    if (kind == PROTO_CH_DEL) {
+        proto_record_set_uid(&c->rec, uid, strlen(uid));
+        c->rec.version = e->seq;
+    } else {
+        c->rec = s_record(uid, e->seq, msg);
+    }
     proto_buf_t b;
     proto_buf_init(&b);
     proto_enc_t enc;
@@ -371,6 +377,11 @@ static void s_store_change(env_t *e, const char *uid, const char *msg)
         if (s_store_next(e, &m, id, &il, 20) == 0)
             ck_abort_msg("unexpected command at the store: %s", proto_type_name(m.type));
     }
+}
+
+static void s_store_change(env_t *e, const char *uid, const char *msg)
+{
+    s_store_change_kind(e, uid, msg, PROTO_CH_SET);
 }
 
 /* Answer an MGET with the records given (found ones, in request order) as of `as_of`. */
@@ -590,6 +601,31 @@ START_TEST(test_multi_get_absent_as_of)
     proto_msg_fini(&m);
     ck_assert_uint_eq(s_stat(&e, "cache_store_fetches_total"), 3);
 
+    /* a key read through while the stream brings its creation and then its deletion (101, 102),
+     * the store's answer as of before both (100): the "not found" is current through the delete;
+     * the other key, found as of 100, makes the reply's as_of */
+    proto_str_t race[2] = {{"c", 1}, {"carol", 5}};
+    proto_buf_reset(&b);
+    proto_enc_keys(&b, 12, race, 2);
+    s_gw_send(&e, &b);
+    s_cmd(&e, &m, id, &il);
+    ck_assert_uint_eq(m.n, 2);
+    rid = m.rid;
+    proto_msg_fini(&m);
+    s_store_change(&e, "carol", "briefly"); /* 101 */
+    s_store_change_kind(&e, "carol", NULL, PROTO_CH_DEL); /* 102 */
+    proto_record_t rc = s_record("c", 50, "");
+    s_answer_mget(&e, id, il, rid, &rc, 1, 100);
+    s_gw_recv(&e, &m);
+    ck_assert_uint_eq(m.rid, 12);
+    ck_assert_uint_eq(m.seq, 100);
+    ck_assert_uint_eq(m.n, 1);
+    ck_assert_str_eq(m.recs[0].user_id, "c");
+    ck_assert_uint_eq(m.nabsent, 1);
+    ck_assert_uint_eq(m.absent[0].index, 1);
+    ck_assert_uint_eq(m.absent[0].as_of, 102);
+    proto_msg_fini(&m);
+
     /* every key read through and absent: the reply's as_of is the store's, nothing listed */
     proto_str_t two[2] = {{"x", 1}, {"y", 1}};
     proto_buf_reset(&b);
@@ -598,7 +634,7 @@ START_TEST(test_multi_get_absent_as_of)
     s_cmd(&e, &m, id, &il);
     rid = m.rid;
     proto_msg_fini(&m);
-    s_answer_mget(&e, id, il, rid, NULL, 0, 160);
+    s_answer_mget(&e, id, il, rid, NULL, 0, 160); /* the stream is at 102 */
     s_gw_recv(&e, &m);
     ck_assert_uint_eq(m.rid, 10);
     ck_assert_uint_eq(m.seq, 160);

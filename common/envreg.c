@@ -113,7 +113,7 @@ static const envreg_var_t s_vars[] = {
     {"STORE_HUGZ_MS", S, "1000", "change-stream heartbeat interval"},
     {"STORE_SWEEP_MAX", S, "1000", "expirations and purges per sweeper transaction"},
     {"STORE_LOG_MAX", S, "2000000", "changelog entries kept for catch-up"},
-    {"MAX_SESSIONS", S, "32", "live sessions per user; one more ends the one that expires first (at most 256)"},
+    {"MAX_SESSIONS", S, "32", "live sessions per user; one more ends the one that expires first (at most 255)"},
     {"STORE_PUB_HWM", S, "100000", "stream messages queued per slow subscriber"},
     {"CENTER_PORT", S, "", "also serve leaf relays on tcp P (commands) and P+1 (stream)"},
     {"CENTER_BIND_ADDR", S, "* (CENTER_INSECURE: 127.0.0.1)", "address of the CENTER_PORT sockets"},

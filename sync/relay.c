@@ -183,16 +183,18 @@ static void s_hugz(relay_t *r)
     r->next_hugz_ms = util_mono_ms() + 1000;
 }
 
-/* Publish what the sync client applied since the last call, in order, with contiguous ranges. */
+/* Publish what the sync client applied since the last call, in order, with contiguous ranges.
+ * After a snapshot the region starts over from the snapshot's base, not from the client's
+ * sequence now: the live changes the client buffered during that catch-up were replayed in the
+ * same call (they are in r->pend, after the base), and the first range must start right after it. */
 static void s_flush_changes(relay_t *r)
 {
     if (r->reset_seen) {
-        /* A snapshot from the center: the region starts over from the center's sequence. */
         r->reset_seen = false;
         sync_stats_t st;
         sync_client_get_stats(r->sync, &st);
         r->epoch = st.epoch;
-        r->pub_seq = st.seq;
+        r->pub_seq = st.snapshot_seq;
         seqwin_clear(&r->window, r->pub_seq);
         s_hugz(r);
     }

@@ -359,6 +359,7 @@ static void s_on_catchup_reply(sync_client_t *sc, const proto_msg_t *m)
         LOG(LOG_NOTICE, "sync: snapshot (epoch %llu -> %llu, seq %llu -> %llu)", (unsigned long long)sc->epoch,
             (unsigned long long)m->epoch, (unsigned long long)sc->seq, (unsigned long long)m->seq);
         sc->st.snapshots++;
+        sc->st.snapshot_seq = m->seq;
         sc->h.reset(sc->h.ctx);
         sc->epoch = m->epoch;
         sc->seq = 0;

@@ -75,6 +75,8 @@ typedef struct sync_stats {
     uint64_t store_now_us;  /* the store's clock in its last heartbeat */
     uint32_t leader;        /* the member (1..N) catch-ups go to */
     uint64_t leader_switches; /* times that member changed */
+    uint64_t snapshot_seq;  /* the sequence the last snapshot is complete at (its base; 0 before any): changes
+                               applied after it (buffered ones replayed at once, too) have greater sequences */
 } sync_stats_t;
 
 /* Create and connect. Returns NULL with err (CFG_ERR_LEN-sized) on failure (also a list of

@@ -18,11 +18,15 @@
  *   leaf       a leaf region whose relay is given every member's CENTER_PORT: its writes go on
  *              after the center's leader is killed, and what it acknowledged is kept
  *   launcher   `STORE_REPLICAS=3 presenced` starts three store-nodes that elect a leader and serve
+ *   time       after a SIGKILL of the leader (and of a gateway with it), the new leader's lease
+ *              sweep ends the dead gateway's sessions, a live gateway's sessions stay, and a ttl
+ *              written before the kill is expired by the new leader's sweeper
  *
  * Every wait polls with a deadline; processes are signalled and stopped by pid (harness.h). The
  * failover time is printed as a grep-able line ("repl: failover ...").
  */
 #include "harness.h"
+#include "ws_steps.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -58,7 +62,9 @@ typedef struct cluster {
     th_zc_t zc[NST], zcache[NCACHE];
     int port;
     int center_port[NST]; /* CENTER_PORT of each member (0: none) */
-    const char *const *extra;
+    const char *const *extra;    /* more store-node variables ("NAME=value", NULL-terminated) */
+    const char *const *gw_extra; /* more gateway variables */
+    char cache_eps[700];         /* CACHE_ENDPOINTS */
 } cluster_t;
 
 typedef struct mstat {
@@ -113,13 +119,31 @@ static void s_common(cluster_t *c, th_proc_t *p)
     th_env(p, "STORE_PUB_ENDPOINT", "%s", c->pub_list);
 }
 
+/* A gateway in front of the cluster's cache-nodes (started, ready); its HTTP port in *port. */
+static th_proc_t *s_gateway(cluster_t *c, const char *name, int *port)
+{
+    th_proc_t *gw = th_proc(name, "gateway");
+    s_common(c, gw);
+    th_env(gw, "SERVICE_PORT", "0");
+    th_env(gw, "SERVICE_ADDR", "127.0.0.1");
+    th_env(gw, "CACHE_ENDPOINTS", "%s", c->cache_eps);
+    th_env(gw, "RATE_LIMIT_WRITES", "0"); /* the tests write fast as one user */
+    s_extra(gw, c->gw_extra);
+    ck_assert_int_eq(th_start(gw, 20000), 0);
+    const char *colon = strrchr(gw->ready, ':');
+    *port = colon ? atoi(colon + 1) : 0;
+    ck_assert_int_gt(*port, 0);
+    return gw;
+}
+
 /* n store-nodes (not waiting for a leader; with `center`, each serving leaf relays on its own
- * CENTER_PORT), NCACHE cache-nodes and a gateway. */
-static void s_start2(cluster_t *c, int n, const char *const *extra, bool center)
+ * CENTER_PORT), NCACHE cache-nodes and a gateway (gw_extra: more of its variables, or NULL). */
+static void s_start2(cluster_t *c, int n, const char *const *extra, bool center, const char *const *gw_extra)
 {
     memset(c, 0, sizeof *c);
     c->n = n;
     c->extra = extra;
+    c->gw_extra = gw_extra;
     for (int i = 0; center && i < n; i++) {
         c->center_port[i] = th_free_port_pair();
         ck_assert_int_gt(c->center_port[i], 0);
@@ -145,7 +169,7 @@ static void s_start2(cluster_t *c, int n, const char *const *extra, bool center)
         ck_assert_int_eq(th_start(c->store[i], 20000), 0);
         ck_assert_int_eq(th_zc_open(&c->zc[i], c->cmd[i]), 0);
     }
-    char eps[700] = "";
+    char *eps = c->cache_eps;
     for (int i = 0; i < NCACHE; i++) {
         char name[32], ep[300];
         snprintf(name, sizeof name, "cache-node-%d", i + 1);
@@ -157,23 +181,14 @@ static void s_start2(cluster_t *c, int n, const char *const *extra, bool center)
         ck_assert_int_eq(th_start(c->cache[i], 20000), 0);
         ck_assert_int_eq(th_zc_open(&c->zcache[i], ep), 0);
         size_t l = strlen(eps);
-        snprintf(eps + l, sizeof eps - l, "%s%s", i ? "," : "", ep);
+        snprintf(eps + l, sizeof c->cache_eps - l, "%s%s", i ? "," : "", ep);
     }
-    c->gw = th_proc("gateway", "gateway");
-    s_common(c, c->gw);
-    th_env(c->gw, "SERVICE_PORT", "0");
-    th_env(c->gw, "SERVICE_ADDR", "127.0.0.1");
-    th_env(c->gw, "CACHE_ENDPOINTS", "%s", eps);
-    th_env(c->gw, "RATE_LIMIT_WRITES", "0"); /* the tests write fast as one user */
-    ck_assert_int_eq(th_start(c->gw, 20000), 0);
-    const char *colon = strrchr(c->gw->ready, ':');
-    c->port = colon ? atoi(colon + 1) : 0;
-    ck_assert_int_gt(c->port, 0);
+    c->gw = s_gateway(c, "gateway", &c->port);
 }
 
 static void s_start(cluster_t *c, int n, const char *const *extra)
 {
-    s_start2(c, n, extra, false);
+    s_start2(c, n, extra, false, NULL);
 }
 
 static void s_stop(cluster_t *c)
@@ -633,7 +648,7 @@ static int s_put_at(int port, const char *uid, const char *msg, long *version)
 START_TEST(test_leaf_follows_leader)
 {
     cluster_t c;
-    s_start2(&c, NST, NULL, true);
+    s_start2(&c, NST, NULL, true, NULL);
     int leader = s_leader(&c, -1, 15000 * s_mult());
     ck_assert_int_ge(leader, 0);
     char center[400] = "";
@@ -717,6 +732,93 @@ START_TEST(test_launcher_three)
 }
 END_TEST
 
+/* Time acts on the new leader after a failover (docs/REPLICATION.md, "Time acts once, on the
+ * leader"): a gateway killed with the leader has its WebSocket sessions ended by the new leader's
+ * lease sweep, a gateway that lives on and refreshes its lease keeps its sessions through two
+ * lease periods after the takeover, and a record's ttl written before the kill is expired by the
+ * new leader's sweeper (a new version, offline, on the new leader itself). */
+START_TEST(test_time_after_failover)
+{
+    int lease_ms = 3000 * s_mult();
+    char lease_env[64];
+    snprintf(lease_env, sizeof lease_env, "GATEWAY_LEASE_MS=%d", lease_ms);
+    const char *const gw_env[] = {lease_env, NULL};
+    cluster_t c;
+    s_start2(&c, NST, NULL, false, gw_env);
+    int leader = s_leader(&c, -1, 15000 * s_mult());
+    ck_assert_int_ge(leader, 0);
+    int port_b = 0;
+    th_proc_t *gw_b = s_gateway(&c, "gateway-b", &port_b);
+
+    ws_client_t keep, gone;
+    json_decref(ws_step_connect(&keep, c.port, "keep-1", ""));
+    json_decref(ws_step_connect(&gone, port_b, "gone-1", ""));
+    ws_step_wait_record(c.port, "keep-1", "online", 1, 10000);
+    ws_step_wait_record(c.port, "gone-1", "online", 1, 10000);
+    ck_assert_int_eq(ws_step_rest(c.port, "PUT", "ttl-1", "", "{\"status\":\"online\",\"ttl\":4}"), 200);
+    proto_record_t rec;
+    ck_assert_int_eq(th_zc_get(&c.zc[leader], "ttl-1", &rec, NULL), PROTO_OK);
+    uint64_t v0 = rec.version;
+    ck_assert_int_eq(rec.status, PRESENCE_ONLINE);
+
+    /* The leader and gateway B die together. */
+    th_kill(c.store[leader]);
+    th_kill(gw_b);
+    int nl = s_leader(&c, leader, 15000 * s_mult());
+    ck_assert_int_ge(nl, 0);
+    uint64_t t_nl = th_now_ms();
+
+    /* keep-1 online with its session for two lease periods; gone-1 offline within them. */
+    uint64_t gone_ms = 0, polls = 0;
+    while (th_now_ms() < t_nl + 2 * (uint64_t)lease_ms || !gone_ms) {
+        ck_assert_msg(th_now_ms() < t_nl + 15000 * (uint64_t)s_mult(),
+                      "gone-1 (its gateway killed with the leader) still online %d ms after the new leader",
+                      15000 * s_mult());
+        ws_msg_t m;
+        int rc = ws_client_recv(&keep, &m, 0); /* answers the gateway's pings */
+        if (rc == WS_OK)
+            ws_msg_free(&m);
+        ck_assert_msg(rc == WS_OK || rc == WS_TIMEOUT, "keep-1's connection ended (%d): %s", rc, keep.err);
+        json_t *r = NULL;
+        ck_assert_int_eq(ws_step_get(c.port, "keep-1", &r), 200);
+        const char *st = json_string_value(json_object_get(r, "status"));
+        long long ns = json_integer_value(json_object_get(r, "sessions"));
+        ck_assert_msg(st && strcmp(st, "online") == 0 && ns == 1,
+                      "keep-1 (its gateway alive, refreshing its lease) is %s with %lld sessions %llu ms after "
+                      "the new leader",
+                      st ? st : "?", ns, (unsigned long long)(th_now_ms() - t_nl));
+        json_decref(r);
+        if (!gone_ms) {
+            ck_assert_int_eq(ws_step_get(c.port, "gone-1", &r), 200);
+            st = json_string_value(json_object_get(r, "status"));
+            if (st && strcmp(st, "offline") == 0)
+                gone_ms = th_now_ms() - t_nl;
+            json_decref(r);
+        }
+        polls++;
+        usleep(200000);
+    }
+    printf("repl: after the failover gone-1 offline in %llu ms (lease %d ms); keep-1 online for %llu polls\n",
+           (unsigned long long)gone_ms, lease_ms, (unsigned long long)polls);
+
+    /* The ttl written before the kill is expired by the new leader's sweeper. */
+    uint64_t until = th_now_ms() + 15000 * (uint64_t)s_mult();
+    bool expired = false;
+    while (!expired && th_now_ms() < until) {
+        expired = th_zc_get(&c.zc[nl], "ttl-1", &rec, NULL) == PROTO_OK && rec.version > v0 &&
+                  rec.status == PRESENCE_OFFLINE;
+        if (!expired)
+            usleep(100000);
+    }
+    ck_assert_msg(expired, "ttl-1 (ttl 4 s, written before the kill) not expired by the new leader: version %llu "
+                           "(was %llu), status %d",
+                  (unsigned long long)rec.version, (unsigned long long)v0, rec.status);
+    ws_client_close(&keep);
+    ws_client_close(&gone);
+    s_stop(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_repl");
@@ -728,6 +830,7 @@ int main(void)
     tcase_add_test(tc, test_minority_cannot_ack);
     tcase_add_test(tc, test_single_member);
     tcase_add_test(tc, test_leaf_follows_leader);
+    tcase_add_test(tc, test_time_after_failover);
     tcase_add_test(tc, test_launcher_three);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -11,7 +11,9 @@
  * writes whose deadline passed are not forwarded, BATCHes forwarded one by one, malformed input
  * answered EBADREQ and counted, a malformed answer from the center answered EINTERNAL, catch-ups
  * answered from the window or forwarded, the flush answer for another epoch while the link is
- * down, heartbeats flagged while the link is down, and pending commands answered at shutdown.
+ * down, a snapshot followed by the live changes buffered during it relayed from the snapshot's
+ * base with contiguous ranges, heartbeats flagged while the link is down, and pending commands
+ * answered at shutdown.
  */
 #include "log.h"
 #include "proto.h"
@@ -21,6 +23,7 @@
 #include "zutil.h"
 
 #include <check.h>
+#include <msgpack.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +42,8 @@ typedef struct env {
     volatile sig_atomic_t stop;
     /* The center's state: its log of changes (version i+1 at i). */
     bool answer_catchups; /* false: the center never answers its stream's catch-ups (link down) */
+    bool held;            /* a catch-up of the stream left unanswered: the last one's id (the test answers) */
+    uint64_t held_rid;
     uint64_t seq;
     proto_change_t log[32];
     uint8_t sync_ident[32]; /* the relay's sync client's DEALER (the first to ask for a catch-up) */
@@ -254,8 +259,12 @@ static int s_center_next(env_t *e, proto_msg_t *m, uint8_t *ident, size_t *ilen,
             from_sync = true;
         }
         if (m->type == PROTO_CATCHUP && from_sync) {
-            if (e->answer_catchups)
+            if (e->answer_catchups) {
                 s_center_catchup(e, ident, il, m);
+            } else {
+                e->held = true;
+                e->held_rid = m->rid;
+            }
             proto_msg_fini(m);
             continue;
         }
@@ -762,6 +771,158 @@ START_TEST(test_catchup_link_down)
 }
 END_TEST
 
+/* A stream message the decoder refuses: its type, epoch and range as sent (elements 1, 3, 4, 5 of
+ * the array), so a failure can say what was wrong with it. Returns false when not even that reads. */
+static bool s_raw_header(const void *data, size_t len, uint64_t v[4])
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    bool ok = msgpack_unpack_next(&up, data, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+              up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size >= 6;
+    static const int at[4] = {1, 3, 4, 5};
+    for (int i = 0; ok && i < 4; i++) {
+        const msgpack_object *o = &up.data.via.array.ptr[at[i]];
+        ok = o->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+        if (ok)
+            v[i] = o->via.u64;
+    }
+    msgpack_unpacked_destroy(&up);
+    return ok;
+}
+
+/* The center's stream: one message on `topic`. */
+static void s_center_publish(env_t *e, char topic, const void *data, size_t len)
+{
+    ck_assert_int_eq(zmq_send(e->cpub, &topic, 1, ZMQ_SNDMORE), 1);
+    ck_assert_int_eq(zmq_send(e->cpub, data, len, 0), (int)len);
+}
+
+START_TEST(test_snapshot_then_buffered_changes)
+{
+    /* The center's database is replaced (epoch 7 -> 8, sequence 20). The relay's stream asks for
+     * a catch-up, which the center leaves waiting while it publishes 21..23 (buffered by the
+     * stream); then the answer: a snapshot through 20. The stream replays 21..23 in the same
+     * turn, and the region must see epoch 8 start at 20 and continue 21..23 -- not start at 23
+     * and carry a reversed range 24..23. */
+    env_t e;
+    s_env(&e, "snapbuf", 5000, 1 << 20); /* the stream's catch-up deadline outlasts the test */
+    s_go_live(&e);
+    s_center_write(&e, 3); /* 11..13 in epoch 7 */
+    zmq_msg_t f[ZU_FRAMES_MAX];
+    int n;
+    while ((n = s_recv(e.csub, f, 0)) >= 0) /* what the region saw so far */
+        zu_close_frames(f, n);
+    ck_assert_uint_eq(s_stat(&e, "relay_malformed_total"), 0);
+
+    e.answer_catchups = false;
+    proto_buf_t b;
+    proto_buf_init(&b);
+    proto_enc_hugz(&b, EPOCH + 1, 20, util_now_us());
+    s_center_publish(&e, PROTO_TOPIC_HUGZ, b.data, b.len);
+    proto_msg_t m;
+    uint8_t id[32];
+    size_t il;
+    uint64_t until = util_mono_ms() + WAIT_MS;
+    while (!e.held) {
+        ck_assert_msg(util_mono_ms() < until, "the relay did not ask for a catch-up after the epoch changed");
+        if (s_center_next(&e, &m, id, &il, 20) == 0)
+            ck_abort_msg("unexpected command at the center: %s", proto_type_name(m.type));
+    }
+    /* Live changes while the catch-up waits, then an unreadable message: once the relay counts
+     * it, the stream has read (and buffered) what came before it on the same connection. */
+    proto_change_t ch[3] = {s_change("v21", 21), s_change("v22", 22), s_change("v23", 23)};
+    proto_enc_t enc;
+    proto_buf_reset(&b);
+    proto_enc_init(&enc, &b);
+    proto_enc_changes_begin(&enc, EPOCH + 1, 21, 23, 3);
+    for (int i = 0; i < 3; i++)
+        proto_enc_change(&enc, &ch[i]);
+    s_center_publish(&e, PROTO_TOPIC_CHANGES, b.data, b.len);
+    s_center_publish(&e, PROTO_TOPIC_CHANGES, "\xc1", 1);
+    until = util_mono_ms() + WAIT_MS;
+    while (s_stat(&e, "relay_malformed_total") < 1)
+        ck_assert_msg(util_mono_ms() < until, "the relay's stream did not read the center's messages");
+    ck_assert_uint_eq(s_stat(&e, "relay_sequence"), 13); /* buffered, not relayed */
+
+    /* The answer: a snapshot (no data) through 20. */
+    if (s_center_next(&e, &m, id, &il, 1) == 0) /* a catch-up sent again meanwhile: answer the last */
+        ck_abort_msg("unexpected command at the center: %s", proto_type_name(m.type));
+    proto_buf_reset(&b);
+    proto_enc_init(&enc, &b);
+    proto_enc_catchup_reply_begin(&enc, e.held_rid, PROTO_OK, EPOCH + 1, PROTO_CATCHUP_SNAPSHOT, 20, true, 0);
+    proto_enc_catchup_reply_end(&enc, "", 0);
+    s_center_reply(&e, e.sync_ident, e.sync_ident_len, &b);
+    proto_buf_fini(&b);
+
+    /* The region's stream, epoch 8: a heartbeat at the snapshot's 20, then one CHANGES with
+     * exactly 21..23 continuing it. */
+    uint64_t hugz_seq = 0, first = 0, last = 0;
+    uint32_t nch = 0;
+    proto_change_t got[3];
+    until = util_mono_ms() + WAIT_MS;
+    while (!last && util_mono_ms() < until) {
+        if ((n = s_recv(e.csub, f, 100)) != 2) {
+            if (n >= 0)
+                zu_close_frames(f, n);
+            continue;
+        }
+        if (proto_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &m) != PROTO_DEC_OK) {
+            /* Every region cache-node would drop it as unreadable (a gap, repaired by a catch-up). */
+            uint64_t h[4] = {0};
+            ck_assert_msg(s_raw_header(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), h),
+                          "an unreadable message on the region's stream");
+            ck_abort_msg("region stream after the snapshot: heartbeat at %llu, then a message the decoder refuses: "
+                         "type %llu, epoch %llu, range %llu..%llu; expected 20, then CHANGES 21..23",
+                         (unsigned long long)hugz_seq, (unsigned long long)h[0], (unsigned long long)h[1],
+                         (unsigned long long)h[2], (unsigned long long)h[3]);
+        }
+        if (m.epoch == EPOCH + 1 && m.type == PROTO_HUGZ && !hugz_seq) {
+            hugz_seq = m.seq;
+        } else if (m.epoch == EPOCH + 1 && m.type == PROTO_CHANGES) {
+            first = m.first_seq;
+            last = m.seq;
+            nch = m.n;
+            for (uint32_t i = 0; i < m.n && i < 3; i++)
+                got[i] = m.changes[i];
+        }
+        proto_msg_fini(&m);
+        zu_close_frames(f, n);
+    }
+    ck_assert_msg(last, "no epoch 8 CHANGES on the region's stream");
+    ck_assert_msg(hugz_seq == 20 && first == 21 && last == 23,
+                  "region stream after the snapshot: heartbeat at %llu, CHANGES %llu..%llu; expected 20, 21..23",
+                  (unsigned long long)hugz_seq, (unsigned long long)first, (unsigned long long)last);
+    ck_assert_uint_eq(nch, 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        ck_assert_uint_eq(got[i].rec.version, 21 + i);
+        ck_assert_str_eq(got[i].rec.user_id, ch[i].rec.user_id);
+    }
+    ck_assert_uint_eq(s_stat(&e, "relay_epoch"), EPOCH + 1);
+    ck_assert_uint_eq(s_stat(&e, "relay_sequence"), 23);
+    ck_assert_uint_eq(s_stat(&e, "relay_window_start"), 20);
+
+    /* A region cache-node at the snapshot's base catches up from the window: exactly 21..23. */
+    s_send_catchup(&e, 95, EPOCH + 1, 20, 0);
+    s_cache_recv(&e, &m);
+    ck_assert_int_eq(m.type, PROTO_CATCHUP_REPLY);
+    ck_assert_uint_eq(m.rid, 95);
+    ck_assert_int_eq(m.status, PROTO_OK);
+    ck_assert_uint_eq(m.epoch, EPOCH + 1);
+    ck_assert_int_eq(m.mode, PROTO_CATCHUP_INCREMENTAL);
+    ck_assert_uint_eq(m.seq, 23);
+    ck_assert(m.done);
+    ck_assert_uint_eq(m.n, 3);
+    for (uint32_t i = 0; i < 3; i++) {
+        ck_assert_uint_eq(m.changes[i].rec.version, 21 + i);
+        ck_assert_str_eq(m.changes[i].rec.user_id, ch[i].rec.user_id);
+    }
+    proto_msg_fini(&m);
+    ck_assert_uint_eq(s_stat(&e, "relay_local_catchups_total"), 1);
+    ck_assert_uint_eq(s_stat(&e, "relay_forwarded_catchups_total"), 0);
+    s_env_fini(&e);
+}
+END_TEST
+
 /* ==== shutdown =============================================================================== */
 
 START_TEST(test_stop_answers_pending)
@@ -806,6 +967,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_catchup_from_window);
     tcase_add_test(tc, test_catchup_window_bounded);
     tcase_add_test(tc, test_catchup_link_down);
+    tcase_add_test(tc, test_snapshot_then_buffered_changes);
     suite_add_tcase(s, tc);
     tc = tcase_create("shutdown");
     tcase_set_timeout(tc, 30);

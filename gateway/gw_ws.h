@@ -9,7 +9,7 @@
  *                  (RLIMIT_NOFILE, the connection cap)
  *   gw_wsconn.c    one connection: frames in and out, limits, pings, close, grace
  *   gw_wssess.c    its session's writes to the store (open, set, idle, re-open, end)
- *   gw_wsend.c     sessions ended (or resumed) from outside, found from the change stream: closed
+ *   gw_wsend.c     sessions ended (or resumed) from outside, seen on the change stream: 4001/4000
  *   gw_wswatch.c   its watches: subscriptions to the thread's watch hub, per-viewer events
  *   gw_lease.c     the process's lease all sessions are held under
  *   gw_wsframe.c gw_wsmsg.c gw_wsrate.c   pure: RFC 6455 framing, the JSON messages, the budget

@@ -50,6 +50,8 @@ struct greq {
     bool stale;
     uint64_t as_of;    /* every answer is current through this sequence (the least of the keys'); 0: unknown */
     proto_buf_t *vals; /* per key: encoded record, len 0 = not found */
+    uint64_t *absent_at; /* MGET, per key: a read-through "not found" is current through this (0: not one);
+                            NULL until the first */
 };
 
 /* One key asked of the store, with every read waiting for it (single flight). */

@@ -10,6 +10,9 @@
  *     was seen meanwhile; otherwise the newest known record is cached, or -- if that cannot be
  *     rebuilt -- nothing is cached and the waiters get the answer they asked for;
  *   - "not found" is cached as a negative entry at version as_of, replaced by any later change;
+ *   - a reply's as_of is the least over its keys of what each answer is current through; a
+ *     multi-get also lists each absent key (read through, or a cached "not found") whose own is
+ *     higher (PROTOCOL.md, "REPLY absent");
  *   - writes go to the store; the acknowledged record updates the cache before the reply;
  *   - an APPLY (another node's acknowledged write, for read-your-writes) is a claim the store has
  *     not made here: one beyond the store's sequence we know (plus APPLY_SLACK) is refused, the
@@ -102,17 +105,42 @@ static void s_greq_finish(cache_node_t *cn, greq_t *g)
             found += g->vals[i].len > 0;
         uint8_t st = (g->type == PROTO_GET && !found) ? PROTO_NOTFOUND : PROTO_OK;
         uint64_t as_of = g->stale || g->as_of == UINT64_MAX ? 0 : g->as_of;
-        proto_enc_reply_raw_begin(&e, g->rid, st, as_of, found);
+        /* A multi-get's as_of is its oldest key's; a "not found" read through to the store (or
+         * cached from such a read) is current through the store's higher sequence: say so per key
+         * (PROTOCOL.md, "REPLY absent"), or a gateway could later take an older record from a node
+         * further behind for newer. A found record needs nothing: its version says as much. */
+        proto_absent_t *abs = NULL;
+        uint32_t nabs = 0;
+        if (g->absent_at && as_of) {
+            abs = xmalloc(g->nkeys * sizeof *abs);
+            for (uint32_t i = 0; i < g->nkeys; i++)
+                if (!g->vals[i].len && g->absent_at[i] > as_of)
+                    abs[nabs++] = (proto_absent_t){i, g->absent_at[i]};
+        }
+        proto_enc_reply_raw_begin_abs(&e, g->rid, st, as_of, found, nabs);
         for (uint32_t i = 0; i < g->nkeys; i++)
             if (g->vals[i].len)
                 proto_enc_raw(&e, g->vals[i].data, g->vals[i].len);
-        proto_enc_reply_raw_end(&e, NULL, flags);
+        proto_enc_reply_raw_end_abs(&e, NULL, flags, abs, nabs);
+        free(abs);
     }
     s_send_to(cn, g->ident, g->ident_len, &cn->buf);
     for (uint32_t i = 0; i < g->nkeys; i++)
         proto_buf_fini(&g->vals[i]);
     free(g->vals);
+    free(g->absent_at);
     free(g);
+}
+
+/* Key `slot` of g's multi-get is absent, current through `through` (the reply lists it when that
+ * is above the reply's as_of). */
+static void s_greq_absent(greq_t *g, uint32_t slot, uint64_t through)
+{
+    if (g->type != PROTO_MGET)
+        return;
+    if (!g->absent_at)
+        g->absent_at = xcalloc(g->nkeys, sizeof *g->absent_at);
+    g->absent_at[slot] = through;
 }
 
 /* ==== the cache and its versions =============================================================== */
@@ -368,14 +396,18 @@ static void s_fetch_resolve(cache_node_t *cn, fetch_t *f, const proto_record_t *
     if (!gone)
         proto_record_encode(&cn->rec, best);
     /* What the waiters get is current through the store's read (or, when the stream brought
-     * something newer meanwhile, through that change). */
-    uint64_t current_through = best == r ? as_of : f->max_seen;
+     * something newer meanwhile, through that change -- a delete too: then `ver`). This is exact,
+     * not a lower bound: a gateway's near cache takes an absent key's as its ghost. */
+    uint64_t current_through = gone ? ver : best == r ? as_of : f->max_seen;
     for (waiter_t *w = f->waiters, *wn; w; w = wn) {
         wn = w->next;
         greq_t *g = w->g;
         g->as_of = MIN(g->as_of, current_through);
-        if (!gone)
+        if (!gone) {
             proto_buf_append(&g->vals[w->slot], cn->rec.data, cn->rec.len);
+        } else {
+            s_greq_absent(g, w->slot, current_through);
+        }
         if (--g->outstanding == 0)
             s_greq_finish(cn, g);
         free(w);
@@ -447,11 +479,14 @@ static void s_handle_read(cache_node_t *cn, const uint8_t *ident, size_t ident_l
         size_t kl = keys[i].len;
         cache_view_t v;
         if (use_cache && cache_get(cn->cache, k, kl, &v)) {
-            if (!v.negative)
-                proto_buf_append(&g->vals[i], v.value, v.value_len);
             /* A resident entry follows the stream: it is current through what the stream applied
              * (or through its own fill, when that read the store further ahead). */
-            g->as_of = MIN(g->as_of, MAX(sync_client_seq(cn->sync), v.version));
+            uint64_t through = MAX(sync_client_seq(cn->sync), v.version);
+            if (!v.negative)
+                proto_buf_append(&g->vals[i], v.value, v.value_len);
+            else
+                s_greq_absent(g, i, through);
+            g->as_of = MIN(g->as_of, through);
             if (!live) {
                 g->stale = true;
                 cn->stale_served++;

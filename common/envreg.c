@@ -31,7 +31,7 @@ static const envreg_var_t s_vars[] = {
     {"STORE_PUB_ENDPOINT", G | C | S | N, "ipc://$DATA_DIR/run/store-pub.sock", "the change stream"},
     {"SYNC_HEARTBEAT_LIMIT_MS", C | R | N, "3000", "a change stream silent this long is untrusted"},
     /* launcher */
-    {"CACHE_NODES", L, "cores / 4 (1-8)", "cache-nodes the launcher starts (1-8)"},
+    {"CACHE_NODES", L, "2, or cores / 4 when more (at most 8)", "cache-nodes the launcher starts (1-8)"},
     {"CENTER_ENDPOINT", L | R, "", "leaf: tcp://HOST:PORT of the center's CENTER_PORT"},
     {"STOP_GRACE_MS", L, "10000", "SIGTERM to SIGKILL delay per child"},
     {"JWT_SECRET", G | L | T, "", "HS256 secret, at least 32 bytes (launcher: a development secret when unset)"},
@@ -113,7 +113,7 @@ static const envreg_var_t s_vars[] = {
     {"STORE_HUGZ_MS", S, "1000", "change-stream heartbeat interval"},
     {"STORE_SWEEP_MAX", S, "1000", "expirations and purges per sweeper transaction"},
     {"STORE_LOG_MAX", S, "2000000", "changelog entries kept for catch-up"},
-    {"MAX_SESSIONS", S, "32", "live sessions per user; one more ends the one that expires first (at most 256)"},
+    {"MAX_SESSIONS", S, "32", "live sessions per user; one more ends the one that expires first (at most 255)"},
     {"STORE_PUB_HWM", S, "100000", "stream messages queued per slow subscriber"},
     {"CENTER_PORT", S, "", "also serve leaf relays on tcp P (commands) and P+1 (stream)"},
     {"CENTER_BIND_ADDR", S, "* (CENTER_INSECURE: 127.0.0.1)", "address of the CENTER_PORT sockets"},

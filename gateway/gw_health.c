@@ -171,8 +171,11 @@ static void on_health_store(op_all_t *op, h2o_req_t *req)
         if (op->ans[i].ok && (best < 0 || s_stat(&op->ans[i], "cache_store_up") > s_stat(&op->ans[best], "cache_store_up")))
             best = i;
     bool up = best >= 0 && s_stat(&op->ans[best], "cache_store_up");
-    gw_buf_addf(b, "{\"status\":\"%s\",\"reachable\":%s,\"writable\":%s,\"node_type\":\"%s\",", up ? "up" : "down",
-                up ? "true" : "false", up ? "true" : "false", gw_cfg.node_type);
+    /* "writes": the spec's word for whether writes can be taken (ARCHITECTURE.md: a leaf cut off
+     * from its center reports "unready" for writes here). */
+    gw_buf_addf(b, "{\"status\":\"%s\",\"reachable\":%s,\"writable\":%s,\"writes\":\"%s\",\"node_type\":\"%s\",",
+                up ? "up" : "down", up ? "true" : "false", up ? "true" : "false", up ? "ready" : "unready",
+                gw_cfg.node_type);
     if (best >= 0) {
         const node_answer_t *a = &op->ans[best];
         gw_buf_addf(b,

@@ -361,8 +361,9 @@ int gw_near_fill(gw_near_t *n, const char *key, size_t klen, const proto_record_
         n->st.fills_kept++;
     else /* served and not kept: its ghost says as of when. A record at version V that a node read
           * through to the store is latest(k, Y) for a Y beyond as_of, but then nothing of k changed
-          * in (V, Y]: it is latest(k, V) too, so max(as_of, V) bounds what was served. (An absent
-          * answer has no such version: its ghost stays as_of -- DESIGN.md, Coherence, the gap.) */
+          * in (V, Y]: it is latest(k, V) too, so max(as_of, V) bounds what was served. An absent
+          * answer has no such version; its as_of is the key's own (the caller takes a multi-get's
+          * absent entry: the store's sequence for a read-through "not found"), so it bounds it. */
         s_ghost_put(n, h, MAX(as_of, ver));
     if (!r)
         return GW_NEAR_SERVE_ABSENT;

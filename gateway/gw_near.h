@@ -101,12 +101,15 @@ void gw_near_reset(gw_near_t *n);
 int gw_near_get(gw_near_t *n, const char *key, size_t klen, uint64_t min_seq, proto_record_t *out);
 
 /* The cache tier answered key with r (NULL: not found) as of as_of (> 0; answers without an as_of,
- * or flagged stale, are outside the near cache: do not call). min_seq: as for gw_near_get (the
- * writes this process had acknowledged when the read began). Returns GW_NEAR_BEHIND (nothing
- * changed; counted), or what to serve: the answer, or the resident entry when that is newer
- * (*out filled for GW_NEAR_SERVE). For "not found" newer means newer than as_of, which only
- * bounds the answer from below -- with several keys it is the oldest of them -- so a resident
- * record newer than as_of may be older than the absence (a delete). The resident entry stands in
+ * or flagged stale, are outside the near cache: do not call). For "not found" pass the key's own
+ * as_of: a multi-get's absent entry for it when the reply has one (proto_reply_key_as_of), which
+ * is what makes the ghost of a read-through "not found" as high as the store's sequence it was
+ * read at. min_seq: as for gw_near_get (the writes this process had acknowledged when the read
+ * began). Returns GW_NEAR_BEHIND (nothing changed; counted), or what to serve: the answer, or the
+ * resident entry when that is newer (*out filled for GW_NEAR_SERVE). For "not found" newer means
+ * newer than as_of, which only bounds the answer from below (a reply's as_of is the oldest of its
+ * keys', and a node's is what it knows, not when the user went) -- so a resident record newer
+ * than as_of may be older than the absence (a delete). The resident entry stands in
  * for the answer only as a hit could (the stream has reached min_seq), or when both say "not
  * found"; otherwise neither is known to show every acknowledged write: GW_NEAR_BEHIND. An answer
  * older than floor(k) is still served when the stream shows that k did not change in (as_of, seq]

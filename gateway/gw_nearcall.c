@@ -11,10 +11,12 @@
  * its write.
  *
  * A read: keys found in the near cache are answered at once; the others go to their cache-node
- * in one command. Its answer carries as_of (PROTOCOL.md); one older than the engine's floor could
- * show a user older than this thread already showed, so the keys are asked again (the node is
- * behind this thread's stream by its lag; NEAR_RETRY_MAX tries within REQUEST_TIMEOUT_MS, then
- * 504). Answers flagged stale or without as_of pass through untouched (outside the near cache).
+ * in one command. Its answer carries as_of (PROTOCOL.md) -- for a multi-get also each absent key's
+ * own when that is higher (a read-through "not found": the store's sequence), which is what that
+ * key is filled with. One older than the engine's floor could show a user older than this thread
+ * already showed, so the keys are asked again (the node is behind this thread's stream by its lag;
+ * NEAR_RETRY_MAX tries within REQUEST_TIMEOUT_MS, then 504). Answers flagged stale or without
+ * as_of pass through untouched (outside the near cache).
  *
  * A thread that did not run for a while (stopped, starved: its loop's clock jumped past
  * NEAR_STALL_MS since the last tick) cannot know what its stream lost meanwhile: the first read
@@ -282,7 +284,10 @@ static void on_reply(gw_call_t *c, const proto_msg_t *m, int status)
                 recs[k++] = *r;
             continue;
         }
-        int rc = gw_near_fill(nc->near, op->keys[i], op->klen[i], r, m->seq, op->min_seq, &recs[k]);
+        /* A "not found" the node read through to the store is current through the store's sequence,
+         * which the reply lists when it is above the reply's own (PROTOCOL.md, "REPLY absent"). */
+        uint64_t as_of = r ? m->seq : proto_reply_key_as_of(m, i);
+        int rc = gw_near_fill(nc->near, op->keys[i], op->klen[i], r, as_of, op->min_seq, &recs[k]);
         if (rc == GW_NEAR_SERVE)
             k++;
         else if (rc == GW_NEAR_BEHIND)

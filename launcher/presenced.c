@@ -353,10 +353,12 @@ static const char *const s_types[] = {"center", "leaf", NULL};
 static int s_config(void *arg, char *err)
 {
     node_t *n = arg;
-    /* One cache-node per 4 cores this process may use (1 to 8): with the gateway's near cache
-     * answering hot reads, the tier serves misses, writes and cold multi-gets, and on a small box
-     * every extra process competes for the same cores (BENCHMARKS.md, "Reads"). */
-    n->ncache = (uint64_t)MIN(MAX(util_cpu_count() / 4, 1), 8);
+    /* Two cache-nodes, or one per 4 cores this process may use when that is more (at most 8): the
+     * spec's center node has two (ARCHITECTURE.md, Topologies), so a cache-node that dies costs a
+     * move of its keys to the other, not an outage of the tier. With the gateway's near cache
+     * answering hot reads, the tier serves misses, writes and cold multi-gets; more than two on a
+     * small box compete for the same cores (BENCHMARKS.md, "Reads"). */
+    n->ncache = (uint64_t)MIN(MAX(util_cpu_count() / 4, 2), 8);
     n->port = 8080;
     n->replicas = 1;
     n->raft_port = 7100;

@@ -373,6 +373,9 @@ void proto_msg_fini(proto_msg_t *m)
     free(m->stats);
     free(m->sessions);
     m->sessions = NULL;
+    free(m->absent);
+    m->absent = NULL;
+    m->nabsent = 0;
     m->keys = NULL;
     m->recs = NULL;
     m->changes = NULL;
@@ -587,12 +590,44 @@ static int s_dec_catchup(proto_msg_t *m, const msgpack_object *f, uint32_t n)
     return 0;
 }
 
+/* REPLY's optional absent list (PROTOCOL.md, "REPLY absent"): [[index, as_of], ...], at least one
+ * entry, only on an OK reply, indexes strictly increasing, each as_of above the reply's, and no
+ * more keys in all (listed records and absent entries) than an MGET may carry. */
+static int s_dec_absent(proto_msg_t *m, const msgpack_object *o)
+{
+    uint32_t cnt;
+    const msgpack_object *items = s_arr(o, 1, PROTO_ITEMS_MAX, &cnt);
+    if (!items)
+        DFAIL("bad absent list");
+    if (m->status != PROTO_OK)
+        DFAIL("absent list on a reply that is not OK");
+    if ((uint64_t)cnt + m->n > PROTO_ITEMS_MAX)
+        DFAIL("absent list: %u keys and %u records, more than an MGET has", cnt, m->n);
+    m->absent = xcalloc(cnt, sizeof *m->absent);
+    for (uint32_t i = 0; i < cnt; i++) {
+        uint32_t pn;
+        uint64_t idx, as_of;
+        const msgpack_object *pf = s_arr(&items[i], 2, 2, &pn);
+        if (!pf || s_uint(&pf[0], PROTO_ITEMS_MAX - 1, &idx) < 0 || s_u64(&pf[1], &as_of) < 0)
+            DFAIL("bad absent entry %u", i);
+        if (i && idx <= m->absent[i - 1].index)
+            DFAIL("absent entries out of order at %u", i);
+        if (as_of <= m->seq)
+            DFAIL("absent entry %u not above the reply's as_of", i);
+        m->absent[i].index = (uint32_t)idx;
+        m->absent[i].as_of = as_of;
+    }
+    m->nabsent = cnt;
+    return 0;
+}
+
 static int s_dec_reply(proto_msg_t *m, const msgpack_object *f, uint32_t n)
 {
     uint32_t cnt;
     uint64_t v;
     const msgpack_object *items;
-    NFIELDS(8);
+    if (n != 8 && n != 9)
+        DFAIL("REPLY: %u fields, want 8 or 9", n);
     if (s_dec_status(m, f) < 0)
         return -1;
     if (s_u64(&f[4], &m->seq) < 0 || !(items = s_arr(&f[5], 0, PROTO_ITEMS_MAX, &cnt)) ||
@@ -604,7 +639,7 @@ static int s_dec_reply(proto_msg_t *m, const msgpack_object *f, uint32_t n)
         if (s_record(&items[i], &m->recs[i]) < 0)
             DFAIL("bad record %u", i);
     m->n = cnt;
-    return 0;
+    return n == 9 ? s_dec_absent(m, &f[8]) : 0;
 }
 
 /* Changes in sequence order (CHANGES, an incremental CATCHUP_REPLY). */
@@ -848,4 +883,17 @@ int proto_record_decode(const void *data, size_t len, proto_record_t *r)
         rc = s_record(&up.data, r);
     msgpack_unpacked_destroy(&up);
     return rc;
+}
+
+uint64_t proto_reply_key_as_of(const proto_msg_t *m, uint32_t index)
+{
+    uint32_t lo = 0, hi = m->nabsent;
+    while (lo < hi) { /* the first entry whose index is >= index */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (m->absent[mid].index < index)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->nabsent && m->absent[lo].index == index ? m->absent[lo].as_of : m->seq;
 }

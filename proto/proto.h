@@ -47,7 +47,7 @@ enum proto_type {
     PROTO_LEASE = 11,    /* [V,T,rid, lease_id, op, ttl_ms, node]            -> REPLY (F_LAPSED) */
     PROTO_SESSIONS = 12, /* [V,T,rid, key]  a user's live sessions           -> SESSIONS_REPLY */
     /* replies */
-    PROTO_REPLY = 32,         /* [V,T,rid, status, as_of, [record...], errmsg, flags] */
+    PROTO_REPLY = 32,         /* [V,T,rid, status, as_of, [record...], errmsg, flags (, [[index,as_of]...])] */
     PROTO_CATCHUP_REPLY = 33, /* [V,T,rid, status, epoch, mode, through_seq, done, [change...], cursor] */
     PROTO_PONG = 34,          /* [V,T,rid, status, [[name,value]...]] */
     PROTO_STATS_REPLY = 35,   /* [V,T,rid, status, [[name,value]...]] */
@@ -74,6 +74,14 @@ enum proto_status {
 /* REPLY flags */
 #define PROTO_REPLY_F_STALE 0x1u  /* served from a cache whose change stream is not live (center unreachable) */
 #define PROTO_REPLY_F_LAPSED 0x2u /* LEASE: the lease was unknown or had lapsed: its sessions were ended */
+
+/* A key of an MGET that the REPLY does not list (not found) and that is known absent through a
+ * later sequence than the reply's as_of: a cache-node read it through to the store, whose
+ * sequence was ahead of the other keys' (PROTOCOL.md, "REPLY absent"). */
+typedef struct proto_absent {
+    uint32_t index; /* the key's position in the MGET, from 0 */
+    uint64_t as_of; /* absent through this sequence; > the reply's as_of */
+} proto_absent_t;
 
 /* LEASE ops */
 enum proto_lease_op { PROTO_LEASE_REFRESH = 0, PROTO_LEASE_END = 1 };
@@ -212,7 +220,8 @@ typedef struct proto_stat {
  *   TOUCH:              recs[n] with user_id, ttl_s (0 = keep), node_id
  *   APPLY:              recs[n] (whole records)
  *   CATCHUP:            epoch, seq (after_seq), max_items, flags, first_seq (snap_start), key (after_key)
- *   REPLY:              status, seq (as_of), recs[n], key (error text; may be empty), flags
+ *   REPLY:              status, seq (as_of), recs[n], key (error text; may be empty), flags,
+ *                       absent[nabsent] (optional trailing field; nabsent 0 when it is not there)
  *   CATCHUP_REPLY:      status, epoch, mode, seq (through_seq), done, changes[n], key (cursor)
  *   PONG, STATS_REPLY:  status, stats[n]
  *   CHANGES:            epoch, first_seq, seq (last_seq), changes[n]
@@ -241,6 +250,8 @@ typedef struct proto_msg {
     proto_stat_t *stats;
     proto_str_t *parts;
     proto_session_t *sessions; /* SESSIONS_REPLY */
+    proto_absent_t *absent;    /* REPLY: in increasing index order; NULL when nabsent is 0 */
+    uint32_t nabsent;
     uint64_t lease_id;         /* LEASE */
     uint32_t ttl_ms;           /* LEASE */
     uint8_t op;                /* LEASE: enum proto_lease_op */
@@ -330,6 +341,20 @@ void proto_enc_reply(proto_buf_t *b, uint64_t rid, uint8_t status, uint64_t as_o
 /* REPLY whose records are raw msgpack record encodings (from the cache). */
 void proto_enc_reply_raw_begin(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t as_of, uint32_t n);
 void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags);
+/* The same with the absent list of an OK answer to an MGET (PROTOCOL.md, "REPLY absent"): pass the
+ * same nabsent to both; nabsent 0 encodes exactly as the functions above. The caller keeps what the
+ * decoder checks: indexes strictly increasing (< PROTO_ITEMS_MAX), each as_of above the reply's,
+ * nabsent + n <= PROTO_ITEMS_MAX. */
+void proto_enc_reply_raw_begin_abs(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t as_of, uint32_t n,
+                                   uint32_t nabsent);
+void proto_enc_reply_raw_end_abs(proto_enc_t *e, const char *err, uint32_t flags, const proto_absent_t *absent,
+                                 uint32_t nabsent);
+void proto_enc_reply_abs(proto_buf_t *b, uint64_t rid, uint8_t status, uint64_t as_of, const proto_record_t *recs,
+                         uint32_t n, const char *err, uint32_t flags, const proto_absent_t *absent, uint32_t nabsent);
+/* A decoded REPLY to an MGET: the sequence through which the answer for the key at `index` is
+ * current -- its absent entry's as_of when it has one (the reply does not list that key), else the
+ * reply's as_of (m->seq). O(log nabsent); thread-safe. */
+uint64_t proto_reply_key_as_of(const proto_msg_t *m, uint32_t index);
 /* PONG / STATS_REPLY. */
 void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status, const proto_stat_t *stats,
                      uint32_t n);

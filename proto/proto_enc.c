@@ -348,30 +348,56 @@ void proto_enc_changes_begin(proto_enc_t *e, uint64_t epoch, uint64_t first_seq,
     proto_enc_array(e, n);
 }
 
-void proto_enc_reply_raw_begin(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t as_of, uint32_t n)
+void proto_enc_reply_raw_begin_abs(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t as_of, uint32_t n,
+                                   uint32_t nabsent)
 {
-    proto_enc_header(e, 8, PROTO_REPLY, rid);
+    proto_enc_header(e, nabsent ? 9 : 8, PROTO_REPLY, rid);
     proto_enc_u64(e, status);
     proto_enc_u64(e, as_of);
     proto_enc_array(e, n);
 }
 
-void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags)
+void proto_enc_reply_raw_end_abs(proto_enc_t *e, const char *err, uint32_t flags, const proto_absent_t *absent,
+                                 uint32_t nabsent)
 {
     size_t n = err ? strlen(err) : 0;
     proto_enc_str(e, err ? err : "", n > PROTO_ERRMSG_MAX ? PROTO_ERRMSG_MAX : n);
     proto_enc_u64(e, flags);
+    if (!nabsent)
+        return;
+    proto_enc_array(e, nabsent);
+    for (uint32_t i = 0; i < nabsent; i++) {
+        proto_enc_array(e, 2);
+        proto_enc_u64(e, absent[i].index);
+        proto_enc_u64(e, absent[i].as_of);
+    }
+}
+
+void proto_enc_reply_raw_begin(proto_enc_t *e, uint64_t rid, uint8_t status, uint64_t as_of, uint32_t n)
+{
+    proto_enc_reply_raw_begin_abs(e, rid, status, as_of, n, 0);
+}
+
+void proto_enc_reply_raw_end(proto_enc_t *e, const char *err, uint32_t flags)
+{
+    proto_enc_reply_raw_end_abs(e, err, flags, NULL, 0);
+}
+
+void proto_enc_reply_abs(proto_buf_t *b, uint64_t rid, uint8_t status, uint64_t as_of, const proto_record_t *recs,
+                         uint32_t n, const char *err, uint32_t flags, const proto_absent_t *absent, uint32_t nabsent)
+{
+    proto_enc_t e;
+    proto_enc_init(&e, b);
+    proto_enc_reply_raw_begin_abs(&e, rid, status, as_of, n, nabsent);
+    for (uint32_t i = 0; i < n; i++)
+        proto_enc_record(&e, &recs[i]);
+    proto_enc_reply_raw_end_abs(&e, err, flags, absent, nabsent);
 }
 
 void proto_enc_reply(proto_buf_t *b, uint64_t rid, uint8_t status, uint64_t as_of, const proto_record_t *recs,
                      uint32_t n, const char *err, uint32_t flags)
 {
-    proto_enc_t e;
-    proto_enc_init(&e, b);
-    proto_enc_reply_raw_begin(&e, rid, status, as_of, n);
-    for (uint32_t i = 0; i < n; i++)
-        proto_enc_record(&e, &recs[i]);
-    proto_enc_reply_raw_end(&e, err, flags);
+    proto_enc_reply_abs(b, rid, status, as_of, recs, n, err, flags, NULL, 0);
 }
 
 void proto_enc_stats(proto_buf_t *b, uint8_t type, uint64_t rid, uint8_t status, const proto_stat_t *stats,

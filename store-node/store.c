@@ -247,8 +247,8 @@ int store_open(const store_config_t *cfg, store_t **out, char *err)
         s->cfg.map_size = s->cfg.map_size_max; /* never grows: a snapshot copy may hold a reader */
     if (s->cfg.log_max == 0)
         s->cfg.log_max = 1;
-    if (s->cfg.max_sessions == 0 || s->cfg.max_sessions > STORE_SESSIONS_CAP)
-        s->cfg.max_sessions = s->cfg.max_sessions ? STORE_SESSIONS_CAP : 32;
+    if (s->cfg.max_sessions == 0 || s->cfg.max_sessions > STORE_SESSIONS_MAX)
+        s->cfg.max_sessions = s->cfg.max_sessions ? STORE_SESSIONS_MAX : 32;
     if (s->cfg.replicated && s->cfg.dedup_window_us == 0)
         s->cfg.dedup_window_us = 60000000u;
     s->opened_us = cfg->now_us ? cfg->now_us : util_now_us();

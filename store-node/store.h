@@ -48,7 +48,7 @@ typedef struct store_config {
     uint64_t retention_us;   /* offline records are purged this long after last_seen */
     uint64_t default_ttl_s;  /* TTL for a TOUCH that creates a record with ttl 0 */
     uint64_t log_max;        /* keep at most this many changelog entries (older ones move the floor) */
-    uint32_t max_sessions;   /* MAX_SESSIONS per user (default 32, at most 256) */
+    uint32_t max_sessions;   /* MAX_SESSIONS per user (default 32, at most STORE_SESSIONS_MAX = 255) */
     uint64_t now_us;         /* the opening time (tests; 0 = the clock): leases get their ttl after it */
     bool replicated;         /* the state machine of a replicated log (see above) */
     uint64_t dedup_window_us; /* replicated: command ids are remembered this long (entry time) */

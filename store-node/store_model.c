@@ -92,12 +92,16 @@ static void s_set_str(char *dst, uint8_t *dlen, const char *src, size_t len)
 }
 
 /* Room for one more session: end the one that would expire first (a lease's session expires at its
- * horizon, later than any REST session's deadline in practice). Returns the free index. */
+ * horizon, later than any REST session's deadline in practice). Returns the free index, or
+ * UINT32_MAX when every slot holds a stored session: the evicted one's slot cannot be reused, since
+ * the commit must still delete its row. With max_sessions < STORE_SESSIONS_CAP a commit leaves at
+ * most max_sessions rows, so one command never finds the array full -- only a user stored with
+ * STORE_SESSIONS_CAP rows (a database of an older build, which allowed MAX_SESSIONS=256) can. */
 static uint32_t s_slot(store_user_t *u, const sm_config_t *cfg, bool *evicted)
 {
     uint32_t max = cfg->max_sessions ? cfg->max_sessions : 1;
-    if (max > STORE_SESSIONS_CAP)
-        max = STORE_SESSIONS_CAP;
+    if (max > STORE_SESSIONS_MAX)
+        max = STORE_SESSIONS_MAX;
     if (s_live_count(u) >= max) {
         int first = -1;
         for (uint32_t i = 0; i < u->nses; i++)
@@ -114,13 +118,17 @@ static uint32_t s_slot(store_user_t *u, const sm_config_t *cfg, bool *evicted)
     for (uint32_t i = 0; i < u->nses; i++)
         if (u->ses_state[i] == SM_SES_DEL && u->ses_old_lease[i] == UINT64_MAX)
             return i;
-    return u->nses - 1; /* unreachable with max_sessions < STORE_SESSIONS_CAP */
+    return UINT32_MAX;
 }
 
-static uint32_t s_open(store_user_t *u, const proto_record_t *in, int status, uint32_t ttl, uint64_t now,
-                       const sm_config_t *cfg, bool *evicted)
+/* Open session in->session_id. Returns SM_OK, or SM_NO_ROOM (nothing changed but the eviction,
+ * which the caller's refusal discards: the user is not committed). */
+static int s_open(store_user_t *u, const proto_record_t *in, int status, uint32_t ttl, uint64_t now,
+                  const sm_config_t *cfg, bool *evicted)
 {
     uint32_t i = s_slot(u, cfg, evicted);
+    if (i == UINT32_MAX)
+        return SM_NO_ROOM;
     proto_session_t *ss = &u->ses[i];
     memset(ss, 0, offsetof(proto_session_t, session_id));
     s_set_str(ss->session_id, &ss->sid_len, in->session_id, in->sid_len);
@@ -134,7 +142,7 @@ static uint32_t s_open(store_user_t *u, const proto_record_t *in, int status, ui
     ss->conn_id = in->conn_id;
     u->ses_state[i] = SM_SES_PUT;
     u->ses_old_lease[i] = UINT64_MAX; /* never stored */
-    return i;
+    return SM_OK;
 }
 
 static void s_set_message(store_user_t *u, const proto_record_t *in, uint64_t now, bool always)
@@ -203,7 +211,9 @@ int sm_put_session(store_user_t *u, const proto_record_t *in, uint64_t now, cons
     } else {
         if (conn && !(in->cflags & PROTO_CMD_F_OPEN))
             return SM_NO_SESSION;
-        s_open(u, in, in->status, in->ttl_s ? in->ttl_s : cfg->default_ttl_s, now, cfg, evicted);
+        int rc = s_open(u, in, in->status, in->ttl_s ? in->ttl_s : cfg->default_ttl_s, now, cfg, evicted);
+        if (rc != SM_OK)
+            return rc;
     }
     s_set_message(u, in, now, false);
     u->rec.rflags |= PROTO_REC_F_RT;
@@ -222,7 +232,9 @@ int sm_touch(store_user_t *u, const proto_record_t *in, uint64_t now, const sm_c
     if (in->sid_len) {
         int i = s_find(u, in->session_id, in->sid_len);
         if (i < 0) {
-            s_open(u, in, PRESENCE_ONLINE, in->ttl_s ? in->ttl_s : cfg->default_ttl_s, now, cfg, evicted);
+            int rc = s_open(u, in, PRESENCE_ONLINE, in->ttl_s ? in->ttl_s : cfg->default_ttl_s, now, cfg, evicted);
+            if (rc != SM_OK)
+                return rc;
         } else {
             proto_session_t *ss = &u->ses[i];
             ss->last_seen_us = now;

@@ -26,7 +26,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define STORE_SESSIONS_CAP 256 /* MAX_SESSIONS is at most this */
+#define STORE_SESSIONS_CAP 256 /* sessions one user's record can load (rows beyond are not loaded) */
+#define STORE_SESSIONS_MAX (STORE_SESSIONS_CAP - 1) /* MAX_SESSIONS is at most this: one slot stays free
+                                                       for the session an open adds while the one it
+                                                       evicts still awaits its deletion */
 
 enum sm_ses_state { SM_SES_KEEP = 0, SM_SES_PUT = 1, SM_SES_DEL = 2 };
 
@@ -69,6 +72,8 @@ typedef struct sm_config {
 enum sm_result {
     SM_OK = 0,
     SM_NO_SESSION = 1, /* the session does not exist (or is held by another connection) */
+    SM_NO_ROOM = 2,    /* no slot for one more session: the user has STORE_SESSIONS_CAP stored (an older
+                          build's MAX_SESSIONS=256); nothing is written */
 };
 
 /* Start a user that has no record: user_id set, everything else empty. */

@@ -133,7 +133,7 @@ static int s_config(void *arg, char *err)
         cfg_duration_ms("RETENTION", 1000, 1, 3650ull * 86400000, &retention_ms, err) < 0 ||
         cfg_u64("PRESENCE_TTL", 1, PROTO_TTL_MAX, &ttl, err) < 0 ||
         cfg_u64("STORE_LOG_MAX", 1, 1000000000, &log_max, err) < 0 ||
-        cfg_u64("MAX_SESSIONS", 1, STORE_SESSIONS_CAP, &max_ses, err) < 0 ||
+        cfg_u64("MAX_SESSIONS", 1, STORE_SESSIONS_MAX, &max_ses, err) < 0 ||
         cfg_u64("CENTER_PORT", 1, 65534, &c->center_port, err) < 0)
         return -1;
     snprintf(c->cmd_ep, sizeof c->cmd_ep, "ipc://%s/run/store-cmd.sock", data_dir);

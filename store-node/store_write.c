@@ -19,6 +19,7 @@
  *
  * Writer thread only (the store-node's); store_read_sessions runs on any thread.
  */
+#include "log.h"
 #include "store_int.h"
 #include "store_model.h"
 #include "util.h"
@@ -368,7 +369,10 @@ static int s_apply_user_cmd(store_t *s, MDB_txn *txn, uint8_t type, const proto_
     else
         res = sm_touch(u, in, now, &cfg, &evicted);
     if (res != SM_OK) {
-        *status = PROTO_NOTFOUND;
+        if (res == SM_NO_ROOM)
+            LOG_RATELIMITED(LOG_WARN, 10000, "user %.*s has %u stored sessions, more than MAX_SESSIONS allows: a new "
+                            "session is refused until some end", (int)in->uid_len, in->user_id, STORE_SESSIONS_CAP);
+        *status = res == SM_NO_ROOM ? PROTO_EOVERLOAD : PROTO_NOTFOUND;
         *out = u->old;
         return 0;
     }

@@ -99,6 +99,9 @@ static void s_check_same(const proto_msg_t *a, const proto_msg_t *b)
             FZ_CHECK(memcmp(&a->sessions[i], &b->sessions[i], sizeof a->sessions[i]) == 0);
     }
     FZ_CHECK(a->lease_id == b->lease_id && a->op == b->op && a->ttl_ms == b->ttl_ms && strcmp(a->node, b->node) == 0);
+    FZ_CHECK(a->nabsent == b->nabsent);
+    for (uint32_t i = 0; i < a->nabsent; i++)
+        FZ_CHECK(a->absent[i].index == b->absent[i].index && a->absent[i].as_of == b->absent[i].as_of);
 }
 
 /* Encode m with proto's encoders. Returns false for what the encoders cannot express exactly. */
@@ -138,7 +141,8 @@ static bool s_encode(const proto_msg_t *m, proto_buf_t *b)
         if (m->key.len && memchr(m->key.p, '\0', m->key.len))
             return false;
         char *err = fz_strdup(m->key.p, m->key.len);
-        proto_enc_reply(b, m->rid, m->status, m->seq, m->recs, m->n, m->key.len ? err : NULL, m->flags);
+        proto_enc_reply_abs(b, m->rid, m->status, m->seq, m->recs, m->n, m->key.len ? err : NULL, m->flags, m->absent,
+                            m->nabsent);
         free(err);
         return true;
     }
@@ -211,6 +215,14 @@ static void s_check_msg(const proto_msg_t *m)
         FZ_CHECK(m->status <= PROTO_STATUS_MAX_ && m->key.len <= PROTO_ERRMSG_MAX);
         for (uint32_t i = 0; i < m->n; i++)
             s_check_record(&m->recs[i], true);
+        /* the absent list: OK replies only, strictly increasing indexes, above the reply's as_of */
+        FZ_CHECK(m->nabsent == 0 || (m->status == PROTO_OK && m->absent));
+        FZ_CHECK((uint64_t)m->nabsent + m->n <= PROTO_ITEMS_MAX);
+        for (uint32_t i = 0; i < m->nabsent; i++) {
+            FZ_CHECK(m->absent[i].index < PROTO_ITEMS_MAX && m->absent[i].as_of > m->seq);
+            FZ_CHECK(i == 0 || m->absent[i].index > m->absent[i - 1].index);
+            FZ_CHECK(proto_reply_key_as_of(m, m->absent[i].index) == m->absent[i].as_of);
+        }
         break;
     case PROTO_CATCHUP_REPLY:
     case PROTO_CHANGES:
@@ -286,6 +298,7 @@ static void s_decode(const uint8_t *data, size_t size, int depth)
     } else {
         /* A failed decode owns nothing. */
         FZ_CHECK(!m.keys && !m.recs && !m.changes && !m.stats && !m.parts && m.n == 0);
+        FZ_CHECK(!m.absent && m.nabsent == 0);
     }
     if (peek == 0 && depth == 0) {
         proto_buf_t out;

@@ -114,6 +114,9 @@ static void s_proto(void)
     s_buf("proto", "reply", &b);
     proto_enc_reply(&b, 12, PROTO_EOVERLOAD, 0, NULL, 0, "store write queue full", PROTO_REPLY_F_STALE);
     s_buf("proto", "reply-error", &b);
+    proto_absent_t absent[2] = {{1, 150}, {4, 151}};
+    proto_enc_reply_abs(&b, 13, PROTO_OK, 12, recs, 3, NULL, 0, absent, 2);
+    s_buf("proto", "reply-absent", &b);
 
     proto_change_t ch[3] = {s_change(PROTO_CH_SET, "alice", 101), s_change(PROTO_CH_DEL, "bob", 102),
                             s_change(PROTO_CH_TOUCH, "carol", 104)};

@@ -165,6 +165,12 @@ START_TEST(test_two_leaves)
     ck_assert_msg(th_now_ms() - t0 < 1000, "503s took %llu ms", (unsigned long long)(th_now_ms() - t0));
     /* Leaf A's relay notices on its own (within the heartbeat limit): readiness follows. */
     ck_assert_msg(th_wait_for(s_unready, &a.port, 10000), "leaf A stayed ready without a center");
+    /* /health/store at the leaf: 503, writes "unready" (ARCHITECTURE.md's failure table). */
+    ck_assert_int_eq(th_http(a.port, "GET", "/health/store", NULL, NULL, 0, &r, 5000), 0);
+    ck_assert_msg(r.status == 503 && r.body && strstr(r.body, "\"writes\":\"unready\"") &&
+                      strstr(r.body, "\"node_type\":\"leaf\""),
+                  "leaf A's /health/store without a center: %d %s", r.status, r.body ? r.body : "");
+    th_resp_free(&r);
 
     /* The center comes back on its data: writes work again everywhere and B catches up. */
     ck_assert_int_eq(th_restart(c.store, 30000), 0);

@@ -7,7 +7,8 @@
  * 504s during the outage are not acknowledgements) until a second batch is acknowledged. Then
  * every user's record must have at least its highest acknowledged version (and the acknowledged
  * message when the versions are equal), and a write after all this gets a higher version than any
- * acknowledged before.
+ * acknowledged before. Also: 504 "upstream timed out" for a hop that does not answer in time, 503
+ * "store unavailable" at once for a store that is gone.
  */
 #include "harness.h"
 
@@ -223,6 +224,83 @@ START_TEST(test_heartbeat_durability)
 }
 END_TEST
 
+/* Slower builds (ASan: CK_TIMEOUT_MULTIPLIER=3) get proportionally longer bounds. */
+static uint64_t s_mult(void)
+{
+    const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+    int v = m ? atoi(m) : 1;
+    return v > 0 ? (uint64_t)v : 1;
+}
+
+/* One timed PUT as admin: the status, the body's error text (or "") and the time it took. */
+static int s_timed_put(int port, const char *uid, char *err, size_t elen, uint64_t *ms)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/v2/presence/%s", uid);
+    const char *body = "{\"status\":\"online\"}";
+    th_resp_t r;
+    uint64_t t0 = th_now_ms();
+    ck_assert_int_eq(th_http(port, "PUT", path, s_admin, body, strlen(body), &r, 10000), 0);
+    *ms = th_now_ms() - t0;
+    int st = r.status;
+    json_t *j = r.body ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
+    const char *e = j ? json_string_value(json_object_get(j, "error")) : NULL;
+    snprintf(err, elen, "%s", e ? e : "");
+    json_decref(j);
+    th_resp_free(&r);
+    return st;
+}
+
+/* 503 and 504 mean different things (API.md, ARCHITECTURE.md's failure table): a hop that does not
+ * answer in time is 504 "upstream timed out" at REQUEST_TIMEOUT_MS; a store that is gone is 503
+ * "store unavailable", quickly (well under a second), for writes and for misses alike. */
+START_TEST(test_503_and_504)
+{
+    static const char *const env[] = {"REQUEST_TIMEOUT_MS=800", NULL};
+    th_node_t n;
+    ck_assert_int_eq(th_node_start(&n, 1, env), 0);
+    th_auth_header(s_admin, sizeof s_admin, "loadtest", "presence:admin");
+    char err[128];
+    uint64_t ms = 0;
+    ck_assert_int_eq(s_timed_put(n.port, "t1", err, sizeof err, &ms), 200);
+
+    /* The only cache-node stops (SIGSTOP): the gateway's request waits for it, then 504. */
+    th_signal(n.cache[0], SIGSTOP);
+    int st = s_timed_put(n.port, "t1", err, sizeof err, &ms);
+    th_signal(n.cache[0], SIGCONT);
+    ck_assert_msg(st == 504 && strcmp(err, "upstream timed out") == 0, "PUT to a stopped cache-node: %d '%s'", st, err);
+    ck_assert_msg(ms >= 750 && ms < 800 + 700 * s_mult(), "504 after %llu ms (REQUEST_TIMEOUT_MS=800)",
+                  (unsigned long long)ms);
+    uint64_t until = th_now_ms() + 10000;
+    while ((st = s_timed_put(n.port, "t1", err, sizeof err, &ms)) != 200 && th_now_ms() < until)
+        ;
+    ck_assert_int_eq(st, 200);
+
+    /* The store dies (and stays dead): once the cache-node knows, every write and every miss is
+     * 503 "store unavailable" at once. */
+    th_kill(n.store);
+    until = th_now_ms() + 5000;
+    while ((st = s_timed_put(n.port, "t1", err, sizeof err, &ms)) != 503 && th_now_ms() < until)
+        ck_assert_msg(st == 200 || st == 504, "PUT while the store dies: %d '%s'", st, err);
+    ck_assert_msg(st == 503, "no 503 within 5 s of the store's death (last %d '%s')", st, err);
+    for (int i = 0; i < 5; i++) {
+        st = s_timed_put(n.port, "t1", err, sizeof err, &ms);
+        ck_assert_msg(st == 503 && strcmp(err, "store unavailable") == 0, "PUT with the store dead: %d '%s'", st, err);
+        ck_assert_msg(ms < 1000 * s_mult(), "503 took %llu ms", (unsigned long long)ms);
+    }
+    th_resp_t r;
+    uint64_t t0 = th_now_ms();
+    ck_assert_int_eq(th_http(n.port, "GET", "/api/v2/presence/never-written", NULL, NULL, 0, &r, 10000), 0);
+    uint64_t gms = th_now_ms() - t0;
+    ck_assert_msg(r.status == 503 && r.body && strstr(r.body, "store unavailable"), "a miss with the store dead: %d %s",
+                  r.status, r.body ? r.body : "");
+    ck_assert_msg(gms < 1000 * s_mult(), "the miss's 503 took %llu ms", (unsigned long long)gms);
+    th_resp_free(&r);
+    ck_assert_int_eq(th_restart(n.store, 30000), 0);
+    ck_assert_int_eq(th_node_stop(&n), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integ_store");
@@ -230,6 +308,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_kill_store_mid_stream);
     tcase_add_test(tc, test_heartbeat_durability);
+    tcase_add_test(tc, test_503_and_504);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

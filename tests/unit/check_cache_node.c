@@ -344,14 +344,20 @@ static void s_go_live(env_t *e)
     ck_abort_msg("the node's stream never went live");
 }
 
-/* The store writes a change for uid and publishes it; wait until the node applied it. */
-static void s_store_change(env_t *e, const char *uid, const char *msg)
+/* The store writes a change for uid (kind SET with msg, or DEL) and publishes it; wait until the
+ * node applied it. */
+static void s_store_change_kind(env_t *e, const char *uid, const char *msg, uint8_t kind)
 {
     e->seq++;
     proto_change_t *c = &e->log[e->seq - 101];
     memset(c, 0, sizeof *c);
-    c->kind = PROTO_CH_SET;
-    c->rec = s_record(uid, e->seq, msg);
+    c->kind = kind;
+    if (kind == PROTO_CH_DEL) {
+        proto_record_set_uid(&c->rec, uid, strlen(uid));
+        c->rec.version = e->seq;
+    } else {
+        c->rec = s_record(uid, e->seq, msg);
+    }
     proto_buf_t b;
     proto_buf_init(&b);
     proto_enc_t enc;
@@ -371,6 +377,11 @@ static void s_store_change(env_t *e, const char *uid, const char *msg)
         if (s_store_next(e, &m, id, &il, 20) == 0)
             ck_abort_msg("unexpected command at the store: %s", proto_type_name(m.type));
     }
+}
+
+static void s_store_change(env_t *e, const char *uid, const char *msg)
+{
+    s_store_change_kind(e, uid, msg, PROTO_CH_SET);
 }
 
 /* Answer an MGET with the records given (found ones, in request order) as of `as_of`. */
@@ -512,6 +523,136 @@ START_TEST(test_multi_get_merge)
     ck_assert_uint_eq(m.n, 2);
     ck_assert_str_eq(m.recs[0].user_id, "a");
     ck_assert_str_eq(m.recs[1].user_id, "c");
+    proto_msg_fini(&m);
+    proto_buf_fini(&b);
+    s_env_fini(&e);
+}
+END_TEST
+
+/* A multi-get's as_of is its oldest key's (here the cached ones, at the stream's 100); a key it
+ * read through to the store (at 150) and found absent is listed with the store's as_of, so a
+ * gateway knows that "not found" is current through 150. Found records get no entry, nor absent
+ * keys current through no more than the reply's as_of (a "not found" cached at the stream's 100);
+ * the "not found" cached from the read-through keeps its entry while the stream is behind it. A
+ * GET's reply carries the store's as_of itself. */
+START_TEST(test_multi_get_absent_as_of)
+{
+    env_t e;
+    s_env(&e, "mgabs", NULL);
+    s_go_live(&e);
+    proto_msg_t m;
+    uint8_t id[32];
+    size_t il;
+    /* cache "a" (a record) and "nobody" (not found), both as of the stream's 100 */
+    s_get(&e, 1, "a");
+    s_cmd(&e, &m, id, &il);
+    uint64_t rid = m.rid;
+    proto_msg_fini(&m);
+    proto_record_t a = s_record("a", 11, "");
+    s_answer_mget(&e, id, il, rid, &a, 1, 100);
+    s_expect_reply(&e, 1, PROTO_OK, 11);
+    s_get(&e, 2, "nobody");
+    s_cmd(&e, &m, id, &il);
+    rid = m.rid;
+    proto_msg_fini(&m);
+    s_answer_mget(&e, id, il, rid, NULL, 0, 100);
+    s_expect_reply(&e, 2, PROTO_NOTFOUND, 0);
+
+    /* MGET a, ghost, b, nobody: ghost and b are read through; the store (ahead of the stream)
+     * answers as of 150 with b only */
+    proto_str_t keys[4] = {{"a", 1}, {"ghost", 5}, {"b", 1}, {"nobody", 6}};
+    proto_buf_t b;
+    proto_buf_init(&b);
+    proto_enc_keys(&b, 9, keys, 4);
+    s_gw_send(&e, &b);
+    s_cmd(&e, &m, id, &il);
+    ck_assert_int_eq(m.type, PROTO_MGET);
+    ck_assert_uint_eq(m.n, 2);
+    ck_assert_int_eq(memcmp(m.keys[0].p, "ghost", 5), 0);
+    ck_assert_int_eq(memcmp(m.keys[1].p, "b", 1), 0);
+    rid = m.rid;
+    proto_msg_fini(&m);
+    proto_record_t rb = s_record("b", 140, "");
+    s_answer_mget(&e, id, il, rid, &rb, 1, 150);
+    s_gw_recv(&e, &m);
+    ck_assert_uint_eq(m.rid, 9);
+    ck_assert_int_eq(m.status, PROTO_OK);
+    ck_assert_uint_eq(m.seq, 100);
+    ck_assert_uint_eq(m.n, 2);
+    ck_assert_str_eq(m.recs[0].user_id, "a");
+    ck_assert_str_eq(m.recs[1].user_id, "b");
+    ck_assert_uint_eq(m.nabsent, 1);
+    ck_assert_uint_eq(m.absent[0].index, 1);
+    ck_assert_uint_eq(m.absent[0].as_of, 150);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 1), 150);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 3), 100); /* the cached "not found" */
+    proto_msg_fini(&m);
+
+    /* the same keys again: all cached now, ghost as a "not found" at 150 -- still listed with 150
+     * (the stream is at 100); "nobody" (cached at 100) is not */
+    s_gw_send(&e, &b);
+    s_gw_recv(&e, &m);
+    ck_assert_uint_eq(m.rid, 9);
+    ck_assert_uint_eq(m.seq, 100);
+    ck_assert_uint_eq(m.n, 2);
+    ck_assert_uint_eq(m.nabsent, 1);
+    ck_assert_uint_eq(m.absent[0].index, 1);
+    ck_assert_uint_eq(m.absent[0].as_of, 150);
+    proto_msg_fini(&m);
+    ck_assert_uint_eq(s_stat(&e, "cache_store_fetches_total"), 3);
+
+    /* a key read through while the stream brings its creation and then its deletion (101, 102),
+     * the store's answer as of before both (100): the "not found" is current through the delete;
+     * the other key, found as of 100, makes the reply's as_of */
+    proto_str_t race[2] = {{"c", 1}, {"carol", 5}};
+    proto_buf_reset(&b);
+    proto_enc_keys(&b, 12, race, 2);
+    s_gw_send(&e, &b);
+    s_cmd(&e, &m, id, &il);
+    ck_assert_uint_eq(m.n, 2);
+    rid = m.rid;
+    proto_msg_fini(&m);
+    s_store_change(&e, "carol", "briefly"); /* 101 */
+    s_store_change_kind(&e, "carol", NULL, PROTO_CH_DEL); /* 102 */
+    proto_record_t rc = s_record("c", 50, "");
+    s_answer_mget(&e, id, il, rid, &rc, 1, 100);
+    s_gw_recv(&e, &m);
+    ck_assert_uint_eq(m.rid, 12);
+    ck_assert_uint_eq(m.seq, 100);
+    ck_assert_uint_eq(m.n, 1);
+    ck_assert_str_eq(m.recs[0].user_id, "c");
+    ck_assert_uint_eq(m.nabsent, 1);
+    ck_assert_uint_eq(m.absent[0].index, 1);
+    ck_assert_uint_eq(m.absent[0].as_of, 102);
+    proto_msg_fini(&m);
+
+    /* every key read through and absent: the reply's as_of is the store's, nothing listed */
+    proto_str_t two[2] = {{"x", 1}, {"y", 1}};
+    proto_buf_reset(&b);
+    proto_enc_keys(&b, 10, two, 2);
+    s_gw_send(&e, &b);
+    s_cmd(&e, &m, id, &il);
+    rid = m.rid;
+    proto_msg_fini(&m);
+    s_answer_mget(&e, id, il, rid, NULL, 0, 160); /* the stream is at 102 */
+    s_gw_recv(&e, &m);
+    ck_assert_uint_eq(m.rid, 10);
+    ck_assert_uint_eq(m.seq, 160);
+    ck_assert_uint_eq(m.n, 0);
+    ck_assert_uint_eq(m.nabsent, 0);
+    proto_msg_fini(&m);
+
+    /* a GET read through: its as_of is the store's, no list */
+    s_get(&e, 11, "ghost2");
+    s_cmd(&e, &m, id, &il);
+    rid = m.rid;
+    proto_msg_fini(&m);
+    s_answer_mget(&e, id, il, rid, NULL, 0, 170);
+    s_gw_recv(&e, &m);
+    ck_assert_uint_eq(m.rid, 11);
+    ck_assert_int_eq(m.status, PROTO_NOTFOUND);
+    ck_assert_uint_eq(m.seq, 170);
+    ck_assert_uint_eq(m.nabsent, 0);
     proto_msg_fini(&m);
     proto_buf_fini(&b);
     s_env_fini(&e);
@@ -799,6 +940,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_single_flight);
     tcase_add_test(tc, test_change_during_fetch_wins);
     tcase_add_test(tc, test_multi_get_merge);
+    tcase_add_test(tc, test_multi_get_absent_as_of);
     tcase_add_test(tc, test_fetch_timeout);
     tcase_add_test(tc, test_store_down_stale_and_fast_503);
     suite_add_tcase(s, tc);

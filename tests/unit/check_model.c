@@ -284,6 +284,72 @@ START_TEST(test_max_sessions)
 }
 END_TEST
 
+/* The most sessions MAX_SESSIONS allows (STORE_SESSIONS_MAX): one more evicts the one that expires
+ * first into a slot of its own -- the evicted one keeps its slot, marked for deletion (its row must
+ * go) -- so exactly STORE_SESSIONS_MAX stay and every other one is intact. A user stored with
+ * STORE_SESSIONS_CAP sessions (an older build allowed MAX_SESSIONS=256) has no slot left: the open
+ * is refused (SM_NO_ROOM) instead of overwriting a stored session. */
+START_TEST(test_max_sessions_at_the_cap)
+{
+    const sm_config_t cfg = {.max_sessions = STORE_SESSIONS_MAX, .retention_us = 3600 * SEC, .default_ttl_s = 60};
+    store_user_t *u = s_user();
+    for (uint32_t i = 0; i < STORE_SESSIONS_MAX; i++) {
+        char sid[8];
+        snprintf(sid, sizeof sid, "s%u", i);
+        proto_record_t in = s_cmd(PRESENCE_ONLINE, sid, 1000 - i); /* the last one expires first */
+        bool ev = false;
+        ck_assert_int_eq(sm_put_session(u, &in, T0, &cfg, &ev), SM_OK);
+        ck_assert(!ev);
+    }
+    sm_recompute(u, T0, &cfg, NULL, NULL);
+    s_reload(u, T0);
+    ck_assert_int_eq(u->rec.sessions, STORE_SESSIONS_MAX);
+    ck_assert_int_eq(u->nses, STORE_SESSIONS_MAX);
+    proto_record_t in = s_cmd(PRESENCE_AWAY, "new", 1000);
+    bool ev = false;
+    ck_assert_int_eq(sm_put_session(u, &in, T0, &cfg, &ev), SM_OK);
+    ck_assert(ev);
+    sm_recompute(u, T0, &cfg, NULL, NULL);
+    ck_assert_int_eq(u->rec.sessions, STORE_SESSIONS_MAX);
+    ck_assert_int_eq(u->nses, STORE_SESSIONS_CAP);
+    char last[8];
+    snprintf(last, sizeof last, "s%u", STORE_SESSIONS_MAX - 1);
+    uint32_t live = 0, deleted = 0;
+    for (uint32_t i = 0; i < u->nses; i++) {
+        if (u->ses_state[i] == SM_SES_DEL) {
+            ck_assert_str_eq(u->ses[i].session_id, last);
+            deleted++;
+        } else {
+            live++;
+        }
+    }
+    ck_assert_uint_eq(live, STORE_SESSIONS_MAX);
+    ck_assert_uint_eq(deleted, 1);
+    ck_assert_str_eq(u->ses[STORE_SESSIONS_MAX].session_id, "new");
+
+    /* STORE_SESSIONS_CAP stored sessions: no room, nothing overwritten. */
+    store_user_t *w = s_user();
+    for (uint32_t i = 0; i < STORE_SESSIONS_CAP; i++) {
+        snprintf(w->ses[i].session_id, sizeof w->ses[i].session_id, "s%u", i);
+        w->ses[i].sid_len = (uint8_t)strlen(w->ses[i].session_id);
+        w->ses[i].status = PRESENCE_ONLINE;
+        w->ses[i].expires_at_us = T0 + (1000 - i) * SEC;
+    }
+    w->nses = STORE_SESSIONS_CAP;
+    s_reload(w, T0);
+    proto_record_t in2 = s_cmd(PRESENCE_ONLINE, "one-more", 1000);
+    ev = false;
+    ck_assert_int_eq(sm_put_session(w, &in2, T0, &cfg, &ev), SM_NO_ROOM);
+    for (uint32_t i = 0; i < STORE_SESSIONS_CAP; i++) {
+        char sid[8];
+        snprintf(sid, sizeof sid, "s%u", i);
+        ck_assert_str_eq(w->ses[i].session_id, sid);
+    }
+    free(w);
+    free(u);
+}
+END_TEST
+
 /* Idle: an automatic away keeps the status the client chose, to restore on activity. */
 START_TEST(test_idle_keeps_manual)
 {
@@ -473,6 +539,7 @@ Suite *model_suite(void)
     tcase_add_test(tc, test_lease_sessions);
     tcase_add_test(tc, test_resume);
     tcase_add_test(tc, test_max_sessions);
+    tcase_add_test(tc, test_max_sessions_at_the_cap);
     tcase_add_test(tc, test_idle_keeps_manual);
     suite_add_tcase(s, tc);
     tc = tcase_create("message_invisible");

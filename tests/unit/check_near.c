@@ -7,13 +7,19 @@
  * and raises the floor; answers older than the floor are refused; the byte bound holds under a
  * flood and its evictions raise the floor; this thread's acknowledged deletes move a resident
  * entry like its writes do, and a resident entry stands in for an older answer only once the
- * stream has reached the write frontier (the leaf region's deleted user that came back).
+ * stream has reached the write frontier (the leaf region's deleted user that came back); a
+ * multi-get's "not found" filled with its own as_of (the reply's absent list) keeps an older record
+ * from a node further behind from being served after it.
  *
  * The model case runs a simulated store (a log of SET/TOUCH/DEL changes), a stream that applies
  * it with lag and now and then stalls while writes go on, two cache-nodes at their own positions
  * (one behind, one ahead of the stream) answering late, drops of the live state, a byte bound
  * small enough to evict all the time, and writes this process acknowledged (through this thread
- * or another; the owner node answers with them at once); it checks that every record served for
+ * or another; the owner node answers with them at once), and answers that are part of a
+ * multi-get whose as_of is lower than the node's position (an older key's) -- records filled with
+ * the reply's as_of, "not found" with the key's own, as the reply's absent list lets gw_nearcall.c
+ * do (with the reply's as_of for "not found" too, the model finds a user served older than
+ * before within a few thousand changes); it checks that every record served for
  * a user is never older than one served before nor than the user's acknowledged write when the
  * read began, and that every hit is exactly the model's record at that version.
  *
@@ -524,6 +530,82 @@ START_TEST(test_fill_read_through_ghost)
 }
 END_TEST
 
+/* The gap a reply-wide as_of left (DESIGN.md, Coherence, point 6): a multi-get's as_of is its
+ * oldest key's (50: "b", cached at the node's stream), while "a" was read through to the store at
+ * 200 and is absent there -- it existed from 100 and was deleted at 150. The reply lists "a" as
+ * absent through 200 (PROTOCOL.md, "REPLY absent"); the gateway fills it with that (as
+ * gw_nearcall.c does: proto_reply_key_as_of). A node further behind (at 120) then shows the record
+ * of 100: older than the absence already served, so it is not served -- refused (not live: the
+ * absence was served without becoming an entry, its ghost is 200), or answered by the resident
+ * "not found" (live). With the reply's 50 instead, the record was served: the gap. */
+static void s_decode_mget_reply(proto_buf_t *b, proto_msg_t *m, const proto_record_t *found, uint64_t as_of,
+                                const proto_absent_t *abs, uint32_t nabs)
+{
+    proto_buf_reset(b);
+    proto_enc_reply_abs(b, 1, PROTO_OK, as_of, found, 1, NULL, 0, abs, nabs);
+    ck_assert_int_eq(proto_decode(b->data, b->len, m), PROTO_DEC_OK);
+}
+
+/* Fill keys "b", "a" from the decoded reply as gw_nearcall.c does; returns "a"'s result. */
+static int s_fill_mget(gw_near_t *n, const proto_msg_t *m)
+{
+    static const char *keys[2] = {"b", "a"};
+    proto_record_t out;
+    int rc = -1;
+    for (uint32_t i = 0; i < 2; i++) {
+        const proto_record_t *r = i == 0 ? &m->recs[0] : NULL; /* "b" found, "a" not */
+        uint64_t as_of = r ? m->seq : proto_reply_key_as_of(m, i);
+        rc = gw_near_fill(n, keys[i], 1, r, as_of, 0, &out);
+        if (i == 0) {
+            ck_assert_int_eq(rc, GW_NEAR_SERVE);
+            ck_assert_uint_eq(out.version, 40);
+        }
+    }
+    return rc;
+}
+
+START_TEST(test_fill_mget_absent_as_of)
+{
+    proto_record_t b40 = s_rec("b", 40, "b"), a100 = s_rec("a", 100, "old"), out;
+    proto_absent_t abs = {1, 200};
+    proto_buf_t b;
+    proto_buf_init(&b);
+    proto_msg_t m;
+    for (int live = 0; live <= 1; live++) {
+        /* with the per-key as_of */
+        gw_near_t *n = live ? s_live_near(40) : gw_near_new(1 << 20);
+        s_decode_mget_reply(&b, &m, &b40, 50, &abs, 1);
+        ck_assert_uint_eq(proto_reply_key_as_of(&m, 1), 200);
+        ck_assert_int_eq(s_fill_mget(n, &m), GW_NEAR_SERVE_ABSENT);
+        proto_msg_fini(&m);
+        int rc = s_fill(n, "a", &a100, 120, &out);
+        if (live) {
+            ck_assert_int_eq(rc, GW_NEAR_SERVE_ABSENT); /* the entry, "not found" at 200, stands in */
+            ck_assert_int_eq(s_get(n, "a", &out), GW_NEAR_ABSENT);
+            ck_assert_uint_eq(s_stats(n).behind, 0);
+        } else {
+            ck_assert_int_eq(rc, GW_NEAR_BEHIND); /* as of 120 < the ghost 200: ask again */
+            ck_assert_uint_eq(s_stats(n).behind, 1);
+        }
+        /* an answer as of the read or later is served */
+        ck_assert_int_eq(s_fill(n, "a", NULL, 200, &out), GW_NEAR_SERVE_ABSENT);
+        gw_near_destroy(&n);
+
+        /* without it (an older node: no list), the reply's 50 is all there is: the record of 100
+         * as of 120 is served after the absence of 200 -- what the list closes */
+        n = live ? s_live_near(40) : gw_near_new(1 << 20);
+        s_decode_mget_reply(&b, &m, &b40, 50, NULL, 0);
+        ck_assert_uint_eq(proto_reply_key_as_of(&m, 1), 50);
+        ck_assert_int_eq(s_fill_mget(n, &m), GW_NEAR_SERVE_ABSENT);
+        proto_msg_fini(&m);
+        ck_assert_int_eq(s_fill(n, "a", &a100, 120, &out), GW_NEAR_SERVE);
+        ck_assert_uint_eq(out.version, 100);
+        gw_near_destroy(&n);
+    }
+    proto_buf_fini(&b);
+}
+END_TEST
+
 /* The leaf region's lost delete (integ_faults, "leaf: kill center store-node"): while the relay had
  * not yet noticed the restarted center, writes were acknowledged far ahead of this thread's
  * stream. A heartbeat's record moved the resident entry ahead of the stream (1048597), the client
@@ -666,7 +748,8 @@ typedef struct answer {
     int key;
     bool found;
     proto_record_t rec;
-    uint64_t as_of;
+    uint64_t as_of;         /* the node's position: the key's own as_of */
+    uint64_t reply_as_of;   /* the reply's: lower when other keys of a multi-get were older */
     uint64_t need, min_seq; /* the key's acknowledged write and the frontier when it was asked */
 } answer_t;
 
@@ -879,6 +962,9 @@ START_TEST(test_model_monotonic)
                 answer_t a = s_node_answer(m, key, pos < m->acked[key] ? m->acked[key] : pos);
                 a.need = m->acked[key];
                 a.min_seq = m->frontier;
+                /* half the time a multi-get whose other keys were older: its as_of is lower */
+                uint64_t lower = s_rand() % 2 ? s_rand() % 50 : 0;
+                a.reply_as_of = a.as_of > lower ? a.as_of - lower : a.as_of;
                 inflight[ninflight++] = a;
             }
         } else if (ninflight) {
@@ -890,7 +976,10 @@ START_TEST(test_model_monotonic)
             char uid[16];
             s_uid(a.key, uid);
             proto_record_t out;
-            int rc = gw_near_fill(n, uid, strlen(uid), a.found ? &a.rec : NULL, a.as_of, a.min_seq, &out);
+            /* as gw_nearcall.c fills: a record with the reply's as_of, "not found" with the key's
+             * own (the reply's absent list) */
+            uint64_t as_of = a.found ? a.reply_as_of : a.as_of;
+            int rc = gw_near_fill(n, uid, strlen(uid), a.found ? &a.rec : NULL, as_of, a.min_seq, &out);
             if (rc == GW_NEAR_BEHIND) {
                 behind++;
                 continue; /* the real caller asks again */
@@ -944,6 +1033,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_min_seq);
     tcase_add_test(tc, test_fill_resident_behind_writes);
     tcase_add_test(tc, test_fill_read_through_ghost);
+    tcase_add_test(tc, test_fill_mget_absent_as_of);
     suite_add_tcase(s, tc);
     tc = tcase_create("stream");
     tcase_add_test(tc, test_stream_updates);

@@ -121,6 +121,8 @@ static void s_expect_malformed(const void *p, size_t len, const char *what)
     ck_assert_ptr_null(m.keys);
     ck_assert_ptr_null(m.changes);
     ck_assert_ptr_null(m.stats);
+    ck_assert_ptr_null(m.absent);
+    ck_assert_uint_eq(m.nabsent, 0);
     proto_msg_fini(&m);
 }
 
@@ -648,6 +650,246 @@ START_TEST(test_rt_reply)
     proto_msg_fini(&m);
     proto_buf_fini(&raw);
     proto_buf_fini(&ref);
+    proto_buf_fini(&b);
+}
+END_TEST
+
+/* REPLY's optional absent list (an MGET's read-through "not found" keys): round trips with and
+ * without it, the raw (cache) path, the per-key as_of lookup, the limits, and a relay's rewrite. */
+START_TEST(test_rt_reply_absent)
+{
+    proto_record_t recs[2] = {s_rec(1), s_rec(3)};
+    proto_absent_t abs[3] = {{1, 150}, {2, 151}, {PROTO_ITEMS_MAX - 1, UINT64_MAX}};
+    proto_buf_t b, ref;
+    proto_msg_t m;
+    proto_buf_init(&b);
+    proto_buf_init(&ref);
+    proto_enc_reply_abs(&b, 77, PROTO_OK, 100, recs, 2, NULL, 0, abs, 3);
+    ck_assert_uint_eq((uint8_t)b.data[0], 0x99); /* nine fields */
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.type, PROTO_REPLY);
+    ck_assert_uint_eq(m.rid, 77);
+    ck_assert_uint_eq(m.status, PROTO_OK);
+    ck_assert_uint_eq(m.seq, 100);
+    ck_assert_uint_eq(m.n, 2);
+    s_rec_eq(&m.recs[0], &recs[0]);
+    s_rec_eq(&m.recs[1], &recs[1]);
+    ck_assert_uint_eq(m.nabsent, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(m.absent[i].index, abs[i].index);
+        ck_assert_uint_eq(m.absent[i].as_of, abs[i].as_of);
+    }
+    /* the per-key as_of: an absent entry's, else the reply's */
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 0), 100);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 1), 150);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 2), 151);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 3), 100);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, PROTO_ITEMS_MAX - 2), 100);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, PROTO_ITEMS_MAX - 1), UINT64_MAX);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, PROTO_ITEMS_MAX), 100);
+    proto_msg_fini(&m);
+    ck_assert_ptr_null(m.absent);
+    ck_assert_uint_eq(m.nabsent, 0);
+
+    /* a relay rewrites the request id and keeps the list */
+    ck_assert_int_eq(proto_rewrite_rid(b.data, b.len, 1ull << 40, &ref), 0);
+    s_dec_ok(&ref, &m);
+    ck_assert_uint_eq(m.rid, 1ull << 40);
+    ck_assert_uint_eq(m.nabsent, 3);
+    ck_assert_uint_eq(m.absent[1].as_of, 151);
+    proto_msg_fini(&m);
+
+    /* every prefix is refused */
+    for (size_t k = 0; k < b.len; k++) {
+        char *p = malloc(k ? k : 1);
+        memcpy(p, b.data, k);
+        s_expect_malformed(p, k, "absent reply cut short");
+        free(p);
+    }
+
+    /* the raw (cache) path gives the same bytes */
+    proto_buf_t raw, rb;
+    proto_buf_init(&raw);
+    proto_buf_init(&rb);
+    proto_enc_t e;
+    proto_enc_init(&e, &rb);
+    proto_enc_reply_raw_begin_abs(&e, 77, PROTO_OK, 100, 2, 3);
+    for (int i = 0; i < 2; i++) {
+        proto_buf_reset(&raw);
+        proto_record_encode(&raw, &recs[i]);
+        proto_enc_raw(&e, raw.data, raw.len);
+    }
+    proto_enc_reply_raw_end_abs(&e, NULL, 0, abs, 3);
+    ck_assert_uint_eq(rb.len, b.len);
+    ck_assert_mem_eq(rb.data, b.data, b.len);
+
+    /* without it: exactly the old eight-field reply, and every key as of the reply's as_of */
+    proto_buf_reset(&b);
+    proto_buf_reset(&ref);
+    proto_enc_reply_abs(&b, 78, PROTO_OK, 100, recs, 2, "", 0, NULL, 0);
+    proto_enc_reply(&ref, 78, PROTO_OK, 100, recs, 2, "", 0);
+    ck_assert_uint_eq(b.len, ref.len);
+    ck_assert_mem_eq(b.data, ref.data, b.len);
+    ck_assert_uint_eq((uint8_t)b.data[0], 0x98);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.nabsent, 0);
+    ck_assert_ptr_null(m.absent);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 0), 100);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 1), 100);
+    proto_msg_fini(&m);
+
+    /* as many keys as an MGET may have: 1 record and 19,999 absent entries */
+    uint32_t na = PROTO_ITEMS_MAX - 1;
+    proto_absent_t *many = calloc(na + 1, sizeof *many);
+    for (uint32_t i = 0; i < na + 1; i++)
+        many[i] = (proto_absent_t){i, 200 + i};
+    proto_buf_reset(&b);
+    proto_enc_reply_abs(&b, 79, PROTO_OK, 100, recs, 1, NULL, 0, many, na);
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.nabsent, na);
+    ck_assert_uint_eq(proto_reply_key_as_of(&m, 12345), 200 + 12345);
+    proto_msg_fini(&m);
+    /* one more is more keys than an MGET has */
+    proto_buf_reset(&b);
+    proto_enc_reply_abs(&b, 79, PROTO_OK, 100, recs, 1, NULL, 0, many, na + 1);
+    s_expect_malformed(b.data, b.len, "absent list and records beyond PROTO_ITEMS_MAX");
+    free(many);
+    proto_buf_fini(&raw);
+    proto_buf_fini(&rb);
+    proto_buf_fini(&ref);
+    proto_buf_fini(&b);
+}
+END_TEST
+
+/* Decode a REPLY that must be refused, and check that the reason names the rule. */
+static void s_expect_reason(const proto_buf_t *b, const char *reason)
+{
+    s_expect_malformed(b->data, b->len, reason);
+    proto_msg_t m;
+    ck_assert_int_eq(proto_decode(b->data, b->len, &m), PROTO_MALFORMED);
+    ck_assert_msg(strstr(m.err, reason) != NULL, "reason \"%s\", want \"%s\"", m.err, reason);
+    proto_msg_fini(&m);
+}
+
+/* A REPLY with as_of 100, no records, status st, and a hand-made ninth field: `npairs` entries
+ * written by the caller after this returns (the encoder is left positioned on the list). */
+static void s_absent_begin(proto_buf_t *b, proto_enc_t *e, uint8_t st, uint32_t npairs)
+{
+    proto_buf_reset(b);
+    proto_enc_init(e, b);
+    proto_enc_reply_raw_begin_abs(e, 5, st, 100, 0, 1);
+    proto_enc_str(e, "", 0);
+    proto_enc_u64(e, 0);
+    proto_enc_array(e, npairs);
+}
+
+START_TEST(test_reply_absent_malformed)
+{
+    proto_buf_t b;
+    proto_enc_t e;
+    proto_buf_init(&b);
+    /* the reference: one good entry decodes */
+    s_absent_begin(&b, &e, PROTO_OK, 1);
+    proto_enc_array(&e, 2);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 101);
+    proto_msg_t m;
+    s_dec_ok(&b, &m);
+    ck_assert_uint_eq(m.nabsent, 1);
+    proto_msg_fini(&m);
+
+    s_absent_begin(&b, &e, PROTO_OK, 0);
+    s_expect_reason(&b, "bad absent list"); /* empty: the field is left out instead */
+
+    s_absent_begin(&b, &e, PROTO_NOTFOUND, 1);
+    proto_enc_array(&e, 2);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 101);
+    s_expect_reason(&b, "absent list on a reply that is not OK");
+
+    s_absent_begin(&b, &e, PROTO_OK, 2); /* the same index twice */
+    for (int i = 0; i < 2; i++) {
+        proto_enc_array(&e, 2);
+        proto_enc_u64(&e, 4);
+        proto_enc_u64(&e, 101);
+    }
+    s_expect_reason(&b, "absent entries out of order at 1");
+
+    s_absent_begin(&b, &e, PROTO_OK, 2); /* decreasing */
+    for (int i = 0; i < 2; i++) {
+        proto_enc_array(&e, 2);
+        proto_enc_u64(&e, 4 - (uint64_t)i);
+        proto_enc_u64(&e, 101);
+    }
+    s_expect_reason(&b, "absent entries out of order at 1");
+
+    s_absent_begin(&b, &e, PROTO_OK, 1); /* not above the reply's as_of */
+    proto_enc_array(&e, 2);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 100);
+    s_expect_reason(&b, "absent entry 0 not above the reply's as_of");
+
+    s_absent_begin(&b, &e, PROTO_OK, 1); /* an index no MGET has */
+    proto_enc_array(&e, 2);
+    proto_enc_u64(&e, PROTO_ITEMS_MAX);
+    proto_enc_u64(&e, 101);
+    s_expect_reason(&b, "bad absent entry 0");
+
+    s_absent_begin(&b, &e, PROTO_OK, 1); /* a triple */
+    proto_enc_array(&e, 3);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 101);
+    proto_enc_u64(&e, 0);
+    s_expect_reason(&b, "bad absent entry 0");
+
+    s_absent_begin(&b, &e, PROTO_OK, 1); /* a lone index */
+    proto_enc_array(&e, 1);
+    proto_enc_u64(&e, 0);
+    s_expect_reason(&b, "bad absent entry 0");
+
+    s_absent_begin(&b, &e, PROTO_OK, 1); /* a flat index instead of a pair */
+    proto_enc_u64(&e, 0);
+    s_expect_reason(&b, "bad absent entry 0");
+
+    s_absent_begin(&b, &e, PROTO_OK, 1); /* a key instead of an index */
+    proto_enc_array(&e, 2);
+    proto_enc_str(&e, "alice", 5);
+    proto_enc_u64(&e, 101);
+    s_expect_reason(&b, "bad absent entry 0");
+
+    /* the field is not a list */
+    proto_buf_reset(&b);
+    proto_enc_init(&e, &b);
+    proto_enc_reply_raw_begin_abs(&e, 5, PROTO_OK, 100, 0, 1);
+    proto_enc_str(&e, "", 0);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 101);
+    s_expect_reason(&b, "bad absent list");
+
+    /* ten fields */
+    proto_buf_reset(&b);
+    proto_enc_init(&e, &b);
+    proto_enc_header(&e, 10, PROTO_REPLY, 5);
+    proto_enc_u64(&e, PROTO_OK);
+    proto_enc_u64(&e, 100);
+    proto_enc_array(&e, 0);
+    proto_enc_str(&e, "", 0);
+    proto_enc_u64(&e, 0);
+    proto_enc_array(&e, 1);
+    proto_enc_array(&e, 2);
+    proto_enc_u64(&e, 0);
+    proto_enc_u64(&e, 101);
+    proto_enc_u64(&e, 0);
+    s_expect_reason(&b, "REPLY: 10 fields, want 8 or 9");
+
+    /* a hostile count is refused before anything is allocated (the pre-scan) */
+    proto_buf_reset(&b);
+    proto_enc_init(&e, &b);
+    proto_enc_reply_raw_begin_abs(&e, 5, PROTO_OK, 100, 0, 1);
+    proto_enc_str(&e, "", 0);
+    proto_enc_u64(&e, 0);
+    proto_enc_array(&e, UINT32_MAX);
+    s_expect_malformed(b.data, b.len, "absent list claiming 2^32-1 entries");
     proto_buf_fini(&b);
 }
 END_TEST
@@ -2416,6 +2658,7 @@ static Suite *s_suite(void)
     tcase_add_test(tc, test_rt_cmd_id_member);
     tcase_add_test(tc, test_rt_simple_catchup_hugz);
     tcase_add_test(tc, test_rt_reply);
+    tcase_add_test(tc, test_rt_reply_absent);
     tcase_add_test(tc, test_rt_changes);
     tcase_add_test(tc, test_rt_stats_msgs);
     tcase_add_test(tc, test_rt_corpus_and_buf);
@@ -2449,6 +2692,7 @@ static Suite *s_suite(void)
     tc = tcase_create("strict_values");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_invalid_values);
+    tcase_add_test(tc, test_reply_absent_malformed);
     tcase_add_test(tc, test_changes_ranges);
     suite_add_tcase(s, tc);
 

@@ -63,7 +63,9 @@ struct gw_watch_hub {
     uint32_t npending;        /* subscribers with resume_since set */
     gw_buf_t ev;              /* the change being given out, rendered (the public view) */
     gw_buf_t ev_priv;         /* ... the private view (the user's own, admins') */
-    gw_watch_observer_t obs;  /* the near cache (gw_nearcall.c), if any */
+    gw_watch_observer_t obs[GW_WATCH_HUB_OBSERVERS]; /* the near cache (gw_nearcall.c), sessions ended
+                                                      * from outside (gw_wsend.c) */
+    uint32_t nobs;
 };
 
 static void s_resume_check(gw_watch_hub_t *h);
@@ -226,8 +228,9 @@ static void on_change(void *ctx, const proto_change_t *c)
 {
     gw_watch_hub_t *h = ctx;
     h->seq = c->rec.version;
-    if (h->obs.change)
-        h->obs.change(h->obs.ctx, c);
+    for (uint32_t i = 0; i < h->nobs; i++)
+        if (h->obs[i].change)
+            h->obs[i].change(h->obs[i].ctx, c);
     if (c->kind == PROTO_CH_TOUCH)
         return; /* a heartbeat that kept the status: not an event */
     if (c->kind == PROTO_CH_SET) {
@@ -251,8 +254,9 @@ static void on_reset(void *ctx)
     seqwin_clear(&h->window, 0);
     h->seq = 0;
     h->live_once = false;
-    if (h->obs.reset)
-        h->obs.reset(h->obs.ctx);
+    for (uint32_t i = 0; i < h->nobs; i++)
+        if (h->obs[i].reset)
+            h->obs[i].reset(h->obs[i].ctx);
     for (gw_watch_sub_t *s = h->subs, *n; s; s = n) {
         n = s->next;
         s->sink->notice(s, "reset");
@@ -275,8 +279,9 @@ static void on_state(void *ctx, int state)
             h->seq = through;
         h->on_live(h->on_live_arg);
     }
-    if (h->obs.state)
-        h->obs.state(h->obs.ctx, state, sync_client_seq(h->sync));
+    for (uint32_t i = 0; i < h->nobs; i++)
+        if (h->obs[i].state)
+            h->obs[i].state(h->obs[i].ctx, state, sync_client_seq(h->sync));
     s_resume_check(h);
 }
 
@@ -290,7 +295,9 @@ void gw_watch_hub_resync(gw_watch_hub_t *h)
 
 void gw_watch_hub_observe(gw_watch_hub_t *h, const gw_watch_observer_t *o)
 {
-    h->obs = *o;
+    if (h->nobs == GW_WATCH_HUB_OBSERVERS)
+        abort(); /* a programming error: raise GW_WATCH_HUB_OBSERVERS */
+    h->obs[h->nobs++] = *o;
     /* Already live: say so now (the observer came after the hub's first catch-up). */
     if (h->sync && o->state)
         o->state(o->ctx, sync_client_state(h->sync), sync_client_seq(h->sync));
@@ -364,7 +371,8 @@ void gw_watch_hub_stop(gw_watch_hub_t *h)
     gw_zfd_close(&h->zsub);
     gw_zfd_close(&h->zdealer);
     sync_client_destroy(&h->sync);
-    memset(&h->obs, 0, sizeof h->obs);
+    memset(h->obs, 0, sizeof h->obs);
+    h->nobs = 0;
     seqwin_clear(&h->window, 0);
     /* Subscribers still waiting for h2o unsubscribe from its stop callbacks; the table entries
      * they hold are freed then. */

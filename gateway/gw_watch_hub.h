@@ -86,6 +86,7 @@ const char *gw_watch_hub_slot_id(const gw_watch_sub_t *s, uint32_t i, size_t *le
  * hub's thread: change with every applied change (TOUCH included), before the watchers get it;
  * reset when the database changes (versions start over); state with the sync client's new state
  * (enum sync_state) and the sequence applied so far. */
+#define GW_WATCH_HUB_OBSERVERS 2 /* the near cache, and the WebSockets' ended sessions (gw_wsend.c) */
 typedef struct gw_watch_observer {
     void *ctx;
     void (*change)(void *ctx, const proto_change_t *c);
@@ -101,8 +102,8 @@ int gw_watch_hub_new(gw_ctx_t *cx, void *zctx, void (*on_live)(void *arg), void 
  * NULL-safe. The hub itself is not freed -- subscribers h2o has not released yet still point at
  * it (they unsubscribe when h2o stops them); the thread is about to exit. */
 void gw_watch_hub_stop(gw_watch_hub_t *h);
-/* Give the hub's stream to o as well (copied; one observer per hub; o->ctx must outlive the hub's
- * stream: gw_watch_hub_stop ends it). */
+/* Give the hub's stream to o as well (copied; at most GW_WATCH_HUB_OBSERVERS per hub, each called
+ * in the order they came; o->ctx must outlive the hub's stream: gw_watch_hub_stop ends it). */
 void gw_watch_hub_observe(gw_watch_hub_t *h, const gw_watch_observer_t *o);
 /* Catch up again from the last applied change, as after a gap: the thread did not run for a while
  * (stopped, starved), so messages may have been lost with no sign yet. NULL-safe. */

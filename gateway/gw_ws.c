@@ -11,8 +11,9 @@
  * - A resume (connect with session_id=) takes the session over in the store; the connection that
  *   had it must hear so. On this thread it is found in the index at once; the other threads get a
  *   kick message through their h2o queues (h2o_multithread) and look in their own index. Another
- *   gateway's connection is not told by anyone: it learns at its next write to the session, which
- *   the store refuses (gw_wssess.c).
+ *   gateway's connection learns it from its thread's change stream (gw_wsend.c: the user changed,
+ *   the store is asked whose the session is now), or at its next write, which the store refuses
+ *   (gw_wssess.c). Sessions ended from outside (signed out, evicted, erased) are found the same way.
  * - The lease lives on thread 0 (gw_lease.c); every thread only compares the published id with the
  *   one its sessions were opened under and, after a lapse, re-opens GW_WS_REOPEN_MAX per tick so a
  *   thread with 20,000 connections does not put 20,000 writes into one loop turn.
@@ -31,6 +32,7 @@
 #include "gw_lease.h"
 #include "gw_metrics.h"
 #include "gw_wsconn.h"
+#include "gw_wsend.h"
 #include "gw_wssess.h"
 #include "gw_wswatch.h"
 #include "log.h"
@@ -103,7 +105,8 @@ uint64_t gw_ws_conn_id(gw_ws_t *ws)
 
 uint64_t gw_ws_session_key(const char *uid, size_t ulen, const char *sid, size_t slen)
 {
-    return util_hash64(sid, slen, util_hash64(uid, ulen, 0x5e55));
+    (void)sid, (void)slen; /* by user: one chain holds all of a user's connections (gw_ws.h) */
+    return util_hash64(uid, ulen, 0x5e55);
 }
 
 /* Every connection of this thread that has (uid, sid) but is not conn_id loses it. */
@@ -247,6 +250,7 @@ void gw_ws_attach(gw_ctx_t *cx)
     gw_buf_init(&ws->scratch);
     h2o_multithread_register_receiver(cx->h2o.queue, &ws->kicks, on_kicks);
     cx->ws = ws;
+    ws->ends = gw_wsend_new(ws);
     if (cx->idx >= 0 && cx->idx < GW_MAX_THREADS)
         atomic_store(&s_threads[cx->idx], ws);
     gw_lease_thread_begin();

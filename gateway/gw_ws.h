@@ -9,6 +9,7 @@
  *                  (RLIMIT_NOFILE, the connection cap)
  *   gw_wsconn.c    one connection: frames in and out, limits, pings, close, grace
  *   gw_wssess.c    its session's writes to the store (open, set, idle, re-open, end)
+ *   gw_wsend.c     sessions ended (or resumed) from outside, seen on the change stream: 4001/4000
  *   gw_wswatch.c   its watches: subscriptions to the thread's watch hub, per-viewer events
  *   gw_lease.c     the process's lease all sessions are held under
  *   gw_wsframe.c gw_wsmsg.c gw_wsrate.c   pure: RFC 6455 framing, the JSON messages, the budget
@@ -39,7 +40,7 @@ typedef struct gw_wsconn gw_wsconn_t;
 struct gw_ws {
     gw_ctx_t *cx;
     h2o_linklist_t conns;   /* every connection of the thread, in any state (gw_wsconn_t.link) */
-    idtab_t sessions;       /* connections by gw_ws_session_key(user, session id) */
+    idtab_t sessions;       /* connections holding their session, by gw_ws_session_key (the user's) */
     h2o_timeout_t ping_to;  /* WS_PING_INTERVAL_MS: each open connection's tick */
     h2o_timeout_t hop_to[GW_WS_HOPS]; /* 2^i ms, for the i < nhops with 2^i < WS_PING_INTERVAL_MS: a tick
                                          due sooner than a whole interval (gw_wsconn.c, s_tick_arm) */
@@ -56,6 +57,7 @@ struct gw_ws {
     uint64_t next_conn;
     bool stopping;
     gw_buf_t scratch;          /* a frame being rendered */
+    struct gw_wsend *ends;     /* sessions ended from outside (gw_wsend.c); NULL without a watch hub */
 };
 
 /* ==== the process ============================================================================== */
@@ -88,7 +90,10 @@ void gw_ws_stop(gw_ctx_t *cx);
 
 /* A connection id unique in this process (the store pairs it with the lease). */
 uint64_t gw_ws_conn_id(gw_ws_t *ws);
-/* The key of a (user, session) in ws->sessions. */
+/* The key of a (user, session) in ws->sessions: the user's alone (sid is not hashed), so one chain
+ * holds all of a user's connections on the thread -- a resume finds its session's other holders
+ * and a change of the user finds its connections (gw_wsend.c) with one lookup. Finders compare the
+ * user id (and the session id) themselves: other users may share a key. */
 uint64_t gw_ws_session_key(const char *uid, size_t ulen, const char *sid, size_t slen);
 /* c took its session over (a resume with session_id=): every other connection of this process that
  * had it -- open, or closed and in its grace -- is told it is no longer its session

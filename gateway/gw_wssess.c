@@ -18,7 +18,8 @@
  * client is told 4000 "session resumed elsewhere" (a resume on another gateway, which nobody else
  * tells us about); nobody -> 4001 "session ended" (signed out with DELETE .../sessions/{sid},
  * evicted by MAX_SESSIONS, or the user erased). Otherwise the lease is suspected and refreshed at
- * once; if it lapsed, the re-open follows.
+ * once; if it lapsed, the re-open follows. (Usually the thread's change stream has found such a
+ * session already and closed its connection -- gw_wsend.c; this is the fallback.)
  *
  * An end that fails (store unreachable) is retried every GW_WS_LINGER_MS until it is answered:
  * while the gateway lives its lease would keep an unended session online for ever.

@@ -13,7 +13,7 @@ GW_OBJS := $(B)/gateway/gw_main.o $(B)/gateway/gw_config.o $(B)/gateway/gw_http.
            $(B)/gateway/gw_routes.o $(B)/gateway/gw_guard.o $(B)/gateway/gw_single.o $(B)/gateway/gw_sessions.o $(B)/gateway/gw_multi.o \
            $(B)/gateway/gw_batch.o $(B)/gateway/gw_health.o $(B)/gateway/gw_watch_hub.o $(B)/gateway/gw_notifier.o \
            $(B)/gateway/gw_connect.o $(B)/gateway/gw_ws.o $(B)/gateway/gw_wsconn.o $(B)/gateway/gw_wssess.o \
-           $(B)/gateway/gw_wswatch.o $(B)/gateway/gw_lease.o
+           $(B)/gateway/gw_wswatch.o $(B)/gateway/gw_lease.o $(B)/gateway/gw_wsend.o
 GW_OBJS += $(B)/gateway/gw_front.o $(B)/gateway/gw_h2guard.o
 GW_OBJS += $(B)/gateway/gw_ui.o
 GW_OBJS += $(B)/gateway/gw_nearcall.o

@@ -189,6 +189,12 @@ bool cache_link_up(const cache_node_t *cn);
 /* One message from the store's socket (a zloop message callback). */
 void cache_link_frames(void *cn, void *sock, zmq_msg_t *frames, int n);
 
+/* ---- cache_stats.c -------------------------------------------------------------------------- */
+
+/* Append the node's numbers to l: the PONG's set (full = false: health, routing and a replicated
+ * center's store_repl_* state) or everything (full = true: STATS). Reads cn only. */
+void cache_stats_collect(const cache_node_t *cn, stats_list_t *l, bool full);
+
 /* ---- cache_serve.c: the gateways' side ------------------------------------------------------- */
 
 void cache_serve_init(cache_node_t *cn);

@@ -7,7 +7,7 @@ $(CACHE_LIB): $(CACHE_LIB_SRCS:%.c=$(B)/%.o)
 
 CACHE_NODE_LIB := $(B)/libcachenode.a
 $(CACHE_NODE_LIB): $(B)/cache-node/cache_node.o $(B)/cache-node/cache_serve.o $(B)/cache-node/cache_link.o \
-                   $(B)/cache-node/cache_apply.o
+                   $(B)/cache-node/cache_apply.o $(B)/cache-node/cache_stats.o
 	$(AR) rcs $@ $^
 NODE_LIBS += $(CACHE_NODE_LIB)
 

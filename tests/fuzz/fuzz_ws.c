@@ -129,7 +129,7 @@ static void s_check_msg(const uint8_t *text, size_t len, uint32_t max)
     gw_wsmsg_t m;
     char err[GW_WSMSG_ERR_LEN];
     if (gw_wsmsg_parse((const char *)text, len, &lim, &m, err, sizeof err) == 0) {
-        FZ_CHECK(m.type >= GW_WSMSG_SET && m.type <= GW_WSMSG_PING);
+        FZ_CHECK(m.type >= GW_WSMSG_SET && m.type <= GW_WSMSG_BYE);
         if (m.type == GW_WSMSG_SET) {
             FZ_CHECK(m.status == -1 || m.status == PRESENCE_ONLINE || m.status == PRESENCE_AWAY ||
                      m.status == PRESENCE_BUSY);

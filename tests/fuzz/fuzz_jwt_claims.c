@@ -111,7 +111,10 @@ static bool s_ref_valid(const char *payload, size_t len, const char *issuer, con
         return false;
     *sub = json_string_value(v);
     *sublen = json_string_length(v);
-    *admin = s_ref_scope_admin(json_object_get(o, "scope"));
+    v = json_object_get(o, "scope");
+    if (v && !json_is_string(v))
+        return false; /* scope is a space-separated string (RFC 8693): anything else is refused */
+    *admin = s_ref_scope_admin(v);
     return true;
 }
 

@@ -32,6 +32,7 @@
 #include "gw_upstream.h"
 #include "gw_watch_hub.h"
 #include "gw_wsconn.h"
+#include "gw_wssess.h"
 #include "log.h"
 #include "util.h"
 
@@ -86,31 +87,15 @@ static bool s_was_holding(const look_t *k, uint64_t conn_id)
 
 /* ==== the answer =============================================================================== */
 
-/* c held its session when the lookup was sent; `mine` is its session in the answer (NULL: none). */
-static void s_judge(gw_wsconn_t *c, const proto_session_t *mine)
+/* c held its session when the lookup was sent: judge it by the answer (gw_wssess_judge), except
+ * that a missing session under a lease not known live may be the lease's lapse, not an end. */
+static void s_judge(gw_wsconn_t *c, const proto_msg_t *m)
 {
-    if (!mine) {
-        if (!gw_lease_known_live()) {
-            gw_lease_suspect(); /* maybe the lease lapsed: a refresh tells, the re-open follows */
-            return;
-        }
-        LOG_RATELIMITED(LOG_INFO, 1000, "session %.*s of %.*s: ended in the store (signed out, evicted or erased)",
-                        (int)c->sid_len, c->sid, (int)c->uid_len, c->uid);
-        gw_wsconn_session_lost(c, GW_WSCONN_CLOSE_ENDED);
-    } else if (mine->lease_id != c->lease_id || mine->conn_id != c->conn_id) {
-        LOG_RATELIMITED(LOG_INFO, 1000, "session %.*s of %.*s: resumed by lease %016llx connection %llx",
-                        (int)c->sid_len, c->sid, (int)c->uid_len, c->uid, (unsigned long long)mine->lease_id,
-                        (unsigned long long)mine->conn_id);
-        gw_wsconn_session_lost(c, GW_WSCONN_CLOSE_RESUMED);
+    if (!gw_lease_known_live() && !gw_wssess_listed(c, m)) {
+        gw_lease_suspect(); /* a refresh tells; the re-open follows */
+        return;
     }
-}
-
-static const proto_session_t *s_find_session(const proto_msg_t *m, const gw_wsconn_t *c)
-{
-    for (uint32_t i = 0; i < m->n; i++)
-        if (m->sessions[i].sid_len == c->sid_len && memcmp(m->sessions[i].session_id, c->sid, c->sid_len) == 0)
-            return &m->sessions[i];
-    return NULL;
+    gw_wssess_judge(c, m);
 }
 
 static void s_apply(look_t *k, const proto_msg_t *m)
@@ -128,7 +113,7 @@ static void s_apply(look_t *k, const proto_msg_t *m)
             continue;
         if (c->state != GW_WSCONN_OPENING && c->state != GW_WSCONN_OPEN && c->state != GW_WSCONN_GRACE)
             continue;
-        s_judge(c, s_find_session(m, c));
+        s_judge(c, m);
     }
 }
 

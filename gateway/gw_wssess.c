@@ -105,28 +105,44 @@ static gw_call_t *s_put(gw_wsconn_t *c, h2o_req_t *req, proto_record_t *r, uint8
 
 /* ==== refusals ================================================================================= */
 
+static const proto_session_t *s_mine(const gw_wsconn_t *c, const proto_msg_t *m)
+{
+    for (uint32_t i = 0; i < m->n; i++)
+        if (m->sessions[i].sid_len == c->sid_len && memcmp(m->sessions[i].session_id, c->sid, c->sid_len) == 0)
+            return &m->sessions[i];
+    return NULL;
+}
+
+bool gw_wssess_listed(const gw_wsconn_t *c, const proto_msg_t *m)
+{
+    return s_mine(c, m) != NULL;
+}
+
+bool gw_wssess_judge(gw_wsconn_t *c, const proto_msg_t *m)
+{
+    const proto_session_t *mine = s_mine(c, m);
+    if (!mine) {
+        LOG_RATELIMITED(LOG_INFO, 1000, "session %.*s of %.*s: ended in the store (signed out, evicted or erased)",
+                        (int)c->sid_len, c->sid, (int)c->uid_len, c->uid);
+        gw_wsconn_session_lost(c, GW_WSCONN_CLOSE_ENDED);
+        return false;
+    }
+    if (mine->lease_id != c->lease_id || mine->conn_id != c->conn_id) {
+        LOG_RATELIMITED(LOG_INFO, 1000, "session %.*s of %.*s: held by lease %016llx connection %llx, not ours (%016llx %llx)",
+                        (int)c->sid_len, c->sid, (int)c->uid_len, c->uid, (unsigned long long)mine->lease_id,
+                        (unsigned long long)mine->conn_id, (unsigned long long)c->lease_id,
+                        (unsigned long long)c->conn_id);
+        gw_wsconn_session_lost(c, GW_WSCONN_CLOSE_RESUMED);
+        return false;
+    }
+    return true;
+}
+
 static void on_sessions_reply(gw_call_t *call, const proto_msg_t *m, int status)
 {
     gw_wsconn_t *c = call->arg;
-    if (c->holds && m && m->status == PROTO_OK) {
-        const proto_session_t *mine = NULL;
-        for (uint32_t i = 0; i < m->n && !mine; i++)
-            if (m->sessions[i].sid_len == c->sid_len && memcmp(m->sessions[i].session_id, c->sid, c->sid_len) == 0)
-                mine = &m->sessions[i];
-        if (!mine) {
-            LOG_RATELIMITED(LOG_INFO, 1000, "session %.*s of %.*s: ended in the store (signed out, evicted or erased)",
-                            (int)c->sid_len, c->sid, (int)c->uid_len, c->uid);
-            gw_wsconn_session_lost(c, GW_WSCONN_CLOSE_ENDED);
-        } else if (mine->lease_id != c->lease_id || mine->conn_id != c->conn_id) {
-            LOG_RATELIMITED(LOG_INFO, 1000, "session %.*s of %.*s: held by lease %016llx connection %llx, not ours (%016llx %llx)",
-                            (int)c->sid_len, c->sid, (int)c->uid_len, c->uid, (unsigned long long)mine->lease_id,
-                            (unsigned long long)mine->conn_id, (unsigned long long)c->lease_id,
-                            (unsigned long long)c->conn_id);
-            gw_wsconn_session_lost(c, GW_WSCONN_CLOSE_RESUMED);
-        } else {
-            gw_lease_suspect(); /* ours after all: the refusal was about the lease */
-        }
-    }
+    if (c->holds && m && m->status == PROTO_OK && gw_wssess_judge(c, m))
+        gw_lease_suspect(); /* ours after all: the refusal was about the lease */
     c->calls--; /* only now: what ran above may have moved c to DONE, and c must outlive it */
     gw_wsconn_release(c);
 }

@@ -42,5 +42,12 @@ void gw_wssess_reopen(gw_wsconn_t *c, uint64_t lease_id);
 /* The grace is over: end the session (status offline; refused by the store when another connection
  * took it over meanwhile). c is DONE when this returns. */
 void gw_wssess_end(gw_wsconn_t *c);
+/* The store's SESSIONS answer m (OK) for c's user, while c holds its session: c's session gone ->
+ * c closed 4001; held by another lease or connection -> closed 4000 (gw_wsconn_session_lost).
+ * Returns true when the store says the session is still c's (nothing done). The caller decides
+ * first what a missing session means when the lease may have lapsed (gw_lease_known_live). */
+bool gw_wssess_judge(gw_wsconn_t *c, const proto_msg_t *m);
+/* Whether m (a SESSIONS answer) lists c's session. */
+bool gw_wssess_listed(const gw_wsconn_t *c, const proto_msg_t *m);
 
 #endif
